@@ -12,6 +12,12 @@
 //!
 //! - [`cli`]: the command line, parsed and validated in one place.
 //! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
+//! - [`kube`]: our Kubernetes client on reqwest: config, discovery, typed errors.
+//! - [`diff`]: normalising objects, masking Secrets, rendering unified diffs.
+//! - [`inventory`]: the ApplySet that records which live objects converge owns.
+//! - [`plan`]: desired vs live → ordered actions, with the prune guards.
+//! - [`apply`]: the engine that gathers what the plan needs and executes it.
+//! - [`report`]: a run as text lines, diffs and summary, or as JSON.
 //!
 //! Pure logic (manifest parsing, planning, diffing) does no I/O and is tested
 //! in-module; everything that talks to the API server is tested against a real one
@@ -24,3 +30,4 @@ pub mod inventory;
 pub mod kube;
 pub mod manifest;
 pub mod plan;
+pub mod report;

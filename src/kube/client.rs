@@ -1,0 +1,713 @@
+//! The HTTP client for the Kubernetes API: JSON requests with authentication,
+//! bounded concurrency, retries and typed errors.
+//!
+//! One [`Client`] is one reqwest connection pool (HTTP/2 when the server offers it
+//! over ALPN, which the API server does), shared by every clone. A semaphore bounds
+//! requests in flight so a burst of concurrent applies queues here instead of
+//! tripping the server's priority-and-fairness limits. Every request runs in a
+//! `tracing` span named after its verb and path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use super::auth::{Authenticator, Identity};
+use super::config::{Auth, ClusterConfig, ConfigError};
+use super::error::{Error, Status};
+use super::tls;
+
+/// Content type of a server-side apply patch. The body is JSON, which is valid YAML.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+/// Requests in flight per client unless [`ClientOptions::max_in_flight`] says otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// A `Retry-After` longer than this is capped: the caller's own timeouts matter more.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Tuning of a [`Client`]; the defaults suit the daemon.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Requests in flight at once (default 64).
+    pub max_in_flight: usize,
+    /// Time limit of one attempt, including reading the body (default 60 s).
+    pub request_timeout: Duration,
+    /// Time limit of establishing a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Attempts per request, including the first (default 5).
+    pub max_tries: u32,
+    /// The `User-Agent`, which also names the default field manager of POSTs.
+    pub user_agent: String,
+    /// Items per page when listing (default 500, kubectl's chunk size).
+    pub page_size: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_tries: 5,
+            user_agent: format!("converge/{}", env!("CARGO_PKG_VERSION")),
+            page_size: 500,
+        }
+    }
+}
+
+/// A Kubernetes API client. Cheap to clone: clones share the connection pool, the
+/// credential cache and the in-flight limit.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.base)
+            .field("origin", &self.inner.cluster.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    cluster: ClusterConfig,
+    /// The server URL without a trailing slash; request paths are appended to it.
+    base: String,
+    http: std::sync::Mutex<Http>,
+    auth: Authenticator,
+    limiter: Semaphore,
+    options: ClientOptions,
+}
+
+/// The reqwest client and which exec-plugin identity its TLS config presents.
+struct Http {
+    client: reqwest::Client,
+    identity_generation: u64,
+}
+
+/// The result of [`Client::list`]: every item of every page.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectList {
+    /// The items, each with `apiVersion` and `kind` filled in (the API omits them).
+    pub items: Vec<Value>,
+    /// The list's resourceVersion: start a watch from here.
+    pub resource_version: String,
+}
+
+/// One request as the retry loop sees it.
+struct Req<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    body: Option<Vec<u8>>,
+    content_type: Option<&'a str>,
+    accept: &'a str,
+    /// Safe to send twice: retried after 503/504 and broken connections.
+    idempotent: bool,
+}
+
+impl Req<'_> {
+    /// `VERB /path` for errors and logs (no query: it may be long, never secret).
+    fn describe(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or(self.path);
+        format!("{} {path}", self.method)
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    Transport(reqwest::Error),
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+        body: Vec<u8>,
+    },
+    Other(Error),
+}
+
+impl Client {
+    /// A client with default [`ClientOptions`].
+    pub fn new(cluster: ClusterConfig) -> Result<Self, Error> {
+        Self::with_options(cluster, ClientOptions::default())
+    }
+
+    /// A client with explicit options. Validates TLS material and static tokens now;
+    /// exec plugins run lazily at the first request.
+    pub fn with_options(cluster: ClusterConfig, options: ClientOptions) -> Result<Self, Error> {
+        let identity = match &cluster.auth {
+            Auth::ClientCert { cert_chain, key } => Some((cert_chain.clone(), key.clone_key())),
+            _ => None,
+        };
+        let client = build_http(&cluster, identity, &options)?;
+        let auth = Authenticator::new(&cluster.auth, &cluster.origin)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base: cluster.server.as_str().trim_end_matches('/').to_string(),
+                http: std::sync::Mutex::new(Http {
+                    client,
+                    identity_generation: 0,
+                }),
+                auth,
+                limiter: Semaphore::new(options.max_in_flight.max(1)),
+                options,
+                cluster,
+            }),
+        })
+    }
+
+    /// The namespace of the kubeconfig context (or the service account), else `default`.
+    pub fn default_namespace(&self) -> &str {
+        &self.inner.cluster.default_namespace
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &Url {
+        &self.inner.cluster.server
+    }
+
+    /// Sends one JSON request and decodes the JSON answer (`Null` for an empty body).
+    /// `content_type` defaults to `application/json` when there is a body. Retries
+    /// follow [`is_idempotent`]: GET, apply PATCH and DELETE with a uid precondition.
+    pub async fn request_json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        content_type: Option<&str>,
+    ) -> Result<Value, Error> {
+        let idempotent = is_idempotent(&method, content_type, body);
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| Error::InvalidRequest(format!("the body cannot be encoded: {e}")))?;
+        let content_type = content_type.or(body.as_ref().map(|_| "application/json"));
+        let req = Req {
+            method,
+            path,
+            query,
+            body,
+            content_type,
+            accept: "application/json",
+            idempotent,
+        };
+        let bytes = self.run(&req).await?;
+        decode_json(&bytes, &req)
+    }
+
+    /// GET with a custom `Accept` (aggregated discovery negotiates its format by it).
+    pub(crate) async fn get_json_accept(&self, path: &str, accept: &str) -> Result<Value, Error> {
+        let req = Req {
+            method: Method::GET,
+            path,
+            query: &[],
+            body: None,
+            content_type: None,
+            accept,
+            idempotent: true,
+        };
+        let bytes = self.run(&req).await?;
+        decode_json(&bytes, &req)
+    }
+
+    /// GET one object (or any JSON endpoint).
+    pub async fn get(&self, path: &str) -> Result<Value, Error> {
+        self.request_json(Method::GET, path, &[], None, None).await
+    }
+
+    /// GET one object; `None` when it does not exist (404).
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Value>, Error> {
+        match self.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists a collection page by page, following `continue` tokens. `path` may carry
+    /// a query (`…/configmaps?labelSelector=a%3Db`). A continue token that expired
+    /// mid-list fails with 410 ([`Error::is_gone`]): list again from scratch.
+    pub async fn list(&self, path: &str) -> Result<ObjectList, Error> {
+        self.list_with(path, &[]).await
+    }
+
+    /// [`Client::list`] with query parameters encoded for the caller, e.g.
+    /// `&[("labelSelector", "applyset.kubernetes.io/part-of=…")]`.
+    pub async fn list_with(&self, path: &str, query: &[(&str, &str)]) -> Result<ObjectList, Error> {
+        let mut list = ObjectList::default();
+        let mut token = String::new();
+        let limit = self.inner.options.page_size.max(1).to_string();
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", &limit));
+            if !token.is_empty() {
+                q.push(("continue", &token));
+            }
+            let page = self.request_json(Method::GET, path, &q, None, None).await?;
+            let next = collect_page(page, &mut list);
+            match next {
+                Some(next) => token = next,
+                None => return Ok(list),
+            }
+        }
+    }
+
+    /// Server-side apply: PATCH with `application/apply-patch+yaml`,
+    /// `fieldManager`, `force=true` (take ownership of conflicting fields),
+    /// `dryRun=All` for a preview, and `fieldValidation=Strict` so unknown or duplicate
+    /// fields in a manifest are errors instead of silently dropped.
+    pub async fn apply(
+        &self,
+        path: &str,
+        body: &Value,
+        field_manager: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<Value, Error> {
+        let mut query = vec![
+            ("fieldManager", field_manager),
+            ("fieldValidation", "Strict"),
+        ];
+        if force {
+            query.push(("force", "true"));
+        }
+        if dry_run {
+            query.push(("dryRun", "All"));
+        }
+        self.request_json(Method::PATCH, path, &query, Some(body), Some(APPLY_PATCH))
+            .await
+    }
+
+    /// POST a new object to a collection path (for `generateName` objects and Events).
+    pub async fn create(&self, path: &str, body: &Value, dry_run: bool) -> Result<Value, Error> {
+        let mut query = vec![("fieldValidation", "Strict")];
+        if dry_run {
+            query.push(("dryRun", "All"));
+        }
+        self.request_json(Method::POST, path, &query, Some(body), None)
+            .await
+    }
+
+    /// DELETE with `DeleteOptions`: `propagation` is `Background`, `Foreground` or
+    /// `Orphan`; a uid precondition makes sure a re-created object of the same name is
+    /// never deleted by mistake (409 Conflict instead), and makes the request safe to
+    /// retry. A missing object is an error ([`Error::is_not_found`]); the caller
+    /// decides whether that matters.
+    pub async fn delete(
+        &self,
+        path: &str,
+        uid_precondition: Option<&str>,
+        propagation: &str,
+    ) -> Result<(), Error> {
+        let mut options = json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": propagation,
+        });
+        if let Some(uid) = uid_precondition {
+            options["preconditions"] = json!({ "uid": uid });
+        }
+        self.request_json(Method::DELETE, path, &[], Some(&options), None)
+            .await
+            .map(drop)
+    }
+
+    /// GET as text, e.g. `/version`, `/readyz` or `…/pods/NAME/log?container=c`
+    /// (a query in `path` is kept).
+    pub async fn raw_get(&self, path: &str) -> Result<String, Error> {
+        let req = Req {
+            method: Method::GET,
+            path,
+            query: &[],
+            body: None,
+            content_type: None,
+            accept: "application/json, */*",
+            idempotent: true,
+        };
+        let bytes = self.run(&req).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Runs `req` in its tracing span.
+    async fn run(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
+        let span = tracing::debug_span!("kube", verb = %req.method, path = %req.path);
+        self.execute(req).instrument(span).await
+    }
+
+    /// The retry loop: one refresh after a 401 with a rotating credential, then up to
+    /// `max_tries` attempts for retryable failures with backoff or `Retry-After`.
+    async fn execute(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
+        let url = self.url(req.path, req.query)?;
+        let mut attempt = 1;
+        let mut reauthenticated = false;
+        loop {
+            let failure = match self.attempt(req, &url).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            if failure.code() == Some(401) && !reauthenticated && self.inner.auth.refreshable() {
+                tracing::info!("401 Unauthorized: refreshing the credential and retrying once");
+                reauthenticated = true;
+                self.inner.auth.invalidate().await;
+                continue;
+            }
+            let Some(delay) =
+                failure.retry_delay(req.idempotent, attempt, self.inner.options.max_tries)
+            else {
+                return Err(failure.into_error(req));
+            };
+            tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %failure.summary(), "retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, req: &Req<'_>, url: &Url) -> Result<Vec<u8>, Failure> {
+        // Fetch the credential first: a slow exec plugin must not hold a permit.
+        let credential = self.inner.auth.credential().await.map_err(Failure::Other)?;
+        let http = self
+            .http(credential.identity.as_deref())
+            .map_err(Failure::Other)?;
+        let _permit =
+            self.inner.limiter.acquire().await.map_err(|_| {
+                Failure::Other(Error::InvalidRequest("the client is closed".into()))
+            })?;
+        let mut builder = http
+            .request(req.method.clone(), url.clone())
+            .header(ACCEPT, req.accept)
+            .timeout(self.inner.options.request_timeout);
+        if let Some(bearer) = credential.bearer {
+            builder = builder.header(AUTHORIZATION, bearer);
+        }
+        if let Some(content_type) = req.content_type {
+            builder = builder.header(CONTENT_TYPE, content_type);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        let started = Instant::now();
+        let response = builder.send().await.map_err(Failure::Transport)?;
+        let code = response.status().as_u16();
+        log_warnings(response.headers().get_all("warning"));
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(parse_retry_after);
+        let version = response.version();
+        let body = response.bytes().await.map_err(Failure::Transport)?.to_vec();
+        tracing::debug!(
+            code,
+            ?version,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "response"
+        );
+        if (200..300).contains(&code) {
+            Ok(body)
+        } else {
+            Err(Failure::Status {
+                code,
+                retry_after,
+                body,
+            })
+        }
+    }
+
+    /// The reqwest client, rebuilt when an exec plugin hands out a new certificate.
+    fn http(&self, identity: Option<&Identity>) -> Result<reqwest::Client, Error> {
+        let mut http = self.inner.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = identity.filter(|id| id.generation != http.identity_generation) {
+            let pair = (id.cert_chain.clone(), id.key.clone_key());
+            http.client = build_http(&self.inner.cluster, Some(pair), &self.inner.options)?;
+            http.identity_generation = id.generation;
+        }
+        Ok(http.client.clone())
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, Error> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidRequest(format!(
+                "the path \"{path}\" must start with /"
+            )));
+        }
+        let mut url = Url::parse(&format!("{}{path}", self.inner.base))
+            .map_err(|e| Error::InvalidRequest(format!("the path \"{path}\" is not valid: {e}")))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+}
+
+fn build_http(
+    cluster: &ClusterConfig,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    options: &ClientOptions,
+) -> Result<reqwest::Client, Error> {
+    let tls = tls::client_config(cluster, identity)?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(options.connect_timeout)
+        .user_agent(options.user_agent.clone())
+        // Never forward credentials to wherever a redirect points.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Pings find dead HTTP/2 connections (e.g. after a control-plane restart).
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| {
+            Error::from(ConfigError::Tls {
+                origin: cluster.origin.clone(),
+                problem: format!("the HTTP client cannot be built: {e}"),
+            })
+        })
+}
+
+/// Whether sending the request twice is harmless: reads, server-side apply (the same
+/// patch yields the same object) and deletes pinned to one uid. A POST or a PUT may
+/// have been applied before the connection broke, so it is not retried on 5xx.
+pub fn is_idempotent(method: &Method, content_type: Option<&str>, body: Option<&Value>) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => true,
+        Method::PATCH => content_type == Some(APPLY_PATCH),
+        Method::DELETE => body
+            .and_then(|b| b.pointer("/preconditions/uid"))
+            .is_some_and(|uid| uid.as_str().is_some_and(|s| !s.is_empty())),
+        _ => false,
+    }
+}
+
+impl Failure {
+    fn code(&self) -> Option<u16> {
+        match self {
+            Failure::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// How long to wait before the next attempt, or `None` to give up. 429 means the
+    /// server did not process the request, so every method retries; a failed
+    /// connection attempt never reached the server either.
+    fn retry_delay(&self, idempotent: bool, attempt: u32, max_tries: u32) -> Option<Duration> {
+        if attempt >= max_tries {
+            return None;
+        }
+        let (retryable, retry_after) = match self {
+            Failure::Transport(e) => (e.is_connect() || (idempotent && !e.is_builder()), None),
+            Failure::Status {
+                code, retry_after, ..
+            } => match code {
+                429 => (true, *retry_after),
+                503 | 504 => (idempotent, *retry_after),
+                _ => (false, None),
+            },
+            Failure::Other(_) => (false, None),
+        };
+        retryable.then(|| retry_after.unwrap_or_else(|| backoff(attempt)))
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            Failure::Transport(e) => e.to_string(),
+            Failure::Status { code, .. } => format!("HTTP {code}"),
+            Failure::Other(e) => e.to_string(),
+        }
+    }
+
+    fn into_error(self, req: &Req<'_>) -> Error {
+        match self {
+            Failure::Transport(source) => Error::Http {
+                request: req.describe(),
+                source,
+            },
+            Failure::Status { code, body, .. } => Error::Api {
+                request: req.describe(),
+                status: Box::new(Status::from_response(code, &body)),
+            },
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+/// Exponential backoff from 200 ms, capped at 5 s, with up to 25 % jitter so that
+/// many clients throttled together do not come back together.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(5));
+    let base = base.min(Duration::from_secs(5));
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// `Retry-After` in seconds (the form the API server sends), capped at 30 s.
+/// HTTP-date values are ignored: the caller falls back to backoff.
+pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// Logs the API server's `Warning` headers (deprecated APIs, dropped fields), which
+/// carry `299 - "message"`.
+fn log_warnings(values: reqwest::header::GetAll<'_, HeaderValue>) {
+    for value in values {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let message = text
+            .split_once('"')
+            .map(|(_, rest)| rest.trim_end_matches('"'))
+            .unwrap_or(&text);
+        tracing::warn!(warning = %message, "the API server warns");
+    }
+}
+
+fn decode_json(bytes: &[u8], req: &Req<'_>) -> Result<Value, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        request: req.describe(),
+        reason: e.to_string(),
+    })
+}
+
+/// Moves a page's items into `list` (filling in `apiVersion`/`kind`, which list items
+/// lack) and returns the continue token, if any.
+fn collect_page(mut page: Value, list: &mut ObjectList) -> Option<String> {
+    let text = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if list.resource_version.is_empty() {
+        list.resource_version = text(&page, "/metadata/resourceVersion");
+    }
+    let api_version = text(&page, "/apiVersion");
+    let kind = text(&page, "/kind");
+    let kind = kind.strip_suffix("List").unwrap_or(&kind).to_string();
+    let next = Some(text(&page, "/metadata/continue")).filter(|t| !t.is_empty());
+    if let Some(Value::Array(items)) = page.get_mut("items").map(Value::take) {
+        for mut item in items {
+            if let Some(obj) = item.as_object_mut() {
+                obj.entry("apiVersion")
+                    .or_insert_with(|| json!(api_version));
+                obj.entry("kind").or_insert_with(|| json!(kind));
+            }
+            list.items.push(item);
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_and_capped() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(parse_retry_after(&v("1")), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(&v(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(&v("3600")), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after(&v("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(parse_retry_after(&v("-1")), None);
+    }
+
+    fn status(code: u16, retry_after: Option<u64>) -> Failure {
+        Failure::Status {
+            code,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn retry_policy() {
+        // 429 retries for every method and honours Retry-After.
+        assert_eq!(
+            status(429, Some(2)).retry_delay(false, 1, 5),
+            Some(Duration::from_secs(2))
+        );
+        // 503/504 only when idempotent.
+        assert!(status(503, None).retry_delay(true, 1, 5).is_some());
+        assert!(status(504, None).retry_delay(false, 1, 5).is_none());
+        // Other 4xx/5xx never.
+        for code in [400, 401, 403, 404, 409, 410, 422, 500] {
+            assert!(
+                status(code, Some(1)).retry_delay(true, 1, 5).is_none(),
+                "{code}"
+            );
+        }
+        // Bounded.
+        assert!(status(429, None).retry_delay(true, 5, 5).is_none());
+        let d = backoff(3);
+        assert!(
+            d >= Duration::from_millis(800) && d <= Duration::from_millis(1000),
+            "{d:?}"
+        );
+        assert!(backoff(30) <= Duration::from_millis(6250));
+    }
+
+    #[test]
+    fn idempotency() {
+        let precondition = json!({"preconditions": {"uid": "abc"}});
+        assert!(is_idempotent(&Method::GET, None, None));
+        assert!(is_idempotent(&Method::PATCH, Some(APPLY_PATCH), None));
+        assert!(!is_idempotent(
+            &Method::PATCH,
+            Some("application/merge-patch+json"),
+            None
+        ));
+        assert!(is_idempotent(&Method::DELETE, None, Some(&precondition)));
+        assert!(!is_idempotent(&Method::DELETE, None, Some(&json!({}))));
+        assert!(!is_idempotent(&Method::POST, None, None));
+    }
+
+    #[test]
+    fn pages_fill_kind_and_return_continue() {
+        let mut list = ObjectList::default();
+        let page = json!({"apiVersion": "v1", "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "42", "continue": "abc"},
+            "items": [{"metadata": {"name": "a"}}]});
+        assert_eq!(collect_page(page, &mut list).as_deref(), Some("abc"));
+        let page = json!({"apiVersion": "v1", "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "43"}, "items": [{"kind": "ConfigMap", "metadata": {"name": "b"}}]});
+        assert_eq!(collect_page(page, &mut list), None);
+        assert_eq!(list.resource_version, "42");
+        assert_eq!(list.items.len(), 2);
+        assert_eq!(list.items[0]["kind"], "ConfigMap");
+        assert_eq!(list.items[0]["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn urls_keep_the_server_prefix_and_encode_the_query() {
+        let cluster = ClusterConfig {
+            server: Url::parse("https://proxy.example/k8s/clusters/c-1/").unwrap(),
+            ca: None,
+            insecure_skip_tls_verify: true,
+            auth: Auth::Token("t".into()),
+            tls_server_name: None,
+            default_namespace: "default".into(),
+            origin: "test".into(),
+        };
+        let client = Client::new(cluster).expect("client");
+        let url = client
+            .url(
+                "/api/v1/namespaces/a/configmaps",
+                &[("labelSelector", "a=b,c in (d)")],
+            )
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://proxy.example/k8s/clusters/c-1/api/v1/namespaces/a/configmaps?labelSelector=a%3Db%2Cc+in+%28d%29"
+        );
+        assert!(client.url("api/v1", &[]).is_err());
+    }
+}

@@ -1,0 +1,594 @@
+//! Discovery: which kinds the API server serves, under which resource name, version
+//! and scope — everything needed to turn a manifest's `apiVersion`/`kind` into a URL.
+//!
+//! Aggregated discovery (`apidiscovery.k8s.io/v2`, GA in Kubernetes 1.30) answers in
+//! two requests (`/api`, `/apis`); older servers get the legacy walk of every
+//! group-version. The catalog is a snapshot: call [`Discovery::refresh`] after
+//! creating CRDs so their kinds resolve.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt as _;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::client::Client;
+use super::error::{Error, UnservedVersion};
+
+/// Accept header asking for aggregated discovery (v2, then v2beta1 for 1.27–1.29
+/// servers), falling back to the legacy documents.
+const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+/// Legacy discovery fetches group-versions concurrently, but politely.
+const LEGACY_CONCURRENCY: usize = 8;
+
+/// Characters escaped in one path segment (a namespace or object name).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// One resource of the API: how to address a kind at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResource {
+    /// API group; empty for the core group.
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    /// The resource name in URLs, e.g. `deployments`.
+    pub plural: String,
+    pub namespaced: bool,
+    /// e.g. `get`, `list`, `watch`, `patch`, `delete`.
+    pub verbs: Vec<String>,
+}
+
+impl ApiResource {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The URL path of an object (`name`) or collection (no name). For namespaced
+    /// resources without a namespace this is the all-namespaces collection;
+    /// cluster-scoped resources ignore `namespace`.
+    pub fn path(&self, namespace: Option<&str>, name: Option<&str>) -> String {
+        let mut path = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        if let Some(ns) = namespace.filter(|_| self.namespaced) {
+            path.push_str("/namespaces/");
+            path.extend(utf8_percent_encode(ns, SEGMENT));
+        }
+        path.push('/');
+        path.push_str(&self.plural);
+        if let Some(name) = name {
+            path.push('/');
+            path.extend(utf8_percent_encode(name, SEGMENT));
+        }
+        path
+    }
+
+    /// Whether the server allows `verb` on this resource.
+    pub fn supports(&self, verb: &str) -> bool {
+        self.verbs.iter().any(|v| v == verb)
+    }
+}
+
+/// Splits an `apiVersion` into group and version: `apps/v1` → (`apps`, `v1`),
+/// `v1` → (``, `v1`).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// What the server serves, by group.
+#[derive(Debug, Default)]
+struct Catalog {
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Served versions, the preferred one first.
+    versions: Vec<String>,
+    /// (version, kind) → resource.
+    resources: HashMap<(String, String), ApiResource>,
+}
+
+impl Group {
+    fn insert(&mut self, resource: ApiResource) {
+        if !self.versions.contains(&resource.version) {
+            self.versions.push(resource.version.clone());
+        }
+        let key = (resource.version.clone(), resource.kind.clone());
+        // A kind served by several resources (rare): keep the first, like kubectl.
+        self.resources.entry(key).or_insert(resource);
+    }
+}
+
+/// The server's kinds, shared by clones; [`Discovery::refresh`] replaces the snapshot
+/// for all of them.
+#[derive(Clone)]
+pub struct Discovery {
+    client: Client,
+    catalog: Arc<RwLock<Arc<Catalog>>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.snapshot().groups.len();
+        f.debug_struct("Discovery")
+            .field("groups", &groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// Discovers what `client`'s server serves.
+    pub async fn new(client: &Client) -> Result<Self, Error> {
+        let catalog = fetch(client).await?;
+        Ok(Discovery {
+            client: client.clone(),
+            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+        })
+    }
+
+    /// Discovery by the legacy per-group-version documents only, even where
+    /// aggregated discovery is served: for tests that compare the two, and as an escape
+    /// hatch for servers whose aggregated discovery misbehaves.
+    pub async fn new_legacy(client: &Client) -> Result<Self, Error> {
+        let core = client.get("/api").await?;
+        let catalog = legacy(client, core).await?;
+        Ok(Discovery {
+            client: client.clone(),
+            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+        })
+    }
+
+    /// Reads discovery again (after CRDs were created or an aggregated API came up).
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let catalog = fetch(&self.client).await?;
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The resource for `kind` in `group` at `version` (the manifest's own version);
+    /// an empty `version` means the group's preferred version that serves the kind.
+    pub fn resolve(&self, group: &str, version: &str, kind: &str) -> Result<ApiResource, Error> {
+        let catalog = self.snapshot();
+        let unknown = || Error::UnknownKind {
+            group: group.into(),
+            kind: kind.into(),
+        };
+        let g = catalog.groups.get(group).ok_or_else(unknown)?;
+        let lookup = |v: &str| g.resources.get(&(v.to_string(), kind.to_string()));
+        if !version.is_empty() {
+            if let Some(found) = lookup(version) {
+                return Ok(found.clone());
+            }
+        }
+        let served: Vec<String> = g
+            .versions
+            .iter()
+            .filter(|v| lookup(v).is_some())
+            .cloned()
+            .collect();
+        match served.first() {
+            None => Err(unknown()),
+            Some(preferred) if version.is_empty() => lookup(preferred).cloned().ok_or_else(unknown),
+            Some(_) => Err(Error::UnservedVersion(Box::new(UnservedVersion {
+                group: group.into(),
+                version: version.into(),
+                kind: kind.into(),
+                served,
+            }))),
+        }
+    }
+
+    /// [`Discovery::resolve`] from a manifest's `apiVersion` (`apps/v1`, `v1`).
+    pub fn resolve_api_version(&self, api_version: &str, kind: &str) -> Result<ApiResource, Error> {
+        let (group, version) = split_api_version(api_version);
+        self.resolve(group, version, kind)
+    }
+
+    /// Every kind at its group's preferred version that serves it.
+    pub fn preferred_resources(&self) -> Vec<ApiResource> {
+        let catalog = self.snapshot();
+        let mut out = Vec::new();
+        for g in catalog.groups.values() {
+            let mut seen = std::collections::HashSet::new();
+            for v in &g.versions {
+                for ((rv, kind), r) in &g.resources {
+                    if rv == v && seen.insert(kind.clone()) {
+                        out.push(r.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+// --- fetching -----------------------------------------------------------------------
+
+async fn fetch(client: &Client) -> Result<Catalog, Error> {
+    let core = client.get_json_accept("/api", AGGREGATED_ACCEPT).await?;
+    if is_aggregated(&core) {
+        let groups = client.get_json_accept("/apis", AGGREGATED_ACCEPT).await?;
+        let mut catalog = Catalog::default();
+        add_aggregated(&mut catalog, core)?;
+        add_aggregated(&mut catalog, groups)?;
+        tracing::debug!(groups = catalog.groups.len(), "aggregated discovery");
+        return Ok(catalog);
+    }
+    legacy(client, core).await
+}
+
+fn is_aggregated(doc: &Value) -> bool {
+    doc.get("kind").and_then(Value::as_str) == Some("APIGroupDiscoveryList")
+}
+
+#[derive(Deserialize)]
+struct DiscoveryList {
+    #[serde(default)]
+    items: Vec<GroupDiscovery>,
+}
+
+#[derive(Deserialize)]
+struct GroupDiscovery {
+    #[serde(default)]
+    metadata: NameOnly,
+    #[serde(default)]
+    versions: Vec<VersionDiscovery>,
+}
+
+#[derive(Deserialize, Default)]
+struct NameOnly {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct VersionDiscovery {
+    version: String,
+    #[serde(default)]
+    resources: Vec<ResourceDiscovery>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceDiscovery {
+    resource: String,
+    response_kind: Option<KindOnly>,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    verbs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    #[serde(default)]
+    kind: String,
+}
+
+/// Adds an `APIGroupDiscoveryList` (versions are listed preferred first).
+fn add_aggregated(catalog: &mut Catalog, doc: Value) -> Result<(), Error> {
+    let list: DiscoveryList = serde_json::from_value(doc).map_err(|e| Error::Decode {
+        request: "GET /api, /apis (aggregated discovery)".into(),
+        reason: e.to_string(),
+    })?;
+    for item in list.items {
+        let group = catalog
+            .groups
+            .entry(item.metadata.name.clone())
+            .or_default();
+        for version in item.versions {
+            for r in version.resources {
+                let Some(kind) = r.response_kind.map(|k| k.kind).filter(|k| !k.is_empty()) else {
+                    continue;
+                };
+                group.insert(ApiResource {
+                    group: item.metadata.name.clone(),
+                    version: version.version.clone(),
+                    kind,
+                    plural: r.resource,
+                    namespaced: r.scope == "Namespaced",
+                    verbs: r.verbs,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceList {
+    #[serde(default)]
+    resources: Vec<LegacyResource>,
+}
+
+#[derive(Deserialize)]
+struct LegacyResource {
+    name: String,
+    #[serde(default)]
+    namespaced: bool,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    verbs: Vec<String>,
+}
+
+/// Legacy discovery: `/api` (already fetched), `/apis`, then every group-version.
+/// A group-version that fails (an aggregated API that is down) is skipped with a
+/// warning, as kubectl does, so one broken APIService does not stop converge.
+async fn legacy(client: &Client, core: Value) -> Result<Catalog, Error> {
+    let mut targets: Vec<(String, String)> = strings(&core, "versions")
+        .into_iter()
+        .map(|v| (String::new(), v))
+        .collect();
+    let groups = client.get("/apis").await?;
+    for g in groups
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        targets.extend(group_versions(g));
+    }
+    let fetches = futures::stream::iter(targets.into_iter().map(|(group, version)| async move {
+        let path = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        (group, version, client.get(&path).await)
+    }))
+    .buffered(LEGACY_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let mut catalog = Catalog::default();
+    for (group, version, result) in fetches {
+        match result {
+            Ok(doc) => add_legacy(&mut catalog, &group, &version, doc),
+            Err(e) if group.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::warn!(group, version, error = %e, "skipping a group-version that discovery could not read")
+            }
+        }
+    }
+    tracing::debug!(groups = catalog.groups.len(), "legacy discovery");
+    Ok(catalog)
+}
+
+/// (group, version) pairs of an `APIGroup`, the preferred version first.
+fn group_versions(g: &Value) -> Vec<(String, String)> {
+    let name = g
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let preferred = g
+        .pointer("/preferredVersion/version")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut versions: Vec<String> = g
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("version").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if let Some(p) = preferred {
+        versions.retain(|v| *v != p);
+        versions.insert(0, p);
+    }
+    versions.into_iter().map(|v| (name.clone(), v)).collect()
+}
+
+fn add_legacy(catalog: &mut Catalog, group: &str, version: &str, doc: Value) {
+    let Ok(list) = serde_json::from_value::<ResourceList>(doc) else {
+        tracing::warn!(
+            group,
+            version,
+            "skipping a group-version whose discovery document is not an APIResourceList"
+        );
+        return;
+    };
+    let entry = catalog.groups.entry(group.to_string()).or_default();
+    if !entry.versions.iter().any(|v| v == version) {
+        entry.versions.push(version.to_string());
+    }
+    for r in list.resources {
+        // Subresources (`deployments/scale`) are not kinds of their own.
+        if r.name.contains('/') || r.kind.is_empty() {
+            continue;
+        }
+        entry.insert(ApiResource {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: r.kind,
+            plural: r.name,
+            namespaced: r.namespaced,
+            verbs: r.verbs,
+        });
+    }
+}
+
+fn strings(doc: &Value, key: &str) -> Vec<String> {
+    doc.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn resource(
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+    ) -> ApiResource {
+        ApiResource {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+            verbs: vec!["get".into(), "patch".into()],
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let pods = resource("", "v1", "Pod", "pods", true);
+        assert_eq!(
+            pods.path(Some("ns"), Some("web-0")),
+            "/api/v1/namespaces/ns/pods/web-0"
+        );
+        assert_eq!(pods.path(Some("ns"), None), "/api/v1/namespaces/ns/pods");
+        assert_eq!(pods.path(None, None), "/api/v1/pods");
+        let deploy = resource("apps", "v1", "Deployment", "deployments", true);
+        assert_eq!(
+            deploy.path(Some("a"), Some("b")),
+            "/apis/apps/v1/namespaces/a/deployments/b"
+        );
+        assert_eq!(deploy.api_version(), "apps/v1");
+        let role = resource(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        );
+        // Cluster-scoped resources ignore the namespace; odd names are escaped.
+        assert_eq!(
+            role.path(Some("ignored"), Some("system:a b/c%d?")),
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:a%20b%2Fc%25d%3F"
+        );
+        assert!(role.supports("patch"));
+        assert!(!role.supports("watch"));
+        assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
+        assert_eq!(split_api_version("v1"), ("", "v1"));
+    }
+
+    fn catalog_from_aggregated() -> Catalog {
+        let apis = json!({"kind": "APIGroupDiscoveryList", "items": [
+            {"metadata": {"name": "example.com"}, "versions": [
+                {"version": "v2", "resources": [
+                    {"resource": "widgets", "responseKind": {"group": "", "version": "", "kind": "Widget"},
+                     "scope": "Namespaced", "verbs": ["get", "list"]}]},
+                {"version": "v1", "resources": [
+                    {"resource": "widgets", "responseKind": {"kind": "Widget"}, "scope": "Namespaced", "verbs": []},
+                    {"resource": "gadgets", "responseKind": {"kind": "Gadget"}, "scope": "Cluster", "verbs": []}]}]}]});
+        let core = json!({"kind": "APIGroupDiscoveryList", "items": [
+            {"metadata": {}, "versions": [{"version": "v1", "resources": [
+                {"resource": "namespaces", "responseKind": {"kind": "Namespace"}, "scope": "Cluster", "verbs": ["get"]},
+                {"resource": "bindings", "scope": "Namespaced", "verbs": ["create"]}]}]}]});
+        let mut catalog = Catalog::default();
+        add_aggregated(&mut catalog, core).unwrap();
+        add_aggregated(&mut catalog, apis).unwrap();
+        catalog
+    }
+
+    fn discovery(catalog: Catalog) -> Discovery {
+        let cluster = crate::kube::ClusterConfig {
+            server: reqwest::Url::parse("https://127.0.0.1:1").unwrap(),
+            ca: None,
+            insecure_skip_tls_verify: true,
+            auth: crate::kube::Auth::None,
+            tls_server_name: None,
+            default_namespace: "default".into(),
+            origin: "test".into(),
+        };
+        Discovery {
+            client: Client::new(cluster).unwrap(),
+            catalog: Arc::new(RwLock::new(Arc::new(catalog))),
+        }
+    }
+
+    #[test]
+    fn resolve_prefers_the_manifest_version_then_the_preferred_one() {
+        let d = discovery(catalog_from_aggregated());
+        assert_eq!(
+            d.resolve("example.com", "v1", "Widget").unwrap().version,
+            "v1"
+        );
+        assert_eq!(
+            d.resolve("example.com", "", "Widget").unwrap().version,
+            "v2"
+        );
+        // Gadget is only served at v1 even though v2 is preferred.
+        assert_eq!(
+            d.resolve("example.com", "", "Gadget").unwrap().version,
+            "v1"
+        );
+        assert!(!d.resolve("example.com", "v1", "Gadget").unwrap().namespaced);
+        let ns = d.resolve_api_version("v1", "Namespace").unwrap();
+        assert_eq!(ns.path(None, Some("x")), "/api/v1/namespaces/x");
+
+        let err = d.resolve("example.com", "v3", "Widget").unwrap_err();
+        assert!(matches!(err, Error::UnservedVersion(_)), "{err}");
+        assert!(err.to_string().contains("served: v2, v1"), "{err}");
+        let err = d.resolve("example.com", "v1", "Sprocket").unwrap_err();
+        assert!(matches!(err, Error::UnknownKind { .. }), "{err}");
+        let err = d.resolve("nope.io", "v1", "Widget").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown kind Widget in group nope.io: is its CRD installed?"
+        );
+        assert_eq!(d.preferred_resources().len(), 3);
+    }
+
+    #[test]
+    fn legacy_documents() {
+        let mut catalog = Catalog::default();
+        let group = json!({"name": "apps", "versions": [{"groupVersion": "apps/v1beta2", "version": "v1beta2"},
+            {"groupVersion": "apps/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}});
+        assert_eq!(
+            group_versions(&group),
+            vec![
+                ("apps".to_string(), "v1".to_string()),
+                ("apps".to_string(), "v1beta2".to_string())
+            ]
+        );
+        let doc = json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
+            {"name": "deployments", "namespaced": true, "kind": "Deployment", "verbs": ["get", "patch"]},
+            {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "verbs": ["get"]}]});
+        add_legacy(&mut catalog, "apps", "v1", doc);
+        let d = discovery(catalog);
+        let r = d.resolve("apps", "v1", "Deployment").unwrap();
+        assert_eq!(r.plural, "deployments");
+        assert!(r.namespaced);
+        assert!(d.resolve("apps", "v1", "Scale").is_err());
+    }
+}

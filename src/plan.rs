@@ -1,0 +1,517 @@
+//! The plan: desired objects and live objects in, an ordered list of actions out.
+//!
+//! Pure: the engine ([`crate::apply`]) gathers the live objects and the server's
+//! dry-run results, this module decides. Keeping the decision free of I/O is what
+//! lets the ordering, the no-false-drift rule and the prune guards be unit-tested.
+
+use crate::diff::{self, ObjectDiff};
+use crate::inventory;
+use crate::manifest::{Manifest, ObjectRef, Origin, split_api_version};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What the engine will do (or, with `--dry-run`, would do) with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Configure,
+    Unchanged,
+    Prune,
+    /// Owned, no longer desired, but annotated `converge.dev/prune: disabled`.
+    KeepPruneDisabled,
+}
+
+impl fmt::Display for Action {
+    /// The past tense kubectl users read in output: `created`, `configured`, …
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Create => "created",
+            Action::Configure => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Prune => "pruned",
+            Action::KeepPruneDisabled => "kept (prune disabled)",
+        })
+    }
+}
+
+/// One object's action, with its diff when it changes.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub object: ObjectRef,
+    pub action: Action,
+    pub diff: Option<ObjectDiff>,
+    /// The desired manifest (absent for prune steps).
+    pub manifest: Option<Manifest>,
+    /// The live object's uid: the precondition that makes a prune delete exactly
+    /// the object that was planned, not a successor with the same name.
+    pub live_uid: Option<String>,
+}
+
+impl Step {
+    pub fn origin(&self) -> Option<&Origin> {
+        self.manifest.as_ref().map(|m| &m.origin)
+    }
+}
+
+/// One desired object as the engine found it on the server.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The manifest with its namespace defaulted and ApplySet label set.
+    pub manifest: Manifest,
+    pub live: Option<Value>,
+    /// The server's dry-run apply result; `None` when the server cannot evaluate it
+    /// yet (its CRD or Namespace is created by this same run).
+    pub dry_run: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    pub prune: bool,
+    pub allow_mass_prune: bool,
+}
+
+/// Share of the owned objects one revision may prune without `--allow-mass-prune`.
+pub const MAX_PRUNE_SHARE: f64 = 0.5;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(
+        "refusing to prune {would_prune} of {owned} owned objects (more than half): \
+         this is usually a wrong path or branch; pass --allow-mass-prune if it is intended"
+    )]
+    MassPrune { would_prune: usize, owned: usize },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Creates, updates and unchanged objects in apply order, then prunes in
+    /// reverse apply order.
+    pub steps: Vec<Step>,
+}
+
+/// Counts per action, for summary lines, JSON output and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub configured: usize,
+    pub unchanged: usize,
+    pub pruned: usize,
+    pub kept: usize,
+}
+
+impl Plan {
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for step in &self.steps {
+            match step.action {
+                Action::Create => counts.created += 1,
+                Action::Configure => counts.configured += 1,
+                Action::Unchanged => counts.unchanged += 1,
+                Action::Prune => counts.pruned += 1,
+                Action::KeepPruneDisabled => counts.kept += 1,
+            }
+        }
+        counts
+    }
+
+    /// Whether applying the plan would write anything.
+    pub fn has_changes(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Create | Action::Configure | Action::Prune))
+    }
+}
+
+/// Decides every object's action. `owned` are the live members of the ApplySet.
+pub fn plan(
+    desired: Vec<Desired>,
+    owned: &[Value],
+    options: PlanOptions,
+) -> Result<Plan, PlanError> {
+    let wanted: BTreeSet<ObjectRef> = desired.iter().map(|d| d.manifest.object_ref()).collect();
+    let mut steps: Vec<Step> = desired.into_iter().map(desired_step).collect();
+    steps.sort_by_cached_key(|s| {
+        (
+            apply_rank(&s.object.group, &s.object.kind),
+            s.object.clone(),
+        )
+    });
+
+    if options.prune {
+        let mut prunes: Vec<Step> = owned
+            .iter()
+            .filter_map(|live| Some((live_object_ref(live)?, live)))
+            .filter(|(object, _)| !wanted.contains(object))
+            .map(|(object, live)| prune_step(object, live))
+            .collect();
+        check_mass_prune(&prunes, owned.len(), options)?;
+        prunes.sort_by_cached_key(|s| {
+            (
+                apply_rank(&s.object.group, &s.object.kind),
+                s.object.clone(),
+            )
+        });
+        steps.extend(prunes.into_iter().rev());
+    }
+    Ok(Plan { steps })
+}
+
+fn desired_step(desired: Desired) -> Step {
+    let object = desired.manifest.object_ref();
+    let live_uid = desired.live.as_ref().and_then(uid_of);
+    // What the object would become: the server's answer when it has one, else our
+    // manifest as written (only for objects the server cannot evaluate yet).
+    let target = desired
+        .dry_run
+        .clone()
+        .unwrap_or_else(|| Value::Object(desired.manifest.body.clone()));
+    let diff = diff::diff_objects(&object, desired.live.as_ref(), &target);
+    let action = match (&desired.live, &diff) {
+        (None, _) => Action::Create,
+        (Some(_), Some(_)) => Action::Configure,
+        (Some(_), None) => Action::Unchanged,
+    };
+    Step {
+        object,
+        action,
+        diff,
+        manifest: Some(desired.manifest),
+        live_uid,
+    }
+}
+
+fn prune_step(object: ObjectRef, live: &Value) -> Step {
+    let action = if inventory::prune_disabled(live) {
+        Action::KeepPruneDisabled
+    } else {
+        Action::Prune
+    };
+    Step {
+        object,
+        action,
+        diff: None,
+        manifest: None,
+        live_uid: uid_of(live),
+    }
+}
+
+fn check_mass_prune(prunes: &[Step], owned: usize, options: PlanOptions) -> Result<(), PlanError> {
+    let would_prune = prunes.iter().filter(|s| s.action == Action::Prune).count();
+    if options.allow_mass_prune || would_prune == 0 {
+        return Ok(());
+    }
+    if would_prune as f64 > owned as f64 * MAX_PRUNE_SHARE {
+        return Err(PlanError::MassPrune { would_prune, owned });
+    }
+    Ok(())
+}
+
+/// The identity of a live object as the API server returned it.
+pub fn live_object_ref(live: &Value) -> Option<ObjectRef> {
+    let (group, _) = split_api_version(live.get("apiVersion")?.as_str()?);
+    let metadata = live.get("metadata")?;
+    Some(ObjectRef {
+        group: group.to_string(),
+        kind: live.get("kind")?.as_str()?.to_string(),
+        namespace: metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        name: metadata.get("name")?.as_str()?.to_string(),
+    })
+}
+
+fn uid_of(live: &Value) -> Option<String> {
+    live.pointer("/metadata/uid")?.as_str().map(str::to_string)
+}
+
+/// Objects that must exist before anything else can be validated or applied:
+/// CRDs (their kinds) and Namespaces (their contents).
+pub fn is_first_stage(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") | ("", "Namespace")
+    )
+}
+
+/// Apply order by kind (deletes run in reverse): what others depend on comes first —
+/// namespaces and CRDs, then policy, identity and RBAC, configuration, storage,
+/// services, workloads, routing, custom resources, and admission webhooks last so
+/// that a webhook never blocks the objects it would serve.
+pub fn apply_rank(group: &str, kind: &str) -> u16 {
+    const ORDER: &[&str] = &[
+        "CustomResourceDefinition",
+        "Namespace",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "Secret",
+        "ConfigMap",
+        "StorageClass",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "DaemonSet",
+        "Pod",
+        "ReplicationController",
+        "ReplicaSet",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+        "IngressClass",
+        "Ingress",
+        "APIService",
+    ];
+    const CUSTOM: u16 = 100;
+    const WEBHOOKS: u16 = 200;
+    if matches!(
+        kind,
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+    ) && group == "admissionregistration.k8s.io"
+    {
+        return WEBHOOKS;
+    }
+    if !is_builtin_group(group) {
+        return CUSTOM;
+    }
+    ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .map_or(CUSTOM - 1, |i| i as u16)
+}
+
+fn is_builtin_group(group: &str) -> bool {
+    group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Origin;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn manifest(body: Value) -> Manifest {
+        let map = body.as_object().expect("object").clone();
+        Manifest {
+            api_version: map["apiVersion"].as_str().expect("apiVersion").into(),
+            kind: map["kind"].as_str().expect("kind").into(),
+            body: map,
+            origin: Origin {
+                file: PathBuf::from("fixture.yaml"),
+                line: 1,
+            },
+        }
+    }
+
+    fn configmap(name: &str, color: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+               "data": {"color": color}})
+    }
+
+    fn desired(body: Value, live: Option<Value>) -> Desired {
+        Desired {
+            manifest: manifest(body.clone()),
+            live,
+            dry_run: Some(body),
+        }
+    }
+
+    const PRUNE: PlanOptions = PlanOptions {
+        prune: true,
+        allow_mass_prune: false,
+    };
+
+    #[test]
+    fn actions_follow_live_state() {
+        let plan = plan(
+            vec![
+                desired(configmap("new", "blue"), None),
+                desired(configmap("same", "blue"), Some(configmap("same", "blue"))),
+                desired(
+                    configmap("changed", "green"),
+                    Some(configmap("changed", "blue")),
+                ),
+            ],
+            &[],
+            PRUNE,
+        )
+        .expect("plan");
+        let actions: Vec<(String, Action)> = plan
+            .steps
+            .iter()
+            .map(|s| (s.object.name.clone(), s.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("changed".to_string(), Action::Configure),
+                ("new".to_string(), Action::Create),
+                ("same".to_string(), Action::Unchanged)
+            ]
+        );
+        let changed = plan.steps[0].diff.as_ref().expect("diff");
+        assert_eq!(changed.changed_paths, ["data.color"]);
+        assert!(plan.has_changes());
+        assert_eq!(
+            plan.counts(),
+            Counts {
+                created: 1,
+                configured: 1,
+                unchanged: 1,
+                ..Counts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn server_noise_is_not_drift() {
+        let mut live = configmap("a", "blue");
+        live["metadata"]["resourceVersion"] = json!("42");
+        live["metadata"]["managedFields"] = json!([{"manager": "converge"}]);
+        let plan = plan(
+            vec![desired(configmap("a", "blue"), Some(live))],
+            &[],
+            PRUNE,
+        )
+        .expect("plan");
+        assert_eq!(plan.steps[0].action, Action::Unchanged);
+        assert!(!plan.has_changes());
+    }
+
+    #[test]
+    fn prune_takes_owned_objects_no_longer_desired_in_reverse_order() {
+        let owned = [
+            configmap("keep", "blue"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "old-ns", "uid": "u1"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "old", "namespace": "ns", "uid": "u2"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-cm", "namespace": "ns", "uid": "u3"}}),
+        ];
+        let wanted = vec![
+            desired(configmap("keep", "blue"), Some(configmap("keep", "blue"))),
+            desired(configmap("a", "b"), None),
+            desired(configmap("b", "b"), None),
+            desired(configmap("c", "b"), None),
+        ];
+        let allowed = PlanOptions {
+            allow_mass_prune: true,
+            ..PRUNE
+        };
+        let plan = plan(wanted, &owned, allowed).expect("plan");
+        let pruned: Vec<(&str, Option<&str>)> = plan
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Prune)
+            .map(|s| (s.object.name.as_str(), s.live_uid.as_deref()))
+            .collect();
+        assert_eq!(
+            pruned,
+            [
+                ("old", Some("u2")),
+                ("old-cm", Some("u3")),
+                ("old-ns", Some("u1"))
+            ]
+        );
+    }
+
+    #[test]
+    fn prune_disabled_objects_are_kept() {
+        let mut kept = configmap("kept", "blue");
+        kept["metadata"]["annotations"] = json!({"converge.dev/prune": "disabled"});
+        let wanted = vec![desired(configmap("a", "b"), Some(configmap("a", "b")))];
+        let plan = plan(wanted, &[configmap("a", "b"), kept], PRUNE).expect("plan");
+        assert_eq!(plan.steps[1].action, Action::KeepPruneDisabled);
+        assert!(!plan.has_changes());
+    }
+
+    #[test]
+    fn mass_prune_is_refused_unless_allowed() {
+        let owned = [
+            configmap("a", "x"),
+            configmap("b", "x"),
+            configmap("c", "x"),
+        ];
+        let wanted = || vec![desired(configmap("a", "x"), Some(configmap("a", "x")))];
+        assert_eq!(
+            plan(wanted(), &owned, PRUNE).expect_err("2 of 3 is more than half"),
+            PlanError::MassPrune {
+                would_prune: 2,
+                owned: 3
+            }
+        );
+        let allowed = PlanOptions {
+            allow_mass_prune: true,
+            ..PRUNE
+        };
+        assert_eq!(
+            plan(wanted(), &owned, allowed)
+                .expect("allowed")
+                .counts()
+                .pruned,
+            2
+        );
+        let no_prune = PlanOptions {
+            prune: false,
+            ..PRUNE
+        };
+        assert_eq!(
+            plan(wanted(), &owned, no_prune)
+                .expect("no prune")
+                .counts()
+                .pruned,
+            0
+        );
+        // Exactly half is within the limit.
+        let half = [configmap("a", "x"), configmap("b", "x")];
+        assert_eq!(
+            plan(wanted(), &half, PRUNE).expect("half").counts().pruned,
+            1
+        );
+    }
+
+    #[test]
+    fn kinds_are_ordered_by_dependency() {
+        let rank = |g: &str, k: &str| apply_rank(g, k);
+        assert!(rank("apiextensions.k8s.io", "CustomResourceDefinition") < rank("", "Namespace"));
+        assert!(rank("", "Namespace") < rank("", "ServiceAccount"));
+        assert!(rank("", "ServiceAccount") < rank("rbac.authorization.k8s.io", "RoleBinding"));
+        assert!(rank("", "ConfigMap") < rank("apps", "Deployment"));
+        assert!(rank("", "Service") < rank("apps", "Deployment"));
+        assert!(rank("apps", "Deployment") < rank("example.com", "Widget"));
+        assert!(
+            rank("example.com", "Widget")
+                < rank(
+                    "admissionregistration.k8s.io",
+                    "ValidatingWebhookConfiguration"
+                )
+        );
+        assert!(rank("", "SomethingNew") < rank("example.com", "Widget"));
+        assert!(
+            is_first_stage("", "Namespace")
+                && is_first_stage("apiextensions.k8s.io", "CustomResourceDefinition")
+        );
+        assert!(!is_first_stage("", "ConfigMap"));
+    }
+
+    #[test]
+    fn live_refs_come_from_api_version_kind_and_metadata() {
+        let live = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"}});
+        assert_eq!(
+            live_object_ref(&live).expect("ref").to_string(),
+            "Deployment.apps/n/w"
+        );
+        assert!(live_object_ref(&json!({"kind": "X"})).is_none());
+    }
+}

@@ -1,0 +1,550 @@
+//! `converge apply` and `converge diff` against the real control plane, checked
+//! with kubectl: exact diffs, no false drift, staged apply, safe prune, and bad
+//! input that changes nothing.
+
+mod common;
+
+use common::{TestEnv, corpus_microservices_demo};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A directory of manifests owned by one test.
+struct Source {
+    dir: tempfile::TempDir,
+}
+
+impl Source {
+    fn new() -> Self {
+        Source {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).expect("write manifest");
+        path
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
+    }
+}
+
+trait ConvergeExt {
+    fn converge(&self, args: &[&str]) -> Output;
+    fn apply(&self, source: &Path, extra: &[&str]) -> Value;
+    fn diff(&self, source: &Path) -> (i32, String);
+    fn resource_versions(&self, kinds: &str) -> BTreeMap<String, String>;
+}
+
+impl ConvergeExt for TestEnv {
+    /// Runs converge with the test's namespace and ApplySet name.
+    fn converge(&self, args: &[&str]) -> Output {
+        self.converge_command()
+            .args(args)
+            .args(["-n", &self.ns, "--name", &self.ns])
+            .output()
+            .expect("run converge")
+    }
+
+    /// `converge apply --prune -o json`, which must succeed.
+    fn apply(&self, source: &Path, extra: &[&str]) -> Value {
+        let path = source.to_str().expect("utf-8 path");
+        let mut args = vec!["apply", path, "--prune", "-o", "json"];
+        args.extend(extra);
+        let out = self.converge(&args);
+        common::assert_success("converge apply", &out);
+        serde_json::from_slice(&out.stdout).expect("apply -o json prints JSON")
+    }
+
+    /// `converge diff --prune`: exit code and stdout.
+    fn diff(&self, source: &Path) -> (i32, String) {
+        let out = self.converge(&["diff", source.to_str().expect("utf-8"), "--prune"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let code = out.status.code().expect("exit code");
+        assert!(
+            code < 2,
+            "diff failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code, stdout)
+    }
+
+    /// `kind/name` → resourceVersion for the given kinds in the test namespace.
+    fn resource_versions(&self, kinds: &str) -> BTreeMap<String, String> {
+        let template =
+            "{range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}";
+        self.kubectl(&[
+            "get",
+            kinds,
+            "-n",
+            &self.ns,
+            "-o",
+            &format!("jsonpath={template}"),
+        ])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        // What the controller-manager puts in every namespace is not ours.
+        .filter(|(k, _)| !matches!(*k, "ConfigMap/kube-root-ca.crt" | "ServiceAccount/default"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+const DEMO_KINDS: &str = "deployments,services,serviceaccounts,configmaps";
+
+#[test]
+fn corpus_applies_once_then_nothing_changes() {
+    let env = TestEnv::new("corpus");
+    let corpus = corpus_microservices_demo();
+    let first = env.apply(&corpus, &[]);
+    assert_eq!(first["summary"]["created"], 35, "{first:#}");
+    // Controllers update Deployment status (and so resourceVersion) until rollouts
+    // settle; only then does an unchanged resourceVersion prove we wrote nothing.
+    let ns = env.ns.as_str();
+    env.kubectl(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Available",
+        "deployment",
+        "--all",
+        "--timeout=120s",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let before = env.resource_versions(DEMO_KINDS);
+    assert_eq!(
+        before
+            .keys()
+            .filter(|k| !k.starts_with("ConfigMap/"))
+            .count(),
+        35
+    );
+
+    let second = env.apply(&corpus, &[]);
+    assert_eq!(second["summary"]["unchanged"], 35, "{second:#}");
+    assert_eq!(second["changed"], false);
+    assert_eq!(
+        env.resource_versions(DEMO_KINDS),
+        before,
+        "a no-op apply must write nothing"
+    );
+    assert_eq!(env.diff(&corpus).0, 0);
+}
+
+/// Written the way people write them: server-side defaults and normalised
+/// quantities must not show up as drift.
+const NATURAL: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports: [{name: http, containerPort: 8080}]
+        resources:
+          requests: {cpu: 1000m, memory: 0.5Gi}
+          limits: {cpu: "2", memory: 1024Mi}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: hunter2-natural}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: postgres:16, resources: {requests: {memory: 0.25Gi}}}]
+"#;
+
+#[test]
+fn naturally_written_manifests_show_no_false_drift() {
+    let env = TestEnv::new("natural");
+    let source = Source::new();
+    source.write("app.yaml", NATURAL);
+    assert_eq!(env.apply(source.path(), &[])["summary"]["created"], 4);
+    let (code, out) = env.diff(source.path());
+    assert_eq!(code, 0, "false drift:\n{out}");
+    assert!(
+        out.contains("0 created, 0 configured, 4 unchanged, 0 pruned"),
+        "{out}"
+    );
+}
+
+const SCALED: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {tier: front}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx:1.27}]
+";
+
+#[test]
+fn out_of_band_changes_show_as_exact_diffs_and_apply_restores_them() {
+    let env = TestEnv::new("drift");
+    let source = Source::new();
+    source.write("web.yaml", SCALED);
+    env.apply(source.path(), &[]);
+
+    env.kubectl(&["scale", "deployment", "web", "-n", &env.ns, "--replicas=5"]);
+    let (code, out) = env.diff(source.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("-  replicas: 5") && out.contains("+  replicas: 2"),
+        "{out}"
+    );
+    let json = env.converge(&["diff", source.path().to_str().expect("utf-8"), "-o", "json"]);
+    let plan: Value = serde_json::from_slice(&json.stdout).expect("json");
+    let changed: Vec<&Value> = plan["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|o| o["action"] == "configure")
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        changed[0]["changedPaths"],
+        serde_json::json!(["spec.replicas"])
+    );
+
+    env.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        &env.ns,
+        "-p",
+        r#"{"metadata":{"labels":{"tier":"back"}}}"#,
+    ]);
+    let (code, out) = env.diff(source.path());
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("-    tier: back") && out.contains("+    tier: front"),
+        "{out}"
+    );
+
+    let applied = env.apply(source.path(), &[]);
+    assert_eq!(applied["summary"]["configured"], 1);
+    let replicas = env.kubectl(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.labels.tier}",
+    ]);
+    assert_eq!(replicas, "2 front");
+    assert_eq!(env.diff(source.path()).0, 0);
+}
+
+#[test]
+fn removed_fields_go_and_other_managers_fields_stay() {
+    let env = TestEnv::new("fields");
+    let source = Source::new();
+    source.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: '1', b: '2'}\n",
+    );
+    env.apply(source.path(), &[]);
+    env.kubectl(&["label", "configmap", "cfg", "-n", &env.ns, "team=payments"]);
+
+    source.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: '1'}\n",
+    );
+    env.apply(source.path(), &[]);
+    let live = env.kubectl(&["get", "configmap", "cfg", "-n", &env.ns, "-o", "json"]);
+    let live: Value = serde_json::from_str(&live).expect("json");
+    assert_eq!(
+        live["data"],
+        serde_json::json!({"a": "1"}),
+        "b was removed from the manifest"
+    );
+    assert_eq!(
+        live["metadata"]["labels"]["team"], "payments",
+        "another manager's label stays"
+    );
+    assert_eq!(
+        env.diff(source.path()).0,
+        0,
+        "fields we do not declare are not drift"
+    );
+}
+
+#[test]
+fn crd_and_its_custom_resource_apply_in_one_run() {
+    let env = TestEnv::new("crd");
+    let group = format!("{}.converge.test", env.ns);
+    let source = Source::new();
+    source.write(
+        "crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.{group}}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{size: {{type: integer}}}}}}
+"
+        ),
+    );
+    source.write(
+        "widget.yaml",
+        &format!(
+            "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {{size: 3}}\n"
+        ),
+    );
+    let result = env.apply(source.path(), &[]);
+    assert_eq!(result["summary"]["created"], 2, "{result:#}");
+    let size = env.kubectl(&[
+        "get",
+        &format!("widgets.{group}"),
+        "w",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.spec.size}",
+    ]);
+    assert_eq!(size, "3");
+    assert_eq!(env.diff(source.path()).0, 0);
+    env.kubectl(&["delete", "crd", &format!("widgets.{group}"), "--wait=false"]);
+}
+
+#[test]
+fn prune_deletes_only_what_the_applyset_owns() {
+    let env = TestEnv::new("prune");
+    let ns = env.ns.as_str();
+    let source = Source::new();
+    let cm = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: shop}}}}\ndata: {{k: v}}\n"
+        )
+    };
+    for name in ["keep", "gone", "sticky", "other"] {
+        source.write(&format!("{name}.yaml"), &cm(name));
+    }
+    env.apply(source.path(), &[]);
+    env.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], &cm("by-kubectl"));
+    env.kubectl(&[
+        "annotate",
+        "configmap",
+        "sticky",
+        "-n",
+        ns,
+        "converge.dev/prune=disabled",
+    ]);
+
+    source.remove("gone.yaml");
+    source.remove("sticky.yaml");
+    let result = env.apply(source.path(), &[]);
+    assert_eq!(result["summary"]["pruned"], 1, "{result:#}");
+    assert_eq!(result["summary"]["kept"], 1, "{result:#}");
+    let names = env.kubectl(&[
+        "get",
+        "configmaps",
+        "-n",
+        ns,
+        "-l",
+        "app=shop",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert_eq!(names, "by-kubectl keep other sticky");
+
+    // An empty source deletes nothing and says why.
+    let empty = Source::new();
+    let out = env.converge(&["apply", empty.path().to_str().expect("utf-8"), "--prune"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no manifests found"),
+        "{out:?}"
+    );
+    let names = env.kubectl(&[
+        "get",
+        "configmaps",
+        "-n",
+        ns,
+        "-l",
+        "app=shop",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.lines().count(), 4);
+}
+
+#[test]
+fn mass_prune_is_refused_without_the_flag() {
+    let env = TestEnv::new("mass-prune");
+    let source = Source::new();
+    for name in ["a", "b", "c"] {
+        source.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"),
+        );
+    }
+    env.apply(source.path(), &[]);
+    source.remove("b.yaml");
+    source.remove("c.yaml");
+    let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-mass-prune"),
+        "{out:?}"
+    );
+    assert_eq!(
+        env.resource_versions("configmaps").len(),
+        4,
+        "3 members + the ApplySet parent"
+    );
+    env.apply(source.path(), &["--allow-mass-prune"]);
+    assert_eq!(env.resource_versions("configmaps").len(), 2);
+}
+
+/// Each broken revision exits 2, names the place and the reason, and writes nothing.
+#[test]
+fn bad_input_changes_nothing() {
+    let env = TestEnv::new("bad-input");
+    let source = Source::new();
+    source.write(
+        "good.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\ndata: {v: '1'}\n",
+    );
+    env.apply(source.path(), &[]);
+    let before = env.resource_versions("configmaps,services,deployments");
+
+    let changed_good = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\ndata: {v: '2'}\n";
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n",
+            "broken.yaml:",
+        ),
+        (
+            "nokind.yaml",
+            "---\napiVersion: v1\nmetadata: {name: x}\n",
+            "nokind.yaml:2",
+        ),
+        (
+            "dup.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\n",
+            "duplicate",
+        ),
+        (
+            "unknown.yaml",
+            "apiVersion: nope.example.com/v1\nkind: Gadget\nmetadata: {name: g}\n",
+            "unknown kind Gadget",
+        ),
+        (
+            "invalid.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: 99999}]}\n",
+            "Service/",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        source.write("good.yaml", changed_good);
+        source.write(file, text);
+        let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(expected),
+            "{file}: {stderr}"
+        );
+        assert_eq!(
+            env.resource_versions("configmaps,services,deployments"),
+            before,
+            "{file} wrote something"
+        );
+        source.remove(file);
+    }
+}
+
+#[test]
+fn secret_values_never_appear_in_output_or_logs() {
+    let env = TestEnv::new("secrets");
+    let source = Source::new();
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{password: {value}}}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: encoded}}\ndata: {{token: {}}}\n",
+            "c2VjcmV0LXRva2VuLXZhbHVl" // secret-token-value
+        )
+    };
+    source.write("s.yaml", &secret("first-secret-value"));
+    let path = source.path().to_str().expect("utf-8");
+    let mut outputs = Vec::new();
+    for verbosity in ["-v", "-vvv"] {
+        outputs.push(env.converge(&[verbosity, "diff", path]));
+        outputs.push(env.converge(&[verbosity, "apply", path, "-o", "json"]));
+    }
+    source.write("s.yaml", &secret("second-secret-value"));
+    for verbosity in ["-v", "-vvv"] {
+        outputs.push(env.converge(&[verbosity, "diff", path]));
+        outputs.push(env.converge(&[verbosity, "diff", path, "-o", "json"]));
+        outputs.push(env.converge(&[verbosity, "apply", path, "--dry-run"]));
+    }
+    let diff = String::from_utf8_lossy(&outputs[4].stdout).into_owned();
+    assert!(
+        diff.contains("Secret/") && diff.contains("password"),
+        "the changed key is shown: {diff}"
+    );
+    for out in &outputs {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for value in [
+            "first-secret-value",
+            "second-secret-value",
+            "secret-token-value",
+            "c2VjcmV0LXRva2VuLXZhbHVl",
+        ] {
+            assert!(!all.contains(value), "secret value {value} leaked:\n{all}");
+        }
+        for encoded in ["Zmlyc3Qtc2VjcmV0LXZhbHVl", "c2Vjb25kLXNlY3JldC12YWx1ZQ"] {
+            assert!(!all.contains(encoded), "base64 secret leaked:\n{all}");
+        }
+    }
+}
