@@ -746,6 +746,14 @@ fn validate(body: Map<String, Value>, file: &Path, line: usize) -> Result<Manife
 }
 
 fn object_problems(body: &Map<String, Value>) -> Vec<String> {
+    if is_kustomization(body) {
+        return vec![
+            "this is a kustomize file, not a Kubernetes object: converge applies plain \
+             manifests; render it with `kustomize build DIR > manifests.yaml`, or point \
+             converge at a directory without it"
+                .into(),
+        ];
+    }
     let mut messages = Vec::new();
     let api_version = "set apiVersion, e.g. `apiVersion: v1` or `apiVersion: apps/v1`";
     messages.extend(required_string(body, "apiVersion", api_version));
@@ -763,6 +771,13 @@ fn object_problems(body: &Map<String, Value>) -> Vec<String> {
         )),
     }
     messages
+}
+
+/// `kustomization.yaml` files sit beside manifests in many repositories; they get
+/// an explanation rather than a confusing "metadata.name is missing".
+fn is_kustomization(body: &Map<String, Value>) -> bool {
+    str_field(body, "apiVersion").is_some_and(|v| v.starts_with("kustomize.config.k8s.io/"))
+        || (str_field(body, "kind") == Some("Kustomization") && body.get("metadata").is_none())
 }
 
 fn required_string(map: &Map<String, Value>, key: &str, hint: &str) -> Option<String> {
@@ -1056,6 +1071,15 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert!(found[0].starts_with("m.yaml:6: the document is a list, not a mapping"));
         assert!(found[1].starts_with("m.yaml:9: the document is a string (\"just text\")"));
+    }
+
+    #[test]
+    fn kustomization_files_are_explained() {
+        let text = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n";
+        let err = parse_str(text, Path::new("k/kustomization.yaml")).expect_err("not an object");
+        let message = err.to_string();
+        assert!(message.starts_with("k/kustomization.yaml:1:"), "{message}");
+        assert!(message.contains("kustomize build"), "{message}");
     }
 
     #[test]

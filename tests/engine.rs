@@ -548,3 +548,72 @@ fn secret_values_never_appear_in_output_or_logs() {
         }
     }
 }
+
+#[test]
+fn a_namespace_and_its_objects_apply_in_one_run() {
+    let env = TestEnv::new("new-ns");
+    let extra = format!("{}-extra", env.ns);
+    let source = Source::new();
+    source.write(
+        "ns.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {extra}}}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: inside, namespace: {extra}}}\ndata: {{k: v}}\n"
+        ),
+    );
+    let result = env.apply(source.path(), &[]);
+    assert_eq!(result["summary"]["created"], 2, "{result:#}");
+    assert_eq!(
+        env.kubectl(&[
+            "get",
+            "configmap",
+            "inside",
+            "-n",
+            &extra,
+            "-o",
+            "jsonpath={.data.k}"
+        ]),
+        "v"
+    );
+    assert_eq!(env.diff(source.path()).0, 0);
+    env.kubectl(&["delete", "namespace", &extra, "--wait=false"]);
+}
+
+#[test]
+fn generate_name_objects_are_created_with_post() {
+    let env = TestEnv::new("generate-name");
+    let source = Source::new();
+    source.write(
+        "job.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: run-}\ndata: {k: v}\n",
+    );
+    assert_eq!(env.apply(source.path(), &[])["summary"]["created"], 1);
+    let names = env.kubectl(&["get", "configmaps", "-n", &env.ns, "-o", "name"]);
+    assert!(
+        names.lines().any(|n| n.starts_with("configmap/run-")),
+        "{names}"
+    );
+}
+
+#[test]
+fn diffs_are_colored_only_when_asked() {
+    let env = TestEnv::new("color");
+    let source = Source::new();
+    source.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n",
+    );
+    let path = source.path().to_str().expect("utf-8");
+    let colored = env.converge(&["diff", path, "--color", "always"]);
+    assert_eq!(colored.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&colored.stdout).contains("\x1b[32m+"),
+        "{colored:?}"
+    );
+    let plain = env.converge(&["diff", path]);
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        plain.contains("+kind: ConfigMap") && !plain.contains('\x1b'),
+        "{plain}"
+    );
+}
