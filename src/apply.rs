@@ -10,12 +10,15 @@
 //! mass-prune guard, ordering) is decided by [`crate::plan`], not here.
 
 use crate::inventory::{self, ApplySet, GroupKind};
+use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use crate::plan::{self, Action, Desired, Plan, PlanError, PlanOptions, Step};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, info, info_span};
 
@@ -59,11 +62,46 @@ pub enum EngineError {
     CrdNotEstablished(String),
 }
 
-/// The result of a run: the plan and whether it was carried out.
+/// The result of a run.
 #[derive(Debug)]
 pub struct Outcome {
     pub plan: Plan,
+    /// Whether the plan was carried out (false for dry runs and when nothing changed).
     pub applied: bool,
+    /// What the next run may reuse (see [`Memo`]).
+    pub memo: HashMap<ObjectRef, Memo>,
+    /// The kinds that may hold members of the ApplySet now: what to watch.
+    pub member_kinds: BTreeSet<GroupKind>,
+}
+
+/// What one object looked like at the end of a run, so that the next run can skip
+/// its dry-run when neither the manifest nor the live object changed since.
+#[derive(Debug, Clone)]
+pub struct Memo {
+    desired: u64,
+    live_version: String,
+    /// The server's dry-run result; `None` when it equals the live object.
+    dry_run: Option<Arc<Value>>,
+}
+
+/// What a long-running caller (the daemon) knows between runs. With it, an object
+/// whose manifest and live resourceVersion are unchanged costs no request: live
+/// objects come from the watch-fed store and dry-runs from the memo.
+pub struct Cache<'a> {
+    pub store: &'a Store,
+    /// Kinds whose reflectors have synced: the store is complete for them.
+    pub covered: &'a BTreeSet<GroupKind>,
+    /// The member kinds of the previous run ([`Outcome::member_kinds`]).
+    pub recorded: &'a BTreeSet<GroupKind>,
+    pub memo: &'a HashMap<ObjectRef, Memo>,
+}
+
+impl Cache<'_> {
+    fn live(&self, object: &ObjectRef) -> Option<Option<Value>> {
+        self.covered
+            .contains(&GroupKind::from(object))
+            .then(|| self.store.get(object))
+    }
 }
 
 /// One desired object resolved against discovery.
@@ -73,46 +111,234 @@ struct Resolved {
     resource: Option<ApiResource>,
 }
 
-/// Plans `manifests` against the cluster and, unless `dry_run`, converges it.
+/// The engine: a client and its discovery, shared by every run.
+#[derive(Clone)]
+pub struct Engine {
+    client: Client,
+    discovery: Discovery,
+}
+
+impl Engine {
+    /// Reads discovery once; runs refresh it when kinds appear.
+    pub async fn connect(client: Client) -> Result<Self, EngineError> {
+        let discovery = Discovery::new(&client)
+            .await
+            .map_err(EngineError::Discovery)?;
+        Ok(Engine { client, discovery })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// Plans `manifests` against the cluster and, unless `dry_run`, converges it.
+    pub async fn run(
+        &self,
+        manifests: Vec<Manifest>,
+        options: &RunOptions,
+        cache: Option<Cache<'_>>,
+    ) -> Result<Outcome, EngineError> {
+        let span = info_span!("run", applyset = %options.name, objects = manifests.len(), dry_run = options.dry_run);
+        self.run_inner(manifests, options, cache)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        manifests: Vec<Manifest>,
+        options: &RunOptions,
+        cache: Option<Cache<'_>>,
+    ) -> Result<Outcome, EngineError> {
+        let client = &self.client;
+        let applyset = ApplySet::new(&options.name, &options.namespace);
+        let resolved = self
+            .resolve_refreshing(manifests, &options.namespace, &applyset)
+            .await?;
+        let new_namespaces = namespaces_created_here(client, &resolved, cache.as_ref()).await?;
+        let desired = fetch_and_dry_run(client, resolved, &new_namespaces, cache.as_ref()).await?;
+        let recorded = match &cache {
+            Some(cache) => cache.recorded.clone(),
+            None => self.recorded_kinds(&applyset).await?,
+        };
+        let kinds = member_kinds(recorded, &desired);
+        let owned = self.members(&applyset, &kinds, cache.as_ref()).await?;
+        let mut memo = memo_seed(&desired);
+        let plan_options = PlanOptions {
+            prune: options.prune,
+            allow_mass_prune: options.allow_mass_prune,
+        };
+        let plan = plan::plan(desired, &owned, plan_options)?;
+        forget_unchanged_dry_runs(&plan, &mut memo);
+        if options.dry_run || !plan.has_changes() {
+            return Ok(Outcome {
+                plan,
+                applied: false,
+                memo,
+                member_kinds: kinds,
+            });
+        }
+        let written = execute(client, &self.discovery, &applyset, &plan, &kinds).await?;
+        remember_writes(&plan, written, &mut memo);
+        let member_kinds = desired_kinds(&plan);
+        Ok(Outcome {
+            plan,
+            applied: true,
+            memo,
+            member_kinds,
+        })
+    }
+
+    /// [`resolve`], refreshing discovery once first if a kind is unknown: a CRD may
+    /// have been installed since discovery was read.
+    async fn resolve_refreshing(
+        &self,
+        manifests: Vec<Manifest>,
+        namespace: &str,
+        applyset: &ApplySet,
+    ) -> Result<Vec<Resolved>, EngineError> {
+        let unknown = manifests.iter().any(|m| {
+            self.discovery
+                .resolve(m.group(), m.version(), &m.kind)
+                .is_err()
+        });
+        if unknown {
+            self.discovery
+                .refresh()
+                .await
+                .map_err(EngineError::Discovery)?;
+        }
+        resolve(&self.discovery, manifests, namespace, applyset)
+    }
+
+    async fn recorded_kinds(
+        &self,
+        applyset: &ApplySet,
+    ) -> Result<BTreeSet<GroupKind>, EngineError> {
+        let parent = self
+            .client
+            .get_opt(&parent_path(applyset))
+            .await
+            .map_err(|source| api_error(&applyset.parent_ref(), source))?;
+        Ok(inventory::recorded_group_kinds(parent.as_ref()))
+    }
+
+    /// The live members: from the store for kinds it covers, listed otherwise.
+    async fn members(
+        &self,
+        applyset: &ApplySet,
+        kinds: &BTreeSet<GroupKind>,
+        cache: Option<&Cache<'_>>,
+    ) -> Result<Vec<Value>, EngineError> {
+        let covered = |gk: &GroupKind| cache.is_some_and(|c| c.covered.contains(gk));
+        let mut members: Vec<Value> = match cache {
+            Some(cache) => kinds
+                .iter()
+                .filter(|gk| covered(gk))
+                .flat_map(|gk| cache.store.of_kind(&gk.group, &gk.kind))
+                .filter(|live| applyset.is_member(live))
+                .collect(),
+            None => Vec::new(),
+        };
+        let to_list: BTreeSet<GroupKind> =
+            kinds.iter().filter(|gk| !covered(gk)).cloned().collect();
+        members.extend(list_members(&self.client, &self.discovery, applyset, &to_list).await?);
+        Ok(members)
+    }
+}
+
+/// Plans `manifests` against the cluster and, unless `dry_run`, converges it: a
+/// one-shot [`Engine`] for the CLI.
 pub async fn run(
     client: &Client,
     manifests: Vec<Manifest>,
     options: &RunOptions,
 ) -> Result<Outcome, EngineError> {
-    let span = info_span!("run", applyset = %options.name, objects = manifests.len(), dry_run = options.dry_run);
-    async {
-        let mut discovery = Discovery::new(client)
-            .await
-            .map_err(EngineError::Discovery)?;
-        let applyset = ApplySet::new(&options.name, &options.namespace);
-        let resolved = resolve(&discovery, manifests, &options.namespace, &applyset)?;
-        let new_namespaces = namespaces_created_here(client, &resolved).await?;
-        let desired = fetch_and_dry_run(client, resolved, &new_namespaces).await?;
-        let parent = client
-            .get_opt(&parent_path(&applyset))
-            .await
-            .map_err(|source| api_error(&applyset.parent_ref(), source))?;
-        let kinds = member_kinds(parent.as_ref(), &desired);
-        let owned = list_members(client, &discovery, &applyset, &kinds).await?;
-        let options_plan = PlanOptions {
-            prune: options.prune,
-            allow_mass_prune: options.allow_mass_prune,
-        };
-        let plan = plan::plan(desired, &owned, options_plan)?;
-        if options.dry_run || !plan.has_changes() {
-            return Ok(Outcome {
-                plan,
-                applied: false,
-            });
-        }
-        execute(client, &mut discovery, &applyset, &plan, &kinds).await?;
-        Ok(Outcome {
-            plan,
-            applied: true,
+    Engine::connect(client.clone())
+        .await?
+        .run(manifests, options, None)
+        .await
+}
+
+fn desired_hash(manifest: &Manifest) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&manifest.body)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+fn live_version(live: Option<&Value>) -> String {
+    live.and_then(|l| l.pointer("/metadata/resourceVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A memo entry for every named object the server evaluated.
+fn memo_seed(desired: &[Desired]) -> HashMap<ObjectRef, Memo> {
+    desired
+        .iter()
+        .filter(|d| !d.manifest.name().is_empty())
+        .filter_map(|d| {
+            let dry_run = d.dry_run.as_ref()?;
+            Some((
+                d.manifest.object_ref(),
+                Memo {
+                    desired: desired_hash(&d.manifest),
+                    live_version: live_version(d.live.as_ref()),
+                    dry_run: Some(Arc::new(dry_run.clone())),
+                },
+            ))
         })
+        .collect()
+}
+
+/// Unchanged objects' dry-runs equal the live object: keep no copy of them.
+fn forget_unchanged_dry_runs(plan: &Plan, memo: &mut HashMap<ObjectRef, Memo>) {
+    for step in plan.steps.iter().filter(|s| s.action == Action::Unchanged) {
+        if let Some(entry) = memo.get_mut(&step.object) {
+            entry.dry_run = None;
+        }
     }
-    .instrument(span)
-    .await
+}
+
+/// After writing, the server's answer is the live object (and its own dry-run).
+fn remember_writes(
+    plan: &Plan,
+    written: Vec<(ObjectRef, Value)>,
+    memo: &mut HashMap<ObjectRef, Memo>,
+) {
+    let manifests: HashMap<&ObjectRef, &Manifest> = plan
+        .steps
+        .iter()
+        .filter_map(|s| Some((&s.object, s.manifest.as_ref()?)))
+        .collect();
+    for (object, live) in written {
+        if let Some(manifest) = manifests.get(&object) {
+            let entry = Memo {
+                desired: desired_hash(manifest),
+                live_version: live_version(Some(&live)),
+                dry_run: None,
+            };
+            memo.insert(object, entry);
+        }
+    }
+    for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
+        memo.remove(&step.object);
+    }
+}
+
+fn desired_kinds(plan: &Plan) -> BTreeSet<GroupKind> {
+    plan.steps
+        .iter()
+        .filter(|s| s.manifest.is_some())
+        .map(|s| GroupKind::from(&s.object))
+        .collect()
 }
 
 /// Resolves every manifest's kind, defaults namespaces and labels ApplySet
@@ -185,17 +411,21 @@ fn crd_kinds(manifests: &[Manifest]) -> BTreeSet<(String, String)> {
 async fn namespaces_created_here(
     client: &Client,
     resolved: &[Resolved],
+    cache: Option<&Cache<'_>>,
 ) -> Result<BTreeSet<String>, EngineError> {
     let mut missing = BTreeSet::new();
     for r in resolved
         .iter()
         .filter(|r| r.manifest.group().is_empty() && r.manifest.kind == "Namespace")
     {
-        let path = format!("/api/v1/namespaces/{}", r.manifest.name());
-        let live = client
-            .get_opt(&path)
-            .await
-            .map_err(|e| api_error(&r.manifest.object_ref(), e))?;
+        let object = r.manifest.object_ref();
+        let live = match cache.and_then(|c| c.live(&object)) {
+            Some(live) => live,
+            None => client
+                .get_opt(&format!("/api/v1/namespaces/{}", r.manifest.name()))
+                .await
+                .map_err(|e| api_error(&object, e))?,
+        };
         if live.is_none() {
             missing.insert(r.manifest.name().to_string());
         }
@@ -209,9 +439,10 @@ async fn fetch_and_dry_run(
     client: &Client,
     resolved: Vec<Resolved>,
     new_namespaces: &BTreeSet<String>,
+    cache: Option<&Cache<'_>>,
 ) -> Result<Vec<Desired>, EngineError> {
     let results: Vec<Result<Desired, Problem>> = stream::iter(resolved)
-        .map(|r| fetch_one(client, r, new_namespaces))
+        .map(|r| fetch_one(client, r, new_namespaces, cache))
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -223,10 +454,15 @@ async fn fetch_and_dry_run(
     Ok(desired.into_iter().filter_map(Result::ok).collect())
 }
 
+/// One object's live state and dry-run: from the cache when neither the manifest
+/// nor the live object changed since the last run, else from the server. (The store
+/// holds members only: an existing object that is not a member yet reads as absent
+/// there, and the apply that follows adopts it.)
 async fn fetch_one(
     client: &Client,
     r: Resolved,
     new_namespaces: &BTreeSet<String>,
+    cache: Option<&Cache<'_>>,
 ) -> Result<Desired, Problem> {
     let reject = |e: KubeError| Problem {
         object: Some(r.manifest.object_ref().to_string()),
@@ -259,11 +495,29 @@ async fn fetch_one(
         });
     }
     let path = resource.path(ns, Some(r.manifest.name()));
-    let live = client.get_opt(&path).await.map_err(reject)?;
-    let dry_run = client
-        .apply(&path, &body, FIELD_MANAGER, true, true)
-        .await
-        .map_err(reject)?;
+    let object = r.manifest.object_ref();
+    let live = match cache.and_then(|c| c.live(&object)) {
+        Some(live) => live,
+        None => client.get_opt(&path).await.map_err(reject)?,
+    };
+    let remembered = cache
+        .and_then(|c| c.memo.get(&object))
+        .filter(|m| m.desired == desired_hash(&r.manifest))
+        .filter(|m| m.live_version == live_version(live.as_ref()));
+    let dry_run = match remembered {
+        Some(memo) => match (&memo.dry_run, &live) {
+            (Some(dry_run), _) => dry_run.as_ref().clone(),
+            (None, Some(live)) => live.clone(),
+            (None, None) => client
+                .apply(&path, &body, FIELD_MANAGER, true, true)
+                .await
+                .map_err(reject)?,
+        },
+        None => client
+            .apply(&path, &body, FIELD_MANAGER, true, true)
+            .await
+            .map_err(reject)?,
+    };
     Ok(Desired {
         manifest: r.manifest,
         live,
@@ -273,8 +527,8 @@ async fn fetch_one(
 
 /// The group-kinds to look for members in: what the parent recorded (objects of
 /// earlier revisions) and what is desired now.
-fn member_kinds(parent: Option<&Value>, desired: &[Desired]) -> BTreeSet<GroupKind> {
-    let mut kinds = inventory::recorded_group_kinds(parent);
+fn member_kinds(recorded: BTreeSet<GroupKind>, desired: &[Desired]) -> BTreeSet<GroupKind> {
+    let mut kinds = recorded;
     kinds.extend(
         desired
             .iter()
@@ -321,17 +575,17 @@ async fn list_members(
 /// prunes, and finally the parent narrowed to what is now desired.
 async fn execute(
     client: &Client,
-    discovery: &mut Discovery,
+    discovery: &Discovery,
     applyset: &ApplySet,
     plan: &Plan,
     kinds: &BTreeSet<GroupKind>,
-) -> Result<(), EngineError> {
+) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
     let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
         .filter(|s| matches!(s.action, Action::Create | Action::Configure))
         .partition(|s| plan::is_first_stage(&s.object.group, &s.object.kind));
-    apply_all(client, discovery, &first).await?;
+    let mut written = apply_all(client, discovery, &first).await?;
     if first
         .iter()
         .any(|s| s.object.kind == "CustomResourceDefinition")
@@ -346,22 +600,17 @@ async fn execute(
         .collect();
     write_parent(client, applyset, kinds, &all_namespaces).await?;
     for rank in group_by_rank(&rest) {
-        apply_all(client, discovery, &rank).await?;
+        written.extend(apply_all(client, discovery, &rank).await?);
     }
     prune(client, discovery, plan).await?;
-    let desired_kinds = plan
-        .steps
-        .iter()
-        .filter(|s| s.manifest.is_some())
-        .map(|s| GroupKind::from(&s.object))
-        .collect();
     let desired_namespaces = plan
         .steps
         .iter()
         .filter(|s| s.manifest.is_some())
         .filter_map(|s| s.object.namespace.clone())
         .collect();
-    write_parent(client, applyset, &desired_kinds, &desired_namespaces).await
+    write_parent(client, applyset, &desired_kinds(plan), &desired_namespaces).await?;
+    Ok(written)
 }
 
 fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
@@ -396,23 +645,28 @@ fn parent_path(applyset: &ApplySet) -> String {
     )
 }
 
-/// Server-side applies (or, for generateName objects, creates) the steps concurrently.
+/// Server-side applies (or, for generateName objects, creates) the steps
+/// concurrently; returns the server's answer for each.
 async fn apply_all(
     client: &Client,
     discovery: &Discovery,
     steps: &[&Step],
-) -> Result<(), EngineError> {
-    stream::iter(steps)
+) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
+    let written: Vec<Option<(ObjectRef, Value)>> = stream::iter(steps)
         .map(|step| apply_one(client, discovery, step))
         .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
+        .try_collect()
         .await?;
-    Ok(())
+    Ok(written.into_iter().flatten().collect())
 }
 
-async fn apply_one(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), EngineError> {
+async fn apply_one(
+    client: &Client,
+    discovery: &Discovery,
+    step: &Step,
+) -> Result<Option<(ObjectRef, Value)>, EngineError> {
     let Some(manifest) = &step.manifest else {
-        return Ok(());
+        return Ok(None);
     };
     let resource = discovery
         .resolve(manifest.group(), manifest.version(), &manifest.kind)
@@ -432,9 +686,9 @@ async fn apply_one(client: &Client, discovery: &Discovery, step: &Step) -> Resul
             )
             .await
     };
-    result.map_err(|e| api_error(&step.object, e))?;
+    let live = result.map_err(|e| api_error(&step.object, e))?;
     info!(object = %step.object, action = %step.action, "applied");
-    Ok(())
+    Ok(Some((step.object.clone(), live)))
 }
 
 async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {

@@ -53,6 +53,24 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// The identity of a live object as the API server returned it (`None` when it
+    /// lacks apiVersion, kind or name).
+    pub fn of_live(live: &Value) -> Option<ObjectRef> {
+        let (group, _) = split_api_version(live.get("apiVersion")?.as_str()?);
+        let metadata = live.get("metadata")?;
+        Some(ObjectRef {
+            group: group.to_string(),
+            kind: live.get("kind")?.as_str()?.to_string(),
+            namespace: metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name: metadata.get("name")?.as_str()?.to_string(),
+        })
+    }
+}
+
 /// One desired object: its JSON body as written (after YAML decoding) and its origin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {

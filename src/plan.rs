@@ -6,7 +6,7 @@
 
 use crate::diff::{self, ObjectDiff};
 use crate::inventory;
-use crate::manifest::{Manifest, ObjectRef, Origin, split_api_version};
+use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -143,7 +143,7 @@ pub fn plan(
     if options.prune {
         let mut prunes: Vec<Step> = owned
             .iter()
-            .filter_map(|live| Some((live_object_ref(live)?, live)))
+            .filter_map(|live| Some((ObjectRef::of_live(live)?, live)))
             .filter(|(object, _)| !wanted.contains(object))
             .map(|(object, live)| prune_step(object, live))
             .collect();
@@ -207,21 +207,6 @@ fn check_mass_prune(prunes: &[Step], owned: usize, options: PlanOptions) -> Resu
         return Err(PlanError::MassPrune { would_prune, owned });
     }
     Ok(())
-}
-
-/// The identity of a live object as the API server returned it.
-pub fn live_object_ref(live: &Value) -> Option<ObjectRef> {
-    let (group, _) = split_api_version(live.get("apiVersion")?.as_str()?);
-    let metadata = live.get("metadata")?;
-    Some(ObjectRef {
-        group: group.to_string(),
-        kind: live.get("kind")?.as_str()?.to_string(),
-        namespace: metadata
-            .get("namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        name: metadata.get("name")?.as_str()?.to_string(),
-    })
 }
 
 fn uid_of(live: &Value) -> Option<String> {
@@ -509,9 +494,9 @@ mod tests {
     fn live_refs_come_from_api_version_kind_and_metadata() {
         let live = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"}});
         assert_eq!(
-            live_object_ref(&live).expect("ref").to_string(),
+            ObjectRef::of_live(&live).expect("ref").to_string(),
             "Deployment.apps/n/w"
         );
-        assert!(live_object_ref(&json!({"kind": "X"})).is_none());
+        assert!(ObjectRef::of_live(&json!({"kind": "X"})).is_none());
     }
 }

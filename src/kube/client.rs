@@ -7,7 +7,7 @@
 //! tripping the server's priority-and-fairness limits. Every request runs in a
 //! `tracing` span named after its verb and path.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -83,7 +83,13 @@ struct Inner {
     auth: Authenticator,
     limiter: Semaphore,
     options: ClientOptions,
+    /// Told the verb of every request sent (metrics, and tests that count requests).
+    observer: OnceLock<RequestObserver>,
 }
+
+/// A callback told the verb of every request sent: `get`, `list`, `watch`, `apply`,
+/// `dry-run`, `create` or `delete`.
+pub type RequestObserver = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// The reqwest client and which exec-plugin identity its TLS config presents.
 struct Http {
@@ -157,8 +163,21 @@ impl Client {
                 limiter: Semaphore::new(options.max_in_flight.max(1)),
                 options,
                 cluster,
+                observer: OnceLock::new(),
             }),
         })
+    }
+
+    /// Registers the callback told of every request sent (once per client; later
+    /// calls are ignored).
+    pub fn observe_requests(&self, observer: RequestObserver) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    fn observe(&self, method: &Method, query: &[(&str, &str)]) {
+        if let Some(observer) = self.inner.observer.get() {
+            observer(verb_of(method, query));
+        }
     }
 
     /// The namespace of the kubeconfig context (or the service account), else `default`.
@@ -318,6 +337,58 @@ impl Client {
             .map(drop)
     }
 
+    /// Opens a watch (`?watch=1`) on a collection and returns its event stream.
+    /// `resource_version` resumes from a list or an earlier event; bookmarks are
+    /// requested so that a quiet watch still learns a recent resourceVersion.
+    /// Watches do not take an in-flight permit (they live for minutes) and are not
+    /// retried here: the reflector ([`super::watch`]) owns reconnecting and relisting.
+    pub async fn watch(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<WatchStream, Error> {
+        let timeout_secs = timeout.as_secs().max(1).to_string();
+        let mut q = query.to_vec();
+        q.extend([
+            ("watch", "1"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", timeout_secs.as_str()),
+        ]);
+        let url = self.url(path, &q)?;
+        let describe = format!("WATCH {path}");
+        let credential = self.inner.auth.credential().await?;
+        let http = self.http(credential.identity.as_deref())?;
+        self.observe(&Method::GET, &q);
+        let mut builder = http
+            .get(url)
+            .header(ACCEPT, "application/json")
+            // The server ends the watch after timeoutSeconds; allow it time to say so.
+            .timeout(timeout + Duration::from_secs(30));
+        if let Some(bearer) = credential.bearer {
+            builder = builder.header(AUTHORIZATION, bearer);
+        }
+        let response = builder.send().await.map_err(|source| Error::Http {
+            request: describe.clone(),
+            source,
+        })?;
+        let code = response.status().as_u16();
+        if !(200..300).contains(&code) {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(Error::Api {
+                request: describe,
+                status: Box::new(Status::from_response(code, &body)),
+            });
+        }
+        Ok(WatchStream {
+            response,
+            buffer: Vec::new(),
+            describe,
+        })
+    }
+
     /// GET as text, e.g. `/version`, `/readyz` or `…/pods/NAME/log?container=c`
     /// (a query in `path` is kept).
     pub async fn raw_get(&self, path: &str) -> Result<String, Error> {
@@ -374,6 +445,7 @@ impl Client {
         let http = self
             .http(credential.identity.as_deref())
             .map_err(Failure::Other)?;
+        self.observe(&req.method, req.query);
         let _permit =
             self.inner.limiter.acquire().await.map_err(|_| {
                 Failure::Other(Error::InvalidRequest("the client is closed".into()))
@@ -467,6 +539,93 @@ fn build_http(
                 problem: format!("the HTTP client cannot be built: {e}"),
             })
         })
+}
+
+/// One event of a watch.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Added(Value),
+    Modified(Value),
+    Deleted(Value),
+    /// Nothing changed, but the collection is at this resourceVersion now.
+    Bookmark(String),
+    /// The server ended the watch with a `Status`, e.g. 410 Gone: relist.
+    Error(Status),
+}
+
+/// The events of an open watch, decoded line by line as they arrive.
+pub struct WatchStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    describe: String,
+}
+
+impl WatchStream {
+    /// The next event; `None` when the server closed the watch (its timeout).
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, Error> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return decode_event(&line, &self.describe).map(Some);
+            }
+            let chunk = self.response.chunk().await.map_err(|source| Error::Http {
+                request: self.describe.clone(),
+                source,
+            })?;
+            match chunk {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+fn decode_event(line: &[u8], describe: &str) -> Result<WatchEvent, Error> {
+    let decode_error = |reason: String| Error::Decode {
+        request: describe.to_string(),
+        reason,
+    };
+    let mut event: Value = serde_json::from_slice(line).map_err(|e| decode_error(e.to_string()))?;
+    let object = event
+        .get_mut("object")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
+    match event.get("type").and_then(Value::as_str) {
+        Some("ADDED") => Ok(WatchEvent::Added(object)),
+        Some("MODIFIED") => Ok(WatchEvent::Modified(object)),
+        Some("DELETED") => Ok(WatchEvent::Deleted(object)),
+        Some("BOOKMARK") => Ok(WatchEvent::Bookmark(
+            object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )),
+        Some("ERROR") => {
+            let code = object.get("code").and_then(Value::as_u64).unwrap_or(500);
+            let body = serde_json::to_vec(&object).unwrap_or_default();
+            Ok(WatchEvent::Error(Status::from_response(code as u16, &body)))
+        }
+        other => Err(decode_error(format!("unknown watch event type {other:?}"))),
+    }
+}
+
+/// The verb a request counts as, for metrics.
+fn verb_of(method: &Method, query: &[(&str, &str)]) -> &'static str {
+    let has = |key: &str| query.iter().any(|(k, _)| *k == key);
+    match *method {
+        Method::GET if has("watch") => "watch",
+        Method::GET if has("limit") => "list",
+        Method::GET => "get",
+        Method::PATCH | Method::POST if has("dryRun") => "dry-run",
+        Method::PATCH => "apply",
+        Method::POST => "create",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 /// Whether sending the request twice is harmless: reads, server-side apply (the same

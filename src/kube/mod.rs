@@ -14,6 +14,8 @@
 //!   apply, create, delete with a uid precondition.
 //! - [`discovery`]: [`Discovery`], (group, version, kind) → [`ApiResource`] (plural,
 //!   scope, verbs) and the URL path of an object.
+//! - [`watch`]: reflectors — list, then watch with bookmarks, resume from the last
+//!   resourceVersion, relist on 410 Gone — keeping a [`watch::Store`] of live objects.
 //! - [`error`]: [`Error`], typed from the API's `Status` (`is_not_found`,
 //!   `is_conflict`, `is_gone`, `is_invalid`).
 //!
@@ -40,9 +42,12 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 mod tls;
+pub mod watch;
 
 pub use auth::ExecError;
-pub use client::{APPLY_PATCH, Client, ClientOptions, ObjectList};
+pub use client::{
+    APPLY_PATCH, Client, ClientOptions, ObjectList, RequestObserver, WatchEvent, WatchStream,
+};
 pub use config::{Auth, ClusterConfig, ConfigError, ExecConfig, LoadEnv};
 pub use discovery::{ApiResource, Discovery, split_api_version};
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
