@@ -14,24 +14,9 @@ cd "$ROOT"
 log() { printf 'test: %s\n' "$*" >&2; }
 die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
 
-# Debian packages the scripts rely on (present on most machines; installed if not).
-need_packages() {
-  local missing=() cmd pkg
-  for pair in openssl:openssl curl:curl ss:iproute2 setsid:util-linux; do
-    cmd=${pair%%:*} pkg=${pair#*:}
-    command -v "$cmd" >/dev/null || missing+=("$pkg")
-  done
-  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  ((${#missing[@]} == 0)) && return 0
-  command -v apt-get >/dev/null || die "missing: ${missing[*]}; install them with your package manager"
-  log "installing ${missing[*]}"
-  local sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
 command -v cargo >/dev/null || die "cargo is not installed: install Rust (https://rustup.rs) first"
 command -v python3 >/dev/null || die "python3 is not installed (needed for the kubectl wheel)"
-need_packages
+bash hack/install-deps.sh
 
 started=0
 if ! bash hack/controlplane.sh status >/dev/null 2>&1; then

@@ -9,11 +9,13 @@
 //! reject (invalid values, unknown kinds) writes nothing. Policy (what to prune, the
 //! mass-prune guard, ordering) is decided by [`crate::plan`], not here.
 
+use crate::diff;
 use crate::inventory::{self, ApplySet, GroupKind};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use crate::plan::{self, Action, Desired, Plan, PlanError, PlanOptions, Step};
+use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -80,8 +82,27 @@ pub struct Outcome {
 pub struct Memo {
     desired: u64,
     live_version: String,
+    /// [`diff::state_digest`] of the live object: what a status-only update keeps.
+    live_digest: u64,
     /// The server's dry-run result; `None` when it equals the live object.
     dry_run: Option<Arc<Value>>,
+}
+
+impl Memo {
+    /// Whether `live` (a newer version of the object, from a watch) differs from
+    /// what the run ended with in more than noise. A status-only update is not
+    /// drift: it is absorbed, so the next run can reuse this memo without a request.
+    pub fn absorb(&mut self, live: Option<&Value>) -> bool {
+        let version = live_version(live);
+        if version == self.live_version {
+            return false;
+        }
+        if live.map(diff::state_digest) == Some(self.live_digest) {
+            self.live_version = version;
+            return false;
+        }
+        true
+    }
 }
 
 /// What a long-running caller (the daemon) knows between runs. With it, an object
@@ -291,6 +312,7 @@ fn memo_seed(desired: &[Desired]) -> HashMap<ObjectRef, Memo> {
                 Memo {
                     desired: desired_hash(&d.manifest),
                     live_version: live_version(d.live.as_ref()),
+                    live_digest: d.live.as_ref().map(diff::state_digest).unwrap_or_default(),
                     dry_run: Some(Arc::new(dry_run.clone())),
                 },
             ))
@@ -323,6 +345,7 @@ fn remember_writes(
             let entry = Memo {
                 desired: desired_hash(manifest),
                 live_version: live_version(Some(&live)),
+                live_digest: diff::state_digest(&live),
                 dry_run: None,
             };
             memo.insert(object, entry);
@@ -442,7 +465,7 @@ async fn fetch_and_dry_run(
     cache: Option<&Cache<'_>>,
 ) -> Result<Vec<Desired>, EngineError> {
     let results: Vec<Result<Desired, Problem>> = stream::iter(resolved)
-        .map(|r| fetch_one(client, r, new_namespaces, cache))
+        .map(|r| fetch_one(client, r, new_namespaces, cache).boxed())
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -545,24 +568,26 @@ async fn list_members(
     kinds: &BTreeSet<GroupKind>,
 ) -> Result<Vec<Value>, EngineError> {
     let selector = applyset.member_selector();
-    let lists = stream::iter(
-        kinds
-            .iter()
-            .filter_map(|gk| discovery.resolve(&gk.group, "", &gk.kind).ok()),
-    )
-    .map(|resource| {
-        let selector = selector.clone();
-        async move {
-            let path = format!("{}?labelSelector={selector}", resource.path(None, None));
-            client.list(&path).await.map_err(|source| EngineError::Api {
-                object: format!("list {}", resource.kind),
-                source,
-            })
-        }
-    })
-    .buffer_unordered(CONCURRENCY)
-    .try_collect::<Vec<_>>()
-    .await?;
+    // Owned items: closures over borrowed stream items trip rustc's Send checks.
+    let resources: Vec<ApiResource> = kinds
+        .iter()
+        .filter_map(|gk| discovery.resolve(&gk.group, "", &gk.kind).ok())
+        .collect();
+    let lists = stream::iter(resources)
+        .map(|resource| {
+            let selector = selector.clone();
+            async move {
+                let path = format!("{}?labelSelector={selector}", resource.path(None, None));
+                client.list(&path).await.map_err(|source| EngineError::Api {
+                    object: format!("list {}", resource.kind),
+                    source,
+                })
+            }
+            .boxed()
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(lists
         .into_iter()
         .flat_map(|list| list.items)
@@ -652,8 +677,8 @@ async fn apply_all(
     discovery: &Discovery,
     steps: &[&Step],
 ) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
-    let written: Vec<Option<(ObjectRef, Value)>> = stream::iter(steps)
-        .map(|step| apply_one(client, discovery, step))
+    let written: Vec<Option<(ObjectRef, Value)>> = stream::iter(0..steps.len())
+        .map(|i| apply_one(client, discovery, steps[i]).boxed())
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;

@@ -39,8 +39,68 @@ pub enum Command {
     #[command(after_help = "Examples:\n  converge diff examples/guestbook\n  \
                             converge diff k8s/ --prune -o json")]
     Diff(SyncArgs),
+    /// Run the daemon: keep every source in config.toml converged, watch for drift,
+    /// and serve /healthz, /readyz, /metrics, /status and /hooks/git/<source>.
+    ///
+    /// A directory source is applied within a second of a change; a Git source on
+    /// its webhook or every `interval`. A revision that fails (bad YAML, a value the
+    /// API server rejects) changes nothing and the last good one stays applied.
+    #[command(after_help = "Examples:\n  converge run\n  \
+                            converge run --config /etc/converge/config.toml --log-format json\n  \
+                            converge run --dry-run    # report drift, never write")]
+    Run(RunArgs),
+    /// Show the daemon's sync and drift status (from its /status endpoint).
+    /// Exit code 0: every source synced, 1: something drifted, failed or is pending,
+    /// 2: the daemon cannot be reached.
+    Status(StatusArgs),
     /// Print converge's version and build information.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The daemon's configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "CONVERGE_CONFIG",
+        default_value = "config.toml"
+    )]
+    pub config: PathBuf,
+    /// Report drift and show it in /status, but never write to the cluster.
+    #[arg(long, env = "CONVERGE_DRY_RUN")]
+    pub dry_run: bool,
+    /// Address for the HTTP endpoints, overriding [server] listen.
+    #[arg(long, env = "CONVERGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// kubeconfig file, overriding [cluster] kubeconfig.
+    #[arg(long, env = "CONVERGE_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context, overriding [cluster] context.
+    #[arg(long, env = "CONVERGE_CONTEXT")]
+    pub context: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, env = "CONVERGE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where `converge run` serves its endpoints.
+    #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
+    pub addr: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Color: auto (in a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -1,1 +1,1470 @@
-//! stub
+//! The daemon's `config.toml`: schema, defaults and validation.
+//!
+//! Loading happens in two steps so that a user sees every mistake at once instead of
+//! fixing them one start-up at a time:
+//!
+//! 1. serde reads the TOML into loose `Raw*` structs (`deny_unknown_fields` catches
+//!    misspelt keys; durations and paths stay strings so they cannot fail here);
+//! 2. [`Checker`] turns those into the typed [`Config`], collecting one message per
+//!    problem, each naming the key (`source[1] "shop": interval = "5 minutes": …`) and
+//!    what to do about it.
+//!
+//! Nothing here touches the network. Files named by the config (directories, SSH keys,
+//! known_hosts, kubeconfig) must exist: relative paths resolve against the config
+//! file's directory and a leading `~` expands to `$HOME`. Environment variables named
+//! by `*_env` keys must be set, but their values are not kept here: [`crate::source`]
+//! reads them when it builds a source, so a secret never sits in a struct that might
+//! be printed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The HTTP listen address when `[server] listen` is not set.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
+/// Git poll and resync interval when a source sets none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Namespace for namespaced objects that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The branch a Git source follows when it names no branch, tag or commit.
+pub const DEFAULT_BRANCH: &str = "main";
+
+/// Looks up an environment variable; injectable so tests need not mutate the process
+/// environment (which is `unsafe` and racy with parallel tests).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment as an [`EnvLookup`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, wrong type).
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    /// The file parsed but its settings are wrong; every problem is listed.
+    #[error("{}: {} problem{}:\n  {}", path.display(), problems.len(),
+            if problems.len() == 1 { "" } else { "s" }, problems.join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// The validated configuration of the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was loaded from (absolute); relative paths in it were resolved
+    /// against its directory.
+    pub path: PathBuf,
+    /// How to reach the cluster.
+    pub cluster: ClusterConfig,
+    /// The HTTP server (health, metrics, status, webhooks).
+    pub server: ServerConfig,
+    /// Where Git checkouts live, one directory per source: `<state_dir>/<source name>/`.
+    /// Defaults to `$XDG_STATE_HOME/converge` (or `~/.local/state/converge`).
+    pub state_dir: PathBuf,
+    /// The sources, in file order; names are unique.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the
+/// in-cluster service account.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterConfig {
+    /// A kubeconfig file (checked to exist).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its `current-context`.
+    pub context: Option<String>,
+}
+
+/// `[server]`: the HTTP endpoints `/healthz /readyz /metrics /status /hooks/git/<source>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// The address to listen on (default 127.0.0.1:9476: loopback only, on purpose).
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9476)),
+        }
+    }
+}
+
+/// One `[[source]]`: where manifests come from and how to converge them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    /// Unique DNS label; becomes the ApplySet name and the webhook path part.
+    pub name: String,
+    /// A local directory or a Git repository.
+    pub kind: SourceKind,
+    /// Git poll interval and, for every source, the full resync interval (default 30s).
+    pub interval: Duration,
+    /// Namespace for namespaced objects that name none (default "default").
+    pub namespace: String,
+    /// Delete owned objects that left the source (default true).
+    pub prune: bool,
+    /// Undo out-of-band changes to owned objects; false only reports drift (default true).
+    pub self_heal: bool,
+    /// Allow a revision to prune more than the mass-prune limit, or everything (default false).
+    pub allow_mass_prune: bool,
+}
+
+/// Where a source's manifests live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// A local directory (absolute, checked to exist), watched for changes.
+    Dir { path: PathBuf },
+    /// A Git repository, polled at the source's interval and on webhook calls.
+    Git(GitConfig),
+}
+
+/// A Git source's settings. Credentials are named by environment variable and read
+/// by [`crate::source`], never stored here.
+#[derive(Clone, PartialEq)]
+pub struct GitConfig {
+    /// The remote URL as written (https, http, ssh, `user@host:path` or file).
+    /// May embed credentials: print [`GitConfig::display_url`] instead.
+    pub url: String,
+    /// What to check out (default: branch "main").
+    pub reference: GitRef,
+    /// Subdirectory of the repository holding the manifests (relative, no `..`).
+    pub path: Option<PathBuf>,
+    /// Environment variable with the HTTPS user name (default "git").
+    pub username_env: Option<String>,
+    /// Environment variable with the HTTPS password or token.
+    pub password_env: Option<String>,
+    /// Private key for SSH remotes (checked to exist).
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts for SSH remotes (checked to exist); default `~/.ssh/known_hosts`.
+    pub known_hosts_file: Option<PathBuf>,
+    /// Environment variable with the secret that signs `POST /hooks/git/<source>`.
+    pub webhook_secret_env: Option<String>,
+}
+
+impl GitConfig {
+    /// The URL without any password embedded in it, for logs and messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Whether the URL uses SSH (`ssh://` or scp-like `user@host:path`).
+    pub fn is_ssh(&self) -> bool {
+        transport(&self.url) == Some(Transport::Ssh)
+    }
+}
+
+// Hand-written so that `{:?}` of a config never prints a password embedded in the URL.
+impl fmt::Debug for GitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitConfig")
+            .field("url", &self.display_url())
+            .field("reference", &self.reference)
+            .field("path", &self.path)
+            .field("username_env", &self.username_env)
+            .field("password_env", &self.password_env)
+            .field("ssh_key_file", &self.ssh_key_file)
+            .field("known_hosts_file", &self.known_hosts_file)
+            .field("webhook_secret_env", &self.webhook_secret_env)
+            .finish()
+    }
+}
+
+/// The revision a Git source follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitRef {
+    /// Follow a branch; force-pushes are taken as they are.
+    Branch(String),
+    /// Follow a tag (re-pointed tags are followed too).
+    Tag(String),
+    /// Pin one commit (full hex id, lowercase); never changes.
+    Commit(String),
+}
+
+impl fmt::Display for GitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GitRef::Branch(b) => write!(f, "branch {b:?}"),
+            GitRef::Tag(t) => write!(f, "tag {t:?}"),
+            GitRef::Commit(c) => write!(f, "commit {c}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`, with `*_env` checks against the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path` (which anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, path, &process_env)
+    }
+
+    /// Like [`Config::parse`], with environment lookups (`*_env`, `$HOME`,
+    /// `$XDG_STATE_HOME`) answered by `env`.
+    pub fn parse_with_env(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut checker = Checker {
+            base: &base,
+            env,
+            problems: Vec::new(),
+        };
+        let config = checker.config(raw, path.clone());
+        if checker.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path,
+                problems: checker.problems,
+            })
+        }
+    }
+
+    /// The source called `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The TOML as written
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
+    server: RawServer,
+    state_dir: Option<String>,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    kubeconfig: Option<String>,
+    context: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<String>,
+    dir: Option<String>,
+    git: Option<String>,
+    branch: Option<String>,
+    tag: Option<String>,
+    commit: Option<String>,
+    path: Option<String>,
+    /// A value, not a string, so `interval = 30` gets a helpful message of its own.
+    interval: Option<toml::Value>,
+    username_env: Option<String>,
+    password_env: Option<String>,
+    ssh_key_file: Option<String>,
+    known_hosts_file: Option<String>,
+    webhook_secret_env: Option<String>,
+    namespace: Option<String>,
+    prune: Option<bool>,
+    self_heal: Option<bool>,
+    allow_mass_prune: Option<bool>,
+}
+
+impl RawSource {
+    /// The Git-only keys that are set, by name, for rejecting them on a dir source.
+    fn git_only_keys(&self) -> Vec<(&'static str, &str)> {
+        let keys = [
+            ("branch", &self.branch),
+            ("tag", &self.tag),
+            ("commit", &self.commit),
+            ("path", &self.path),
+            ("username_env", &self.username_env),
+            ("password_env", &self.password_env),
+            ("ssh_key_file", &self.ssh_key_file),
+            ("known_hosts_file", &self.known_hosts_file),
+            ("webhook_secret_env", &self.webhook_secret_env),
+        ];
+        keys.into_iter()
+            .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Validation
+
+/// Turns raw settings into typed ones, recording every problem instead of stopping.
+struct Checker<'a> {
+    base: &'a Path,
+    env: EnvLookup<'a>,
+    problems: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, at: &str, message: impl fmt::Display) {
+        self.problems.push(format!("{at}: {message}"));
+    }
+
+    fn config(&mut self, raw: RawConfig, path: PathBuf) -> Config {
+        let cluster = self.cluster(raw.cluster);
+        let server = self.server(raw.server);
+        let state_dir = match &raw.state_dir {
+            Some(dir) => self.resolve(dir),
+            None => self.default_state_dir(),
+        };
+        if raw.sources.is_empty() {
+            self.problem(
+                "config",
+                "no [[source]] table; add one with a name and a dir or git URL (see the \
+                 config.toml in the converge repository)",
+            );
+        }
+        let sources = self.sources(raw.sources);
+        Config {
+            path,
+            cluster,
+            server,
+            state_dir,
+            sources,
+        }
+    }
+
+    fn cluster(&mut self, raw: RawCluster) -> ClusterConfig {
+        let kubeconfig = raw.kubeconfig.map(|value| {
+            let at = format!("[cluster] kubeconfig = {value:?}");
+            self.existing_file(&at, &value)
+        });
+        if raw.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            self.problem(
+                "[cluster] context = \"\"",
+                "empty; name a context of the kubeconfig or remove the key",
+            );
+        }
+        ClusterConfig {
+            kubeconfig,
+            context: raw.context,
+        }
+    }
+
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let Some(listen) = raw.listen else {
+            return ServerConfig::default();
+        };
+        match listen.parse() {
+            Ok(listen) => ServerConfig { listen },
+            Err(_) => {
+                self.problem(
+                    &format!("[server] listen = {listen:?}"),
+                    "not an IP address and port; write e.g. \"127.0.0.1:9476\" (this machine \
+                     only) or \"0.0.0.0:9476\" (all interfaces)",
+                );
+                ServerConfig::default()
+            }
+        }
+    }
+
+    fn sources(&mut self, raws: Vec<RawSource>) -> Vec<SourceConfig> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut sources = Vec::new();
+        for (index, raw) in raws.into_iter().enumerate() {
+            let at = match &raw.name {
+                Some(name) => format!("source[{index}] {name:?}"),
+                None => format!("source[{index}]"),
+            };
+            if let Some(name) = &raw.name {
+                if let Some(first) = seen.insert(name.clone(), index) {
+                    self.problem(
+                        &at,
+                        format!(
+                            "name = {name:?}: already used by source[{first}]; names must be unique"
+                        ),
+                    );
+                }
+            }
+            if let Some(source) = self.source(&at, raw) {
+                sources.push(source);
+            }
+        }
+        sources
+    }
+
+    fn source(&mut self, at: &str, raw: RawSource) -> Option<SourceConfig> {
+        let name = self.source_name(at, raw.name.as_deref());
+        let interval = self.interval(at, raw.interval.as_ref());
+        let namespace = raw.namespace.clone().unwrap_or(DEFAULT_NAMESPACE.into());
+        if !is_dns_label(&namespace) {
+            self.problem(
+                at,
+                format!(
+                    "namespace = {namespace:?}: not a valid namespace name; use lowercase \
+                     letters, digits and '-' (at most 63 characters)"
+                ),
+            );
+        }
+        let kind = self.source_kind(at, &raw);
+        Some(SourceConfig {
+            name: name?,
+            kind: kind?,
+            interval,
+            namespace,
+            prune: raw.prune.unwrap_or(true),
+            self_heal: raw.self_heal.unwrap_or(true),
+            allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
+        })
+    }
+
+    fn source_name(&mut self, at: &str, name: Option<&str>) -> Option<String> {
+        let Some(name) = name else {
+            self.problem(
+                at,
+                "name is missing; add name = \"…\" (a DNS label such as \"shop\")",
+            );
+            return None;
+        };
+        if !is_dns_label(name) {
+            self.problem(
+                at,
+                format!(
+                    "name = {name:?}: not a DNS label; use lowercase letters, digits and '-', \
+                     at most 63 characters, starting and ending with a letter or digit \
+                     (the name becomes an ApplySet name and the URL /hooks/git/<name>)"
+                ),
+            );
+        }
+        Some(name.to_string())
+    }
+
+    fn interval(&mut self, at: &str, value: Option<&toml::Value>) -> Duration {
+        let text = match value {
+            None => return DEFAULT_INTERVAL,
+            Some(toml::Value::String(text)) => text,
+            Some(other) => {
+                self.problem(
+                    at,
+                    format!(
+                        "interval = {}: not a duration string; write it quoted with a \
+                         unit, e.g. \"30s\", \"5m\" or \"1h30m\"",
+                        describe(other)
+                    ),
+                );
+                return DEFAULT_INTERVAL;
+            }
+        };
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                let msg = "must be more than zero; e.g. \"30s\"";
+                self.problem(at, format!("interval = {text:?}: {msg}"));
+                DEFAULT_INTERVAL
+            }
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(at, format!("interval = {text:?}: {why}"));
+                DEFAULT_INTERVAL
+            }
+        }
+    }
+
+    fn source_kind(&mut self, at: &str, raw: &RawSource) -> Option<SourceKind> {
+        match (&raw.dir, &raw.git) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    at,
+                    "both dir and git are set; a source is one or the other, keep one",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    at,
+                    "neither dir nor git is set; add dir = \"path/to/manifests\" or git = \"https://…\"",
+                );
+                None
+            }
+            (Some(dir), None) => self.dir_source(at, dir, raw),
+            (None, Some(url)) => self.git_source(at, url, raw).map(SourceKind::Git),
+        }
+    }
+
+    fn dir_source(&mut self, at: &str, dir: &str, raw: &RawSource) -> Option<SourceKind> {
+        for (key, value) in raw.git_only_keys() {
+            self.problem(
+                at,
+                format!(
+                    "{key} = {value:?}: only Git sources have {key}; remove it, or replace \
+                     dir with git = \"<url>\""
+                ),
+            );
+        }
+        let path = self.existing_dir(&format!("{at}: dir = {dir:?}"), dir);
+        Some(SourceKind::Dir { path })
+    }
+
+    fn git_source(&mut self, at: &str, url: &str, raw: &RawSource) -> Option<GitConfig> {
+        let transport = self.git_url(at, url);
+        let reference = self.git_ref(at, raw);
+        let path = raw.path.as_deref().and_then(|p| self.repo_path(at, p));
+        for (key, value) in [
+            ("username_env", &raw.username_env),
+            ("password_env", &raw.password_env),
+            ("webhook_secret_env", &raw.webhook_secret_env),
+        ] {
+            if let Some(var) = value {
+                self.env_var(at, key, var);
+            }
+        }
+        let (ssh_key_file, known_hosts_file) = self.git_auth(at, raw, transport);
+        Some(GitConfig {
+            url: url.to_string(),
+            reference: reference?,
+            path,
+            username_env: raw.username_env.clone(),
+            password_env: raw.password_env.clone(),
+            ssh_key_file,
+            known_hosts_file,
+            webhook_secret_env: raw.webhook_secret_env.clone(),
+        })
+    }
+
+    fn git_url(&mut self, at: &str, url: &str) -> Option<Transport> {
+        let transport = transport(url);
+        if transport.is_none() {
+            self.problem(
+                at,
+                format!(
+                    "git = {:?}: not a supported Git URL; use https://host/org/repo.git, \
+                     ssh://git@host/org/repo.git, git@host:org/repo.git or file:///path",
+                    redact_url(url)
+                ),
+            );
+        }
+        transport
+    }
+
+    fn git_ref(&mut self, at: &str, raw: &RawSource) -> Option<GitRef> {
+        let set: Vec<&str> = [
+            ("branch", &raw.branch),
+            ("tag", &raw.tag),
+            ("commit", &raw.commit),
+        ]
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| *k)
+        .collect();
+        if set.len() > 1 {
+            self.problem(
+                at,
+                format!(
+                    "{} are {} set; keep one of branch, tag, commit",
+                    set.join(" and "),
+                    if set.len() == 2 { "both" } else { "all" }
+                ),
+            );
+            return None;
+        }
+        if let Some(commit) = &raw.commit {
+            return self.commit(at, commit);
+        }
+        if let Some(tag) = &raw.tag {
+            return self.ref_name(at, "tag", tag, "refs/tags/").map(GitRef::Tag);
+        }
+        let branch = raw.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
+        self.ref_name(at, "branch", branch, "refs/heads/")
+            .map(GitRef::Branch)
+    }
+
+    fn commit(&mut self, at: &str, commit: &str) -> Option<GitRef> {
+        let full = matches!(commit.len(), 40 | 64);
+        if full && commit.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some(GitRef::Commit(commit.to_ascii_lowercase()));
+        }
+        self.problem(
+            at,
+            format!(
+                "commit = {commit:?}: not a full commit id; give all 40 hex digits \
+                 (`git rev-parse <rev>` prints it)"
+            ),
+        );
+        None
+    }
+
+    /// A branch or tag name as Git allows it, given without its `refs/…/` prefix.
+    fn ref_name(&mut self, at: &str, key: &str, name: &str, prefix: &str) -> Option<String> {
+        let short = name.strip_prefix(prefix).unwrap_or(name);
+        if git2::Reference::is_valid_name(&format!("{prefix}{short}")) {
+            return Some(short.to_string());
+        }
+        self.problem(
+            at,
+            format!(
+                "{key} = {name:?}: not a valid Git {key} name; write it as in `git {key} --list`"
+            ),
+        );
+        None
+    }
+
+    /// A subdirectory of the repository: relative and staying inside it.
+    fn repo_path(&mut self, at: &str, path: &str) -> Option<PathBuf> {
+        let p = Path::new(path);
+        let inside = p
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !inside {
+            self.problem(
+                at,
+                format!(
+                    "path = {path:?}: must be a directory inside the repository, relative and \
+                     without '..', e.g. \"clusters/dev\""
+                ),
+            );
+            return None;
+        }
+        let normal: PathBuf = p.components().filter(|c| *c != Component::CurDir).collect();
+        (!normal.as_os_str().is_empty()).then_some(normal)
+    }
+
+    /// SSH key and known_hosts, checked against the URL's transport.
+    fn git_auth(
+        &mut self,
+        at: &str,
+        raw: &RawSource,
+        transport: Option<Transport>,
+    ) -> (Option<PathBuf>, Option<PathBuf>) {
+        let ssh = transport == Some(Transport::Ssh);
+        let key = raw
+            .ssh_key_file
+            .as_ref()
+            .map(|v| self.existing_file(&format!("{at}: ssh_key_file = {v:?}"), v));
+        let known = raw
+            .known_hosts_file
+            .as_ref()
+            .map(|v| self.existing_file(&format!("{at}: known_hosts_file = {v:?}"), v));
+        if ssh {
+            self.ssh_needs(at, raw);
+            let known = known.or_else(|| self.default_known_hosts(at));
+            return (key, known);
+        }
+        for (k, v) in [
+            ("ssh_key_file", &raw.ssh_key_file),
+            ("known_hosts_file", &raw.known_hosts_file),
+        ] {
+            if let Some(v) = v {
+                self.problem(
+                    at,
+                    format!("{k} = {v:?}: only for ssh:// or git@host:path URLs; remove it"),
+                );
+            }
+        }
+        if raw.username_env.is_some() && raw.password_env.is_none() {
+            self.problem(
+                at,
+                "username_env is set without password_env; add password_env naming the \
+                 variable with the password or token",
+            );
+        }
+        (key, known)
+    }
+
+    /// What an SSH source must and must not have.
+    fn ssh_needs(&mut self, at: &str, raw: &RawSource) {
+        if raw.ssh_key_file.is_none() {
+            self.problem(
+                at,
+                "ssh_key_file is missing; an ssh:// or git@host:path URL needs a private key \
+                 file (e.g. a deploy key)",
+            );
+        }
+        for (k, v) in [
+            ("username_env", &raw.username_env),
+            ("password_env", &raw.password_env),
+        ] {
+            if let Some(v) = v {
+                self.problem(
+                    at,
+                    format!(
+                        "{k} = {v:?}: only for https URLs; an SSH source authenticates with \
+                         ssh_key_file (put the user in the URL: ssh://git@host/…)"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn default_known_hosts(&mut self, at: &str) -> Option<PathBuf> {
+        let default = self.resolve("~/.ssh/known_hosts");
+        if default.is_file() {
+            return Some(default);
+        }
+        self.problem(
+            at,
+            format!(
+                "known_hosts_file is missing and {} does not exist; converge never trusts an \
+                 unknown SSH host key: create one with `ssh-keyscan -H <host> > known_hosts`, \
+                 check the fingerprints, and set known_hosts_file",
+                default.display()
+            ),
+        );
+        None
+    }
+
+    fn env_var(&mut self, at: &str, key: &str, var: &str) {
+        match (self.env)(var) {
+            Some(value) if !value.is_empty() => {}
+            Some(_) => self.problem(
+                at,
+                format!("{key} = {var:?}: the environment variable {var} is empty; set it"),
+            ),
+            None => self.problem(
+                at,
+                format!(
+                    "{key} = {var:?}: the environment variable {var} is not set; export it \
+                     before starting converge"
+                ),
+            ),
+        }
+    }
+
+    fn existing_file(&mut self, at: &str, value: &str) -> PathBuf {
+        let path = self.resolve(value);
+        if !path.is_file() {
+            let what = if path.exists() {
+                "not a file"
+            } else {
+                "no such file"
+            };
+            self.problem(at, format!("{what} ({}); fix the path", path.display()));
+        }
+        path
+    }
+
+    fn existing_dir(&mut self, at: &str, value: &str) -> PathBuf {
+        let path = self.resolve(value);
+        if !path.is_dir() {
+            let what = if path.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            };
+            self.problem(
+                at,
+                format!("{what} ({}); create it or fix the path", path.display()),
+            );
+        }
+        path
+    }
+
+    /// `~` expands to `$HOME`; relative paths are taken from the config file's directory.
+    fn resolve(&self, value: &str) -> PathBuf {
+        let home = || {
+            (self.env)("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from)
+        };
+        if value == "~" {
+            if let Some(home) = home() {
+                return home;
+            }
+        }
+        if let Some(rest) = value.strip_prefix("~/") {
+            if let Some(home) = home() {
+                return home.join(rest);
+            }
+        }
+        self.base.join(value)
+    }
+
+    fn default_state_dir(&self) -> PathBuf {
+        let state_home = (self.env)("XDG_STATE_HOME").filter(|s| Path::new(s).is_absolute());
+        match state_home {
+            Some(dir) => PathBuf::from(dir).join("converge"),
+            None if (self.env)("HOME").is_some() => self.resolve("~/.local/state/converge"),
+            None => std::env::temp_dir().join("converge-state"),
+        }
+    }
+}
+
+/// A TOML value as the user wrote it, near enough for a message.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => format!("<{}>", other.type_str()),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Small parsers, public where the daemon and CLI can reuse them.
+
+/// Parses a duration such as `"30s"`, `"5m"`, `"1h30m"` or `"500ms"`: whole numbers,
+/// each followed by one of `h`, `m`, `s`, `ms`. The error says how to write one.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HOW: &str = "write a whole number and a unit (h, m, s, ms), e.g. \"30s\", \"5m\", \
+                       \"1h30m\" or \"500ms\"";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty; {HOW}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("negative durations are not allowed; {HOW}"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.len() - tail.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("not a duration; {HOW}"))?;
+        let part = match unit {
+            "h" => n.checked_mul(3600).map(Duration::from_secs),
+            "m" => n.checked_mul(60).map(Duration::from_secs),
+            "s" => Some(Duration::from_secs(n)),
+            "ms" => Some(Duration::from_millis(n)),
+            "" => return Err(format!("{number:?} has no unit; {HOW}")),
+            _ => return Err(format!("unknown unit {unit:?}; {HOW}")),
+        };
+        total = part
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(|| format!("too long; {HOW}"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (`"1h30m"`, `"500ms"`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+/// Whether `name` is an RFC 1123 DNS label: what Kubernetes namespaces and our source
+/// names (ApplySet names, URL path parts) must be.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(ok)
+        && bytes.last().is_some_and(ok)
+        && bytes.iter().all(|b| ok(b) || *b == b'-')
+}
+
+/// How a Git URL is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `https://` or `http://` (plain HTTP is for loopback tests and trusted networks).
+    Http,
+    /// `ssh://` or scp-like `user@host:path`.
+    Ssh,
+    /// `file://` or an absolute path: a repository on this machine.
+    File,
+}
+
+/// The transport of a Git URL, or None when converge does not support it.
+pub fn transport(url: &str) -> Option<Transport> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if rest.is_empty() {
+            return None;
+        }
+        return match scheme.to_ascii_lowercase().as_str() {
+            "https" | "http" => Some(Transport::Http),
+            "ssh" | "git+ssh" | "ssh+git" => Some(Transport::Ssh),
+            "file" => Some(Transport::File),
+            _ => None,
+        };
+    }
+    if url.starts_with('/') {
+        return Some(Transport::File);
+    }
+    // scp-like: [user@]host:path, with no slash before the colon.
+    match url.split_once(':') {
+        Some((host, path)) if !host.is_empty() && !host.contains('/') && !path.is_empty() => {
+            Some(Transport::Ssh)
+        }
+        _ => None,
+    }
+}
+
+/// `url` with any password in it replaced by `***` (`https://user:***@host/…`), so it
+/// can be logged and put in error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // A lone userinfo on https is usually a token (https://<token>@host).
+                if scheme.starts_with("http") {
+                    "***".into()
+                } else {
+                    user.to_string()
+                }
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A config directory with a manifests dir, an SSH key, known_hosts and a
+    /// kubeconfig, and an environment where only `GIT_TOKEN` and `HOOK` are set.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir_all(dir.path().join("manifests")).unwrap();
+            fs::create_dir_all(dir.path().join("home/.kube")).unwrap();
+            fs::write(dir.path().join("home/.kube/config"), "apiVersion: v1\n").unwrap();
+            fs::write(dir.path().join("id_ed25519"), "key").unwrap();
+            fs::write(dir.path().join("known_hosts"), "").unwrap();
+            Fixture { dir }
+        }
+
+        fn env(&self) -> impl Fn(&str) -> Option<String> + '_ {
+            move |name| match name {
+                "HOME" => Some(self.dir.path().join("home").display().to_string()),
+                "GIT_TOKEN" => Some("s3cret".into()),
+                "HOOK" => Some("hook".into()),
+                "EMPTY" => Some(String::new()),
+                _ => None,
+            }
+        }
+
+        fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+            let path = self.dir.path().join("config.toml");
+            Config::parse_with_env(text, &path, &self.env())
+        }
+
+        /// The problems of an invalid config (panics on anything else).
+        fn problems(&self, text: &str) -> Vec<String> {
+            match self.parse(text) {
+                Err(ConfigError::Invalid { problems, .. }) => problems,
+                other => panic!("expected Invalid, got {other:?}"),
+            }
+        }
+
+        /// The single problem of an invalid config.
+        fn problem(&self, text: &str) -> String {
+            let problems = self.problems(text);
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            problems.into_iter().next().unwrap()
+        }
+    }
+
+    const DIR: &str = "[[source]]\nname = \"app\"\ndir = \"manifests\"\n";
+    const GIT: &str = "[[source]]\nname = \"shop\"\ngit = \"https://example.com/org/shop.git\"\n";
+
+    fn assert_contains(text: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(text.contains(part), "{text:?} does not contain {part:?}");
+        }
+    }
+
+    #[test]
+    fn minimal_dir_source_gets_every_default() {
+        let fx = Fixture::new();
+        let config = fx.parse(DIR).unwrap();
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.cluster, ClusterConfig::default());
+        assert_eq!(
+            config.state_dir,
+            fx.dir.path().join("home/.local/state/converge")
+        );
+        let source = &config.sources[0];
+        assert_eq!(source.name, "app");
+        assert_eq!(
+            source.kind,
+            SourceKind::Dir {
+                path: fx.dir.path().join("manifests")
+            }
+        );
+        assert_eq!(source.interval, Duration::from_secs(30));
+        assert_eq!(source.namespace, "default");
+        assert!(source.prune && source.self_heal && !source.allow_mass_prune);
+    }
+
+    #[test]
+    fn git_source_defaults_to_branch_main() {
+        let fx = Fixture::new();
+        let config = fx.parse(GIT).unwrap();
+        let SourceKind::Git(git) = &config.sources[0].kind else {
+            panic!("not git")
+        };
+        assert_eq!(git.reference, GitRef::Branch("main".into()));
+        assert_eq!(git.path, None);
+        assert!(!git.is_ssh());
+    }
+
+    #[test]
+    fn full_git_source_is_read() {
+        let fx = Fixture::new();
+        let text = format!(
+            "{GIT}tag = \"v1.2.0\"\npath = \"./clusters/dev/\"\ninterval = \"1h30m\"\n\
+             username_env = \"GIT_TOKEN\"\npassword_env = \"GIT_TOKEN\"\n\
+             webhook_secret_env = \"HOOK\"\nnamespace = \"shop\"\nprune = false\n\
+             self_heal = false\nallow_mass_prune = true\n"
+        );
+        let config = fx.parse(&text).unwrap();
+        let source = &config.sources[0];
+        let SourceKind::Git(git) = &source.kind else {
+            panic!("not git")
+        };
+        assert_eq!(git.reference, GitRef::Tag("v1.2.0".into()));
+        assert_eq!(git.path, Some(PathBuf::from("clusters/dev")));
+        assert_eq!(git.password_env.as_deref(), Some("GIT_TOKEN"));
+        assert_eq!(source.interval, Duration::from_secs(5400));
+        assert_eq!(source.namespace, "shop");
+        assert!(!source.prune && !source.self_heal && source.allow_mass_prune);
+    }
+
+    #[test]
+    fn commit_pin_is_lowercased() {
+        let fx = Fixture::new();
+        let sha = "ABCDEF0123456789abcdef0123456789ABCDEF01";
+        let config = fx.parse(&format!("{GIT}commit = \"{sha}\"\n")).unwrap();
+        let SourceKind::Git(git) = &config.sources[0].kind else {
+            panic!("not git")
+        };
+        assert_eq!(git.reference, GitRef::Commit(sha.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn ssh_source_with_key_and_known_hosts() {
+        let fx = Fixture::new();
+        let text = "[[source]]\nname = \"s\"\ngit = \"git@github.com:org/repo.git\"\n\
+                    ssh_key_file = \"id_ed25519\"\nknown_hosts_file = \"known_hosts\"\n";
+        let config = fx.parse(text).unwrap();
+        let SourceKind::Git(git) = &config.sources[0].kind else {
+            panic!("not git")
+        };
+        assert!(git.is_ssh());
+        assert_eq!(git.ssh_key_file, Some(fx.dir.path().join("id_ed25519")));
+        assert_eq!(
+            git.known_hosts_file,
+            Some(fx.dir.path().join("known_hosts"))
+        );
+    }
+
+    #[test]
+    fn cluster_and_server_sections() {
+        let fx = Fixture::new();
+        let text = format!(
+            "state_dir = \"state\"\n[cluster]\nkubeconfig = \"~/.kube/config\"\ncontext = \"dev\"\n\
+             [server]\nlisten = \"0.0.0.0:8080\"\n{DIR}"
+        );
+        let config = fx.parse(&text).unwrap();
+        assert_eq!(
+            config.cluster.kubeconfig,
+            Some(fx.dir.path().join("home/.kube/config"))
+        );
+        assert_eq!(config.cluster.context.as_deref(), Some("dev"));
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.state_dir, fx.dir.path().join("state"));
+    }
+
+    #[test]
+    fn unknown_key_is_a_syntax_error_naming_it() {
+        let fx = Fixture::new();
+        let err = fx.parse(&format!("{DIR}intervall = \"5m\"\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert_contains(&err.to_string(), &["intervall", "line 4", "interval"]);
+        let err = fx.parse("[servr]\nlisten = \"x\"\n").unwrap_err();
+        assert_contains(&err.to_string(), &["servr"]);
+    }
+
+    #[test]
+    fn wrong_type_is_a_syntax_error() {
+        let fx = Fixture::new();
+        let err = fx.parse(&format!("{DIR}prune = \"yes\"\n")).unwrap_err();
+        assert_contains(&err.to_string(), &["prune", "line 4"]);
+    }
+
+    #[test]
+    fn bad_intervals_name_the_key_and_how_to_write_one() {
+        let fx = Fixture::new();
+        let cases = [
+            (
+                "\"5 minutes\"",
+                "interval = \"5 minutes\": unknown unit \" minutes\"",
+            ),
+            ("\"0s\"", "interval = \"0s\": must be more than zero"),
+            (
+                "\"-5s\"",
+                "interval = \"-5s\": negative durations are not allowed",
+            ),
+            ("\"soon\"", "interval = \"soon\": not a duration"),
+            ("\"30\"", "interval = \"30\": \"30\" has no unit"),
+            ("30", "interval = 30: not a duration string"),
+        ];
+        for (value, expected) in cases {
+            let problem = fx.problem(&format!("{GIT}interval = {value}\n"));
+            assert_contains(&problem, &["source[0] \"shop\": ", expected, "e.g."]);
+        }
+    }
+
+    #[test]
+    fn missing_files_are_reported_with_the_resolved_path() {
+        let fx = Fixture::new();
+        let problem = fx.problem("[[source]]\nname = \"a\"\ndir = \"nope\"\n");
+        let resolved = fx.dir.path().join("nope");
+        assert_contains(
+            &problem,
+            &[
+                "source[0] \"a\": dir = \"nope\": no such directory",
+                &resolved.display().to_string(),
+            ],
+        );
+        let problem = fx.problem(&format!("[cluster]\nkubeconfig = \"~/missing\"\n{DIR}"));
+        assert_contains(
+            &problem,
+            &["[cluster] kubeconfig = \"~/missing\": no such file"],
+        );
+        let text = "[[source]]\nname = \"s\"\ngit = \"ssh://git@host/repo.git\"\n\
+                    ssh_key_file = \"nokey\"\nknown_hosts_file = \"/no/known_hosts\"\n";
+        let problems = fx.problems(text);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_contains(&problems[0], &["ssh_key_file = \"nokey\": no such file"]);
+        assert_contains(
+            &problems[1],
+            &["known_hosts_file = \"/no/known_hosts\": no such file"],
+        );
+    }
+
+    #[test]
+    fn a_file_where_a_directory_belongs() {
+        let fx = Fixture::new();
+        let problem = fx.problem("[[source]]\nname = \"a\"\ndir = \"id_ed25519\"\n");
+        assert_contains(&problem, &["not a directory"]);
+    }
+
+    #[test]
+    fn dir_and_git_conflicts() {
+        let fx = Fixture::new();
+        let both = fx.problem(&format!("{DIR}git = \"https://h/r.git\"\n"));
+        assert_contains(&both, &["source[0] \"app\": both dir and git are set"]);
+        let neither = fx.problem("[[source]]\nname = \"x\"\n");
+        assert_contains(&neither, &["source[0] \"x\": neither dir nor git is set"]);
+    }
+
+    #[test]
+    fn more_than_one_of_branch_tag_commit() {
+        let fx = Fixture::new();
+        let problem = fx.problem(&format!("{GIT}branch = \"dev\"\ntag = \"v1\"\n"));
+        assert_contains(
+            &problem,
+            &["branch and tag are both set; keep one of branch, tag, commit"],
+        );
+    }
+
+    #[test]
+    fn git_only_keys_on_a_dir_source() {
+        let fx = Fixture::new();
+        let problems = fx.problems(&format!("{DIR}branch = \"main\"\npath = \"x\"\n"));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_contains(
+            &problems[0],
+            &["branch = \"main\": only Git sources have branch"],
+        );
+        assert_contains(&problems[1], &["path = \"x\": only Git sources have path"]);
+    }
+
+    #[test]
+    fn duplicate_and_malformed_names() {
+        let fx = Fixture::new();
+        let dup = fx.problem(&format!("{DIR}{DIR}"));
+        assert_contains(
+            &dup,
+            &["source[1] \"app\": name = \"app\": already used by source[0]"],
+        );
+        for bad in ["Shop", "shop_1", "-shop", "shop-", "a/b", ""] {
+            let problem = fx.problem(&format!(
+                "[[source]]\nname = {bad:?}\ndir = \"manifests\"\n"
+            ));
+            assert_contains(&problem, &["not a DNS label", "/hooks/git/<name>"]);
+        }
+        let missing = fx.problem("[[source]]\ndir = \"manifests\"\n");
+        assert_contains(&missing, &["source[0]: name is missing"]);
+    }
+
+    #[test]
+    fn env_vars_must_be_set_and_not_empty() {
+        let fx = Fixture::new();
+        let problems = fx.problems(&format!(
+            "{GIT}username_env = \"NOPE_USER\"\npassword_env = \"EMPTY\"\nwebhook_secret_env = \"HOOK\"\n"
+        ));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_contains(
+            &problems[0],
+            &["username_env = \"NOPE_USER\": the environment variable NOPE_USER is not set"],
+        );
+        assert_contains(
+            &problems[1],
+            &["password_env = \"EMPTY\": the environment variable EMPTY is empty"],
+        );
+    }
+
+    #[test]
+    fn auth_keys_must_fit_the_url() {
+        let fx = Fixture::new();
+        let ssh_on_https = fx.problem(&format!("{GIT}ssh_key_file = \"id_ed25519\"\n"));
+        assert_contains(
+            &ssh_on_https,
+            &["ssh_key_file = \"id_ed25519\": only for ssh://"],
+        );
+        let pass_on_ssh = fx.problems(
+            "[[source]]\nname = \"s\"\ngit = \"git@host:r.git\"\nssh_key_file = \"id_ed25519\"\n\
+             known_hosts_file = \"known_hosts\"\npassword_env = \"GIT_TOKEN\"\n",
+        );
+        assert_eq!(pass_on_ssh.len(), 1, "{pass_on_ssh:#?}");
+        assert_contains(
+            &pass_on_ssh[0],
+            &["password_env = \"GIT_TOKEN\": only for https URLs"],
+        );
+        let no_key = fx.problems("[[source]]\nname = \"s\"\ngit = \"ssh://git@host/r.git\"\n");
+        assert_contains(&no_key[0], &["ssh_key_file is missing"]);
+        assert_contains(&no_key[1], &["known_hosts_file is missing", "ssh-keyscan"]);
+        let user_only = fx.problem(&format!("{GIT}username_env = \"GIT_TOKEN\"\n"));
+        assert_contains(&user_only, &["username_env is set without password_env"]);
+    }
+
+    #[test]
+    fn bad_git_settings() {
+        let fx = Fixture::new();
+        let url = fx.problem("[[source]]\nname = \"s\"\ngit = \"ftp://user:pw@host/r\"\n");
+        assert_contains(&url, &["not a supported Git URL", "ftp://user:***@host/r"]);
+        assert!(!url.contains("pw"), "{url}");
+        let commit = fx.problem(&format!("{GIT}commit = \"abc123\"\n"));
+        assert_contains(&commit, &["commit = \"abc123\": not a full commit id"]);
+        let branch = fx.problem(&format!("{GIT}branch = \"bad..name\"\n"));
+        assert_contains(
+            &branch,
+            &["branch = \"bad..name\": not a valid Git branch name"],
+        );
+        let path = fx.problem(&format!("{GIT}path = \"../etc\"\n"));
+        assert_contains(
+            &path,
+            &["path = \"../etc\": must be a directory inside the repository"],
+        );
+        let abs = fx.problem(&format!("{GIT}path = \"/etc\"\n"));
+        assert_contains(&abs, &["path = \"/etc\""]);
+    }
+
+    #[test]
+    fn bad_listen_namespace_and_context() {
+        let fx = Fixture::new();
+        let text = format!(
+            "[cluster]\ncontext = \" \"\n[server]\nlisten = \"localhost\"\n{DIR}namespace = \"Prod\"\n"
+        );
+        let problems = fx.problems(&text);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert_contains(&problems[0], &["[cluster] context", "empty"]);
+        assert_contains(
+            &problems[1],
+            &["[server] listen = \"localhost\": not an IP address and port"],
+        );
+        assert_contains(
+            &problems[2],
+            &["namespace = \"Prod\": not a valid namespace name"],
+        );
+    }
+
+    #[test]
+    fn no_sources_is_an_error() {
+        let fx = Fixture::new();
+        assert_contains(&fx.problem(""), &["no [[source]] table"]);
+    }
+
+    #[test]
+    fn every_problem_is_collected_and_displayed() {
+        let fx = Fixture::new();
+        let text = "[[source]]\nname = \"a\"\ndir = \"nope\"\ninterval = \"0s\"\n\
+                    [[source]]\nname = \"B\"\ngit = \"https://h/r.git\"\ncommit = \"x\"\n";
+        let err = fx.parse(text).unwrap_err();
+        let shown = err.to_string();
+        assert_contains(
+            &shown,
+            &[
+                "4 problems:",
+                "interval = \"0s\"",
+                "dir = \"nope\"",
+                "name = \"B\"",
+                "commit = \"x\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn load_reports_a_missing_file() {
+        let err = Config::load(Path::new("/nonexistent/config.toml")).unwrap_err();
+        assert_contains(
+            &err.to_string(),
+            &["cannot read config file /nonexistent/config.toml"],
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_url_passwords() {
+        let fx = Fixture::new();
+        let text = "[[source]]\nname = \"s\"\ngit = \"https://me:hunter2@example.com/r.git\"\n";
+        let config = fx.parse(text).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("https://me:***@example.com/r.git"),
+            "{shown}"
+        );
+    }
+
+    /// The quickstart runs the repository's own config.toml: it must stay valid.
+    #[test]
+    fn repository_config_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let source = config.source("examples").expect("source \"examples\"");
+        let guestbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guestbook");
+        assert_eq!(source.kind, SourceKind::Dir { path: guestbook });
+        assert_eq!(source.namespace, "default");
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn durations_parse() {
+        let ok = [
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("500ms", 500),
+            ("1m30s", 90_000),
+            (" 2h ", 7_200_000),
+            ("0s", 0),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "-1s",
+            "1.5s",
+            "s",
+            "10",
+            "1d",
+            "5 m",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn durations_format_round_trip() {
+        for text in ["30s", "5m", "1h30m", "500ms", "1h0m1s"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let cases = [
+            (
+                "https://user:pa55@host/r.git",
+                "https://user:***@host/r.git",
+            ),
+            ("https://tok3n@host/r.git", "https://***@host/r.git"),
+            ("ssh://git@host/r.git", "ssh://git@host/r.git"),
+            ("https://host/r.git", "https://host/r.git"),
+            ("git@host:r.git", "git@host:r.git"),
+            ("https://u:p@ss@host/x", "https://u:***@host/x"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn url_transports() {
+        assert_eq!(transport("https://h/r"), Some(Transport::Http));
+        assert_eq!(transport("http://127.0.0.1:8080/r"), Some(Transport::Http));
+        assert_eq!(transport("ssh://git@h:22/r"), Some(Transport::Ssh));
+        assert_eq!(transport("git@github.com:org/r.git"), Some(Transport::Ssh));
+        assert_eq!(transport("file:///srv/r.git"), Some(Transport::File));
+        assert_eq!(transport("/srv/r.git"), Some(Transport::File));
+        assert_eq!(transport("git://h/r"), None);
+        assert_eq!(transport("r.git"), None);
+        assert_eq!(transport("https://"), None);
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "shop", "shop-1", "0", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "A", "a_b", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

@@ -79,6 +79,19 @@ pub fn normalize(obj: &Value) -> Value {
     out
 }
 
+/// A fingerprint of an object's desired state (its normalised form): equal for two
+/// versions that differ only in noise such as `status` or `resourceVersion`. The
+/// daemon uses it to tell a controller's status update from real drift without
+/// asking the server.
+pub fn state_digest(obj: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&normalize(obj))
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// True for a core-group (`apiVersion: v1`) Secret — the only kind whose values we mask.
 fn is_secret(obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some("Secret")
@@ -583,6 +596,19 @@ mod tests {
         let desired = with_noise(deployment(3, "nginx:1.25"), "101");
         assert_ne!(live, desired);
         assert_eq!(diff_objects(&deployment_ref(), Some(&live), &desired), None);
+    }
+
+    #[test]
+    fn state_digest_ignores_noise_only() {
+        let live = json!({"kind": "Deployment", "metadata": {"name": "w", "resourceVersion": "1"},
+                          "spec": {"replicas": 2}, "status": {"readyReplicas": 1}});
+        let mut status_update = live.clone();
+        status_update["metadata"]["resourceVersion"] = json!("2");
+        status_update["status"]["readyReplicas"] = json!(2);
+        assert_eq!(state_digest(&live), state_digest(&status_update));
+        let mut scaled = live.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        assert_ne!(state_digest(&live), state_digest(&scaled));
     }
 
     #[test]

@@ -18,6 +18,13 @@
 //! - [`plan`]: desired vs live → ordered actions, with the prune guards.
 //! - [`apply`]: the engine that gathers what the plan needs and executes it.
 //! - [`report`]: a run as text lines, diffs and summary, or as JSON.
+//! - [`reconcile`]: one reconcile of one source, with the state kept between them.
+//! - [`events`]: Kubernetes Events on each source's ApplySet parent.
+//! - [`daemon`]: when to reconcile: triggers, backoff, the HTTP server, shutdown.
+//! - [`shutdown`]: SIGTERM/SIGINT and the handle that tells tasks to stop.
+//! - [`status`]: the drift/sync status of every source, as JSON and as a table.
+//! - [`metrics`]: Prometheus metrics with bounded labels.
+//! - [`server`]: HTTP `/healthz`, `/readyz`, `/metrics`, `/status`, `/hooks/git/*`.
 //!
 //! Pure logic (manifest parsing, planning, diffing) does no I/O and is tested
 //! in-module; everything that talks to the API server is tested against a real one
@@ -25,9 +32,18 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod diff;
+pub mod events;
 pub mod inventory;
 pub mod kube;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
+pub mod reconcile;
 pub mod report;
+pub mod server;
+pub mod shutdown;
+pub mod source;
+pub mod status;

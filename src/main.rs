@@ -3,11 +3,19 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use converge::apply::Engine;
 use converge::apply::{self, RunOptions};
-use converge::cli::{Cli, Command, OutputFormat, SyncArgs, version_line};
+use converge::cli::{
+    Cli, Command, LogFormat, OutputFormat, RunArgs, StatusArgs, SyncArgs, version_line,
+};
+use converge::config::Config;
+use converge::daemon::{self, DaemonOptions, SourceSpec};
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
 use converge::report::{self, TextOptions};
+use converge::shutdown;
+use converge::status::{SyncResult, render_table};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -17,14 +25,28 @@ const ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     let outcome = match cli.command {
         Command::Version => {
             println!("{}", version_line());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apply(args) => block_on(sync(args.sync, args.dry_run, false)),
-        Command::Diff(args) => block_on(sync(args, true, true)),
+        Command::Apply(args) => {
+            init_logging(cli.verbose, LogFormat::Text, "warn");
+            block_on(sync(args.sync, args.dry_run, false))
+        }
+        Command::Diff(args) => {
+            init_logging(cli.verbose, LogFormat::Text, "warn");
+            block_on(sync(args, true, true))
+        }
+        Command::Run(args) => {
+            // A daemon says what it does and why by default.
+            init_logging(cli.verbose, args.log_format, "info");
+            block_on(run_daemon(args))
+        }
+        Command::Status(args) => {
+            init_logging(cli.verbose, LogFormat::Text, "warn");
+            block_on(status(args))
+        }
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
@@ -89,18 +111,70 @@ async fn sync(args: SyncArgs, dry_run: bool, is_diff: bool) -> Result<ExitCode> 
     })
 }
 
-/// Logs go to stderr so that stdout stays the command's output.
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+/// `converge run`: the daemon, until SIGTERM or SIGINT.
+async fn run_daemon(args: RunArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let kubeconfig = args
+        .kubeconfig
+        .or_else(|| config.cluster.kubeconfig.clone());
+    let context = args.context.or_else(|| config.cluster.context.clone());
+    let cluster = ClusterConfig::load(kubeconfig.as_deref(), context.as_deref())?;
+    let engine = Engine::connect(Client::new(cluster)?)
+        .await
+        .context("cannot reach the cluster")?;
+    let specs = config
+        .sources
+        .iter()
+        .map(|source| SourceSpec::from_config(source, &config.state_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        trigger.fire();
+    });
+    let options = DaemonOptions {
+        listen: args.listen.unwrap_or(config.server.listen),
+        dry_run: args.dry_run,
+    };
+    daemon::run(engine, specs, options, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `converge status`: the daemon's /status as a table or JSON.
+async fn status(args: StatusArgs) -> Result<ExitCode> {
+    let report = converge::server::fetch_status(&args.addr).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", render_table(&report, args.color.enabled())),
+    }
+    let all_synced = report
+        .sources
+        .iter()
+        .all(|s| s.result == SyncResult::Synced);
+    Ok(if all_synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(CHANGES)
+    })
+}
+
+/// Logs go to stderr so that stdout stays the command's output. `-v` raises the
+/// level from `default`; RUST_LOG overrides both.
+fn init_logging(verbose: u8, format: LogFormat, default: &str) {
+    let level = match (verbose, default) {
+        (0, level) => level,
+        (1, "warn") => "info",
+        (1, _) | (2, "warn") => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("converge={level}")));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }

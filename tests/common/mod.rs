@@ -8,6 +8,8 @@
 //! A test that cannot reach the control plane fails with the reason; it never skips.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemon;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

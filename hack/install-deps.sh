@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages converge's scripts and tests use, when missing:
+# openssl/curl/iproute2/util-linux for the control plane, python3-venv for the
+# kubectl wheel, git for Git sources and the test Git server (git http-backend),
+# openssh-server/-client for the SSH source tests, gcc + pkg-config + libssl-dev
+# to build git2 (libgit2 and libssh2 are compiled from source).
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need openssl openssl
+need curl curl
+need ss iproute2
+need setsid util-linux
+need git git
+need pkg-config pkg-config
+need ssh-keygen openssh-client
+need cc gcc
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+[[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+[[ -x /usr/lib/git-core/git-http-backend ]] || missing+=(git)
+
+((${#missing[@]} == 0)) && exit 0
+command -v apt-get >/dev/null || { log "missing: ${missing[*]}; install them with your package manager"; exit 1; }
+sudo=
+[[ $(id -u) == 0 ]] || sudo=sudo
+log "installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,125 @@
+//! Kubernetes Events on each source's ApplySet parent, so that `kubectl describe
+//! configmap converge-<source>` and `kubectl get events` tell what converge did.
+//!
+//! Events are news, not a log: one is posted when something was applied or a
+//! reconcile failed, and never twice in a row with the same message.
+
+use crate::inventory::ApplySet;
+use crate::kube::Client;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tracing::debug;
+
+/// Posts Events; cheap to clone. A disabled one (for `run --dry-run`) writes nothing.
+#[derive(Clone)]
+pub struct Events {
+    client: Option<Client>,
+    /// The last message posted per source, to drop repeats.
+    last: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Events {
+    pub fn new(client: Client) -> Self {
+        Events {
+            client: Some(client),
+            last: Arc::default(),
+        }
+    }
+
+    /// Events that are never sent: a dry-run daemon must not write at all.
+    pub fn disabled() -> Self {
+        Events {
+            client: None,
+            last: Arc::default(),
+        }
+    }
+
+    /// Posts an Event about `source`'s ApplySet parent in the background (an Event
+    /// that cannot be posted is not worth failing a reconcile for).
+    pub fn emit(&self, source: &str, namespace: &str, kind: &str, reason: &str, message: &str) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if !self.is_news(source, message) {
+            return;
+        }
+        let applyset = ApplySet::new(source, namespace);
+        let body = event_body(&applyset, kind, reason, message);
+        let path = format!("/api/v1/namespaces/{namespace}/events");
+        tokio::spawn(async move {
+            if let Err(e) = client.create(&path, &body, false).await {
+                debug!(error = %e, "cannot post an Event");
+            }
+        });
+    }
+
+    fn is_news(&self, source: &str, message: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.get(source).map(String::as_str) == Some(message) {
+            return false;
+        }
+        last.insert(source.to_string(), message.to_string());
+        true
+    }
+}
+
+/// A core/v1 Event about the parent ConfigMap. Messages are capped at the API's
+/// 1 KiB limit.
+fn event_body(applyset: &ApplySet, kind: &str, reason: &str, message: &str) -> Value {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let message: String = message.chars().take(1000).collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": format!("{}.", applyset.parent_name),
+            "namespace": applyset.namespace,
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": applyset.parent_name,
+            "namespace": applyset.namespace,
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "source": {"component": "converge"},
+        "reportingComponent": "converge",
+        "reportingInstance": "converge",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_not_news() {
+        let events = Events::disabled();
+        assert!(events.is_news("a", "x"));
+        assert!(!events.is_news("a", "x"));
+        assert!(events.is_news("b", "x"));
+        assert!(events.is_news("a", "y"));
+        assert!(events.is_news("a", "x"));
+    }
+
+    #[test]
+    fn events_point_at_the_applyset_parent() {
+        let body = event_body(
+            &ApplySet::new("shop", "apps"),
+            "Warning",
+            "ReconcileFailed",
+            &"x".repeat(2000),
+        );
+        assert_eq!(body["involvedObject"]["name"], "converge-shop");
+        assert_eq!(body["metadata"]["namespace"], "apps");
+        assert_eq!(body["type"], "Warning");
+        assert_eq!(body["message"].as_str().map(str::len), Some(1000));
+    }
+}

@@ -1,0 +1,336 @@
+//! Prometheus metrics for the daemon, served as OpenMetrics text on `/metrics`.
+//!
+//! Labels are bounded on purpose (source name, object kind, action, result, API
+//! verb): never an object name, revision or error text, whose number of values
+//! grows without limit and would swamp the Prometheus server.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    source: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    source: String,
+    kind: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+}
+
+type Histograms = Family<SourceLabels, Histogram, fn() -> Histogram>;
+
+/// Reconciles and fetches take from milliseconds (nothing changed) to minutes
+/// (waiting for CRDs): 5 ms doubling to about 3 minutes covers both ends.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
+
+fn source(source: &str) -> SourceLabels {
+    SourceLabels {
+        source: source.to_owned(),
+    }
+}
+
+/// The daemon's metrics. Cloning is cheap and every clone updates the same series,
+/// so the reconcile tasks and the HTTP server can each hold one.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconcile_duration: Histograms,
+    reconciles: Family<ResultLabels, Counter>,
+    drifted_objects: Family<SourceLabels, Gauge>,
+    git_fetch_duration: Histograms,
+    git_fetch_failures: Family<SourceLabels, Counter>,
+    apply_actions: Family<ActionLabels, Counter>,
+    last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    api_requests: Family<VerbLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `converge_` prefix, and
+    /// `converge_build_info{version}`, so dashboards can tell builds apart.
+    pub fn new() -> Self {
+        let mut metrics = Metrics {
+            registry: Arc::default(),
+            reconcile_duration: Family::new_with_constructor(duration_histogram),
+            reconciles: Family::default(),
+            drifted_objects: Family::default(),
+            git_fetch_duration: Family::new_with_constructor(duration_histogram),
+            git_fetch_failures: Family::default(),
+            apply_actions: Family::default(),
+            last_success: Family::default(),
+            api_requests: Family::default(),
+        };
+        let mut registry = Registry::with_prefix("converge");
+        metrics.register_into(&mut registry);
+        metrics.registry = Arc::new(registry);
+        metrics
+    }
+
+    fn register_into(&self, r: &mut Registry) {
+        let seconds = Unit::Seconds;
+        r.register_with_unit(
+            "reconcile_duration",
+            "How long one reconcile of one source took",
+            seconds.clone(),
+            self.reconcile_duration.clone(),
+        );
+        r.register(
+            "reconciles",
+            "Reconciles finished, by source and result (success, failure, skipped)",
+            self.reconciles.clone(),
+        );
+        r.register(
+            "drifted_objects",
+            "Objects whose live state differs from the desired state",
+            self.drifted_objects.clone(),
+        );
+        r.register_with_unit(
+            "git_fetch_duration",
+            "How long one Git fetch took",
+            seconds.clone(),
+            self.git_fetch_duration.clone(),
+        );
+        r.register(
+            "git_fetch_failures",
+            "Git fetches that failed",
+            self.git_fetch_failures.clone(),
+        );
+        r.register(
+            "apply_actions",
+            "Apply actions taken, by object kind and action",
+            self.apply_actions.clone(),
+        );
+        r.register_with_unit(
+            "last_success_timestamp",
+            "Unix time of the last successful reconcile",
+            seconds,
+            self.last_success.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server, by verb",
+            self.api_requests.clone(),
+        );
+        let version = vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
+        r.register("build", "The converge build", Info::new(version));
+    }
+
+    /// Counts a finished reconcile (`result` is `success`, `failure` or `skipped`)
+    /// and records how long it took.
+    pub fn observe_reconcile(&self, source_name: &str, result: &str, seconds: f64) {
+        let labels = ResultLabels {
+            source: source_name.to_owned(),
+            result: result.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&source(source_name))
+            .observe(seconds);
+    }
+
+    /// Sets how many objects of a source currently drift (0 once healed).
+    pub fn set_drifted(&self, source_name: &str, objects: i64) {
+        self.drifted_objects
+            .get_or_create(&source(source_name))
+            .set(objects);
+    }
+
+    /// Records one Git fetch. The failure counter is created on the first fetch
+    /// either way, so `rate()` over it sees a 0 before the first failure.
+    pub fn observe_git_fetch(&self, source_name: &str, seconds: f64, ok: bool) {
+        let labels = source(source_name);
+        self.git_fetch_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+        let failures = self.git_fetch_failures.get_or_create(&labels);
+        if !ok {
+            failures.inc();
+        }
+    }
+
+    /// Adds `n` apply actions (`create`, `configure`, `prune`, …) on objects of `kind`.
+    pub fn count_action(&self, source_name: &str, kind: &str, action: &str, n: u64) {
+        let labels = ActionLabels {
+            source: source_name.to_owned(),
+            kind: kind.to_owned(),
+            action: action.to_owned(),
+        };
+        self.apply_actions.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Records when a source last reconciled successfully, for "stale sync" alerts.
+    pub fn set_last_success(&self, source_name: &str, unix_seconds: f64) {
+        self.last_success
+            .get_or_create(&source(source_name))
+            .set(unix_seconds);
+    }
+
+    /// Counts one request to the API server (`get`, `list`, `watch`, `apply`,
+    /// `dry-run`, `create`, `delete`), to see what a reconcile costs the cluster.
+    pub fn count_api_request(&self, verb: &str) {
+        let labels = VerbLabels {
+            verb: verb.to_owned(),
+        };
+        self.api_requests.get_or_create(&labels).inc();
+    }
+
+    /// The OpenMetrics text exposition, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String only fails if a metric's own encoder does, which
+        // would be a bug in prometheus-client; serve what was written rather than panic.
+        if encode(&mut text, &self.registry).is_err() {
+            tracing::error!("encoding metrics failed; serving a partial exposition");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line `name{labels}` (or `name` without labels).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn every_family_is_exposed() {
+        let metrics = Metrics::new();
+        metrics.observe_reconcile("apps", "success", 0.5);
+        metrics.set_drifted("apps", 0);
+        metrics.observe_git_fetch("apps", 0.1, true);
+        metrics.count_action("apps", "Deployment", "create", 1);
+        metrics.set_last_success("apps", 1_700_000_000.0);
+        metrics.count_api_request("get");
+        let text = metrics.encode();
+        for name in [
+            "converge_reconcile_duration_seconds",
+            "converge_reconciles_total",
+            "converge_drifted_objects",
+            "converge_git_fetch_duration_seconds",
+            "converge_git_fetch_failures_total",
+            "converge_apply_actions_total",
+            "converge_last_success_timestamp_seconds",
+            "converge_api_requests_total",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing in\n{text}"
+            );
+        }
+        let build = format!(
+            r#"converge_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &build), Some(1.0));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn counters_and_gauges_move() {
+        let metrics = Metrics::new();
+        metrics.observe_reconcile("apps", "failure", 2.0);
+        metrics.observe_reconcile("apps", "failure", 3.0);
+        metrics.set_drifted("apps", 4);
+        metrics.count_action("apps", "ConfigMap", "configure", 3);
+        metrics.count_action("apps", "ConfigMap", "configure", 2);
+        metrics.set_last_success("apps", 1_700_000_000.5);
+        metrics.count_api_request("dry-run");
+        let text = metrics.encode();
+        let value = |series: &str| sample(&text, series);
+        assert_eq!(
+            value(r#"converge_reconciles_total{source="apps",result="failure"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(r#"converge_reconcile_duration_seconds_sum{source="apps"}"#),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(r#"converge_reconcile_duration_seconds_count{source="apps"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(r#"converge_drifted_objects{source="apps"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                r#"converge_apply_actions_total{source="apps",kind="ConfigMap",action="configure"}"#
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(r#"converge_last_success_timestamp_seconds{source="apps"}"#),
+            Some(1_700_000_000.5)
+        );
+        assert_eq!(
+            value(r#"converge_api_requests_total{verb="dry-run"}"#),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn git_fetch_failures_start_at_zero() {
+        let metrics = Metrics::new();
+        metrics.observe_git_fetch("apps", 0.2, true);
+        let failures = r#"converge_git_fetch_failures_total{source="apps"}"#;
+        assert_eq!(sample(&metrics.encode(), failures), Some(0.0));
+        metrics.observe_git_fetch("apps", 0.2, false);
+        let text = metrics.encode();
+        assert_eq!(sample(&text, failures), Some(1.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"converge_git_fetch_duration_seconds_count{source="apps"}"#
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn clones_share_series() {
+        let metrics = Metrics::new();
+        metrics.clone().count_api_request("list");
+        assert_eq!(
+            sample(
+                &metrics.encode(),
+                r#"converge_api_requests_total{verb="list"}"#
+            ),
+            Some(1.0)
+        );
+    }
+}

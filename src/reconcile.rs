@@ -1,0 +1,404 @@
+//! One reconcile of one source: snapshot → manifests → engine → status, metrics and
+//! events. It neither loops nor sleeps: [`crate::daemon`] decides when to call it.
+//!
+//! Between reconciles a source keeps a [`SourceState`]: the engine's memo, a store
+//! of its live members kept current by reflectors, and the last good revision. That
+//! state is what makes a steady-state reconcile free (no request) and what lets an
+//! out-of-band change be told apart from the echo of our own write.
+
+use crate::apply::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
+use crate::events::Events;
+use crate::inventory::{ApplySet, GroupKind};
+use crate::kube::watch::{Change, Reflector, Store};
+use crate::manifest::{self, ManifestError, ObjectRef};
+use crate::metrics::Metrics;
+use crate::plan::{Action, Step};
+use crate::status::{ObjectState, ObjectStatus, StatusBoard, SyncResult};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+/// How one source is converged (from its `[[source]]` table and global flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub namespace: String,
+    pub prune: bool,
+    pub allow_mass_prune: bool,
+    /// Write (heal) or only report drift.
+    pub self_heal: bool,
+}
+
+/// Why a reconcile failed. The last good state stays applied in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "no manifests found in {0}: nothing was changed (an empty revision would prune everything; set allow_mass_prune = true if that is intended)"
+    )]
+    Empty(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What a source remembers between reconciles.
+pub struct SourceState {
+    memo: HashMap<ObjectRef, Memo>,
+    store: Store,
+    reflectors: BTreeMap<GroupKind, Reflector>,
+    /// Member kinds of the last run; `None` before the first successful run.
+    recorded: Option<BTreeSet<GroupKind>>,
+    /// The last revision applied (or, report-only, evaluated) without error.
+    pub last_good_revision: Option<String>,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+impl SourceState {
+    /// Changes seen by this source's reflectors are sent to `changes`.
+    pub fn new(changes: mpsc::UnboundedSender<Change>) -> Self {
+        SourceState {
+            memo: HashMap::new(),
+            store: Store::default(),
+            reflectors: BTreeMap::new(),
+            recorded: None,
+            last_good_revision: None,
+            changes,
+        }
+    }
+
+    /// Whether a change reported by a reflector is drift worth a reconcile: not the
+    /// echo of our own write, and not a controller's status update.
+    pub fn is_drift(&mut self, change: &Change) -> bool {
+        let live = self.store.get(&change.object);
+        match self.memo.get_mut(&change.object) {
+            Some(memo) => memo.absorb(live.as_ref()),
+            // A member we do not desire (any more): a prune candidate changed.
+            None => self.recorded.is_some(),
+        }
+    }
+
+    fn cache(&self) -> Option<(BTreeSet<GroupKind>, &BTreeSet<GroupKind>)> {
+        let recorded = self.recorded.as_ref()?;
+        let covered = self
+            .reflectors
+            .iter()
+            .filter(|(_, r)| r.is_synced())
+            .map(|(gk, _)| gk.clone())
+            .collect();
+        Some((covered, recorded))
+    }
+
+    /// Watches exactly the kinds that may hold members now.
+    fn watch_kinds(&mut self, engine: &Engine, applyset: &ApplySet, kinds: &BTreeSet<GroupKind>) {
+        self.reflectors.retain(|gk, _| kinds.contains(gk));
+        for gk in kinds {
+            if self.reflectors.contains_key(gk) {
+                continue;
+            }
+            let Ok(resource) = engine.discovery().resolve(&gk.group, "", &gk.kind) else {
+                continue;
+            };
+            let reflector = Reflector::spawn(
+                engine.client().clone(),
+                resource,
+                applyset.member_selector(),
+                self.store.clone(),
+                self.changes.clone(),
+            );
+            self.reflectors.insert(gk.clone(), reflector);
+        }
+    }
+}
+
+/// Runs reconciles and reports them. Cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    pub engine: Engine,
+    pub status: StatusBoard,
+    pub metrics: Metrics,
+    pub events: Events,
+}
+
+impl Reconciler {
+    /// One reconcile of `settings`' source at `revision`, from the manifests under
+    /// `root`. Records the result in status, metrics and (on news) Events.
+    pub async fn reconcile(
+        &self,
+        settings: &Settings,
+        state: &mut SourceState,
+        root: &Path,
+        revision: &str,
+    ) -> Result<(), ReconcileError> {
+        let span = info_span!("reconcile", source = %settings.name, revision = %short(revision));
+        let started = Instant::now();
+        let result = self.run(settings, state, root).instrument(span).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(outcome) => {
+                state.last_good_revision = Some(revision.to_string());
+                self.record_success(settings, revision, outcome, seconds);
+            }
+            Err(error) => self.record_failure(settings, revision, error, seconds),
+        }
+        result.map(drop)
+    }
+
+    async fn run(
+        &self,
+        settings: &Settings,
+        state: &mut SourceState,
+        root: &Path,
+    ) -> Result<Outcome, ReconcileError> {
+        let manifests = manifest::load(&[root.to_path_buf()])?;
+        if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {
+            return Err(ReconcileError::Empty(root.display().to_string()));
+        }
+        let options = RunOptions {
+            name: settings.name.clone(),
+            namespace: settings.namespace.clone(),
+            prune: settings.prune,
+            allow_mass_prune: settings.allow_mass_prune,
+            dry_run: !settings.self_heal,
+        };
+        let outcome = match state.cache() {
+            Some((covered, recorded)) => {
+                let cache = Cache {
+                    store: &state.store,
+                    covered: &covered,
+                    recorded,
+                    memo: &state.memo,
+                };
+                self.engine.run(manifests, &options, Some(cache)).await?
+            }
+            None => self.engine.run(manifests, &options, None).await?,
+        };
+        let applyset = ApplySet::new(&settings.name, &settings.namespace);
+        state.memo.clone_from(&outcome.memo);
+        state.recorded = Some(outcome.member_kinds.clone());
+        state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
+        Ok(outcome)
+    }
+
+    fn record_success(&self, settings: &Settings, revision: &str, outcome: &Outcome, seconds: f64) {
+        let objects: Vec<ObjectStatus> = outcome
+            .plan
+            .steps
+            .iter()
+            .map(|step| object_status(step, outcome.applied))
+            .collect();
+        let drifted = objects
+            .iter()
+            .filter(|o| o.state != ObjectState::InSync)
+            .count();
+        let result = if drifted == 0 {
+            SyncResult::Synced
+        } else {
+            SyncResult::Drifted
+        };
+        let now = SystemTime::now();
+        self.status.update(&settings.name, |s| {
+            s.revision = Some(revision.to_string());
+            s.attempted_revision = Some(revision.to_string());
+            s.last_attempt = Some(now);
+            s.last_success = Some(now);
+            s.result = result;
+            s.error = None;
+            s.reconciles += 1;
+            s.dry_run = !settings.self_heal;
+            s.objects = objects;
+        });
+        let counts = outcome.plan.counts();
+        info!(source = %settings.name, revision = %short(revision), applied = outcome.applied,
+              created = counts.created, configured = counts.configured, pruned = counts.pruned,
+              unchanged = counts.unchanged, drifted, seconds, "reconciled");
+        self.metrics
+            .observe_reconcile(&settings.name, "success", seconds);
+        self.metrics.set_drifted(&settings.name, drifted as i64);
+        let unix = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.set_last_success(&settings.name, unix);
+        if outcome.applied {
+            for (kind, action, n) in action_counts(&outcome.plan.steps) {
+                self.metrics.count_action(&settings.name, &kind, action, n);
+            }
+            let message = format!(
+                "revision {}: {} created, {} configured, {} pruned",
+                short(revision),
+                counts.created,
+                counts.configured,
+                counts.pruned
+            );
+            self.events.emit(
+                &settings.name,
+                &settings.namespace,
+                "Normal",
+                "Applied",
+                &message,
+            );
+        }
+    }
+
+    fn record_failure(
+        &self,
+        settings: &Settings,
+        revision: &str,
+        error: &ReconcileError,
+        seconds: f64,
+    ) {
+        warn!(source = %settings.name, revision = %short(revision), error = %error,
+              "reconcile failed; the last good revision stays applied");
+        let now = SystemTime::now();
+        let message = error.to_string();
+        self.status.update(&settings.name, |s| {
+            s.attempted_revision = Some(revision.to_string());
+            s.last_attempt = Some(now);
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+            s.reconciles += 1;
+        });
+        self.metrics
+            .observe_reconcile(&settings.name, "failure", seconds);
+        let event = format!("revision {} not applied: {message}", short(revision));
+        self.events.emit(
+            &settings.name,
+            &settings.namespace,
+            "Warning",
+            "ReconcileFailed",
+            &event,
+        );
+    }
+}
+
+/// How an object stands after a run: applied changes are in sync; changes a
+/// report-only source did not make are drift.
+fn object_status(step: &Step, applied: bool) -> ObjectStatus {
+    let (state, reason) = match (step.action, applied) {
+        (Action::Unchanged, _) | (Action::Create | Action::Configure, true) => {
+            (ObjectState::InSync, None)
+        }
+        (Action::Create, false) => (ObjectState::Missing, None),
+        (Action::Configure, false) => (ObjectState::Drifted, None),
+        (Action::Prune, true) => (ObjectState::Pruned, None),
+        (Action::Prune, false) => (
+            ObjectState::Drifted,
+            Some("no longer in the source; would be pruned".into()),
+        ),
+        (Action::KeepPruneDisabled, _) => (
+            ObjectState::InSync,
+            Some("no longer in the source; kept (converge.dev/prune: disabled)".into()),
+        ),
+    };
+    let diff = (state != ObjectState::InSync)
+        .then(|| step.diff.as_ref().map(|d| d.unified.clone()))
+        .flatten();
+    ObjectStatus {
+        object: step.object.to_string(),
+        state,
+        diff,
+        reason,
+    }
+}
+
+/// Writes by (kind, action) for the actions metric.
+fn action_counts(steps: &[Step]) -> Vec<(String, &'static str, u64)> {
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for step in steps {
+        let action = match step.action {
+            Action::Create => "create",
+            Action::Configure => "configure",
+            Action::Prune => "prune",
+            Action::Unchanged | Action::KeepPruneDisabled => continue,
+        };
+        *counts
+            .entry((step.object.kind.clone(), action))
+            .or_default() += 1;
+    }
+    counts.into_iter().map(|((k, a), n)| (k, a, n)).collect()
+}
+
+/// Git shas are long; logs and events show the first 12 characters.
+pub fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::ObjectDiff;
+
+    fn step(action: Action) -> Step {
+        let object = ObjectRef {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: Some("ns".into()),
+            name: "web".into(),
+        };
+        Step {
+            diff: Some(ObjectDiff {
+                object: object.clone(),
+                unified: "-a\n+b\n".into(),
+                changed_paths: vec!["spec.replicas".into()],
+            }),
+            object,
+            action,
+            manifest: None,
+            live_uid: None,
+        }
+    }
+
+    #[test]
+    fn report_only_changes_are_drift_with_their_diff() {
+        let drifted = object_status(&step(Action::Configure), false);
+        assert_eq!(drifted.state, ObjectState::Drifted);
+        assert_eq!(drifted.diff.as_deref(), Some("-a\n+b\n"));
+        assert_eq!(
+            object_status(&step(Action::Create), false).state,
+            ObjectState::Missing
+        );
+        assert_eq!(
+            object_status(&step(Action::Prune), false).state,
+            ObjectState::Drifted
+        );
+    }
+
+    #[test]
+    fn applied_changes_are_in_sync_without_diffs() {
+        for action in [Action::Create, Action::Configure, Action::Unchanged] {
+            let status = object_status(&step(action), true);
+            assert_eq!(status.state, ObjectState::InSync, "{action:?}");
+            assert!(status.diff.is_none());
+        }
+        assert_eq!(
+            object_status(&step(Action::Prune), true).state,
+            ObjectState::Pruned
+        );
+    }
+
+    #[test]
+    fn actions_are_counted_by_kind() {
+        let steps = [
+            step(Action::Create),
+            step(Action::Create),
+            step(Action::Unchanged),
+            step(Action::Prune),
+        ];
+        assert_eq!(
+            action_counts(&steps),
+            [
+                ("Deployment".to_string(), "create", 2),
+                ("Deployment".to_string(), "prune", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn revisions_are_shortened_for_people() {
+        assert_eq!(short("0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(short("dir:abc"), "dir:abc");
+    }
+}

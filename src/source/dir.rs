@@ -1,0 +1,301 @@
+//! Local directory sources: a content-hash revision and an inotify watch.
+//!
+//! The walk mirrors [`crate::manifest::load`]: recursive, in name order, `.yaml`,
+//! `.yml` and `.json` files only, hidden entries skipped, symlinks followed. So the
+//! revision changes exactly when what the engine would load changes, and a
+//! ConfigMap-style mount (`..2024_…/` data dirs, a `..data` symlink, per-file
+//! symlinks, swapped atomically by rename) is hashed through its symlinks.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use ring::digest;
+use tokio::sync::mpsc;
+
+use super::{Snapshot, SourceError};
+
+/// How long the watcher waits for a burst of writes to settle: long enough to see a
+/// whole `kubectl cp` or ConfigMap swap, short enough to apply within a second.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A directory of manifests.
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    path: PathBuf,
+}
+
+impl DirSource {
+    pub fn new(path: PathBuf) -> Self {
+        DirSource { path }
+    }
+
+    /// The directory (as configured).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory's current revision; the engine loads from the directory itself.
+    pub fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        Ok(Snapshot {
+            revision: revision(&self.path)?,
+            root: self.path.clone(),
+        })
+    }
+}
+
+/// `dir:` and the first 12 hex digits of a SHA-256 over each manifest file's relative
+/// path and contents, in walk order. Lengths are hashed too, so moving bytes between
+/// a name and a body cannot produce the same hash.
+pub fn revision(dir: &Path) -> Result<String, SourceError> {
+    let mut walk = Walk::default();
+    walk.dir(dir, Path::new(""))?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for (relative, path) in &walk.files {
+        let bytes = fs::read(path).map_err(|error| io_error(path, error))?;
+        let name = relative.to_string_lossy();
+        ctx.update(&(name.len() as u64).to_le_bytes());
+        ctx.update(name.as_bytes());
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
+    }
+    let hex: String = ctx.finish().as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("dir:{hex}"))
+}
+
+/// The manifest files under a directory, each with its path relative to the root.
+#[derive(Default)]
+struct Walk {
+    files: Vec<(PathBuf, PathBuf)>,
+    seen_dirs: HashSet<PathBuf>,
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path, relative: &Path) -> Result<(), SourceError> {
+        // Canonical paths make symlink loops harmless.
+        let canonical = fs::canonicalize(dir).map_err(|e| io_error(dir, e))?;
+        if !self.seen_dirs.insert(canonical) {
+            return Ok(());
+        }
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+            names.push(entry.map_err(|e| io_error(dir, e))?.file_name());
+        }
+        names.sort();
+        for name in names {
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            self.entry(&dir.join(&name), &relative.join(&name))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, relative: &Path) -> Result<(), SourceError> {
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => self.dir(path, relative),
+            Ok(meta) if meta.is_file() && is_manifest(path) => {
+                self.files
+                    .push((relative.to_path_buf(), path.to_path_buf()));
+                Ok(())
+            }
+            // A broken symlink only matters where a manifest should be; mid-swap ones
+            // are transient and the next event rehashes.
+            Err(error) if is_manifest(path) => Err(io_error(path, error)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("yaml" | "yml" | "json"))
+}
+
+/// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,
+/// `4913`), backups (`x~`) and Emacs lock files (`.#x`). Events touching only these
+/// skip the rehash.
+pub fn is_editor_temp(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name == "4913"
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || [".swp", ".swo", ".swx"].iter().any(|s| name.ends_with(s))
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// A running directory watch; dropping it stops the watcher thread.
+pub struct DirWatcher {
+    _debouncer: Debouncer<notify::RecommendedWatcher>,
+}
+
+/// Watches `dir` recursively and sends `name` on `tx` when its revision changes.
+///
+/// Every debounced burst of events rehashes the directory and compares with the last
+/// revision seen, so editor temp files, hidden files and no-op writes send nothing,
+/// while a `..data` symlink swap (all of whose events are on hidden names) does.
+pub fn watch(
+    dir: &Path,
+    name: String,
+    tx: mpsc::Sender<String>,
+) -> Result<DirWatcher, SourceError> {
+    let root = dir.to_path_buf();
+    let mut last = revision(&root).ok();
+    let handler = move |result: DebounceEventResult| {
+        let events = match result {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(source = %name, %error, "directory watch error");
+                return;
+            }
+        };
+        if events.iter().all(|e| is_editor_temp(&e.path)) {
+            return;
+        }
+        let current = revision(&root).ok();
+        if current != last {
+            last = current;
+            tracing::debug!(source = %name, revision = ?last, "directory changed");
+            // The handler runs on the debouncer's own thread, so blocking is fine; a
+            // closed channel means the daemon is shutting down.
+            let _ = tx.blocking_send(name.clone());
+        }
+    };
+    let watch_error = |e: notify::Error| SourceError::Watch {
+        path: dir.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut debouncer = new_debouncer(DEBOUNCE, handler).map_err(watch_error)?;
+    debouncer
+        .watcher()
+        .watch(dir, RecursiveMode::Recursive)
+        .map_err(watch_error)?;
+    Ok(DirWatcher {
+        _debouncer: debouncer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(path, text).unwrap();
+    }
+
+    fn rev(dir: &Path) -> String {
+        revision(dir).unwrap()
+    }
+
+    #[test]
+    fn revision_is_short_and_stable() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.yaml", "kind: A\n");
+        let first = rev(tmp.path());
+        assert!(first.starts_with("dir:") && first.len() == 16, "{first}");
+        assert_eq!(rev(tmp.path()), first);
+    }
+
+    #[test]
+    fn revision_changes_with_content_names_and_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.yaml", "kind: A\n");
+        let base = rev(tmp.path());
+        write(tmp.path(), "a.yaml", "kind: B\n");
+        let edited = rev(tmp.path());
+        assert_ne!(edited, base);
+        fs::rename(tmp.path().join("a.yaml"), tmp.path().join("b.yaml")).unwrap();
+        let renamed = rev(tmp.path());
+        assert_ne!(renamed, edited);
+        write(tmp.path(), "sub/c.json", "{}");
+        assert_ne!(rev(tmp.path()), renamed);
+    }
+
+    #[test]
+    fn revision_ignores_hidden_temp_and_other_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.yaml", "kind: A\n");
+        let base = rev(tmp.path());
+        for name in [
+            ".a.yaml.swp",
+            "a.yaml~",
+            ".#a.yaml",
+            "4913",
+            ".hidden.yaml",
+            ".git/x.yaml",
+            "README.md",
+        ] {
+            write(tmp.path(), name, "junk");
+        }
+        assert_eq!(rev(tmp.path()), base);
+    }
+
+    #[test]
+    fn empty_directory_has_a_revision() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(rev(tmp.path()).starts_with("dir:"));
+    }
+
+    #[test]
+    fn missing_directory_is_an_io_error() {
+        let err = revision(Path::new("/nonexistent/converge")).unwrap_err();
+        assert!(matches!(err, SourceError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/converge"));
+    }
+
+    #[test]
+    fn symlinks_are_followed_and_loops_are_harmless() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "..2024_01_01/a.yaml", "kind: A\n");
+        symlink("..2024_01_01", tmp.path().join("..data")).unwrap();
+        symlink("..data/a.yaml", tmp.path().join("a.yaml")).unwrap();
+        symlink(".", tmp.path().join("loop")).unwrap();
+        let before = rev(tmp.path());
+        write(tmp.path(), "..2024_01_02/a.yaml", "kind: B\n");
+        symlink("..2024_01_02", tmp.path().join("..data_tmp")).unwrap();
+        fs::rename(tmp.path().join("..data_tmp"), tmp.path().join("..data")).unwrap();
+        assert_ne!(rev(tmp.path()), before);
+    }
+
+    #[test]
+    fn broken_manifest_symlink_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        symlink("missing.yaml", tmp.path().join("a.yaml")).unwrap();
+        assert!(revision(tmp.path()).is_err());
+        let other = tempfile::tempdir().unwrap();
+        symlink("missing", other.path().join("notes")).unwrap();
+        assert!(revision(other.path()).is_ok());
+    }
+
+    #[test]
+    fn editor_temp_names() {
+        for name in [".a.yaml.swp", ".a.yaml.swx", "a.yaml~", ".#a.yaml", "4913"] {
+            assert!(is_editor_temp(Path::new(name)), "{name}");
+        }
+        for name in ["a.yaml", "..data", "..2024_01_01", "x.json"] {
+            assert!(!is_editor_temp(Path::new(name)), "{name}");
+        }
+    }
+}

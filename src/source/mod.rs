@@ -1,0 +1,265 @@
+//! Sources: where manifests come from, at which revision, and when that changes.
+//!
+//! A [`Source`] is a local directory ([`dir`]) or a Git repository ([`git`]). The
+//! daemon asks it for a [`Snapshot`] (a revision and a directory to load manifests
+//! from) and subscribes to changes with [`Source::watch`]. Sources never parse YAML:
+//! that is [`crate::manifest`]'s job.
+
+pub mod dir;
+pub mod git;
+pub mod known_hosts;
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{EnvLookup, SourceConfig, SourceKind, process_env};
+
+pub use webhook::{verify_github_signature, verify_token};
+
+/// One revision of a source, ready to be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// For Git the commit id; for a directory `dir:` and 12 hex digits of a content
+    /// hash, so an unchanged directory keeps its revision.
+    pub revision: String,
+    /// The directory to load manifests from: the Git checkout's `path` subdirectory
+    /// or the source directory. For Git it stays valid until the next `fetch`.
+    pub root: PathBuf,
+}
+
+/// Why a source could not produce a snapshot or be watched. Messages never contain a
+/// password or token, and say what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading the source directory (or the Git state directory) failed.
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// An environment variable named by the config is missing (it was set at start-up).
+    #[error("environment variable {var} (from {key}) is not set; export it and restart")]
+    MissingEnv { key: &'static str, var: String },
+    /// The remote could not be reached: DNS, connection refused, TLS, HTTP errors.
+    #[error("cannot reach Git remote {url}: {detail}; check the URL, the network and the server")]
+    Unreachable { url: String, detail: String },
+    /// The remote refused our credentials, or wanted some and none are configured.
+    #[error("authentication to {url} failed: {detail}")]
+    AuthFailed { url: String, detail: String },
+    /// The SSH server's host key is not in known_hosts.
+    #[error(
+        "SSH host {host} is not in {} (it offered {fingerprint}); verify that fingerprint with \
+         the server's owner, then add the key: `ssh-keyscan -H {host_arg} >> {}`",
+        known_hosts.display(), known_hosts.display()
+    )]
+    HostKeyUnknown {
+        host: String,
+        host_arg: String,
+        known_hosts: PathBuf,
+        fingerprint: String,
+    },
+    /// The SSH server's host key differs from the one in known_hosts.
+    #[error(
+        "SSH host key for {host} does NOT match {}: the server offered {fingerprint}. Someone \
+         may be intercepting the connection; if the key really changed, replace the entry for \
+         {host} in known_hosts",
+        known_hosts.display()
+    )]
+    HostKeyMismatch {
+        host: String,
+        known_hosts: PathBuf,
+        fingerprint: String,
+    },
+    /// The branch, tag or commit does not exist on the remote.
+    #[error("{reference} not found in {url}; check the source's branch/tag/commit{hint}")]
+    RefNotFound {
+        url: String,
+        reference: String,
+        hint: String,
+    },
+    /// The configured `path` is not a directory at this revision.
+    #[error("path {path:?} is not a directory at revision {revision}; check the source's path")]
+    PathNotFound { path: PathBuf, revision: String },
+    /// Any other libgit2 failure (corrupt state directory, disk full, …).
+    #[error("git error for {url}: {detail}")]
+    Git { url: String, detail: String },
+    /// The file watcher could not be started (e.g. inotify limits reached).
+    #[error("cannot watch {}: {detail}; raise fs.inotify.max_user_watches if it is the limit", path.display())]
+    Watch { path: PathBuf, detail: String },
+    /// The blocking worker failed (a bug, or shutdown).
+    #[error("source worker failed: {0}")]
+    Worker(String),
+}
+
+/// A source of manifests, as configured.
+pub struct Source {
+    name: String,
+    interval: Duration,
+    kind: Kind,
+    last_fetch_duration: Option<Duration>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("location", &self.location())
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Kind {
+    Dir(dir::DirSource),
+    Git(git::GitSource),
+}
+
+impl Source {
+    /// Builds the source described by `config`, reading credentials from the process
+    /// environment. Git checkouts go to `<state_dir>/<name>/`. No I/O happens yet.
+    pub fn new(config: &SourceConfig, state_dir: &Path) -> Result<Source, SourceError> {
+        Source::with_env(config, state_dir, &process_env)
+    }
+
+    /// Like [`Source::new`] with environment lookups answered by `env` (for tests).
+    pub fn with_env(
+        config: &SourceConfig,
+        state_dir: &Path,
+        env: EnvLookup,
+    ) -> Result<Source, SourceError> {
+        let kind = match &config.kind {
+            SourceKind::Dir { path } => Kind::Dir(dir::DirSource::new(path.clone())),
+            SourceKind::Git(git) => {
+                let checkout = state_dir.join(&config.name);
+                Kind::Git(git::GitSource::new(git, checkout, env)?)
+            }
+        };
+        Ok(Source {
+            name: config.name.clone(),
+            interval: config.interval,
+            kind,
+            last_fetch_duration: None,
+        })
+    }
+
+    /// The source's name (unique in the config).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the source reads from, for logs and `/status` (no credentials):
+    /// `dir /path` or `git https://host/repo.git branch "main"`.
+    pub fn location(&self) -> String {
+        match &self.kind {
+            Kind::Dir(d) => format!("dir {}", d.path().display()),
+            Kind::Git(g) => g.location(),
+        }
+    }
+
+    /// The secret that signs webhook calls for this source, if configured.
+    pub fn webhook_secret(&self) -> Option<&[u8]> {
+        match &self.kind {
+            Kind::Dir(_) => None,
+            Kind::Git(g) => g.webhook_secret(),
+        }
+    }
+
+    /// Produces the current snapshot: for Git, fetches (cheaply: only the ref list
+    /// when nothing changed) and checks out; for a directory, hashes its manifests.
+    /// Runs on a blocking thread because libgit2 and file hashing block.
+    pub async fn fetch(&mut self) -> Result<Snapshot, SourceError> {
+        let started = Instant::now();
+        let result = match &self.kind {
+            Kind::Dir(d) => {
+                let d = d.clone();
+                blocking(move || d.snapshot()).await
+            }
+            Kind::Git(g) => {
+                let g = g.clone();
+                blocking(move || g.sync()).await
+            }
+        };
+        self.last_fetch_duration = Some(started.elapsed());
+        result
+    }
+
+    /// How long the last [`Source::fetch`] took, successful or not (for metrics).
+    pub fn last_fetch_duration(&self) -> Option<Duration> {
+        self.last_fetch_duration
+    }
+
+    /// Sends this source's name on `tx` whenever it may have changed; the daemon then
+    /// calls [`Source::fetch`] and compares revisions. Directories are watched with
+    /// inotify and report only real content changes (~150 ms debounce); Git sources
+    /// tick every `interval` (a pinned commit never ticks). Dropping the handle stops
+    /// it. Start watching before the first fetch so no change falls in between.
+    /// Must be called inside a Tokio runtime.
+    pub fn watch(&self, tx: mpsc::Sender<String>) -> Result<WatchHandle, SourceError> {
+        match &self.kind {
+            Kind::Dir(d) => Ok(WatchHandle {
+                _inner: Inner::Dir {
+                    _watcher: dir::watch(d.path(), self.name.clone(), tx)?,
+                },
+            }),
+            Kind::Git(g) if g.is_pinned() => Ok(WatchHandle {
+                _inner: Inner::None,
+            }),
+            Kind::Git(_) => Ok(WatchHandle {
+                _inner: Inner::Task {
+                    _task: poll(self.name.clone(), self.interval, tx),
+                },
+            }),
+        }
+    }
+}
+
+/// Keeps a watch alive; dropping it stops the watch.
+pub struct WatchHandle {
+    _inner: Inner,
+}
+
+/// What keeps the watch running; only ever dropped, never read.
+enum Inner {
+    Dir { _watcher: dir::DirWatcher },
+    Task { _task: AbortOnDrop },
+    None,
+}
+
+/// A Tokio task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends `name` every `interval`, starting one interval from now (the daemon fetches
+/// once at start anyway). Stops when the receiver is gone.
+fn poll(name: String, interval: Duration, tx: mpsc::Sender<String>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + interval;
+        let mut ticks = tokio::time::interval_at(start, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if tx.send(name.clone()).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+async fn blocking<T, F>(work: F) -> Result<T, SourceError>
+where
+    F: FnOnce() -> Result<T, SourceError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SourceError::Worker(e.to_string()))?
+}

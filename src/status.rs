@@ -1,0 +1,633 @@
+//! The drift/sync status model: what the daemon knows about each source, shared between
+//! the reconcile loop (which writes it) and the HTTP server (which serves it as
+//! `/status` and `/readyz`), and rendered as the table `converge status` prints.
+//!
+//! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
+//! server can each hold one without threading references through tasks.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+/// Shared, clonable status of every configured source, keyed by source name.
+///
+/// A `BTreeMap` keeps `/status` and the table in a stable, alphabetical order, so
+/// repeated `converge status` runs are easy to compare by eye.
+#[derive(Clone, Default, Debug)]
+pub struct StatusBoard {
+    sources: Arc<RwLock<BTreeMap<String, SourceStatus>>>,
+}
+
+impl StatusBoard {
+    /// Records a source at start-up with result [`SyncResult::Pending`], so `/readyz`
+    /// waits for it. Registering a known name again only updates its kind and
+    /// location: the history of a source survives a configuration reload.
+    pub fn register(&self, name: &str, kind: SourceKind, location: &str) {
+        let mut sources = self.write();
+        let entry = sources
+            .entry(name.to_owned())
+            .or_insert_with(|| SourceStatus::new(name, kind, location));
+        entry.kind = kind;
+        location.clone_into(&mut entry.location);
+    }
+
+    /// Applies `f` to the named source. Unknown names are ignored: a reconcile that
+    /// finishes after its source was removed from the configuration must not
+    /// resurrect it.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+        if let Some(status) = self.write().get_mut(name) {
+            f(status);
+        }
+    }
+
+    /// A snapshot to serve or print; the lock is held only for the copy.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sources: self.read().values().cloned().collect(),
+        }
+    }
+
+    /// Whether every registered source has finished at least one reconcile, with
+    /// success or failure: a failed source is reported, not waited for, so one bad
+    /// repository does not keep the whole daemon out of a Service forever.
+    /// With no sources registered there is nothing to wait for.
+    pub fn ready(&self) -> bool {
+        self.pending().is_empty()
+    }
+
+    /// The names of the sources that have not finished a reconcile yet, for a
+    /// `/readyz` answer that says what it is waiting for.
+    pub fn pending(&self) -> Vec<String> {
+        self.read()
+            .values()
+            .filter(|s| s.result == SyncResult::Pending)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// A panic in one writer must not take the status endpoints down with it: the
+    /// data is plain values, so a poisoned lock still holds a usable map.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, SourceStatus>> {
+        self.sources.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, SourceStatus>> {
+        self.sources.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where a source's manifests come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Dir,
+    Git,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::Dir => "dir",
+            SourceKind::Git => "git",
+        })
+    }
+}
+
+/// The body of `GET /status`: what `converge status` fetches and prints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The daemon's version, so a client can tell which build answered.
+    pub version: String,
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Everything known about one source after its latest reconcile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: SourceKind,
+    /// The repository URL or directory path, as configured.
+    pub location: String,
+    /// The last revision applied successfully (the "last good" one).
+    pub revision: Option<String>,
+    /// The revision of the last attempt; differs from `revision` after a failure.
+    pub attempted_revision: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub last_attempt: Option<SystemTime>,
+    #[serde(with = "rfc3339")]
+    pub last_success: Option<SystemTime>,
+    pub result: SyncResult,
+    pub error: Option<String>,
+    /// Reconciles finished since the daemon started.
+    pub reconciles: u64,
+    /// Whether the daemon only reports drift for this source instead of healing it.
+    pub dry_run: bool,
+    pub objects: Vec<ObjectStatus>,
+}
+
+impl SourceStatus {
+    fn new(name: &str, kind: SourceKind, location: &str) -> Self {
+        SourceStatus {
+            name: name.to_owned(),
+            kind,
+            location: location.to_owned(),
+            revision: None,
+            attempted_revision: None,
+            last_attempt: None,
+            last_success: None,
+            result: SyncResult::Pending,
+            error: None,
+            reconciles: 0,
+            dry_run: false,
+            objects: Vec::new(),
+        }
+    }
+
+    /// How many of this source's objects are in `state`.
+    pub fn count(&self, state: ObjectState) -> usize {
+        self.objects.iter().filter(|o| o.state == state).count()
+    }
+}
+
+/// The outcome of a source's latest reconcile.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncResult {
+    /// Registered, no reconcile finished yet.
+    Pending,
+    Synced,
+    /// Live objects differ from the desired state (and were not healed).
+    Drifted,
+    Failed,
+}
+
+impl fmt::Display for SyncResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncResult::Pending => "pending",
+            SyncResult::Synced => "synced",
+            SyncResult::Drifted => "drifted",
+            SyncResult::Failed => "failed",
+        })
+    }
+}
+
+/// One object of a source and how it compares with the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    /// The object as people read it: `Deployment.apps/shop/web`.
+    pub object: String,
+    pub state: ObjectState,
+    /// Unified diff live → desired, when the object drifted.
+    pub diff: Option<String>,
+    /// Why the object failed or is missing, when there is no diff to show.
+    pub reason: Option<String>,
+}
+
+/// How one object compares with the cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectState {
+    InSync,
+    Drifted,
+    Missing,
+    Pruned,
+    Failed,
+}
+
+impl ObjectState {
+    /// The order in which counts are listed in the OBJECTS column.
+    const ALL: [ObjectState; 5] = [
+        ObjectState::InSync,
+        ObjectState::Drifted,
+        ObjectState::Missing,
+        ObjectState::Pruned,
+        ObjectState::Failed,
+    ];
+
+    /// States that need a person's attention and get a section under the table.
+    fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            ObjectState::Drifted | ObjectState::Missing | ObjectState::Failed
+        )
+    }
+}
+
+impl fmt::Display for ObjectState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectState::InSync => "in-sync",
+            ObjectState::Drifted => "drifted",
+            ObjectState::Missing => "missing",
+            ObjectState::Pruned => "pruned",
+            ObjectState::Failed => "failed",
+        })
+    }
+}
+
+/// RFC 3339 timestamps in JSON, so `/status` is readable by people and by any
+/// language's date parser (serde's default for `SystemTime` is an opaque struct).
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de, ser};
+    use std::fmt::Write;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        let Some(time) = time else {
+            return s.serialize_none();
+        };
+        // humantime panics before the epoch and fails after year 9999: report, don't panic.
+        if *time < UNIX_EPOCH {
+            return Err(ser::Error::custom("timestamp before 1970"));
+        }
+        let mut text = String::new();
+        write!(text, "{}", humantime::format_rfc3339(*time))
+            .map_err(|_| ser::Error::custom("timestamp after year 9999"))?;
+        s.serialize_some(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_rfc3339(&text).map_err(de::Error::custom))
+            .transpose()
+    }
+}
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+const HEADERS: [&str; 6] = [
+    "SOURCE",
+    "KIND",
+    "REVISION",
+    "RESULT",
+    "LAST SUCCESS",
+    "OBJECTS",
+];
+
+/// The index of the RESULT column, the only one that is colored.
+const RESULT_COLUMN: usize = 3;
+
+/// What `converge status` prints: an aligned table with one row per source, the
+/// errors of failed sources under their rows, then the diff or reason of every
+/// object that needs attention, so the answer to "what is wrong?" is on one screen.
+pub fn render_table(report: &StatusReport, color: bool) -> String {
+    render_table_at(report, color, SystemTime::now())
+}
+
+/// [`render_table`] with an explicit "now", so relative times are testable.
+fn render_table_at(report: &StatusReport, color: bool, now: SystemTime) -> String {
+    let rows: Vec<[String; 6]> = report.sources.iter().map(|s| row(s, now)).collect();
+    let widths = column_widths(&rows);
+    let mut out = String::new();
+    push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
+    for (source, cells) in report.sources.iter().zip(&rows) {
+        let tint = color.then(|| result_color(source.result));
+        push_row(&mut out, cells, &widths, tint);
+        push_error(&mut out, source);
+    }
+    for source in &report.sources {
+        push_object_sections(&mut out, source);
+    }
+    out
+}
+
+/// The cells of one source's row, uncolored (widths are measured on these).
+fn row(source: &SourceStatus, now: SystemTime) -> [String; 6] {
+    let revision = source
+        .revision
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), short_revision);
+    let result = if source.dry_run {
+        format!("{} (dry run)", source.result)
+    } else {
+        source.result.to_string()
+    };
+    let last_success = source
+        .last_success
+        .map_or_else(|| "never".to_owned(), |t| relative_time(t, now));
+    [
+        source.name.clone(),
+        source.kind.to_string(),
+        revision,
+        result,
+        last_success,
+        object_counts(source),
+    ]
+}
+
+fn column_widths(rows: &[[String; 6]]) -> [usize; 6] {
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for cells in rows {
+        for (width, cell) in widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// Writes one aligned line. Padding is computed on the plain text and added outside
+/// the color codes, so colored and plain tables line up the same way.
+fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], tint: Option<&str>) {
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        let padding = width.saturating_sub(cell.chars().count());
+        match tint {
+            Some(tint) if i == RESULT_COLUMN => {
+                let _ = write!(line, "{tint}{cell}{RESET}");
+            }
+            _ => line.push_str(cell),
+        }
+        line.extend(std::iter::repeat_n(' ', padding));
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+fn result_color(result: SyncResult) -> &'static str {
+    match result {
+        SyncResult::Synced => GREEN,
+        SyncResult::Drifted | SyncResult::Pending => YELLOW,
+        SyncResult::Failed => RED,
+    }
+}
+
+/// The error of a failed source, indented under its row, with the revision that
+/// failed when it is not the one still applied.
+fn push_error(out: &mut String, source: &SourceStatus) {
+    let Some(error) = &source.error else { return };
+    let at = match &source.attempted_revision {
+        Some(attempted) if source.revision.as_ref() != Some(attempted) => {
+            format!(" (revision {})", short_revision(attempted))
+        }
+        _ => String::new(),
+    };
+    let mut lines = error.lines();
+    let _ = writeln!(out, "  error{at}: {}", lines.next().unwrap_or_default());
+    for line in lines {
+        let _ = writeln!(out, "    {line}");
+    }
+}
+
+/// A blank line, then `<object> <state>:` and its diff or reason, indented, for
+/// every object of the source that is drifted, missing or failed.
+fn push_object_sections(out: &mut String, source: &SourceStatus) {
+    for object in source.objects.iter().filter(|o| o.state.needs_attention()) {
+        let _ = writeln!(out, "\n{} {}:", object.object, object.state);
+        let detail = object.diff.as_deref().or(object.reason.as_deref());
+        for line in detail.unwrap_or("(no details recorded)").lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+}
+
+/// Git revisions are 40 hex digits; 12 identify a commit in any real repository.
+fn short_revision(revision: &str) -> String {
+    revision.chars().take(12).collect()
+}
+
+/// `35 in-sync, 1 drifted`: only the states that occur, in a fixed order.
+fn object_counts(source: &SourceStatus) -> String {
+    let parts: Vec<String> = ObjectState::ALL
+        .iter()
+        .map(|&state| (state, source.count(state)))
+        .filter(|&(_, n)| n > 0)
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`: the largest whole unit, which is all a
+/// person scanning the table needs. A time in the future (clock skew between the
+/// daemon and the client) reads as `0s ago`.
+fn relative_time(then: SystemTime, now: SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3_600 => format!("{}m ago", secs / 60),
+        3_600..86_400 => format!("{}h ago", secs / 3_600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn board_with(names: &[&str]) -> StatusBoard {
+        let board = StatusBoard::default();
+        for name in names {
+            board.register(name, SourceKind::Git, "https://example.com/repo.git");
+        }
+        board
+    }
+
+    fn object(name: &str, state: ObjectState) -> ObjectStatus {
+        ObjectStatus {
+            object: name.to_owned(),
+            state,
+            diff: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn ready_only_when_every_source_finished_a_reconcile() {
+        let board = board_with(&["apps", "infra"]);
+        assert!(!board.ready());
+        assert_eq!(board.pending(), ["apps", "infra"]);
+        board.update("apps", |s| s.result = SyncResult::Synced);
+        assert!(!board.ready());
+        assert_eq!(board.pending(), ["infra"]);
+        // A failure counts as finished: the daemon is up and reporting it.
+        board.update("infra", |s| s.result = SyncResult::Failed);
+        assert!(board.ready());
+    }
+
+    #[test]
+    fn empty_board_is_ready() {
+        assert!(StatusBoard::default().ready());
+    }
+
+    #[test]
+    fn update_of_unknown_name_is_a_no_op() {
+        let board = board_with(&["apps"]);
+        board.update("gone", |s| s.result = SyncResult::Synced);
+        let report = board.report();
+        assert_eq!(report.sources.len(), 1);
+        assert_eq!(report.sources[0].result, SyncResult::Pending);
+    }
+
+    #[test]
+    fn register_again_keeps_history() {
+        let board = board_with(&["apps"]);
+        board.update("apps", |s| s.reconciles = 3);
+        board.register("apps", SourceKind::Dir, "/srv/apps");
+        let source = &board.report().sources[0];
+        assert_eq!(
+            (source.kind, source.location.as_str(), source.reconciles),
+            (SourceKind::Dir, "/srv/apps", 3)
+        );
+    }
+
+    #[test]
+    fn report_is_sorted_and_carries_the_version() {
+        let board = board_with(&["zeta", "alpha"]);
+        let report = board.report();
+        let names: Vec<_> = report.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        assert_eq!(report.version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn counts_objects_by_state() {
+        let mut source = SourceStatus::new("apps", SourceKind::Git, "x");
+        source.objects = vec![
+            object("a", ObjectState::InSync),
+            object("b", ObjectState::InSync),
+            object("c", ObjectState::Drifted),
+        ];
+        assert_eq!(source.count(ObjectState::InSync), 2);
+        assert_eq!(source.count(ObjectState::Drifted), 1);
+        assert_eq!(source.count(ObjectState::Failed), 0);
+        assert_eq!(object_counts(&source), "2 in-sync, 1 drifted");
+    }
+
+    fn sample_report() -> StatusReport {
+        let board = board_with(&["apps"]);
+        board.update("apps", |s| {
+            s.revision = Some("0123456789abcdef0123456789abcdef01234567".into());
+            s.attempted_revision = s.revision.clone();
+            s.last_attempt = Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
+            s.last_success = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            s.result = SyncResult::Drifted;
+            s.reconciles = 4;
+            s.objects = vec![
+                object("Namespace/shop", ObjectState::InSync),
+                ObjectStatus {
+                    diff: Some("-  replicas: 3\n+  replicas: 5".into()),
+                    ..object("Deployment.apps/shop/web", ObjectState::Drifted)
+                },
+            ];
+        });
+        board.report()
+    }
+
+    #[test]
+    fn json_round_trips_with_rfc3339_timestamps() {
+        let report = sample_report();
+        let json = serde_json::to_value(&report).expect("serializes");
+        let source = &json["sources"][0];
+        assert_eq!(source["lastSuccess"], "2023-11-14T22:13:20Z");
+        assert_eq!(source["lastAttempt"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(source["attemptedRevision"], source["revision"]);
+        assert_eq!(source["result"], "drifted");
+        assert_eq!(source["kind"], "git");
+        assert_eq!(source["objects"][1]["state"], "drifted");
+        assert_eq!(source["objects"][0]["state"], "in-sync");
+        let back: StatusReport = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn json_null_timestamps_round_trip() {
+        let report = board_with(&["apps"]).report();
+        let json = serde_json::to_string(&report).expect("serializes");
+        assert!(json.contains(r#""lastSuccess":null"#));
+        let back: StatusReport = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn bad_timestamps_are_errors_not_panics() {
+        let mut source = SourceStatus::new("apps", SourceKind::Dir, "/srv");
+        source.last_success = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
+        assert!(serde_json::to_string(&source).is_err());
+        let mut json =
+            serde_json::to_value(SourceStatus::new("a", SourceKind::Dir, "/")).expect("serializes");
+        json["lastSuccess"] = "yesterday".into();
+        assert!(serde_json::from_value::<SourceStatus>(json).is_err());
+    }
+
+    #[test]
+    fn table_has_aligned_columns_relative_time_and_diff_section() {
+        let report = sample_report();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
+        let table = render_table_at(&report, false, now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "SOURCE  KIND  REVISION      RESULT   LAST SUCCESS  OBJECTS"
+        );
+        assert_eq!(
+            lines[1],
+            "apps    git   0123456789ab  drifted  12s ago       1 in-sync, 1 drifted"
+        );
+        assert!(table.contains("\nDeployment.apps/shop/web drifted:\n    -  replicas: 3\n"));
+        assert!(!table.contains("Namespace/shop"));
+        assert!(!table.contains('\x1b'));
+    }
+
+    #[test]
+    fn table_shows_errors_reasons_and_never() {
+        let board = board_with(&["apps", "infrastructure"]);
+        board.update("infrastructure", |s| {
+            s.result = SyncResult::Failed;
+            s.attempted_revision = Some("feedfacecafe1234".into());
+            s.error = Some("apps.yaml:3: unknown kind Deploymnet\nsecond line".into());
+            s.objects = vec![ObjectStatus {
+                reason: Some("admission webhook denied".into()),
+                ..object("ConfigMap/infra/settings", ObjectState::Failed)
+            }];
+        });
+        let table = render_table_at(&board.report(), false, SystemTime::now());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].starts_with("apps            git   -         pending  never"));
+        assert!(lines[2].starts_with("infrastructure  git   -         failed   never"));
+        assert_eq!(
+            lines[3],
+            "  error (revision feedfacecafe): apps.yaml:3: unknown kind Deploymnet"
+        );
+        assert_eq!(lines[4], "    second line");
+        assert!(table.contains("ConfigMap/infra/settings failed:\n    admission webhook denied\n"));
+    }
+
+    #[test]
+    fn color_tints_only_the_result_and_keeps_alignment() {
+        let report = sample_report();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
+        let plain = render_table_at(&report, false, now);
+        let colored = render_table_at(&report, true, now);
+        assert!(colored.contains(&format!("{YELLOW}drifted{RESET}  12s ago")));
+        assert_eq!(colored.replace(YELLOW, "").replace(RESET, ""), plain);
+    }
+
+    #[test]
+    fn relative_times_use_the_largest_unit() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |secs| relative_time(now - Duration::from_secs(secs), now);
+        assert_eq!(ago(0), "0s ago");
+        assert_eq!(ago(59), "59s ago");
+        assert_eq!(ago(61), "1m ago");
+        assert_eq!(ago(7_200), "2h ago");
+        assert_eq!(ago(3 * 86_400), "3d ago");
+        assert_eq!(relative_time(now + Duration::from_secs(5), now), "0s ago");
+    }
+}

@@ -1,0 +1,158 @@
+//! A `converge run` process for tests: its own config, port and log, stopped when
+//! dropped. Its HTTP endpoints are read with curl, like an operator would.
+
+use super::{TestEnv, eventually};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    child: Child,
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `converge run` with `config` (TOML; `{ns}` is replaced by the test's
+    /// namespace) and waits until /healthz answers.
+    pub fn start(env: &TestEnv, config: &str, extra_args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config.replace("{ns}", &env.ns)).expect("write config");
+        let log = std::fs::File::create(dir.path().join("converge.log")).expect("log file");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = env
+            .converge_command()
+            .args(["-v", "run", "--config"])
+            .arg(&config_path)
+            .args(["--listen", &addr])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start converge run");
+        let daemon = Daemon { child, addr, dir };
+        let healthy = eventually(Duration::from_secs(20), || {
+            (daemon.get("/healthz").0 == 200).then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "converge run did not serve /healthz:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// GET `path`: (HTTP status, body); status 0 when nothing answers.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        curl(&[&format!("http://{}{path}", self.addr)])
+    }
+
+    /// POST `body` with extra headers: (HTTP status, body).
+    pub fn post(&self, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.addr);
+        let mut args = vec!["-X", "POST", "--data-binary", body, url.as_str()];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        curl(&args)
+    }
+
+    /// /readyz is 200 within `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let ready = eventually(timeout, || (self.get("/readyz").0 == 200).then_some(()));
+        assert!(
+            ready.is_some(),
+            "converge never became ready:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn status(&self) -> Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/status is JSON")
+    }
+
+    /// The first source's status.
+    pub fn source(&self) -> Value {
+        self.status()["sources"][0].clone()
+    }
+
+    /// The sum of a metric's samples whose line starts with `prefix`
+    /// (e.g. `converge_api_requests_total{verb="get"}`).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("converge.log")
+    }
+
+    /// Sends SIGTERM and waits for the exit: (status, time taken).
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for converge") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "converge did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls until `check` holds, returning how long it took (None: never within timeout).
+pub fn time_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    eventually(timeout, || check().then_some(())).map(|()| started.elapsed())
+}

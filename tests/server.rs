@@ -1,0 +1,369 @@
+//! The daemon's HTTP endpoints over a real socket on 127.0.0.1 (no cluster needed):
+//! probes, metrics exposition, `/status` through the `converge status` client,
+//! signed webhooks, and graceful shutdown.
+
+use converge::metrics::Metrics;
+use converge::server::{self, Hook, ServerState};
+use converge::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
+use ring::hmac;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+const SECRET: &[u8] = b"it's a secret to everybody";
+const PAYLOAD: &[u8] = br#"{"ref":"refs/heads/main","after":"0123456789abcdef"}"#;
+
+/// A running server and the handles a test needs to poke and stop it.
+struct Harness {
+    addr: String,
+    status: StatusBoard,
+    metrics: Metrics,
+    /// Fetch triggers of the `signed` (with secret) and `open` (without) hooks.
+    signed: mpsc::Receiver<()>,
+    open: mpsc::Receiver<()>,
+    stop: Option<oneshot::Sender<()>>,
+    served: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start() -> Harness {
+    let status = StatusBoard::default();
+    status.register("signed", SourceKind::Git, "https://example.com/signed.git");
+    status.register("open", SourceKind::Git, "https://example.com/open.git");
+    status.register("local", SourceKind::Dir, "/srv/manifests");
+    let (signed_tx, signed) = mpsc::channel(1);
+    let (open_tx, open) = mpsc::channel(1);
+    let hooks = HashMap::from([
+        (
+            "signed".to_owned(),
+            Hook {
+                secret: Some(SECRET.to_vec()),
+                trigger: signed_tx,
+            },
+        ),
+        (
+            "open".to_owned(),
+            Hook {
+                secret: None,
+                trigger: open_tx,
+            },
+        ),
+    ]);
+    let metrics = Metrics::new();
+    let state = ServerState {
+        status: status.clone(),
+        metrics: metrics.clone(),
+        hooks: Arc::new(hooks),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let served = tokio::spawn(server::serve(listener, state, shutdown));
+    Harness {
+        addr,
+        status,
+        metrics,
+        signed,
+        open,
+        stop: Some(stop),
+        served,
+    }
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String, String) {
+        let response = client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the server");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.text().await.expect("body"))
+    }
+
+    async fn post_hook(&self, source: &str, signature: Option<&str>) -> (u16, String) {
+        let mut request = client()
+            .post(self.url(&format!("/hooks/git/{source}")))
+            .header("X-GitHub-Event", "push")
+            .body(PAYLOAD);
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        let response = request.send().await.expect("POST reaches the server");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+}
+
+/// reqwest is built without a default crypto provider; plain HTTP still needs one
+/// to build a client, so tests hand it a ring-based config.
+fn client() -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`, as GitHub sends it.
+fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let h = start().await;
+    let (status, _, body) = h.get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn readyz_waits_for_every_source() {
+    let h = start().await;
+    let (status, _, body) = h.get("/readyz").await;
+    assert_eq!(status, 503);
+    for name in ["signed", "open", "local"] {
+        assert!(body.contains(name), "{name} not named in {body:?}");
+    }
+    h.status.update("signed", |s| s.result = SyncResult::Synced);
+    h.status.update("open", |s| s.result = SyncResult::Drifted);
+    let (status, _, body) = h.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("local") && !body.contains("signed"),
+        "{body:?}"
+    );
+    h.status.update("local", |s| s.result = SyncResult::Failed);
+    let (status, _, body) = h.get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready"));
+}
+
+/// Checks the exposition line by line: comments, or `name{k="v",…} value`.
+fn assert_prometheus_text(text: &str) {
+    assert!(text.ends_with("# EOF\n"), "no EOF marker");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let labels = rest.strip_suffix('}');
+                (
+                    name,
+                    labels.unwrap_or_else(|| panic!("unclosed in {line:?}")),
+                )
+            }
+            None => (series, ""),
+        };
+        let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        assert!(name_ok, "bad metric name in {line:?}");
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (key, quoted) = pair.split_once('=').expect("label is key=value");
+            assert!(
+                !key.is_empty() && quoted.len() >= 2,
+                "bad label in {line:?}"
+            );
+            assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{line:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let h = start().await;
+    h.metrics.observe_reconcile("local", "success", 0.25);
+    h.metrics.count_action("local", "Deployment", "create", 2);
+    let (status, content_type, body) = h.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert_prometheus_text(&body);
+    assert!(body.contains(r#"converge_reconciles_total{source="local",result="success"} 1"#));
+    assert!(body.contains("converge_build_info{version="));
+}
+
+#[tokio::test]
+async fn status_round_trips_through_fetch_status() {
+    let h = start().await;
+    h.status.update("local", |s| {
+        s.result = SyncResult::Drifted;
+        s.revision = Some("sha256:feedface".into());
+        s.last_attempt = Some(std::time::SystemTime::now());
+        s.last_success = s.last_attempt;
+        s.reconciles = 1;
+        s.objects = vec![ObjectStatus {
+            object: "ConfigMap/shop/settings".into(),
+            state: ObjectState::Drifted,
+            diff: Some("-a: 1\n+a: 2".into()),
+            reason: None,
+        }];
+    });
+    let fetched = server::fetch_status(&h.addr).await.expect("fetch_status");
+    assert_eq!(fetched, h.status.report());
+    let (status, content_type, _) = h.get("/status").await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+}
+
+#[tokio::test]
+async fn webhook_for_unknown_source_is_404() {
+    let h = start().await;
+    let signature = github_signature(SECRET, PAYLOAD);
+    assert_eq!(h.post_hook("nope", Some(&signature)).await.0, 404);
+    // A directory source has no webhook either.
+    assert_eq!(h.post_hook("local", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn webhook_with_bad_or_missing_signature_is_401_and_triggers_nothing() {
+    let mut h = start().await;
+    let wrong = github_signature(b"not the secret", PAYLOAD);
+    for signature in [Some(wrong.as_str()), None, Some("sha256=zz"), Some("")] {
+        let (status, _) = h.post_hook("signed", signature).await;
+        assert_eq!(status, 401, "signature {signature:?}");
+    }
+    assert!(
+        h.signed.try_recv().is_err(),
+        "a rejected webhook queued a fetch"
+    );
+}
+
+#[tokio::test]
+async fn webhook_with_good_signature_queues_a_fetch() {
+    let mut h = start().await;
+    let signature = github_signature(SECRET, PAYLOAD);
+    let (status, body) = h.post_hook("signed", Some(&signature)).await;
+    assert_eq!((status, body.as_str()), (202, "fetch queued"));
+    assert!(h.signed.try_recv().is_ok(), "no fetch queued");
+    // While a fetch is queued, more pushes are accepted and coalesce into it.
+    for _ in 0..2 {
+        assert_eq!(h.post_hook("signed", Some(&signature)).await.0, 202);
+    }
+    assert!(h.signed.try_recv().is_ok());
+    assert!(h.signed.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn webhook_without_secret_queues_a_fetch() {
+    let mut h = start().await;
+    assert_eq!(h.post_hook("open", None).await.0, 202);
+    assert!(h.open.try_recv().is_ok(), "no fetch queued");
+}
+
+#[tokio::test]
+async fn webhook_body_is_limited_to_one_mib() {
+    let mut h = start().await;
+    let response = client()
+        .post(h.url("/hooks/git/open"))
+        .body(vec![b'x'; 1024 * 1024 + 1])
+        .send()
+        .await
+        .expect("POST reaches the server");
+    assert_eq!(response.status().as_u16(), 413);
+    assert!(h.open.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn fetch_status_from_a_closed_port_says_what_to_check() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    drop(listener);
+    let error = server::fetch_status(&addr)
+        .await
+        .expect_err("nothing listens there");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("is `converge run` listening on {addr}?")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn serve_returns_after_shutdown() {
+    let mut h = start().await;
+    assert_eq!(h.get("/healthz").await.0, 200);
+    if let Some(stop) = h.stop.take() {
+        let _ = stop.send(());
+    }
+    let served = tokio::time::timeout(Duration::from_secs(10), &mut h.served)
+        .await
+        .expect("serve returned within 10 s of shutdown")
+        .expect("serve task did not panic");
+    assert!(served.is_ok(), "{served:?}");
+}
+
+/// Collects what the fmt subscriber writes, to check what a request logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut bytes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `#[tokio::test]` runs the server on the test's own thread, so a thread-local
+/// subscriber sees its spans without affecting the other tests.
+#[tokio::test]
+async fn requests_are_traced_without_bodies_or_signatures() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = start().await;
+    let signature = github_signature(SECRET, PAYLOAD);
+    assert_eq!(h.post_hook("signed", Some(&signature)).await.0, 202);
+    assert_eq!(h.post_hook("signed", Some("sha256=00")).await.0, 401);
+    let bytes = captured.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let logs = String::from_utf8_lossy(&bytes);
+    assert!(logs.contains("method=POST"), "{logs}");
+    assert!(logs.contains("path=/hooks/git/signed"), "{logs}");
+    assert!(
+        logs.contains("status=202") && logs.contains("status=401"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(&signature[7..]) && !logs.contains("sha256=00"),
+        "{logs}"
+    );
+    assert!(!logs.contains("refs/heads/main"), "body logged: {logs}");
+}
