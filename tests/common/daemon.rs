@@ -17,6 +17,16 @@ impl Daemon {
     /// Starts `converge run` with `config` (TOML; `{ns}` is replaced by the test's
     /// namespace) and waits until /healthz answers.
     pub fn start(env: &TestEnv, config: &str, extra_args: &[&str]) -> Daemon {
+        Self::start_with_env(env, config, extra_args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (credentials by env var).
+    pub fn start_with_env(
+        env: &TestEnv,
+        config: &str,
+        extra_args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config.replace("{ns}", &env.ns)).expect("write config");
@@ -28,6 +38,7 @@ impl Daemon {
             .arg(&config_path)
             .args(["--listen", &addr])
             .args(extra_args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -6,9 +6,16 @@
 //! what converge did with kubectl: an independent client.
 //!
 //! A test that cannot reach the control plane fails with the reason; it never skips.
+//!
+//! - [`daemon`]: a `converge run` process with its own config, port and log.
+//! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
+//!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
+pub mod git;
+pub mod git_http;
+pub mod sshd;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,6 +21,7 @@ use super::git::require_git;
 
 pub struct GitHttpServer {
     pub addr: SocketAddr,
+    settings: Arc<Settings>,
     /// Requests served so far (any status).
     pub requests: Arc<AtomicUsize>,
     /// `git-upload-pack` POSTs served so far: each is an object download.
@@ -29,8 +30,11 @@ pub struct GitHttpServer {
 
 struct Settings {
     root: PathBuf,
-    /// `user:password` as the Authorization header must carry it.
-    credentials: String,
+    /// `user:password` as the Authorization header must carry it (changeable, to
+    /// play a rotated password).
+    credentials: Mutex<String>,
+    /// While set, connections are dropped unanswered: the remote is unreachable.
+    down: AtomicBool,
     requests: Arc<AtomicUsize>,
     uploads: Arc<AtomicUsize>,
 }
@@ -45,13 +49,15 @@ impl GitHttpServer {
         let uploads = Arc::new(AtomicUsize::new(0));
         let settings = Arc::new(Settings {
             root,
-            credentials: format!("{user}:{password}"),
+            credentials: Mutex::new(format!("{user}:{password}")),
+            down: AtomicBool::new(false),
             requests: requests.clone(),
             uploads: uploads.clone(),
         });
+        let accepted = settings.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let settings = settings.clone();
+                let settings = accepted.clone();
                 std::thread::spawn(move || {
                     let _ = serve(stream, &settings);
                 });
@@ -59,6 +65,7 @@ impl GitHttpServer {
         });
         GitHttpServer {
             addr,
+            settings,
             requests,
             uploads,
         }
@@ -67,6 +74,20 @@ impl GitHttpServer {
     /// `http://127.0.0.1:<port>/<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{path}", self.addr)
+    }
+
+    /// From now on only `user`/`password` is accepted.
+    pub fn set_password(&self, user: &str, password: &str) {
+        *self
+            .settings
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = format!("{user}:{password}");
+    }
+
+    /// Makes the remote unreachable (connections dropped unanswered) or reachable again.
+    pub fn set_down(&self, down: bool) {
+        self.settings.down.store(down, Ordering::SeqCst);
     }
 
     pub fn request_count(&self) -> usize {
@@ -101,6 +122,9 @@ impl Request {
 }
 
 fn serve(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
+    if settings.down.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -194,7 +218,13 @@ fn respond(request: &Request, settings: &Settings) -> Vec<u8> {
         .header("authorization")
         .and_then(|h| h.strip_prefix("Basic "))
         .and_then(|b64| STANDARD.decode(b64.trim()).ok())
-        .is_some_and(|decoded| decoded == settings.credentials.as_bytes());
+        .is_some_and(|decoded| {
+            let credentials = settings
+                .credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            decoded == credentials.as_bytes()
+        });
     if !authorized {
         return b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
                  Content-Length: 0\r\n\r\n"
@@ -218,7 +248,12 @@ fn run_cgi(request: &Request, settings: &Settings) -> std::io::Result<Vec<u8>> {
         .target
         .split_once('?')
         .unwrap_or((&request.target, ""));
-    let user = settings.credentials.split(':').next().unwrap_or("");
+    let credentials = settings
+        .credentials
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let user = credentials.split(':').next().unwrap_or("");
     let mut command = Command::new("git");
     command
         .arg("http-backend")
