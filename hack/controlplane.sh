@@ -9,6 +9,8 @@
 #   hack/controlplane.sh status   say what runs where; exit 1 when not up
 #   hack/controlplane.sh down     stop what `up` started, remove its state
 #   hack/controlplane.sh build    only build (or reuse) the cached binaries
+#   hack/controlplane.sh restart-apiserver   stop and start kube-apiserver (same
+#                                 port and state), for tests of reconnecting clients
 #
 # Environment:
 #   CONVERGE_CP_DIR    state directory (default /tmp/converge-controlplane-$UID)
@@ -299,6 +301,16 @@ cmd_status() {
   echo "kube-apiserver: ready at $(server_url); KUBECONFIG=$STATE/kubeconfig"
 }
 
+cmd_restart_apiserver() {
+  running kube-apiserver || die "kube-apiserver is not running (hack/controlplane.sh up)"
+  local pid; pid=$(pid_of kube-apiserver)
+  kill "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  log "kube-apiserver stopped"
+  CONVERGE_CP_PORT=$(cat "$STATE/apiserver.port") start_apiserver
+}
+
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
   echo "export PATH=$KUBECTL_VENV/bin:$BIN:\$PATH"
@@ -310,5 +322,6 @@ case ${1:-} in
   status) cmd_status ;;
   env) cmd_env ;;
   build) cmd_build ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  restart-apiserver) cmd_restart_apiserver ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
