@@ -26,8 +26,9 @@ use tracing::{Instrument, info, info_span};
 
 /// The field manager converge applies with (server-side apply ownership).
 pub const FIELD_MANAGER: &str = "converge";
-/// Requests in flight at once while reading or writing objects.
-const CONCURRENCY: usize = 32;
+/// Requests in flight at once while reading or writing objects (the benchmark's raw
+/// limit uses the same).
+pub const CONCURRENCY: usize = 32;
 const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one run should do.

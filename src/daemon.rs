@@ -25,6 +25,8 @@ use tracing::{info, warn};
 
 /// Changes arriving this close together are handled by one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// One resync in this many runs the engine even when nothing changed.
+const FULL_RESYNC_EVERY: u32 = 10;
 /// How long an in-flight reconcile may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
@@ -178,8 +180,12 @@ struct SourceTask {
     drift: mpsc::UnboundedReceiver<Change>,
     shutdown: Shutdown,
     failures: u32,
-    /// Revision and time of the last successful reconcile.
-    last_ok: Option<(String, Instant)>,
+    /// Revision of the last successful reconcile.
+    last_ok: Option<String>,
+    /// The last snapshot fetched: drift is healed from it without fetching again.
+    last_snapshot: Option<Snapshot>,
+    /// Resyncs skipped in a row because nothing had changed.
+    quiet_resyncs: u32,
 }
 
 impl SourceTask {
@@ -202,6 +208,8 @@ impl SourceTask {
             shutdown,
             failures: 0,
             last_ok: None,
+            last_snapshot: None,
+            quiet_resyncs: 0,
         }
     }
 
@@ -269,17 +277,29 @@ impl SourceTask {
 
     async fn reconcile(&mut self, reason: &Reason) {
         let name = self.spec.settings.name.clone();
-        let snapshot = match self.fetch().await {
-            Ok(snapshot) => snapshot,
-            Err(message) => return self.fetch_failed(&name, message),
+        let started = Instant::now();
+        let snapshot = match (reason, &self.last_snapshot) {
+            (Reason::Drift, Some(last)) => last.clone(),
+            _ => match self.fetch().await {
+                Ok(snapshot) => snapshot,
+                Err(message) => return self.fetch_failed(&name, message),
+            },
         };
-        let unchanged = self
-            .last_ok
-            .as_ref()
-            .is_some_and(|(rev, _)| *rev == snapshot.revision);
-        if unchanged && *reason == Reason::Changed {
+        self.last_snapshot = Some(snapshot.clone());
+        let unchanged = self.last_ok.as_deref() == Some(snapshot.revision.as_str());
+        match reason {
             // A watcher or webhook fired but the content is what is applied.
-            return;
+            Reason::Changed if unchanged => return,
+            // The watches keep the live side current and drift reconciles at once, so
+            // a resync with an unchanged revision has nothing to do; every
+            // FULL_RESYNC_EVERY-th runs anyway, as the safety net.
+            Reason::Resync if unchanged && self.quiet_resyncs + 1 < FULL_RESYNC_EVERY => {
+                self.quiet_resyncs += 1;
+                let seconds = started.elapsed().as_secs_f64();
+                self.reconciler.metrics.observe_reconcile(&name, "skipped", seconds);
+                return;
+            }
+            _ => self.quiet_resyncs = 0,
         }
         info!(source = %name, revision = %short(&snapshot.revision), ?reason, "reconciling");
         let result = self
@@ -294,7 +314,7 @@ impl SourceTask {
         match result {
             Ok(()) => {
                 self.failures = 0;
-                self.last_ok = Some((snapshot.revision, Instant::now()));
+                self.last_ok = Some(snapshot.revision);
             }
             Err(_) => self.failures += 1,
         }

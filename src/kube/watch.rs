@@ -53,8 +53,13 @@ impl Store {
         self.objects.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `object`; the change, unless it is exactly what was stored.
-    fn upsert(&self, object: Value) -> Option<Change> {
+    /// Stores `object` (without its managedFields: nothing reads them and they are
+    /// often half of an object's size); the change, unless it is exactly what was
+    /// stored.
+    fn upsert(&self, mut object: Value) -> Option<Change> {
+        if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
+            metadata.remove("managedFields");
+        }
         let key = ObjectRef::of_live(&object)?;
         let version = resource_version(&object);
         let previous = self.write().insert(key.clone(), object);
