@@ -33,15 +33,22 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|m| {
             let resource = discovery.resolve(m.group(), m.version(), &m.kind)?;
-            let m = if resource.namespaced { m.with_default_namespace(&namespace) } else { m };
-            Ok((resource.path(m.namespace(), Some(m.name())), Value::Object(m.body)))
+            let m = if resource.namespaced {
+                m.with_default_namespace(&namespace)
+            } else {
+                m
+            };
+            Ok((
+                resource.path(m.namespace(), Some(m.name())),
+                Value::Object(m.body),
+            ))
         })
         .collect::<Result<_, converge::kube::Error>>()?;
     let count = requests.len();
     // Namespaces first (objects in a missing namespace are refused), then the rest.
-    let (namespaces, rest): (Vec<_>, Vec<_>) = requests
-        .into_iter()
-        .partition(|(path, _)| path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4);
+    let (namespaces, rest): (Vec<_>, Vec<_>) = requests.into_iter().partition(|(path, _)| {
+        path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4
+    });
     for batch in [namespaces, rest] {
         stream::iter(batch)
             .map(|(path, body)| {

@@ -14,7 +14,7 @@ use crate::inventory::{self, ApplySet, GroupKind};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
-use crate::plan::{self, Action, Desired, Plan, PlanError, PlanOptions, Step};
+use crate::plan::{self, Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -51,6 +51,13 @@ pub enum EngineError {
         .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
     )]
     Rejected(Vec<Problem>),
+    #[error(
+        "{} object(s) cannot be applied; only the Namespaces and CustomResourceDefinitions \
+         they need were written:\n{}",
+        .0.len(),
+        .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
+    )]
+    RejectedAfterFirstStage(Vec<Problem>),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("{object}: {source}")]
@@ -189,7 +196,8 @@ impl Engine {
         };
         let kinds = member_kinds(recorded, &desired);
         let owned = self.members(&applyset, &kinds, cache.as_ref()).await?;
-        let mut memo = memo_seed(&desired);
+        let mut memo = memo_seed(&desired, cache.as_ref().map(|c| c.memo));
+        let deferred = deferred_objects(&desired);
         let plan_options = PlanOptions {
             prune: options.prune,
             allow_mass_prune: options.allow_mass_prune,
@@ -204,7 +212,7 @@ impl Engine {
                 member_kinds: kinds,
             });
         }
-        let written = execute(client, &self.discovery, &applyset, &plan, &kinds).await?;
+        let written = execute(client, &self.discovery, &applyset, &plan, &kinds, &deferred).await?;
         remember_writes(&plan, written, &mut memo);
         let member_kinds = desired_kinds(&plan);
         Ok(Outcome {
@@ -301,22 +309,28 @@ fn live_version(live: Option<&Value>) -> String {
         .to_string()
 }
 
-/// A memo entry for every named object the server evaluated.
-fn memo_seed(desired: &[Desired]) -> HashMap<ObjectRef, Memo> {
+/// A memo entry for every named object the server evaluated (or that the previous
+/// memo still vouches for).
+fn memo_seed(
+    desired: &[Desired],
+    previous: Option<&HashMap<ObjectRef, Memo>>,
+) -> HashMap<ObjectRef, Memo> {
     desired
         .iter()
         .filter(|d| !d.manifest.name().is_empty())
         .filter_map(|d| {
-            let dry_run = d.dry_run.as_ref()?;
-            Some((
-                d.manifest.object_ref(),
-                Memo {
+            let object = d.manifest.object_ref();
+            let memo = match &d.dry_run {
+                Evaluation::Server(dry_run) => Memo {
                     desired: desired_hash(&d.manifest),
                     live_version: live_version(d.live.as_ref()),
                     live_digest: d.live.as_ref().map(diff::state_digest).unwrap_or_default(),
                     dry_run: Some(Arc::new(dry_run.clone())),
                 },
-            ))
+                Evaluation::InSync => previous?.get(&object)?.clone(),
+                Evaluation::Deferred => return None,
+            };
+            Some((object, memo))
         })
         .collect()
 }
@@ -406,8 +420,9 @@ fn resolve(
         resolved.push(Resolved { manifest, resource });
     }
     // `a` without a namespace and `a` in the default namespace are the same object.
-    let manifests: Vec<Manifest> = resolved.iter().map(|r| r.manifest.clone()).collect();
-    problems.extend(manifest::find_duplicates(&manifests));
+    problems.extend(manifest::find_duplicates(
+        resolved.iter().map(|r| &r.manifest),
+    ));
     if problems.is_empty() {
         Ok(resolved)
     } else {
@@ -465,8 +480,10 @@ async fn fetch_and_dry_run(
     new_namespaces: &BTreeSet<String>,
     cache: Option<&Cache<'_>>,
 ) -> Result<Vec<Desired>, EngineError> {
+    let lookup = LiveLookup::prefetch(client, &resolved, new_namespaces, cache).await?;
+    let lookup = &lookup;
     let results: Vec<Result<Desired, Problem>> = stream::iter(resolved)
-        .map(|r| fetch_one(client, r, new_namespaces, cache).boxed())
+        .map(|r| fetch_one(client, r, new_namespaces, lookup).boxed())
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -478,6 +495,102 @@ async fn fetch_and_dry_run(
     Ok(desired.into_iter().filter_map(Result::ok).collect())
 }
 
+/// Objects of one kind in one namespace at least this many are read with one LIST
+/// instead of a GET each.
+const LIST_THRESHOLD: usize = 8;
+
+/// Where one run reads live objects from: the daemon's watch store for the kinds
+/// it covers, a LIST per (kind, namespace) holding many desired objects, else one
+/// GET per object.
+struct LiveLookup<'a> {
+    cache: Option<&'a Cache<'a>>,
+    listed: HashMap<(GroupKind, Option<String>), HashMap<String, Value>>,
+}
+
+impl<'a> LiveLookup<'a> {
+    async fn prefetch(
+        client: &Client,
+        resolved: &[Resolved],
+        new_namespaces: &BTreeSet<String>,
+        cache: Option<&'a Cache<'a>>,
+    ) -> Result<LiveLookup<'a>, EngineError> {
+        let mut groups: HashMap<(GroupKind, Option<String>), (&ApiResource, usize)> =
+            HashMap::new();
+        for r in resolved {
+            let object = r.manifest.object_ref();
+            let (Some(resource), false) = (&r.resource, r.manifest.name().is_empty()) else {
+                continue;
+            };
+            let fresh_namespace = object
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| new_namespaces.contains(ns));
+            if fresh_namespace || cache.is_some_and(|c| c.live(&object).is_some()) {
+                continue;
+            }
+            let key = (GroupKind::from(&object), object.namespace.clone());
+            groups.entry(key).or_insert((resource, 0)).1 += 1;
+        }
+        // Owned items: closures over borrowed stream items trip rustc's Send checks.
+        let lists: Vec<(GroupKind, Option<String>, String)> = groups
+            .into_iter()
+            .filter(|(_, (_, count))| *count >= LIST_THRESHOLD)
+            .map(|((gk, ns), (resource, _))| {
+                let path = resource.path(ns.as_deref(), None);
+                (gk, ns, path)
+            })
+            .collect();
+        let listed = stream::iter(lists)
+            .map(|(gk, ns, path)| list_by_name(client, gk, ns, path).boxed())
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(LiveLookup { cache, listed })
+    }
+
+    /// `Some(live)` when known without a request.
+    fn known(&self, object: &ObjectRef) -> Option<Option<Value>> {
+        if let Some(live) = self.cache.and_then(|c| c.live(object)) {
+            return Some(live);
+        }
+        let key = (GroupKind::from(object), object.namespace.clone());
+        self.listed
+            .get(&key)
+            .map(|by_name| by_name.get(&object.name).cloned())
+    }
+
+    /// The memo entry that still holds for `manifest` with `live`, if any.
+    fn remembered(&self, manifest: &Manifest, live: Option<&Value>) -> Option<&'a Memo> {
+        self.cache?
+            .memo
+            .get(&manifest.object_ref())
+            .filter(|m| m.desired == desired_hash(manifest))
+            .filter(|m| m.live_version == live_version(live))
+    }
+}
+
+/// One LIST, keyed by object name.
+async fn list_by_name(
+    client: &Client,
+    gk: GroupKind,
+    ns: Option<String>,
+    path: String,
+) -> Result<((GroupKind, Option<String>), HashMap<String, Value>), EngineError> {
+    let list = client
+        .list(&path)
+        .await
+        .map_err(|source| EngineError::Api {
+            object: format!("list {gk}"),
+            source,
+        })?;
+    let by_name = list
+        .items
+        .into_iter()
+        .filter_map(|item| Some((item.pointer("/metadata/name")?.as_str()?.to_string(), item)))
+        .collect();
+    Ok(((gk, ns), by_name))
+}
+
 /// One object's live state and dry-run: from the cache when neither the manifest
 /// nor the live object changed since the last run, else from the server. (The store
 /// holds members only: an existing object that is not a member yet reads as absent
@@ -486,7 +599,7 @@ async fn fetch_one(
     client: &Client,
     r: Resolved,
     new_namespaces: &BTreeSet<String>,
-    cache: Option<&Cache<'_>>,
+    lookup: &LiveLookup<'_>,
 ) -> Result<Desired, Problem> {
     let reject = |e: KubeError| Problem {
         object: Some(r.manifest.object_ref().to_string()),
@@ -501,7 +614,7 @@ async fn fetch_one(
         return Ok(Desired {
             manifest: r.manifest,
             live: None,
-            dry_run: None,
+            dry_run: Evaluation::Deferred,
         });
     };
     let body = Value::Object(r.manifest.body.clone());
@@ -515,37 +628,31 @@ async fn fetch_one(
         return Ok(Desired {
             manifest: r.manifest,
             live: None,
-            dry_run: Some(dry_run),
+            dry_run: Evaluation::Server(dry_run),
         });
     }
     let path = resource.path(ns, Some(r.manifest.name()));
-    let object = r.manifest.object_ref();
-    let live = match cache.and_then(|c| c.live(&object)) {
+    let live = match lookup.known(&r.manifest.object_ref()) {
         Some(live) => live,
         None => client.get_opt(&path).await.map_err(reject)?,
     };
-    let remembered = cache
-        .and_then(|c| c.memo.get(&object))
-        .filter(|m| m.desired == desired_hash(&r.manifest))
-        .filter(|m| m.live_version == live_version(live.as_ref()));
-    let dry_run = match remembered {
-        Some(memo) => match (&memo.dry_run, &live) {
-            (Some(dry_run), _) => dry_run.as_ref().clone(),
-            (None, Some(live)) => live.clone(),
-            (None, None) => client
+    let dry_run = match lookup.remembered(&r.manifest, live.as_ref()) {
+        Some(Memo {
+            dry_run: Some(dry_run),
+            ..
+        }) => Evaluation::Server(dry_run.as_ref().clone()),
+        Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
+        _ => Evaluation::Server(
+            client
                 .apply(&path, &body, FIELD_MANAGER, true, true)
                 .await
                 .map_err(reject)?,
-        },
-        None => client
-            .apply(&path, &body, FIELD_MANAGER, true, true)
-            .await
-            .map_err(reject)?,
+        ),
     };
     Ok(Desired {
         manifest: r.manifest,
         live,
-        dry_run: Some(dry_run),
+        dry_run,
     })
 }
 
@@ -605,6 +712,7 @@ async fn execute(
     applyset: &ApplySet,
     plan: &Plan,
     kinds: &BTreeSet<GroupKind>,
+    deferred: &BTreeSet<ObjectRef>,
 ) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
     let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
         .steps
@@ -619,6 +727,7 @@ async fn execute(
         wait_for_crds(client, &first).await?;
         discovery.refresh().await.map_err(EngineError::Discovery)?;
     }
+    validate_deferred(client, discovery, &rest, deferred).await?;
     let all_namespaces = plan
         .steps
         .iter()
@@ -637,6 +746,55 @@ async fn execute(
         .collect();
     write_parent(client, applyset, &desired_kinds(plan), &desired_namespaces).await?;
     Ok(written)
+}
+
+/// Objects the server could not dry-run before their Namespace or CRD existed.
+fn deferred_objects(desired: &[Desired]) -> BTreeSet<ObjectRef> {
+    desired
+        .iter()
+        .filter(|d| matches!(d.dry_run, Evaluation::Deferred))
+        .map(|d| d.manifest.object_ref())
+        .collect()
+}
+
+/// Dry-runs the deferred objects now that their Namespaces and CRDs exist, before
+/// any of them is written: a rejected object stops the run with only the first
+/// stage (Namespaces, CRDs) applied.
+async fn validate_deferred(
+    client: &Client,
+    discovery: &Discovery,
+    rest: &[&Step],
+    deferred: &BTreeSet<ObjectRef>,
+) -> Result<(), EngineError> {
+    let pending: Vec<&Step> = rest
+        .iter()
+        .copied()
+        .filter(|s| deferred.contains(&s.object))
+        .collect();
+    let results: Vec<Result<(), Problem>> = stream::iter(0..pending.len())
+        .map(|i| dry_run_step(client, discovery, pending[i]).boxed())
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let problems: Vec<Problem> = results.into_iter().filter_map(Result::err).collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::RejectedAfterFirstStage(problems))
+}
+
+async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), Problem> {
+    let Some(manifest) = &step.manifest else {
+        return Ok(());
+    };
+    send(client, discovery, manifest, true)
+        .await
+        .map(drop)
+        .map_err(|e| Problem {
+            object: Some(step.object.to_string()),
+            origin: manifest.origin.clone(),
+            message: e.to_string(),
+        })
 }
 
 fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
@@ -694,27 +852,33 @@ async fn apply_one(
     let Some(manifest) = &step.manifest else {
         return Ok(None);
     };
-    let resource = discovery
-        .resolve(manifest.group(), manifest.version(), &manifest.kind)
+    let live = send(client, discovery, manifest, false)
+        .await
         .map_err(|e| api_error(&step.object, e))?;
-    let body = Value::Object(manifest.body.clone());
-    let ns = manifest.namespace();
-    let result = if manifest.name().is_empty() {
-        client.create(&resource.path(ns, None), &body, false).await
-    } else {
-        client
-            .apply(
-                &resource.path(ns, Some(manifest.name())),
-                &body,
-                FIELD_MANAGER,
-                true,
-                false,
-            )
-            .await
-    };
-    let live = result.map_err(|e| api_error(&step.object, e))?;
     info!(object = %step.object, action = %step.action, "applied");
     Ok(Some((step.object.clone(), live)))
+}
+
+/// Server-side applies one manifest (POSTs it when it only has a generateName),
+/// for real or as a dry run.
+async fn send(
+    client: &Client,
+    discovery: &Discovery,
+    manifest: &Manifest,
+    dry_run: bool,
+) -> Result<Value, KubeError> {
+    let resource = discovery.resolve(manifest.group(), manifest.version(), &manifest.kind)?;
+    let body = Value::Object(manifest.body.clone());
+    let ns = manifest.namespace();
+    if manifest.name().is_empty() {
+        return client
+            .create(&resource.path(ns, None), &body, dry_run)
+            .await;
+    }
+    let path = resource.path(ns, Some(manifest.name()));
+    client
+        .apply(&path, &body, FIELD_MANAGER, true, dry_run)
+        .await
 }
 
 async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {

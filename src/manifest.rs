@@ -880,10 +880,10 @@ fn describe_json(value: &Value) -> String {
 /// Objects without a namespace compare as `None`: the default namespace is only
 /// known later, so callers should run this again after
 /// [`Manifest::with_default_namespace`]. `generateName`-only objects never collide.
-pub fn find_duplicates(manifests: &[Manifest]) -> Vec<Problem> {
+pub fn find_duplicates<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Vec<Problem> {
     let mut first: HashMap<ObjectRef, &Origin> = HashMap::new();
     let mut problems = Vec::new();
-    for manifest in manifests.iter().filter(|m| !m.name().is_empty()) {
+    for manifest in manifests.into_iter().filter(|m| !m.name().is_empty()) {
         match first.entry(manifest.object_ref()) {
             Entry::Occupied(entry) => problems.push(Problem {
                 origin: manifest.origin.clone(),

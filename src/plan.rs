@@ -62,9 +62,20 @@ pub struct Desired {
     /// The manifest with its namespace defaulted and ApplySet label set.
     pub manifest: Manifest,
     pub live: Option<Value>,
-    /// The server's dry-run apply result; `None` when the server cannot evaluate it
-    /// yet (its CRD or Namespace is created by this same run).
-    pub dry_run: Option<Value>,
+    pub dry_run: Evaluation,
+}
+
+/// What the server says the object would become if applied.
+#[derive(Debug, Clone)]
+pub enum Evaluation {
+    /// The server's dry-run apply result.
+    Server(Value),
+    /// Known to equal the live object: neither the manifest nor the live object
+    /// changed since a dry-run said so (the daemon's memo). Unchanged, no diff.
+    InSync,
+    /// Not evaluable yet: its CRD or Namespace is created by this same run. Compared
+    /// as written; the engine dry-runs it once its CRD or Namespace exists.
+    Deferred,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,11 +175,14 @@ fn desired_step(desired: Desired) -> Step {
     let live_uid = desired.live.as_ref().and_then(uid_of);
     // What the object would become: the server's answer when it has one, else our
     // manifest as written (only for objects the server cannot evaluate yet).
-    let target = desired
-        .dry_run
-        .clone()
-        .unwrap_or_else(|| Value::Object(desired.manifest.body.clone()));
-    let diff = diff::diff_objects(&object, desired.live.as_ref(), &target);
+    let diff = match &desired.dry_run {
+        Evaluation::InSync if desired.live.is_some() => None,
+        Evaluation::Server(target) => diff::diff_objects(&object, desired.live.as_ref(), target),
+        Evaluation::InSync | Evaluation::Deferred => {
+            let target = Value::Object(desired.manifest.body.clone());
+            diff::diff_objects(&object, desired.live.as_ref(), &target)
+        }
+    };
     let action = match (&desired.live, &diff) {
         (None, _) => Action::Create,
         (Some(_), Some(_)) => Action::Configure,
@@ -310,7 +324,7 @@ mod tests {
         Desired {
             manifest: manifest(body.clone()),
             live,
-            dry_run: Some(body),
+            dry_run: Evaluation::Server(body),
         }
     }
 
@@ -358,6 +372,35 @@ mod tests {
                 unchanged: 1,
                 ..Counts::default()
             }
+        );
+    }
+
+    #[test]
+    fn remembered_in_sync_objects_need_no_diff() {
+        let known = Desired {
+            manifest: manifest(configmap("a", "blue")),
+            live: Some(configmap("a", "blue")),
+            dry_run: Evaluation::InSync,
+        };
+        let plan = plan(vec![known], &[], PRUNE).expect("plan");
+        assert_eq!(plan.steps[0].action, Action::Unchanged);
+        assert!(plan.steps[0].diff.is_none());
+    }
+
+    #[test]
+    fn deferred_objects_compare_as_written() {
+        let deferred = Desired {
+            manifest: manifest(configmap("a", "blue")),
+            live: None,
+            dry_run: Evaluation::Deferred,
+        };
+        let plan = plan(vec![deferred], &[], PRUNE).expect("plan");
+        assert_eq!(plan.steps[0].action, Action::Create);
+        assert!(
+            plan.steps[0]
+                .diff
+                .as_ref()
+                .is_some_and(|d| d.unified.contains("+  color: blue"))
         );
     }
 

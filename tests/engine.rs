@@ -617,3 +617,32 @@ fn diffs_are_colored_only_when_asked() {
         "{plain}"
     );
 }
+
+#[test]
+fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
+    let env = TestEnv::new("new-ns-invalid");
+    let extra = format!("{}-x", env.ns);
+    let source = Source::new();
+    source.write(
+        "ns.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {extra}}}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: fine, namespace: {extra}}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: bad, namespace: {extra}}}\n\
+             spec: {{ports: [{{port: 99999}}]}}\n"
+        ),
+    );
+    let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ns.yaml:") && stderr.contains("Service/"),
+        "{stderr}"
+    );
+    let written = env.kubectl(&["get", "configmaps,services", "-n", &extra, "-o", "name"]);
+    assert!(
+        !written.contains("fine") && !written.contains("bad"),
+        "{written}"
+    );
+    env.kubectl(&["delete", "namespace", &extra, "--wait=false"]);
+}
