@@ -126,10 +126,10 @@ pub struct Cache<'a> {
 }
 
 impl Cache<'_> {
-    fn live(&self, object: &ObjectRef) -> Option<Option<Value>> {
+    fn live(&self, object: &ObjectRef) -> Option<Option<Arc<Value>>> {
         self.covered
             .contains(&GroupKind::from(object))
-            .then(|| self.store.get(object))
+            .then(|| self.store.get_shared(object))
     }
 }
 
@@ -263,9 +263,9 @@ impl Engine {
         applyset: &ApplySet,
         kinds: &BTreeSet<GroupKind>,
         cache: Option<&Cache<'_>>,
-    ) -> Result<Vec<Value>, EngineError> {
+    ) -> Result<Vec<Arc<Value>>, EngineError> {
         let covered = |gk: &GroupKind| cache.is_some_and(|c| c.covered.contains(gk));
-        let mut members: Vec<Value> = match cache {
+        let mut members: Vec<Arc<Value>> = match cache {
             Some(cache) => kinds
                 .iter()
                 .filter(|gk| covered(gk))
@@ -276,7 +276,8 @@ impl Engine {
         };
         let to_list: BTreeSet<GroupKind> =
             kinds.iter().filter(|gk| !covered(gk)).cloned().collect();
-        members.extend(list_members(&self.client, &self.discovery, applyset, &to_list).await?);
+        let listed = list_members(&self.client, &self.discovery, applyset, &to_list).await?;
+        members.extend(listed.into_iter().map(Arc::new));
         Ok(members)
     }
 }
@@ -323,8 +324,12 @@ fn memo_seed(
             let memo = match &d.dry_run {
                 Evaluation::Server(dry_run) => Memo {
                     desired: desired_hash(&d.manifest),
-                    live_version: live_version(d.live.as_ref()),
-                    live_digest: d.live.as_ref().map(diff::state_digest).unwrap_or_default(),
+                    live_version: live_version(d.live.as_deref()),
+                    live_digest: d
+                        .live
+                        .as_deref()
+                        .map(diff::state_digest)
+                        .unwrap_or_default(),
                     dry_run: Some(Arc::new(dry_run.clone())),
                 },
                 Evaluation::InSync => previous?.get(&object)?.clone(),
@@ -463,7 +468,8 @@ async fn namespaces_created_here(
             None => client
                 .get_opt(&format!("/api/v1/namespaces/{}", r.manifest.name()))
                 .await
-                .map_err(|e| api_error(&object, e))?,
+                .map_err(|e| api_error(&object, e))?
+                .map(Arc::new),
         };
         if live.is_none() {
             missing.insert(r.manifest.name().to_string());
@@ -504,7 +510,7 @@ const LIST_THRESHOLD: usize = 8;
 /// GET per object.
 struct LiveLookup<'a> {
     cache: Option<&'a Cache<'a>>,
-    listed: HashMap<(GroupKind, Option<String>), HashMap<String, Value>>,
+    listed: HashMap<(GroupKind, Option<String>), HashMap<String, Arc<Value>>>,
 }
 
 impl<'a> LiveLookup<'a> {
@@ -549,7 +555,7 @@ impl<'a> LiveLookup<'a> {
     }
 
     /// `Some(live)` when known without a request.
-    fn known(&self, object: &ObjectRef) -> Option<Option<Value>> {
+    fn known(&self, object: &ObjectRef) -> Option<Option<Arc<Value>>> {
         if let Some(live) = self.cache.and_then(|c| c.live(object)) {
             return Some(live);
         }
@@ -575,7 +581,7 @@ async fn list_by_name(
     gk: GroupKind,
     ns: Option<String>,
     path: String,
-) -> Result<((GroupKind, Option<String>), HashMap<String, Value>), EngineError> {
+) -> Result<((GroupKind, Option<String>), HashMap<String, Arc<Value>>), EngineError> {
     let list = client
         .list(&path)
         .await
@@ -586,7 +592,10 @@ async fn list_by_name(
     let by_name = list
         .items
         .into_iter()
-        .filter_map(|item| Some((item.pointer("/metadata/name")?.as_str()?.to_string(), item)))
+        .filter_map(|item| {
+            let name = item.pointer("/metadata/name")?.as_str()?.to_string();
+            Some((name, Arc::new(item)))
+        })
         .collect();
     Ok(((gk, ns), by_name))
 }
@@ -617,10 +626,10 @@ async fn fetch_one(
             dry_run: Evaluation::Deferred,
         });
     };
-    let body = Value::Object(r.manifest.body.clone());
     let ns = r.manifest.namespace();
     if r.manifest.name().is_empty() {
         // generateName: every apply creates a new object; validate with a dry-run POST.
+        let body = Value::Object(r.manifest.body.clone());
         let dry_run = client
             .create(&resource.path(ns, None), &body, true)
             .await
@@ -634,20 +643,19 @@ async fn fetch_one(
     let path = resource.path(ns, Some(r.manifest.name()));
     let live = match lookup.known(&r.manifest.object_ref()) {
         Some(live) => live,
-        None => client.get_opt(&path).await.map_err(reject)?,
+        None => client.get_opt(&path).await.map_err(reject)?.map(Arc::new),
     };
-    let dry_run = match lookup.remembered(&r.manifest, live.as_ref()) {
+    let dry_run = match lookup.remembered(&r.manifest, live.as_deref()) {
         Some(Memo {
             dry_run: Some(dry_run),
             ..
         }) => Evaluation::Server(dry_run.as_ref().clone()),
         Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
-        _ => Evaluation::Server(
-            client
-                .apply(&path, &body, FIELD_MANAGER, true, true)
-                .await
-                .map_err(reject)?,
-        ),
+        _ => {
+            let body = Value::Object(r.manifest.body.clone());
+            let result = client.apply(&path, &body, FIELD_MANAGER, true, true).await;
+            Evaluation::Server(result.map_err(reject)?)
+        }
     };
     Ok(Desired {
         manifest: r.manifest,

@@ -9,8 +9,10 @@ use crate::inventory;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// What the engine will do (or, with `--dry-run`, would do) with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,7 +63,8 @@ impl Step {
 pub struct Desired {
     /// The manifest with its namespace defaulted and ApplySet label set.
     pub manifest: Manifest,
-    pub live: Option<Value>,
+    /// Shared with the daemon's watch store rather than copied.
+    pub live: Option<Arc<Value>>,
     pub dry_run: Evaluation,
 }
 
@@ -139,7 +142,7 @@ impl Plan {
 /// Decides every object's action. `owned` are the live members of the ApplySet.
 pub fn plan(
     desired: Vec<Desired>,
-    owned: &[Value],
+    owned: &[impl Borrow<Value>],
     options: PlanOptions,
 ) -> Result<Plan, PlanError> {
     let wanted: BTreeSet<ObjectRef> = desired.iter().map(|d| d.manifest.object_ref()).collect();
@@ -154,6 +157,7 @@ pub fn plan(
     if options.prune {
         let mut prunes: Vec<Step> = owned
             .iter()
+            .map(Borrow::borrow)
             .filter_map(|live| Some((ObjectRef::of_live(live)?, live)))
             .filter(|(object, _)| !wanted.contains(object))
             .map(|(object, live)| prune_step(object, live))
@@ -172,15 +176,15 @@ pub fn plan(
 
 fn desired_step(desired: Desired) -> Step {
     let object = desired.manifest.object_ref();
-    let live_uid = desired.live.as_ref().and_then(uid_of);
+    let live_uid = desired.live.as_deref().and_then(uid_of);
     // What the object would become: the server's answer when it has one, else our
     // manifest as written (only for objects the server cannot evaluate yet).
     let diff = match &desired.dry_run {
         Evaluation::InSync if desired.live.is_some() => None,
-        Evaluation::Server(target) => diff::diff_objects(&object, desired.live.as_ref(), target),
+        Evaluation::Server(target) => diff::diff_objects(&object, desired.live.as_deref(), target),
         Evaluation::InSync | Evaluation::Deferred => {
             let target = Value::Object(desired.manifest.body.clone());
-            diff::diff_objects(&object, desired.live.as_ref(), &target)
+            diff::diff_objects(&object, desired.live.as_deref(), &target)
         }
     };
     let action = match (&desired.live, &diff) {
@@ -323,10 +327,13 @@ mod tests {
     fn desired(body: Value, live: Option<Value>) -> Desired {
         Desired {
             manifest: manifest(body.clone()),
-            live,
+            live: live.map(Arc::new),
             dry_run: Evaluation::Server(body),
         }
     }
+
+    /// No owned objects.
+    const NONE: &[Value] = &[];
 
     const PRUNE: PlanOptions = PlanOptions {
         prune: true,
@@ -344,7 +351,7 @@ mod tests {
                     Some(configmap("changed", "blue")),
                 ),
             ],
-            &[],
+            NONE,
             PRUNE,
         )
         .expect("plan");
@@ -379,10 +386,10 @@ mod tests {
     fn remembered_in_sync_objects_need_no_diff() {
         let known = Desired {
             manifest: manifest(configmap("a", "blue")),
-            live: Some(configmap("a", "blue")),
+            live: Some(Arc::new(configmap("a", "blue"))),
             dry_run: Evaluation::InSync,
         };
-        let plan = plan(vec![known], &[], PRUNE).expect("plan");
+        let plan = plan(vec![known], NONE, PRUNE).expect("plan");
         assert_eq!(plan.steps[0].action, Action::Unchanged);
         assert!(plan.steps[0].diff.is_none());
     }
@@ -394,7 +401,7 @@ mod tests {
             live: None,
             dry_run: Evaluation::Deferred,
         };
-        let plan = plan(vec![deferred], &[], PRUNE).expect("plan");
+        let plan = plan(vec![deferred], NONE, PRUNE).expect("plan");
         assert_eq!(plan.steps[0].action, Action::Create);
         assert!(
             plan.steps[0]
@@ -411,7 +418,7 @@ mod tests {
         live["metadata"]["managedFields"] = json!([{"manager": "converge"}]);
         let plan = plan(
             vec![desired(configmap("a", "blue"), Some(live))],
-            &[],
+            NONE,
             PRUNE,
         )
         .expect("plan");

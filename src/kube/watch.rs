@@ -20,16 +20,22 @@ use tracing::{Instrument, debug, info_span, warn};
 /// Live objects by identity, shared by the reflectors that fill it and the engine.
 #[derive(Clone, Default)]
 pub struct Store {
-    objects: Arc<RwLock<HashMap<ObjectRef, Value>>>,
+    /// Objects are shared, not copied, with every run that reads them.
+    objects: Arc<RwLock<HashMap<ObjectRef, Arc<Value>>>>,
 }
 
 impl Store {
     pub fn get(&self, object: &ObjectRef) -> Option<Value> {
+        self.get_shared(object).map(|v| v.as_ref().clone())
+    }
+
+    /// The stored object itself, without copying it.
+    pub fn get_shared(&self, object: &ObjectRef) -> Option<Arc<Value>> {
         self.read().get(object).cloned()
     }
 
     /// Every stored object of one kind.
-    pub fn of_kind(&self, group: &str, kind: &str) -> Vec<Value> {
+    pub fn of_kind(&self, group: &str, kind: &str) -> Vec<Arc<Value>> {
         self.read()
             .iter()
             .filter(|(k, _)| k.group == group && k.kind == kind)
@@ -45,11 +51,11 @@ impl Store {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, Value>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, Arc<Value>>> {
         self.objects.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, Value>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, Arc<Value>>> {
         self.objects.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -62,8 +68,8 @@ impl Store {
         }
         let key = ObjectRef::of_live(&object)?;
         let version = resource_version(&object);
-        let previous = self.write().insert(key.clone(), object);
-        let unchanged = previous.as_ref().map(resource_version) == Some(version.clone());
+        let previous = self.write().insert(key.clone(), Arc::new(object));
+        let unchanged = previous.as_deref().map(resource_version) == Some(version.clone());
         (!unchanged).then_some(Change {
             object: key,
             resource_version: Some(version),
