@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// converge diffs manifests against the live cluster with the server's own
 /// dry-run, applies them with server-side apply, and prunes only what it owns
 /// (an ApplySet). Exit codes: 0 success (for `diff`: no changes), 1 `diff` found
-/// changes, 2 error.
+/// changes, 2 error, 3 `apply --wait`: something failed or was not ready in time.
 #[derive(Debug, Parser)]
 #[command(name = "converge", version, about, long_about)]
 pub struct Cli {
@@ -29,9 +29,16 @@ pub enum Command {
     ///
     /// Every object is first dry-run on the server; if any is rejected, nothing is
     /// written. Unchanged objects are never written.
+    ///
+    /// With --wait, converge then watches every object until it is ready (rolled
+    /// out, available, bound, complete) and explains whatever is not: conditions,
+    /// Events, container states and log lines. Exit code 0: applied (and ready),
+    /// 2: error before or while applying, 3: something failed or was not ready
+    /// before --timeout.
     #[command(
         after_help = "Examples:\n  converge apply examples/guestbook --prune\n  \
-                            converge apply k8s/ -n shop --dry-run"
+                            converge apply k8s/ -n shop --dry-run\n  \
+                            converge apply k8s/ --wait --timeout 2m"
     )]
     Apply(ApplyArgs),
     /// Show what `apply` would change, as unified diffs computed by the server's
@@ -110,6 +117,13 @@ pub struct ApplyArgs {
     /// Show what would change (like `diff`) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// After applying, wait until every object is ready; explain what is not.
+    /// Exit code 3 when something failed or was not ready within --timeout.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "wait")]
+    pub timeout: std::time::Duration,
 }
 
 /// The options `apply` and `diff` share: what to converge and how to report it.
@@ -280,6 +294,22 @@ mod tests {
             Ok("app".into())
         );
         assert_eq!(args(vec![shop], Some("x")).applyset_name(), Ok("x".into()));
+    }
+
+    #[test]
+    fn wait_takes_a_timeout_and_excludes_dry_run() {
+        let cli = Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "90s"])
+            .expect("valid");
+        let Command::Apply(args) = cli.command else {
+            panic!("not apply")
+        };
+        assert!(args.wait);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["converge", "apply", "x", "--wait", "--dry-run"]).is_err());
+        assert!(Cli::try_parse_from(["converge", "apply", "x", "--timeout", "1m"]).is_err());
+        assert!(
+            Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "soon"]).is_err()
+        );
     }
 
     #[test]

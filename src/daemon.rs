@@ -242,6 +242,7 @@ impl SourceTask {
                 Some(()) = self.hook.recv() => Reason::Changed,
                 Some(_) = self.source_changes.recv() => Reason::Changed,
                 Some(change) = self.drift.recv() => {
+                    self.reconciler.observe_health(&self.spec.settings, &mut self.state, &change);
                     if !self.state.is_drift(&change) {
                         continue;
                     }
@@ -272,7 +273,10 @@ impl SourceTask {
     async fn settle(&mut self) {
         tokio::time::sleep(DEBOUNCE).await;
         while self.hook.try_recv().is_ok() || self.source_changes.try_recv().is_ok() {}
-        while self.drift.try_recv().is_ok() {}
+        while let Ok(change) = self.drift.try_recv() {
+            self.reconciler
+                .observe_health(&self.spec.settings, &mut self.state, &change);
+        }
     }
 
     async fn reconcile(&mut self, reason: &Reason) {
@@ -296,7 +300,9 @@ impl SourceTask {
             Reason::Resync if unchanged && self.quiet_resyncs + 1 < FULL_RESYNC_EVERY => {
                 self.quiet_resyncs += 1;
                 let seconds = started.elapsed().as_secs_f64();
-                self.reconciler.metrics.observe_reconcile(&name, "skipped", seconds);
+                self.reconciler
+                    .metrics
+                    .observe_reconcile(&name, "skipped", seconds);
                 return;
             }
             _ => self.quiet_resyncs = 0,

@@ -17,6 +17,8 @@
 //! - [`inventory`]: the ApplySet that records which live objects converge owns.
 //! - [`plan`]: desired vs live → ordered actions, with the prune guards.
 //! - [`apply`]: the engine that gathers what the plan needs and executes it.
+//! - [`health`]: readiness of applied objects (kstatus-style), `apply --wait`, and the
+//!   evidence (conditions, Events, container states, logs) that explains failures.
 //! - [`report`]: a run as text lines, diffs and summary, or as JSON.
 //! - [`reconcile`]: one reconcile of one source, with the state kept between them.
 //! - [`events`]: Kubernetes Events on each source's ApplySet parent.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod events;
+pub mod health;
 pub mod inventory;
 pub mod kube;
 pub mod manifest;

@@ -3,25 +3,28 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use converge::apply::Engine;
-use converge::apply::{self, RunOptions};
+use converge::apply::{Engine, Outcome, RunOptions};
 use converge::cli::{
     Cli, Command, LogFormat, OutputFormat, RunArgs, StatusArgs, SyncArgs, version_line,
 };
 use converge::config::Config;
 use converge::daemon::{self, DaemonOptions, SourceSpec};
+use converge::health::{self, WaitOptions, WaitOutcome};
+use converge::inventory::ApplySet;
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
 use converge::report::{self, TextOptions};
 use converge::shutdown;
 use converge::status::{SyncResult, render_table};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 /// Exit codes scripts can rely on (`diff` follows `diff(1)`).
 const CHANGES: u8 = 1;
 const ERROR: u8 = 2;
+/// `apply --wait`: applied, but something failed or was not ready in time.
+const NOT_READY: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,11 +35,14 @@ fn main() -> ExitCode {
         }
         Command::Apply(args) => {
             init_logging(cli.verbose, LogFormat::Text, "warn");
-            block_on(sync(args.sync, args.dry_run, false))
+            let wait = args.wait.then_some(WaitOptions {
+                timeout: args.timeout,
+            });
+            block_on(sync(args.sync, args.dry_run, false, wait))
         }
         Command::Diff(args) => {
             init_logging(cli.verbose, LogFormat::Text, "warn");
-            block_on(sync(args, true, true))
+            block_on(sync(args, true, true, None))
         }
         Command::Run(args) => {
             // A daemon says what it does and why by default.
@@ -63,8 +69,14 @@ fn block_on<F: Future<Output = Result<ExitCode>>>(future: F) -> Result<ExitCode>
 }
 
 /// `apply` and `diff`: load, plan against the cluster, write unless previewing,
-/// report. `diff` exits 1 when there are changes.
-async fn sync(args: SyncArgs, dry_run: bool, is_diff: bool) -> Result<ExitCode> {
+/// report, and (`apply --wait`) wait for health. `diff` exits 1 when there are
+/// changes; `apply --wait` exits 3 when something is not ready.
+async fn sync(
+    args: SyncArgs,
+    dry_run: bool,
+    is_diff: bool,
+    wait: Option<WaitOptions>,
+) -> Result<ExitCode> {
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     let manifests = manifest::load(&args.paths)?;
     if manifests.is_empty() && !(args.prune && args.allow_mass_prune) {
@@ -92,23 +104,116 @@ async fn sync(args: SyncArgs, dry_run: bool, is_diff: bool) -> Result<ExitCode> 
         allow_mass_prune: args.allow_mass_prune,
         dry_run,
     };
-    let outcome = apply::run(&client, manifests, &options).await?;
-    match args.output {
-        OutputFormat::Json => println!("{:#}", report::json(&outcome.plan, dry_run)),
-        OutputFormat::Text => {
-            let text_options = TextOptions {
-                diffs: dry_run,
-                color: args.color.enabled(),
-                dry_run,
-            };
-            print!("{}", report::text(&outcome.plan, text_options));
+    let engine = Engine::connect(client).await?;
+    let outcome = engine.run(manifests, &options, None).await?;
+    if args.output == OutputFormat::Text {
+        let text_options = TextOptions {
+            diffs: dry_run,
+            color: args.color.enabled(),
+            dry_run,
+        };
+        print!("{}", report::text(&outcome.plan, text_options));
+    }
+    let waited = match wait {
+        Some(wait) => Some(wait_for_health(&engine, &options, &outcome, wait, args.output).await),
+        None => None,
+    };
+    if args.output == OutputFormat::Json {
+        let mut document = report::json(&outcome.plan, dry_run);
+        if let Some(waited) = &waited {
+            report::add_wait(&mut document, waited);
+        }
+        println!("{document:#}");
+    }
+    Ok(match waited {
+        Some(waited) if !waited.all_ready() => ExitCode::from(NOT_READY),
+        _ if is_diff && outcome.plan.has_changes() => ExitCode::from(CHANGES),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// `apply --wait`: watches every desired object until all are ready, one fails or
+/// the timeout passes; gathers evidence for what is not ready. Progress goes to
+/// stderr when it is a terminal, the verdict to stdout.
+async fn wait_for_health(
+    engine: &Engine,
+    options: &RunOptions,
+    outcome: &Outcome,
+    wait: WaitOptions,
+    output: OutputFormat,
+) -> WaitOutcome {
+    // generateName objects get their name from the server; they are not tracked.
+    let objects: Vec<_> = outcome
+        .plan
+        .steps
+        .iter()
+        .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
+        .map(|s| s.object.clone())
+        .collect();
+    let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
+    let mut line = ProgressLine::new();
+    let mut waited = health::wait::wait(
+        engine.client(),
+        engine.discovery(),
+        &selector,
+        &objects,
+        wait,
+        |progress| line.show(&report::progress_line(progress)),
+    )
+    .await;
+    line.clear();
+    health::wait::explain(engine.client(), &mut waited).await;
+    if output == OutputFormat::Text {
+        print!("\n{}", report::wait_text(&waited));
+    }
+    waited
+}
+
+/// A progress line redrawn in place on stderr, only in a terminal and only once
+/// the wait has lasted a moment (a wait that ends at once shows nothing).
+struct ProgressLine {
+    enabled: bool,
+    shown: bool,
+    started: std::time::Instant,
+}
+
+impl ProgressLine {
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        ProgressLine {
+            enabled: std::io::stderr().is_terminal(),
+            shown: false,
+            started: std::time::Instant::now(),
         }
     }
-    Ok(if is_diff && outcome.plan.has_changes() {
-        ExitCode::from(CHANGES)
-    } else {
-        ExitCode::SUCCESS
-    })
+
+    fn show(&mut self, text: &str) {
+        if !self.enabled || self.started.elapsed() < Self::AFTER {
+            return;
+        }
+        let width = terminal_width();
+        let text: String = text.chars().take(width.saturating_sub(1)).collect();
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[K{text}");
+        let _ = stderr.flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+/// `$COLUMNS`, else 80: a progress line longer than the terminal would wrap and
+/// no longer be redrawn in place.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(80)
 }
 
 /// `converge run`: the daemon, until SIGTERM or SIGINT.

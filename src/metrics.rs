@@ -4,6 +4,7 @@
 //! verb): never an object name, revision or error text, whose number of values
 //! grows without limit and would swamp the Prometheus server.
 
+use crate::health::State;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +32,12 @@ struct ActionLabels {
     source: String,
     kind: String,
     action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    source: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +72,7 @@ pub struct Metrics {
     apply_actions: Family<ActionLabels, Counter>,
     last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<VerbLabels, Counter>,
+    health_objects: Family<HealthLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -87,6 +95,7 @@ impl Metrics {
             apply_actions: Family::default(),
             last_success: Family::default(),
             api_requests: Family::default(),
+            health_objects: Family::default(),
         };
         let mut registry = Registry::with_prefix("converge");
         metrics.register_into(&mut registry);
@@ -138,6 +147,11 @@ impl Metrics {
             "api_requests",
             "Requests sent to the Kubernetes API server, by verb",
             self.api_requests.clone(),
+        );
+        r.register(
+            "health_objects",
+            "Desired objects of a source by health (ready, progressing, failed, missing)",
+            self.health_objects.clone(),
         );
         let version = vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
         r.register("build", "The converge build", Info::new(version));
@@ -202,6 +216,19 @@ impl Metrics {
         self.api_requests.get_or_create(&labels).inc();
     }
 
+    /// Sets how many of a source's desired objects are in each health state.
+    pub fn set_health(&self, source_name: &str, counts: &[(State, usize)]) {
+        for (state, n) in counts {
+            let labels = HealthLabels {
+                source: source_name.to_owned(),
+                state: state.to_string(),
+            };
+            self.health_objects
+                .get_or_create(&labels)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The OpenMetrics text exposition, ending in `# EOF`.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -235,6 +262,7 @@ mod tests {
         metrics.count_action("apps", "Deployment", "create", 1);
         metrics.set_last_success("apps", 1_700_000_000.0);
         metrics.count_api_request("get");
+        metrics.set_health("apps", &[(State::Ready, 3)]);
         let text = metrics.encode();
         for name in [
             "converge_reconcile_duration_seconds",
@@ -245,6 +273,7 @@ mod tests {
             "converge_apply_actions_total",
             "converge_last_success_timestamp_seconds",
             "converge_api_requests_total",
+            "converge_health_objects",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),
@@ -269,8 +298,18 @@ mod tests {
         metrics.count_action("apps", "ConfigMap", "configure", 2);
         metrics.set_last_success("apps", 1_700_000_000.5);
         metrics.count_api_request("dry-run");
+        metrics.set_health("apps", &[(State::Ready, 2), (State::Failed, 1)]);
+        metrics.set_health("apps", &[(State::Ready, 3), (State::Failed, 0)]);
         let text = metrics.encode();
         let value = |series: &str| sample(&text, series);
+        assert_eq!(
+            value(r#"converge_health_objects{source="apps",state="ready"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(r#"converge_health_objects{source="apps",state="failed"}"#),
+            Some(0.0)
+        );
         assert_eq!(
             value(r#"converge_reconciles_total{source="apps",result="failure"}"#),
             Some(2.0)

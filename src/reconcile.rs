@@ -8,13 +8,14 @@
 
 use crate::apply::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
 use crate::events::Events;
+use crate::health::{self, Health, State};
 use crate::inventory::{ApplySet, GroupKind};
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{self, ManifestError, ObjectRef};
 use crate::metrics::Metrics;
 use crate::plan::{Action, Step};
-use crate::status::{ObjectState, ObjectStatus, StatusBoard, SyncResult};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -54,6 +55,10 @@ pub struct SourceState {
     /// The last revision applied (or, report-only, evaluated) without error.
     pub last_good_revision: Option<String>,
     changes: mpsc::UnboundedSender<Change>,
+    /// The named desired objects of the last successful run: whose health is tracked.
+    desired: BTreeSet<ObjectRef>,
+    /// Failed objects whose evidence was gathered: once per failure, not per change.
+    explained: HashSet<ObjectRef>,
 }
 
 impl SourceState {
@@ -66,7 +71,21 @@ impl SourceState {
             recorded: None,
             last_good_revision: None,
             changes,
+            desired: BTreeSet::new(),
+            explained: HashSet::new(),
         }
+    }
+
+    /// An object's health from the store (no request), once its kind is listed.
+    fn health_of(&self, object: &ObjectRef) -> Health {
+        let listed = self
+            .reflectors
+            .get(&GroupKind::from(object))
+            .is_some_and(Reflector::is_synced);
+        if !listed {
+            return Health::progressing("not observed yet");
+        }
+        health::assess_opt(self.store.get_shared(object).as_deref())
     }
 
     /// Whether a change reported by a reflector is drift worth a reconcile: not the
@@ -140,6 +159,7 @@ impl Reconciler {
             Ok(outcome) => {
                 state.last_good_revision = Some(revision.to_string());
                 self.record_success(settings, revision, outcome, seconds);
+                self.refresh_health(settings, state);
             }
             Err(error) => self.record_failure(settings, revision, error, seconds),
         }
@@ -179,7 +199,91 @@ impl Reconciler {
         state.memo.clone_from(&outcome.memo);
         state.recorded = Some(outcome.member_kinds.clone());
         state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
+        state.desired = outcome
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
+            .map(|s| s.object.clone())
+            .collect();
         Ok(outcome)
+    }
+
+    /// Re-assesses the health of every desired object from the store, after a
+    /// reconcile. Costs no request (evidence aside, once per failure).
+    pub fn refresh_health(&self, settings: &Settings, state: &mut SourceState) {
+        let objects: Vec<ObjectHealth> = state
+            .desired
+            .iter()
+            .map(|object| ObjectHealth {
+                object: object.to_string(),
+                health: state.health_of(object),
+                evidence: None,
+            })
+            .collect();
+        let desired: Vec<(ObjectRef, State)> = state
+            .desired
+            .iter()
+            .zip(&objects)
+            .map(|(object, h)| (object.clone(), h.health.state))
+            .collect();
+        let mut counts = Vec::new();
+        self.status.update(&settings.name, |s| {
+            s.health.set_objects(objects);
+            counts = health_counts(&s.health);
+        });
+        self.metrics.set_health(&settings.name, &counts);
+        for (object, health_state) in desired {
+            self.explain_once(settings, state, &object, health_state);
+        }
+    }
+
+    /// Re-assesses the object a reflector reported changed (a controller's status
+    /// update, typically): how `/status` follows a rollout between reconciles.
+    pub fn observe_health(&self, settings: &Settings, state: &mut SourceState, change: &Change) {
+        if !state.desired.contains(&change.object) {
+            return;
+        }
+        let health = state.health_of(&change.object);
+        let health_state = health.state;
+        let key = change.object.to_string();
+        let mut counts = Vec::new();
+        self.status.update(&settings.name, |s| {
+            s.health.set(&key, health);
+            counts = health_counts(&s.health);
+        });
+        self.metrics.set_health(&settings.name, &counts);
+        self.explain_once(settings, state, &change.object, health_state);
+    }
+
+    /// Gathers evidence in the background when `object` has just turned failed;
+    /// forgets that it did once the object recovers, so a new failure is explained.
+    fn explain_once(
+        &self,
+        settings: &Settings,
+        state: &mut SourceState,
+        object: &ObjectRef,
+        health_state: State,
+    ) {
+        if health_state != State::Failed {
+            state.explained.remove(object);
+            return;
+        }
+        if !state.explained.insert(object.clone()) {
+            return;
+        }
+        let Some(live) = state.store.get_shared(object) else {
+            return;
+        };
+        let client = self.engine.client().clone();
+        let status = self.status.clone();
+        let source = settings.name.clone();
+        let key = object.to_string();
+        info!(source = %source, object = %key, "object failed; gathering evidence");
+        tokio::spawn(async move {
+            let evidence = health::gather(&client, &live).await;
+            status.update(&source, |s| s.health.set_evidence(&key, evidence));
+        });
     }
 
     fn record_success(&self, settings: &Settings, revision: &str, outcome: &Outcome, seconds: f64) {
@@ -319,6 +423,16 @@ fn action_counts(steps: &[Step]) -> Vec<(String, &'static str, u64)> {
             .or_default() += 1;
     }
     counts.into_iter().map(|((k, a), n)| (k, a, n)).collect()
+}
+
+/// Objects by health state, for the metrics.
+fn health_counts(health: &crate::status::SourceHealth) -> Vec<(State, usize)> {
+    vec![
+        (State::Ready, health.ready),
+        (State::Progressing, health.progressing),
+        (State::Failed, health.failed),
+        (State::Missing, health.missing),
+    ]
 }
 
 /// Git shas are long; logs and events show the first 12 characters.

@@ -5,6 +5,7 @@
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
 //! server can each hold one without threading references through tasks.
 
+use crate::health::{Evidence, Health, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
@@ -128,6 +129,9 @@ pub struct SourceStatus {
     /// Whether the daemon only reports drift for this source instead of healing it.
     pub dry_run: bool,
     pub objects: Vec<ObjectStatus>,
+    /// Whether the desired objects work (rolled out, available, …), from the watch.
+    #[serde(default)]
+    pub health: SourceHealth,
 }
 
 impl SourceStatus {
@@ -145,12 +149,103 @@ impl SourceStatus {
             reconciles: 0,
             dry_run: false,
             objects: Vec::new(),
+            health: SourceHealth::default(),
         }
     }
 
     /// How many of this source's objects are in `state`.
     pub fn count(&self, state: ObjectState) -> usize {
         self.objects.iter().filter(|o| o.state == state).count()
+    }
+}
+
+/// The health of a source's desired objects, kept current from the watch between
+/// reconciles (no request of its own).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceHealth {
+    /// Failed if any object failed, ready if all are, else progressing; `None`
+    /// before the first successful reconcile.
+    pub state: Option<State>,
+    pub ready: usize,
+    pub progressing: usize,
+    pub failed: usize,
+    pub missing: usize,
+    pub objects: Vec<ObjectHealth>,
+}
+
+/// One desired object's health, with evidence once it has failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectHealth {
+    /// The object as people read it: `Deployment.apps/shop/web`.
+    pub object: String,
+    #[serde(flatten)]
+    pub health: Health,
+    /// Gathered once when the object turns failed; dropped when it recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+impl SourceHealth {
+    /// Replaces the object list, keeping the evidence of objects still failed.
+    pub fn set_objects(&mut self, objects: Vec<ObjectHealth>) {
+        let mut evidence: BTreeMap<String, Evidence> = self
+            .objects
+            .drain(..)
+            .filter_map(|o| Some((o.object, o.evidence?)))
+            .collect();
+        self.objects = objects;
+        for o in &mut self.objects {
+            if o.health.state == State::Failed && o.evidence.is_none() {
+                o.evidence = evidence.remove(&o.object);
+            }
+        }
+        self.summarize();
+    }
+
+    /// Sets one object's health (evidence is dropped unless it is still failed).
+    pub fn set(&mut self, object: &str, health: Health) {
+        if let Some(o) = self.objects.iter_mut().find(|o| o.object == object) {
+            if health.state != State::Failed {
+                o.evidence = None;
+            }
+            o.health = health;
+        }
+        self.summarize();
+    }
+
+    /// Attaches evidence to a failed object (ignored if it recovered meanwhile).
+    pub fn set_evidence(&mut self, object: &str, evidence: Evidence) {
+        if let Some(o) = self
+            .objects
+            .iter_mut()
+            .find(|o| o.object == object && o.health.state == State::Failed)
+        {
+            o.evidence = Some(evidence);
+        }
+    }
+
+    fn summarize(&mut self) {
+        let count = |state| {
+            self.objects
+                .iter()
+                .filter(|o| o.health.state == state)
+                .count()
+        };
+        (self.ready, self.progressing, self.failed, self.missing) = (
+            count(State::Ready),
+            count(State::Progressing),
+            count(State::Failed),
+            count(State::Missing),
+        );
+        self.state = Some(if self.failed > 0 {
+            State::Failed
+        } else if self.ready == self.objects.len() {
+            State::Ready
+        } else {
+            State::Progressing
+        });
     }
 }
 
@@ -265,14 +360,16 @@ const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
 
-const HEADERS: [&str; 6] = [
+const HEADERS: [&str; COLUMNS] = [
     "SOURCE",
     "KIND",
     "REVISION",
     "RESULT",
+    "HEALTH",
     "LAST SUCCESS",
     "OBJECTS",
 ];
+const COLUMNS: usize = 7;
 
 /// The index of the RESULT column, the only one that is colored.
 const RESULT_COLUMN: usize = 3;
@@ -286,7 +383,7 @@ pub fn render_table(report: &StatusReport, color: bool) -> String {
 
 /// [`render_table`] with an explicit "now", so relative times are testable.
 fn render_table_at(report: &StatusReport, color: bool, now: SystemTime) -> String {
-    let rows: Vec<[String; 6]> = report.sources.iter().map(|s| row(s, now)).collect();
+    let rows: Vec<[String; COLUMNS]> = report.sources.iter().map(|s| row(s, now)).collect();
     let widths = column_widths(&rows);
     let mut out = String::new();
     push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
@@ -297,12 +394,13 @@ fn render_table_at(report: &StatusReport, color: bool, now: SystemTime) -> Strin
     }
     for source in &report.sources {
         push_object_sections(&mut out, source);
+        push_health_sections(&mut out, source);
     }
     out
 }
 
 /// The cells of one source's row, uncolored (widths are measured on these).
-fn row(source: &SourceStatus, now: SystemTime) -> [String; 6] {
+fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
     let revision = source
         .revision
         .as_deref()
@@ -320,12 +418,13 @@ fn row(source: &SourceStatus, now: SystemTime) -> [String; 6] {
         source.kind.to_string(),
         revision,
         result,
+        health_cell(&source.health),
         last_success,
         object_counts(source),
     ]
 }
 
-fn column_widths(rows: &[[String; 6]]) -> [usize; 6] {
+fn column_widths(rows: &[[String; COLUMNS]]) -> [usize; COLUMNS] {
     let mut widths = HEADERS.map(|h| h.chars().count());
     for cells in rows {
         for (width, cell) in widths.iter_mut().zip(cells) {
@@ -337,7 +436,12 @@ fn column_widths(rows: &[[String; 6]]) -> [usize; 6] {
 
 /// Writes one aligned line. Padding is computed on the plain text and added outside
 /// the color codes, so colored and plain tables line up the same way.
-fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], tint: Option<&str>) {
+fn push_row(
+    out: &mut String,
+    cells: &[String; COLUMNS],
+    widths: &[usize; COLUMNS],
+    tint: Option<&str>,
+) {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
         if i > 0 {
@@ -389,6 +493,30 @@ fn push_object_sections(out: &mut String, source: &SourceStatus) {
         let detail = object.diff.as_deref().or(object.reason.as_deref());
         for line in detail.unwrap_or("(no details recorded)").lines() {
             let _ = writeln!(out, "    {line}");
+        }
+    }
+}
+
+/// `ready 35/35`, `progressing 12/35`, `failed 34/35`: the state and how many
+/// objects are ready; `-` before the first reconcile.
+fn health_cell(health: &SourceHealth) -> String {
+    match health.state {
+        Some(state) => format!("{state} {}/{}", health.ready, health.objects.len()),
+        None => "-".to_owned(),
+    }
+}
+
+/// Every failed object of the source with the evidence gathered for it.
+fn push_health_sections(out: &mut String, source: &SourceStatus) {
+    for object in source
+        .health
+        .objects
+        .iter()
+        .filter(|o| o.health.state == State::Failed)
+    {
+        let _ = writeln!(out, "\n{} failed: {}", object.object, object.health.message);
+        if let Some(evidence) = &object.evidence {
+            out.push_str(&crate::report::evidence_text(evidence));
         }
     }
 }
@@ -526,8 +654,92 @@ mod tests {
                     ..object("Deployment.apps/shop/web", ObjectState::Drifted)
                 },
             ];
+            s.health.set_objects(vec![
+                healthy("Namespace/shop", Health::ready("active")),
+                healthy(
+                    "Deployment.apps/shop/web",
+                    Health::ready("3 of 3 replicas available"),
+                ),
+            ]);
         });
         board.report()
+    }
+
+    fn healthy(object: &str, health: Health) -> ObjectHealth {
+        ObjectHealth {
+            object: object.to_owned(),
+            health,
+            evidence: None,
+        }
+    }
+
+    #[test]
+    fn source_health_summarizes_and_keeps_evidence_while_failed() {
+        let mut health = SourceHealth::default();
+        assert_eq!(health.state, None);
+        health.set_objects(vec![
+            healthy("a", Health::ready("exists")),
+            healthy("b", Health::progressing("0 of 1 replicas available")),
+        ]);
+        assert_eq!(health.state, Some(State::Progressing));
+        assert_eq!((health.ready, health.progressing), (1, 1));
+        let evidence = Evidence {
+            notes: vec!["a note".into()],
+            ..Evidence::default()
+        };
+        health.set_evidence("b", evidence.clone());
+        assert_eq!(
+            health.objects[1].evidence, None,
+            "only failed objects get evidence"
+        );
+        health.set("b", Health::failed("rollout failed"));
+        health.set_evidence("b", evidence.clone());
+        assert_eq!(health.state, Some(State::Failed));
+        health.set_objects(vec![
+            healthy("a", Health::ready("exists")),
+            healthy("b", Health::failed("rollout failed")),
+        ]);
+        assert_eq!(
+            health.objects[1].evidence.as_ref(),
+            Some(&evidence),
+            "a reconcile keeps the evidence of a still-failed object"
+        );
+        health.set("b", Health::ready("1 of 1 replicas available"));
+        assert_eq!(health.objects[1].evidence, None);
+        assert_eq!(health.state, Some(State::Ready));
+    }
+
+    #[test]
+    fn table_shows_failed_objects_with_their_evidence() {
+        let board = board_with(&["apps"]);
+        board.update("apps", |s| {
+            s.result = SyncResult::Synced;
+            s.health.set_objects(vec![healthy(
+                "Job.batch/shop/migrate",
+                Health::failed("Job failed: BackoffLimitExceeded"),
+            )]);
+            s.health.set_evidence(
+                "Job.batch/shop/migrate",
+                Evidence {
+                    notes: vec!["all 0 Pod(s) of it are ready".into()],
+                    ..Evidence::default()
+                },
+            );
+        });
+        let table = render_table_at(&board.report(), false, SystemTime::now());
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .contains("failed 0/1"),
+            "{table}"
+        );
+        assert!(
+            table.contains("\nJob.batch/shop/migrate failed: Job failed: BackoffLimitExceeded\n"),
+            "{table}"
+        );
+        assert!(table.contains("all 0 Pod(s) of it are ready"), "{table}");
     }
 
     #[test]
@@ -574,11 +786,11 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "SOURCE  KIND  REVISION      RESULT   LAST SUCCESS  OBJECTS"
+            "SOURCE  KIND  REVISION      RESULT   HEALTH     LAST SUCCESS  OBJECTS"
         );
         assert_eq!(
             lines[1],
-            "apps    git   0123456789ab  drifted  12s ago       1 in-sync, 1 drifted"
+            "apps    git   0123456789ab  drifted  ready 2/2  12s ago       1 in-sync, 1 drifted"
         );
         assert!(table.contains("\nDeployment.apps/shop/web drifted:\n    -  replicas: 3\n"));
         assert!(!table.contains("Namespace/shop"));
@@ -599,8 +811,8 @@ mod tests {
         });
         let table = render_table_at(&board.report(), false, SystemTime::now());
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].starts_with("apps            git   -         pending  never"));
-        assert!(lines[2].starts_with("infrastructure  git   -         failed   never"));
+        assert!(lines[1].starts_with("apps            git   -         pending  -       never"));
+        assert!(lines[2].starts_with("infrastructure  git   -         failed   -       never"));
         assert_eq!(
             lines[3],
             "  error (revision feedfacecafe): apps.yaml:3: unknown kind Deploymnet"
@@ -615,7 +827,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
         let plain = render_table_at(&report, false, now);
         let colored = render_table_at(&report, true, now);
-        assert!(colored.contains(&format!("{YELLOW}drifted{RESET}  12s ago")));
+        assert!(colored.contains(&format!("{YELLOW}drifted{RESET}  ready 2/2  12s ago")));
         assert_eq!(colored.replace(YELLOW, "").replace(RESET, ""), plain);
     }
 
