@@ -2,7 +2,8 @@
 # A real Kubernetes control plane on loopback for converge's tests, benchmarks and
 # quickstart: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built
 # from the published Go modules of one pinned release, see hack/controlplane/) and
-# kwok with fake Ready nodes, started the way controller-runtime's envtest does.
+# kwok with fake Ready nodes (whose kubelet API serves a fixed file as every
+# container's log), started the way controller-runtime's envtest does.
 #
 #   hack/controlplane.sh up       build if needed, start (or reuse) the plane
 #   hack/controlplane.sh env      print `export KUBECONFIG=… PATH=…` (eval it)
@@ -213,8 +214,33 @@ start_apiserver() {
     || fail_with_log kube-apiserver "kube-apiserver did not become ready within 120 s"
 }
 
+# kwok serves the kubelet API of its fake nodes (container logs) on one port, which
+# the node-initialize stage publishes as the nodes' kubelet endpoint. Every
+# container's log is the same file, so that `kubectl logs` (and converge's failure
+# evidence) have something real to read.
+write_kwok_config() {
+  local logs=$STATE/kwok-logs now
+  now=$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)
+  mkdir -p "$logs"
+  printf '%s stdout F %s\n' \
+    "$now" "kwok: this fake container has no process; the test plane serves this line as every container's log" \
+    > "$logs/current.log"
+  printf '%s stderr F %s\n' \
+    "$now" "kwok: this line stands for the output of a container's previous run (kubectl logs --previous)" \
+    > "$logs/previous.log"
+  cat > "$STATE/kwok.yaml" <<EOF
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {name: every-container}
+spec:
+  logs:
+  - logsFile: $logs/current.log
+    previousLogsFile: $logs/previous.log
+EOF
+}
+
 start_controllers() {
-  local p=$STATE/pki
+  local p=$STATE/pki kwok_port
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$STATE/kubeconfig" --authentication-skip-lookup=true \
     --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
@@ -222,9 +248,13 @@ start_controllers() {
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$STATE/kubeconfig" \
     --authentication-kubeconfig="$STATE/kubeconfig" --authorization-kubeconfig="$STATE/kubeconfig" \
     --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false
-  start kwok "$KWOK_BIN/kwok" --kubeconfig="$STATE/kubeconfig" \
+  write_kwok_config
+  kwok_port=$(free_port)
+  echo "$kwok_port" > "$STATE/kwok.port"
+  start kwok "$KWOK_BIN/kwok" --kubeconfig="$STATE/kubeconfig" --config="$STATE/kwok.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40 \
+    --node-port="$kwok_port" --server-address="127.0.0.1:$kwok_port"
 }
 
 create_nodes() {
@@ -323,5 +353,5 @@ case ${1:-} in
   env) cmd_env ;;
   build) cmd_build ;;
   restart-apiserver) cmd_restart_apiserver ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -353,8 +353,9 @@ spec:
         let log = &container["log"];
         println!("log excerpt (previous run): {log}");
         assert_eq!(log["previous"], true, "{evidence:#}");
-        let lines = log["lines"].as_array().expect("log lines");
-        assert!(!lines.is_empty(), "{evidence:#}");
+        // hack/controlplane.sh has kwok serve one file as every container's previous log.
+        let lines = log["lines"].to_string();
+        assert!(lines.contains("previous run"), "{evidence:#}");
     }
 }
 
