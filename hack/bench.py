@@ -184,7 +184,8 @@ class Watcher:
 
 
 class Daemon:
-    def __init__(self, source, name, namespace, port, interval):
+    def __init__(self, source, name, namespace, port, interval, extra_env=None):
+        extra_env = extra_env or {}
         self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
         config = self.dir / "config.toml"
         config.write_text(
@@ -192,7 +193,7 @@ class Daemon:
             f'namespace = "{namespace}"\ninterval = "{interval}"\n')
         self.addr = f"127.0.0.1:{port}"
         self.log = open(self.dir / "converge.log", "w")
-        self.proc = subprocess.Popen([str(CONVERGE), "run", "--config", str(config), "--listen", self.addr],
+        self.proc = subprocess.Popen([str(CONVERGE), "run", "--config", str(config), "--listen", self.addr], env=dict(os.environ, **extra_env),
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:

@@ -324,6 +324,7 @@ impl SourceTask {
             }
             Err(_) => self.failures += 1,
         }
+        release_free_memory();
     }
 
     /// The source's current snapshot, timing Git fetches for the metrics.
@@ -356,6 +357,23 @@ impl SourceTask {
         self.reconciler
             .metrics
             .observe_reconcile(name, "failure", 0.0);
+    }
+}
+
+/// Hands memory freed by a reconcile back to the OS. glibc's malloc keeps freed
+/// chunks for reuse, which left an idle daemon at about twice the RSS it needs
+/// (hack/bench.sh: 59 → 31 MiB at 1000 objects); an idle daemon should be small.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no
+        // pointers and is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
