@@ -212,20 +212,18 @@ impl Reconciler {
     /// Re-assesses the health of every desired object from the store, after a
     /// reconcile. Costs no request (evidence aside, once per failure).
     pub fn refresh_health(&self, settings: &Settings, state: &mut SourceState) {
-        let objects: Vec<ObjectHealth> = state
+        let assessed: Vec<(ObjectRef, Health)> = state
             .desired
             .iter()
-            .map(|object| ObjectHealth {
+            .map(|object| (object.clone(), state.health_of(object)))
+            .collect();
+        let objects = assessed
+            .iter()
+            .map(|(object, health)| ObjectHealth {
                 object: object.to_string(),
-                health: state.health_of(object),
+                health: health.clone(),
                 evidence: None,
             })
-            .collect();
-        let desired: Vec<(ObjectRef, State)> = state
-            .desired
-            .iter()
-            .zip(&objects)
-            .map(|(object, h)| (object.clone(), h.health.state))
             .collect();
         let mut counts = Vec::new();
         self.status.update(&settings.name, |s| {
@@ -233,8 +231,8 @@ impl Reconciler {
             counts = health_counts(&s.health);
         });
         self.metrics.set_health(&settings.name, &counts);
-        for (object, health_state) in desired {
-            self.explain_once(settings, state, &object, health_state);
+        for (object, health) in assessed {
+            self.explain_once(settings, state, &object, health.state);
         }
     }
 

@@ -233,7 +233,7 @@ pub fn progress_line(progress: &Progress) -> String {
     line
 }
 
-/// Adds the outcome of `apply --wait` to [`json`]'s document: `health` (state,
+/// Adds the outcome of `apply --wait` to [`json()`]'s document: `health` (state,
 /// message, evidence) on each object, and a `wait` summary.
 pub fn add_wait(document: &mut Value, outcome: &WaitOutcome) {
     if let Some(objects) = document.get_mut("objects").and_then(Value::as_array_mut) {

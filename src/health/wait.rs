@@ -11,7 +11,7 @@
 
 use super::{Evidence, Health, State, assess_opt};
 use crate::inventory::GroupKind;
-use crate::kube::watch::{Reflector, Store};
+use crate::kube::watch::{Change, Reflector, Store};
 use crate::kube::{Client, Discovery};
 use crate::manifest::ObjectRef;
 use futures::stream::{self, StreamExt};
@@ -118,26 +118,19 @@ async fn wait_inner(
     mut progress: impl FnMut(&Progress),
 ) -> WaitOutcome {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started + options.timeout);
+    let deadline = deadline_after(options.timeout);
     let store = Store::default();
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let mut tracker = Tracker::new(objects);
-    let mut reflectors = Vec::new();
-    for gk in tracker.kinds() {
-        match discovery.resolve(&gk.group, "", &gk.kind) {
-            Ok(resource) => reflectors.push((
-                gk,
-                Reflector::spawn(
-                    client.clone(),
-                    resource,
-                    selector.to_string(),
-                    store.clone(),
-                    changes_tx.clone(),
-                ),
-            )),
-            Err(e) => tracker.unwatchable(&gk, &e.to_string()),
-        }
-    }
+    let watch = Watch {
+        client,
+        selector,
+        store: &store,
+        changes: &changes_tx,
+    };
+    let mut reflectors = watch.spawn(discovery, &mut tracker);
+    // Judge each kind once its first list is complete, not object by object
+    // while the list is still arriving.
     for (gk, reflector) in &mut reflectors {
         if tokio::time::timeout_at(deadline, reflector.wait_synced())
             .await
@@ -166,6 +159,45 @@ async fn wait_inner(
             }
         }
     }
+}
+
+/// What the reflectors of one wait share.
+struct Watch<'a> {
+    client: &'a Client,
+    selector: &'a str,
+    store: &'a Store,
+    changes: &'a mpsc::UnboundedSender<Change>,
+}
+
+impl Watch<'_> {
+    /// One reflector per kind of the tracked objects; kinds discovery does not
+    /// know fail their objects.
+    fn spawn(&self, discovery: &Discovery, tracker: &mut Tracker) -> Vec<(GroupKind, Reflector)> {
+        let mut reflectors = Vec::new();
+        for gk in tracker.kinds() {
+            match discovery.resolve(&gk.group, "", &gk.kind) {
+                Ok(resource) => {
+                    let reflector = Reflector::spawn(
+                        self.client.clone(),
+                        resource,
+                        self.selector.to_string(),
+                        self.store.clone(),
+                        self.changes.clone(),
+                    );
+                    reflectors.push((gk, reflector));
+                }
+                Err(e) => tracker.unwatchable(&gk, &e.to_string()),
+            }
+        }
+        reflectors
+    }
+}
+
+/// `timeout` from now; a timeout too large for the clock means "a year".
+fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// The health of every waited-for object, updated one change at a time.
