@@ -303,6 +303,14 @@ fn desired_hash(manifest: &Manifest) -> u64 {
     hasher.finish()
 }
 
+/// Whether a dry-run answer was computed from a newer version of the object than
+/// `live` (a dry run does not bump resourceVersion, so equal versions mean the
+/// same base).
+fn is_newer_base(answer: &Value, live: Option<&Value>) -> bool {
+    let base = live_version(Some(answer));
+    !base.is_empty() && base != live_version(live)
+}
+
 fn live_version(live: Option<&Value>) -> String {
     live.and_then(|l| l.pointer("/metadata/resourceVersion"))
         .and_then(Value::as_str)
@@ -656,6 +664,14 @@ async fn fetch_one(
             let result = client.apply(&path, &body, FIELD_MANAGER, true, true).await;
             Evaluation::Server(result.map_err(reject)?)
         }
+    };
+    let live = match (&dry_run, &live) {
+        (Evaluation::Server(answer), Some(_)) if is_newer_base(answer, live.as_deref()) => {
+            // Our copy predates a change someone else made (a LIST or watch event
+            // behind the dry-run): comparing them would show that change as ours.
+            client.get_opt(&path).await.map_err(reject)?.map(Arc::new)
+        }
+        _ => live,
     };
     Ok(Desired {
         manifest: r.manifest,
