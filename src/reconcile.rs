@@ -11,7 +11,7 @@ use crate::events::Events;
 use crate::health::{self, Health, State};
 use crate::inventory::{ApplySet, GroupKind};
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{self, ManifestError, ObjectRef};
+use crate::manifest::{self, Manifest, ManifestError, ObjectRef};
 use crate::metrics::Metrics;
 use crate::plan::{Action, Step};
 use crate::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
@@ -59,15 +59,31 @@ pub struct SourceState {
     desired: BTreeSet<ObjectRef>,
     /// Failed objects whose evidence was gathered: once per failure, not per change.
     explained: HashSet<ObjectRef>,
+    /// The manifests of the last revision loaded: drift reconciles reuse them
+    /// instead of reading and parsing every file again.
+    loaded: Option<(String, Vec<Manifest>)>,
 }
 
 impl SourceState {
+    /// The manifests of `revision`, parsed once per revision.
+    fn manifests(&mut self, root: &Path, revision: &str) -> Result<Vec<Manifest>, ManifestError> {
+        if let Some((loaded, manifests)) = &self.loaded {
+            if loaded == revision {
+                return Ok(manifests.clone());
+            }
+        }
+        let manifests = manifest::load(&[root.to_path_buf()])?;
+        self.loaded = Some((revision.to_string(), manifests.clone()));
+        Ok(manifests)
+    }
+
     /// Changes seen by this source's reflectors are sent to `changes`.
     pub fn new(changes: mpsc::UnboundedSender<Change>) -> Self {
         SourceState {
             memo: HashMap::new(),
             store: Store::default(),
             reflectors: BTreeMap::new(),
+            loaded: None,
             recorded: None,
             last_good_revision: None,
             changes,
@@ -153,7 +169,10 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let span = info_span!("reconcile", source = %settings.name, revision = %short(revision));
         let started = Instant::now();
-        let result = self.run(settings, state, root).instrument(span).await;
+        let result = self
+            .run(settings, state, root, revision)
+            .instrument(span)
+            .await;
         let seconds = started.elapsed().as_secs_f64();
         match &result {
             Ok(outcome) => {
@@ -171,8 +190,9 @@ impl Reconciler {
         settings: &Settings,
         state: &mut SourceState,
         root: &Path,
+        revision: &str,
     ) -> Result<Outcome, ReconcileError> {
-        let manifests = manifest::load(&[root.to_path_buf()])?;
+        let manifests = state.manifests(root, revision)?;
         if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {
             return Err(ReconcileError::Empty(root.display().to_string()));
         }
