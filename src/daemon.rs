@@ -25,6 +25,8 @@ use tracing::{info, warn};
 
 /// Changes arriving this close together are handled by one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The longest a change waits for others to batch with it.
+const MAX_SETTLE: Duration = Duration::from_millis(500);
 /// One resync in this many runs the engine even when nothing changed.
 const FULL_RESYNC_EVERY: u32 = 10;
 /// How long an in-flight reconcile may take to finish after SIGTERM.
@@ -186,6 +188,8 @@ struct SourceTask {
     last_snapshot: Option<Snapshot>,
     /// Resyncs skipped in a row because nothing had changed.
     quiet_resyncs: u32,
+    /// How long the last reconcile took (it paces the next batch of changes).
+    last_duration: Duration,
 }
 
 impl SourceTask {
@@ -210,6 +214,7 @@ impl SourceTask {
             last_ok: None,
             last_snapshot: None,
             quiet_resyncs: 0,
+            last_duration: Duration::ZERO,
         }
     }
 
@@ -269,9 +274,11 @@ impl SourceTask {
     }
 
     /// Lets a burst of changes (an editor writing several files, a rollout's
-    /// status updates) arrive, then drops what is already covered.
+    /// status updates) arrive, then drops what is already covered. The wait grows
+    /// with the last reconcile's duration, so a stream of changes to a large source
+    /// is handled in batches instead of keeping a core busy.
     async fn settle(&mut self) {
-        tokio::time::sleep(DEBOUNCE).await;
+        tokio::time::sleep(DEBOUNCE.max(self.last_duration.min(MAX_SETTLE))).await;
         while self.hook.try_recv().is_ok() || self.source_changes.try_recv().is_ok() {}
         while let Ok(change) = self.drift.try_recv() {
             self.reconciler
@@ -324,6 +331,7 @@ impl SourceTask {
             }
             Err(_) => self.failures += 1,
         }
+        self.last_duration = started.elapsed();
         release_free_memory();
     }
 

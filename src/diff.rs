@@ -42,6 +42,11 @@ const NOISY_METADATA: &[&str] = &[
     "selfLink",
 ];
 
+/// Annotations controllers write on objects they manage, never desired state: the
+/// Deployment controller stamps every Deployment's rollout revision. Without this,
+/// every new Deployment would look changed once its controller caught up.
+const CONTROLLER_ANNOTATIONS: &[&str] = &["deployment.kubernetes.io/revision"];
+
 /// The Secret sections whose values are confidential.
 const SECRET_SECTIONS: &[&str] = &["data", "stringData"];
 
@@ -68,6 +73,9 @@ pub fn normalize(obj: &Value) -> Value {
         let empty = match meta.get_mut("annotations") {
             Some(Value::Object(annotations)) => {
                 annotations.remove(LAST_APPLIED_ANNOTATION);
+                for annotation in CONTROLLER_ANNOTATIONS {
+                    annotations.remove(*annotation);
+                }
                 annotations.is_empty()
             }
             _ => false,
@@ -564,9 +572,11 @@ mod tests {
                 .get(LAST_APPLIED_ANNOTATION)
                 .is_none()
         );
-        assert_eq!(
-            n["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
-            "1"
+        assert!(
+            n["metadata"]["annotations"]
+                .get("deployment.kubernetes.io/revision")
+                .is_none(),
+            "a controller's annotation is not desired state"
         );
         assert_eq!(n["metadata"]["labels"]["app"], "web");
         assert_eq!(
@@ -574,7 +584,7 @@ mod tests {
             "applyset-abc-v1"
         );
         assert_eq!(n["spec"], deployment(3, "nginx:1.25")["spec"]);
-        assert_eq!(n, deployment(3, "nginx:1.25"));
+        assert_eq!(n, normalize(&deployment(3, "nginx:1.25")));
     }
 
     #[test]
@@ -596,6 +606,15 @@ mod tests {
         let desired = with_noise(deployment(3, "nginx:1.25"), "101");
         assert_ne!(live, desired);
         assert_eq!(diff_objects(&deployment_ref(), Some(&live), &desired), None);
+    }
+
+    #[test]
+    fn controller_annotations_are_not_state() {
+        let fresh = json!({"kind": "Deployment", "metadata": {"name": "w"}, "spec": {"replicas": 1}});
+        let mut rolled = fresh.clone();
+        rolled["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        assert_eq!(state_digest(&fresh), state_digest(&rolled));
+        assert_eq!(normalize(&rolled), normalize(&fresh));
     }
 
     #[test]
