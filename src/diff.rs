@@ -610,7 +610,8 @@ mod tests {
 
     #[test]
     fn controller_annotations_are_not_state() {
-        let fresh = json!({"kind": "Deployment", "metadata": {"name": "w"}, "spec": {"replicas": 1}});
+        let fresh =
+            json!({"kind": "Deployment", "metadata": {"name": "w"}, "spec": {"replicas": 1}});
         let mut rolled = fresh.clone();
         rolled["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
         assert_eq!(state_digest(&fresh), state_digest(&rolled));

@@ -337,18 +337,27 @@ impl std::io::Write for Captured {
     }
 }
 
-/// `#[tokio::test]` runs the server on the test's own thread, so a thread-local
-/// subscriber sees its spans without affecting the other tests.
+/// One process-wide subscriber for this test binary. A thread-local one
+/// (`set_default`) raced with the other tests over tracing's per-callsite interest
+/// cache and missed events about one run in six; a global one cannot.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        captured
+    })
+}
+
 #[tokio::test]
 async fn requests_are_traced_without_bodies_or_signatures() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
     let h = start().await;
     let signature = github_signature(SECRET, PAYLOAD);
     assert_eq!(h.post_hook("signed", Some(&signature)).await.0, 202);
