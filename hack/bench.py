@@ -290,6 +290,7 @@ def measure(args, work):
             prefix = re.sub(r"[^a-z0-9-]", "", prefix.lower())
             directory = work / prefix
             files, namespaces = generate(directory, prefix, n)
+            delete_namespaces(namespaces)  # leftovers of an interrupted run
             took = first_apply(tool, directory, prefix)
             timings[tool].append(took)
             log(f"first apply, {tool}, rep {rep + 1}/{reps}: {took:.2f} s")
@@ -301,6 +302,7 @@ def measure(args, work):
     results["first_apply"] = {t: stats(v) for t, v in timings.items()}
 
     diff = {"converge": [], "kubectl": []}
+    kubectl_false_drift = 0
     for rep in range(reps):
         directory, prefix, _, _ = kept["converge"]
         took, proc = run([str(CONVERGE), "diff", str(directory), "--prune", "--name", prefix, "-n", f"{prefix}-0"],
@@ -309,10 +311,14 @@ def measure(args, work):
         diff["converge"].append(took)
         directory, _, _, _ = kept["kubectl"]
         took, proc = run(["kubectl", "diff", "--server-side", "-R", "-f", str(directory)], check=False)
-        assert proc.returncode == 0, f"kubectl diff found changes after apply:\n{proc.stdout[-2000:]}"
+        # kubectl diff GETs an object, then dry-runs it: a controller's status update
+        # in between shows up as a change (converge re-reads in that case).
+        assert proc.returncode in (0, 1), f"kubectl diff failed:\n{proc.stderr[-2000:]}"
+        kubectl_false_drift += proc.returncode == 1
         diff["kubectl"].append(took)
         log(f"no-op diff rep {rep + 1}/{reps}: converge {diff['converge'][-1]:.2f} s, kubectl {took:.2f} s")
     results["noop_diff"] = {t: stats(v) for t, v in diff.items()}
+    results["noop_diff"]["kubectl_runs_reporting_false_changes"] = kubectl_false_drift
 
     change = {"converge": [], "kubectl": []}
     for rep in range(reps):
