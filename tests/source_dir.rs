@@ -146,3 +146,18 @@ async fn dropping_the_handle_stops_the_watch() {
         .expect("channel closes");
     assert_eq!(got, None);
 }
+
+/// Hashing the directory opens every file; the watcher must not take its own (or
+/// anyone's) reads for changes, or it would wake itself forever.
+#[tokio::test]
+async fn reading_files_is_not_a_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "a.yaml", "kind: A\n");
+    let mut source = dir_source(tmp.path());
+    let (_handle, mut rx) = watch(&source);
+    for _ in 0..3 {
+        source.fetch().await.expect("fetch");
+        std::fs::read(tmp.path().join("a.yaml")).unwrap();
+    }
+    assert_eq!(next(&mut rx, Duration::from_millis(600)).await, None);
+}

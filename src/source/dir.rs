@@ -11,9 +11,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
 use ring::digest;
+use std::sync::mpsc::RecvTimeoutError;
 use tokio::sync::mpsc;
 
 use super::{Snapshot, SourceError};
@@ -143,7 +144,7 @@ fn io_error(path: &Path, error: std::io::Error) -> SourceError {
 
 /// A running directory watch; dropping it stops the watcher thread.
 pub struct DirWatcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 /// Watches `dir` recursively and sends `name` on `tx` when its revision changes.
@@ -156,40 +157,71 @@ pub fn watch(
     name: String,
     tx: mpsc::Sender<String>,
 ) -> Result<DirWatcher, SourceError> {
-    let root = dir.to_path_buf();
-    let mut last = revision(&root).ok();
-    let handler = move |result: DebounceEventResult| {
-        let events = match result {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(source = %name, %error, "directory watch error");
-                return;
-            }
-        };
-        if events.iter().all(|e| is_editor_temp(&e.path)) {
-            return;
-        }
-        let current = revision(&root).ok();
-        if current != last {
-            last = current;
-            tracing::debug!(source = %name, revision = ?last, "directory changed");
-            // The handler runs on the debouncer's own thread, so blocking is fine; a
-            // closed channel means the daemon is shutting down.
-            let _ = tx.blocking_send(name.clone());
-        }
-    };
     let watch_error = |e: notify::Error| SourceError::Watch {
         path: dir.to_path_buf(),
         detail: e.to_string(),
     };
-    let mut debouncer = new_debouncer(DEBOUNCE, handler).map_err(watch_error)?;
-    debouncer
-        .watcher()
+    // The revision as the watch starts: a change from here on is reported.
+    let last = revision(dir).ok();
+    let (events, arrivals) = std::sync::mpsc::channel::<()>();
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<Event>| match result {
+            Ok(event) if is_content_change(&event) => {
+                let _ = events.send(());
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "directory watch error"),
+        })
+        .map_err(watch_error)?;
+    watcher
         .watch(dir, RecursiveMode::Recursive)
         .map_err(watch_error)?;
-    Ok(DirWatcher {
-        _debouncer: debouncer,
-    })
+    let root = dir.to_path_buf();
+    std::thread::spawn(move || debounce(&arrivals, last, &root, &name, &tx));
+    Ok(DirWatcher { _watcher: watcher })
+}
+
+/// Whether an event can change what the engine loads. Opening and reading files
+/// (as hashing the directory does) is not: reacting to it would wake the watcher
+/// again after every hash, forever. Editor temp files are not either.
+fn is_content_change(event: &Event) -> bool {
+    let read_only = matches!(
+        event.kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    );
+    !read_only && !event.paths.iter().all(|p| is_editor_temp(p))
+}
+
+/// Waits for a burst of changes to settle (DEBOUNCE without a new one), then
+/// reports the source when its content hash changed. Ends when the watcher is
+/// dropped (its sender goes away).
+fn debounce(
+    arrivals: &std::sync::mpsc::Receiver<()>,
+    mut last: Option<String>,
+    root: &Path,
+    name: &str,
+    tx: &mpsc::Sender<String>,
+) {
+    while arrivals.recv().is_ok() {
+        loop {
+            match arrivals.recv_timeout(DEBOUNCE) {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let current = revision(root).ok();
+        if current != last {
+            last = current;
+            tracing::debug!(source = %name, revision = ?last, "directory changed");
+            // A closed channel means the daemon is shutting down.
+            if tx.blocking_send(name.to_string()).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
