@@ -143,13 +143,7 @@ async fn wait_for_health(
     output: OutputFormat,
 ) -> WaitOutcome {
     // generateName objects get their name from the server; they are not tracked.
-    let objects: Vec<_> = outcome
-        .plan
-        .steps
-        .iter()
-        .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
-        .map(|s| s.object.clone())
-        .collect();
+    let objects: Vec<_> = outcome.plan.named_desired().cloned().collect();
     let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
     let mut line = ProgressLine::new();
     let mut waited = health::wait::wait(

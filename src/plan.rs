@@ -131,6 +131,15 @@ impl Plan {
         counts
     }
 
+    /// The desired objects that have a name (not generateName ones): what is
+    /// tracked after a run, e.g. for health.
+    pub fn named_desired(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.steps
+            .iter()
+            .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
+            .map(|s| &s.object)
+    }
+
     /// Whether applying the plan would write anything.
     pub fn has_changes(&self) -> bool {
         self.steps

@@ -219,13 +219,7 @@ impl Reconciler {
         state.memo.clone_from(&outcome.memo);
         state.recorded = Some(outcome.member_kinds.clone());
         state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
-        state.desired = outcome
-            .plan
-            .steps
-            .iter()
-            .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
-            .map(|s| s.object.clone())
-            .collect();
+        state.desired = outcome.plan.named_desired().cloned().collect();
         Ok(outcome)
     }
 
