@@ -247,18 +247,26 @@ impl SourceTask {
                 Some(()) = self.hook.recv() => Reason::Changed,
                 Some(_) = self.source_changes.recv() => Reason::Changed,
                 Some(change) = self.drift.recv() => {
-                    self.reconciler.observe_health(&self.spec.settings, &mut self.state, &change);
-                    if !self.state.is_drift(&change) {
+                    if !self.take_change(&change) {
                         continue;
                     }
-                    info!(source = %self.spec.settings.name, object = %change.object, "live object changed");
                     Reason::Drift
                 }
                 _ = sleep_until(deadline.into()) => on_timer,
             };
-            self.settle().await;
-            return Some(reason);
+            return Some(self.settle(reason).await);
         }
+    }
+
+    /// Records a reflector's change (health, memo); whether it is drift.
+    fn take_change(&mut self, change: &Change) -> bool {
+        self.reconciler
+            .observe_health(&self.spec.settings, &mut self.state, change);
+        let drift = self.state.is_drift(change);
+        if drift {
+            info!(source = %self.spec.settings.name, object = %change.object, "live object changed");
+        }
+        drift
     }
 
     /// When the timer fires next: a retry after failures (exponential, capped at
@@ -277,13 +285,22 @@ impl SourceTask {
     /// status updates) arrive, then drops what is already covered. The wait grows
     /// with the last reconcile's duration, so a stream of changes to a large source
     /// is handled in batches instead of keeping a core busy.
-    async fn settle(&mut self) {
+    /// Returns the reason to reconcile for, upgraded by what arrived meanwhile: a
+    /// source change wins over drift (it fetches anew), drift over a resync (which
+    /// would otherwise be skipped as a no-op).
+    async fn settle(&mut self, mut reason: Reason) -> Reason {
         tokio::time::sleep(DEBOUNCE.max(self.last_duration.min(MAX_SETTLE))).await;
-        while self.hook.try_recv().is_ok() || self.source_changes.try_recv().is_ok() {}
-        while let Ok(change) = self.drift.try_recv() {
-            self.reconciler
-                .observe_health(&self.spec.settings, &mut self.state, &change);
+        while self.hook.try_recv().is_ok() || self.source_changes.try_recv().is_ok() {
+            reason = Reason::Changed;
         }
+        while let Ok(change) = self.drift.try_recv() {
+            // Every change is taken: a status-only update must refresh the memo, or
+            // the next reconcile would dry-run the object again.
+            if self.take_change(&change) && reason == Reason::Resync {
+                reason = Reason::Drift;
+            }
+        }
+        reason
     }
 
     async fn reconcile(&mut self, reason: &Reason) {
