@@ -92,12 +92,33 @@ pub fn normalize(obj: &Value) -> Value {
 /// daemon uses it to tell a controller's status update from real drift without
 /// asking the server.
 pub fn state_digest(obj: &Value) -> u64 {
-    use std::hash::{Hash, Hasher};
+    use std::hash::Hasher;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&normalize(obj))
-        .unwrap_or_default()
-        .hash(&mut hasher);
+    hash_canonical(&normalize(obj), &mut hasher);
     hasher.finish()
+}
+
+/// Hashes a value with object keys in sorted order: a LIST item (whose
+/// `apiVersion`/`kind` come last) and a watch event of the same object must agree.
+fn hash_canonical(value: &Value, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.write_u8(b'{');
+            for key in keys {
+                key.hash(hasher);
+                hash_canonical(&map[key.as_str()], hasher);
+            }
+        }
+        Value::Array(items) => {
+            hasher.write_u8(b'[');
+            hasher.write_usize(items.len());
+            items.iter().for_each(|item| hash_canonical(item, hasher));
+        }
+        scalar => scalar.to_string().hash(hasher),
+    }
 }
 
 /// True for a core-group (`apiVersion: v1`) Secret — the only kind whose values we mask.
@@ -606,6 +627,15 @@ mod tests {
         let desired = with_noise(deployment(3, "nginx:1.25"), "101");
         assert_ne!(live, desired);
         assert_eq!(diff_objects(&deployment_ref(), Some(&live), &desired), None);
+    }
+
+    #[test]
+    fn state_digest_ignores_key_order() {
+        let listed = json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "apiVersion": "v1", "kind": "ConfigMap"});
+        let watched = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}, "metadata": {"name": "a"}});
+        assert_eq!(state_digest(&listed), state_digest(&watched));
+        let changed = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "w"}, "metadata": {"name": "a"}});
+        assert_ne!(state_digest(&listed), state_digest(&changed));
     }
 
     #[test]
