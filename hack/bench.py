@@ -277,6 +277,18 @@ def change_one_percent(files, objects, value):
     return len(chosen)
 
 
+def measure_daemon_only(args, work):
+    """Only the daemon scenarios, on a set applied with converge (--daemon-only)."""
+    prefix = f"b{args.objects}-d"
+    files, namespaces = generate(work / prefix, prefix, args.objects)
+    delete_namespaces(namespaces)
+    first_apply("converge", work / prefix, prefix)
+    try:
+        return {"objects": args.objects, **daemon_scenarios(args, (work / prefix, prefix, files, namespaces))}
+    finally:
+        delete_namespaces(namespaces)
+
+
 def measure(args, work):
     n = args.objects
     reps = args.repeat
@@ -477,10 +489,16 @@ def main():
     parser.add_argument("--idle", type=int, default=60, help="seconds the daemon idles (default 60)")
     parser.add_argument("--edits", type=int, default=50, help="drift edits and commits (default 50)")
     parser.add_argument("--port", type=int, default=19480, help="daemon HTTP port")
+    parser.add_argument("--daemon-only", action="store_true",
+                        help="only the daemon scenarios (idle, drift, commit); prints JSON")
     args = parser.parse_args()
     out_dir = ROOT / "target/bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
+        if args.daemon_only:
+            results = measure_daemon_only(args, Path(work))
+            print(json.dumps(results, indent=2))
+            return
         results = measure(args, Path(work))
     results["machine"] = machine()
     summary = out_dir / "summary.json"
