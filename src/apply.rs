@@ -637,9 +637,7 @@ async fn fetch_one(
     let ns = r.manifest.namespace();
     if r.manifest.name().is_empty() {
         // generateName: every apply creates a new object; validate with a dry-run POST.
-        let body = Value::Object(r.manifest.body.clone());
-        let dry_run = client
-            .create(&resource.path(ns, None), &body, true)
+        let dry_run = send_to(client, resource, &r.manifest, true)
             .await
             .map_err(reject)?;
         return Ok(Desired {
@@ -659,11 +657,11 @@ async fn fetch_one(
             ..
         }) => Evaluation::Server(dry_run.as_ref().clone()),
         Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
-        _ => {
-            let body = Value::Object(r.manifest.body.clone());
-            let result = client.apply(&path, &body, FIELD_MANAGER, true, true).await;
-            Evaluation::Server(result.map_err(reject)?)
-        }
+        _ => Evaluation::Server(
+            send_to(client, resource, &r.manifest, true)
+                .await
+                .map_err(reject)?,
+        ),
     };
     let live = match (&dry_run, &live) {
         (Evaluation::Server(answer), Some(_)) if is_newer_base(answer, live.as_deref()) => {
@@ -892,6 +890,16 @@ async fn send(
     dry_run: bool,
 ) -> Result<Value, KubeError> {
     let resource = discovery.resolve(manifest.group(), manifest.version(), &manifest.kind)?;
+    send_to(client, &resource, manifest, dry_run).await
+}
+
+/// [`send`] with the manifest's resource already resolved.
+async fn send_to(
+    client: &Client,
+    resource: &ApiResource,
+    manifest: &Manifest,
+    dry_run: bool,
+) -> Result<Value, KubeError> {
     let body = Value::Object(manifest.body.clone());
     let ns = manifest.namespace();
     if manifest.name().is_empty() {
