@@ -14,6 +14,7 @@ use crate::inventory::{self, ApplySet, GroupKind};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
+use crate::ownership;
 use crate::plan::{self, Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -340,7 +341,16 @@ fn memo_seed(
                         .unwrap_or_default(),
                     dry_run: Some(Arc::new(dry_run.clone())),
                 },
-                Evaluation::InSync => previous?.get(&object)?.clone(),
+                Evaluation::InSync => match previous.and_then(|p| p.get(&object)) {
+                    Some(memo) => memo.clone(),
+                    // Proven in sync from managedFields: the live object is the answer.
+                    None => Memo {
+                        desired: desired_hash(&d.manifest),
+                        live_version: live_version(d.live.as_deref()),
+                        live_digest: d.live.as_deref().map(diff::state_digest)?,
+                        dry_run: None,
+                    },
+                },
                 Evaluation::Deferred => return None,
             };
             Some((object, memo))
@@ -657,6 +667,12 @@ async fn fetch_one(
             ..
         }) => Evaluation::Server(dry_run.as_ref().clone()),
         Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
+        _ if live
+            .as_deref()
+            .is_some_and(|l| ownership::apply_is_noop(&r.manifest.body, l, FIELD_MANAGER)) =>
+        {
+            Evaluation::InSync
+        }
         _ => Evaluation::Server(
             send_to(client, resource, &r.manifest, true)
                 .await

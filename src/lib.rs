@@ -16,6 +16,8 @@
 //! - [`diff`]: normalising objects, masking Secrets, rendering unified diffs.
 //! - [`inventory`]: the ApplySet that records which live objects converge owns.
 //! - [`plan`]: desired vs live → ordered actions, with the prune guards.
+//! - [`ownership`]: proving from `managedFields` that an apply would change nothing,
+//!   so that in-sync objects need no dry-run ([`quantity`] compares `500m` and `0.5`).
 //! - [`apply`]: the engine that gathers what the plan needs and executes it.
 //! - [`health`]: readiness of applied objects (kstatus-style), `apply --wait`, and the
 //!   evidence (conditions, Events, container states, logs) that explains failures.
@@ -43,7 +45,9 @@ pub mod inventory;
 pub mod kube;
 pub mod manifest;
 pub mod metrics;
+pub mod ownership;
 pub mod plan;
+pub mod quantity;
 pub mod reconcile;
 pub mod report;
 pub mod server;

@@ -73,8 +73,10 @@ pub struct Desired {
 pub enum Evaluation {
     /// The server's dry-run apply result.
     Server(Value),
-    /// Known to equal the live object: neither the manifest nor the live object
-    /// changed since a dry-run said so (the daemon's memo). Unchanged, no diff.
+    /// Known to equal the live object without asking: neither the manifest nor the
+    /// live object changed since a dry-run said so (the daemon's memo), or the live
+    /// object's managedFields prove the apply a no-op ([`crate::ownership`]).
+    /// Unchanged, no diff.
     InSync,
     /// Not evaluable yet: its CRD or Namespace is created by this same run. Compared
     /// as written; the engine dry-runs it once its CRD or Namespace exists.

@@ -139,6 +139,52 @@ fn corpus_applies_once_then_nothing_changes() {
     assert_eq!(env.diff(&corpus).0, 0);
 }
 
+/// The paths `converge diff -vv` dry-ran on the server: a no-op diff of objects
+/// whose managedFields prove them in sync needs none.
+fn dry_run_paths(env: &TestEnv, source: &Path) -> (i32, Vec<String>) {
+    let out = env.converge(&["diff", source.to_str().expect("utf-8"), "-vv"]);
+    let code = out.status.code().expect("exit code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(code < 2, "diff failed: {stderr}");
+    let paths = stderr
+        .lines()
+        .filter(|l| l.contains("server_dry_run=true") && l.contains("response"))
+        .filter_map(|l| l.split("path=").nth(1)?.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    (code, paths)
+}
+
+#[test]
+fn in_sync_objects_need_no_dry_run_and_changed_ones_do() {
+    let env = TestEnv::new("proof");
+    let corpus = corpus_microservices_demo();
+    env.apply(&corpus, &[]);
+    let (code, paths) = dry_run_paths(&env, &corpus);
+    assert_eq!(
+        (code, paths),
+        (0, vec![]),
+        "managedFields prove all 35 in sync"
+    );
+
+    // A field converge owns, changed by someone else, moves to their manager:
+    // only that object is asked about, and the diff shows the change.
+    let ns = env.ns.as_str();
+    env.kubectl(&[
+        "set",
+        "image",
+        "-n",
+        ns,
+        "deployment/adservice",
+        "server=nginx:drift",
+    ]);
+    let (code, paths) = dry_run_paths(&env, &corpus);
+    let adservice = format!("/apis/apps/v1/namespaces/{ns}/deployments/adservice");
+    assert_eq!((code, paths), (1, vec![adservice]));
+    let (_, diff) = env.diff(&corpus);
+    assert!(diff.contains("-        image: nginx:drift"), "{diff}");
+}
+
 /// Written the way people write them: server-side defaults and normalised
 /// quantities must not show up as drift.
 const NATURAL: &str = r#"

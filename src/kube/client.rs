@@ -407,7 +407,9 @@ impl Client {
 
     /// Runs `req` in its tracing span.
     async fn run(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
-        let span = tracing::debug_span!("kube", verb = %req.method, path = %req.path);
+        let server_dry_run = req.query.iter().any(|(key, _)| *key == "dryRun");
+        let span =
+            tracing::debug_span!("kube", verb = %req.method, path = %req.path, server_dry_run);
         self.execute(req).instrument(span).await
     }
 
