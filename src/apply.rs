@@ -42,6 +42,10 @@ pub struct RunOptions {
     pub prune: bool,
     pub allow_mass_prune: bool,
     pub dry_run: bool,
+    /// The manifests are only the changed part of the set (the daemon's targeted
+    /// reconcile): nothing is pruned and the ApplySet parent is left as it is, so
+    /// the run costs what changed, not the whole set. Requires a [`Cache`].
+    pub partial: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,12 +199,19 @@ impl Engine {
             Some(cache) => cache.recorded.clone(),
             None => self.recorded_kinds(&applyset).await?,
         };
-        let kinds = member_kinds(recorded, &desired);
-        let owned = self.members(&applyset, &kinds, cache.as_ref()).await?;
+        let partial = options.partial && cache.is_some();
+        let kinds = match partial {
+            true => recorded,
+            false => member_kinds(recorded, &desired),
+        };
+        let owned = match partial {
+            true => Vec::new(),
+            false => self.members(&applyset, &kinds, cache.as_ref()).await?,
+        };
         let mut memo = memo_seed(&desired, cache.as_ref().map(|c| c.memo));
         let deferred = deferred_objects(&desired);
         let plan_options = PlanOptions {
-            prune: options.prune,
+            prune: options.prune && !partial,
             allow_mass_prune: options.allow_mass_prune,
         };
         let plan = plan::plan(desired, &owned, plan_options)?;
@@ -213,9 +224,13 @@ impl Engine {
                 member_kinds: kinds,
             });
         }
-        let written = execute(client, &self.discovery, &applyset, &plan, &kinds, &deferred).await?;
+        let parent = (!partial).then_some(&applyset);
+        let written = execute(client, &self.discovery, parent, &plan, &kinds, &deferred).await?;
         remember_writes(&plan, written, &mut memo);
-        let member_kinds = desired_kinds(&plan);
+        let member_kinds = match partial {
+            true => kinds,
+            false => desired_kinds(&plan),
+        };
         Ok(Outcome {
             plan,
             applied: true,
@@ -743,11 +758,12 @@ async fn list_members(
 
 /// Carries out a plan: parent first (recording every kind that may hold members,
 /// so an interrupted run can still prune later), stage one, stage two by kind rank,
-/// prunes, and finally the parent narrowed to what is now desired.
+/// prunes, and finally the parent narrowed to what is now desired. A partial run
+/// (`parent` is `None`) only writes objects of kinds the parent already records.
 async fn execute(
     client: &Client,
     discovery: &Discovery,
-    applyset: &ApplySet,
+    parent: Option<&ApplySet>,
     plan: &Plan,
     kinds: &BTreeSet<GroupKind>,
     deferred: &BTreeSet<ObjectRef>,
@@ -766,23 +782,27 @@ async fn execute(
         discovery.refresh().await.map_err(EngineError::Discovery)?;
     }
     validate_deferred(client, discovery, &rest, deferred).await?;
-    let all_namespaces = plan
-        .steps
-        .iter()
-        .filter_map(|s| s.object.namespace.clone())
-        .collect();
-    write_parent(client, applyset, kinds, &all_namespaces).await?;
+    if let Some(applyset) = parent {
+        let all_namespaces = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.object.namespace.clone())
+            .collect();
+        write_parent(client, applyset, kinds, &all_namespaces).await?;
+    }
     for rank in group_by_rank(&rest) {
         written.extend(apply_all(client, discovery, &rank).await?);
     }
     prune(client, discovery, plan).await?;
-    let desired_namespaces = plan
-        .steps
-        .iter()
-        .filter(|s| s.manifest.is_some())
-        .filter_map(|s| s.object.namespace.clone())
-        .collect();
-    write_parent(client, applyset, &desired_kinds(plan), &desired_namespaces).await?;
+    if let Some(applyset) = parent {
+        let desired_namespaces = plan
+            .steps
+            .iter()
+            .filter(|s| s.manifest.is_some())
+            .filter_map(|s| s.object.namespace.clone())
+            .collect();
+        write_parent(client, applyset, &desired_kinds(plan), &desired_namespaces).await?;
+    }
     Ok(written)
 }
 

@@ -9,7 +9,7 @@ use crate::config::{SourceConfig, SourceKind as ConfigKind};
 use crate::events::Events;
 use crate::kube::watch::Change;
 use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, Settings, SourceState, short};
+use crate::reconcile::{Reconciler, Settings, SourceState, Trigger, short};
 use crate::server::{self, Hook, ServerState};
 use crate::shutdown::Shutdown;
 use crate::source::{Snapshot, Source, SourceError};
@@ -317,7 +317,7 @@ impl SourceTask {
         let unchanged = self.last_ok.as_deref() == Some(snapshot.revision.as_str());
         match reason {
             // A watcher or webhook fired but the content is what is applied.
-            Reason::Changed if unchanged => return,
+            Reason::Changed if unchanged && !self.state.has_pending_drift() => return,
             // The watches keep the live side current and drift reconciles at once, so
             // a resync with an unchanged revision has nothing to do; every
             // FULL_RESYNC_EVERY-th runs anyway, as the safety net.
@@ -332,6 +332,12 @@ impl SourceTask {
             _ => self.quiet_resyncs = 0,
         }
         info!(source = %name, revision = %short(&snapshot.revision), ?reason, "reconciling");
+        let trigger = match reason {
+            Reason::Drift | Reason::Changed => Trigger::Changes,
+            // A poll that found a new revision.
+            Reason::Resync if !unchanged => Trigger::Changes,
+            Reason::Start | Reason::Resync | Reason::Retry => Trigger::Full,
+        };
         let result = self
             .reconciler
             .reconcile(
@@ -339,6 +345,7 @@ impl SourceTask {
                 &mut self.state,
                 &snapshot.root,
                 &snapshot.revision,
+                trigger,
             )
             .await;
         match result {

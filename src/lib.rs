@@ -23,6 +23,7 @@
 //!   evidence (conditions, Events, container states, logs) that explains failures.
 //! - [`report`]: a run as text lines, diffs and summary, or as JSON.
 //! - [`reconcile`]: one reconcile of one source, with the state kept between them.
+//! - [`scope`]: how much of a source a reconcile must look at (targeted or full).
 //! - [`events`]: Kubernetes Events on each source's ApplySet parent.
 //! - [`daemon`]: when to reconcile: triggers, backoff, the HTTP server, shutdown.
 //! - [`shutdown`]: SIGTERM/SIGINT and the handle that tells tasks to stop.
@@ -50,6 +51,7 @@ pub mod plan;
 pub mod quantity;
 pub mod reconcile;
 pub mod report;
+pub mod scope;
 pub mod server;
 pub mod shutdown;
 pub mod source;

@@ -103,6 +103,7 @@ async fn sync(
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
         dry_run,
+        partial: false,
     };
     let engine = Engine::connect(client).await?;
     let outcome = engine.run(manifests, &options, None).await?;

@@ -73,6 +73,7 @@ pub struct Metrics {
     last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<VerbLabels, Counter>,
     health_objects: Family<HealthLabels, Gauge>,
+    reconciled_objects: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +97,7 @@ impl Metrics {
             last_success: Family::default(),
             api_requests: Family::default(),
             health_objects: Family::default(),
+            reconciled_objects: Family::default(),
         };
         let mut registry = Registry::with_prefix("converge");
         metrics.register_into(&mut registry);
@@ -153,6 +155,12 @@ impl Metrics {
             "Desired objects of a source by health (ready, progressing, failed, missing)",
             self.health_objects.clone(),
         );
+        r.register(
+            "reconciled_objects",
+            "Desired objects reconciles looked at: all of a source's in a full reconcile, \
+             only what changed in a targeted one",
+            self.reconciled_objects.clone(),
+        );
         let version = vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
         r.register("build", "The converge build", Info::new(version));
     }
@@ -168,6 +176,13 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&source(source_name))
             .observe(seconds);
+    }
+
+    /// Counts the desired objects one reconcile looked at.
+    pub fn count_reconciled_objects(&self, source_name: &str, objects: u64) {
+        self.reconciled_objects
+            .get_or_create(&source(source_name))
+            .inc_by(objects);
     }
 
     /// Sets how many objects of a source currently drift (0 once healed).

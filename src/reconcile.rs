@@ -11,9 +11,10 @@ use crate::events::Events;
 use crate::health::{self, Health, State};
 use crate::inventory::{ApplySet, GroupKind};
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{self, Manifest, ManifestError, ObjectRef};
+use crate::manifest::{FileCache, ManifestError, ObjectRef};
 use crate::metrics::Metrics;
 use crate::plan::{Action, Step};
+use crate::scope::{self, Baseline, Targeted};
 use crate::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -30,6 +31,15 @@ pub struct Settings {
     pub allow_mass_prune: bool,
     /// Write (heal) or only report drift.
     pub self_heal: bool,
+}
+
+/// What set a reconcile off, and so how much of the source it may look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Everything: the first reconcile, periodic resyncs, retries.
+    Full,
+    /// The source or live objects changed: only what changed, when [`scope`] allows.
+    Changes,
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.
@@ -59,22 +69,48 @@ pub struct SourceState {
     desired: BTreeSet<ObjectRef>,
     /// Failed objects whose evidence was gathered: once per failure, not per change.
     explained: HashSet<ObjectRef>,
-    /// The manifests of the last revision loaded: drift reconciles reuse them
-    /// instead of reading and parsing every file again.
-    loaded: Option<(String, Vec<Manifest>)>,
+    /// The files of the last revision loaded, parsed: drift reconciles reuse them,
+    /// and a new revision parses only the files that changed.
+    files: FileCache,
+    loaded_revision: Option<String>,
+    /// What the last successful run applied; `None` before the first full one.
+    baseline: Option<Baseline>,
+    /// Desired objects that drifted since the last run.
+    drifted: BTreeSet<ObjectRef>,
+    /// A member that is no longer desired changed: only a full run (prune) handles it.
+    needs_full: bool,
 }
 
 impl SourceState {
-    /// The manifests of `revision`, parsed once per revision.
-    fn manifests(&mut self, root: &Path, revision: &str) -> Result<Vec<Manifest>, ManifestError> {
-        if let Some((loaded, manifests)) = &self.loaded {
-            if loaded == revision {
-                return Ok(manifests.clone());
-            }
+    /// Whether live objects drifted since the last run (a source event that changed
+    /// nothing must not swallow them).
+    pub fn has_pending_drift(&self) -> bool {
+        !self.drifted.is_empty() || self.needs_full
+    }
+
+    /// Loads `revision` from `root`, parsing only the files that changed.
+    fn load(&mut self, root: &Path, revision: &str) -> Result<(), ManifestError> {
+        if self.loaded_revision.as_deref() == Some(revision) {
+            return Ok(());
         }
-        let manifests = manifest::load(&[root.to_path_buf()])?;
-        self.loaded = Some((revision.to_string(), manifests.clone()));
-        Ok(manifests)
+        self.loaded_revision = None;
+        self.files.refresh(&[root.to_path_buf()])?;
+        info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
+        self.loaded_revision = Some(revision.to_string());
+        Ok(())
+    }
+
+    /// The objects a targeted run converges; `None` for a full run.
+    fn targeted(&self, trigger: Trigger, namespace: &str) -> Option<Targeted> {
+        if trigger == Trigger::Full || self.needs_full {
+            return None;
+        }
+        scope::targeted(
+            &self.files,
+            self.baseline.as_ref()?,
+            &self.drifted,
+            namespace,
+        )
     }
 
     /// Changes seen by this source's reflectors are sent to `changes`.
@@ -83,7 +119,11 @@ impl SourceState {
             memo: HashMap::new(),
             store: Store::default(),
             reflectors: BTreeMap::new(),
-            loaded: None,
+            files: FileCache::default(),
+            loaded_revision: None,
+            baseline: None,
+            drifted: BTreeSet::new(),
+            needs_full: false,
             recorded: None,
             last_good_revision: None,
             changes,
@@ -108,11 +148,18 @@ impl SourceState {
     /// echo of our own write, and not a controller's status update.
     pub fn is_drift(&mut self, change: &Change) -> bool {
         let live = self.store.get(&change.object);
-        match self.memo.get_mut(&change.object) {
+        let drift = match self.memo.get_mut(&change.object) {
             Some(memo) => memo.absorb(live.as_ref()),
             // A member we do not desire (any more): a prune candidate changed.
-            None => self.recorded.is_some(),
+            None => {
+                self.needs_full |= self.recorded.is_some();
+                self.recorded.is_some()
+            }
+        };
+        if drift {
+            self.drifted.insert(change.object.clone());
         }
+        drift
     }
 
     fn cache(&self) -> Option<(BTreeSet<GroupKind>, &BTreeSet<GroupKind>)> {
@@ -159,51 +206,75 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// One reconcile of `settings`' source at `revision`, from the manifests under
-    /// `root`. Records the result in status, metrics and (on news) Events.
+    /// `root`: targeted at what changed when `trigger` and [`scope`] allow, else
+    /// full. Records the result in status, metrics and (on news) Events.
     pub async fn reconcile(
         &self,
         settings: &Settings,
         state: &mut SourceState,
         root: &Path,
         revision: &str,
+        trigger: Trigger,
     ) -> Result<(), ReconcileError> {
         let span = info_span!("reconcile", source = %settings.name, revision = %short(revision));
         let started = Instant::now();
         let result = self
-            .run(settings, state, root, revision)
+            .run(settings, state, root, revision, trigger)
             .instrument(span)
             .await;
         let seconds = started.elapsed().as_secs_f64();
         match &result {
-            Ok(outcome) => {
+            Ok((outcome, partial)) => {
                 state.last_good_revision = Some(revision.to_string());
-                self.record_success(settings, revision, outcome, seconds);
-                self.refresh_health(settings, state);
+                self.record_success(settings, revision, outcome, seconds, *partial);
+                match partial {
+                    false => self.refresh_health(settings, state),
+                    true => {
+                        for object in outcome.plan.named_desired() {
+                            self.reassess(settings, state, object);
+                        }
+                    }
+                }
             }
             Err(error) => self.record_failure(settings, revision, error, seconds),
         }
         result.map(drop)
     }
 
+    /// The run itself; `true` with the outcome when it was targeted.
     async fn run(
         &self,
         settings: &Settings,
         state: &mut SourceState,
         root: &Path,
         revision: &str,
-    ) -> Result<Outcome, ReconcileError> {
-        let manifests = state.manifests(root, revision)?;
+        trigger: Trigger,
+    ) -> Result<(Outcome, bool), ReconcileError> {
+        state.load(root, revision)?;
+        let (manifests, changed_files) = match state.targeted(trigger, &settings.namespace) {
+            Some(t) => (t.manifests, Some(t.changed_files)),
+            None => (state.files.manifests().cloned().collect(), None),
+        };
+        let partial = changed_files.is_some();
         if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {
             return Err(ReconcileError::Empty(root.display().to_string()));
         }
+        info!(
+            scope = if partial { "targeted" } else { "full" },
+            objects = manifests.len(),
+            "reconciling"
+        );
+        self.metrics
+            .count_reconciled_objects(&settings.name, manifests.len() as u64);
         let options = RunOptions {
             name: settings.name.clone(),
             namespace: settings.namespace.clone(),
             prune: settings.prune,
             allow_mass_prune: settings.allow_mass_prune,
             dry_run: !settings.self_heal,
+            partial,
         };
-        let outcome = match state.cache() {
+        let mut outcome = match state.cache() {
             Some((covered, recorded)) => {
                 let cache = Cache {
                     store: &state.store,
@@ -215,12 +286,29 @@ impl Reconciler {
             }
             None => self.engine.run(manifests, &options, None).await?,
         };
-        let applyset = ApplySet::new(&settings.name, &settings.namespace);
-        state.memo.clone_from(&outcome.memo);
-        state.recorded = Some(outcome.member_kinds.clone());
-        state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
-        state.desired = outcome.plan.named_desired().cloned().collect();
-        Ok(outcome)
+        let memo = std::mem::take(&mut outcome.memo);
+        match changed_files {
+            Some(changed) => {
+                state.memo.extend(memo);
+                for step in &outcome.plan.steps {
+                    state.drifted.remove(&step.object);
+                }
+                if let Some(baseline) = state.baseline.as_mut() {
+                    baseline.update(&state.files, &changed);
+                }
+            }
+            None => {
+                let applyset = ApplySet::new(&settings.name, &settings.namespace);
+                state.memo = memo;
+                state.recorded = Some(outcome.member_kinds.clone());
+                state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
+                state.desired = outcome.plan.named_desired().cloned().collect();
+                state.baseline = Some(Baseline::of(&state.files));
+                state.drifted.clear();
+                state.needs_full = false;
+            }
+        }
+        Ok((outcome, partial))
     }
 
     /// Re-assesses the health of every desired object from the store, after a
@@ -253,19 +341,23 @@ impl Reconciler {
     /// Re-assesses the object a reflector reported changed (a controller's status
     /// update, typically): how `/status` follows a rollout between reconciles.
     pub fn observe_health(&self, settings: &Settings, state: &mut SourceState, change: &Change) {
-        if !state.desired.contains(&change.object) {
-            return;
+        if state.desired.contains(&change.object) {
+            self.reassess(settings, state, &change.object);
         }
-        let health = state.health_of(&change.object);
+    }
+
+    /// Re-assesses one desired object's health from the store.
+    fn reassess(&self, settings: &Settings, state: &mut SourceState, object: &ObjectRef) {
+        let health = state.health_of(object);
         let health_state = health.state;
-        let key = change.object.to_string();
+        let key = object.to_string();
         let mut counts = Vec::new();
         self.status.update(&settings.name, |s| {
             s.health.set(&key, health);
             counts = health_counts(&s.health);
         });
         self.metrics.set_health(&settings.name, &counts);
-        self.explain_once(settings, state, &change.object, health_state);
+        self.explain_once(settings, state, object, health_state);
     }
 
     /// Gathers evidence in the background when `object` has just turned failed;
@@ -298,33 +390,44 @@ impl Reconciler {
         });
     }
 
-    fn record_success(&self, settings: &Settings, revision: &str, outcome: &Outcome, seconds: f64) {
+    /// `partial`: the outcome covers only the objects a targeted run looked at.
+    fn record_success(
+        &self,
+        settings: &Settings,
+        revision: &str,
+        outcome: &Outcome,
+        seconds: f64,
+        partial: bool,
+    ) {
         let objects: Vec<ObjectStatus> = outcome
             .plan
             .steps
             .iter()
             .map(|step| object_status(step, outcome.applied))
             .collect();
-        let drifted = objects
-            .iter()
-            .filter(|o| o.state != ObjectState::InSync)
-            .count();
-        let result = if drifted == 0 {
-            SyncResult::Synced
-        } else {
-            SyncResult::Drifted
-        };
         let now = SystemTime::now();
+        let mut drifted = 0;
         self.status.update(&settings.name, |s| {
+            match partial {
+                true => merge_objects(&mut s.objects, objects),
+                false => s.objects = objects,
+            }
+            drifted = s
+                .objects
+                .iter()
+                .filter(|o| o.state != ObjectState::InSync)
+                .count();
             s.revision = Some(revision.to_string());
             s.attempted_revision = Some(revision.to_string());
             s.last_attempt = Some(now);
             s.last_success = Some(now);
-            s.result = result;
+            s.result = match drifted {
+                0 => SyncResult::Synced,
+                _ => SyncResult::Drifted,
+            };
             s.error = None;
             s.reconciles += 1;
             s.dry_run = !settings.self_heal;
-            s.objects = objects;
         });
         let counts = outcome.plan.counts();
         info!(source = %settings.name, revision = %short(revision), applied = outcome.applied,
@@ -418,6 +521,18 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
         diff,
         reason,
     }
+}
+
+/// Replaces the statuses of the objects a targeted run looked at.
+fn merge_objects(objects: &mut Vec<ObjectStatus>, updates: Vec<ObjectStatus>) {
+    let mut updates: BTreeMap<String, ObjectStatus> =
+        updates.into_iter().map(|o| (o.object.clone(), o)).collect();
+    for object in objects.iter_mut() {
+        if let Some(update) = updates.remove(&object.object) {
+            *object = update;
+        }
+    }
+    objects.extend(updates.into_values());
 }
 
 /// Writes by (kind, action) for the actions metric.

@@ -364,3 +364,68 @@ fn run_dry_run_reports_and_never_writes() {
         "--dry-run posted events: {events}"
     );
 }
+
+/// A reconcile costs what changed: after the first (full) one, a drifted object
+/// or a changed file is reconciled alone; an added file takes a full reconcile,
+/// which is what may prune or record a new kind.
+#[test]
+fn reconciles_look_only_at_what_changed() {
+    let setup = Setup::new("daemon-targeted");
+    for i in 0..10 {
+        setup.write(&format!("{i}.yaml"), &configmap(&format!("c{i}"), "1"));
+    }
+    let daemon = setup.start(true, "1h", &[]);
+    let looked_at = || daemon.metric("converge_reconciled_objects_total");
+    assert_eq!(looked_at(), 10.0, "the first reconcile is full");
+
+    let ns = setup.env.ns.as_str();
+    setup.env.kubectl(&[
+        "patch",
+        "configmap",
+        "c3",
+        "-n",
+        ns,
+        "-p",
+        r#"{"data":{"value":"edited"}}"#,
+    ]);
+    let healed = time_until(Duration::from_secs(10), || {
+        setup.value_of("c3").as_deref() == Some("1")
+    });
+    healed.unwrap_or_else(|| panic!("never healed:\n{}", daemon.log()));
+    assert!(
+        time_until(Duration::from_secs(5), || looked_at() == 11.0).is_some(),
+        "drift on one object looks at that object: {}\n{}",
+        looked_at(),
+        daemon.log()
+    );
+
+    setup.write("5.yaml", &configmap("c5", "2"));
+    let applied = time_until(Duration::from_secs(10), || {
+        setup.value_of("c5").as_deref() == Some("2")
+    });
+    applied.unwrap_or_else(|| panic!("never applied:\n{}", daemon.log()));
+    assert!(
+        time_until(Duration::from_secs(5), || looked_at() == 12.0).is_some(),
+        "a one-object commit looks at that object: {}",
+        looked_at()
+    );
+    assert_eq!(
+        daemon.source()["objects"].as_array().map(Vec::len),
+        Some(10)
+    );
+    assert_eq!(daemon.source()["result"], "synced");
+
+    setup.write("new.yaml", &configmap("n", "1"));
+    let created = time_until(Duration::from_secs(10), || setup.value_of("n").is_some());
+    created.unwrap_or_else(|| panic!("never created:\n{}", daemon.log()));
+    assert!(
+        time_until(Duration::from_secs(5), || looked_at() == 23.0).is_some(),
+        "an added file takes a full reconcile: {}",
+        looked_at()
+    );
+    assert!(
+        daemon.log().contains("scope=\"targeted\"") || daemon.log().contains("scope=targeted"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -1,0 +1,257 @@
+//! How much of a source one daemon reconcile must look at.
+//!
+//! Why: a full reconcile resolves, plans and reports every object, so its cost grows
+//! with the size of the source. When the daemon knows what changed (the files of a
+//! new revision that differ from what it last applied, or the live objects a watch
+//! reported drifted) it reconciles only those objects: a *targeted* reconcile.
+//! Anything that could need a prune or a new ApplySet record takes a full one: a
+//! removed or added file or object, a Namespace or CRD, an object with only a
+//! `generateName`, a changed member that is no longer desired. So do the first
+//! reconcile, retries and periodic resyncs; [`crate::reconcile`] decides those.
+
+use crate::manifest::{Digest, FileCache, Manifest, ObjectRef};
+use crate::plan;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// What the last successful reconcile applied, file by file: what a new revision is
+/// compared with.
+#[derive(Debug, Default)]
+pub struct Baseline {
+    files: HashMap<PathBuf, (Digest, Vec<ObjectRef>)>,
+}
+
+impl Baseline {
+    /// Every file of `files` as it is now.
+    pub fn of(files: &FileCache) -> Self {
+        Baseline {
+            files: files.parsed().map(|(path, p)| entry(path, p)).collect(),
+        }
+    }
+
+    /// Records the `changed` files of `files` as applied.
+    pub fn update(&mut self, files: &FileCache, changed: &[PathBuf]) {
+        for (path, parsed) in files
+            .parsed()
+            .filter(|(p, _)| changed.iter().any(|c| c == p))
+        {
+            let (path, entry) = entry(path, parsed);
+            self.files.insert(path, entry);
+        }
+    }
+}
+
+fn entry(path: &Path, parsed: &crate::manifest::ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)) {
+    let refs = parsed.manifests.iter().map(Manifest::object_ref).collect();
+    (path.to_path_buf(), (parsed.digest, refs))
+}
+
+/// The objects a targeted reconcile converges, and the files it brings up to date.
+#[derive(Debug)]
+pub struct Targeted {
+    pub manifests: Vec<Manifest>,
+    pub changed_files: Vec<PathBuf>,
+}
+
+/// The part of `files` that differs from `baseline`, plus the `drifted` objects;
+/// `None` when only a full reconcile will do. `default_namespace` is where the
+/// source's objects without a namespace live (drifted objects are live ones).
+pub fn targeted(
+    files: &FileCache,
+    baseline: &Baseline,
+    drifted: &BTreeSet<ObjectRef>,
+    default_namespace: &str,
+) -> Option<Targeted> {
+    let mut manifests: Vec<&Manifest> = Vec::new();
+    let mut changed_files = Vec::new();
+    let mut total = 0;
+    let mut present = 0;
+    for (path, parsed) in files.parsed() {
+        total += parsed.manifests.len();
+        let (digest, refs) = baseline.files.get(path)?;
+        present += 1;
+        if *digest == parsed.digest {
+            continue;
+        }
+        let now: HashSet<ObjectRef> = parsed.manifests.iter().map(Manifest::object_ref).collect();
+        if now.len() != parsed.manifests.len() || now != refs.iter().cloned().collect() {
+            return None;
+        }
+        manifests.extend(&parsed.manifests);
+        changed_files.push(path.to_path_buf());
+    }
+    if present != baseline.files.len() {
+        return None;
+    }
+    let mut seen: HashSet<ObjectRef> = manifests.iter().map(|m| m.object_ref()).collect();
+    for object in drifted {
+        let manifest = files
+            .manifests()
+            .find(|m| names(m, object, default_namespace))?;
+        if seen.insert(manifest.object_ref()) {
+            manifests.push(manifest);
+        }
+    }
+    let targetable =
+        |m: &&Manifest| !m.name().is_empty() && !plan::is_first_stage(m.group(), &m.kind);
+    let worth_it = !manifests.is_empty() && manifests.len() * 2 <= total;
+    (worth_it && manifests.iter().all(targetable)).then(|| Targeted {
+        manifests: manifests.into_iter().cloned().collect(),
+        changed_files,
+    })
+}
+
+/// Whether `manifest` is the live `object` (whose namespace is filled in).
+fn names(manifest: &Manifest, object: &ObjectRef, default_namespace: &str) -> bool {
+    let namespace = match manifest.namespace() {
+        Some(ns) => Some(ns),
+        None => object
+            .namespace
+            .as_deref()
+            .filter(|ns| *ns == default_namespace),
+    };
+    manifest.kind == object.kind
+        && manifest.group() == object.group
+        && manifest.name() == object.name
+        && namespace == object.namespace.as_deref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    struct Source {
+        dir: tempfile::TempDir,
+        files: FileCache,
+    }
+
+    impl Source {
+        fn new(files: &[(&str, &str)]) -> Self {
+            let mut source = Source {
+                dir: tempfile::tempdir().expect("tempdir"),
+                files: FileCache::default(),
+            };
+            for (name, text) in files {
+                source.write(name, text);
+            }
+            source
+        }
+
+        fn write(&mut self, name: &str, text: &str) {
+            fs::write(self.dir.path().join(name), text).expect("write");
+            self.files
+                .refresh(&[self.dir.path().to_path_buf()])
+                .expect("valid manifests");
+        }
+
+        fn remove(&mut self, name: &str) {
+            fs::remove_file(self.dir.path().join(name)).expect("remove");
+            self.files
+                .refresh(&[self.dir.path().to_path_buf()])
+                .expect("valid manifests");
+        }
+
+        fn targeted(&self, baseline: &Baseline, drifted: &[ObjectRef]) -> Option<Vec<String>> {
+            let drifted = drifted.iter().cloned().collect();
+            let t = targeted(&self.files, baseline, &drifted, "default")?;
+            Some(t.manifests.iter().map(|m| m.name().to_string()).collect())
+        }
+    }
+
+    fn cm(name: &str, value: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{value}\"\n"
+        )
+    }
+
+    fn four_files() -> Source {
+        let files: Vec<(String, String)> = (0..4)
+            .map(|i| (format!("{i}.yaml"), cm(&format!("c{i}"), "1")))
+            .collect();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        Source::new(&files)
+    }
+
+    fn live(name: &str, namespace: &str) -> ObjectRef {
+        ObjectRef {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_changed_file_is_all_a_new_revision_needs() {
+        let mut source = four_files();
+        let baseline = Baseline::of(&source.files);
+        assert_eq!(
+            source.targeted(&baseline, &[]),
+            None,
+            "nothing changed: nothing to target"
+        );
+        source.write("2.yaml", &cm("c2", "2"));
+        assert_eq!(source.targeted(&baseline, &[]), Some(vec!["c2".into()]));
+    }
+
+    #[test]
+    fn drifted_objects_are_found_in_the_default_namespace_and_added() {
+        let mut source = four_files();
+        let baseline = Baseline::of(&source.files);
+        assert_eq!(
+            source.targeted(&baseline, &[live("c1", "default")]),
+            Some(vec!["c1".into()])
+        );
+        assert_eq!(
+            source.targeted(&baseline, &[live("c1", "other")]),
+            None,
+            "not desired"
+        );
+        source.write("2.yaml", &cm("c2", "2"));
+        let both = source.targeted(&baseline, &[live("c1", "default"), live("c2", "default")]);
+        assert_eq!(both, Some(vec!["c2".into(), "c1".into()]));
+    }
+
+    #[test]
+    fn added_removed_or_renamed_objects_take_a_full_reconcile() {
+        let mut source = four_files();
+        let baseline = Baseline::of(&source.files);
+        source.write("4.yaml", &cm("c4", "1"));
+        assert_eq!(source.targeted(&baseline, &[]), None, "a new file");
+        source.remove("4.yaml");
+        source.remove("3.yaml");
+        assert_eq!(source.targeted(&baseline, &[]), None, "a removed file");
+        source.write("3.yaml", &cm("renamed", "1"));
+        assert_eq!(source.targeted(&baseline, &[]), None, "a renamed object");
+        source.write("3.yaml", &(cm("c3", "1") + &cm("extra", "1")));
+        assert_eq!(source.targeted(&baseline, &[]), None, "an added object");
+    }
+
+    #[test]
+    fn namespaces_crds_and_large_changes_take_a_full_reconcile() {
+        let mut source = four_files();
+        source.write(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+        );
+        let mut baseline = Baseline::of(&source.files);
+        source.write(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {a: b}\n",
+        );
+        assert_eq!(source.targeted(&baseline, &[]), None, "a Namespace");
+        baseline.update(&source.files, &[source.dir.path().join("ns.yaml")]);
+        for i in 0..3 {
+            source.write(&format!("{i}.yaml"), &cm(&format!("c{i}"), "2"));
+        }
+        assert_eq!(
+            source.targeted(&baseline, &[]),
+            None,
+            "3 of 5 objects changed"
+        );
+    }
+}
