@@ -382,11 +382,27 @@ def daemon_scenarios(args, kept):
         }
         log(f"daemon idle {args.idle} s: RSS {rss:.1f} MiB (peak {hwm:.1f}), CPU {after_cpu - before_cpu:.2f} s, "
             f"requests {sent}")
-        out["drift_latency"] = drift_latency(namespaces[0], files, args.edits)
-        out["commit_to_converged"] = commit_latency(namespaces[0], files, args.edits)
+        for key, scenario in (("drift_latency", drift_latency), ("commit_to_converged", commit_latency)):
+            before = daemon.metrics()
+            out[key] = scenario(namespaces[0], files, args.edits)
+            out[key].update(reconcile_cost(before, daemon.metrics(), prefix))
     finally:
         daemon.stop()
     return out
+
+
+def reconcile_cost(before, after, source):
+    """What the reconciles between two /metrics readings cost: mean duration and
+    mean number of desired objects each looked at (targeted vs full)."""
+    def delta(name):
+        key = f'{name}{{source="{source}"}}'
+        return after.get(key, 0) - before.get(key, 0)
+    count = delta("converge_reconcile_duration_seconds_count")
+    if not count:
+        return {"reconciles": 0}
+    return {"reconciles": count,
+            "reconcile_ms": 1000 * delta("converge_reconcile_duration_seconds_sum") / count,
+            "objects_per_reconcile": delta("converge_reconciled_objects_total") / count}
 
 
 def configmaps_in(files, namespace):
@@ -454,6 +470,13 @@ def fmt(s):
     return f"{s['median']:.2f} s ({s['min']:.2f}–{s['max']:.2f})"
 
 
+def cost(scenario):
+    if not scenario.get("reconciles"):
+        return "no reconcile"
+    return (f"{scenario['reconciles']:.0f} reconciles of {scenario['reconcile_ms']:.1f} ms, "
+            f"{scenario['objects_per_reconcile']:.1f} objects each")
+
+
 def table(r):
     fa, nd, oc = r["first_apply"], r["noop_diff"], r["one_percent_change"]
     ratio = lambda a, b: a["median"] / b["median"]
@@ -472,9 +495,11 @@ def table(r):
          f"CPU {idle['cpu_percent']:.2f}%, writes {idle['writes']:.0f}, requests {sum(idle['requests'].values()):.0f}, "
          f"no-op reconcile {idle['noop_reconcile_ms'] or 0:.1f} ms", "—", "—"),
         (f"drift latency ({r['drift_latency']['edits']} edits)",
-         f"p50 {r['drift_latency']['p50_ms']:.0f} ms, p99 {r['drift_latency']['p99_ms']:.0f} ms", "—", "—"),
+         f"p50 {r['drift_latency']['p50_ms']:.0f} ms, p99 {r['drift_latency']['p99_ms']:.0f} ms; {cost(r['drift_latency'])}",
+         "—", "—"),
         (f"commit-to-converged ({r['commit_to_converged']['changes']} changes)",
-         f"p50 {r['commit_to_converged']['p50_ms']:.0f} ms, p99 {r['commit_to_converged']['p99_ms']:.0f} ms", "—", "—"),
+         f"p50 {r['commit_to_converged']['p50_ms']:.0f} ms, p99 {r['commit_to_converged']['p99_ms']:.0f} ms; "
+         f"{cost(r['commit_to_converged'])}", "—", "—"),
     ]
     lines = [f"### {r['objects']} objects (+ microservices-demo), {r['repeat']} repetitions, median (min–max)", "",
              "| scenario | converge | peer | converge / peer |", "|---|---|---|---|"]
