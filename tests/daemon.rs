@@ -59,6 +59,14 @@ impl Setup {
         daemon
     }
 
+    /// An out-of-band edit of a ConfigMap's `value`, as a person would make it.
+    fn edit_live(&self, configmap: &str) {
+        let patch = r#"{"data":{"value":"edited"}}"#;
+        let ns = self.env.ns.as_str();
+        self.env
+            .kubectl(&["patch", "configmap", configmap, "-n", ns, "-p", patch]);
+    }
+
     fn value_of(&self, configmap: &str) -> Option<String> {
         let out = self.env.kubectl_output(
             &[
@@ -118,15 +126,7 @@ fn drift_is_healed_at_once() {
     setup.write("a.yaml", &configmap("a", "desired"));
     let daemon = setup.start(true, "1h", &[]);
     let ns = setup.env.ns.as_str();
-    setup.env.kubectl(&[
-        "patch",
-        "configmap",
-        "a",
-        "-n",
-        ns,
-        "-p",
-        r#"{"data":{"value":"edited"}}"#,
-    ]);
+    setup.edit_live("a");
     let healed = time_until(Duration::from_secs(10), || {
         setup.value_of("a").as_deref() == Some("desired")
     });
@@ -378,16 +378,7 @@ fn reconciles_look_only_at_what_changed() {
     let looked_at = || daemon.metric("converge_reconciled_objects_total");
     assert_eq!(looked_at(), 10.0, "the first reconcile is full");
 
-    let ns = setup.env.ns.as_str();
-    setup.env.kubectl(&[
-        "patch",
-        "configmap",
-        "c3",
-        "-n",
-        ns,
-        "-p",
-        r#"{"data":{"value":"edited"}}"#,
-    ]);
+    setup.edit_live("c3");
     let healed = time_until(Duration::from_secs(10), || {
         setup.value_of("c3").as_deref() == Some("1")
     });
