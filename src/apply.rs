@@ -102,6 +102,16 @@ pub struct Memo {
 }
 
 impl Memo {
+    /// `manifest` is known to be applied as `live`: its own dry-run.
+    fn in_sync(manifest: &Manifest, live: &Value) -> Self {
+        Memo {
+            desired: desired_hash(manifest),
+            live_version: live_version(Some(live)),
+            live_digest: diff::state_digest(live),
+            dry_run: None,
+        }
+    }
+
     /// Whether `live` (a newer version of the object, from a watch) differs from
     /// what the run ended with in more than noise. A status-only update is not
     /// drift: it is absorbed, so the next run can reuse this memo without a request.
@@ -359,12 +369,7 @@ fn memo_seed(
                 Evaluation::InSync => match previous.and_then(|p| p.get(&object)) {
                     Some(memo) => memo.clone(),
                     // Proven in sync from managedFields: the live object is the answer.
-                    None => Memo {
-                        desired: desired_hash(&d.manifest),
-                        live_version: live_version(d.live.as_deref()),
-                        live_digest: d.live.as_deref().map(diff::state_digest)?,
-                        dry_run: None,
-                    },
+                    None => Memo::in_sync(&d.manifest, d.live.as_deref()?),
                 },
                 Evaluation::Deferred => return None,
             };
@@ -395,13 +400,7 @@ fn remember_writes(
         .collect();
     for (object, live) in written {
         if let Some(manifest) = manifests.get(&object) {
-            let entry = Memo {
-                desired: desired_hash(manifest),
-                live_version: live_version(Some(&live)),
-                live_digest: diff::state_digest(&live),
-                dry_run: None,
-            };
-            memo.insert(object, entry);
+            memo.insert(object, Memo::in_sync(manifest, &live));
         }
     }
     for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {

@@ -9,7 +9,7 @@
 //! `generateName`, a changed member that is no longer desired. So do the first
 //! reconcile, retries and periodic resyncs; [`crate::reconcile`] decides those.
 
-use crate::manifest::{Digest, FileCache, Manifest, ObjectRef};
+use crate::manifest::{Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use crate::plan;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl Baseline {
     }
 }
 
-fn entry(path: &Path, parsed: &crate::manifest::ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)) {
+fn entry(path: &Path, parsed: &ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)) {
     let refs = parsed.manifests.iter().map(Manifest::object_ref).collect();
     (path.to_path_buf(), (parsed.digest, refs))
 }

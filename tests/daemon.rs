@@ -59,6 +59,14 @@ impl Setup {
         daemon
     }
 
+    /// Waits until the ConfigMap's `value` is `value`; fails with the daemon's log.
+    fn wait_for_value(&self, daemon: &Daemon, configmap: &str, value: &str) -> Duration {
+        time_until(Duration::from_secs(10), || {
+            self.value_of(configmap).as_deref() == Some(value)
+        })
+        .unwrap_or_else(|| panic!("{configmap} never became {value}:\n{}", daemon.log()))
+    }
+
     /// An out-of-band edit of a ConfigMap's `value`, as a person would make it.
     fn edit_live(&self, configmap: &str) {
         let patch = r#"{"data":{"value":"edited"}}"#;
@@ -379,10 +387,7 @@ fn reconciles_look_only_at_what_changed() {
     assert_eq!(looked_at(), 10.0, "the first reconcile is full");
 
     setup.edit_live("c3");
-    let healed = time_until(Duration::from_secs(10), || {
-        setup.value_of("c3").as_deref() == Some("1")
-    });
-    healed.unwrap_or_else(|| panic!("never healed:\n{}", daemon.log()));
+    setup.wait_for_value(&daemon, "c3", "1");
     assert!(
         time_until(Duration::from_secs(5), || looked_at() == 11.0).is_some(),
         "drift on one object looks at that object: {}\n{}",
@@ -391,10 +396,7 @@ fn reconciles_look_only_at_what_changed() {
     );
 
     setup.write("5.yaml", &configmap("c5", "2"));
-    let applied = time_until(Duration::from_secs(10), || {
-        setup.value_of("c5").as_deref() == Some("2")
-    });
-    applied.unwrap_or_else(|| panic!("never applied:\n{}", daemon.log()));
+    setup.wait_for_value(&daemon, "c5", "2");
     assert!(
         time_until(Duration::from_secs(5), || looked_at() == 12.0).is_some(),
         "a one-object commit looks at that object: {}",
