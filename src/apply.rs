@@ -9,6 +9,7 @@
 //! reject (invalid values, unknown kinds) writes nothing. Policy (what to prune, the
 //! mass-prune guard, ordering) is decided by [`crate::plan`], not here.
 
+use crate::compact::CompactObject;
 use crate::diff;
 use crate::inventory::{self, ApplySet, GroupKind};
 use crate::kube::watch::Store;
@@ -141,10 +142,13 @@ pub struct Cache<'a> {
 }
 
 impl Cache<'_> {
+    /// Whether the store is complete for `object`'s kind.
+    fn covers(&self, object: &ObjectRef) -> bool {
+        self.covered.contains(&GroupKind::from(object))
+    }
+
     fn live(&self, object: &ObjectRef) -> Option<Option<Arc<Value>>> {
-        self.covered
-            .contains(&GroupKind::from(object))
-            .then(|| self.store.get_shared(object))
+        self.covers(object).then(|| self.store.get_shared(object))
     }
 }
 
@@ -458,7 +462,9 @@ fn resolve(
     }
     // `a` without a namespace and `a` in the default namespace are the same object.
     problems.extend(manifest::find_duplicates(
-        resolved.iter().map(|r| &r.manifest),
+        resolved
+            .iter()
+            .map(|r| (r.manifest.object_ref(), &r.manifest.origin)),
     ));
     if problems.is_empty() {
         Ok(resolved)
@@ -542,7 +548,9 @@ const LIST_THRESHOLD: usize = 8;
 /// GET per object.
 struct LiveLookup<'a> {
     cache: Option<&'a Cache<'a>>,
-    listed: HashMap<(GroupKind, Option<String>), HashMap<String, Arc<Value>>>,
+    /// Compact until read: a first reconcile lists every desired object, and
+    /// holding them all as trees (managedFields included) was its peak memory.
+    listed: HashMap<(GroupKind, Option<String>), HashMap<String, CompactObject>>,
 }
 
 impl<'a> LiveLookup<'a> {
@@ -563,7 +571,7 @@ impl<'a> LiveLookup<'a> {
                 .namespace
                 .as_ref()
                 .is_some_and(|ns| new_namespaces.contains(ns));
-            if fresh_namespace || cache.is_some_and(|c| c.live(&object).is_some()) {
+            if fresh_namespace || cache.is_some_and(|c| c.covers(&object)) {
                 continue;
             }
             let key = (GroupKind::from(&object), object.namespace.clone());
@@ -594,7 +602,7 @@ impl<'a> LiveLookup<'a> {
         let key = (GroupKind::from(object), object.namespace.clone());
         self.listed
             .get(&key)
-            .map(|by_name| by_name.get(&object.name).cloned())
+            .map(|by_name| by_name.get(&object.name).map(|c| Arc::new(c.value())))
     }
 
     /// The memo entry that still holds for `manifest` with `live`, if any.
@@ -613,23 +621,19 @@ async fn list_by_name(
     gk: GroupKind,
     ns: Option<String>,
     path: String,
-) -> Result<((GroupKind, Option<String>), HashMap<String, Arc<Value>>), EngineError> {
+) -> Result<((GroupKind, Option<String>), HashMap<String, CompactObject>), EngineError> {
+    let named = |item: Value| {
+        let name = item.pointer("/metadata/name")?.as_str()?.to_string();
+        Some((name, CompactObject::new(&item)))
+    };
     let list = client
-        .list(&path)
+        .list_map(&path, &[], named)
         .await
         .map_err(|source| EngineError::Api {
             object: format!("list {gk}"),
             source,
         })?;
-    let by_name = list
-        .items
-        .into_iter()
-        .filter_map(|item| {
-            let name = item.pointer("/metadata/name")?.as_str()?.to_string();
-            Some((name, Arc::new(item)))
-        })
-        .collect();
-    Ok(((gk, ns), by_name))
+    Ok(((gk, ns), list.items.into_iter().collect()))
 }
 
 /// One object's live state and dry-run: from the cache when neither the manifest
@@ -703,9 +707,21 @@ async fn fetch_one(
     };
     Ok(Desired {
         manifest: r.manifest,
-        live,
+        live: live.map(without_managed_fields),
         dry_run,
     })
+}
+
+/// `live` without its managedFields, which nothing reads once the ownership proof
+/// is done (diffs ignore them) and which are often half an object's size: a first
+/// reconcile holds every desired object's live copy until its plan is made.
+fn without_managed_fields(mut live: Arc<Value>) -> Arc<Value> {
+    if let Some(Value::Object(metadata)) =
+        Arc::get_mut(&mut live).and_then(|l| l.get_mut("metadata"))
+    {
+        metadata.remove("managedFields");
+    }
+    live
 }
 
 /// The group-kinds to look for members in: what the parent recorded (objects of

@@ -12,6 +12,7 @@
 //!
 //! - [`cli`]: the command line, parsed and validated in one place.
 //! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
+//! - [`compact`]: objects kept as compact JSON between reconciles, parsed when read.
 //! - [`kube`]: our Kubernetes client on reqwest: config, discovery, typed errors.
 //! - [`diff`]: normalising objects, masking Secrets, rendering unified diffs.
 //! - [`inventory`]: the ApplySet that records which live objects converge owns.
@@ -37,6 +38,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod daemon;
 pub mod diff;

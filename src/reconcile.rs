@@ -11,7 +11,7 @@ use crate::events::Events;
 use crate::health::{self, Health, State};
 use crate::inventory::{ApplySet, GroupKind};
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{FileCache, ManifestError, ObjectRef};
+use crate::manifest::{CachedManifest, FileCache, ManifestError, ObjectRef};
 use crate::metrics::Metrics;
 use crate::plan::{Action, Step};
 use crate::scope::{self, Baseline, Targeted};
@@ -253,7 +253,14 @@ impl Reconciler {
         state.load(root, revision)?;
         let (manifests, changed_files) = match state.targeted(trigger, &settings.namespace) {
             Some(t) => (t.manifests, Some(t.changed_files)),
-            None => (state.files.manifests().cloned().collect(), None),
+            None => (
+                state
+                    .files
+                    .manifests()
+                    .map(CachedManifest::manifest)
+                    .collect(),
+                None,
+            ),
         };
         let partial = changed_files.is_some();
         if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {

@@ -9,7 +9,7 @@
 //! `generateName`, a changed member that is no longer desired. So do the first
 //! reconcile, retries and periodic resyncs; [`crate::reconcile`] decides those.
 
-use crate::manifest::{Digest, FileCache, Manifest, ObjectRef, ParsedFile};
+use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use crate::plan;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,11 @@ impl Baseline {
 }
 
 fn entry(path: &Path, parsed: &ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)) {
-    let refs = parsed.manifests.iter().map(Manifest::object_ref).collect();
+    let refs = parsed
+        .manifests
+        .iter()
+        .map(|m| m.object_ref().clone())
+        .collect();
     (path.to_path_buf(), (parsed.digest, refs))
 }
 
@@ -62,7 +66,7 @@ pub fn targeted(
     drifted: &BTreeSet<ObjectRef>,
     default_namespace: &str,
 ) -> Option<Targeted> {
-    let mut manifests: Vec<&Manifest> = Vec::new();
+    let mut manifests: Vec<&CachedManifest> = Vec::new();
     let mut changed_files = Vec::new();
     let mut total = 0;
     let mut present = 0;
@@ -73,8 +77,8 @@ pub fn targeted(
         if *digest == parsed.digest {
             continue;
         }
-        let now: HashSet<ObjectRef> = parsed.manifests.iter().map(Manifest::object_ref).collect();
-        if now.len() != parsed.manifests.len() || now != refs.iter().cloned().collect() {
+        let now: HashSet<&ObjectRef> = parsed.manifests.iter().map(|m| m.object_ref()).collect();
+        if now.len() != parsed.manifests.len() || now != refs.iter().collect() {
             return None;
         }
         manifests.extend(&parsed.manifests);
@@ -83,36 +87,42 @@ pub fn targeted(
     if present != baseline.files.len() {
         return None;
     }
-    let mut seen: HashSet<ObjectRef> = manifests.iter().map(|m| m.object_ref()).collect();
+    let mut seen: HashSet<&ObjectRef> = manifests.iter().map(|m| m.object_ref()).collect();
     for object in drifted {
         let manifest = files
             .manifests()
-            .find(|m| names(m, object, default_namespace))?;
+            .find(|m| names(m.object_ref(), object, default_namespace))?;
         if seen.insert(manifest.object_ref()) {
             manifests.push(manifest);
         }
     }
-    let targetable =
-        |m: &&Manifest| !m.name().is_empty() && !plan::is_first_stage(m.group(), &m.kind);
+    let targetable = |m: &&CachedManifest| {
+        let object = m.object_ref();
+        !object.name.is_empty() && !plan::is_first_stage(&object.group, &object.kind)
+    };
     let worth_it = !manifests.is_empty() && manifests.len() * 2 <= total;
     (worth_it && manifests.iter().all(targetable)).then(|| Targeted {
-        manifests: manifests.into_iter().cloned().collect(),
+        manifests: manifests
+            .into_iter()
+            .map(CachedManifest::manifest)
+            .collect(),
         changed_files,
     })
 }
 
-/// Whether `manifest` is the live `object` (whose namespace is filled in).
-fn names(manifest: &Manifest, object: &ObjectRef, default_namespace: &str) -> bool {
-    let namespace = match manifest.namespace() {
+/// Whether the manifest written as `written` (namespace as written) is the live
+/// `object` (whose namespace is filled in).
+fn names(written: &ObjectRef, object: &ObjectRef, default_namespace: &str) -> bool {
+    let namespace = match written.namespace.as_deref() {
         Some(ns) => Some(ns),
         None => object
             .namespace
             .as_deref()
             .filter(|ns| *ns == default_namespace),
     };
-    manifest.kind == object.kind
-        && manifest.group() == object.group
-        && manifest.name() == object.name
+    written.kind == object.kind
+        && written.group == object.group
+        && written.name == object.name
         && namespace == object.namespace.as_deref()
 }
 

@@ -8,9 +8,10 @@
 //! while the API server restarts) instead of spinning.
 
 use super::{ApiResource, Client, WatchEvent};
+use crate::compact::CompactObject;
 use crate::manifest::ObjectRef;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -18,29 +19,43 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Live objects by identity, shared by the reflectors that fill it and the engine.
+/// Objects are kept as compact JSON ([`CompactObject`]) and parsed when read: a
+/// reconcile reads only the objects it looks at, and at 10000 objects `Value` trees
+/// were most of an idle daemon's memory.
 #[derive(Clone, Default)]
 pub struct Store {
-    /// Objects are shared, not copied, with every run that reads them.
-    objects: Arc<RwLock<HashMap<ObjectRef, Arc<Value>>>>,
+    objects: Arc<RwLock<HashMap<ObjectRef, Entry>>>,
+}
+
+struct Entry {
+    resource_version: Box<str>,
+    object: CompactObject,
 }
 
 impl Store {
     pub fn get(&self, object: &ObjectRef) -> Option<Value> {
-        self.get_shared(object).map(|v| v.as_ref().clone())
+        let compact = self.read().get(object).map(|e| e.object.clone());
+        compact.map(|c| c.value())
     }
 
-    /// The stored object itself, without copying it.
+    /// The stored object, parsed into a fresh shareable tree.
     pub fn get_shared(&self, object: &ObjectRef) -> Option<Arc<Value>> {
-        self.read().get(object).cloned()
+        self.get(object).map(Arc::new)
+    }
+
+    pub fn contains(&self, object: &ObjectRef) -> bool {
+        self.read().contains_key(object)
     }
 
     /// Every stored object of one kind.
     pub fn of_kind(&self, group: &str, kind: &str) -> Vec<Arc<Value>> {
-        self.read()
+        let compact: Vec<CompactObject> = self
+            .read()
             .iter()
             .filter(|(k, _)| k.group == group && k.kind == kind)
-            .map(|(_, v)| v.clone())
-            .collect()
+            .map(|(_, e)| e.object.clone())
+            .collect();
+        compact.iter().map(|c| Arc::new(c.value())).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -51,25 +66,39 @@ impl Store {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, Arc<Value>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, Entry>> {
         self.objects.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, Arc<Value>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, Entry>> {
         self.objects.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores `object` (without its managedFields: nothing reads them and they are
     /// often half of an object's size); the change, unless it is exactly what was
     /// stored.
-    fn upsert(&self, mut object: Value) -> Option<Change> {
+    fn upsert(&self, object: Value) -> Option<Change> {
+        let (key, entry) = Self::entry(object)?;
+        self.insert(key, entry)
+    }
+
+    /// `object`'s key and compact entry, built outside the lock.
+    fn entry(mut object: Value) -> Option<(ObjectRef, Entry)> {
         if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
             metadata.remove("managedFields");
         }
         let key = ObjectRef::of_live(&object)?;
-        let version = resource_version(&object);
-        let previous = self.write().insert(key.clone(), Arc::new(object));
-        let unchanged = previous.as_deref().map(resource_version) == Some(version.clone());
+        let entry = Entry {
+            resource_version: resource_version(&object).into(),
+            object: CompactObject::new(&object),
+        };
+        Some((key, entry))
+    }
+
+    fn insert(&self, key: ObjectRef, entry: Entry) -> Option<Change> {
+        let version = entry.resource_version.to_string();
+        let previous = self.write().insert(key.clone(), entry);
+        let unchanged = previous.is_some_and(|p| *p.resource_version == *version);
         (!unchanged).then_some(Change {
             object: key,
             resource_version: Some(version),
@@ -87,19 +116,17 @@ impl Store {
 
     /// Replaces every object of `resource`'s kind with a fresh list, returning what
     /// changed (including deletions missed while no watch was open).
-    fn replace_kind(&self, resource: &ApiResource, items: Vec<Value>) -> Vec<Change> {
-        let mut gone: Vec<ObjectRef> = self
+    fn replace_kind(&self, resource: &ApiResource, items: Vec<(ObjectRef, Entry)>) -> Vec<Change> {
+        let mut gone: HashSet<ObjectRef> = self
             .read()
             .keys()
             .filter(|k| k.group == resource.group && k.kind == resource.kind)
             .cloned()
             .collect();
         let mut changes = Vec::new();
-        for item in items {
-            if let Some(key) = ObjectRef::of_live(&item) {
-                gone.retain(|k| *k != key);
-            }
-            changes.extend(self.upsert(item));
+        for (key, entry) in items {
+            gone.remove(&key);
+            changes.extend(self.insert(key, entry));
         }
         let mut objects = self.write();
         for key in gone {
@@ -181,7 +208,7 @@ async fn reflect(
     let mut version: Option<String> = None;
     loop {
         let Some(from) = version.clone() else {
-            match client.list_with(&path, &query).await {
+            match client.list_map(&path, &query, Store::entry).await {
                 Ok(list) => {
                     for change in store.replace_kind(&resource, list.items) {
                         let _ = changes.send(change);
@@ -333,11 +360,29 @@ mod tests {
     }
 
     #[test]
+    fn objects_read_back_without_managed_fields() {
+        let store = Store::default();
+        let mut live = cm("a", "1");
+        live["metadata"]["managedFields"] = json!([{"manager": "converge"}]);
+        live["data"] = json!({"k": "v"});
+        store.upsert(live);
+        let key = ObjectRef::of_live(&cm("a", "1")).unwrap();
+        assert!(store.contains(&key));
+        let read = store.get(&key).unwrap();
+        assert_eq!(read["data"]["k"], "v");
+        assert!(read["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
     fn relist_reports_deletions_missed_while_disconnected() {
         let store = Store::default();
         store.upsert(cm("kept", "1"));
         store.upsert(cm("deleted", "1"));
-        let changes = store.replace_kind(&configmaps(), vec![cm("kept", "1"), cm("new", "5")]);
+        let items = [cm("kept", "1"), cm("new", "5")];
+        let changes = store.replace_kind(
+            &configmaps(),
+            items.into_iter().filter_map(Store::entry).collect(),
+        );
         let names: Vec<(&str, Option<&str>)> = changes
             .iter()
             .map(|c| (c.object.name.as_str(), c.resource_version.as_deref()))
