@@ -113,6 +113,11 @@ impl Memo {
         }
     }
 
+    /// Whether `resource_version` is the live version this memo was made from.
+    pub fn knows(&self, resource_version: Option<&str>) -> bool {
+        resource_version.is_some_and(|v| v == self.live_version)
+    }
+
     /// Whether `live` (a newer version of the object, from a watch) differs from
     /// what the run ended with in more than noise. A status-only update is not
     /// drift: it is absorbed, so the next run can reuse this memo without a request.
@@ -1026,5 +1031,43 @@ fn api_error(object: &ObjectRef, source: KubeError) -> EngineError {
     EngineError::Api {
         object: object.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn configmap_memo() -> (Memo, Value) {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n";
+        let manifest = manifest::parse_str(text, Path::new("a.yaml")).expect("valid")[0].clone();
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "7"},
+            "data": {"k": "v"}});
+        (Memo::in_sync(&manifest, &live), live)
+    }
+
+    #[test]
+    fn a_memo_knows_its_version_and_absorbs_noise_but_not_drift() {
+        let (mut memo, live) = configmap_memo();
+        assert!(memo.knows(Some("7")));
+        assert!(!memo.knows(Some("8")) && !memo.knows(None));
+
+        let mut noise = live.clone();
+        noise["metadata"]["resourceVersion"] = json!("8");
+        noise["metadata"]["managedFields"] = json!([{"manager": "kubectl"}]);
+        assert!(!memo.absorb(Some(&noise)), "bookkeeping only: not drift");
+        assert!(
+            memo.knows(Some("8")),
+            "the absorbed version is the known one"
+        );
+
+        let mut edited = live;
+        edited["metadata"]["resourceVersion"] = json!("9");
+        edited["data"]["k"] = json!("changed");
+        assert!(memo.absorb(Some(&edited)));
+        assert!(memo.absorb(None), "deleted");
     }
 }

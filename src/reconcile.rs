@@ -147,9 +147,11 @@ impl SourceState {
     /// Whether a change reported by a reflector is drift worth a reconcile: not the
     /// echo of our own write, and not a controller's status update.
     pub fn is_drift(&mut self, change: &Change) -> bool {
-        let live = self.store.get(&change.object);
         let drift = match self.memo.get_mut(&change.object) {
-            Some(memo) => memo.absorb(live.as_ref()),
+            // The version the last run ended with (a relist repeats it): no need to
+            // read the object back from the store.
+            Some(memo) if memo.knows(change.resource_version.as_deref()) => false,
+            Some(memo) => memo.absorb(self.store.get(&change.object).as_ref()),
             // A member we do not desire (any more): a prune candidate changed.
             None => {
                 self.needs_full |= self.recorded.is_some();

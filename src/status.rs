@@ -188,13 +188,16 @@ pub struct ObjectHealth {
 }
 
 impl SourceHealth {
-    /// Replaces the object list, keeping the evidence of objects still failed.
-    pub fn set_objects(&mut self, objects: Vec<ObjectHealth>) {
+    /// Replaces the object list (kept sorted by object, so that one object's update
+    /// from a watch event is a binary search, not a scan of thousands), keeping the
+    /// evidence of objects still failed.
+    pub fn set_objects(&mut self, mut objects: Vec<ObjectHealth>) {
         let mut evidence: BTreeMap<String, Evidence> = self
             .objects
             .drain(..)
             .filter_map(|o| Some((o.object, o.evidence?)))
             .collect();
+        objects.sort_by(|a, b| a.object.cmp(&b.object));
         self.objects = objects;
         for o in &mut self.objects {
             if o.health.state == State::Failed && o.evidence.is_none() {
@@ -206,46 +209,61 @@ impl SourceHealth {
 
     /// Sets one object's health (evidence is dropped unless it is still failed).
     pub fn set(&mut self, object: &str, health: Health) {
-        if let Some(o) = self.objects.iter_mut().find(|o| o.object == object) {
-            if health.state != State::Failed {
-                o.evidence = None;
-            }
-            o.health = health;
+        let Ok(i) = self
+            .objects
+            .binary_search_by(|o| o.object.as_str().cmp(object))
+        else {
+            return;
+        };
+        let o = &mut self.objects[i];
+        if health.state != State::Failed {
+            o.evidence = None;
         }
-        self.summarize();
+        let before = std::mem::replace(&mut o.health, health).state;
+        let after = o.health.state;
+        *self.count_mut(before) -= 1;
+        *self.count_mut(after) += 1;
+        self.state = Some(self.overall());
     }
 
     /// Attaches evidence to a failed object (ignored if it recovered meanwhile).
     pub fn set_evidence(&mut self, object: &str, evidence: Evidence) {
-        if let Some(o) = self
+        let found = self
             .objects
-            .iter_mut()
-            .find(|o| o.object == object && o.health.state == State::Failed)
+            .binary_search_by(|o| o.object.as_str().cmp(object));
+        if let Some(o) = found.ok().map(|i| &mut self.objects[i])
+            && o.health.state == State::Failed
         {
             o.evidence = Some(evidence);
         }
     }
 
     fn summarize(&mut self) {
-        let count = |state| {
-            self.objects
-                .iter()
-                .filter(|o| o.health.state == state)
-                .count()
-        };
-        (self.ready, self.progressing, self.failed, self.missing) = (
-            count(State::Ready),
-            count(State::Progressing),
-            count(State::Failed),
-            count(State::Missing),
-        );
-        self.state = Some(if self.failed > 0 {
+        (self.ready, self.progressing, self.failed, self.missing) = (0, 0, 0, 0);
+        for i in 0..self.objects.len() {
+            *self.count_mut(self.objects[i].health.state) += 1;
+        }
+        self.state = Some(self.overall());
+    }
+
+    fn count_mut(&mut self, state: State) -> &mut usize {
+        match state {
+            State::Ready => &mut self.ready,
+            State::Progressing => &mut self.progressing,
+            State::Failed => &mut self.failed,
+            State::Missing => &mut self.missing,
+        }
+    }
+
+    /// Failed if any object failed, ready if all are, else progressing.
+    fn overall(&self) -> State {
+        if self.failed > 0 {
             State::Failed
         } else if self.ready == self.objects.len() {
             State::Ready
         } else {
             State::Progressing
-        });
+        }
     }
 }
 
@@ -707,6 +725,37 @@ mod tests {
         health.set("b", Health::ready("1 of 1 replicas available"));
         assert_eq!(health.objects[1].evidence, None);
         assert_eq!(health.state, Some(State::Ready));
+    }
+
+    #[test]
+    fn one_object_updates_keep_the_counts_a_recount_gives() {
+        let mut health = SourceHealth::default();
+        let names = ["d", "b", "a", "c"];
+        health.set_objects(
+            names
+                .iter()
+                .map(|n| healthy(n, Health::progressing("waiting")))
+                .collect(),
+        );
+        let sorted: Vec<&str> = health.objects.iter().map(|o| o.object.as_str()).collect();
+        assert_eq!(sorted, ["a", "b", "c", "d"]);
+        health.set("c", Health::ready("exists"));
+        health.set("a", Health::failed("rollout failed"));
+        health.set("a", Health::missing());
+        health.set("unknown", Health::ready("exists"));
+        let incremental = health.clone();
+        health.summarize();
+        assert_eq!(incremental, health);
+        assert_eq!(
+            (
+                health.ready,
+                health.progressing,
+                health.failed,
+                health.missing
+            ),
+            (1, 2, 0, 1)
+        );
+        assert_eq!(health.state, Some(State::Progressing));
     }
 
     #[test]
