@@ -192,6 +192,7 @@ class Daemon:
             f'state_dir = "{self.dir}/state"\n\n[[source]]\nname = "{name}"\ndir = "{source}"\n'
             f'namespace = "{namespace}"\ninterval = "{interval}"\n')
         self.addr = f"127.0.0.1:{port}"
+        self.started = time.monotonic()
         self.log = open(self.dir / "converge.log", "w")
         self.proc = subprocess.Popen([str(CONVERGE), "run", "--config", str(config), "--listen", self.addr], env=dict(os.environ, **extra_env),
                                      stdout=subprocess.DEVNULL, stderr=self.log)
@@ -204,6 +205,21 @@ class Daemon:
                 pass
             time.sleep(0.2)
         raise SystemExit(f"bench: the daemon did not sync; log: {self.dir}/converge.log")
+
+    def wait_observed(self, timeout=300):
+        """Waits until the daemon's watches have reported every object's health (no
+        object "not observed yet"), so that the idle window measures a daemon at rest,
+        not its start-up. Returns the seconds since start and the CPU spent so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            health = self.status()["sources"][0].get("health", {})
+            if health.get("objects") and not any(
+                    o.get("message") == "not observed yet" for o in health["objects"]):
+                break
+            time.sleep(0.5)
+        started = time.monotonic() - self.started
+        log(f"daemon: every object observed {started:.1f} s after start, CPU {self.cpu_seconds():.2f} s")
+        return {"observed_after_seconds": started, "cpu_seconds": self.cpu_seconds()}
 
     def get(self, path):
         try:
@@ -357,6 +373,7 @@ def daemon_scenarios(args, kept):
     daemon = Daemon(directory, prefix, f"{prefix}-0", args.port, "30s")
     out = {}
     try:
+        out["daemon_start"] = daemon.wait_observed()
         time.sleep(5)
         before_req, before_cpu = daemon.requests(), daemon.cpu_seconds()
         before_rec = daemon.metrics()

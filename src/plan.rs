@@ -63,7 +63,7 @@ impl Step {
 pub struct Desired {
     /// The manifest with its namespace defaulted and ApplySet label set.
     pub manifest: Manifest,
-    /// Shared with the daemon's watch store rather than copied.
+    /// Without managedFields once the ownership proof has read them.
     pub live: Option<Arc<Value>>,
     pub dry_run: Evaluation,
 }
