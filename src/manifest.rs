@@ -285,12 +285,12 @@ pub struct CachedManifest {
 }
 
 impl CachedManifest {
-    fn new(manifest: &Manifest) -> Self {
+    fn new(manifest: Manifest) -> Self {
         CachedManifest {
             object: manifest.object_ref(),
-            api_version: manifest.api_version.clone(),
-            body: CompactObject::new(&Value::Object(manifest.body.clone())),
-            origin: manifest.origin.clone(),
+            body: CompactObject::new(&Value::Object(manifest.body)),
+            api_version: manifest.api_version,
+            origin: manifest.origin,
         }
     }
 
@@ -380,7 +380,11 @@ fn parse_file(file: &Path, bytes: Vec<u8>, digest: Digest) -> ParsedFile {
     }
     ParsedFile {
         digest,
-        manifests: parsed.manifests.iter().map(CachedManifest::new).collect(),
+        manifests: parsed
+            .manifests
+            .into_iter()
+            .map(CachedManifest::new)
+            .collect(),
         problems: parsed.problems,
     }
 }
