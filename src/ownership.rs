@@ -407,13 +407,7 @@ mod tests {
             .remove("labels");
         assert!(!noop(&removed, &live_deployment()));
         let mut container = manifest();
-        let containers = container
-            .pointer_mut("/spec/template/spec/containers")
-            .unwrap();
-        containers
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "sidecar", "image": "busybox"}));
+        push_container(&mut container, "sidecar");
         assert!(!noop(&container, &live_deployment()));
     }
 
@@ -465,24 +459,23 @@ mod tests {
             .pointer_mut("/metadata/managedFields/0/fieldsV1/f:spec/f:template/f:spec/f:containers")
             .unwrap();
         owned["k:{\"name\":\"side\"}"] = json!({".": {}, "f:name": {}, "f:image": {}});
-        let containers = live.pointer_mut("/spec/template/spec/containers").unwrap();
-        containers
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "side", "image": "busybox"}));
+        push_container(&mut live, "side");
         let mut desired = manifest();
-        let wanted = desired
-            .pointer_mut("/spec/template/spec/containers")
-            .unwrap();
-        wanted
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "side", "image": "busybox"}));
+        push_container(&mut desired, "side");
         assert!(noop(&desired, &live));
         wanted_reversed(&mut desired);
         assert!(!noop(&desired, &live));
         let desired = edited(manifest(), "/spec/replicas", Value::Null);
         assert!(!noop(&desired, &live_deployment()));
+    }
+
+    /// Appends a busybox container named `name` to a Deployment's pod template.
+    fn push_container(deployment: &mut Value, name: &str) {
+        let containers = deployment
+            .pointer_mut("/spec/template/spec/containers")
+            .and_then(Value::as_array_mut)
+            .unwrap();
+        containers.push(json!({"name": name, "image": "busybox"}));
     }
 
     fn wanted_reversed(desired: &mut Value) {
