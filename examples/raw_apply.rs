@@ -5,7 +5,7 @@
 //!
 //!   cargo run --release --example raw_apply -- PATH... [-n NAMESPACE]
 
-use converge::apply::{CONCURRENCY, FIELD_MANAGER};
+use converge::engine::{CONCURRENCY, FIELD_MANAGER};
 use converge::kube::{Client, ClusterConfig, Discovery};
 use converge::manifest;
 use futures::stream::{self, StreamExt, TryStreamExt};

@@ -36,25 +36,14 @@
 //! in-module; everything that talks to the API server is tested against a real one
 //! (`tests/`, started by `hack/controlplane.sh`).
 
-pub mod apply;
 pub mod cli;
 pub mod compact;
 pub mod config;
 pub mod daemon;
-pub mod diff;
-pub mod events;
+pub mod engine;
 pub mod health;
-pub mod inventory;
+pub mod http;
 pub mod kube;
 pub mod manifest;
-pub mod metrics;
-pub mod ownership;
-pub mod plan;
-pub mod quantity;
-pub mod reconcile;
 pub mod report;
-pub mod scope;
-pub mod server;
-pub mod shutdown;
 pub mod source;
-pub mod status;

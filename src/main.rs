@@ -3,19 +3,19 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use converge::apply::{Engine, Outcome, RunOptions};
+use converge::engine::{Engine, Outcome, RunOptions};
 use converge::cli::{
     Cli, Command, LogFormat, OutputFormat, RunArgs, StatusArgs, SyncArgs, version_line,
 };
 use converge::config::Config;
 use converge::daemon::{self, DaemonOptions, SourceSpec};
 use converge::health::{self, WaitOptions, WaitOutcome};
-use converge::inventory::ApplySet;
+use converge::engine::applyset::ApplySet;
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
 use converge::report::{self, TextOptions};
-use converge::shutdown;
-use converge::status::{SyncResult, render_table};
+use converge::daemon::shutdown;
+use converge::http::status::{SyncResult, render_table};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -242,7 +242,7 @@ async fn run_daemon(args: RunArgs) -> Result<ExitCode> {
 
 /// `converge status`: the daemon's /status as a table or JSON.
 async fn status(args: StatusArgs) -> Result<ExitCode> {
-    let report = converge::server::fetch_status(&args.addr).await?;
+    let report = converge::http::server::fetch_status(&args.addr).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", render_table(&report, args.color.enabled())),

@@ -2,9 +2,9 @@
 //! probes, metrics exposition, `/status` through the `converge status` client,
 //! signed webhooks, and graceful shutdown.
 
-use converge::metrics::Metrics;
-use converge::server::{self, Hook, ServerState};
-use converge::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
+use converge::http::metrics::Metrics;
+use converge::http::server::{self, Hook, ServerState};
+use converge::http::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
 use ring::hmac;
 use std::collections::HashMap;
 use std::sync::Arc;

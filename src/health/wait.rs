@@ -10,7 +10,7 @@
 //! [`explain`] gathers [`Evidence`] for every object that is not ready.
 
 use super::{Evidence, Health, State, assess_opt};
-use crate::inventory::GroupKind;
+use crate::engine::applyset::GroupKind;
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::kube::{Client, Discovery};
 use crate::manifest::ObjectRef;

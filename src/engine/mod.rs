@@ -7,16 +7,20 @@
 //! Established), then everything else in kind order, then prunes in reverse order.
 //! Every object is dry-run before the first write, so a revision the server would
 //! reject (invalid values, unknown kinds) writes nothing. Policy (what to prune, the
-//! mass-prune guard, ordering) is decided by [`crate::plan`], not here.
+//! mass-prune guard, ordering) is decided by [`crate::engine::plan`], not here.
+
+pub mod applyset;
+pub mod diff;
+pub mod managed_fields;
+pub mod plan;
+pub mod quantity;
 
 use crate::compact::CompactObject;
-use crate::diff;
-use crate::inventory::{self, ApplySet, GroupKind};
+use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
-use crate::ownership;
-use crate::plan::{self, Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
+use crate::engine::plan::{Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -289,7 +293,7 @@ impl Engine {
             .get_opt(&parent_path(applyset))
             .await
             .map_err(|source| api_error(&applyset.parent_ref(), source))?;
-        Ok(inventory::recorded_group_kinds(parent.as_ref()))
+        Ok(applyset::recorded_group_kinds(parent.as_ref()))
     }
 
     /// The live members: from the store for kinds it covers, listed otherwise.
@@ -692,7 +696,7 @@ async fn fetch_one(
         Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
         _ if live
             .as_deref()
-            .is_some_and(|l| ownership::apply_is_noop(&r.manifest.body, l, FIELD_MANAGER)) =>
+            .is_some_and(|l| managed_fields::apply_is_noop(&r.manifest.body, l, FIELD_MANAGER)) =>
         {
             Evaluation::InSync
         }

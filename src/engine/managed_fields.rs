@@ -15,7 +15,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::quantity;
+use crate::engine::quantity;
 
 /// Whether applying `desired` with field manager `manager` would leave `live` as
 /// it is.

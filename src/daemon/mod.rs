@@ -2,18 +2,23 @@
 //! poll, its webhook, drift reported by the reflectors, the resync timer),
 //! one reconcile per source at a time, backoff with jitter after failures, the
 //! HTTP server, and graceful shutdown. What a reconcile does is
-//! [`crate::reconcile`]'s business, not this module's.
+//! [`crate::daemon::reconcile`]'s business, not this module's.
 
-use crate::apply::Engine;
+pub mod events;
+pub mod reconcile;
+pub mod shutdown;
+mod targeting;
+
+use crate::engine::Engine;
 use crate::config::{SourceConfig, SourceKind as ConfigKind};
-use crate::events::Events;
+use crate::daemon::events::Events;
 use crate::kube::watch::Change;
-use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, Settings, SourceState, Trigger, short};
-use crate::server::{self, Hook, ServerState};
-use crate::shutdown::Shutdown;
+use crate::http::metrics::Metrics;
+use crate::daemon::reconcile::{Reconciler, Settings, SourceState, Trigger, short};
+use crate::http::server::{self, Hook, ServerState};
+use crate::daemon::shutdown::Shutdown;
 use crate::source::{Snapshot, Source, SourceError};
-use crate::status::{SourceKind, StatusBoard, SyncResult};
+use crate::http::status::{SourceKind, StatusBoard, SyncResult};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,11 +1,11 @@
 //! The plan: desired objects and live objects in, an ordered list of actions out.
 //!
-//! Pure: the engine ([`crate::apply`]) gathers the live objects and the server's
+//! Pure: the engine ([`crate::engine`]) gathers the live objects and the server's
 //! dry-run results, this module decides. Keeping the decision free of I/O is what
 //! lets the ordering, the no-false-drift rule and the prune guards be unit-tested.
 
-use crate::diff::{self, ObjectDiff};
-use crate::inventory;
+use crate::engine::diff::{self, ObjectDiff};
+use crate::engine::applyset;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;
@@ -75,7 +75,7 @@ pub enum Evaluation {
     Server(Value),
     /// Known to equal the live object without asking: neither the manifest nor the
     /// live object changed since a dry-run said so (the daemon's memo), or the live
-    /// object's managedFields prove the apply a no-op ([`crate::ownership`]).
+    /// object's managedFields prove the apply a no-op ([`crate::engine::managed_fields`]).
     /// Unchanged, no diff.
     InSync,
     /// Not evaluable yet: its CRD or Namespace is created by this same run. Compared
@@ -213,7 +213,7 @@ fn desired_step(desired: Desired) -> Step {
 }
 
 fn prune_step(object: ObjectRef, live: &Value) -> Step {
-    let action = if inventory::prune_disabled(live) {
+    let action = if applyset::prune_disabled(live) {
         Action::KeepPruneDisabled
     } else {
         Action::Prune

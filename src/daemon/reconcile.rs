@@ -6,16 +6,16 @@
 //! state is what makes a steady-state reconcile free (no request) and what lets an
 //! out-of-band change be told apart from the echo of our own write.
 
-use crate::apply::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
-use crate::events::Events;
+use crate::engine::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
+use crate::daemon::events::Events;
 use crate::health::{self, Health, State};
-use crate::inventory::{ApplySet, GroupKind};
+use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{CachedManifest, FileCache, ManifestError, ObjectRef};
-use crate::metrics::Metrics;
-use crate::plan::{Action, Step};
-use crate::scope::{self, Baseline, Targeted};
-use crate::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
+use crate::http::metrics::Metrics;
+use crate::engine::plan::{Action, Step};
+use crate::daemon::targeting::{self, Baseline, Targeted};
+use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Instant, SystemTime};
@@ -105,7 +105,7 @@ impl SourceState {
         if trigger == Trigger::Full || self.needs_full {
             return None;
         }
-        scope::targeted(
+        targeting::targeted(
             &self.files,
             self.baseline.as_ref()?,
             &self.drifted,
@@ -562,7 +562,7 @@ fn action_counts(steps: &[Step]) -> Vec<(String, &'static str, u64)> {
 }
 
 /// Objects by health state, for the metrics.
-fn health_counts(health: &crate::status::SourceHealth) -> Vec<(State, usize)> {
+fn health_counts(health: &crate::http::status::SourceHealth) -> Vec<(State, usize)> {
     vec![
         (State::Ready, health.ready),
         (State::Progressing, health.progressing),
@@ -579,7 +579,7 @@ pub fn short(revision: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::ObjectDiff;
+    use crate::engine::diff::ObjectDiff;
 
     fn step(action: Action) -> Step {
         let object = ObjectRef {

@@ -1,10 +1,10 @@
 //! Reporting a run: the lines, diffs and summary people read, and the JSON that
 //! scripts read. Pure formatting of a [`Plan`]; no decisions are made here.
 
-use crate::diff;
+use crate::engine::diff;
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};
 use crate::health::{Progress, State, WaitOutcome};
-use crate::plan::{Action, Plan};
+use crate::engine::plan::{Action, Plan};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -265,7 +265,7 @@ pub fn add_wait(document: &mut Value, outcome: &WaitOutcome) {
 mod tests {
     use super::*;
     use crate::manifest::ObjectRef;
-    use crate::plan::Step;
+    use crate::engine::plan::Step;
 
     fn step(name: &str, action: Action, changed: Option<&str>) -> Step {
         let object = ObjectRef {

@@ -7,10 +7,10 @@
 //! Anything that could need a prune or a new ApplySet record takes a full one: a
 //! removed or added file or object, a Namespace or CRD, an object with only a
 //! `generateName`, a changed member that is no longer desired. So do the first
-//! reconcile, retries and periodic resyncs; [`crate::reconcile`] decides those.
+//! reconcile, retries and periodic resyncs; [`crate::daemon::reconcile`] decides those.
 
 use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
-use crate::plan;
+use crate::engine::plan;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! Events are news, not a log: one is posted when something was applied or a
 //! reconcile failed, and never twice in a row with the same message.
 
-use crate::inventory::ApplySet;
+use crate::engine::applyset::ApplySet;
 use crate::kube::Client;
 use serde_json::{Value, json};
 use std::collections::HashMap;
