@@ -4,7 +4,7 @@
 # and integration test against the real API server, and stops the plane again if
 # it started it. `.ci/run` calls exactly this.
 #
-#   hack/test.sh [extra cargo test args]     e.g. hack/test.sh --test controlplane
+#   hack/test.sh [extra cargo test args]     e.g. hack/test.sh --test it controlplane
 #
 # CONVERGE_TEST_THREADS bounds the integration tests' parallelism (default 4).
 set -euo pipefail

@@ -10,7 +10,6 @@
 //! - [`daemon`]: a `converge run` process with its own config, port and log.
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
 //!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
 pub mod git;
@@ -20,8 +19,8 @@ pub mod sshd;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// The microservices-demo manifests from the shared corpus (35 objects).
@@ -77,14 +76,57 @@ fn kubeconfig() -> &'static str {
 pub struct TestEnv {
     pub ns: String,
     pub kubeconfig: String,
+    /// Held until the namespace is deleted (fields drop after [`Drop::drop`]).
+    _plane: PlaneUse,
+}
+
+/// All tests share one process, so a test that disturbs the control plane (restarts
+/// the API server) takes it exclusively and waits for the others to finish; the
+/// others wait while it runs. The std `RwLock` lets no new reader in while a writer
+/// waits, so the exclusive test is not starved.
+static PLANE: RwLock<()> = RwLock::new(());
+
+enum PlaneUse {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl PlaneUse {
+    /// A panicking test poisons the lock; the plane is still usable by the next one.
+    fn take(access: PlaneAccess) -> Self {
+        match access {
+            PlaneAccess::Shared => {
+                PlaneUse::Shared(PLANE.read().unwrap_or_else(PoisonError::into_inner))
+            }
+            PlaneAccess::Exclusive => {
+                PlaneUse::Exclusive(PLANE.write().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
+    }
+}
+
+/// How a test uses the control plane.
+#[derive(Clone, Copy)]
+pub enum PlaneAccess {
+    /// Alongside other tests, each in its own namespace.
+    Shared,
+    /// Alone: the test restarts or otherwise disturbs the control plane.
+    Exclusive,
 }
 
 impl TestEnv {
     /// Creates a fresh namespace named after the test (plus a unique suffix).
     pub fn new(test: &str) -> Self {
+        Self::with_access(test, PlaneAccess::Shared)
+    }
+
+    /// Like [`TestEnv::new`], with the control plane shared or taken exclusively.
+    pub fn with_access(test: &str, access: PlaneAccess) -> Self {
+        let plane = PlaneUse::take(access);
         let env = TestEnv {
             ns: unique_namespace(test),
             kubeconfig: kubeconfig().to_string(),
+            _plane: plane,
         };
         env.kubectl(&["create", "namespace", &env.ns]);
         env.kubectl(&["label", "namespace", &env.ns, "converge.dev/test=true"]);

@@ -3,10 +3,8 @@
 //! evidence (Events, container states, logs), and the daemon's `/status` following
 //! a rollout from progressing to ready.
 
-mod common;
-
-use common::daemon::{Daemon, time_until};
-use common::{TestEnv, assert_success, corpus_microservices_demo, eventually};
+use crate::common::daemon::{Daemon, time_until};
+use crate::common::{TestEnv, assert_success, corpus_microservices_demo, eventually};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};

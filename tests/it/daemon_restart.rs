@@ -1,19 +1,17 @@
 //! The API server restarts under a running daemon: watches resume, nothing crashes,
 //! nothing is written twice, and drift is still detected afterwards.
 //!
-//! A test binary of its own: cargo runs test binaries one after another, so the
-//! restart cannot disturb other tests.
+//! The test takes the control plane exclusively ([`PlaneAccess::Exclusive`]), so the
+//! restart cannot disturb other tests running in the same process.
 
-mod common;
-
-use common::daemon::{Daemon, time_until};
-use common::{TestEnv, repo_root};
+use crate::common::daemon::{Daemon, time_until};
+use crate::common::{PlaneAccess, TestEnv, repo_root};
 use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn watches_resume_after_an_apiserver_restart() {
-    let env = TestEnv::new("apiserver-restart");
+    let env = TestEnv::with_access("apiserver-restart", PlaneAccess::Exclusive);
     let ns = env.ns.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let state = tempfile::tempdir().expect("tempdir");
@@ -50,7 +48,7 @@ fn watches_resume_after_an_apiserver_restart() {
         .arg("restart-apiserver")
         .output()
         .expect("run hack/controlplane.sh restart-apiserver");
-    common::assert_success("hack/controlplane.sh restart-apiserver", &restart);
+    crate::common::assert_success("hack/controlplane.sh restart-apiserver", &restart);
     std::thread::sleep(Duration::from_secs(2));
 
     assert_eq!(

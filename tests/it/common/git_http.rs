@@ -4,7 +4,7 @@
 //!
 //! One thread per connection, keep-alive supported, bodies with Content-Length or
 //! chunked encoding. Threads end when the client hangs up; the accept loop lives as
-//! long as the test process (each test binary is short-lived).
+//! long as the test process (which is short-lived).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -3,7 +3,6 @@
 
 use super::{TestEnv, eventually};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,10 +54,6 @@ impl Daemon {
         daemon
     }
 
-    pub fn config_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// GET `path`: (HTTP status, body); status 0 when nothing answers.
     pub fn get(&self, path: &str) -> (u16, String) {
         curl(&[&format!("http://{}{path}", self.addr)])
@@ -107,10 +102,6 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("converge.log")
     }
 
     /// Sends SIGTERM and waits for the exit: (status, time taken).

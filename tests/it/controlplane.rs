@@ -2,9 +2,7 @@
 //! client) can apply to, diff against and watch, with kwok nodes on which the
 //! microservices-demo Deployments become Available.
 
-mod common;
-
-use common::{TestEnv, check_control_plane, corpus_microservices_demo, repo_root};
+use crate::common::{TestEnv, check_control_plane, corpus_microservices_demo, repo_root};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

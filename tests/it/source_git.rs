@@ -1,16 +1,14 @@
 //! Git sources against a real Git server on loopback: `git http-backend` behind a
-//! basic-auth HTTP server (tests/common/git_http.rs), repositories made with the
-//! `git` CLI, and an OpenSSH server (tests/common/sshd.rs). No network beyond
+//! basic-auth HTTP server (tests/it/common/git_http.rs), repositories made with the
+//! `git` CLI, and an OpenSSH server (tests/it/common/sshd.rs). No network beyond
 //! 127.0.0.1.
-
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::git::Upstream;
-use common::git_http::{GitHttpServer, closed_port};
-use common::sshd::Sshd;
+use crate::common::git::Upstream;
+use crate::common::git_http::{GitHttpServer, closed_port};
+use crate::common::sshd::Sshd;
 use converge::config::Config;
 use converge::source::{Source, SourceError};
 
@@ -314,7 +312,7 @@ async fn watch_ticks_at_the_poll_interval() {
 }
 
 // ---------------------------------------------------------------------------------
-// SSH: a real OpenSSH server on loopback (tests/common/sshd.rs).
+// SSH: a real OpenSSH server on loopback (tests/it/common/sshd.rs).
 
 /// A source for `upstream` over SSH with the given key and known_hosts.
 fn ssh_source(
@@ -380,7 +378,7 @@ async fn ssh_unknown_host_key_is_rejected() {
 async fn ssh_mismatched_host_key_is_rejected() {
     let (upstream, _, sshd, state) = ssh_fixture();
     let impostor = state.path().join("impostor");
-    common::sshd::keygen(&impostor);
+    crate::common::sshd::keygen(&impostor);
     let impostor_line = std::fs::read_to_string(impostor.with_extension("pub")).unwrap();
     let known = sshd.known_hosts("known_hosts", impostor_line.trim(), false);
     let err = ssh_source(&sshd, &upstream, &sshd.client_key, &known, state.path())
@@ -400,7 +398,7 @@ async fn ssh_unauthorized_key_is_an_auth_error() {
     let (upstream, _, sshd, state) = ssh_fixture();
     let known = sshd.known_hosts("known_hosts", &sshd.host_key_pub, false);
     let stranger = state.path().join("stranger");
-    common::sshd::keygen(&stranger);
+    crate::common::sshd::keygen(&stranger);
     let err = ssh_source(&sshd, &upstream, &stranger, &known, state.path())
         .fetch()
         .await

@@ -2,10 +2,8 @@
 //! applied at once, drift healed or reported, broken revisions that change nothing,
 //! clean shutdown, metrics, and a steady state that sends no requests.
 
-mod common;
-
-use common::TestEnv;
-use common::daemon::{Daemon, time_until};
+use crate::common::TestEnv;
+use crate::common::daemon::{Daemon, time_until};
 use std::path::Path;
 use std::time::Duration;
 
@@ -169,7 +167,7 @@ fn report_only_shows_drift_with_its_diff() {
         ])
         .output()
         .expect("converge apply");
-    common::assert_success("converge apply", &out);
+    crate::common::assert_success("converge apply", &out);
     let daemon = setup.start(false, "1h", &[]);
     assert_eq!(daemon.source()["result"], "synced");
 
@@ -182,7 +180,7 @@ fn report_only_shows_drift_with_its_diff() {
         "-p",
         r#"{"data":{"value":"edited"}}"#,
     ]);
-    let drifted = common::eventually(Duration::from_secs(10), || {
+    let drifted = crate::common::eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "drifted").then_some(source)
     });
@@ -234,7 +232,7 @@ fn a_broken_revision_keeps_the_last_good_state() {
         "broken.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
     );
-    let failed = common::eventually(Duration::from_secs(10), || {
+    let failed = crate::common::eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "failed").then_some(source)
     });

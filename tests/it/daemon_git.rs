@@ -3,12 +3,10 @@
 //! commits, an unreachable remote and a rejected password, each recovered from
 //! without a restart.
 
-mod common;
-
-use common::TestEnv;
-use common::daemon::{Daemon, time_until};
-use common::git::Upstream;
-use common::git_http::GitHttpServer;
+use crate::common::TestEnv;
+use crate::common::daemon::{Daemon, time_until};
+use crate::common::git::Upstream;
+use crate::common::git_http::GitHttpServer;
 use std::time::Duration;
 
 const USER: &str = "deploy";
@@ -186,7 +184,7 @@ fn a_broken_commit_keeps_the_last_good_state_until_the_next_good_one() {
         ],
         "broken",
     );
-    let failed = common::eventually(Duration::from_secs(10), || {
+    let failed = crate::common::eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "failed").then_some(source)
     });
@@ -222,7 +220,7 @@ fn a_broken_commit_keeps_the_last_good_state_until_the_next_good_one() {
         "{}",
         daemon.log()
     );
-    let recovered = common::eventually(Duration::from_secs(5), || {
+    let recovered = crate::common::eventually(Duration::from_secs(5), || {
         (daemon.source()["revision"].as_str() == Some(good.as_str())).then_some(())
     });
     assert!(recovered.is_some());
@@ -234,7 +232,7 @@ fn an_unreachable_remote_and_a_rejected_password_are_reported_and_recovered() {
     let setup = GitSetup::new("git-outage");
     let daemon = setup.start("1s");
     let wait_failed = |what: &str| {
-        common::eventually(Duration::from_secs(15), || {
+        crate::common::eventually(Duration::from_secs(15), || {
             let source = daemon.source();
             (source["result"] == "failed")
                 .then_some(source["error"].as_str().unwrap_or_default().to_string())

@@ -2,12 +2,10 @@
 //! plane (`hack/controlplane.sh up`; `eval "$(hack/controlplane.sh env)"`), checked
 //! with kubectl as the independent client.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use converge::kube::{Auth, Client, ClientOptions, ClusterConfig, Discovery, Error, ExecConfig};
 use serde_json::{Value, json};
 

@@ -337,7 +337,7 @@ impl std::io::Write for Captured {
     }
 }
 
-/// One process-wide subscriber for this test binary. A thread-local one
+/// One process-wide subscriber for the test process. A thread-local one
 /// (`set_default`) raced with the other tests over tracing's per-callsite interest
 /// cache and missed events about one run in six; a global one cannot.
 fn captured_logs() -> &'static Captured {

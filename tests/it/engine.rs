@@ -2,9 +2,7 @@
 //! with kubectl: exact diffs, no false drift, staged apply, safe prune, and bad
 //! input that changes nothing.
 
-mod common;
-
-use common::{TestEnv, corpus_microservices_demo};
+use crate::common::{TestEnv, corpus_microservices_demo};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +58,7 @@ impl ConvergeExt for TestEnv {
         let mut args = vec!["apply", path, "--prune", "-o", "json"];
         args.extend(extra);
         let out = self.converge(&args);
-        common::assert_success("converge apply", &out);
+        crate::common::assert_success("converge apply", &out);
         serde_json::from_slice(&out.stdout).expect("apply -o json prints JSON")
     }
 

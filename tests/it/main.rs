@@ -1,0 +1,16 @@
+//! The integration tests: one crate, so one link of the library and the test
+//! harness in `common` compiled once. `cargo test --test it MODULE` runs one file's
+//! tests, e.g. `cargo test --test it daemon_git::`.
+
+mod common;
+
+mod controlplane;
+mod daemon;
+mod daemon_git;
+mod daemon_restart;
+mod engine;
+mod health;
+mod kube_client;
+mod server;
+mod source_dir;
+mod source_git;
