@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONVERGE = ROOT / "target/release/converge"
 RAW = ROOT / "target/release/examples/raw_apply"
-CORPUS = ROOT.parent / "shared/corpus/microservices-demo/kubernetes-manifests.yaml"
+CORPUS = ROOT / "tests/fixtures/microservices-demo/kubernetes-manifests.yaml"
 NAMESPACES = 4
 
 

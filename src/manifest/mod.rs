@@ -1528,7 +1528,7 @@ mod tests {
     #[test]
     fn microservices_demo_corpus() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/corpus/microservices-demo/kubernetes-manifests.yaml");
+            .join("tests/fixtures/microservices-demo/kubernetes-manifests.yaml");
         let manifests = load(&[file]).unwrap();
         assert_eq!(manifests.len(), 35);
         let count = |kind: &str| manifests.iter().filter(|m| m.kind == kind).count();

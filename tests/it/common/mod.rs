@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-/// The microservices-demo manifests from the shared corpus (35 objects).
+/// The microservices-demo manifests (35 objects; tests/fixtures/README.md).
 pub fn corpus_microservices_demo() -> PathBuf {
-    repo_root().join("../shared/corpus/microservices-demo/kubernetes-manifests.yaml")
+    repo_root().join("tests/fixtures/microservices-demo/kubernetes-manifests.yaml")
 }
 
 pub fn repo_root() -> PathBuf {
