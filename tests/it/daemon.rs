@@ -2,56 +2,31 @@
 //! applied at once, drift healed or reported, broken revisions that change nothing,
 //! clean shutdown, metrics, and a steady state that sends no requests.
 
-use crate::common::TestEnv;
-use crate::common::daemon::{Daemon, time_until};
-use std::path::Path;
+use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::{Manifests, TestEnv, assert_success, configmap, eventually, prometheus};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// A directory source with its own config; `{dir}`/`{state}` are filled in.
-fn dir_config(dir: &Path, state: &Path, self_heal: bool, interval: &str) -> String {
-    format!(
-        r#"state_dir = "{state}"
-
-[[source]]
-name = "{{ns}}"
-dir = "{dir}"
-namespace = "{{ns}}"
-interval = "{interval}"
-prune = true
-self_heal = {self_heal}
-"#,
-        dir = dir.display(),
-        state = state.display(),
-    )
-}
-
-fn configmap(name: &str, value: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{value: '{value}'}}\n"
-    )
-}
-
+/// A test's namespace and the directory its daemon's source reads.
 struct Setup {
     env: TestEnv,
-    dir: tempfile::TempDir,
-    state: tempfile::TempDir,
+    manifests: Manifests,
 }
 
 impl Setup {
     fn new(test: &str) -> Self {
         Setup {
             env: TestEnv::new(test),
-            dir: tempfile::tempdir().expect("tempdir"),
-            state: tempfile::tempdir().expect("tempdir"),
+            manifests: Manifests::new(),
         }
     }
 
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.dir.path().join(file), text).expect("write manifest");
+        self.manifests.write(file, text);
     }
 
-    fn start(&self, self_heal: bool, interval: &str, args: &[&str]) -> Daemon {
-        let config = dir_config(self.dir.path(), self.state.path(), self_heal, interval);
+    fn start(&self, drift: Drift, interval: &str, args: &[&str]) -> Daemon {
+        let config = dir_config(self.manifests.path(), interval, drift);
         let daemon = Daemon::start(&self.env, &config, args);
         daemon.wait_ready(Duration::from_secs(30));
         daemon
@@ -59,67 +34,59 @@ impl Setup {
 
     /// Waits until the ConfigMap's `value` is `value`; fails with the daemon's log.
     fn wait_for_value(&self, daemon: &Daemon, configmap: &str, value: &str) -> Duration {
-        time_until(Duration::from_secs(10), || {
-            self.value_of(configmap).as_deref() == Some(value)
-        })
-        .unwrap_or_else(|| panic!("{configmap} never became {value}:\n{}", daemon.log()))
+        let waited = self
+            .env
+            .wait_configmap_value(configmap, value, Duration::from_secs(10));
+        waited.unwrap_or_else(|| panic!("{configmap} never became {value}:\n{}", daemon.log()))
     }
 
-    /// An out-of-band edit of a ConfigMap's `value`, as a person would make it.
-    fn edit_live(&self, configmap: &str) {
-        let patch = r#"{"data":{"value":"edited"}}"#;
-        let ns = self.env.ns.as_str();
-        self.env
-            .kubectl(&["patch", "configmap", configmap, "-n", ns, "-p", patch]);
+    /// Waits until the ConfigMap exists (or, `present` false, is gone).
+    fn wait_for_presence(&self, daemon: &Daemon, configmap: &str, present: Presence) -> Duration {
+        let want = matches!(present, Presence::Exists);
+        let waited = eventually(Duration::from_secs(10), || {
+            self.env.configmap_value(configmap).is_some() == want
+        });
+        let waited = waited.map(|w| w.after);
+        waited.unwrap_or_else(|| panic!("{configmap} never {present:?}:\n{}", daemon.log()))
     }
 
     fn value_of(&self, configmap: &str) -> Option<String> {
-        let out = self.env.kubectl_output(
-            &[
-                "get",
-                "configmap",
-                configmap,
-                "-n",
-                &self.env.ns,
-                "-o",
-                "jsonpath={.data.value}",
-            ],
-            None,
-        );
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.env.configmap_value(configmap)
     }
+
+    fn resource_version(&self, configmap: &str) -> String {
+        let jsonpath = "jsonpath={.metadata.resourceVersion}";
+        let ns = self.env.ns.as_str();
+        self.env
+            .kubectl(&["get", "configmap", configmap, "-n", ns, "-o", jsonpath])
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Presence {
+    Exists,
+    Gone,
 }
 
 #[test]
 fn directory_changes_are_applied_at_once() {
     let setup = Setup::new("daemon-dir");
     setup.write("a.yaml", &configmap("a", "1"));
-    let daemon = setup.start(true, "1h", &[]);
+    let daemon = setup.start(Drift::Heal, "1h", &[]);
     assert_eq!(setup.value_of("a").as_deref(), Some("1"));
     assert_eq!(daemon.source()["result"], "synced");
 
     setup.write("b.yaml", &configmap("b", "2"));
-    let created = time_until(Duration::from_secs(10), || setup.value_of("b").is_some());
-    let created = created.unwrap_or_else(|| panic!("b.yaml was never applied:\n{}", daemon.log()));
+    let created = setup.wait_for_value(&daemon, "b", "2");
     println!("a new file was applied after {created:?}");
 
     setup.write("a.yaml", &configmap("a", "changed"));
-    let changed = time_until(Duration::from_secs(10), || {
-        setup.value_of("a").as_deref() == Some("changed")
-    });
-    println!(
-        "a changed file was applied after {:?}",
-        changed.expect("a.yaml change applied")
-    );
+    let changed = setup.wait_for_value(&daemon, "a", "changed");
+    println!("a changed file was applied after {changed:?}");
 
-    std::fs::remove_file(setup.dir.path().join("b.yaml")).expect("remove b.yaml");
-    let pruned = time_until(Duration::from_secs(10), || setup.value_of("b").is_none());
-    println!(
-        "a removed file was pruned after {:?}",
-        pruned.expect("b pruned")
-    );
+    setup.manifests.remove("b.yaml");
+    let pruned = setup.wait_for_presence(&daemon, "b", Presence::Gone);
+    println!("a removed file was pruned after {pruned:?}");
     assert!(
         created < Duration::from_secs(5),
         "applied after {created:?}"
@@ -130,22 +97,63 @@ fn directory_changes_are_applied_at_once() {
 fn drift_is_healed_at_once() {
     let setup = Setup::new("daemon-heal");
     setup.write("a.yaml", &configmap("a", "desired"));
-    let daemon = setup.start(true, "1h", &[]);
+    let daemon = setup.start(Drift::Heal, "1h", &[]);
     let ns = setup.env.ns.as_str();
-    setup.edit_live("a");
-    let healed = time_until(Duration::from_secs(10), || {
-        setup.value_of("a").as_deref() == Some("desired")
-    });
-    let healed = healed.unwrap_or_else(|| panic!("never healed:\n{}", daemon.log()));
+    setup.env.edit_configmap_value("a", "edited");
+    let healed = setup.wait_for_value(&daemon, "a", "desired");
     println!("an out-of-band patch was healed after {healed:?}");
 
     setup.env.kubectl(&["delete", "configmap", "a", "-n", ns]);
-    let recreated = time_until(Duration::from_secs(10), || setup.value_of("a").is_some());
-    println!(
-        "a deleted object was re-created after {:?}",
-        recreated.expect("re-created")
-    );
+    let recreated = setup.wait_for_presence(&daemon, "a", Presence::Exists);
+    println!("a deleted object was re-created after {recreated:?}");
+    assert_eq!(setup.value_of("a").as_deref(), Some("desired"));
     assert!(daemon.metric("converge_apply_actions_total") >= 1.0);
+}
+
+/// Each apply is news on the source's ApplySet parent, `converge-<source>`, where
+/// `kubectl describe configmap converge-<source>` shows it.
+#[test]
+fn applied_events_are_posted_on_the_applyset_parent() {
+    let setup = Setup::new("daemon-events");
+    setup.write("a.yaml", &configmap("a", "1"));
+    let daemon = setup.start(Drift::Heal, "1h", &[]);
+    let ns = setup.env.ns.as_str();
+    let parent = format!("converge-{ns}");
+    let selector = format!("involvedObject.name={parent}");
+    let applied = eventually(Duration::from_secs(10), || {
+        let events = setup.env.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            &selector,
+            "-o",
+            "json",
+        ]);
+        let events: serde_json::Value = serde_json::from_str(&events).expect("events are JSON");
+        let items = events["items"].as_array()?.clone();
+        items.into_iter().find(|e| e["reason"] == "Applied")
+    });
+    let event = applied
+        .unwrap_or_else(|| panic!("no Applied event on {parent}:\n{}", daemon.log()))
+        .value;
+    let involved = &event["involvedObject"];
+    assert_eq!(involved["kind"], "ConfigMap", "{event:#}");
+    assert_eq!(involved["name"], parent.as_str(), "{event:#}");
+    assert_eq!(involved["namespace"], ns, "{event:#}");
+    assert_eq!(event["type"], "Normal", "{event:#}");
+    // The Event is about an object that exists: the parent the daemon applied.
+    let name = setup.env.kubectl(&[
+        "get",
+        "configmap",
+        &parent,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.name}",
+    ]);
+    assert_eq!(name, parent);
 }
 
 #[test]
@@ -157,34 +165,21 @@ fn report_only_shows_drift_with_its_diff() {
     let out = setup
         .env
         .converge_command()
-        .args([
-            "apply",
-            setup.dir.path().to_str().expect("utf-8"),
-            "-n",
-            &ns,
-            "--name",
-            &ns,
-        ])
+        .args(["apply", setup.manifests.arg(), "-n", &ns, "--name", &ns])
         .output()
         .expect("converge apply");
-    crate::common::assert_success("converge apply", &out);
-    let daemon = setup.start(false, "1h", &[]);
+    assert_success("converge apply", &out);
+    let daemon = setup.start(Drift::Report, "1h", &[]);
     assert_eq!(daemon.source()["result"], "synced");
 
-    setup.env.kubectl(&[
-        "patch",
-        "configmap",
-        "a",
-        "-n",
-        &ns,
-        "-p",
-        r#"{"data":{"value":"edited"}}"#,
-    ]);
-    let drifted = crate::common::eventually(Duration::from_secs(10), || {
+    setup.env.edit_configmap_value("a", "edited");
+    let drifted = eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "drifted").then_some(source)
     });
-    let source = drifted.unwrap_or_else(|| panic!("drift never reported:\n{}", daemon.log()));
+    let source = drifted
+        .unwrap_or_else(|| panic!("drift never reported:\n{}", daemon.log()))
+        .value;
     let object = &source["objects"][0];
     assert_eq!(object["state"], "drifted", "{source:#}");
     let diff = object["diff"].as_str().expect("a diff");
@@ -216,100 +211,62 @@ fn report_only_shows_drift_with_its_diff() {
 fn a_broken_revision_keeps_the_last_good_state() {
     let setup = Setup::new("daemon-broken");
     setup.write("a.yaml", &configmap("a", "good"));
-    let daemon = setup.start(true, "1h", &[]);
-    let before = setup.env.kubectl(&[
-        "get",
-        "configmap",
-        "a",
-        "-n",
-        &setup.env.ns,
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ]);
+    let daemon = setup.start(Drift::Heal, "1h", &[]);
+    let before = setup.resource_version("a");
 
     setup.write("a.yaml", &configmap("a", "next"));
+    // The flow sequence opened on line 4 is found unclosed on line 5.
     setup.write(
         "broken.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
     );
-    let failed = crate::common::eventually(Duration::from_secs(10), || {
+    let failed = eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "failed").then_some(source)
     });
-    let source = failed.unwrap_or_else(|| panic!("failure never reported:\n{}", daemon.log()));
+    let source = failed
+        .unwrap_or_else(|| panic!("failure never reported:\n{}", daemon.log()))
+        .value;
     let error = source["error"].as_str().expect("an error");
     assert!(
-        error.contains("broken.yaml:"),
+        error.contains("broken.yaml:5: invalid YAML"),
         "names the file and line: {error}"
     );
     assert!(
         source["revision"].as_str().is_some(),
         "the last good revision is still reported"
     );
-    let after = setup.env.kubectl(&[
-        "get",
-        "configmap",
-        "a",
-        "-n",
-        &setup.env.ns,
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ]);
-    assert_eq!(before, after, "a broken revision must not half-apply");
+    assert_eq!(
+        before,
+        setup.resource_version("a"),
+        "a broken revision must not half-apply"
+    );
 
-    std::fs::remove_file(setup.dir.path().join("broken.yaml")).expect("remove");
-    let recovered = time_until(Duration::from_secs(10), || {
-        setup.value_of("a").as_deref() == Some("next")
-    });
-    assert!(recovered.is_some(), "never recovered:\n{}", daemon.log());
+    setup.manifests.remove("broken.yaml");
+    setup.wait_for_value(&daemon, "a", "next");
     assert_eq!(daemon.source()["result"], "synced");
-}
-
-/// Every sample line of the Prometheus text format: `name{labels} value`.
-fn assert_prometheus_text(text: &str) {
-    assert!(text.contains("# TYPE"), "{text}");
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad line {line:?}"));
-        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
-        let name = series.split('{').next().unwrap_or_default();
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line:?}"
-        );
-    }
 }
 
 #[test]
 fn metrics_move_with_work_and_sigterm_exits_cleanly() {
     let setup = Setup::new("daemon-metrics");
     setup.write("a.yaml", &configmap("a", "1"));
-    let mut daemon = setup.start(true, "1h", &[]);
-    let (code, text) = daemon.get("/metrics");
-    assert_eq!(code, 200);
-    assert_prometheus_text(&text);
-    let reconciles = daemon.metric("converge_reconciles_total");
-    let actions = daemon.metric("converge_apply_actions_total");
+    let mut daemon = setup.start(Drift::Heal, "1h", &[]);
+    let text = daemon.metrics();
+    let reconciles = prometheus::sum(&text, "converge_reconciles_total");
+    let actions = prometheus::sum(&text, "converge_apply_actions_total");
     assert!(reconciles >= 1.0 && actions >= 1.0, "{text}");
 
     setup.write("b.yaml", &configmap("b", "2"));
-    let moved = time_until(Duration::from_secs(10), || {
+    let moved = eventually(Duration::from_secs(10), || {
         daemon.metric("converge_apply_actions_total") > actions
     });
     assert!(
         moved.is_some(),
         "apply actions did not move:\n{}",
-        daemon.get("/metrics").1
+        daemon.metrics()
     );
     assert!(daemon.metric("converge_reconciles_total") > reconciles);
-    assert_prometheus_text(&daemon.get("/metrics").1);
 
     let (status, took) = daemon.terminate();
     println!("SIGTERM: exited with {status} after {took:?}");
@@ -317,8 +274,19 @@ fn metrics_move_with_work_and_sigterm_exits_cleanly() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
-/// Nothing changes ⇒ no writes, no per-object GETs, lists or dry-runs, even though
-/// the resync timer (1 s here) keeps running reconciles.
+/// Requests sent to the API server so far, by verb (every verb the client counts,
+/// watches included).
+fn requests_by_verb(daemon: &Daemon) -> BTreeMap<String, f64> {
+    let text = daemon.metrics();
+    prometheus::samples(&text)
+        .iter()
+        .filter(|s| s.name == "converge_api_requests_total")
+        .map(|s| (s.label("verb").expect("a verb label").to_string(), s.value))
+        .collect()
+}
+
+/// Nothing changes ⇒ no request of any kind (no writes, GETs, lists, dry-runs or new
+/// watches), even though the resync timer (1 s here) keeps running reconciles.
 #[test]
 fn steady_state_sends_no_requests() {
     let setup = Setup::new("daemon-idle");
@@ -333,15 +301,17 @@ fn steady_state_sends_no_requests() {
         "secret.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n",
     );
-    let daemon = setup.start(true, "1s", &[]);
+    let daemon = setup.start(Drift::Heal, "1s", &[]);
     std::thread::sleep(Duration::from_secs(3)); // let the first resyncs and watches settle
-    let verbs = ["get", "list", "dry-run", "apply", "create", "delete"];
-    let count =
-        |verb: &str| daemon.metric(&format!("converge_api_requests_total{{verb=\"{verb}\"}}"));
-    let before: Vec<f64> = verbs.iter().map(|v| count(v)).collect();
+    let before = requests_by_verb(&daemon);
+    // The daemon watches what it applies: a watch is a request, counted like any other.
+    assert!(
+        before.get("watch").is_some_and(|n| *n >= 1.0),
+        "watches are not counted: {before:?}"
+    );
     let reconciles = daemon.metric("converge_reconciles_total{source=");
     std::thread::sleep(Duration::from_secs(5));
-    let after: Vec<f64> = verbs.iter().map(|v| count(v)).collect();
+    let after = requests_by_verb(&daemon);
     let resyncs = daemon.metric("converge_reconciles_total{source=") - reconciles;
     println!(
         "idle 5 s: {resyncs} resync reconciles; requests by verb before {before:?} after {after:?}"
@@ -357,7 +327,7 @@ fn steady_state_sends_no_requests() {
 fn run_dry_run_reports_and_never_writes() {
     let setup = Setup::new("daemon-dry-run");
     setup.write("a.yaml", &configmap("a", "1"));
-    let daemon = setup.start(true, "1h", &["--dry-run"]);
+    let daemon = setup.start(Drift::Heal, "1h", &["--dry-run"]);
     let source = daemon.source();
     assert_eq!(source["result"], "drifted", "{source:#}");
     assert_eq!(source["objects"][0]["state"], "missing");
@@ -380,14 +350,14 @@ fn reconciles_look_only_at_what_changed() {
     for i in 0..10 {
         setup.write(&format!("{i}.yaml"), &configmap(&format!("c{i}"), "1"));
     }
-    let daemon = setup.start(true, "1h", &[]);
+    let daemon = setup.start(Drift::Heal, "1h", &[]);
     let looked_at = || daemon.metric("converge_reconciled_objects_total");
     assert_eq!(looked_at(), 10.0, "the first reconcile is full");
 
-    setup.edit_live("c3");
+    setup.env.edit_configmap_value("c3", "edited");
     setup.wait_for_value(&daemon, "c3", "1");
     assert!(
-        time_until(Duration::from_secs(5), || looked_at() == 11.0).is_some(),
+        eventually(Duration::from_secs(5), || looked_at() == 11.0).is_some(),
         "drift on one object looks at that object: {}\n{}",
         looked_at(),
         daemon.log()
@@ -396,7 +366,7 @@ fn reconciles_look_only_at_what_changed() {
     setup.write("5.yaml", &configmap("c5", "2"));
     setup.wait_for_value(&daemon, "c5", "2");
     assert!(
-        time_until(Duration::from_secs(5), || looked_at() == 12.0).is_some(),
+        eventually(Duration::from_secs(5), || looked_at() == 12.0).is_some(),
         "a one-object commit looks at that object: {}",
         looked_at()
     );
@@ -407,10 +377,9 @@ fn reconciles_look_only_at_what_changed() {
     assert_eq!(daemon.source()["result"], "synced");
 
     setup.write("new.yaml", &configmap("n", "1"));
-    let created = time_until(Duration::from_secs(10), || setup.value_of("n").is_some());
-    created.unwrap_or_else(|| panic!("never created:\n{}", daemon.log()));
+    setup.wait_for_value(&daemon, "n", "1");
     assert!(
-        time_until(Duration::from_secs(5), || looked_at() == 23.0).is_some(),
+        eventually(Duration::from_secs(5), || looked_at() == 23.0).is_some(),
         "an added file takes a full reconcile: {}",
         looked_at()
     );

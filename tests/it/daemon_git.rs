@@ -3,10 +3,10 @@
 //! commits, an unreachable remote and a rejected password, each recovered from
 //! without a restart.
 
-use crate::common::TestEnv;
-use crate::common::daemon::{Daemon, time_until};
+use crate::common::daemon::Daemon;
 use crate::common::git::Upstream;
 use crate::common::git_http::GitHttpServer;
+use crate::common::{TestEnv, configmap, eventually, github_signature};
 use std::time::Duration;
 
 const USER: &str = "deploy";
@@ -17,13 +17,6 @@ struct GitSetup {
     env: TestEnv,
     upstream: Upstream,
     server: GitHttpServer,
-    state: tempfile::TempDir,
-}
-
-fn configmap(name: &str, value: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{value: '{value}'}}\n"
-    )
 }
 
 impl GitSetup {
@@ -41,13 +34,12 @@ impl GitSetup {
             env: TestEnv::new(test),
             upstream,
             server,
-            state: tempfile::tempdir().expect("tempdir"),
         }
     }
 
     fn start(&self, interval: &str) -> Daemon {
         let config = format!(
-            r#"state_dir = "{state}"
+            r#"state_dir = "{{state}}"
 
 [[source]]
 name = "{{ns}}"
@@ -60,7 +52,6 @@ password_env = "TEST_GIT_PASSWORD"
 webhook_secret_env = "TEST_WEBHOOK_SECRET"
 namespace = "{{ns}}"
 "#,
-            state = self.state.path().display(),
             url = self.server.url("config.git"),
         );
         let vars = [
@@ -74,41 +65,23 @@ namespace = "{{ns}}"
     }
 
     fn value_of(&self, name: &str) -> Option<String> {
-        let args = [
-            "get",
-            "configmap",
-            name,
-            "-n",
-            &self.env.ns,
-            "-o",
-            "jsonpath={.data.value}",
-        ];
-        let out = self.env.kubectl_output(&args, None);
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.env.configmap_value(name)
     }
 
     fn wait_value(&self, name: &str, value: &str, timeout: Duration) -> Option<Duration> {
-        time_until(timeout, || self.value_of(name).as_deref() == Some(value))
+        self.env.wait_configmap_value(name, value, timeout)
     }
 }
 
-fn signature(body: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, WEBHOOK_SECRET.as_bytes());
-    let tag = ring::hmac::sign(&key, body.as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("X-Hub-Signature-256: sha256={hex}")
-}
+/// The push event every webhook test sends.
+const PUSH: &str = r#"{"ref":"refs/heads/main"}"#;
 
-fn push_webhook(daemon: &Daemon, name: &str, signature_header: &str) -> u16 {
-    let body = r#"{"ref":"refs/heads/main"}"#;
+/// Posts a push event to the source's webhook with `X-Hub-Signature-256: signature`.
+fn push_webhook(daemon: &Daemon, name: &str, signature: &str) -> u16 {
+    let header = format!("X-Hub-Signature-256: {signature}");
+    let path = format!("/hooks/git/{name}");
     daemon
-        .post(
-            &format!("/hooks/git/{name}"),
-            &[signature_header, "Content-Type: application/json"],
-            body,
-        )
+        .post(&path, &[&header, "Content-Type: application/json"], PUSH)
         .0
 }
 
@@ -132,18 +105,9 @@ fn a_pushed_commit_is_applied_on_the_webhook() {
     let pushed = setup
         .upstream
         .commit(&[("clusters/dev/a.yaml", &configmap("a", "2"))], "second");
-    assert_eq!(
-        push_webhook(&daemon, &setup.env.ns, "X-Hub-Signature-256: sha256=00"),
-        401
-    );
-    assert_eq!(
-        push_webhook(
-            &daemon,
-            &setup.env.ns,
-            &signature(r#"{"ref":"refs/heads/main"}"#)
-        ),
-        202
-    );
+    assert_eq!(push_webhook(&daemon, &setup.env.ns, "sha256=00"), 401);
+    let signature = github_signature(WEBHOOK_SECRET.as_bytes(), PUSH.as_bytes());
+    assert_eq!(push_webhook(&daemon, &setup.env.ns, &signature), 202);
     let applied = setup.wait_value("a", "2", Duration::from_secs(10));
     let applied = applied
         .unwrap_or_else(|| panic!("the webhook did not apply the commit:\n{}", daemon.log()));
@@ -184,24 +148,26 @@ fn a_broken_commit_keeps_the_last_good_state_until_the_next_good_one() {
         ],
         "broken",
     );
-    let failed = crate::common::eventually(Duration::from_secs(10), || {
+    let failed = eventually(Duration::from_secs(10), || {
         let source = daemon.source();
         (source["result"] == "failed").then_some(source)
     });
-    let source =
-        failed.unwrap_or_else(|| panic!("the broken commit was not reported:\n{}", daemon.log()));
+    let source = failed
+        .unwrap_or_else(|| panic!("the broken commit was not reported:\n{}", daemon.log()))
+        .value;
     assert_eq!(source["attemptedRevision"].as_str(), Some(broken.as_str()));
     assert_ne!(
         source["revision"].as_str(),
         Some(broken.as_str()),
         "the good revision stays"
     );
+    // The flow sequence opened on line 4 is found unclosed on line 5.
     assert!(
         source["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("bad.yaml:"),
-        "{source:#}"
+            .contains("clusters/dev/bad.yaml:5: invalid YAML"),
+        "names the file and line: {source:#}"
     );
     assert_eq!(
         setup.value_of("a").as_deref(),
@@ -220,8 +186,8 @@ fn a_broken_commit_keeps_the_last_good_state_until_the_next_good_one() {
         "{}",
         daemon.log()
     );
-    let recovered = crate::common::eventually(Duration::from_secs(5), || {
-        (daemon.source()["revision"].as_str() == Some(good.as_str())).then_some(())
+    let recovered = eventually(Duration::from_secs(5), || {
+        daemon.source()["revision"].as_str() == Some(good.as_str())
     });
     assert!(recovered.is_some());
     assert_eq!(daemon.source()["result"], "synced");
@@ -232,17 +198,23 @@ fn an_unreachable_remote_and_a_rejected_password_are_reported_and_recovered() {
     let setup = GitSetup::new("git-outage");
     let daemon = setup.start("1s");
     let wait_failed = |what: &str| {
-        crate::common::eventually(Duration::from_secs(15), || {
+        eventually(Duration::from_secs(15), || {
             let source = daemon.source();
             (source["result"] == "failed")
                 .then_some(source["error"].as_str().unwrap_or_default().to_string())
         })
         .unwrap_or_else(|| panic!("{what} was not reported:\n{}", daemon.log()))
+        .value
     };
 
     setup.server.set_down(true);
     let error = wait_failed("the unreachable remote");
     println!("unreachable remote reported as: {error}");
+    let url = setup.server.url("config.git");
+    assert!(
+        error.contains(&format!("cannot reach Git remote {url}")),
+        "not reported as unreachable: {error}"
+    );
     setup.server.set_down(false);
     setup.upstream.commit(
         &[("clusters/dev/a.yaml", &configmap("a", "after-outage"))],
@@ -258,6 +230,10 @@ fn an_unreachable_remote_and_a_rejected_password_are_reported_and_recovered() {
     setup.server.set_password(USER, "rotated-elsewhere");
     let error = wait_failed("the rejected password");
     println!("rejected password reported as: {error}");
+    assert!(
+        error.contains(&format!("authentication to {url} failed")),
+        "not reported as an authentication failure: {error}"
+    );
     assert!(!error.contains(PASSWORD));
     setup.server.set_password(USER, PASSWORD);
     setup.upstream.commit(

@@ -4,8 +4,8 @@
 //! The test takes the control plane exclusively ([`PlaneAccess::Exclusive`]), so the
 //! restart cannot disturb other tests running in the same process.
 
-use crate::common::daemon::{Daemon, time_until};
-use crate::common::{PlaneAccess, TestEnv, repo_root};
+use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::{Manifests, PlaneAccess, TestEnv, assert_success, configmap, repo_root};
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,19 +13,11 @@ use std::time::Duration;
 fn watches_resume_after_an_apiserver_restart() {
     let env = TestEnv::with_access("apiserver-restart", PlaneAccess::Exclusive);
     let ns = env.ns.clone();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = tempfile::tempdir().expect("tempdir");
+    let manifests = Manifests::new();
     for name in ["a", "b"] {
-        let manifest = format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{value: desired}}\n"
-        );
-        std::fs::write(dir.path().join(format!("{name}.yaml")), manifest).expect("write");
+        manifests.write(&format!("{name}.yaml"), &configmap(name, "desired"));
     }
-    let config = format!(
-        "state_dir = \"{}\"\n\n[[source]]\nname = \"{{ns}}\"\ndir = \"{}\"\nnamespace = \"{{ns}}\"\ninterval = \"1h\"\n",
-        state.path().display(),
-        dir.path().display()
-    );
+    let config = dir_config(manifests.path(), "1h", Drift::Heal);
     let daemon = Daemon::start(&env, &config, &[]);
     daemon.wait_ready(Duration::from_secs(30));
     let versions = || {
@@ -48,7 +40,7 @@ fn watches_resume_after_an_apiserver_restart() {
         .arg("restart-apiserver")
         .output()
         .expect("run hack/controlplane.sh restart-apiserver");
-    crate::common::assert_success("hack/controlplane.sh restart-apiserver", &restart);
+    assert_success("hack/controlplane.sh restart-apiserver", &restart);
     std::thread::sleep(Duration::from_secs(2));
 
     assert_eq!(
@@ -64,27 +56,8 @@ fn watches_resume_after_an_apiserver_restart() {
         "writes after the restart"
     );
 
-    env.kubectl(&[
-        "patch",
-        "configmap",
-        "a",
-        "-n",
-        &ns,
-        "-p",
-        r#"{"data":{"value":"edited"}}"#,
-    ]);
-    let value = || {
-        env.kubectl(&[
-            "get",
-            "configmap",
-            "a",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={.data.value}",
-        ])
-    };
-    let healed = time_until(Duration::from_secs(20), || value() == "desired");
+    env.edit_configmap_value("a", "edited");
+    let healed = env.wait_configmap_value("a", "desired", Duration::from_secs(20));
     let healed = healed
         .unwrap_or_else(|| panic!("drift after the restart was not healed:\n{}", daemon.log()));
     println!("drift after an apiserver restart was healed after {healed:?}");

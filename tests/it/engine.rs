@@ -2,38 +2,11 @@
 //! with kubectl: exact diffs, no false drift, staged apply, safe prune, and bad
 //! input that changes nothing.
 
-use crate::common::{TestEnv, corpus_microservices_demo};
+use crate::common::{Manifests, TestEnv, assert_success, configmap, corpus_microservices_demo};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-
-/// A directory of manifests owned by one test.
-struct Source {
-    dir: tempfile::TempDir,
-}
-
-impl Source {
-    fn new() -> Self {
-        Source {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(file);
-        std::fs::write(&path, text).expect("write manifest");
-        path
-    }
-
-    fn remove(&self, file: &str) {
-        std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
-    }
-}
 
 trait ConvergeExt {
     fn converge(&self, args: &[&str]) -> Output;
@@ -58,7 +31,7 @@ impl ConvergeExt for TestEnv {
         let mut args = vec!["apply", path, "--prune", "-o", "json"];
         args.extend(extra);
         let out = self.converge(&args);
-        crate::common::assert_success("converge apply", &out);
+        assert_success("converge apply", &out);
         serde_json::from_slice(&out.stdout).expect("apply -o json prints JSON")
     }
 
@@ -229,7 +202,7 @@ spec:
 #[test]
 fn naturally_written_manifests_show_no_false_drift() {
     let env = TestEnv::new("natural");
-    let source = Source::new();
+    let source = Manifests::new();
     source.write("app.yaml", NATURAL);
     assert_eq!(env.apply(source.path(), &[])["summary"]["created"], 4);
     let (code, out) = env.diff(source.path());
@@ -256,7 +229,7 @@ spec:
 #[test]
 fn out_of_band_changes_show_as_exact_diffs_and_apply_restores_them() {
     let env = TestEnv::new("drift");
-    let source = Source::new();
+    let source = Manifests::new();
     source.write("web.yaml", SCALED);
     env.apply(source.path(), &[]);
 
@@ -267,7 +240,7 @@ fn out_of_band_changes_show_as_exact_diffs_and_apply_restores_them() {
         out.contains("-  replicas: 5") && out.contains("+  replicas: 2"),
         "{out}"
     );
-    let json = env.converge(&["diff", source.path().to_str().expect("utf-8"), "-o", "json"]);
+    let json = env.converge(&["diff", source.arg(), "-o", "json"]);
     let plan: Value = serde_json::from_slice(&json.stdout).expect("json");
     let changed: Vec<&Value> = plan["objects"]
         .as_array()
@@ -315,7 +288,7 @@ fn out_of_band_changes_show_as_exact_diffs_and_apply_restores_them() {
 #[test]
 fn removed_fields_go_and_other_managers_fields_stay() {
     let env = TestEnv::new("fields");
-    let source = Source::new();
+    let source = Manifests::new();
     source.write(
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: '1', b: '2'}\n",
@@ -350,7 +323,7 @@ fn removed_fields_go_and_other_managers_fields_stay() {
 fn crd_and_its_custom_resource_apply_in_one_run() {
     let env = TestEnv::new("crd");
     let group = format!("{}.converge.test", env.ns);
-    let source = Source::new();
+    let source = Manifests::new();
     source.write(
         "crd.yaml",
         &format!(
@@ -399,7 +372,7 @@ spec:
 fn prune_deletes_only_what_the_applyset_owns() {
     let env = TestEnv::new("prune");
     let ns = env.ns.as_str();
-    let source = Source::new();
+    let source = Manifests::new();
     let cm = |name: &str| {
         format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: shop}}}}\ndata: {{k: v}}\n"
@@ -437,8 +410,8 @@ fn prune_deletes_only_what_the_applyset_owns() {
     assert_eq!(names, "by-kubectl keep other sticky");
 
     // An empty source deletes nothing and says why.
-    let empty = Source::new();
-    let out = env.converge(&["apply", empty.path().to_str().expect("utf-8"), "--prune"]);
+    let empty = Manifests::new();
+    let out = env.converge(&["apply", empty.arg(), "--prune"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no manifests found"),
@@ -460,17 +433,14 @@ fn prune_deletes_only_what_the_applyset_owns() {
 #[test]
 fn mass_prune_is_refused_without_the_flag() {
     let env = TestEnv::new("mass-prune");
-    let source = Source::new();
+    let source = Manifests::new();
     for name in ["a", "b", "c"] {
-        source.write(
-            &format!("{name}.yaml"),
-            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"),
-        );
+        source.write(&format!("{name}.yaml"), &configmap(name, "1"));
     }
     env.apply(source.path(), &[]);
     source.remove("b.yaml");
     source.remove("c.yaml");
-    let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+    let out = env.converge(&["apply", source.arg(), "--prune"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--allow-mass-prune"),
@@ -485,55 +455,69 @@ fn mass_prune_is_refused_without_the_flag() {
     assert_eq!(env.resource_versions("configmaps").len(), 2);
 }
 
+/// Whether `text` names `file:line` (as a path's last part, and that whole line number).
+fn points_at(text: &str, location: &str) -> bool {
+    let needle = format!("/{location}");
+    text.match_indices(&needle).any(|(at, _)| {
+        let after = text[at + needle.len()..].chars().next();
+        !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 /// Each broken revision exits 2, names the place and the reason, and writes nothing.
 #[test]
 fn bad_input_changes_nothing() {
     let env = TestEnv::new("bad-input");
-    let source = Source::new();
-    source.write(
-        "good.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\ndata: {v: '1'}\n",
-    );
+    let source = Manifests::new();
+    source.write("good.yaml", &configmap("good", "1"));
     env.apply(source.path(), &[]);
     let before = env.resource_versions("configmaps,services,deployments");
 
-    let changed_good = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\ndata: {v: '2'}\n";
-    let cases: [(&str, &str, &str); 5] = [
+    let changed_good = configmap("good", "2");
+    // (file, text, where the error points, what it says); the leading comment and
+    // `---` put the object on line 3, so a line number must be counted, not assumed.
+    let cases: [(&str, &str, &str, &str); 5] = [
         (
             "broken.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n",
-            "broken.yaml:",
+            "broken.yaml:5",
+            "invalid YAML",
         ),
         (
             "nokind.yaml",
             "---\napiVersion: v1\nmetadata: {name: x}\n",
             "nokind.yaml:2",
+            "kind is missing",
         ),
         (
             "dup.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\n",
-            "duplicate",
+            "# a copy\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\n",
+            "dup.yaml:3",
+            "duplicate object",
         ),
         (
             "unknown.yaml",
-            "apiVersion: nope.example.com/v1\nkind: Gadget\nmetadata: {name: g}\n",
+            "# a gadget\n---\napiVersion: nope.example.com/v1\nkind: Gadget\nmetadata: {name: g}\n",
+            "unknown.yaml:3",
             "unknown kind Gadget",
         ),
         (
             "invalid.yaml",
-            "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\nspec: {ports: [{port: 99999}]}\n",
+            "# a bad port\n---\napiVersion: v1\nkind: Service\nmetadata: {name: svc}\n\
+             spec: {ports: [{port: 99999}]}\n",
+            "invalid.yaml:3",
             "Service/",
         ),
     ];
-    for (file, text, expected) in cases {
-        source.write("good.yaml", changed_good);
+    for (file, text, location, reason) in cases {
+        source.write("good.yaml", &changed_good);
         source.write(file, text);
-        let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+        let out = env.converge(&["apply", source.arg(), "--prune"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
         assert!(
-            stderr.contains(file) && stderr.contains(expected),
-            "{file}: {stderr}"
+            points_at(&stderr, location) && stderr.contains(reason),
+            "{file}: expected {location} and {reason:?} in {stderr}"
         );
         assert_eq!(
             env.resource_versions("configmaps,services,deployments"),
@@ -544,10 +528,14 @@ fn bad_input_changes_nothing() {
     }
 }
 
+/// The exit codes of `converge diff`/`apply`: 0 nothing to do (or applied), 1 a diff.
+const NO_DIFF: i32 = 0;
+const DIFF: i32 = 1;
+
 #[test]
 fn secret_values_never_appear_in_output_or_logs() {
     let env = TestEnv::new("secrets");
-    let source = Source::new();
+    let source = Manifests::new();
     let secret = |value: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{password: {value}}}\n\
@@ -555,30 +543,40 @@ fn secret_values_never_appear_in_output_or_logs() {
             "c2VjcmV0LXRva2VuLXZhbHVl" // secret-token-value
         )
     };
+    let path = source.arg();
+    // Each run's arguments, the exit code it must end with, and its output.
+    let mut runs: Vec<(Vec<&str>, i32, Output)> = Vec::new();
+    let mut run = |verbosity: &'static str, command: &[&'static str], code: i32| {
+        let mut args = vec![verbosity, command[0], path];
+        args.extend(&command[1..]);
+        let out = env.converge(&args);
+        runs.push((args, code, out));
+    };
     source.write("s.yaml", &secret("first-secret-value"));
-    let path = source.path().to_str().expect("utf-8");
-    let mut outputs = Vec::new();
     for verbosity in ["-v", "-vvv"] {
-        outputs.push(env.converge(&[verbosity, "diff", path]));
-        outputs.push(env.converge(&[verbosity, "apply", path, "-o", "json"]));
+        // Before the first apply both Secrets are missing; after it, in sync.
+        let before_apply = if verbosity == "-v" { DIFF } else { NO_DIFF };
+        run(verbosity, &["diff"], before_apply);
+        run(verbosity, &["apply", "-o", "json"], NO_DIFF);
     }
     source.write("s.yaml", &secret("second-secret-value"));
     for verbosity in ["-v", "-vvv"] {
-        outputs.push(env.converge(&[verbosity, "diff", path]));
-        outputs.push(env.converge(&[verbosity, "diff", path, "-o", "json"]));
-        outputs.push(env.converge(&[verbosity, "apply", path, "--dry-run"]));
+        run(verbosity, &["diff"], DIFF);
+        run(verbosity, &["diff", "-o", "json"], DIFF);
+        run(verbosity, &["apply", "--dry-run"], NO_DIFF);
     }
-    let diff = String::from_utf8_lossy(&outputs[4].stdout).into_owned();
+    let diff = String::from_utf8_lossy(&runs[4].2.stdout).into_owned();
     assert!(
         diff.contains("Secret/") && diff.contains("password"),
         "the changed key is shown: {diff}"
     );
-    for out in &outputs {
+    for (args, code, out) in &runs {
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        assert_eq!(out.status.code(), Some(*code), "converge {args:?}:\n{all}");
         for value in [
             "first-secret-value",
             "second-secret-value",
@@ -597,7 +595,7 @@ fn secret_values_never_appear_in_output_or_logs() {
 fn a_namespace_and_its_objects_apply_in_one_run() {
     let env = TestEnv::new("new-ns");
     let extra = format!("{}-extra", env.ns);
-    let source = Source::new();
+    let source = Manifests::new();
     source.write(
         "ns.yaml",
         &format!(
@@ -626,7 +624,7 @@ fn a_namespace_and_its_objects_apply_in_one_run() {
 #[test]
 fn generate_name_objects_are_created_with_post() {
     let env = TestEnv::new("generate-name");
-    let source = Source::new();
+    let source = Manifests::new();
     source.write(
         "job.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: run-}\ndata: {k: v}\n",
@@ -642,12 +640,9 @@ fn generate_name_objects_are_created_with_post() {
 #[test]
 fn diffs_are_colored_only_when_asked() {
     let env = TestEnv::new("color");
-    let source = Source::new();
-    source.write(
-        "cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n",
-    );
-    let path = source.path().to_str().expect("utf-8");
+    let source = Manifests::new();
+    source.write("cm.yaml", &configmap("c", "v"));
+    let path = source.arg();
     let colored = env.converge(&["diff", path, "--color", "always"]);
     assert_eq!(colored.status.code(), Some(1));
     assert!(
@@ -666,7 +661,7 @@ fn diffs_are_colored_only_when_asked() {
 fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
     let env = TestEnv::new("new-ns-invalid");
     let extra = format!("{}-x", env.ns);
-    let source = Source::new();
+    let source = Manifests::new();
     source.write(
         "ns.yaml",
         &format!(
@@ -676,11 +671,11 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
              spec: {{ports: [{{port: 99999}}]}}\n"
         ),
     );
-    let out = env.converge(&["apply", source.path().to_str().expect("utf-8"), "--prune"]);
+    let out = env.converge(&["apply", source.arg(), "--prune"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("ns.yaml:") && stderr.contains("Service/"),
+        points_at(&stderr, "ns.yaml:9") && stderr.contains(&format!("Service/{extra}/bad")),
         "{stderr}"
     );
     let written = env.kubectl(&["get", "configmaps,services", "-n", &extra, "-o", "name"]);

@@ -3,8 +3,8 @@
 //! evidence (Events, container states, logs), and the daemon's `/status` following
 //! a rollout from progressing to ready.
 
-use crate::common::daemon::{Daemon, time_until};
-use crate::common::{TestEnv, assert_success, corpus_microservices_demo, eventually};
+use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::{Manifests, TestEnv, assert_success, corpus_microservices_demo, eventually};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 /// The exit code of `apply --wait` when something failed or timed out.
 const NOT_READY: i32 = 3;
 
-/// Writes `text` as `app.yaml` in a new directory.
-fn manifests(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("app.yaml"), text).expect("write manifest");
-    dir
+/// A new directory with `text` as `app.yaml`.
+fn manifests(text: &str) -> Manifests {
+    Manifests::with("app.yaml", text)
 }
 
 /// `converge apply PATH -n NS --wait ARGS…`: its output and how long it took.
@@ -223,7 +221,8 @@ spec:
         ]);
         (!name.trim().is_empty()).then(|| name.trim().to_string())
     })
-    .expect("the Job created no Pod");
+    .expect("the Job created no Pod")
+    .value;
     env.kubectl(&[
         "patch",
         "-n",
@@ -320,7 +319,7 @@ spec:
             "-o",
             "jsonpath={.status.unavailableReplicas}",
         ]);
-        (n.trim() == "1").then_some(())
+        n.trim() == "1"
     });
     assert!(unavailable.is_some(), "the Deployment stayed available");
     let (out, _) = apply_wait(&env, dir.path(), &["--timeout", "5s", "-o", "json"]);
@@ -357,24 +356,6 @@ spec:
     }
 }
 
-/// A directory source for the daemon; `{ns}` is filled in by the harness.
-fn daemon_config(dir: &Path, state: &Path) -> String {
-    format!(
-        r#"state_dir = "{state}"
-
-[[source]]
-name = "{{ns}}"
-dir = "{dir}"
-namespace = "{{ns}}"
-interval = "1h"
-prune = true
-self_heal = true
-"#,
-        dir = dir.display(),
-        state = state.display(),
-    )
-}
-
 /// The daemon's health entry for `object` (e.g. `Deployment.apps/NS/web`).
 fn object_health(daemon: &Daemon, object: &str) -> Option<Value> {
     let source = daemon.source();
@@ -402,12 +383,12 @@ spec:
       containers: [{name: web, image: example.com/web:1}]
 ",
     );
-    let state = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&env, &daemon_config(dir.path(), state.path()), &[]);
+    let config = dir_config(dir.path(), "1h", Drift::Heal);
+    let daemon = Daemon::start(&env, &config, &[]);
     daemon.wait_ready(Duration::from_secs(30));
     let object = format!("Deployment.apps/{}/web", env.ns);
     let mut seen: Vec<String> = Vec::new();
-    let ready = time_until(Duration::from_secs(60), || {
+    let ready = eventually(Duration::from_secs(60), || {
         let state = object_health(&daemon, &object)
             .and_then(|o| o["state"].as_str().map(str::to_string))
             .unwrap_or_default();
@@ -417,7 +398,9 @@ spec:
         state == "ready"
     });
     println!("health states seen in /status: {seen:?}");
-    let ready = ready.unwrap_or_else(|| panic!("never ready: {seen:?}\n{}", daemon.log()));
+    let ready = ready
+        .unwrap_or_else(|| panic!("never ready: {seen:?}\n{}", daemon.log()))
+        .after;
     println!("the Deployment turned ready in /status after {ready:?}");
     assert!(
         seen.iter().any(|s| s == "progressing"),
@@ -450,14 +433,15 @@ spec:
       containers: [{name: app, image: example.com/app:1}]
 ",
     );
-    let state = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(&env, &daemon_config(dir.path(), state.path()), &[]);
+    let config = dir_config(dir.path(), "1h", Drift::Heal);
+    let daemon = Daemon::start(&env, &config, &[]);
     daemon.wait_ready(Duration::from_secs(30));
     let object = format!("Deployment.apps/{}/stuck", env.ns);
     let explained = eventually(Duration::from_secs(60), || {
         object_health(&daemon, &object).filter(|o| o["evidence"].is_object())
     })
-    .unwrap_or_else(|| panic!("no evidence in /status:\n{:#}", daemon.source()));
+    .unwrap_or_else(|| panic!("no evidence in /status:\n{:#}", daemon.source()))
+    .value;
     println!("{explained:#}");
     assert_eq!(explained["state"], "failed");
     assert!(

@@ -2,10 +2,10 @@
 //! probes, metrics exposition, `/status` through the `converge status` client,
 //! signed webhooks, and graceful shutdown.
 
+use crate::common::{github_signature, prometheus};
 use converge::http::metrics::Metrics;
 use converge::http::server::{self, Hook, ServerState};
 use converge::http::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
-use ring::hmac;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,13 +127,6 @@ fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// `sha256=<hex HMAC-SHA256 of body>`, as GitHub sends it.
-fn github_signature(secret: &[u8], body: &[u8]) -> String {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
 #[tokio::test]
 async fn healthz_answers_ok() {
     let h = start().await;
@@ -162,40 +155,6 @@ async fn readyz_waits_for_every_source() {
     assert_eq!((status, body.as_str()), (200, "ready"));
 }
 
-/// Checks the exposition line by line: comments, or `name{k="v",…} value`.
-fn assert_prometheus_text(text: &str) {
-    assert!(text.ends_with("# EOF\n"), "no EOF marker");
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value in {line:?}"));
-        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let labels = rest.strip_suffix('}');
-                (
-                    name,
-                    labels.unwrap_or_else(|| panic!("unclosed in {line:?}")),
-                )
-            }
-            None => (series, ""),
-        };
-        let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-        assert!(name_ok, "bad metric name in {line:?}");
-        for pair in labels.split(',').filter(|p| !p.is_empty()) {
-            let (key, quoted) = pair.split_once('=').expect("label is key=value");
-            assert!(
-                !key.is_empty() && quoted.len() >= 2,
-                "bad label in {line:?}"
-            );
-            assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{line:?}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
     let h = start().await;
@@ -207,7 +166,7 @@ async fn metrics_are_prometheus_text() {
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    assert_prometheus_text(&body);
+    prometheus::assert_valid(&body);
     assert!(body.contains(r#"converge_reconciles_total{source="local",result="success"} 1"#));
     assert!(body.contains("converge_build_info{version="));
 }

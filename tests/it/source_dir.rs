@@ -5,6 +5,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::Manifests;
 use converge::config::Config;
 use converge::source::{Source, WatchHandle};
 use tokio::sync::mpsc;
@@ -33,16 +34,10 @@ async fn next(rx: &mut mpsc::Receiver<String>, wait: Duration) -> Option<String>
     tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, text).expect("write");
-}
-
 #[tokio::test]
 async fn fetch_gives_a_stable_content_revision() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "a.yaml", "kind: A\n");
+    let tmp = Manifests::new();
+    tmp.write("a.yaml", "kind: A\n");
     let mut source = dir_source(tmp.path());
     let first = source.fetch().await.expect("fetch");
     assert!(first.revision.starts_with("dir:"), "{}", first.revision);
@@ -51,7 +46,7 @@ async fn fetch_gives_a_stable_content_revision() {
         source.fetch().await.expect("fetch").revision,
         first.revision
     );
-    write(tmp.path(), "a.yaml", "kind: B\n");
+    tmp.write("a.yaml", "kind: B\n");
     assert_ne!(
         source.fetch().await.expect("fetch").revision,
         first.revision
@@ -61,23 +56,23 @@ async fn fetch_gives_a_stable_content_revision() {
 
 #[tokio::test]
 async fn a_written_file_is_reported_within_a_second() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "a.yaml", "kind: A\n");
+    let tmp = Manifests::new();
+    tmp.write("a.yaml", "kind: A\n");
     let source = dir_source(tmp.path());
     let (_handle, mut rx) = watch(&source);
     let started = Instant::now();
-    write(tmp.path(), "sub/b.yaml", "kind: B\n");
+    tmp.write("sub/b.yaml", "kind: B\n");
     assert_eq!(next(&mut rx, WITHIN).await.as_deref(), Some("local"));
     assert!(started.elapsed() < WITHIN, "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_burst_of_writes_is_one_notification() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Manifests::new();
     let source = dir_source(tmp.path());
     let (_handle, mut rx) = watch(&source);
     for i in 0..5 {
-        write(tmp.path(), &format!("f{i}.yaml"), "kind: X\n");
+        tmp.write(&format!("f{i}.yaml"), "kind: X\n");
     }
     assert_eq!(next(&mut rx, WITHIN).await.as_deref(), Some("local"));
     assert_eq!(next(&mut rx, Duration::from_millis(500)).await, None);
@@ -87,16 +82,16 @@ async fn a_burst_of_writes_is_one_notification() {
 /// `..data_tmp` symlink to it renamed over `..data`, then the old directory removed.
 #[tokio::test]
 async fn a_configmap_style_symlink_swap_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Manifests::new();
     let dir = tmp.path();
-    write(dir, "..2024_01_01_00_00_00.1/app.yaml", "kind: A\n");
+    tmp.write("..2024_01_01_00_00_00.1/app.yaml", "kind: A\n");
     symlink("..2024_01_01_00_00_00.1", dir.join("..data")).unwrap();
     symlink("..data/app.yaml", dir.join("app.yaml")).unwrap();
     let mut source = dir_source(dir);
     let before = source.fetch().await.expect("fetch").revision;
     let (_handle, mut rx) = watch(&source);
 
-    write(dir, "..2024_01_01_00_05_00.2/app.yaml", "kind: B\n");
+    tmp.write("..2024_01_01_00_05_00.2/app.yaml", "kind: B\n");
     symlink("..2024_01_01_00_05_00.2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join("..2024_01_01_00_00_00.1")).unwrap();
@@ -112,8 +107,8 @@ async fn a_configmap_style_symlink_swap_is_reported() {
 
 #[tokio::test]
 async fn editor_temp_and_hidden_files_are_ignored() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "a.yaml", "kind: A\n");
+    let tmp = Manifests::new();
+    tmp.write("a.yaml", "kind: A\n");
     let source = dir_source(tmp.path());
     let (_handle, mut rx) = watch(&source);
     for name in [
@@ -124,22 +119,22 @@ async fn editor_temp_and_hidden_files_are_ignored() {
         ".hidden.yaml",
         "notes.txt",
     ] {
-        write(tmp.path(), name, "scratch");
+        tmp.write(name, "scratch");
     }
-    std::fs::remove_file(tmp.path().join("4913")).unwrap();
+    tmp.remove("4913");
     assert_eq!(next(&mut rx, WITHIN).await, None, "no manifest changed");
     // The watch is still alive: a real change after the noise is reported.
-    write(tmp.path(), "a.yaml", "kind: Changed\n");
+    tmp.write("a.yaml", "kind: Changed\n");
     assert_eq!(next(&mut rx, WITHIN).await.as_deref(), Some("local"));
 }
 
 #[tokio::test]
 async fn dropping_the_handle_stops_the_watch() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Manifests::new();
     let source = dir_source(tmp.path());
     let (handle, mut rx) = watch(&source);
     drop(handle);
-    write(tmp.path(), "a.yaml", "kind: A\n");
+    tmp.write("a.yaml", "kind: A\n");
     // The sender went with the watcher: the channel closes, nothing is sent.
     let got = tokio::time::timeout(WITHIN, rx.recv())
         .await
@@ -151,8 +146,8 @@ async fn dropping_the_handle_stops_the_watch() {
 /// anyone's) reads for changes, or it would wake itself forever.
 #[tokio::test]
 async fn reading_files_is_not_a_change() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "a.yaml", "kind: A\n");
+    let tmp = Manifests::new();
+    tmp.write("a.yaml", "kind: A\n");
     let mut source = dir_source(tmp.path());
     let (_handle, mut rx) = watch(&source);
     for _ in 0..3 {

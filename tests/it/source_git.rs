@@ -116,7 +116,10 @@ async fn wrong_password_is_an_auth_error_without_the_password() {
         .await
         .expect_err("must fail");
     assert!(matches!(err, SourceError::AuthFailed { .. }), "{err:?}");
-    assert!(err.to_string().contains("password_env"), "{err}");
+    let message = err.to_string();
+    let expected = format!("authentication to {} failed", fx.url());
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.contains("password_env"), "{message}");
     assert_no_secret(&err, WRONG);
 }
 
@@ -151,6 +154,10 @@ async fn credentials_in_the_url_work_and_never_show() {
         .await
         .expect_err("must fail");
     assert!(matches!(err, SourceError::AuthFailed { .. }), "{err:?}");
+    // The URL is shown with its password masked.
+    let shown = fx.url().replace("http://", &format!("http://{USER}:***@"));
+    let expected = format!("authentication to {shown} failed");
+    assert!(err.to_string().starts_with(&expected), "{err}");
     assert_no_secret(&err, WRONG);
 }
 

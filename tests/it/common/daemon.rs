@@ -1,8 +1,10 @@
-//! A `converge run` process for tests: its own config, port and log, stopped when
-//! dropped. Its HTTP endpoints are read with curl, like an operator would.
+//! A `converge run` process for tests: its own config, port, state directory and
+//! log, stopped when dropped. Its HTTP endpoints are read with curl, like an
+//! operator would.
 
-use super::{TestEnv, eventually};
+use super::{TestEnv, eventually, prometheus};
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `converge run` with `config` (TOML; `{ns}` is replaced by the test's
-    /// namespace) and waits until /healthz answers.
+    /// namespace, `{state}` by a state directory of the daemon's own) and waits
+    /// until /healthz answers.
     pub fn start(env: &TestEnv, config: &str, extra_args: &[&str]) -> Daemon {
         Self::start_with_env(env, config, extra_args, &[])
     }
@@ -28,7 +31,11 @@ impl Daemon {
     ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config.replace("{ns}", &env.ns)).expect("write config");
+        let state = dir.path().join("state");
+        let config = config
+            .replace("{ns}", &env.ns)
+            .replace("{state}", &state.display().to_string());
+        std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("converge.log")).expect("log file");
         let addr = format!("127.0.0.1:{}", free_port());
         let child = env
@@ -43,9 +50,7 @@ impl Daemon {
             .spawn()
             .expect("start converge run");
         let daemon = Daemon { child, addr, dir };
-        let healthy = eventually(Duration::from_secs(20), || {
-            (daemon.get("/healthz").0 == 200).then_some(())
-        });
+        let healthy = eventually(Duration::from_secs(20), || daemon.get("/healthz").0 == 200);
         assert!(
             healthy.is_some(),
             "converge run did not serve /healthz:\n{}",
@@ -71,7 +76,7 @@ impl Daemon {
 
     /// /readyz is 200 within `timeout`.
     pub fn wait_ready(&self, timeout: Duration) {
-        let ready = eventually(timeout, || (self.get("/readyz").0 == 200).then_some(()));
+        let ready = eventually(timeout, || self.get("/readyz").0 == 200);
         assert!(
             ready.is_some(),
             "converge never became ready:\n{}",
@@ -90,14 +95,18 @@ impl Daemon {
         self.status()["sources"][0].clone()
     }
 
-    /// The sum of a metric's samples whose line starts with `prefix`
+    /// The `/metrics` text, which must be valid.
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "{body}");
+        prometheus::assert_valid(&body);
+        body
+    }
+
+    /// The sum of the samples whose series starts with `prefix`
     /// (e.g. `converge_api_requests_total{verb="get"}`).
     pub fn metric(&self, prefix: &str) -> f64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        prometheus::sum(&self.metrics(), prefix)
     }
 
     pub fn log(&self) -> String {
@@ -153,8 +162,30 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Polls until `check` holds, returning how long it took (None: never within timeout).
-pub fn time_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    eventually(timeout, || check().then_some(())).map(|()| started.elapsed())
+/// What a directory source's daemon does about drift.
+#[derive(Clone, Copy)]
+pub enum Drift {
+    /// `self_heal = true`: re-apply at once.
+    Heal,
+    /// `self_heal = false`: report it in /status, change nothing.
+    Report,
+}
+
+/// The config of a daemon with one directory source named after the test's
+/// namespace and applying into it, with prune on.
+pub fn dir_config(dir: &Path, interval: &str, drift: Drift) -> String {
+    let self_heal = matches!(drift, Drift::Heal);
+    format!(
+        r#"state_dir = "{{state}}"
+
+[[source]]
+name = "{{ns}}"
+dir = "{dir}"
+namespace = "{{ns}}"
+interval = "{interval}"
+prune = true
+self_heal = {self_heal}
+"#,
+        dir = dir.display(),
+    )
 }

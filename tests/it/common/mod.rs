@@ -7,17 +7,23 @@
 //!
 //! A test that cannot reach the control plane fails with the reason; it never skips.
 //!
+//! - [`TestEnv`]: the test's namespace and kubectl; [`Manifests`]: a temporary
+//!   directory of manifests; [`configmap`]: the manifest most tests apply;
+//!   [`eventually`]: polling with a timeout.
 //! - [`daemon`]: a `converge run` process with its own config, port and log.
+//! - [`prometheus`]: the `/metrics` text, checked and read.
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
-//!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources.
+//!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources;
+//!   [`github_signature`] signs webhooks.
 
 pub mod daemon;
 pub mod git;
 pub mod git_http;
+pub mod prometheus;
 pub mod sshd;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -172,6 +178,35 @@ impl TestEnv {
         cmd
     }
 
+    /// The `data.value` of ConfigMap `name` in the test's namespace (None: no such object).
+    pub fn configmap_value(&self, name: &str) -> Option<String> {
+        let jsonpath = "jsonpath={.data.value}";
+        let args = ["get", "configmap", name, "-n", &self.ns, "-o", jsonpath];
+        let out = self.kubectl_output(&args, None);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// How long until ConfigMap `name` has `value` (None: not within `timeout`).
+    pub fn wait_configmap_value(
+        &self,
+        name: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        let waited = eventually(timeout, || {
+            self.configmap_value(name).as_deref() == Some(value)
+        });
+        waited.map(|w| w.after)
+    }
+
+    /// An out-of-band edit of ConfigMap `name`'s `value`, as a person would make it.
+    pub fn edit_configmap_value(&self, name: &str, value: &str) {
+        let patch = serde_json::json!({"data": {"value": value}}).to_string();
+        self.kubectl(&["patch", "configmap", name, "-n", &self.ns, "-p", &patch]);
+    }
+
     /// A `converge` command (the binary under test) with the test's kubeconfig.
     pub fn converge_command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
@@ -188,18 +223,107 @@ impl Drop for TestEnv {
     }
 }
 
-/// Polls `check` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+/// What a condition polled by [`eventually`] returns: `bool`, or `Option<T>` when
+/// it finds a value.
+pub trait Outcome {
+    type Value;
+    fn found(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn found(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn found(self) -> Option<T> {
+        self
+    }
+}
+
+/// A polled condition that held: what it found, and after how long.
+pub struct Waited<T> {
+    pub value: T,
+    pub after: Duration,
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes (None).
+pub fn eventually<O: Outcome>(
+    timeout: Duration,
+    mut check: impl FnMut() -> O,
+) -> Option<Waited<O::Value>> {
+    let started = Instant::now();
     loop {
-        if let Some(value) = check() {
-            return Some(value);
+        if let Some(value) = check().found() {
+            let after = started.elapsed();
+            return Some(Waited { value, after });
         }
-        if Instant::now() >= deadline {
+        if started.elapsed() >= timeout {
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A ConfigMap `name` whose `data.value` is `value`: the object most tests apply.
+pub fn configmap(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{value: '{value}'}}\n"
+    )
+}
+
+/// A temporary directory of manifests, removed when dropped.
+pub struct Manifests {
+    dir: tempfile::TempDir,
+}
+
+impl Manifests {
+    pub fn new() -> Self {
+        Manifests {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A directory with one file.
+    pub fn with(file: &str, text: &str) -> Self {
+        let manifests = Self::new();
+        manifests.write(file, text);
+        manifests
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.dir.path().to_str().expect("a UTF-8 temporary path")
+    }
+
+    /// Writes `file` (a relative path; parent directories are created).
+    pub fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        let parent = path.parent().expect("a file has a parent");
+        std::fs::create_dir_all(parent).expect("create the manifest's directory");
+        std::fs::write(&path, text).expect("write manifest");
+        path
+    }
+
+    pub fn remove(&self, file: &str) {
+        std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`: a webhook signature as GitHub sends it in
+/// `X-Hub-Signature-256`. Computed here with ring, independently of the server's check.
+pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
 }
 
 pub fn assert_success(what: &str, out: &Output) {
