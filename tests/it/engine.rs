@@ -69,6 +69,10 @@ impl ConvergeExt for TestEnv {
     }
 }
 
+/// The exit codes of `converge diff`/`apply`: 0 nothing to do (or applied), 1 a diff.
+const NO_DIFF: i32 = 0;
+const DIFF: i32 = 1;
+
 const DEMO_KINDS: &str = "deployments,services,serviceaccounts,configmaps";
 
 #[test]
@@ -241,6 +245,7 @@ fn out_of_band_changes_show_as_exact_diffs_and_apply_restores_them() {
         "{out}"
     );
     let json = env.converge(&["diff", source.arg(), "-o", "json"]);
+    assert_eq!(json.status.code(), Some(DIFF), "{json:?}");
     let plan: Value = serde_json::from_slice(&json.stdout).expect("json");
     let changed: Vec<&Value> = plan["objects"]
         .as_array()
@@ -528,10 +533,6 @@ fn bad_input_changes_nothing() {
     }
 }
 
-/// The exit codes of `converge diff`/`apply`: 0 nothing to do (or applied), 1 a diff.
-const NO_DIFF: i32 = 0;
-const DIFF: i32 = 1;
-
 #[test]
 fn secret_values_never_appear_in_output_or_logs() {
     let env = TestEnv::new("secrets");
@@ -644,12 +645,13 @@ fn diffs_are_colored_only_when_asked() {
     source.write("cm.yaml", &configmap("c", "v"));
     let path = source.arg();
     let colored = env.converge(&["diff", path, "--color", "always"]);
-    assert_eq!(colored.status.code(), Some(1));
+    assert_eq!(colored.status.code(), Some(DIFF), "{colored:?}");
     assert!(
         String::from_utf8_lossy(&colored.stdout).contains("\x1b[32m+"),
         "{colored:?}"
     );
     let plain = env.converge(&["diff", path]);
+    assert_eq!(plain.status.code(), Some(DIFF), "{plain:?}");
     let plain = String::from_utf8_lossy(&plain.stdout);
     assert!(
         plain.contains("+kind: ConfigMap") && !plain.contains('\x1b'),

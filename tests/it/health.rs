@@ -460,13 +460,15 @@ spec:
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lists(), before, "requests sent while nothing changed");
 
-    let table = env
+    let status = env
         .converge_command()
         .args(["status", "--addr", &daemon.addr])
         .output()
         .expect("converge status");
-    let table = stdout(&table);
+    let table = stdout(&status);
     println!("{table}");
+    // The exit code follows the sync result (applied: synced), not health.
+    assert_eq!(status.status.code(), Some(0), "{table}");
     assert!(
         table.contains(&format!("{object} failed: rollout failed")),
         "{table}"
