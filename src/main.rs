@@ -3,19 +3,19 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use converge::engine::{Engine, Outcome, RunOptions};
 use converge::cli::{
     Cli, Command, LogFormat, OutputFormat, RunArgs, StatusArgs, SyncArgs, version_line,
 };
 use converge::config::Config;
+use converge::daemon::shutdown;
 use converge::daemon::{self, DaemonOptions, SourceSpec};
-use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::engine::applyset::ApplySet;
+use converge::engine::{Engine, Outcome, RunOptions};
+use converge::health::{self, WaitOptions, WaitOutcome};
+use converge::http::status::{SyncResult, render_table};
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
 use converge::report::{self, TextOptions};
-use converge::daemon::shutdown;
-use converge::http::status::{SyncResult, render_table};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;

@@ -6,16 +6,16 @@
 //! state is what makes a steady-state reconcile free (no request) and what lets an
 //! out-of-band change be told apart from the echo of our own write.
 
-use crate::engine::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
 use crate::daemon::events::Events;
-use crate::health::{self, Health, State};
+use crate::daemon::targeting::{self, Baseline, Targeted};
 use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::plan::{Action, Step};
+use crate::engine::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
+use crate::health::{self, Health, State};
+use crate::http::metrics::Metrics;
+use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{CachedManifest, FileCache, ManifestError, ObjectRef};
-use crate::http::metrics::Metrics;
-use crate::engine::plan::{Action, Step};
-use crate::daemon::targeting::{self, Baseline, Targeted};
-use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Instant, SystemTime};

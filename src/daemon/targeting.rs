@@ -9,8 +9,8 @@
 //! `generateName`, a changed member that is no longer desired. So do the first
 //! reconcile, retries and periodic resyncs; [`crate::daemon::reconcile`] decides those.
 
-use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use crate::engine::plan;
+use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 

@@ -17,10 +17,10 @@ pub mod quantity;
 
 use crate::compact::CompactObject;
 use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::plan::{Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
-use crate::engine::plan::{Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;

@@ -4,8 +4,8 @@
 //! dry-run results, this module decides. Keeping the decision free of I/O is what
 //! lets the ordering, the no-false-drift rule and the prune guards be unit-tested.
 
-use crate::engine::diff::{self, ObjectDiff};
 use crate::engine::applyset;
+use crate::engine::diff::{self, ObjectDiff};
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;

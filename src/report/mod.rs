@@ -2,9 +2,9 @@
 //! scripts read. Pure formatting of a [`Plan`]; no decisions are made here.
 
 use crate::engine::diff;
+use crate::engine::plan::{Action, Plan};
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};
 use crate::health::{Progress, State, WaitOutcome};
-use crate::engine::plan::{Action, Plan};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -264,8 +264,8 @@ pub fn add_wait(document: &mut Value, outcome: &WaitOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ObjectRef;
     use crate::engine::plan::Step;
+    use crate::manifest::ObjectRef;
 
     fn step(name: &str, action: Action, changed: Option<&str>) -> Step {
         let object = ObjectRef {
