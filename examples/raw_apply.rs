@@ -6,7 +6,7 @@
 //!   cargo run --release --example raw_apply -- PATH... [-n NAMESPACE]
 
 use converge::engine::{CONCURRENCY, FIELD_MANAGER};
-use converge::kube::{Client, ClusterConfig, Discovery};
+use converge::kube::{Client, ClusterConfig, Discovery, PatchParams};
 use converge::manifest;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -49,11 +49,12 @@ async fn main() -> anyhow::Result<()> {
     let (namespaces, rest): (Vec<_>, Vec<_>) = requests.into_iter().partition(|(path, _)| {
         path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4
     });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
     for batch in [namespaces, rest] {
         stream::iter(batch)
             .map(|(path, body)| {
-                let client = client.clone();
-                async move { client.apply(&path, &body, FIELD_MANAGER, true, false).await }
+                let (client, params) = (client.clone(), &params);
+                async move { client.apply(&path, &body, params).await }
             })
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<_>>()

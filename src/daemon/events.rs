@@ -5,7 +5,7 @@
 //! reconcile failed, and never twice in a row with the same message.
 
 use crate::engine::applyset::ApplySet;
-use crate::kube::Client;
+use crate::kube::{ApiResource, Client, PostParams};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,9 +47,9 @@ impl Events {
         }
         let applyset = ApplySet::new(source, namespace);
         let body = event_body(&applyset, kind, reason, message);
-        let path = format!("/api/v1/namespaces/{namespace}/events");
+        let path = ApiResource::events().path(Some(namespace), None);
         tokio::spawn(async move {
-            if let Err(e) = client.create(&path, &body, false).await {
+            if let Err(e) = client.create(&path, &body, &PostParams::default()).await {
                 debug!(error = %e, "cannot post an Event");
             }
         });

@@ -19,7 +19,10 @@ use crate::compact::CompactObject;
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, PlanError, PlanOptions, Step};
 use crate::kube::watch::Store;
-use crate::kube::{ApiResource, Client, Discovery, Error as KubeError};
+use crate::kube::{
+    ApiResource, Client, DeleteParams, Discovery, Error as KubeError, ListParams, PatchParams,
+    PostParams, Preconditions, PropagationPolicy,
+};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -513,7 +516,7 @@ async fn namespaces_created_here(
         let live = match cache.and_then(|c| c.live(&object)) {
             Some(live) => live,
             None => client
-                .get_opt(&format!("/api/v1/namespaces/{}", r.manifest.name()))
+                .get_opt(&ApiResource::namespaces().path(None, Some(r.manifest.name())))
                 .await
                 .map_err(|e| api_error(&object, e))?
                 .map(Arc::new),
@@ -636,7 +639,7 @@ async fn list_by_name(
         Some((name, CompactObject::new(&item)))
     };
     let list = client
-        .list_map(&path, &[], named)
+        .list_map(&path, &ListParams::default(), named)
         .await
         .map_err(|source| EngineError::Api {
             object: format!("list {gk}"),
@@ -752,7 +755,7 @@ async fn list_members(
     applyset: &ApplySet,
     kinds: &BTreeSet<GroupKind>,
 ) -> Result<Vec<Value>, EngineError> {
-    let selector = applyset.member_selector();
+    let members = ListParams::labels(&applyset.member_selector());
     // Owned items: closures over borrowed stream items trip rustc's Send checks.
     let resources: Vec<ApiResource> = kinds
         .iter()
@@ -760,13 +763,16 @@ async fn list_members(
         .collect();
     let lists = stream::iter(resources)
         .map(|resource| {
-            let selector = selector.clone();
+            let members = members.clone();
             async move {
-                let path = format!("{}?labelSelector={selector}", resource.path(None, None));
-                client.list(&path).await.map_err(|source| EngineError::Api {
-                    object: format!("list {}", resource.kind),
-                    source,
-                })
+                let path = resource.path(None, None);
+                client
+                    .list(&path, &members)
+                    .await
+                    .map_err(|source| EngineError::Api {
+                        object: format!("list {}", resource.kind),
+                        source,
+                    })
             }
             .boxed()
         })
@@ -898,17 +904,19 @@ async fn write_parent(
 ) -> Result<(), EngineError> {
     let body = applyset.parent_body(kinds, namespaces);
     client
-        .apply(&parent_path(applyset), &body, FIELD_MANAGER, true, false)
+        .apply(&parent_path(applyset), &body, &apply_params())
         .await
         .map_err(|e| api_error(&applyset.parent_ref(), e))?;
     Ok(())
 }
 
 fn parent_path(applyset: &ApplySet) -> String {
-    format!(
-        "/api/v1/namespaces/{}/configmaps/{}",
-        applyset.namespace, applyset.parent_name
-    )
+    ApiResource::config_maps().path(Some(&applyset.namespace), Some(&applyset.parent_name))
+}
+
+/// Server-side apply as converge, taking over fields others set.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 /// Server-side applies (or, for generateName objects, creates) the steps
@@ -963,14 +971,17 @@ async fn send_to(
     let body = Value::Object(manifest.body.clone());
     let ns = manifest.namespace();
     if manifest.name().is_empty() {
+        let params = PostParams { dry_run };
         return client
-            .create(&resource.path(ns, None), &body, dry_run)
+            .create(&resource.path(ns, None), &body, &params)
             .await;
     }
     let path = resource.path(ns, Some(manifest.name()));
-    client
-        .apply(&path, &body, FIELD_MANAGER, true, dry_run)
-        .await
+    let params = PatchParams {
+        dry_run,
+        ..apply_params()
+    };
+    client.apply(&path, &body, &params).await
 }
 
 async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {
@@ -978,10 +989,7 @@ async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineErr
         .iter()
         .filter(|s| s.object.kind == "CustomResourceDefinition")
     {
-        let path = format!(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}",
-            step.object.name
-        );
+        let path = ApiResource::custom_resource_definitions().path(None, Some(&step.object.name));
         let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED_TIMEOUT;
         loop {
             let crd = client
@@ -1019,10 +1027,11 @@ async fn prune(client: &Client, discovery: &Discovery, plan: &Plan) -> Result<()
             .resolve(&object.group, "", &object.kind)
             .map_err(|e| api_error(object, e))?;
         let path = resource.path(object.namespace.as_deref(), Some(&object.name));
-        match client
-            .delete(&path, step.live_uid.as_deref(), "Background")
-            .await
-        {
+        let params = DeleteParams {
+            propagation: PropagationPolicy::Background,
+            preconditions: step.live_uid.clone().map(|uid| Preconditions { uid }),
+        };
+        match client.delete(&path, &params).await {
             Ok(()) => info!(object = %object, "pruned"),
             Err(e) if e.is_not_found() => info!(object = %object, "already gone"),
             Err(e) => return Err(api_error(object, e)),

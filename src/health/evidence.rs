@@ -13,7 +13,7 @@
 //! [`Evidence::notes`], with the server's error.
 
 use super::{conditions, text};
-use crate::kube::{Client, Method};
+use crate::kube::{ApiResource, Client, ListParams, LogParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cmp::Reverse;
@@ -28,7 +28,7 @@ pub const LOG_LINES: usize = 20;
 /// Bytes of log read per container, whatever the line length.
 const LOG_BYTES: usize = 16 * 1024;
 /// Items asked for in one page of Pods or Events: one request, never a full list.
-const PAGE: &str = "100";
+const PAGE: u32 = 100;
 
 /// Why an object is not ready, as far as the cluster tells.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -192,16 +192,12 @@ async fn workload_pods(client: &Client, live: &Value) -> Result<Vec<Value>, Stri
     let Some(selector) = live.pointer("/spec/selector").and_then(label_selector) else {
         return Ok(Vec::new());
     };
-    let path = format!(
-        "/api/v1/namespaces/{}/pods",
-        text(live, "/metadata/namespace")
-    );
-    let query = [("labelSelector", selector.as_str()), ("limit", PAGE)];
+    let path = ApiResource::pods().path(Some(text(live, "/metadata/namespace")), None);
     let page = client
-        .request_json(Method::GET, &path, &query, None, None)
+        .list_page(&path, &ListParams::labels(&selector).limit(PAGE))
         .await
         .map_err(|e| format!("cannot list its Pods: {e}"))?;
-    Ok(items(page))
+    Ok(page.items)
 }
 
 /// A Deployment's newest ReplicaSet: where `FailedCreate` Events (quota, admission)
@@ -213,16 +209,13 @@ async fn newest_replica_set(client: &Client, deployment: &Value) -> Result<Optio
     else {
         return Ok(None);
     };
-    let path = format!(
-        "/apis/apps/v1/namespaces/{}/replicasets",
-        text(deployment, "/metadata/namespace")
-    );
-    let query = [("labelSelector", selector.as_str()), ("limit", PAGE)];
+    let namespace = text(deployment, "/metadata/namespace");
+    let path = ApiResource::replica_sets().path(Some(namespace), None);
     let page = client
-        .request_json(Method::GET, &path, &query, None, None)
+        .list_page(&path, &ListParams::labels(&selector).limit(PAGE))
         .await
         .map_err(|e| format!("cannot list its ReplicaSets: {e}"))?;
-    Ok(newest_owned(items(page), text(deployment, "/metadata/uid")))
+    Ok(newest_owned(page.items, text(deployment, "/metadata/uid")))
 }
 
 /// The owned ReplicaSet with the highest `deployment.kubernetes.io/revision`.
@@ -255,23 +248,16 @@ async fn events_about(
     if uid.is_empty() {
         return Ok(Vec::new());
     }
-    let path = match namespace {
-        Some(ns) => format!("/api/v1/namespaces/{ns}/events"),
-        None => "/api/v1/events".to_string(),
-    };
-    let selector = format!("involvedObject.uid={uid}");
-    let query = [("fieldSelector", selector.as_str()), ("limit", PAGE)];
-    let page = client
-        .request_json(Method::GET, &path, &query, None, None)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot read the Events of {}/{}: {e}",
-                text(object, "/kind"),
-                text(object, "/metadata/name")
-            )
-        })?;
-    Ok(recent_events(&items(page), MAX_EVENTS))
+    let path = ApiResource::events().path(namespace, None);
+    let about = ListParams::fields(&format!("involvedObject.uid={uid}")).limit(PAGE);
+    let page = client.list_page(&path, &about).await.map_err(|e| {
+        format!(
+            "cannot read the Events of {}/{}: {e}",
+            text(object, "/kind"),
+            text(object, "/metadata/name")
+        )
+    })?;
+    Ok(recent_events(&page.items, MAX_EVENTS))
 }
 
 /// Up to `limit` Events, warnings first, newest first.
@@ -364,13 +350,16 @@ async fn read_log(
     container: &str,
     previous: bool,
 ) -> Result<Vec<String>, crate::kube::Error> {
-    let path = format!(
-        "/api/v1/namespaces/{}/pods/{}/log?container={container}&tailLines={LOG_LINES}&limitBytes={LOG_BYTES}{}",
-        text(pod, "/metadata/namespace"),
-        text(pod, "/metadata/name"),
-        if previous { "&previous=true" } else { "" }
-    );
-    let log = client.raw_get(&path).await?;
+    let params = LogParams {
+        container: container.to_string(),
+        tail_lines: Some(LOG_LINES),
+        limit_bytes: Some(LOG_BYTES),
+        previous,
+    };
+    let namespace = text(pod, "/metadata/namespace");
+    let log = client
+        .logs(namespace, text(pod, "/metadata/name"), &params)
+        .await?;
     Ok(last_lines(&log, LOG_LINES))
 }
 
@@ -510,16 +499,6 @@ fn expression_term(expression: &Value) -> Option<String> {
         "Exists" => Some(key.to_string()),
         "DoesNotExist" => Some(format!("!{key}")),
         _ => None,
-    }
-}
-
-fn items(page: Value) -> Vec<Value> {
-    match page {
-        Value::Object(mut map) => match map.remove("items") {
-            Some(Value::Array(items)) => items,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
     }
 }
 

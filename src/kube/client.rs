@@ -8,7 +8,7 @@
 //! `tracing` span named after its verb and path.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Url};
@@ -18,8 +18,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use super::auth::{Authenticator, Identity};
+use super::backoff::Backoff;
 use super::config::{Auth, ClusterConfig, ConfigError};
 use super::error::{Error, Status};
+use super::request::{
+    ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Query, WatchParams,
+    url,
+};
 use super::tls;
 
 /// Content type of a server-side apply patch. The body is JSON, which is valid YAML.
@@ -120,7 +125,7 @@ impl<T> Default for ObjectList<T> {
 struct Req<'a> {
     method: Method,
     path: &'a str,
-    query: &'a [(&'a str, &'a str)],
+    query: Query,
     body: Option<Vec<u8>>,
     content_type: Option<&'a str>,
     accept: &'a str,
@@ -131,8 +136,7 @@ struct Req<'a> {
 impl Req<'_> {
     /// `VERB /path` for errors and logs (no query: it may be long, never secret).
     fn describe(&self) -> String {
-        let path = self.path.split('?').next().unwrap_or(self.path);
-        format!("{} {path}", self.method)
+        format!("{} {}", self.method, self.path)
     }
 }
 
@@ -184,7 +188,7 @@ impl Client {
         let _ = self.inner.observer.set(observer);
     }
 
-    fn observe(&self, method: &Method, query: &[(&str, &str)]) {
+    fn observe(&self, method: &Method, query: &Query) {
         if let Some(observer) = self.inner.observer.get() {
             observer(verb_of(method, query));
         }
@@ -203,11 +207,23 @@ impl Client {
     /// Sends one JSON request and decodes the JSON answer (`Null` for an empty body).
     /// `content_type` defaults to `application/json` when there is a body. Retries
     /// follow [`is_idempotent`]: GET, apply PATCH and DELETE with a uid precondition.
+    /// The verbs below add their parameters' query; this one sends none.
     pub async fn request_json(
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, &str)],
+        body: Option<&Value>,
+        content_type: Option<&str>,
+    ) -> Result<Value, Error> {
+        self.send_json(method, path, Query::default(), body, content_type)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        query: Query,
         body: Option<&Value>,
         content_type: Option<&str>,
     ) -> Result<Value, Error> {
@@ -235,7 +251,7 @@ impl Client {
         let req = Req {
             method: Method::GET,
             path,
-            query: &[],
+            query: Query::default(),
             body: None,
             content_type: None,
             accept,
@@ -247,7 +263,7 @@ impl Client {
 
     /// GET one object (or any JSON endpoint).
     pub async fn get(&self, path: &str) -> Result<Value, Error> {
-        self.request_json(Method::GET, path, &[], None, None).await
+        self.request_json(Method::GET, path, None, None).await
     }
 
     /// GET one object; `None` when it does not exist (404).
@@ -259,127 +275,99 @@ impl Client {
         }
     }
 
-    /// Lists a collection page by page, following `continue` tokens. `path` may carry
-    /// a query (`…/configmaps?labelSelector=a%3Db`). A continue token that expired
+    /// Lists a collection page by page (the client's page size unless `params`
+    /// sets a limit), following `continue` tokens. A continue token that expired
     /// mid-list fails with 410 ([`Error::is_gone`]): list again from scratch.
-    pub async fn list(&self, path: &str) -> Result<ObjectList, Error> {
-        self.list_with(path, &[]).await
+    pub async fn list(&self, path: &str, params: &ListParams) -> Result<ObjectList, Error> {
+        self.list_map(path, params, Some).await
     }
 
-    /// [`Client::list`] with query parameters encoded for the caller, e.g.
-    /// `&[("labelSelector", "applyset.kubernetes.io/part-of=…")]`.
-    pub async fn list_with(&self, path: &str, query: &[(&str, &str)]) -> Result<ObjectList, Error> {
-        self.list_map(path, query, Some).await
-    }
-
-    /// [`Client::list_with`], turning each item into a `T` (or dropping it: `None`) as
+    /// [`Client::list`], turning each item into a `T` (or dropping it: `None`) as
     /// its page arrives. Why: a caller that keeps a compact form of each object then
     /// never holds the whole collection as `Value` trees, which at 10000 objects was
     /// the daemon's peak memory.
     pub async fn list_map<T>(
         &self,
         path: &str,
-        query: &[(&str, &str)],
+        params: &ListParams,
         mut each: impl FnMut(Value) -> Option<T>,
     ) -> Result<ObjectList<T>, Error> {
         let mut list = ObjectList::default();
-        let mut token = String::new();
-        let limit = self.inner.options.page_size.max(1).to_string();
+        let mut page = params.clone();
+        page.limit
+            .get_or_insert(self.inner.options.page_size.max(1));
         loop {
-            let mut q = query.to_vec();
-            q.push(("limit", &limit));
-            if !token.is_empty() {
-                q.push(("continue", &token));
-            }
-            let page = self.request_json(Method::GET, path, &q, None, None).await?;
-            let next = collect_page(page, &mut list, &mut each);
-            match next {
-                Some(next) => token = next,
-                None => return Ok(list),
+            let answer = self.send_json(Method::GET, path, page.query(), None, None);
+            page.continue_token = collect_page(answer.await?, &mut list, &mut each);
+            if page.continue_token.is_none() {
+                return Ok(list);
             }
         }
     }
 
-    /// Server-side apply: PATCH with `application/apply-patch+yaml`,
-    /// `fieldManager`, `force=true` (take ownership of conflicting fields),
-    /// `dryRun=All` for a preview, and `fieldValidation=Strict` so unknown or duplicate
-    /// fields in a manifest are errors instead of silently dropped.
+    /// One page of a collection: at most `params.limit` items (the client's page
+    /// size when unset), for callers that want a sample, never the whole list.
+    pub async fn list_page(&self, path: &str, params: &ListParams) -> Result<ObjectList, Error> {
+        let mut page = params.clone();
+        page.limit
+            .get_or_insert(self.inner.options.page_size.max(1));
+        let answer = self.send_json(Method::GET, path, page.query(), None, None);
+        let mut list = ObjectList::default();
+        collect_page(answer.await?, &mut list, &mut Some);
+        Ok(list)
+    }
+
+    /// Server-side apply: PATCH with `application/apply-patch+yaml` and `params`
+    /// (field manager, force, dry run; always `fieldValidation=Strict`).
     pub async fn apply(
         &self,
         path: &str,
         body: &Value,
-        field_manager: &str,
-        force: bool,
-        dry_run: bool,
+        params: &PatchParams,
     ) -> Result<Value, Error> {
-        let mut query = vec![
-            ("fieldManager", field_manager),
-            ("fieldValidation", "Strict"),
-        ];
-        if force {
-            query.push(("force", "true"));
-        }
-        if dry_run {
-            query.push(("dryRun", "All"));
-        }
-        self.request_json(Method::PATCH, path, &query, Some(body), Some(APPLY_PATCH))
-            .await
+        self.send_json(
+            Method::PATCH,
+            path,
+            params.query(),
+            Some(body),
+            Some(APPLY_PATCH),
+        )
+        .await
     }
 
     /// POST a new object to a collection path (for `generateName` objects and Events).
-    pub async fn create(&self, path: &str, body: &Value, dry_run: bool) -> Result<Value, Error> {
-        let mut query = vec![("fieldValidation", "Strict")];
-        if dry_run {
-            query.push(("dryRun", "All"));
-        }
-        self.request_json(Method::POST, path, &query, Some(body), None)
+    pub async fn create(
+        &self,
+        path: &str,
+        body: &Value,
+        params: &PostParams,
+    ) -> Result<Value, Error> {
+        self.send_json(Method::POST, path, params.query(), Some(body), None)
             .await
     }
 
-    /// DELETE with `DeleteOptions`: `propagation` is `Background`, `Foreground` or
-    /// `Orphan`; a uid precondition makes sure a re-created object of the same name is
-    /// never deleted by mistake (409 Conflict instead), and makes the request safe to
-    /// retry. A missing object is an error ([`Error::is_not_found`]); the caller
-    /// decides whether that matters.
-    pub async fn delete(
-        &self,
-        path: &str,
-        uid_precondition: Option<&str>,
-        propagation: &str,
-    ) -> Result<(), Error> {
-        let mut options = json!({
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "propagationPolicy": propagation,
-        });
-        if let Some(uid) = uid_precondition {
-            options["preconditions"] = json!({ "uid": uid });
-        }
-        self.request_json(Method::DELETE, path, &[], Some(&options), None)
+    /// DELETE with `DeleteOptions`. A uid precondition makes sure a re-created
+    /// object of the same name is never deleted by mistake (409 Conflict instead),
+    /// and makes the request safe to retry. A missing object is an error
+    /// ([`Error::is_not_found`]); the caller decides whether that matters.
+    pub async fn delete(&self, path: &str, params: &DeleteParams) -> Result<(), Error> {
+        let options = params.body();
+        self.request_json(Method::DELETE, path, Some(&options), None)
             .await
             .map(drop)
     }
 
-    /// Opens a watch (`?watch=1`) on a collection and returns its event stream.
-    /// `resource_version` resumes from a list or an earlier event; bookmarks are
-    /// requested so that a quiet watch still learns a recent resourceVersion.
-    /// Watches do not take an in-flight permit (they live for minutes) and are not
-    /// retried here: the reflector ([`super::watch`]) owns reconnecting and relisting.
+    /// Opens a watch on a collection and returns its event stream.
+    /// `resource_version` resumes from a list or an earlier event. Watches do not
+    /// take an in-flight permit (they live for minutes) and are not retried here:
+    /// the reflector ([`super::watch`]) owns reconnecting and relisting.
     pub async fn watch(
         &self,
         path: &str,
-        query: &[(&str, &str)],
+        params: &WatchParams,
         resource_version: &str,
-        timeout: Duration,
     ) -> Result<WatchStream, Error> {
-        let timeout_secs = timeout.as_secs().max(1).to_string();
-        let mut q = query.to_vec();
-        q.extend([
-            ("watch", "1"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", resource_version),
-            ("timeoutSeconds", timeout_secs.as_str()),
-        ]);
+        let q = params.query(resource_version);
         let url = self.url(path, &q)?;
         let describe = format!("WATCH {path}");
         let credential = self.inner.auth.credential().await?;
@@ -389,7 +377,7 @@ impl Client {
             .get(url)
             .header(ACCEPT, "application/json")
             // The server ends the watch after timeoutSeconds; allow it time to say so.
-            .timeout(timeout + Duration::from_secs(30));
+            .timeout(params.timeout + Duration::from_secs(30));
         if let Some(bearer) = credential.bearer {
             builder = builder.header(AUTHORIZATION, bearer);
         }
@@ -412,13 +400,27 @@ impl Client {
         })
     }
 
-    /// GET as text, e.g. `/version`, `/readyz` or `…/pods/NAME/log?container=c`
-    /// (a query in `path` is kept).
+    /// GET as text, e.g. `/version` or `/readyz`.
     pub async fn raw_get(&self, path: &str) -> Result<String, Error> {
+        self.get_text(path, Query::default()).await
+    }
+
+    /// A container's log, as text.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        params: &LogParams,
+    ) -> Result<String, Error> {
+        let path = ApiResource::pods().subresource_path(Some(namespace), pod, "log");
+        self.get_text(&path, params.query()).await
+    }
+
+    async fn get_text(&self, path: &str, query: Query) -> Result<String, Error> {
         let req = Req {
             method: Method::GET,
             path,
-            query: &[],
+            query,
             body: None,
             content_type: None,
             accept: "application/json, */*",
@@ -430,7 +432,7 @@ impl Client {
 
     /// Runs `req` in its tracing span.
     async fn run(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
-        let server_dry_run = req.query.iter().any(|(key, _)| *key == "dryRun");
+        let server_dry_run = req.query.contains("dryRun");
         let span =
             tracing::debug_span!("kube", verb = %req.method, path = %req.path, server_dry_run);
         self.execute(req).instrument(span).await
@@ -439,7 +441,9 @@ impl Client {
     /// The retry loop: one refresh after a 401 with a rotating credential, then up to
     /// `max_tries` attempts for retryable failures with backoff or `Retry-After`.
     async fn execute(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
-        let url = self.url(req.path, req.query)?;
+        let url = self.url(req.path, &req.query)?;
+        let retries = self.inner.options.max_tries.saturating_sub(1) as usize;
+        let mut delays = Backoff::REQUEST.delays().take(retries);
         let mut attempt = 1;
         let mut reauthenticated = false;
         loop {
@@ -453,9 +457,7 @@ impl Client {
                 self.inner.auth.invalidate().await;
                 continue;
             }
-            let Some(delay) =
-                failure.retry_delay(req.idempotent, attempt, self.inner.options.max_tries)
-            else {
+            let Some(delay) = failure.retry_delay(req.idempotent, &mut delays) else {
                 return Err(failure.into_error(req));
             };
             tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %failure.summary(), "retrying");
@@ -470,7 +472,7 @@ impl Client {
         let http = self
             .http(credential.identity.as_deref())
             .map_err(Failure::Other)?;
-        self.observe(&req.method, req.query);
+        self.observe(&req.method, &req.query);
         let _permit =
             self.inner.limiter.acquire().await.map_err(|_| {
                 Failure::Other(Error::InvalidRequest("the client is closed".into()))
@@ -526,18 +528,8 @@ impl Client {
         Ok(http.client.clone())
     }
 
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, Error> {
-        if !path.starts_with('/') {
-            return Err(Error::InvalidRequest(format!(
-                "the path \"{path}\" must start with /"
-            )));
-        }
-        let mut url = Url::parse(&format!("{}{path}", self.inner.base))
-            .map_err(|e| Error::InvalidRequest(format!("the path \"{path}\" is not valid: {e}")))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+    fn url(&self, path: &str, query: &Query) -> Result<Url, Error> {
+        url(&self.inner.base, path, query)
     }
 }
 
@@ -639,8 +631,8 @@ fn decode_event(line: &[u8], describe: &str) -> Result<WatchEvent, Error> {
 }
 
 /// The verb a request counts as, for metrics.
-fn verb_of(method: &Method, query: &[(&str, &str)]) -> &'static str {
-    let has = |key: &str| query.iter().any(|(k, _)| *k == key);
+fn verb_of(method: &Method, query: &Query) -> &'static str {
+    let has = |key: &str| query.contains(key);
     match *method {
         Method::GET if has("watch") => "watch",
         Method::GET if has("limit") => "list",
@@ -675,13 +667,15 @@ impl Failure {
         }
     }
 
-    /// How long to wait before the next attempt, or `None` to give up. 429 means the
-    /// server did not process the request, so every method retries; a failed
-    /// connection attempt never reached the server either.
-    fn retry_delay(&self, idempotent: bool, attempt: u32, max_tries: u32) -> Option<Duration> {
-        if attempt >= max_tries {
-            return None;
-        }
+    /// How long to wait before the next attempt, or `None` to give up (not
+    /// retryable, or `backoff` is used up). 429 means the server did not process the
+    /// request, so every method retries; a failed connection attempt never reached
+    /// the server either. `Retry-After` takes the place of the backoff's delay.
+    fn retry_delay(
+        &self,
+        idempotent: bool,
+        backoff: &mut impl Iterator<Item = Duration>,
+    ) -> Option<Duration> {
         let (retryable, retry_after) = match self {
             Failure::Transport(e) => (e.is_connect() || (idempotent && !e.is_builder()), None),
             Failure::Status {
@@ -693,7 +687,11 @@ impl Failure {
             },
             Failure::Other(_) => (false, None),
         };
-        retryable.then(|| retry_after.unwrap_or_else(|| backoff(attempt)))
+        if !retryable {
+            return None;
+        }
+        let delay = backoff.next()?;
+        Some(retry_after.unwrap_or(delay))
     }
 
     fn summary(&self) -> String {
@@ -717,18 +715,6 @@ impl Failure {
             Failure::Other(e) => e,
         }
     }
-}
-
-/// Exponential backoff from 200 ms, capped at 5 s, with up to 25 % jitter so that
-/// many clients throttled together do not come back together.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(5));
-    let base = base.min(Duration::from_secs(5));
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
 /// `Retry-After` in seconds (the form the API server sends), capped at 30 s.
@@ -818,29 +804,58 @@ mod tests {
 
     #[test]
     fn retry_policy() {
+        let backoff = || Backoff::REQUEST.delays().take(4);
         // 429 retries for every method and honours Retry-After.
         assert_eq!(
-            status(429, Some(2)).retry_delay(false, 1, 5),
+            status(429, Some(2)).retry_delay(false, &mut backoff()),
             Some(Duration::from_secs(2))
         );
-        // 503/504 only when idempotent.
-        assert!(status(503, None).retry_delay(true, 1, 5).is_some());
-        assert!(status(504, None).retry_delay(false, 1, 5).is_none());
+        // 503/504 only when idempotent, after the backoff's delay.
+        let delay = status(503, None).retry_delay(true, &mut backoff());
+        assert!(delay.is_some_and(|d| d >= Duration::from_millis(149) && d <= Duration::from_millis(301)));
+        assert!(
+            status(504, None)
+                .retry_delay(false, &mut backoff())
+                .is_none()
+        );
         // Other 4xx/5xx never.
         for code in [400, 401, 403, 404, 409, 410, 422, 500] {
             assert!(
-                status(code, Some(1)).retry_delay(true, 1, 5).is_none(),
+                status(code, Some(1))
+                    .retry_delay(true, &mut backoff())
+                    .is_none(),
                 "{code}"
             );
         }
-        // Bounded.
-        assert!(status(429, None).retry_delay(true, 5, 5).is_none());
-        let d = backoff(3);
-        assert!(
-            d >= Duration::from_millis(800) && d <= Duration::from_millis(1000),
-            "{d:?}"
+        // Bounded by the backoff, Retry-After or not.
+        let mut delays = backoff();
+        let retries = std::iter::from_fn(|| status(429, Some(1)).retry_delay(true, &mut delays));
+        assert_eq!(retries.count(), 4);
+    }
+
+    #[test]
+    fn verbs_for_metrics() {
+        let list = ListParams::labels("a=b").limit(10).query();
+        assert_eq!(verb_of(&Method::GET, &list), "list");
+        assert_eq!(verb_of(&Method::GET, &Query::default()), "get");
+        let watch = WatchParams {
+            label_selector: None,
+            field_selector: None,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(verb_of(&Method::GET, &watch.query("1")), "watch");
+        let apply = PatchParams::apply("m").force();
+        assert_eq!(verb_of(&Method::PATCH, &apply.query()), "apply");
+        assert_eq!(verb_of(&Method::PATCH, &apply.dry_run().query()), "dry-run");
+        assert_eq!(
+            verb_of(&Method::POST, &PostParams::default().query()),
+            "create"
         );
-        assert!(backoff(30) <= Duration::from_millis(6250));
+        assert_eq!(
+            verb_of(&Method::POST, &PostParams { dry_run: true }.query()),
+            "dry-run"
+        );
+        assert_eq!(verb_of(&Method::DELETE, &Query::default()), "delete");
     }
 
     #[test]
@@ -878,7 +893,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_keep_the_server_prefix_and_encode_the_query() {
+    fn urls_keep_the_server_prefix() {
         let cluster = ClusterConfig {
             server: Url::parse("https://proxy.example/k8s/clusters/c-1/").unwrap(),
             ca: None,
@@ -892,13 +907,13 @@ mod tests {
         let url = client
             .url(
                 "/api/v1/namespaces/a/configmaps",
-                &[("labelSelector", "a=b,c in (d)")],
+                &ListParams::labels("a=b").query(),
             )
             .unwrap();
         assert_eq!(
             url.as_str(),
-            "https://proxy.example/k8s/clusters/c-1/api/v1/namespaces/a/configmaps?labelSelector=a%3Db%2Cc+in+%28d%29"
+            "https://proxy.example/k8s/clusters/c-1/api/v1/namespaces/a/configmaps?labelSelector=a%3Db"
         );
-        assert!(client.url("api/v1", &[]).is_err());
+        assert!(client.url("api/v1", &Query::default()).is_err());
     }
 }

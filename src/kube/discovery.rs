@@ -10,84 +10,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::Client;
 use super::error::{Error, UnservedVersion};
+use super::request::{ApiResource, group_version_path};
 
 /// Accept header asking for aggregated discovery (v2, then v2beta1 for 1.27–1.29
 /// servers), falling back to the legacy documents.
 const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 /// Legacy discovery fetches group-versions concurrently, but politely.
 const LEGACY_CONCURRENCY: usize = 8;
-
-/// Characters escaped in one path segment (a namespace or object name).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-/// One resource of the API: how to address a kind at one version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiResource {
-    /// API group; empty for the core group.
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    /// The resource name in URLs, e.g. `deployments`.
-    pub plural: String,
-    pub namespaced: bool,
-    /// e.g. `get`, `list`, `watch`, `patch`, `delete`.
-    pub verbs: Vec<String>,
-}
-
-impl ApiResource {
-    /// `v1` or `apps/v1`.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// The URL path of an object (`name`) or collection (no name). For namespaced
-    /// resources without a namespace this is the all-namespaces collection;
-    /// cluster-scoped resources ignore `namespace`.
-    pub fn path(&self, namespace: Option<&str>, name: Option<&str>) -> String {
-        let mut path = if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
-        };
-        if let Some(ns) = namespace.filter(|_| self.namespaced) {
-            path.push_str("/namespaces/");
-            path.extend(utf8_percent_encode(ns, SEGMENT));
-        }
-        path.push('/');
-        path.push_str(&self.plural);
-        if let Some(name) = name {
-            path.push('/');
-            path.extend(utf8_percent_encode(name, SEGMENT));
-        }
-        path
-    }
-
-    /// Whether the server allows `verb` on this resource.
-    pub fn supports(&self, verb: &str) -> bool {
-        self.verbs.iter().any(|v| v == verb)
-    }
-}
 
 /// Splits an `apiVersion` into group and version: `apps/v1` → (`apps`, `v1`),
 /// `v1` → (``, `v1`).
@@ -359,11 +293,7 @@ async fn legacy(client: &Client, core: Value) -> Result<Catalog, Error> {
         targets.extend(group_versions(g));
     }
     let fetches = futures::stream::iter(targets.into_iter().map(|(group, version)| async move {
-        let path = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
+        let path = group_version_path(&group, &version);
         (group, version, client.get(&path).await)
     }))
     .buffered(LEGACY_CONCURRENCY)
@@ -451,52 +381,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn resource(
-        group: &str,
-        version: &str,
-        kind: &str,
-        plural: &str,
-        namespaced: bool,
-    ) -> ApiResource {
-        ApiResource {
-            group: group.into(),
-            version: version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced,
-            verbs: vec!["get".into(), "patch".into()],
-        }
-    }
-
     #[test]
-    fn paths() {
-        let pods = resource("", "v1", "Pod", "pods", true);
-        assert_eq!(
-            pods.path(Some("ns"), Some("web-0")),
-            "/api/v1/namespaces/ns/pods/web-0"
-        );
-        assert_eq!(pods.path(Some("ns"), None), "/api/v1/namespaces/ns/pods");
-        assert_eq!(pods.path(None, None), "/api/v1/pods");
-        let deploy = resource("apps", "v1", "Deployment", "deployments", true);
-        assert_eq!(
-            deploy.path(Some("a"), Some("b")),
-            "/apis/apps/v1/namespaces/a/deployments/b"
-        );
-        assert_eq!(deploy.api_version(), "apps/v1");
-        let role = resource(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-        );
-        // Cluster-scoped resources ignore the namespace; odd names are escaped.
-        assert_eq!(
-            role.path(Some("ignored"), Some("system:a b/c%d?")),
-            "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:a%20b%2Fc%25d%3F"
-        );
-        assert!(role.supports("patch"));
-        assert!(!role.supports("watch"));
+    fn api_versions_split_into_group_and_version() {
         assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
         assert_eq!(split_api_version("v1"), ("", "v1"));
     }

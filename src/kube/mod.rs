@@ -2,45 +2,54 @@
 //!
 //! It does what converge needs and no more, modelled on kube-rs's `kube-client`:
 //!
-//! - [`config`]: *where and who* — kubeconfig files merged the kubectl way
+//! - config: *where and who* — kubeconfig files merged the kubectl way
 //!   (`--kubeconfig`, `KUBECONFIG`, `~/.kube/config`, `--context`) or the in-cluster
 //!   service account, resolved once into a [`ClusterConfig`] with errors that name the
 //!   file, context, user or cluster.
-//! - [`auth`]: the credential of each request — token files re-read as they rotate,
+//! - auth: the credential of each request — token files re-read as they rotate,
 //!   exec credential plugins run and cached until their expiry.
-//! - `tls`: the rustls configuration (trusted CAs, client certificate, ALPN for HTTP/2).
-//! - [`client`]: [`Client`], JSON requests with bounded concurrency, retries
+//! - tls: the rustls configuration (trusted CAs, client certificate, ALPN for HTTP/2).
+//! - request: the one place URLs are built — [`ApiResource`] paths with escaped
+//!   segments, encoded queries — and the typed parameters of each verb
+//!   ([`PatchParams`], [`PostParams`], [`DeleteParams`], [`ListParams`],
+//!   [`WatchParams`], [`LogParams`]). Pure and unit-tested.
+//! - client: [`Client`], JSON requests with bounded concurrency, retries
 //!   (429/503/504, `Retry-After`), and the verbs converge uses: get, list, server-side
-//!   apply, create, delete with a uid precondition.
-//! - [`discovery`]: [`Discovery`], (group, version, kind) → [`ApiResource`] (plural,
-//!   scope, verbs) and the URL path of an object.
+//!   apply, create, delete with a uid precondition, watch, logs.
+//! - backoff: the one retry policy (backon's exponential backoff with jitter) of
+//!   requests, reflectors and the daemon.
+//! - discovery: [`Discovery`], (group, version, kind) → [`ApiResource`] (plural,
+//!   scope, verbs).
 //! - [`watch`]: reflectors — list, then watch with bookmarks, resume from the last
 //!   resourceVersion, relist on 410 Gone — keeping a [`watch::Store`] of live objects.
-//! - [`error`]: [`Error`], typed from the API's `Status` (`is_not_found`,
+//! - error: [`Error`], typed from the API's `Status` (`is_not_found`,
 //!   `is_conflict`, `is_gone`, `is_invalid`).
 //!
 //! Typical use:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), converge::kube::Error> {
-//! use converge::kube::{Client, ClusterConfig, Discovery};
+//! use converge::kube::{Client, ClusterConfig, Discovery, PatchParams};
 //! let client = Client::new(ClusterConfig::load(None, None)?)?;
 //! let discovery = Discovery::new(&client).await?;
 //! let cm = discovery.resolve("", "v1", "ConfigMap")?;
 //! let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
 //!     "metadata": {"name": "x", "namespace": "default"}, "data": {"k": "v"}});
-//! client.apply(&cm.path(Some("default"), Some("x")), &body, "converge", true, false).await?;
+//! let params = PatchParams::apply("converge").force();
+//! client.apply(&cm.path(Some("default"), Some("x")), &body, &params).await?;
 //! # Ok(()) }
 //! ```
 //!
 //! Nothing here knows about sources, manifests or plans. No token, key or secret is
 //! ever written to an error message or a log line.
 
-pub mod auth;
-pub mod client;
-pub mod config;
-pub mod discovery;
-pub mod error;
+mod auth;
+pub(crate) mod backoff;
+mod client;
+mod config;
+mod discovery;
+mod error;
+mod request;
 mod tls;
 pub mod watch;
 
@@ -49,7 +58,11 @@ pub use client::{
     APPLY_PATCH, Client, ClientOptions, ObjectList, RequestObserver, WatchEvent, WatchStream,
 };
 pub use config::{Auth, ClusterConfig, ConfigError, ExecConfig, LoadEnv};
-pub use discovery::{ApiResource, Discovery, split_api_version};
+pub use discovery::{Discovery, split_api_version};
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
+pub use request::{
+    ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Preconditions,
+    PropagationPolicy, WatchParams,
+};
 /// The HTTP method type of [`Client::request_json`].
 pub use reqwest::Method;

@@ -7,7 +7,8 @@
 //! when the server closes the watch; relist on 410 Gone; back off on errors (e.g.
 //! while the API server restarts) instead of spinning.
 
-use super::{ApiResource, Client, WatchEvent};
+use super::backoff::{Backoff, Delays};
+use super::{ApiResource, Client, ListParams, WatchEvent, WatchParams};
 use crate::compact::CompactObject;
 use crate::manifest::ObjectRef;
 use serde_json::Value;
@@ -203,12 +204,12 @@ async fn reflect(
     synced: watch::Sender<bool>,
 ) {
     let path = resource.path(None, None);
-    let query = [("labelSelector", selector.as_str())];
-    let mut backoff = Backoff::default();
+    let list = ListParams::labels(&selector);
+    let mut backoff = Backoff::WATCH.delays();
     let mut version: Option<String> = None;
     loop {
         let Some(from) = version.clone() else {
-            match client.list_map(&path, &query, Store::entry).await {
+            match client.list_map(&path, &list, Store::entry).await {
                 Ok(list) => {
                     for change in store.replace_kind(&resource, list.items) {
                         let _ = changes.send(change);
@@ -219,17 +220,22 @@ async fn reflect(
                 }
                 Err(e) => {
                     warn!(error = %e, "list failed; retrying");
-                    tokio::time::sleep(backoff.next()).await;
+                    pause(&mut backoff).await;
                 }
             }
             continue;
         };
-        version = match client.watch(&path, &query, &from, watch_timeout()).await {
+        let watch = WatchParams {
+            label_selector: Some(selector.clone()),
+            field_selector: None,
+            timeout: watch_timeout(),
+        };
+        version = match client.watch(&path, &watch, &from).await {
             Ok(mut stream) => follow(&mut stream, &store, &changes, &mut backoff, from).await,
             Err(e) if e.is_gone() => None,
             Err(e) => {
                 warn!(error = %e, "watch failed; retrying");
-                tokio::time::sleep(backoff.next()).await;
+                pause(&mut backoff).await;
                 Some(from)
             }
         };
@@ -242,7 +248,7 @@ async fn follow(
     stream: &mut super::WatchStream,
     store: &Store,
     changes: &mpsc::UnboundedSender<Change>,
-    backoff: &mut Backoff,
+    backoff: &mut Delays,
     mut version: String,
 ) -> Option<String> {
     loop {
@@ -251,7 +257,7 @@ async fn follow(
             Ok(None) => return Some(version),
             Err(e) => {
                 warn!(error = %e, "watch broke; resuming");
-                tokio::time::sleep(backoff.next()).await;
+                pause(backoff).await;
                 return Some(version);
             }
         };
@@ -275,7 +281,7 @@ async fn follow(
             }
             WatchEvent::Error(status) => {
                 warn!(reason = %status.message, code = status.code, "watch error; resuming");
-                tokio::time::sleep(backoff.next()).await;
+                pause(backoff).await;
                 return Some(version);
             }
         };
@@ -293,21 +299,10 @@ fn resource_version(object: &Value) -> String {
         .to_string()
 }
 
-/// Exponential backoff from 250 ms to 30 s with jitter.
-#[derive(Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let base = Duration::from_millis(250).saturating_mul(1 << self.failures.min(7));
-        base.min(Duration::from_secs(30)) + Duration::from_millis(u64::from(jitter_millis()) % 250)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
+/// Sleeps the backoff's next delay (the sequence is endless).
+async fn pause(backoff: &mut Delays) {
+    if let Some(delay) = backoff.next() {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -389,16 +384,5 @@ mod tests {
             .collect();
         assert_eq!(names, [("new", Some("5")), ("deleted", None)]);
         assert_eq!(store.of_kind("", "ConfigMap").len(), 2);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut backoff = Backoff::default();
-        let first = backoff.next();
-        let later: Vec<Duration> = (0..20).map(|_| backoff.next()).collect();
-        assert!(first < Duration::from_secs(1));
-        assert!(later.iter().all(|d| *d <= Duration::from_millis(30_250)));
-        backoff.reset();
-        assert!(backoff.next() < Duration::from_secs(1));
     }
 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::TestEnv;
-use converge::kube::{Auth, Client, ClientOptions, ClusterConfig, Discovery, Error, ExecConfig};
+use converge::kube::{
+    ApiResource, Auth, Client, ClientOptions, ClusterConfig, DeleteParams, Discovery, Error,
+    ExecConfig, ListParams, PatchParams, PostParams, Preconditions, PropagationPolicy,
+};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "converge-test";
@@ -31,7 +34,20 @@ fn config_map(ns: &str, name: &str, data: Value) -> Value {
 }
 
 fn cm_path(ns: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{ns}/configmaps/{name}")
+    ApiResource::config_maps().path(Some(ns), Some(name))
+}
+
+/// Forced server-side apply as the test's manager.
+fn apply() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Delete only the object with `uid`.
+fn delete_uid(uid: &str) -> DeleteParams {
+    DeleteParams {
+        propagation: PropagationPolicy::Background,
+        preconditions: Some(Preconditions { uid: uid.into() }),
+    }
 }
 
 fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -96,7 +112,7 @@ async fn server_side_apply_dry_run_real_and_noop() {
     let body = config_map(&env.ns, "settings", json!({"color": "blue"}));
 
     let preview = client
-        .apply(&path, &body, MANAGER, true, true)
+        .apply(&path, &body, &apply().dry_run())
         .await
         .unwrap();
     assert_eq!(text(&preview, "/data/color"), "blue");
@@ -106,10 +122,7 @@ async fn server_side_apply_dry_run_real_and_noop() {
     );
     assert!(client.get_opt(&path).await.unwrap().is_none());
 
-    let applied = client
-        .apply(&path, &body, MANAGER, true, false)
-        .await
-        .unwrap();
+    let applied = client.apply(&path, &body, &apply()).await.unwrap();
     let rv = text(&applied, "/metadata/resourceVersion").to_string();
     assert!(!rv.is_empty());
     let seen = env.kubectl(&[
@@ -134,10 +147,7 @@ async fn server_side_apply_dry_run_real_and_noop() {
     ]);
     assert!(managers.contains(MANAGER), "{managers}");
 
-    let again = client
-        .apply(&path, &body, MANAGER, true, false)
-        .await
-        .unwrap();
+    let again = client.apply(&path, &body, &apply()).await.unwrap();
     assert_eq!(
         text(&again, "/metadata/resourceVersion"),
         rv,
@@ -169,23 +179,13 @@ async fn delete_honours_the_uid_precondition() {
     let client = client(&env);
     let path = cm_path(&env.ns, "doomed");
     let created = client
-        .apply(
-            &path,
-            &config_map(&env.ns, "doomed", json!({})),
-            MANAGER,
-            true,
-            false,
-        )
+        .apply(&path, &config_map(&env.ns, "doomed", json!({})), &apply())
         .await
         .unwrap();
     let uid = text(&created, "/metadata/uid").to_string();
 
     let err = client
-        .delete(
-            &path,
-            Some("00000000-0000-0000-0000-000000000000"),
-            "Background",
-        )
+        .delete(&path, &delete_uid("00000000-0000-0000-0000-000000000000"))
         .await
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
@@ -194,15 +194,9 @@ async fn delete_honours_the_uid_precondition() {
         "the object must remain"
     );
 
-    client
-        .delete(&path, Some(&uid), "Background")
-        .await
-        .unwrap();
+    client.delete(&path, &delete_uid(&uid)).await.unwrap();
     assert!(!kubectl_sees(&env, "configmap", "doomed"));
-    let err = client
-        .delete(&path, Some(&uid), "Background")
-        .await
-        .unwrap_err();
+    let err = client.delete(&path, &delete_uid(&uid)).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
 }
 
@@ -213,7 +207,7 @@ async fn invalid_object_decodes_into_an_invalid_status() {
     let path = cm_path(&env.ns, "broken");
     let body = config_map(&env.ns, "broken", json!({"not a valid key!": "x"}));
     let err = client
-        .apply(&path, &body, MANAGER, true, true)
+        .apply(&path, &body, &apply().dry_run())
         .await
         .unwrap_err();
     assert!(err.is_invalid(), "{err}");
@@ -237,7 +231,7 @@ async fn invalid_object_decodes_into_an_invalid_status() {
     let typo = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "typo", "namespace": env.ns}, "dta": {"a": "b"}});
     let err = client
-        .apply(&cm_path(&env.ns, "typo"), &typo, MANAGER, true, true)
+        .apply(&cm_path(&env.ns, "typo"), &typo, &apply().dry_run())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("dta"), "{err}");
@@ -256,19 +250,19 @@ async fn list_follows_continue_tokens_with_a_selector() {
         let mut body = config_map(&env.ns, &name, json!({"i": i.to_string()}));
         body["metadata"]["labels"] = json!({"set": "a"});
         client
-            .apply(&cm_path(&env.ns, &name), &body, MANAGER, true, false)
+            .apply(&cm_path(&env.ns, &name), &body, &apply())
             .await
             .unwrap();
     }
     let other = config_map(&env.ns, "other", json!({}));
     client
-        .apply(&cm_path(&env.ns, "other"), &other, MANAGER, true, false)
+        .apply(&cm_path(&env.ns, "other"), &other, &apply())
         .await
         .unwrap();
 
-    let collection = format!("/api/v1/namespaces/{}/configmaps", env.ns);
+    let collection = ApiResource::config_maps().path(Some(&env.ns), None);
     let list = client
-        .list_with(&collection, &[("labelSelector", "set=a")])
+        .list(&collection, &ListParams::labels("set=a"))
         .await
         .unwrap();
     let mut names: Vec<&str> = list
@@ -282,21 +276,39 @@ async fn list_follows_continue_tokens_with_a_selector() {
     assert!(list.items.iter().all(|i| text(i, "/apiVersion") == "v1"));
     assert!(!list.resource_version.is_empty());
 
-    let all = client
-        .list(&format!("{collection}?labelSelector=set%3Da"))
+    let page = client
+        .list_page(&collection, &ListParams::labels("set=a").limit(3))
         .await
         .unwrap();
-    assert_eq!(all.items.len(), 5);
+    assert_eq!(page.items.len(), 3, "one page only");
+    let all = client
+        .list(&collection, &ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 6);
+
+    // A query glued onto a path is refused: parameters are encoded by the client.
+    let err = client
+        .list(
+            &format!("{collection}?labelSelector=set%3Da"),
+            &ListParams::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pass parameters"), "{err}");
 }
 
 #[tokio::test]
 async fn create_posts_with_generate_name() {
     let env = TestEnv::new("kube-create");
     let client = client(&env);
-    let collection = format!("/api/v1/namespaces/{}/configmaps", env.ns);
+    let collection = ApiResource::config_maps().path(Some(&env.ns), None);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"generateName": "gen-", "namespace": env.ns}});
-    let preview = client.create(&collection, &body, true).await.unwrap();
+    let preview = client
+        .create(&collection, &body, &PostParams { dry_run: true })
+        .await
+        .unwrap();
     assert!(text(&preview, "/metadata/name").starts_with("gen-"));
     let empty = env.kubectl(&["get", "configmaps", "-n", &env.ns, "-o", "name"]);
     assert!(
@@ -304,12 +316,18 @@ async fn create_posts_with_generate_name() {
         "a dry-run create must not persist: {empty}"
     );
 
-    let created = client.create(&collection, &body, false).await.unwrap();
+    let created = client
+        .create(&collection, &body, &PostParams::default())
+        .await
+        .unwrap();
     let name = text(&created, "/metadata/name");
     assert!(kubectl_sees(&env, "configmap", name));
 
     let named = config_map(&env.ns, name, json!({}));
-    let err = client.create(&collection, &named, false).await.unwrap_err();
+    let err = client
+        .create(&collection, &named, &PostParams::default())
+        .await
+        .unwrap_err();
     assert!(err.is_already_exists(), "{err}");
 }
 
@@ -371,7 +389,6 @@ async fn whoami(client: &Client) -> Result<String, Error> {
         .request_json(
             converge::kube::Method::POST,
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            &[],
             Some(&review),
             None,
         )
@@ -513,9 +530,7 @@ async fn many_concurrent_requests_share_the_client() {
         async move {
             let name = format!("c-{i}");
             let body = config_map(&ns, &name, json!({"i": i.to_string()}));
-            client
-                .apply(&cm_path(&ns, &name), &body, MANAGER, true, false)
-                .await
+            client.apply(&cm_path(&ns, &name), &body, &apply()).await
         }
     });
     let results = futures::future::join_all(requests).await;
@@ -534,7 +549,7 @@ async fn legacy_and_aggregated_discovery_agree() {
     let client = client(&env);
     let aggregated = Discovery::new(&client).await.unwrap();
     let legacy = Discovery::new_legacy(&client).await.unwrap();
-    let key = |r: &converge::kube::ApiResource| {
+    let key = |r: &ApiResource| {
         let mut verbs = r.verbs.clone();
         verbs.sort();
         (
