@@ -293,9 +293,7 @@ impl Client {
         mut each: impl FnMut(Value) -> Option<T>,
     ) -> Result<ObjectList<T>, Error> {
         let mut list = ObjectList::default();
-        let mut page = params.clone();
-        page.limit
-            .get_or_insert(self.inner.options.page_size.max(1));
+        let mut page = self.paged(params);
         loop {
             let answer = self.send_json(Method::GET, path, page.query(), None, None);
             page.continue_token = collect_page(answer.await?, &mut list, &mut each);
@@ -308,13 +306,19 @@ impl Client {
     /// One page of a collection: at most `params.limit` items (the client's page
     /// size when unset), for callers that want a sample, never the whole list.
     pub async fn list_page(&self, path: &str, params: &ListParams) -> Result<ObjectList, Error> {
-        let mut page = params.clone();
-        page.limit
-            .get_or_insert(self.inner.options.page_size.max(1));
-        let answer = self.send_json(Method::GET, path, page.query(), None, None);
+        let query = self.paged(params).query();
+        let answer = self.send_json(Method::GET, path, query, None, None);
         let mut list = ObjectList::default();
         collect_page(answer.await?, &mut list, &mut Some);
         Ok(list)
+    }
+
+    /// `params` with the client's page size unless they set a limit.
+    fn paged(&self, params: &ListParams) -> ListParams {
+        let mut page = params.clone();
+        page.limit
+            .get_or_insert(self.inner.options.page_size.max(1));
+        page
     }
 
     /// Server-side apply: PATCH with `application/apply-patch+yaml` and `params`
@@ -812,7 +816,11 @@ mod tests {
         );
         // 503/504 only when idempotent, after the backoff's delay.
         let delay = status(503, None).retry_delay(true, &mut backoff());
-        assert!(delay.is_some_and(|d| d >= Duration::from_millis(149) && d <= Duration::from_millis(301)));
+        let first = Backoff::REQUEST.min;
+        assert!(
+            delay.is_some_and(|d| d >= first.mul_f64(0.999) && d <= first.mul_f64(2.001)),
+            "{delay:?}"
+        );
         assert!(
             status(504, None)
                 .retry_delay(false, &mut backoff())

@@ -16,8 +16,9 @@
 //! - client: [`Client`], JSON requests with bounded concurrency, retries
 //!   (429/503/504, `Retry-After`), and the verbs converge uses: get, list, server-side
 //!   apply, create, delete with a uid precondition, watch, logs.
-//! - backoff: the one retry policy (backon's exponential backoff with jitter) of
-//!   requests, reflectors and the daemon.
+//! - backoff: the one retry policy (backon's exponential backoff with jitter): the
+//!   client's retries and the reflectors' reconnects; the crate's other retry loops
+//!   share `kube::backoff::Backoff` rather than define their own.
 //! - discovery: [`Discovery`], (group, version, kind) → [`ApiResource`] (plural,
 //!   scope, verbs).
 //! - [`watch`]: reflectors — list, then watch with bookmarks, resume from the last
