@@ -28,6 +28,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
 /// Git poll and resync interval when a source sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// One resync in this many runs a full reconcile even when nothing changed.
+pub const DEFAULT_FULL_RESYNC_EVERY: u32 = 10;
 /// Namespace for namespaced objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The branch a Git source follows when it names no branch, tag or commit.
@@ -113,8 +115,11 @@ pub struct SourceConfig {
     pub name: String,
     /// A local directory or a Git repository.
     pub kind: SourceKind,
-    /// Git poll interval and, for every source, the full resync interval (default 30s).
+    /// Git poll interval and, for every source, the resync interval (default 30s).
     pub interval: Duration,
+    /// One resync in this many is a full reconcile even when nothing changed: the
+    /// safety net under the watches (default 10; 1 makes every resync full).
+    pub full_resync_every: u32,
     /// Namespace for namespaced objects that name none (default "default").
     pub namespace: String,
     /// Delete owned objects that left the source (default true).
@@ -292,6 +297,7 @@ struct RawSource {
     path: Option<String>,
     /// A value, not a string, so `interval = 30` gets a helpful message of its own.
     interval: Option<toml::Value>,
+    full_resync_every: Option<i64>,
     username_env: Option<String>,
     password_env: Option<String>,
     ssh_key_file: Option<String>,
@@ -424,6 +430,7 @@ impl Checker<'_> {
     fn source(&mut self, at: &str, raw: RawSource) -> Option<SourceConfig> {
         let name = self.source_name(at, raw.name.as_deref());
         let interval = self.interval(at, raw.interval.as_ref());
+        let full_resync_every = self.full_resync_every(at, raw.full_resync_every);
         let namespace = raw.namespace.clone().unwrap_or(DEFAULT_NAMESPACE.into());
         if !is_dns_label(&namespace) {
             self.problem(
@@ -439,6 +446,7 @@ impl Checker<'_> {
             name: name?,
             kind: kind?,
             interval,
+            full_resync_every,
             namespace,
             prune: raw.prune.unwrap_or(true),
             self_heal: raw.self_heal.unwrap_or(true),
@@ -493,6 +501,27 @@ impl Checker<'_> {
             Err(why) => {
                 self.problem(at, format!("interval = {text:?}: {why}"));
                 DEFAULT_INTERVAL
+            }
+        }
+    }
+
+    fn full_resync_every(&mut self, at: &str, value: Option<i64>) -> u32 {
+        let Some(value) = value else {
+            return DEFAULT_FULL_RESYNC_EVERY;
+        };
+        match u32::try_from(value) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                self.problem(
+                    at,
+                    format!(
+                        "full_resync_every = {value}: must be a whole number from 1 (every \
+                         resync is a full reconcile) to {}; the default is \
+                         {DEFAULT_FULL_RESYNC_EVERY}",
+                        u32::MAX
+                    ),
+                );
+                DEFAULT_FULL_RESYNC_EVERY
             }
         }
     }
@@ -1037,6 +1066,7 @@ mod tests {
             }
         );
         assert_eq!(source.interval, Duration::from_secs(30));
+        assert_eq!(source.full_resync_every, DEFAULT_FULL_RESYNC_EVERY);
         assert_eq!(source.namespace, "default");
         assert!(source.prune && source.self_heal && !source.allow_mass_prune);
     }
@@ -1060,7 +1090,7 @@ mod tests {
             "{GIT}tag = \"v1.2.0\"\npath = \"./clusters/dev/\"\ninterval = \"1h30m\"\n\
              username_env = \"GIT_TOKEN\"\npassword_env = \"GIT_TOKEN\"\n\
              webhook_secret_env = \"HOOK\"\nnamespace = \"shop\"\nprune = false\n\
-             self_heal = false\nallow_mass_prune = true\n"
+             self_heal = false\nallow_mass_prune = true\nfull_resync_every = 3\n"
         );
         let config = fx.parse(&text).unwrap();
         let source = &config.sources[0];
@@ -1071,6 +1101,7 @@ mod tests {
         assert_eq!(git.path, Some(PathBuf::from("clusters/dev")));
         assert_eq!(git.password_env.as_deref(), Some("GIT_TOKEN"));
         assert_eq!(source.interval, Duration::from_secs(5400));
+        assert_eq!(source.full_resync_every, 3);
         assert_eq!(source.namespace, "shop");
         assert!(!source.prune && !source.self_heal && source.allow_mass_prune);
     }
@@ -1157,6 +1188,16 @@ mod tests {
         for (value, expected) in cases {
             let problem = fx.problem(&format!("{GIT}interval = {value}\n"));
             assert_contains(&problem, &["source[0] \"shop\": ", expected, "e.g."]);
+        }
+    }
+
+    #[test]
+    fn full_resync_every_is_at_least_one() {
+        let fx = Fixture::new();
+        for value in ["0", "-1", "4294967296"] {
+            let problem = fx.problem(&format!("{GIT}full_resync_every = {value}\n"));
+            let expected = format!("full_resync_every = {value}: must be a whole number from 1");
+            assert_contains(&problem, &["source[0] \"shop\": ", &expected]);
         }
     }
 

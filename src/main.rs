@@ -10,7 +10,7 @@ use converge::config::Config;
 use converge::daemon::shutdown;
 use converge::daemon::{self, DaemonOptions, SourceSpec};
 use converge::engine::applyset::ApplySet;
-use converge::engine::{Engine, Outcome, RunOptions};
+use converge::engine::{Engine, Outcome, RunOptions, Scope};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::http::status::{SyncResult, render_table};
 use converge::kube::{Client, ClusterConfig};
@@ -103,7 +103,7 @@ async fn sync(
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
         dry_run,
-        partial: false,
+        scope: Scope::Full,
     };
     let engine = Engine::connect(client).await?;
     let outcome = engine.run(manifests, &options, None).await?;

@@ -12,6 +12,48 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tracing::debug;
 
+/// An Event's `type`: the two the API defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// An Event's `reason`: what converge did, in CamelCase as the API expects. Each
+/// reason has one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventReason {
+    /// A revision was applied (something was created, configured or pruned).
+    Applied,
+    /// A revision could not be applied; the last good one stays.
+    ReconcileFailed,
+}
+
+impl EventReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::Applied => "Applied",
+            EventReason::ReconcileFailed => "ReconcileFailed",
+        }
+    }
+
+    pub fn event_type(self) -> EventType {
+        match self {
+            EventReason::Applied => EventType::Normal,
+            EventReason::ReconcileFailed => EventType::Warning,
+        }
+    }
+}
+
 /// Posts Events; cheap to clone. A disabled one (for `run --dry-run`) writes nothing.
 #[derive(Clone)]
 pub struct Events {
@@ -38,7 +80,7 @@ impl Events {
 
     /// Posts an Event about `source`'s ApplySet parent in the background (an Event
     /// that cannot be posted is not worth failing a reconcile for).
-    pub fn emit(&self, source: &str, namespace: &str, kind: &str, reason: &str, message: &str) {
+    pub fn emit(&self, source: &str, namespace: &str, reason: EventReason, message: &str) {
         let Some(client) = self.client.clone() else {
             return;
         };
@@ -46,7 +88,7 @@ impl Events {
             return;
         }
         let applyset = ApplySet::new(source, namespace);
-        let body = event_body(&applyset, kind, reason, message);
+        let body = event_body(&applyset, reason, message);
         let path = ApiResource::events().path(Some(namespace), None);
         tokio::spawn(async move {
             if let Err(e) = client.create(&path, &body, &PostParams::default()).await {
@@ -67,7 +109,7 @@ impl Events {
 
 /// A core/v1 Event about the parent ConfigMap. Messages are capped at the API's
 /// 1 KiB limit.
-fn event_body(applyset: &ApplySet, kind: &str, reason: &str, message: &str) -> Value {
+fn event_body(applyset: &ApplySet, reason: EventReason, message: &str) -> Value {
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let message: String = message.chars().take(1000).collect();
     json!({
@@ -83,8 +125,8 @@ fn event_body(applyset: &ApplySet, kind: &str, reason: &str, message: &str) -> V
             "name": applyset.parent_name,
             "namespace": applyset.namespace,
         },
-        "type": kind,
-        "reason": reason,
+        "type": reason.event_type().as_str(),
+        "reason": reason.as_str(),
         "message": message,
         "source": {"component": "converge"},
         "reportingComponent": "converge",
@@ -113,13 +155,13 @@ mod tests {
     fn events_point_at_the_applyset_parent() {
         let body = event_body(
             &ApplySet::new("shop", "apps"),
-            "Warning",
-            "ReconcileFailed",
+            EventReason::ReconcileFailed,
             &"x".repeat(2000),
         );
         assert_eq!(body["involvedObject"]["name"], "converge-shop");
         assert_eq!(body["metadata"]["namespace"], "apps");
         assert_eq!(body["type"], "Warning");
+        assert_eq!(body["reason"], "ReconcileFailed");
         assert_eq!(body["message"].as_str().map(str::len), Some(1000));
     }
 }

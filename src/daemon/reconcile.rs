@@ -1,25 +1,22 @@
 //! One reconcile of one source: snapshot → manifests → engine → status, metrics and
-//! events. It neither loops nor sleeps: [`crate::daemon`] decides when to call it.
-//!
-//! Between reconciles a source keeps a [`SourceState`]: the engine's memo, a store
-//! of its live members kept current by reflectors, and the last good revision. That
-//! state is what makes a steady-state reconcile free (no request) and what lets an
-//! out-of-band change be told apart from the echo of our own write.
+//! events. It neither loops nor sleeps: [`crate::daemon::scheduler`] decides when
+//! to call it, and what a failure leads to.
 
-use crate::daemon::events::Events;
-use crate::daemon::targeting::{self, Baseline, Targeted};
-use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::daemon::events::{EventReason, Events};
+use crate::daemon::scheduler::{self, Reason};
+use crate::daemon::state::SourceState;
+use crate::daemon::targeting::Selection;
+use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{Action, Step};
-use crate::engine::{Cache, Engine, EngineError, Memo, Outcome, RunOptions};
+use crate::engine::{Engine, EngineError, Outcome, RunOptions, Scope};
 use crate::health::{self, Health, State};
-use crate::http::metrics::Metrics;
+use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
-use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{CachedManifest, FileCache, ManifestError, ObjectRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use crate::kube::watch::Change;
+use crate::manifest::{ManifestError, ObjectRef};
+use crate::source::{Snapshot, SourceError};
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
-use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 /// How one source is converged (from its `[[source]]` table and global flags).
@@ -33,18 +30,12 @@ pub struct Settings {
     pub self_heal: bool,
 }
 
-/// What set a reconcile off, and so how much of the source it may look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Everything: the first reconcile, periodic resyncs, retries.
-    Full,
-    /// The source or live objects changed: only what changed, when [`scope`] allows.
-    Changes,
-}
-
 /// Why a reconcile failed. The last good state stays applied in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// The source could not be fetched (no revision to reconcile).
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(
@@ -55,144 +46,17 @@ pub enum ReconcileError {
     Engine(#[from] EngineError),
 }
 
-/// What a source remembers between reconciles.
-pub struct SourceState {
-    memo: HashMap<ObjectRef, Memo>,
-    store: Store,
-    reflectors: BTreeMap<GroupKind, Reflector>,
-    /// Member kinds of the last run; `None` before the first successful run.
-    recorded: Option<BTreeSet<GroupKind>>,
-    /// The last revision applied (or, report-only, evaluated) without error.
-    pub last_good_revision: Option<String>,
-    changes: mpsc::UnboundedSender<Change>,
-    /// The named desired objects of the last successful run: whose health is tracked.
-    desired: BTreeSet<ObjectRef>,
-    /// Failed objects whose evidence was gathered: once per failure, not per change.
-    explained: HashSet<ObjectRef>,
-    /// The files of the last revision loaded, parsed: drift reconciles reuse them,
-    /// and a new revision parses only the files that changed.
-    files: FileCache,
-    loaded_revision: Option<String>,
-    /// What the last successful run applied; `None` before the first full one.
-    baseline: Option<Baseline>,
-    /// Desired objects that drifted since the last run.
-    drifted: BTreeSet<ObjectRef>,
-    /// A member that is no longer desired changed: only a full run (prune) handles it.
-    needs_full: bool,
-}
-
-impl SourceState {
-    /// Whether live objects drifted since the last run (a source event that changed
-    /// nothing must not swallow them).
-    pub fn has_pending_drift(&self) -> bool {
-        !self.drifted.is_empty() || self.needs_full
-    }
-
-    /// Loads `revision` from `root`, parsing only the files that changed.
-    fn load(&mut self, root: &Path, revision: &str) -> Result<(), ManifestError> {
-        if self.loaded_revision.as_deref() == Some(revision) {
-            return Ok(());
-        }
-        self.loaded_revision = None;
-        self.files.refresh(&[root.to_path_buf()])?;
-        info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
-        self.loaded_revision = Some(revision.to_string());
-        Ok(())
-    }
-
-    /// The objects a targeted run converges; `None` for a full run.
-    fn targeted(&self, trigger: Trigger, namespace: &str) -> Option<Targeted> {
-        if trigger == Trigger::Full || self.needs_full {
-            return None;
-        }
-        targeting::targeted(
-            &self.files,
-            self.baseline.as_ref()?,
-            &self.drifted,
-            namespace,
-        )
-    }
-
-    /// Changes seen by this source's reflectors are sent to `changes`.
-    pub fn new(changes: mpsc::UnboundedSender<Change>) -> Self {
-        SourceState {
-            memo: HashMap::new(),
-            store: Store::default(),
-            reflectors: BTreeMap::new(),
-            files: FileCache::default(),
-            loaded_revision: None,
-            baseline: None,
-            drifted: BTreeSet::new(),
-            needs_full: false,
-            recorded: None,
-            last_good_revision: None,
-            changes,
-            desired: BTreeSet::new(),
-            explained: HashSet::new(),
-        }
-    }
-
-    /// An object's health from the store (no request), once its kind is listed.
-    fn health_of(&self, object: &ObjectRef) -> Health {
-        let listed = self
-            .reflectors
-            .get(&GroupKind::from(object))
-            .is_some_and(Reflector::is_synced);
-        if !listed {
-            return Health::progressing("not observed yet");
-        }
-        health::assess_opt(self.store.get_shared(object).as_deref())
-    }
-
-    /// Whether a change reported by a reflector is drift worth a reconcile: not the
-    /// echo of our own write, and not a controller's status update.
-    pub fn is_drift(&mut self, change: &Change) -> bool {
-        let drift = match self.memo.get_mut(&change.object) {
-            // The version the last run ended with (a relist repeats it): no need to
-            // read the object back from the store.
-            Some(memo) if memo.knows(change.resource_version.as_deref()) => false,
-            Some(memo) => memo.absorb(self.store.get(&change.object).as_ref()),
-            // A member we do not desire (any more): a prune candidate changed.
-            None => {
-                self.needs_full |= self.recorded.is_some();
-                self.recorded.is_some()
-            }
-        };
-        if drift {
-            self.drifted.insert(change.object.clone());
-        }
-        drift
-    }
-
-    fn cache(&self) -> Option<(BTreeSet<GroupKind>, &BTreeSet<GroupKind>)> {
-        let recorded = self.recorded.as_ref()?;
-        let covered = self
-            .reflectors
-            .iter()
-            .filter(|(_, r)| r.is_synced())
-            .map(|(gk, _)| gk.clone())
-            .collect();
-        Some((covered, recorded))
-    }
-
-    /// Watches exactly the kinds that may hold members now.
-    fn watch_kinds(&mut self, engine: &Engine, applyset: &ApplySet, kinds: &BTreeSet<GroupKind>) {
-        self.reflectors.retain(|gk, _| kinds.contains(gk));
-        for gk in kinds {
-            if self.reflectors.contains_key(gk) {
-                continue;
-            }
-            let Ok(resource) = engine.discovery().resolve(&gk.group, "", &gk.kind) else {
-                continue;
-            };
-            let reflector = Reflector::spawn(
-                engine.client().clone(),
-                resource,
-                applyset.member_selector(),
-                self.store.clone(),
-                self.changes.clone(),
-            );
-            self.reflectors.insert(gk.clone(), reflector);
+impl ReconcileError {
+    /// Whether the failure is of the moment (the remote, the server, the network,
+    /// the disk) and worth a retry soon; otherwise it is the revision's own (a
+    /// parse error, a rejection, a mass prune, an empty source, a missing ref, a
+    /// refused password) and repeats until the revision or the settings change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReconcileError::Source(e) => e.is_transient(),
+            ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
+            ReconcileError::Empty(_) => false,
+            ReconcileError::Engine(e) => e.is_transient(),
         }
     }
 }
@@ -207,31 +71,32 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// One reconcile of `settings`' source at `revision`, from the manifests under
-    /// `root`: targeted at what changed when `trigger` and [`scope`] allow, else
-    /// full. Records the result in status, metrics and (on news) Events.
+    /// One reconcile of `settings`' source at `snapshot`: only what changed when
+    /// `reason` and the changes allow, else everything. Records the result in
+    /// status, metrics and (on news) Events. Success awaits the next change: the
+    /// periodic tick is the scheduler's own.
     pub async fn reconcile(
         &self,
         settings: &Settings,
         state: &mut SourceState,
-        root: &Path,
-        revision: &str,
-        trigger: Trigger,
-    ) -> Result<(), ReconcileError> {
+        snapshot: &Snapshot,
+        reason: Reason,
+    ) -> Result<scheduler::Action, ReconcileError> {
+        let revision = snapshot.revision.as_str();
         let span = info_span!("reconcile", source = %settings.name, revision = %short(revision));
         let started = Instant::now();
         let result = self
-            .run(settings, state, root, revision, trigger)
+            .run(settings, state, snapshot, reason)
             .instrument(span)
             .await;
         let seconds = started.elapsed().as_secs_f64();
         match &result {
-            Ok((outcome, partial)) => {
-                state.last_good_revision = Some(revision.to_string());
-                self.record_success(settings, revision, outcome, seconds, *partial);
-                match partial {
-                    false => self.refresh_health(settings, state),
-                    true => {
+            Ok((outcome, scope)) => {
+                state.applied_revision = Some(revision.to_string());
+                self.record_success(settings, revision, outcome, seconds, scope);
+                match scope {
+                    Scope::Full => self.refresh_health(settings, state),
+                    Scope::Targeted { .. } => {
                         for object in outcome.plan.named_desired() {
                             self.reassess(settings, state, object);
                         }
@@ -240,39 +105,23 @@ impl Reconciler {
             }
             Err(error) => self.record_failure(settings, revision, error, seconds),
         }
-        result.map(drop)
+        result.map(|_| scheduler::Action::AwaitChange)
     }
 
-    /// The run itself; `true` with the outcome when it was targeted.
+    /// The run itself: its outcome and how much of the source it covered.
     async fn run(
         &self,
         settings: &Settings,
         state: &mut SourceState,
-        root: &Path,
-        revision: &str,
-        trigger: Trigger,
-    ) -> Result<(Outcome, bool), ReconcileError> {
-        state.load(root, revision)?;
-        let (manifests, changed_files) = match state.targeted(trigger, &settings.namespace) {
-            Some(t) => (t.manifests, Some(t.changed_files)),
-            None => (
-                state
-                    .files
-                    .manifests()
-                    .map(CachedManifest::manifest)
-                    .collect(),
-                None,
-            ),
-        };
-        let partial = changed_files.is_some();
+        snapshot: &Snapshot,
+        reason: Reason,
+    ) -> Result<(Outcome, Scope), ReconcileError> {
+        state.load(&snapshot.root, &snapshot.revision)?;
+        let Selection { manifests, scope } = state.select(reason, &settings.namespace);
         if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {
-            return Err(ReconcileError::Empty(root.display().to_string()));
+            return Err(ReconcileError::Empty(snapshot.root.display().to_string()));
         }
-        info!(
-            scope = if partial { "targeted" } else { "full" },
-            objects = manifests.len(),
-            "reconciling"
-        );
+        info!(%scope, objects = manifests.len(), "reconciling");
         self.metrics
             .count_reconciled_objects(&settings.name, manifests.len() as u64);
         let options = RunOptions {
@@ -281,43 +130,12 @@ impl Reconciler {
             prune: settings.prune,
             allow_mass_prune: settings.allow_mass_prune,
             dry_run: !settings.self_heal,
-            partial,
+            scope,
         };
-        let mut outcome = match state.cache() {
-            Some((covered, recorded)) => {
-                let cache = Cache {
-                    store: &state.store,
-                    covered: &covered,
-                    recorded,
-                    memo: &state.memo,
-                };
-                self.engine.run(manifests, &options, Some(cache)).await?
-            }
-            None => self.engine.run(manifests, &options, None).await?,
-        };
-        let memo = std::mem::take(&mut outcome.memo);
-        match changed_files {
-            Some(changed) => {
-                state.memo.extend(memo);
-                for step in &outcome.plan.steps {
-                    state.drifted.remove(&step.object);
-                }
-                if let Some(baseline) = state.baseline.as_mut() {
-                    baseline.update(&state.files, &changed);
-                }
-            }
-            None => {
-                let applyset = ApplySet::new(&settings.name, &settings.namespace);
-                state.memo = memo;
-                state.recorded = Some(outcome.member_kinds.clone());
-                state.watch_kinds(&self.engine, &applyset, &outcome.member_kinds);
-                state.desired = outcome.plan.named_desired().cloned().collect();
-                state.baseline = Some(Baseline::of(&state.files));
-                state.drifted.clear();
-                state.needs_full = false;
-            }
-        }
-        Ok((outcome, partial))
+        let mut outcome = self.engine.run(manifests, &options, state.cache()).await?;
+        let applyset = ApplySet::new(&settings.name, &settings.namespace);
+        state.record_run(&self.engine, &applyset, &mut outcome, &options.scope);
+        Ok((outcome, options.scope))
     }
 
     /// Re-assesses the health of every desired object from the store, after a
@@ -399,14 +217,14 @@ impl Reconciler {
         });
     }
 
-    /// `partial`: the outcome covers only the objects a targeted run looked at.
+    /// A targeted `scope`: the outcome covers only the objects the run looked at.
     fn record_success(
         &self,
         settings: &Settings,
         revision: &str,
         outcome: &Outcome,
         seconds: f64,
-        partial: bool,
+        scope: &Scope,
     ) {
         let objects: Vec<ObjectStatus> = outcome
             .plan
@@ -417,9 +235,9 @@ impl Reconciler {
         let now = SystemTime::now();
         let mut drifted = 0;
         self.status.update(&settings.name, |s| {
-            match partial {
-                true => merge_objects(&mut s.objects, objects),
-                false => s.objects = objects,
+            match scope {
+                Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
+                Scope::Full => s.objects = objects,
             }
             drifted = s
                 .objects
@@ -443,7 +261,7 @@ impl Reconciler {
               created = counts.created, configured = counts.configured, pruned = counts.pruned,
               unchanged = counts.unchanged, drifted, seconds, "reconciled");
         self.metrics
-            .observe_reconcile(&settings.name, "success", seconds);
+            .observe_reconcile(&settings.name, ReconcileResult::Success, seconds);
         self.metrics.set_drifted(&settings.name, drifted as i64);
         let unix = now
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -464,8 +282,7 @@ impl Reconciler {
             self.events.emit(
                 &settings.name,
                 &settings.namespace,
-                "Normal",
-                "Applied",
+                EventReason::Applied,
                 &message,
             );
         }
@@ -490,15 +307,36 @@ impl Reconciler {
             s.reconciles += 1;
         });
         self.metrics
-            .observe_reconcile(&settings.name, "failure", seconds);
+            .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
         let event = format!("revision {} not applied: {message}", short(revision));
         self.events.emit(
             &settings.name,
             &settings.namespace,
-            "Warning",
-            "ReconcileFailed",
+            EventReason::ReconcileFailed,
             &event,
         );
+    }
+
+    /// An unreachable remote or a wrong password: reported; the last good revision
+    /// stays applied.
+    pub fn record_fetch_failure(&self, settings: &Settings, error: &SourceError) {
+        warn!(source = %settings.name, %error, "fetching the source failed; the last good revision stays applied");
+        let now = SystemTime::now();
+        let message = error.to_string();
+        self.status.update(&settings.name, |s| {
+            s.last_attempt = Some(now);
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+            s.reconciles += 1;
+        });
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Failure, 0.0);
+    }
+
+    /// A quiet resync: nothing changed, so nothing ran.
+    pub fn record_skipped(&self, settings: &Settings, seconds: f64) {
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Skipped, seconds);
     }
 }
 
@@ -545,13 +383,13 @@ fn merge_objects(objects: &mut Vec<ObjectStatus>, updates: Vec<ObjectStatus>) {
 }
 
 /// Writes by (kind, action) for the actions metric.
-fn action_counts(steps: &[Step]) -> Vec<(String, &'static str, u64)> {
-    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
+    let mut counts: BTreeMap<(String, ApplyAction), u64> = BTreeMap::new();
     for step in steps {
         let action = match step.action {
-            Action::Create => "create",
-            Action::Configure => "configure",
-            Action::Prune => "prune",
+            Action::Create => ApplyAction::Create,
+            Action::Configure => ApplyAction::Configure,
+            Action::Prune => ApplyAction::Prune,
             Action::Unchanged | Action::KeepPruneDisabled => continue,
         };
         *counts
@@ -640,8 +478,8 @@ mod tests {
         assert_eq!(
             action_counts(&steps),
             [
-                ("Deployment".to_string(), "create", 2),
-                ("Deployment".to_string(), "prune", 1)
+                ("Deployment".to_string(), ApplyAction::Create, 2),
+                ("Deployment".to_string(), ApplyAction::Prune, 1)
             ]
         );
     }

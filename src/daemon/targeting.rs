@@ -7,9 +7,10 @@
 //! Anything that could need a prune or a new ApplySet record takes a full one: a
 //! removed or added file or object, a Namespace or CRD, an object with only a
 //! `generateName`, a changed member that is no longer desired. So do the first
-//! reconcile, retries and periodic resyncs; [`crate::daemon::reconcile`] decides those.
+//! reconcile, retries and every `full_resync_every`-th resync: the scheduler's
+//! [`Reason`](crate::daemon::scheduler::Reason) says when only a full one will do.
 
-use crate::engine::plan;
+use crate::engine::{Scope, plan};
 use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,22 +51,44 @@ fn entry(path: &Path, parsed: &ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)
     (path.to_path_buf(), (parsed.digest, refs))
 }
 
-/// The objects a targeted reconcile converges, and the files it brings up to date.
+/// The manifests one reconcile converges, and how much of the set they are.
 #[derive(Debug)]
-pub struct Targeted {
+pub struct Selection {
     pub manifests: Vec<Manifest>,
-    pub changed_files: Vec<PathBuf>,
+    pub scope: Scope,
 }
 
-/// The part of `files` that differs from `baseline`, plus the `drifted` objects;
-/// `None` when only a full reconcile will do. `default_namespace` is where the
-/// source's objects without a namespace live (drifted objects are live ones).
-pub fn targeted(
-    files: &FileCache,
-    baseline: &Baseline,
-    drifted: &BTreeSet<ObjectRef>,
-    default_namespace: &str,
-) -> Option<Targeted> {
+impl Selection {
+    /// Every manifest of `files`.
+    fn full(files: &FileCache) -> Self {
+        Selection {
+            manifests: files.manifests().map(CachedManifest::manifest).collect(),
+            scope: Scope::Full,
+        }
+    }
+}
+
+/// What changed since the last full reconcile: what a targeted one looks at.
+pub struct Since<'a> {
+    pub baseline: &'a Baseline,
+    /// Live objects that drifted.
+    pub drifted: &'a BTreeSet<ObjectRef>,
+}
+
+/// What to converge of `files`: only what changed `since` when that is possible
+/// and worth it, else everything (always when `since` is `None`).
+/// `default_namespace` is where the source's objects without a namespace live
+/// (drifted objects are live ones).
+pub fn select(files: &FileCache, since: Option<Since<'_>>, default_namespace: &str) -> Selection {
+    since
+        .and_then(|since| targeted(files, &since, default_namespace))
+        .unwrap_or_else(|| Selection::full(files))
+}
+
+/// The part of `files` that differs from the baseline, plus the drifted objects;
+/// `None` when only a full reconcile will do.
+fn targeted(files: &FileCache, since: &Since<'_>, default_namespace: &str) -> Option<Selection> {
+    let &Since { baseline, drifted } = since;
     let mut manifests: Vec<&CachedManifest> = Vec::new();
     let mut changed_files = Vec::new();
     let mut total = 0;
@@ -101,12 +124,12 @@ pub fn targeted(
         !object.name.is_empty() && !plan::is_first_stage(&object.group, &object.kind)
     };
     let worth_it = !manifests.is_empty() && manifests.len() * 2 <= total;
-    (worth_it && manifests.iter().all(targetable)).then(|| Targeted {
+    (worth_it && manifests.iter().all(targetable)).then(|| Selection {
         manifests: manifests
             .into_iter()
             .map(CachedManifest::manifest)
             .collect(),
-        changed_files,
+        scope: Scope::Targeted { changed_files },
     })
 }
 
@@ -164,8 +187,19 @@ mod tests {
 
         fn targeted(&self, baseline: &Baseline, drifted: &[ObjectRef]) -> Option<Vec<String>> {
             let drifted = drifted.iter().cloned().collect();
-            let t = targeted(&self.files, baseline, &drifted, "default")?;
-            Some(t.manifests.iter().map(|m| m.name().to_string()).collect())
+            let since = Since {
+                baseline,
+                drifted: &drifted,
+            };
+            let selection = select(&self.files, Some(since), "default");
+            let names = selection.manifests.iter().map(|m| m.name().to_string());
+            match selection.scope {
+                Scope::Targeted { .. } => Some(names.collect()),
+                Scope::Full => {
+                    assert_eq!(names.count(), self.files.manifests().count(), "everything");
+                    None
+                }
+            }
         }
     }
 
@@ -206,6 +240,37 @@ mod tests {
         );
         source.write("2.yaml", &cm("c2", "2"));
         assert_eq!(source.targeted(&baseline, &[]), Some(vec!["c2".into()]));
+    }
+
+    #[test]
+    fn without_a_baseline_everything_is_selected() {
+        let source = four_files();
+        let selection = select(&source.files, None, "default");
+        assert_eq!(selection.scope, Scope::Full);
+        assert_eq!(selection.manifests.len(), 4);
+    }
+
+    #[test]
+    fn the_changed_files_are_named_for_the_baseline() {
+        let mut source = four_files();
+        let mut baseline = Baseline::of(&source.files);
+        source.write("2.yaml", &cm("c2", "2"));
+        let drifted = BTreeSet::new();
+        let since = Since {
+            baseline: &baseline,
+            drifted: &drifted,
+        };
+        let Scope::Targeted { changed_files } = select(&source.files, Some(since), "default").scope
+        else {
+            panic!("one file of four changed: targeted")
+        };
+        assert_eq!(changed_files, [source.dir.path().join("2.yaml")]);
+        baseline.update(&source.files, &changed_files);
+        assert_eq!(
+            source.targeted(&baseline, &[]),
+            None,
+            "nothing left to target"
+        );
     }
 
     #[test]

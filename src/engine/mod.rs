@@ -23,12 +23,13 @@ use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, ListParams, PatchParams,
     PostParams, Preconditions, PropagationPolicy,
 };
-use crate::manifest::{self, Manifest, ObjectRef, Problem};
+use crate::manifest::{self, Manifest, ObjectRef, Origin, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, info, info_span};
@@ -50,12 +51,43 @@ pub struct RunOptions {
     pub prune: bool,
     pub allow_mass_prune: bool,
     pub dry_run: bool,
-    /// The manifests are only the changed part of the set (the daemon's targeted
-    /// reconcile): nothing is pruned and the ApplySet parent is left as it is, so
-    /// the run costs what changed, not the whole set. Requires a [`Cache`].
-    pub partial: bool,
+    /// The whole set, or only the part of it the manifests are.
+    pub scope: Scope,
 }
 
+/// How much of an ApplySet one run covers: the one encoding of "full or targeted",
+/// from the daemon's decision down to whether the parent is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// The manifests are the whole set: members are listed and pruned, and the
+    /// parent records what is desired now.
+    #[default]
+    Full,
+    /// The manifests are only what changed (the daemon's targeted reconcile: the
+    /// objects of `changed_files` and drifted objects): nothing is pruned and the
+    /// parent is left as it is, so the run costs what changed, not the whole set.
+    /// Needs a [`Cache`]; without one the run is full. The engine does not read
+    /// `changed_files`; the caller brings its baseline up to date with them.
+    Targeted { changed_files: Vec<PathBuf> },
+}
+
+impl Scope {
+    pub fn is_full(&self) -> bool {
+        *self == Scope::Full
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Full => "full",
+            Scope::Targeted { .. } => "targeted",
+        })
+    }
+}
+
+/// Why a run failed. [`EngineError::is_transient`] tells a failure of the moment
+/// (retry soon) from one of the manifests (wait for a new revision).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(
@@ -83,6 +115,24 @@ pub enum EngineError {
     Discovery(#[source] KubeError),
     #[error("CustomResourceDefinition {0} did not become Established within 60 s")]
     CrdNotEstablished(String),
+}
+
+impl EngineError {
+    /// Whether the server or the network failed for now (5xx, 429, no connection, a
+    /// CRD not yet Established), so the same manifests may well succeed soon; the
+    /// other errors are the manifests' own (rejected, mass prune) and repeat until
+    /// they change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Rejected(_)
+            | EngineError::RejectedAfterFirstStage(_)
+            | EngineError::Plan(_) => false,
+            EngineError::Api { source, .. } | EngineError::Discovery(source) => {
+                source.is_transient()
+            }
+            EngineError::CrdNotEstablished(_) => true,
+        }
+    }
 }
 
 /// The result of a run.
@@ -147,7 +197,7 @@ impl Memo {
 pub struct Cache<'a> {
     pub store: &'a Store,
     /// Kinds whose reflectors have synced: the store is complete for them.
-    pub covered: &'a BTreeSet<GroupKind>,
+    pub covered: BTreeSet<GroupKind>,
     /// The member kinds of the previous run ([`Outcome::member_kinds`]).
     pub recorded: &'a BTreeSet<GroupKind>,
     pub memo: &'a HashMap<ObjectRef, Memo>,
@@ -225,19 +275,22 @@ impl Engine {
             Some(cache) => cache.recorded.clone(),
             None => self.recorded_kinds(&applyset).await?,
         };
-        let partial = options.partial && cache.is_some();
-        let kinds = match partial {
-            true => recorded,
-            false => member_kinds(recorded, &desired),
+        let scope = match cache {
+            Some(_) => &options.scope,
+            None => &Scope::Full,
         };
-        let owned = match partial {
-            true => Vec::new(),
-            false => self.members(&applyset, &kinds, cache.as_ref()).await?,
+        let kinds = match scope {
+            Scope::Targeted { .. } => recorded,
+            Scope::Full => member_kinds(recorded, &desired),
+        };
+        let owned = match scope {
+            Scope::Targeted { .. } => Vec::new(),
+            Scope::Full => self.members(&applyset, &kinds, cache.as_ref()).await?,
         };
         let mut memo = memo_seed(&desired, cache.as_ref().map(|c| c.memo));
         let deferred = deferred_objects(&desired);
         let plan_options = PlanOptions {
-            prune: options.prune && !partial,
+            prune: options.prune && scope.is_full(),
             allow_mass_prune: options.allow_mass_prune,
         };
         let plan = plan::plan(desired, &owned, plan_options)?;
@@ -250,12 +303,16 @@ impl Engine {
                 member_kinds: kinds,
             });
         }
-        let parent = (!partial).then_some(&applyset);
-        let written = execute(client, &self.discovery, parent, &plan, &kinds, &deferred).await?;
+        let target = Target {
+            applyset: &applyset,
+            scope,
+            kinds: &kinds,
+        };
+        let written = execute(client, &self.discovery, &target, &plan, &deferred).await?;
         remember_writes(&plan, written, &mut memo);
-        let member_kinds = match partial {
-            true => kinds,
-            false => desired_kinds(&plan),
+        let member_kinds = match scope {
+            Scope::Targeted { .. } => kinds,
+            Scope::Full => desired_kinds(&plan),
         };
         Ok(Outcome {
             plan,
@@ -538,17 +595,48 @@ async fn fetch_and_dry_run(
 ) -> Result<Vec<Desired>, EngineError> {
     let lookup = LiveLookup::prefetch(client, &resolved, new_namespaces, cache).await?;
     let lookup = &lookup;
-    let results: Vec<Result<Desired, Problem>> = stream::iter(resolved)
+    let results: Vec<Result<Desired, Refusal>> = stream::iter(resolved)
         .map(|r| fetch_one(client, r, new_namespaces, lookup).boxed())
         .buffered(CONCURRENCY)
         .collect()
         .await;
-    let (desired, rejected): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    let rejected: Vec<Problem> = rejected.into_iter().filter_map(Result::err).collect();
+    let (desired, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let rejected = problems(refused.into_iter().filter_map(Result::err))?;
     if !rejected.is_empty() {
         return Err(EngineError::Rejected(rejected));
     }
     Ok(desired.into_iter().filter_map(Result::ok).collect())
+}
+
+/// Why one object could not be evaluated: its own fault (collected, so that the
+/// user sees every one), or the server's or the network's for now (the run stops and
+/// is retried: a 503 is not a verdict on the manifest).
+enum Refusal {
+    Rejected(Problem),
+    Unavailable(EngineError),
+}
+
+impl Refusal {
+    fn of(object: ObjectRef, origin: &Origin, error: KubeError) -> Self {
+        if error.is_transient() {
+            return Refusal::Unavailable(api_error(&object, error));
+        }
+        Refusal::Rejected(Problem {
+            object: Some(object.to_string()),
+            origin: origin.clone(),
+            message: error.to_string(),
+        })
+    }
+}
+
+/// The problems among `refusals`, or the first transient failure.
+fn problems(refusals: impl Iterator<Item = Refusal>) -> Result<Vec<Problem>, EngineError> {
+    refusals
+        .map(|refusal| match refusal {
+            Refusal::Rejected(problem) => Ok(problem),
+            Refusal::Unavailable(error) => Err(error),
+        })
+        .collect()
 }
 
 /// Objects of one kind in one namespace at least this many are read with one LIST
@@ -657,12 +745,8 @@ async fn fetch_one(
     r: Resolved,
     new_namespaces: &BTreeSet<String>,
     lookup: &LiveLookup<'_>,
-) -> Result<Desired, Problem> {
-    let reject = |e: KubeError| Problem {
-        object: Some(r.manifest.object_ref().to_string()),
-        origin: r.manifest.origin.clone(),
-        message: e.to_string(),
-    };
+) -> Result<Desired, Refusal> {
+    let reject = |e: KubeError| Refusal::of(r.manifest.object_ref(), &r.manifest.origin, e);
     let waits_for_namespace = r
         .manifest
         .namespace()
@@ -786,16 +870,23 @@ async fn list_members(
         .collect())
 }
 
+/// The ApplySet a plan is carried out for, and how much of it.
+struct Target<'a> {
+    applyset: &'a ApplySet,
+    scope: &'a Scope,
+    /// The kinds that may hold members (recorded in the parent first).
+    kinds: &'a BTreeSet<GroupKind>,
+}
+
 /// Carries out a plan: parent first (recording every kind that may hold members,
 /// so an interrupted run can still prune later), stage one, stage two by kind rank,
-/// prunes, and finally the parent narrowed to what is now desired. A partial run
-/// (`parent` is `None`) only writes objects of kinds the parent already records.
+/// prunes, and finally the parent narrowed to what is now desired. A targeted run
+/// leaves the parent alone and only writes objects of kinds it already records.
 async fn execute(
     client: &Client,
     discovery: &Discovery,
-    parent: Option<&ApplySet>,
+    target: &Target<'_>,
     plan: &Plan,
-    kinds: &BTreeSet<GroupKind>,
     deferred: &BTreeSet<ObjectRef>,
 ) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
     let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
@@ -812,26 +903,27 @@ async fn execute(
         discovery.refresh().await.map_err(EngineError::Discovery)?;
     }
     validate_deferred(client, discovery, &rest, deferred).await?;
-    if let Some(applyset) = parent {
+    if target.scope.is_full() {
         let all_namespaces = plan
             .steps
             .iter()
             .filter_map(|s| s.object.namespace.clone())
             .collect();
-        write_parent(client, applyset, kinds, &all_namespaces).await?;
+        write_parent(client, target.applyset, target.kinds, &all_namespaces).await?;
     }
     for rank in group_by_rank(&rest) {
         written.extend(apply_all(client, discovery, &rank).await?);
     }
     prune(client, discovery, plan).await?;
-    if let Some(applyset) = parent {
+    if target.scope.is_full() {
         let desired_namespaces = plan
             .steps
             .iter()
             .filter(|s| s.manifest.is_some())
             .filter_map(|s| s.object.namespace.clone())
             .collect();
-        write_parent(client, applyset, &desired_kinds(plan), &desired_namespaces).await?;
+        let kinds = desired_kinds(plan);
+        write_parent(client, target.applyset, &kinds, &desired_namespaces).await?;
     }
     Ok(written)
 }
@@ -859,30 +951,26 @@ async fn validate_deferred(
         .copied()
         .filter(|s| deferred.contains(&s.object))
         .collect();
-    let results: Vec<Result<(), Problem>> = stream::iter(0..pending.len())
+    let results: Vec<Result<(), Refusal>> = stream::iter(0..pending.len())
         .map(|i| dry_run_step(client, discovery, pending[i]).boxed())
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let problems: Vec<Problem> = results.into_iter().filter_map(Result::err).collect();
+    let problems = problems(results.into_iter().filter_map(Result::err))?;
     if problems.is_empty() {
         return Ok(());
     }
     Err(EngineError::RejectedAfterFirstStage(problems))
 }
 
-async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), Problem> {
+async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), Refusal> {
     let Some(manifest) = &step.manifest else {
         return Ok(());
     };
     send(client, discovery, manifest, true)
         .await
         .map(drop)
-        .map_err(|e| Problem {
-            object: Some(step.object.to_string()),
-            origin: manifest.origin.clone(),
-            message: e.to_string(),
-        })
+        .map_err(|e| Refusal::of(step.object.clone(), &manifest.origin, e))
 }
 
 fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {

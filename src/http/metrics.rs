@@ -5,8 +5,8 @@
 //! grows without limit and would swamp the Prometheus server.
 
 use crate::health::State;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,17 +21,66 @@ struct SourceLabels {
     source: String,
 }
 
+/// How a reconcile ended: the `result` label of `converge_reconciles_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReconcileResult {
+    Success,
+    Failure,
+    /// A quiet resync: nothing changed, so nothing ran.
+    Skipped,
+}
+
+impl ReconcileResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconcileResult::Success => "success",
+            ReconcileResult::Failure => "failure",
+            ReconcileResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// A write to the cluster: the `action` label of `converge_apply_actions_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ApplyAction {
+    Create,
+    Configure,
+    Prune,
+}
+
+impl ApplyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyAction::Create => "create",
+            ApplyAction::Configure => "configure",
+            ApplyAction::Prune => "prune",
+        }
+    }
+}
+
+impl EncodeLabelValue for ReconcileResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl EncodeLabelValue for ApplyAction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     source: String,
-    result: String,
+    result: ReconcileResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     source: String,
     kind: String,
-    action: String,
+    action: ApplyAction,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,12 +214,11 @@ impl Metrics {
         r.register("build", "The converge build", Info::new(version));
     }
 
-    /// Counts a finished reconcile (`result` is `success`, `failure` or `skipped`)
-    /// and records how long it took.
-    pub fn observe_reconcile(&self, source_name: &str, result: &str, seconds: f64) {
+    /// Counts a finished reconcile and records how long it took.
+    pub fn observe_reconcile(&self, source_name: &str, result: ReconcileResult, seconds: f64) {
         let labels = ResultLabels {
             source: source_name.to_owned(),
-            result: result.to_owned(),
+            result,
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
@@ -205,12 +253,12 @@ impl Metrics {
         }
     }
 
-    /// Adds `n` apply actions (`create`, `configure`, `prune`, …) on objects of `kind`.
-    pub fn count_action(&self, source_name: &str, kind: &str, action: &str, n: u64) {
+    /// Adds `n` apply actions on objects of `kind`.
+    pub fn count_action(&self, source_name: &str, kind: &str, action: ApplyAction, n: u64) {
         let labels = ActionLabels {
             source: source_name.to_owned(),
             kind: kind.to_owned(),
-            action: action.to_owned(),
+            action,
         };
         self.apply_actions.get_or_create(&labels).inc_by(n);
     }
@@ -271,10 +319,10 @@ mod tests {
     #[test]
     fn every_family_is_exposed() {
         let metrics = Metrics::new();
-        metrics.observe_reconcile("apps", "success", 0.5);
+        metrics.observe_reconcile("apps", ReconcileResult::Success, 0.5);
         metrics.set_drifted("apps", 0);
         metrics.observe_git_fetch("apps", 0.1, true);
-        metrics.count_action("apps", "Deployment", "create", 1);
+        metrics.count_action("apps", "Deployment", ApplyAction::Create, 1);
         metrics.set_last_success("apps", 1_700_000_000.0);
         metrics.count_api_request("get");
         metrics.set_health("apps", &[(State::Ready, 3)]);
@@ -306,11 +354,11 @@ mod tests {
     #[test]
     fn counters_and_gauges_move() {
         let metrics = Metrics::new();
-        metrics.observe_reconcile("apps", "failure", 2.0);
-        metrics.observe_reconcile("apps", "failure", 3.0);
+        metrics.observe_reconcile("apps", ReconcileResult::Failure, 2.0);
+        metrics.observe_reconcile("apps", ReconcileResult::Failure, 3.0);
         metrics.set_drifted("apps", 4);
-        metrics.count_action("apps", "ConfigMap", "configure", 3);
-        metrics.count_action("apps", "ConfigMap", "configure", 2);
+        metrics.count_action("apps", "ConfigMap", ApplyAction::Configure, 3);
+        metrics.count_action("apps", "ConfigMap", ApplyAction::Configure, 2);
         metrics.set_last_success("apps", 1_700_000_000.5);
         metrics.count_api_request("dry-run");
         metrics.set_health("apps", &[(State::Ready, 2), (State::Failed, 1)]);

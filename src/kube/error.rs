@@ -246,6 +246,23 @@ impl Error {
     pub fn is_forbidden(&self) -> bool {
         self.status_is("Forbidden", 403)
     }
+
+    /// Whether the same request may well succeed if sent again soon: the server
+    /// is overloaded or failing (429, 5xx), a write raced another (409 Conflict,
+    /// 408), or no answer came at all. Other rejections (400, 403, 404, 422, an
+    /// unknown kind) repeat until the request changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => {
+                matches!(status.code, 408 | 429 | 500..=599) || self.is_conflict()
+            }
+            Error::Http { .. } | Error::Decode { .. } | Error::Exec(_) => true,
+            Error::Config(_)
+            | Error::UnknownKind { .. }
+            | Error::UnservedVersion(_)
+            | Error::InvalidRequest(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +342,22 @@ mod tests {
         assert!(gone.is_gone());
         let not_found = api(Status::from_response(404, b"404 page not found"));
         assert!(not_found.is_not_found());
+    }
+
+    #[test]
+    fn overload_and_outages_are_transient_rejections_are_not() {
+        let code = |code: u16| api(Status::from_response(code, b""));
+        for transient in [429, 500, 503, 504] {
+            assert!(code(transient).is_transient(), "{transient}");
+        }
+        for rejection in [400, 403, 404, 422] {
+            assert!(!code(rejection).is_transient(), "{rejection}");
+        }
+        let unknown = Error::UnknownKind {
+            group: "example.com".into(),
+            kind: "Widget".into(),
+        };
+        assert!(!unknown.is_transient());
     }
 
     #[test]

@@ -117,11 +117,6 @@ impl GitSource {
         s
     }
 
-    /// Whether the source is pinned to one commit (and so never changes).
-    pub fn is_pinned(&self) -> bool {
-        matches!(self.0.reference, GitRef::Commit(_))
-    }
-
     pub fn webhook_secret(&self) -> Option<&[u8]> {
         self.0.webhook_secret.as_ref().map(|s| s.0.as_bytes())
     }

@@ -95,10 +95,30 @@ pub enum SourceError {
     Worker(String),
 }
 
+impl SourceError {
+    /// Whether fetching again soon may well succeed: the remote or the disk failed
+    /// for now. The others (credentials, host keys, a missing ref or path, a
+    /// missing variable) repeat until someone changes the source or its settings.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Io { .. }
+            | SourceError::Unreachable { .. }
+            | SourceError::Git { .. }
+            | SourceError::Worker(_) => true,
+            SourceError::MissingEnv { .. }
+            | SourceError::AuthFailed { .. }
+            | SourceError::HostKeyUnknown { .. }
+            | SourceError::HostKeyMismatch { .. }
+            | SourceError::RefNotFound { .. }
+            | SourceError::PathNotFound { .. }
+            | SourceError::Watch { .. } => false,
+        }
+    }
+}
+
 /// A source of manifests, as configured.
 pub struct Source {
     name: String,
-    interval: Duration,
     kind: Kind,
     last_fetch_duration: Option<Duration>,
 }
@@ -108,7 +128,6 @@ impl std::fmt::Debug for Source {
         f.debug_struct("Source")
             .field("name", &self.name)
             .field("location", &self.location())
-            .field("interval", &self.interval)
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +159,6 @@ impl Source {
         };
         Ok(Source {
             name: config.name.clone(),
-            interval: config.interval,
             kind,
             last_fetch_duration: None,
         })
@@ -192,66 +210,24 @@ impl Source {
         self.last_fetch_duration
     }
 
-    /// Sends this source's name on `tx` whenever it may have changed; the daemon then
-    /// calls [`Source::fetch`] and compares revisions. Directories are watched with
-    /// inotify and report only real content changes (~150 ms debounce); Git sources
-    /// tick every `interval` (a pinned commit never ticks). Dropping the handle stops
-    /// it. Start watching before the first fetch so no change falls in between.
-    /// Must be called inside a Tokio runtime.
+    /// Sends this source's name on `tx` whenever its directory's content changes
+    /// (inotify, ~150 ms debounce); the daemon then calls [`Source::fetch`] and
+    /// compares revisions. A Git source has nothing to watch: the daemon's scheduler
+    /// polls it every `interval`, so its handle does nothing. Dropping the handle
+    /// stops the watch. Start watching before the first fetch so no change falls in
+    /// between. Must be called inside a Tokio runtime.
     pub fn watch(&self, tx: mpsc::Sender<String>) -> Result<WatchHandle, SourceError> {
-        match &self.kind {
-            Kind::Dir(d) => Ok(WatchHandle {
-                _inner: Inner::Dir {
-                    _watcher: dir::watch(d.path(), self.name.clone(), tx)?,
-                },
-            }),
-            Kind::Git(g) if g.is_pinned() => Ok(WatchHandle {
-                _inner: Inner::None,
-            }),
-            Kind::Git(_) => Ok(WatchHandle {
-                _inner: Inner::Task {
-                    _task: poll(self.name.clone(), self.interval, tx),
-                },
-            }),
-        }
+        let watcher = match &self.kind {
+            Kind::Dir(d) => Some(dir::watch(d.path(), self.name.clone(), tx)?),
+            Kind::Git(_) => None,
+        };
+        Ok(WatchHandle { _watcher: watcher })
     }
 }
 
 /// Keeps a watch alive; dropping it stops the watch.
 pub struct WatchHandle {
-    _inner: Inner,
-}
-
-/// What keeps the watch running; only ever dropped, never read.
-enum Inner {
-    Dir { _watcher: dir::DirWatcher },
-    Task { _task: AbortOnDrop },
-    None,
-}
-
-/// A Tokio task that is aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Sends `name` every `interval`, starting one interval from now (the daemon fetches
-/// once at start anyway). Stops when the receiver is gone.
-fn poll(name: String, interval: Duration, tx: mpsc::Sender<String>) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        let start = tokio::time::Instant::now() + interval;
-        let mut ticks = tokio::time::interval_at(start, interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if tx.send(name.clone()).await.is_err() {
-                return;
-            }
-        }
-    }))
+    _watcher: Option<dir::DirWatcher>,
 }
 
 async fn blocking<T, F>(work: F) -> Result<T, SourceError>

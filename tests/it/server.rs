@@ -3,7 +3,7 @@
 //! signed webhooks, and graceful shutdown.
 
 use crate::common::{github_signature, prometheus};
-use converge::http::metrics::Metrics;
+use converge::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use converge::http::server::{self, Hook, ServerState};
 use converge::http::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
 use std::collections::HashMap;
@@ -158,8 +158,10 @@ async fn readyz_waits_for_every_source() {
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
     let h = start().await;
-    h.metrics.observe_reconcile("local", "success", 0.25);
-    h.metrics.count_action("local", "Deployment", "create", 2);
+    h.metrics
+        .observe_reconcile("local", ReconcileResult::Success, 0.25);
+    h.metrics
+        .count_action("local", "Deployment", ApplyAction::Create, 2);
     let (status, content_type, body) = h.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(

@@ -1,0 +1,529 @@
+//! When a source is reconciled, and why: the one owner of every timer of a source,
+//! modelled on kube-runtime's controller.
+//!
+//! Why one owner: two timers for one schedule (a Git poll task and a resync timer
+//! re-armed after every wake) let the poll always fire first, so the resync and its
+//! full safety net never ran. Here the periodic tick *is* the poll: it fetches, a
+//! new revision is reconciled, an unchanged one is a quiet resync, and every
+//! `full_resync_every`-th quiet resync is a full reconcile. Its deadline is
+//! absolute: only the tick itself re-arms it, so no other wake pushes it out.
+//!
+//! A reconcile ends in an [`Action`]; a failed one is mapped to one by the error
+//! policy ([`Scheduler::finished`]): a transient failure (5xx, 429, no connection,
+//! an unreachable remote) is retried with backoff, a revision's own error (parse
+//! error, rejection, mass-prune refusal, missing ref) waits for the next revision
+//! or tick, since retrying it would only fail again.
+//!
+//! Pure: the source task hands in events and the clock and does the I/O; the
+//! decisions (which reason, which action, which delay) are unit-tested with a
+//! paused Tokio clock.
+
+use crate::daemon::reconcile::ReconcileError;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Changes arriving this close together are handled by one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The longest a change waits for others to batch with it.
+const MAX_SETTLE: Duration = Duration::from_millis(500);
+/// The first retry after a transient failure; it doubles up to the interval.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Why a source is reconciled. Reasons that come together merge into the greatest
+/// (in declaration order): each does at least what the ones before it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// Live objects drifted: reconcile them from the last snapshot, no fetch.
+    Drift,
+    /// The directory watcher or the webhook: fetch; reconcile if anything changed.
+    Changed,
+    /// The periodic tick (the Git poll): fetch; reconcile what changed, else count
+    /// a quiet resync.
+    Resync,
+    /// Every `full_resync_every`-th quiet resync: everything, as the safety net.
+    /// Never pending: [`Scheduler::decide`] turns a [`Reason::Resync`] into it.
+    FullResync,
+    /// After a transient failure: fetch, everything.
+    Retry,
+    /// The first reconcile: fetch, everything.
+    Start,
+}
+
+impl Reason {
+    /// Whether the reconcile must look at everything (which is what prunes and
+    /// records the ApplySet); the others look only at what changed when they can.
+    pub fn requires_full(self) -> bool {
+        matches!(self, Reason::Start | Reason::Retry | Reason::FullResync)
+    }
+}
+
+/// What to do after a reconcile, as kube-runtime's `Action` has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Reconcile again after this long.
+    Requeue(Duration),
+    /// Nothing until something changes: an event, or the periodic tick.
+    AwaitChange,
+}
+
+/// What a fetch found, against what is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The revision last applied, and no drift pending.
+    Nothing,
+    /// A new revision (or one that failed last time), or drift pending.
+    Changes,
+}
+
+/// What a reason amounts to once the source is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A change signal that changed nothing: no reconcile.
+    Nothing,
+    /// A resync with nothing changed: counted, not run (the watches keep the live
+    /// side current, and drift reconciles at once).
+    Quiet,
+    /// Reconcile, for this reason.
+    Reconcile(Reason),
+}
+
+/// A source's schedule settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The periodic tick: Git poll and resync.
+    pub interval: Duration,
+    /// One quiet resync in this many is a full reconcile (at least 1).
+    pub full_resync_every: u32,
+}
+
+/// The reason collected so far, and when it runs.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    reason: Reason,
+    at: Instant,
+}
+
+/// The timers and counters of one source.
+#[derive(Debug)]
+pub struct Scheduler {
+    timing: Timing,
+    /// The next periodic tick.
+    resync_at: Instant,
+    /// The retry after a transient failure, if one is due.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    pending: Option<Pending>,
+    /// Quiet resyncs since the last full reconcile.
+    quiet_resyncs: u32,
+    /// How long a change waits for others: grows with the last reconcile's
+    /// duration, so a stream of changes to a large source is handled in batches.
+    settle: Duration,
+}
+
+impl Scheduler {
+    /// A schedule whose first reconcile ([`Reason::Start`]) is due at `now`.
+    pub fn new(timing: Timing, now: Instant) -> Self {
+        Scheduler {
+            timing,
+            resync_at: now + timing.interval,
+            retry_at: None,
+            backoff: Backoff::new(timing.interval),
+            pending: Some(Pending {
+                reason: Reason::Start,
+                at: now,
+            }),
+            quiet_resyncs: 0,
+            settle: DEBOUNCE,
+        }
+    }
+
+    /// When the source task must wake up next if nothing happens.
+    pub fn next_wake(&self) -> Instant {
+        [self.retry_at, self.pending.map(|p| p.at)]
+            .into_iter()
+            .flatten()
+            .fold(self.resync_at, Instant::min)
+    }
+
+    /// A change signal: [`Reason::Changed`] (watcher, webhook) or [`Reason::Drift`].
+    /// It runs once the settle window has let a burst of them arrive.
+    pub fn on_event(&mut self, reason: Reason, now: Instant) {
+        self.merge(reason, now);
+    }
+
+    /// The reason to reconcile for now, if one is due. Timers that are due join
+    /// the pending reason first; the periodic tick re-arms itself here, and only
+    /// here.
+    pub fn due(&mut self, now: Instant) -> Option<Reason> {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+            self.merge(Reason::Retry, now);
+        }
+        if self.resync_at <= now {
+            self.resync_at = now + self.timing.interval;
+            self.merge(Reason::Resync, now);
+        }
+        let pending = self.pending.filter(|p| p.at <= now)?;
+        self.pending = None;
+        Some(pending.reason)
+    }
+
+    /// What `reason` amounts to, given what the fetch `found`.
+    pub fn decide(&mut self, reason: Reason, found: Found) -> Decision {
+        match (reason, found) {
+            (Reason::Resync, Found::Nothing)
+                if self.quiet_resyncs + 1 >= self.timing.full_resync_every =>
+            {
+                Decision::Reconcile(Reason::FullResync)
+            }
+            (Reason::Resync, Found::Nothing) => {
+                self.quiet_resyncs += 1;
+                Decision::Quiet
+            }
+            (Reason::Changed | Reason::Drift, Found::Nothing) => Decision::Nothing,
+            _ => Decision::Reconcile(reason),
+        }
+    }
+
+    /// Records how a reconcile for `reason` ended, after `took`, and returns what
+    /// happens next: the reconcile's own action, or the error policy's.
+    pub fn finished(
+        &mut self,
+        reason: Reason,
+        result: Result<Action, &ReconcileError>,
+        took: Duration,
+        now: Instant,
+    ) -> Action {
+        self.settle = DEBOUNCE.max(took.min(MAX_SETTLE));
+        if reason.requires_full() {
+            self.quiet_resyncs = 0;
+        }
+        let action = match result {
+            Ok(action) => {
+                self.backoff.reset();
+                action
+            }
+            Err(error) => self.error_policy(error),
+        };
+        self.retry_at = match action {
+            Action::Requeue(delay) => Some(now + delay),
+            Action::AwaitChange => None,
+        };
+        action
+    }
+
+    /// A transient failure is retried with backoff; a revision's own error waits
+    /// for a change (a new revision, drift, the next tick).
+    fn error_policy(&mut self, error: &ReconcileError) -> Action {
+        if error.is_transient() {
+            return Action::Requeue(self.backoff.next_delay());
+        }
+        self.backoff.reset();
+        Action::AwaitChange
+    }
+
+    fn merge(&mut self, reason: Reason, now: Instant) {
+        self.pending = Some(match self.pending {
+            Some(pending) => Pending {
+                reason: pending.reason.max(reason),
+                at: pending.at,
+            },
+            None => Pending {
+                reason,
+                at: now + self.settle,
+            },
+        });
+    }
+}
+
+/// Delays between retries: exponential from [`FIRST_RETRY`] with jitter (so that
+/// sources failing together do not retry together), never longer than `cap`.
+#[derive(Debug)]
+struct Backoff {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+    cap: Duration,
+}
+
+impl Backoff {
+    fn new(cap: Duration) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(FIRST_RETRY.min(cap))
+            .with_max_delay(cap)
+            .with_jitter()
+            .without_max_times();
+        Backoff {
+            builder,
+            delays: builder.build(),
+            cap,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        // backon adds up to one delay of jitter on top; the cap holds regardless.
+        self.delays.next().unwrap_or(self.cap).min(self.cap)
+    }
+
+    fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+    use crate::engine::plan::PlanError;
+    use crate::source::SourceError;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn scheduler(full_resync_every: u32) -> Scheduler {
+        let timing = Timing {
+            interval: INTERVAL,
+            full_resync_every,
+        };
+        Scheduler::new(timing, Instant::now())
+    }
+
+    /// Sleeps (on the paused clock) until the scheduler's next wake and returns
+    /// what is due then, with the time it took to get there.
+    async fn next(s: &mut Scheduler) -> (Option<Reason>, Duration) {
+        let before = Instant::now();
+        tokio::time::sleep_until(s.next_wake()).await;
+        (s.due(Instant::now()), before.elapsed())
+    }
+
+    fn unreachable() -> ReconcileError {
+        ReconcileError::Source(SourceError::Unreachable {
+            url: "https://git.example/x.git".into(),
+            detail: "connection refused".into(),
+        })
+    }
+
+    fn mass_prune() -> ReconcileError {
+        ReconcileError::Engine(EngineError::Plan(PlanError::MassPrune {
+            would_prune: 9,
+            owned: 10,
+        }))
+    }
+
+    fn ok(s: &mut Scheduler, reason: Reason) -> Action {
+        s.finished(
+            reason,
+            Ok(Action::AwaitChange),
+            Duration::ZERO,
+            Instant::now(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_reconcile_is_at_once_and_the_tick_every_interval() {
+        let mut s = scheduler(10);
+        assert_eq!(next(&mut s).await, (Some(Reason::Start), Duration::ZERO));
+        assert_eq!(
+            s.decide(Reason::Start, Found::Nothing),
+            Decision::Reconcile(Reason::Start)
+        );
+        ok(&mut s, Reason::Start);
+        for _ in 0..3 {
+            let (due, _) = next(&mut s).await; // the tick, then its settle window
+            assert_eq!(due, None);
+            assert_eq!(next(&mut s).await, (Some(Reason::Resync), DEBOUNCE));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_by_drift_does_not_push_the_tick_out() {
+        let started = Instant::now();
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        ok(&mut s, Reason::Start);
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        s.on_event(Reason::Drift, Instant::now());
+        assert_eq!(next(&mut s).await, (Some(Reason::Drift), DEBOUNCE));
+        ok(&mut s, Reason::Drift);
+        assert_eq!(s.next_wake(), started + INTERVAL);
+        next(&mut s).await;
+        let (due, _) = next(&mut s).await;
+        assert_eq!(due, Some(Reason::Resync));
+        assert_eq!(Instant::now(), started + INTERVAL + DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_nth_quiet_resync_is_a_full_reconcile() {
+        let mut s = scheduler(3);
+        let mut decisions = Vec::new();
+        for _ in 0..7 {
+            let decision = s.decide(Reason::Resync, Found::Nothing);
+            if let Decision::Reconcile(reason) = decision {
+                ok(&mut s, reason);
+            }
+            decisions.push(decision);
+        }
+        let full = Decision::Reconcile(Reason::FullResync);
+        let quiet = Decision::Quiet;
+        assert_eq!(decisions, [quiet, quiet, full, quiet, quiet, full, quiet]);
+        assert!(Reason::FullResync.requires_full());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_full_reconcile_restarts_the_count() {
+        let mut s = scheduler(3);
+        assert_eq!(s.decide(Reason::Resync, Found::Nothing), Decision::Quiet);
+        ok(&mut s, Reason::Drift);
+        ok(&mut s, Reason::Changed);
+        assert_eq!(s.decide(Reason::Resync, Found::Nothing), Decision::Quiet);
+        ok(&mut s, Reason::Retry);
+        assert_eq!(s.decide(Reason::Resync, Found::Nothing), Decision::Quiet);
+        assert_eq!(s.decide(Reason::Resync, Found::Nothing), Decision::Quiet);
+        assert_eq!(
+            s.decide(Reason::Resync, Found::Nothing),
+            Decision::Reconcile(Reason::FullResync)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_that_finds_changes_targets_them_and_is_not_quiet() {
+        let mut s = scheduler(2);
+        assert_eq!(
+            s.decide(Reason::Resync, Found::Changes),
+            Decision::Reconcile(Reason::Resync)
+        );
+        assert!(!Reason::Resync.requires_full());
+        assert_eq!(s.decide(Reason::Resync, Found::Nothing), Decision::Quiet);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn change_signals_that_changed_nothing_run_nothing() {
+        let mut s = scheduler(10);
+        assert_eq!(s.decide(Reason::Changed, Found::Nothing), Decision::Nothing);
+        assert_eq!(
+            s.decide(Reason::Changed, Found::Changes),
+            Decision::Reconcile(Reason::Changed)
+        );
+        assert_eq!(
+            s.decide(Reason::Drift, Found::Changes),
+            Decision::Reconcile(Reason::Drift)
+        );
+        assert_eq!(
+            s.decide(Reason::Retry, Found::Nothing),
+            Decision::Reconcile(Reason::Retry)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_one_reconcile_for_the_greatest_reason() {
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        s.finished(
+            Reason::Start,
+            Ok(Action::AwaitChange),
+            Duration::from_secs(2),
+            Instant::now(),
+        );
+        s.on_event(Reason::Drift, Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.on_event(Reason::Changed, Instant::now());
+        s.on_event(Reason::Drift, Instant::now());
+        let (due, waited) = next(&mut s).await;
+        assert_eq!(due, Some(Reason::Changed));
+        assert_eq!(
+            waited,
+            MAX_SETTLE - Duration::from_millis(100),
+            "paced by 2 s"
+        );
+        assert_eq!(s.due(Instant::now()), None, "one reconcile for the burst");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_with_growing_jittered_delays() {
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        let mut previous = Duration::ZERO;
+        for attempt in 0..6 {
+            let action = s.finished(
+                Reason::Start,
+                Err(&unreachable()),
+                Duration::ZERO,
+                Instant::now(),
+            );
+            let Action::Requeue(delay) = action else {
+                panic!("{action:?}")
+            };
+            let base = FIRST_RETRY * 2u32.pow(attempt);
+            assert!(
+                delay >= base.min(INTERVAL) && delay <= INTERVAL,
+                "{attempt}: {delay:?}"
+            );
+            assert!(
+                delay < base * 2 || delay == INTERVAL,
+                "{attempt}: {delay:?}"
+            );
+            assert!(delay >= previous.min(INTERVAL / 2), "grows: {delay:?}");
+            previous = delay;
+            assert_eq!(s.next_wake(), Instant::now() + delay);
+        }
+        let (due, _) = next(&mut s).await;
+        assert_eq!(due, None, "the retry timer, then its settle");
+        assert_eq!(next(&mut s).await.0, Some(Reason::Retry));
+        assert_eq!(ok(&mut s, Reason::Retry), Action::AwaitChange);
+        let action = s.finished(
+            Reason::Retry,
+            Err(&unreachable()),
+            Duration::ZERO,
+            Instant::now(),
+        );
+        assert!(
+            matches!(action, Action::Requeue(d) if d < FIRST_RETRY * 2),
+            "success resets the backoff: {action:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revisions_own_error_waits_for_the_next_tick_without_retrying() {
+        let started = Instant::now();
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        let action = s.finished(
+            Reason::Start,
+            Err(&mass_prune()),
+            Duration::ZERO,
+            Instant::now(),
+        );
+        assert_eq!(action, Action::AwaitChange);
+        assert_eq!(
+            s.next_wake(),
+            started + INTERVAL,
+            "no retry before the tick"
+        );
+        next(&mut s).await;
+        assert_eq!(next(&mut s).await.0, Some(Reason::Resync));
+        assert_eq!(
+            s.decide(Reason::Resync, Found::Changes),
+            Decision::Reconcile(Reason::Resync),
+            "the failed revision is not the applied one: tried again at the tick"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revision_error_after_a_transient_one_cancels_the_retry() {
+        let started = Instant::now();
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        let now = Instant::now();
+        s.finished(Reason::Start, Err(&unreachable()), Duration::ZERO, now);
+        assert!(s.next_wake() < now + FIRST_RETRY * 2, "a retry is due");
+        s.on_event(Reason::Changed, now);
+        assert_eq!(next(&mut s).await.0, Some(Reason::Changed));
+        let action = s.finished(
+            Reason::Changed,
+            Err(&mass_prune()),
+            Duration::ZERO,
+            Instant::now(),
+        );
+        assert_eq!(action, Action::AwaitChange);
+        assert_eq!(s.next_wake(), started + INTERVAL, "only the tick is left");
+    }
+}

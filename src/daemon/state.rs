@@ -1,0 +1,201 @@
+//! What a source remembers between reconciles: the engine's memo, a store of its
+//! live members kept current by reflectors, the parsed files and what the last
+//! successful run applied. That state is what makes a steady-state reconcile free
+//! (no request) and what lets an out-of-band change be told apart from the echo of
+//! our own write.
+
+use crate::daemon::reconcile::short;
+use crate::daemon::scheduler::Reason;
+use crate::daemon::targeting::{self, Baseline, Selection, Since};
+use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
+use crate::health::{self, Health};
+use crate::kube::watch::{Change, Reflector, Store};
+use crate::manifest::{FileCache, ManifestError, ObjectRef};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use tokio::sync::mpsc;
+use tracing::info;
+
+/// What a source remembers between reconciles.
+pub struct SourceState {
+    memo: HashMap<ObjectRef, Memo>,
+    pub(super) store: Store,
+    reflectors: BTreeMap<GroupKind, Reflector>,
+    /// Member kinds of the last run; `None` before the first successful run.
+    recorded: Option<BTreeSet<GroupKind>>,
+    /// The last revision applied (or, report-only, evaluated) without error.
+    pub applied_revision: Option<String>,
+    changes: mpsc::UnboundedSender<Change>,
+    /// The named desired objects of the last successful run: whose health is tracked.
+    pub(super) desired: BTreeSet<ObjectRef>,
+    /// Failed objects whose evidence was gathered: once per failure, not per change.
+    pub(super) explained: HashSet<ObjectRef>,
+    /// The files of the last revision loaded, parsed: drift reconciles reuse them,
+    /// and a new revision parses only the files that changed.
+    files: FileCache,
+    loaded_revision: Option<String>,
+    /// What the last successful run applied; `None` before the first full one.
+    baseline: Option<Baseline>,
+    /// Desired objects that drifted since the last run.
+    drifted: BTreeSet<ObjectRef>,
+    /// A member that is no longer desired changed: only a full run (prune) handles it.
+    needs_full: bool,
+}
+
+impl SourceState {
+    /// Changes seen by this source's reflectors are sent to `changes`.
+    pub fn new(changes: mpsc::UnboundedSender<Change>) -> Self {
+        SourceState {
+            memo: HashMap::new(),
+            store: Store::default(),
+            reflectors: BTreeMap::new(),
+            files: FileCache::default(),
+            loaded_revision: None,
+            baseline: None,
+            drifted: BTreeSet::new(),
+            needs_full: false,
+            recorded: None,
+            applied_revision: None,
+            changes,
+            desired: BTreeSet::new(),
+            explained: HashSet::new(),
+        }
+    }
+
+    /// Whether live objects drifted since the last run (a source event that changed
+    /// nothing must not swallow them).
+    pub fn has_pending_drift(&self) -> bool {
+        !self.drifted.is_empty() || self.needs_full
+    }
+
+    /// Loads `revision` from `root`, parsing only the files that changed.
+    pub fn load(&mut self, root: &Path, revision: &str) -> Result<(), ManifestError> {
+        if self.loaded_revision.as_deref() == Some(revision) {
+            return Ok(());
+        }
+        self.loaded_revision = None;
+        self.files.refresh(&[root.to_path_buf()])?;
+        info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
+        self.loaded_revision = Some(revision.to_string());
+        Ok(())
+    }
+
+    /// What a reconcile for `reason` converges of the loaded revision: only what
+    /// changed when the reason and the changes allow, else everything.
+    pub fn select(&self, reason: Reason, namespace: &str) -> Selection {
+        let since = self
+            .baseline
+            .as_ref()
+            .filter(|_| !reason.requires_full() && !self.needs_full)
+            .map(|baseline| Since {
+                baseline,
+                drifted: &self.drifted,
+            });
+        targeting::select(&self.files, since, namespace)
+    }
+
+    /// What the engine may reuse: the store (for the kinds it covers), the member
+    /// kinds recorded and the memo; `None` before the first successful run.
+    pub fn cache(&self) -> Option<Cache<'_>> {
+        let recorded = self.recorded.as_ref()?;
+        let covered = self
+            .reflectors
+            .iter()
+            .filter(|(_, r)| r.is_synced())
+            .map(|(gk, _)| gk.clone())
+            .collect();
+        Some(Cache {
+            store: &self.store,
+            covered,
+            recorded,
+            memo: &self.memo,
+        })
+    }
+
+    /// Takes in what a successful run of `scope` learnt. A targeted run adds to
+    /// the memo and the baseline; a full one replaces them, and watches exactly the
+    /// kinds that may hold members now.
+    pub fn record_run(
+        &mut self,
+        engine: &Engine,
+        applyset: &ApplySet,
+        outcome: &mut Outcome,
+        scope: &Scope,
+    ) {
+        let memo = std::mem::take(&mut outcome.memo);
+        match scope {
+            Scope::Targeted { changed_files } => {
+                self.memo.extend(memo);
+                for step in &outcome.plan.steps {
+                    self.drifted.remove(&step.object);
+                }
+                if let Some(baseline) = self.baseline.as_mut() {
+                    baseline.update(&self.files, changed_files);
+                }
+            }
+            Scope::Full => {
+                self.memo = memo;
+                self.recorded = Some(outcome.member_kinds.clone());
+                self.watch_kinds(engine, applyset, &outcome.member_kinds);
+                self.desired = outcome.plan.named_desired().cloned().collect();
+                self.baseline = Some(Baseline::of(&self.files));
+                self.drifted.clear();
+                self.needs_full = false;
+            }
+        }
+    }
+
+    /// An object's health from the store (no request), once its kind is listed.
+    pub fn health_of(&self, object: &ObjectRef) -> Health {
+        let listed = self
+            .reflectors
+            .get(&GroupKind::from(object))
+            .is_some_and(Reflector::is_synced);
+        if !listed {
+            return Health::progressing("not observed yet");
+        }
+        health::assess_opt(self.store.get_shared(object).as_deref())
+    }
+
+    /// Whether a change reported by a reflector is drift worth a reconcile: not the
+    /// echo of our own write, and not a controller's status update.
+    pub fn is_drift(&mut self, change: &Change) -> bool {
+        let drift = match self.memo.get_mut(&change.object) {
+            // The version the last run ended with (a relist repeats it): no need to
+            // read the object back from the store.
+            Some(memo) if memo.knows(change.resource_version.as_deref()) => false,
+            Some(memo) => memo.absorb(self.store.get(&change.object).as_ref()),
+            // A member we do not desire (any more): a prune candidate changed.
+            None => {
+                self.needs_full |= self.recorded.is_some();
+                self.recorded.is_some()
+            }
+        };
+        if drift {
+            self.drifted.insert(change.object.clone());
+        }
+        drift
+    }
+
+    /// Watches exactly the kinds that may hold members now.
+    fn watch_kinds(&mut self, engine: &Engine, applyset: &ApplySet, kinds: &BTreeSet<GroupKind>) {
+        self.reflectors.retain(|gk, _| kinds.contains(gk));
+        for gk in kinds {
+            if self.reflectors.contains_key(gk) {
+                continue;
+            }
+            let Ok(resource) = engine.discovery().resolve(&gk.group, "", &gk.kind) else {
+                continue;
+            };
+            let reflector = Reflector::spawn(
+                engine.client().clone(),
+                resource,
+                applyset.member_selector(),
+                self.store.clone(),
+                self.changes.clone(),
+            );
+            self.reflectors.insert(gk.clone(), reflector);
+        }
+    }
+}
