@@ -1,6 +1,7 @@
 //! `converge run` with a Git source served by `git http-backend` behind basic auth
-//! on loopback, against the real control plane: webhook and poll triggers, broken
-//! commits, an unreachable remote and a rejected password, each recovered from
+//! on loopback, against the real control plane: webhook and poll triggers, the
+//! periodic resync and its full safety net, broken commits (not retried in a hot
+//! loop), an unreachable remote and a rejected password, each recovered from
 //! without a restart.
 
 use crate::common::daemon::Daemon;
@@ -38,6 +39,11 @@ impl GitSetup {
     }
 
     fn start(&self, interval: &str) -> Daemon {
+        self.start_with(interval, "")
+    }
+
+    /// [`GitSetup::start`] with `extra` lines in the `[[source]]` table.
+    fn start_with(&self, interval: &str, extra: &str) -> Daemon {
         let config = format!(
             r#"state_dir = "{{state}}"
 
@@ -51,7 +57,7 @@ username_env = "TEST_GIT_USER"
 password_env = "TEST_GIT_PASSWORD"
 webhook_secret_env = "TEST_WEBHOOK_SECRET"
 namespace = "{{ns}}"
-"#,
+{extra}"#,
             url = self.server.url("config.git"),
         );
         let vars = [
@@ -112,7 +118,11 @@ fn a_pushed_commit_is_applied_on_the_webhook() {
     let applied = applied
         .unwrap_or_else(|| panic!("the webhook did not apply the commit:\n{}", daemon.log()));
     println!("a pushed commit was applied {applied:?} after the webhook");
-    assert_eq!(daemon.source()["revision"].as_str(), Some(pushed.as_str()));
+    // The status is recorded just after the writes kubectl saw.
+    let recorded = eventually(Duration::from_secs(5), || {
+        daemon.source()["revision"].as_str() == Some(pushed.as_str())
+    });
+    assert!(recorded.is_some(), "{}", daemon.source());
     assert!(
         !daemon.log().contains(PASSWORD),
         "the password appeared in the log"
@@ -250,5 +260,109 @@ fn an_unreachable_remote_and_a_rejected_password_are_reported_and_recovered() {
     assert!(
         !daemon.log().contains(PASSWORD),
         "the password appeared in the log"
+    );
+}
+
+/// `converge_reconciles_total` of the test's source for one result label.
+fn reconciles(daemon: &Daemon, ns: &str, result: &str) -> f64 {
+    daemon.metric(&format!(
+        r#"converge_reconciles_total{{source="{ns}",result="{result}"}}"#
+    ))
+}
+
+#[test]
+fn the_periodic_resync_runs_and_every_nth_quiet_one_is_a_full_reconcile() {
+    let setup = GitSetup::new("git-resync");
+    let daemon = setup.start_with("1s", "full_resync_every = 3\n");
+    let ns = &setup.env.ns;
+    let first = setup.upstream.head();
+    // Nothing changes upstream: ticks at 1 s and 2 s are quiet, 3 s is full, …
+    let full = eventually(Duration::from_secs(15), || {
+        reconciles(&daemon, ns, "success") >= 3.0
+    });
+    full.unwrap_or_else(|| {
+        panic!(
+            "no full resync: {} successes, {} quiet resyncs:\n{}",
+            reconciles(&daemon, ns, "success"),
+            reconciles(&daemon, ns, "skipped"),
+            daemon.log()
+        )
+    });
+    let skipped = reconciles(&daemon, ns, "skipped");
+    println!("3 full reconciles (the start and 2 safety nets) after {skipped} quiet resyncs");
+    assert!(
+        (4.0..=6.0).contains(&skipped),
+        "two quiet resyncs before each full one: {skipped}"
+    );
+    let source = daemon.source();
+    assert_eq!(source["revision"].as_str(), Some(first.as_str()));
+    assert_eq!(source["result"], "synced");
+    assert!(daemon.metric("converge_git_fetch_duration_seconds_count") >= 6.0);
+    assert_eq!(reconciles(&daemon, ns, "failure"), 0.0);
+
+    // The tick is the poll: a new commit is reconciled at the next one.
+    setup.upstream.commit(
+        &[("clusters/dev/a.yaml", &configmap("a", "ticked"))],
+        "second",
+    );
+    assert!(
+        setup
+            .wait_value("a", "ticked", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_broken_revision_is_not_retried_until_the_next_tick() {
+    let setup = GitSetup::new("git-no-hot-loop");
+    // A long interval: a reconcile in the next seconds could only be a retry.
+    let daemon = setup.start("10s");
+    let good = setup.upstream.head();
+    setup.upstream.commit(
+        &[(
+            "clusters/dev/bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n",
+        )],
+        "broken",
+    );
+    let signature = github_signature(WEBHOOK_SECRET.as_bytes(), PUSH.as_bytes());
+    assert_eq!(push_webhook(&daemon, &setup.env.ns, &signature), 202);
+    let failed = eventually(Duration::from_secs(10), || {
+        let source = daemon.source();
+        (source["result"] == "failed").then_some(source)
+    });
+    let source = failed
+        .unwrap_or_else(|| panic!("not reported:\n{}", daemon.log()))
+        .value;
+    let attempts = source["reconciles"].as_u64().unwrap_or_default();
+
+    std::thread::sleep(Duration::from_secs(6));
+    let source = daemon.source();
+    let later = source["reconciles"].as_u64().unwrap_or_default();
+    println!(
+        "attempts of the broken revision in the 6 s after the first: {}",
+        later - attempts
+    );
+    assert!(
+        later - attempts <= 1,
+        "retried {} times in 6 s (at most the 10 s tick may retry it):\n{}",
+        later - attempts,
+        daemon.log()
+    );
+    assert_eq!(source["result"], "failed");
+    assert_eq!(
+        source["revision"].as_str(),
+        Some(good.as_str()),
+        "the last good revision stays"
+    );
+    assert_eq!(setup.value_of("a").as_deref(), Some("1"));
+    assert!(
+        daemon
+            .log()
+            .contains("waiting for the next revision or resync"),
+        "{}",
+        daemon.log()
     );
 }
