@@ -1,10 +1,10 @@
 //! The daemon: one task per source, the HTTP server, and graceful shutdown.
 //!
-//! Each source is run by a [`source_task`] whose [`scheduler`] owns every timer of
+//! Each source is run by a `source_task` whose `scheduler` owns every timer of
 //! that source (poll/resync, retry, the window that batches changes) and decides
 //! when and why to reconcile; [`reconcile`] does one reconcile, keeping what a
-//! source remembers between them in [`state`]; [`targeting`] decides how much of
-//! the source a reconcile must look at; [`events`] posts Kubernetes Events.
+//! source remembers between them in `state`; `targeting` decides how much of the
+//! source a reconcile must look at; [`events`] posts Kubernetes Events.
 
 pub mod events;
 pub mod reconcile;

@@ -1,5 +1,5 @@
 //! One reconcile of one source: snapshot → manifests → engine → status, metrics and
-//! events. It neither loops nor sleeps: [`crate::daemon::scheduler`] decides when
+//! events. It neither loops nor sleeps: the daemon's `scheduler` decides when
 //! to call it, and what a failure leads to.
 
 use crate::daemon::events::{EventReason, Events};

@@ -165,6 +165,8 @@ impl SourceTask {
         result
     }
 
+    /// Hands the result to the scheduler and says what the error policy made of a
+    /// failure (the failure itself was reported by the reconciler).
     fn finished(
         &mut self,
         reason: Reason,
@@ -175,14 +177,14 @@ impl SourceTask {
         let action = self
             .scheduler
             .finished(reason, result.as_ref().copied(), now - started, now);
-        if let Err(error) = &result {
+        if result.is_err() {
             let name = &self.spec.settings.name;
             match action {
                 Action::Requeue(delay) => {
-                    info!(source = %name, ?delay, %error, "transient failure; retrying")
+                    info!(source = %name, ?delay, "a transient failure; retrying")
                 }
                 Action::AwaitChange => {
-                    info!(source = %name, %error, "waiting for the next revision or resync")
+                    info!(source = %name, "the revision's own error; waiting for the next revision or resync")
                 }
             }
         }
