@@ -1,0 +1,280 @@
+//! Carrying out a plan: first-stage objects (CRDs, Namespaces) and the wait until
+//! CRDs are Established, the deferred dry-runs that needed them, the ApplySet parent
+//! before its members (KEP-3659), everything else by kind rank, then prunes.
+
+use super::lookup::{Refusal, problems};
+use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, api_error, desired_kinds};
+use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::plan;
+use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
+use crate::kube::{
+    ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
+    Preconditions, PropagationPolicy,
+};
+use crate::manifest::{Manifest, ObjectRef};
+use futures::FutureExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tracing::info;
+
+const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The ApplySet a plan is carried out for, and how much of it.
+pub(super) struct Target<'a> {
+    pub(super) applyset: &'a ApplySet,
+    pub(super) scope: &'a Scope,
+    /// The kinds that may hold members (recorded in the parent first).
+    pub(super) kinds: &'a BTreeSet<GroupKind>,
+}
+
+/// Carries out a plan: parent first (recording every kind that may hold members,
+/// so an interrupted run can still prune later), stage one, stage two by kind rank,
+/// prunes, and finally the parent narrowed to what is now desired. A targeted run
+/// leaves the parent alone and only writes objects of kinds it already records.
+pub(super) async fn execute(
+    client: &Client,
+    discovery: &Discovery,
+    target: &Target<'_>,
+    plan: &Plan,
+    deferred: &BTreeSet<ObjectRef>,
+) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
+    let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Create | Action::Configure))
+        .partition(|s| plan::is_first_stage(&s.object.group, &s.object.kind));
+    let mut written = apply_all(client, discovery, &first).await?;
+    if first
+        .iter()
+        .any(|s| s.object.kind == "CustomResourceDefinition")
+    {
+        wait_for_crds(client, &first).await?;
+        discovery.refresh().await.map_err(EngineError::Discovery)?;
+    }
+    validate_deferred(client, discovery, &rest, deferred).await?;
+    if target.scope.is_full() {
+        let all_namespaces = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.object.namespace.clone())
+            .collect();
+        write_parent(client, target.applyset, target.kinds, &all_namespaces).await?;
+    }
+    for rank in group_by_rank(&rest) {
+        written.extend(apply_all(client, discovery, &rank).await?);
+    }
+    prune(client, discovery, plan).await?;
+    if target.scope.is_full() {
+        let desired_namespaces = plan
+            .steps
+            .iter()
+            .filter(|s| s.manifest.is_some())
+            .filter_map(|s| s.object.namespace.clone())
+            .collect();
+        let kinds = desired_kinds(plan);
+        write_parent(client, target.applyset, &kinds, &desired_namespaces).await?;
+    }
+    Ok(written)
+}
+
+/// Objects the server could not dry-run before their Namespace or CRD existed.
+pub(super) fn deferred_objects(desired: &[Desired]) -> BTreeSet<ObjectRef> {
+    desired
+        .iter()
+        .filter(|d| matches!(d.dry_run, Evaluation::Deferred))
+        .map(|d| d.manifest.object_ref())
+        .collect()
+}
+
+/// Dry-runs the deferred objects now that their Namespaces and CRDs exist, before
+/// any of them is written: a rejected object stops the run with only the first
+/// stage (Namespaces, CRDs) applied.
+async fn validate_deferred(
+    client: &Client,
+    discovery: &Discovery,
+    rest: &[&Step],
+    deferred: &BTreeSet<ObjectRef>,
+) -> Result<(), EngineError> {
+    let pending: Vec<&Step> = rest
+        .iter()
+        .copied()
+        .filter(|s| deferred.contains(&s.object))
+        .collect();
+    let results: Vec<Result<(), Refusal>> = stream::iter(0..pending.len())
+        .map(|i| dry_run_step(client, discovery, pending[i]).boxed())
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let problems = problems(results.into_iter().filter_map(Result::err))?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::RejectedAfterFirstStage(problems))
+}
+
+async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), Refusal> {
+    let Some(manifest) = &step.manifest else {
+        return Ok(());
+    };
+    send(client, discovery, manifest, true)
+        .await
+        .map(drop)
+        .map_err(|e| Refusal::of(step.object.clone(), &manifest.origin, e))
+}
+
+fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
+    let mut groups: BTreeMap<u16, Vec<&Step>> = BTreeMap::new();
+    for step in steps {
+        groups
+            .entry(plan::apply_rank(&step.object.group, &step.object.kind))
+            .or_default()
+            .push(step);
+    }
+    groups.into_values().collect()
+}
+
+async fn write_parent(
+    client: &Client,
+    applyset: &ApplySet,
+    kinds: &BTreeSet<GroupKind>,
+    namespaces: &BTreeSet<String>,
+) -> Result<(), EngineError> {
+    let body = applyset.parent_body(kinds, namespaces);
+    client
+        .apply(&parent_path(applyset), &body, &apply_params())
+        .await
+        .map_err(|e| api_error(&applyset.parent_ref(), e))?;
+    Ok(())
+}
+
+pub(super) fn parent_path(applyset: &ApplySet) -> String {
+    ApiResource::config_maps().path(Some(&applyset.namespace), Some(&applyset.parent_name))
+}
+
+/// Server-side apply as converge, taking over fields others set.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Server-side applies (or, for generateName objects, creates) the steps
+/// concurrently; returns the server's answer for each.
+async fn apply_all(
+    client: &Client,
+    discovery: &Discovery,
+    steps: &[&Step],
+) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
+    let written: Vec<Option<(ObjectRef, Value)>> = stream::iter(0..steps.len())
+        .map(|i| apply_one(client, discovery, steps[i]).boxed())
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(written.into_iter().flatten().collect())
+}
+
+async fn apply_one(
+    client: &Client,
+    discovery: &Discovery,
+    step: &Step,
+) -> Result<Option<(ObjectRef, Value)>, EngineError> {
+    let Some(manifest) = &step.manifest else {
+        return Ok(None);
+    };
+    let live = send(client, discovery, manifest, false)
+        .await
+        .map_err(|e| api_error(&step.object, e))?;
+    info!(object = %step.object, action = %step.action, "applied");
+    Ok(Some((step.object.clone(), live)))
+}
+
+/// Server-side applies one manifest (POSTs it when it only has a generateName),
+/// for real or as a dry run.
+async fn send(
+    client: &Client,
+    discovery: &Discovery,
+    manifest: &Manifest,
+    dry_run: bool,
+) -> Result<Value, KubeError> {
+    let resource = discovery.resolve(manifest.group(), manifest.version(), &manifest.kind)?;
+    send_to(client, &resource, manifest, dry_run).await
+}
+
+/// [`send`] with the manifest's resource already resolved.
+pub(super) async fn send_to(
+    client: &Client,
+    resource: &ApiResource,
+    manifest: &Manifest,
+    dry_run: bool,
+) -> Result<Value, KubeError> {
+    let body = Value::Object(manifest.body.clone());
+    let ns = manifest.namespace();
+    if manifest.name().is_empty() {
+        let params = PostParams { dry_run };
+        return client
+            .create(&resource.path(ns, None), &body, &params)
+            .await;
+    }
+    let path = resource.path(ns, Some(manifest.name()));
+    let params = PatchParams {
+        dry_run,
+        ..apply_params()
+    };
+    client.apply(&path, &body, &params).await
+}
+
+async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {
+    for step in steps
+        .iter()
+        .filter(|s| s.object.kind == "CustomResourceDefinition")
+    {
+        let path = ApiResource::custom_resource_definitions().path(None, Some(&step.object.name));
+        let deadline = tokio::time::Instant::now() + CRD_ESTABLISHED_TIMEOUT;
+        loop {
+            let crd = client
+                .get(&path)
+                .await
+                .map_err(|e| api_error(&step.object, e))?;
+            if is_established(&crd) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::CrdNotEstablished(step.object.name.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn is_established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        })
+}
+
+/// Deletes the plan's prune steps in their (reverse dependency) order, each with
+/// its uid as precondition so that only the planned object can go.
+async fn prune(client: &Client, discovery: &Discovery, plan: &Plan) -> Result<(), EngineError> {
+    for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
+        let object = &step.object;
+        let resource = discovery
+            .resolve(&object.group, "", &object.kind)
+            .map_err(|e| api_error(object, e))?;
+        let path = resource.path(object.namespace.as_deref(), Some(&object.name));
+        let params = DeleteParams {
+            propagation: PropagationPolicy::Background,
+            preconditions: step.live_uid.clone().map(|uid| Preconditions { uid }),
+        };
+        match client.delete(&path, &params).await {
+            Ok(()) => info!(object = %object, "pruned"),
+            Err(e) if e.is_not_found() => info!(object = %object, "already gone"),
+            Err(e) => return Err(api_error(object, e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Reading what the plan needs: each desired object's live state and the server's
+//! dry-run of it. Live objects come from the daemon's watch store when it covers
+//! the kind, from one LIST per (kind, namespace) when many are wanted, else one GET
+//! each; a managedFields proof or the memo spares the dry-run when it can.
+
+use super::execute::send_to;
+use super::memo::{desired_hash, is_newer_base, live_version};
+use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Memo, Resolved, api_error};
+use crate::compact::CompactObject;
+use crate::engine::applyset::GroupKind;
+use crate::engine::managed_fields;
+use crate::engine::plan::{Desired, Evaluation};
+use crate::kube::watch::Store;
+use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
+use crate::manifest::{Manifest, ObjectRef, Origin, Problem};
+use futures::FutureExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// What a long-running caller (the daemon) knows between runs. With it, an object
+/// whose manifest and live resourceVersion are unchanged costs no request: live
+/// objects come from the watch-fed store and dry-runs from the memo.
+pub struct Cache<'a> {
+    pub store: &'a Store,
+    /// Kinds whose reflectors have synced: the store is complete for them.
+    pub covered: BTreeSet<GroupKind>,
+    /// The member kinds of the previous run ([`Outcome::member_kinds`]).
+    pub recorded: &'a BTreeSet<GroupKind>,
+    pub memo: &'a HashMap<ObjectRef, Memo>,
+}
+
+impl Cache<'_> {
+    /// Whether the store is complete for `object`'s kind.
+    fn covers(&self, object: &ObjectRef) -> bool {
+        self.covered.contains(&GroupKind::from(object))
+    }
+
+    fn live(&self, object: &ObjectRef) -> Option<Option<Arc<Value>>> {
+        self.covers(object).then(|| self.store.get_shared(object))
+    }
+}
+
+/// Namespaces in the set that do not exist yet: objects inside them cannot be
+/// dry-run until the first stage has created them.
+pub(super) async fn namespaces_created_here(
+    client: &Client,
+    resolved: &[Resolved],
+    cache: Option<&Cache<'_>>,
+) -> Result<BTreeSet<String>, EngineError> {
+    let mut missing = BTreeSet::new();
+    for r in resolved
+        .iter()
+        .filter(|r| r.manifest.group().is_empty() && r.manifest.kind == "Namespace")
+    {
+        let object = r.manifest.object_ref();
+        let live = match cache.and_then(|c| c.live(&object)) {
+            Some(live) => live,
+            None => client
+                .get_opt(&ApiResource::namespaces().path(None, Some(r.manifest.name())))
+                .await
+                .map_err(|e| api_error(&object, e))?
+                .map(Arc::new),
+        };
+        if live.is_none() {
+            missing.insert(r.manifest.name().to_string());
+        }
+    }
+    Ok(missing)
+}
+
+/// Reads every object's live state and the server's dry-run apply of it,
+/// concurrently. Rejections are collected so that the user sees all of them.
+pub(super) async fn fetch_and_dry_run(
+    client: &Client,
+    resolved: Vec<Resolved>,
+    new_namespaces: &BTreeSet<String>,
+    cache: Option<&Cache<'_>>,
+) -> Result<Vec<Desired>, EngineError> {
+    let lookup = LiveLookup::prefetch(client, &resolved, new_namespaces, cache).await?;
+    let lookup = &lookup;
+    let results: Vec<Result<Desired, Refusal>> = stream::iter(resolved)
+        .map(|r| fetch_one(client, r, new_namespaces, lookup).boxed())
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let (desired, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let rejected = problems(refused.into_iter().filter_map(Result::err))?;
+    if !rejected.is_empty() {
+        return Err(EngineError::Rejected(rejected));
+    }
+    Ok(desired.into_iter().filter_map(Result::ok).collect())
+}
+
+/// Why one object could not be evaluated: its own fault (collected, so that the
+/// user sees every one), or the server's or the network's for now (the run stops and
+/// is retried: a 503 is not a verdict on the manifest).
+pub(super) enum Refusal {
+    Rejected(Problem),
+    Unavailable(EngineError),
+}
+
+impl Refusal {
+    pub(super) fn of(object: ObjectRef, origin: &Origin, error: KubeError) -> Self {
+        if error.is_transient() {
+            return Refusal::Unavailable(api_error(&object, error));
+        }
+        Refusal::Rejected(Problem {
+            object: Some(object.to_string()),
+            origin: origin.clone(),
+            message: error.to_string(),
+        })
+    }
+}
+
+/// The problems among `refusals`, or the first transient failure.
+pub(super) fn problems(
+    refusals: impl Iterator<Item = Refusal>,
+) -> Result<Vec<Problem>, EngineError> {
+    refusals
+        .map(|refusal| match refusal {
+            Refusal::Rejected(problem) => Ok(problem),
+            Refusal::Unavailable(error) => Err(error),
+        })
+        .collect()
+}
+
+/// Objects of one kind in one namespace at least this many are read with one LIST
+/// instead of a GET each.
+const LIST_THRESHOLD: usize = 8;
+
+/// Where one run reads live objects from: the daemon's watch store for the kinds
+/// it covers, a LIST per (kind, namespace) holding many desired objects, else one
+/// GET per object.
+struct LiveLookup<'a> {
+    cache: Option<&'a Cache<'a>>,
+    /// Compact until read: a first reconcile lists every desired object, and
+    /// holding them all as trees (managedFields included) was its peak memory.
+    listed: HashMap<(GroupKind, Option<String>), HashMap<String, CompactObject>>,
+}
+
+impl<'a> LiveLookup<'a> {
+    async fn prefetch(
+        client: &Client,
+        resolved: &[Resolved],
+        new_namespaces: &BTreeSet<String>,
+        cache: Option<&'a Cache<'a>>,
+    ) -> Result<LiveLookup<'a>, EngineError> {
+        let mut groups: HashMap<(GroupKind, Option<String>), (&ApiResource, usize)> =
+            HashMap::new();
+        for r in resolved {
+            let object = r.manifest.object_ref();
+            let (Some(resource), false) = (&r.resource, r.manifest.name().is_empty()) else {
+                continue;
+            };
+            let fresh_namespace = object
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| new_namespaces.contains(ns));
+            if fresh_namespace || cache.is_some_and(|c| c.covers(&object)) {
+                continue;
+            }
+            let key = (GroupKind::from(&object), object.namespace.clone());
+            groups.entry(key).or_insert((resource, 0)).1 += 1;
+        }
+        // Owned items: closures over borrowed stream items trip rustc's Send checks.
+        let lists: Vec<(GroupKind, Option<String>, String)> = groups
+            .into_iter()
+            .filter(|(_, (_, count))| *count >= LIST_THRESHOLD)
+            .map(|((gk, ns), (resource, _))| {
+                let path = resource.path(ns.as_deref(), None);
+                (gk, ns, path)
+            })
+            .collect();
+        let listed = stream::iter(lists)
+            .map(|(gk, ns, path)| list_by_name(client, gk, ns, path).boxed())
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(LiveLookup { cache, listed })
+    }
+
+    /// `Some(live)` when known without a request.
+    fn known(&self, object: &ObjectRef) -> Option<Option<Arc<Value>>> {
+        if let Some(live) = self.cache.and_then(|c| c.live(object)) {
+            return Some(live);
+        }
+        let key = (GroupKind::from(object), object.namespace.clone());
+        self.listed
+            .get(&key)
+            .map(|by_name| by_name.get(&object.name).map(|c| Arc::new(c.value())))
+    }
+
+    /// The memo entry that still holds for `manifest` with `live`, if any.
+    fn remembered(&self, manifest: &Manifest, live: Option<&Value>) -> Option<&'a Memo> {
+        self.cache?
+            .memo
+            .get(&manifest.object_ref())
+            .filter(|m| m.desired == desired_hash(manifest))
+            .filter(|m| m.live_version == live_version(live))
+    }
+}
+
+/// One LIST, keyed by object name.
+async fn list_by_name(
+    client: &Client,
+    gk: GroupKind,
+    ns: Option<String>,
+    path: String,
+) -> Result<((GroupKind, Option<String>), HashMap<String, CompactObject>), EngineError> {
+    let named = |item: Value| {
+        let name = item.pointer("/metadata/name")?.as_str()?.to_string();
+        Some((name, CompactObject::new(&item)))
+    };
+    let list = client
+        .list_map(&path, &ListParams::default(), named)
+        .await
+        .map_err(|source| EngineError::Api {
+            object: format!("list {gk}"),
+            source,
+        })?;
+    Ok(((gk, ns), list.items.into_iter().collect()))
+}
+
+/// One object's live state and dry-run: from the cache when neither the manifest
+/// nor the live object changed since the last run, else from the server. (The store
+/// holds members only: an existing object that is not a member yet reads as absent
+/// there, and the apply that follows adopts it.)
+async fn fetch_one(
+    client: &Client,
+    r: Resolved,
+    new_namespaces: &BTreeSet<String>,
+    lookup: &LiveLookup<'_>,
+) -> Result<Desired, Refusal> {
+    let reject = |e: KubeError| Refusal::of(r.manifest.object_ref(), &r.manifest.origin, e);
+    let waits_for_namespace = r
+        .manifest
+        .namespace()
+        .is_some_and(|ns| new_namespaces.contains(ns));
+    let Some(resource) = r.resource.as_ref().filter(|_| !waits_for_namespace) else {
+        return Ok(Desired {
+            manifest: r.manifest,
+            live: None,
+            dry_run: Evaluation::Deferred,
+        });
+    };
+    let ns = r.manifest.namespace();
+    if r.manifest.name().is_empty() {
+        // generateName: every apply creates a new object; validate with a dry-run POST.
+        let dry_run = send_to(client, resource, &r.manifest, true)
+            .await
+            .map_err(reject)?;
+        return Ok(Desired {
+            manifest: r.manifest,
+            live: None,
+            dry_run: Evaluation::Server(dry_run),
+        });
+    }
+    let path = resource.path(ns, Some(r.manifest.name()));
+    let live = match lookup.known(&r.manifest.object_ref()) {
+        Some(live) => live,
+        None => client.get_opt(&path).await.map_err(reject)?.map(Arc::new),
+    };
+    let dry_run = match lookup.remembered(&r.manifest, live.as_deref()) {
+        Some(Memo {
+            dry_run: Some(dry_run),
+            ..
+        }) => Evaluation::Server(dry_run.as_ref().clone()),
+        Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
+        _ if live
+            .as_deref()
+            .is_some_and(|l| managed_fields::apply_is_noop(&r.manifest.body, l, FIELD_MANAGER)) =>
+        {
+            Evaluation::InSync
+        }
+        _ => Evaluation::Server(
+            send_to(client, resource, &r.manifest, true)
+                .await
+                .map_err(reject)?,
+        ),
+    };
+    let live = match (&dry_run, &live) {
+        (Evaluation::Server(answer), Some(_)) if is_newer_base(answer, live.as_deref()) => {
+            // Our copy predates a change someone else made (a LIST or watch event
+            // behind the dry-run): comparing them would show that change as ours.
+            client.get_opt(&path).await.map_err(reject)?.map(Arc::new)
+        }
+        _ => live,
+    };
+    Ok(Desired {
+        manifest: r.manifest,
+        live: live.map(without_managed_fields),
+        dry_run,
+    })
+}
+
+/// `live` without its managedFields, which nothing reads once the ownership proof
+/// is done (diffs ignore them) and which are often half an object's size: a first
+/// reconcile holds every desired object's live copy until its plan is made.
+fn without_managed_fields(mut live: Arc<Value>) -> Arc<Value> {
+    if let Some(Value::Object(metadata)) =
+        Arc::get_mut(&mut live).and_then(|l| l.get_mut("metadata"))
+    {
+        metadata.remove("managedFields");
+    }
+    live
+}
