@@ -314,19 +314,6 @@ impl Engine {
     }
 }
 
-/// Plans `manifests` against the cluster and, unless `dry_run`, converges it: a
-/// one-shot [`Engine`] for the CLI.
-pub async fn run(
-    client: &Client,
-    manifests: Vec<Manifest>,
-    options: &RunOptions,
-) -> Result<Outcome, EngineError> {
-    Engine::connect(client.clone())
-        .await?
-        .run(manifests, options, None)
-        .await
-}
-
 fn desired_kinds(plan: &Plan) -> BTreeSet<GroupKind> {
     plan.steps
         .iter()
