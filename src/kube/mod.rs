@@ -50,6 +50,7 @@ mod client;
 mod config;
 mod discovery;
 mod error;
+mod group_version;
 mod request;
 mod tls;
 pub mod watch;
@@ -59,8 +60,9 @@ pub use client::{
     APPLY_PATCH, Client, ClientOptions, ObjectList, RequestObserver, WatchEvent, WatchStream,
 };
 pub use config::{Auth, ClusterConfig, ConfigError, ExecConfig, LoadEnv};
-pub use discovery::{Discovery, split_api_version};
+pub use discovery::Discovery;
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
+pub use group_version::{GroupVersion, InvalidApiVersion};
 pub use request::{
     ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Preconditions,
     PropagationPolicy, WatchParams,

@@ -6,6 +6,7 @@
 //! in later.
 
 use crate::compact::CompactObject;
+use crate::kube::GroupVersion;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -58,10 +59,10 @@ impl ObjectRef {
     /// The identity of a live object as the API server returned it (`None` when it
     /// lacks apiVersion, kind or name).
     pub fn of_live(live: &Value) -> Option<ObjectRef> {
-        let (group, _) = split_api_version(live.get("apiVersion")?.as_str()?);
+        let gv = GroupVersion::parse(live.get("apiVersion")?.as_str()?).ok()?;
         let metadata = live.get("metadata")?;
         Some(ObjectRef {
-            group: group.to_string(),
+            group: gv.group.to_string(),
             kind: live.get("kind")?.as_str()?.to_string(),
             namespace: metadata
                 .get("namespace")
@@ -84,14 +85,24 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// `apiVersion` as group and version. Loading refuses an `apiVersion` with more
+    /// than one `/`; a manifest built by hand with one reads as a version of the
+    /// core group, which no server serves.
+    pub fn group_version(&self) -> GroupVersion<'_> {
+        GroupVersion::parse(&self.api_version).unwrap_or(GroupVersion {
+            group: "",
+            version: &self.api_version,
+        })
+    }
+
     /// The API group, empty for the core group.
     pub fn group(&self) -> &str {
-        split_api_version(&self.api_version).0
+        self.group_version().group
     }
 
     /// The API version without the group, e.g. `v1`.
     pub fn version(&self) -> &str {
-        split_api_version(&self.api_version).1
+        self.group_version().version
     }
 
     /// A string field of `metadata`; an empty string counts as absent, as it does for
@@ -133,11 +144,6 @@ impl Manifest {
         }
         self
     }
-}
-
-/// Splits `apps/v1` into (`apps`, `v1`) and `v1` into (``, `v1`).
-pub fn split_api_version(api_version: &str) -> (&str, &str) {
-    api_version.rsplit_once('/').unwrap_or(("", api_version))
 }
 
 // ---------------------------------------------------------------------------------
@@ -920,6 +926,9 @@ fn object_problems(body: &Map<String, Value>) -> Vec<String> {
     let mut messages = Vec::new();
     let api_version = "set apiVersion, e.g. `apiVersion: v1` or `apiVersion: apps/v1`";
     messages.extend(required_string(body, "apiVersion", api_version));
+    if let Some(Err(err)) = str_field(body, "apiVersion").map(GroupVersion::parse) {
+        messages.push(err.to_string());
+    }
     messages.extend(required_string(
         body,
         "kind",
@@ -986,7 +995,8 @@ fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 /// The best name for an object with problems: `Deployment.apps/web` as far as known.
 fn label(body: &Map<String, Value>) -> Option<String> {
     let kind = str_field(body, "kind").filter(|k| !k.is_empty())?;
-    let group = split_api_version(str_field(body, "apiVersion").unwrap_or_default()).0;
+    let api_version = str_field(body, "apiVersion").unwrap_or_default();
+    let group = GroupVersion::parse(api_version).map_or("", |gv| gv.group);
     let mut label = kind.to_string();
     if !group.is_empty() {
         label = format!("{label}.{group}");
@@ -1293,6 +1303,23 @@ mod tests {
                 "m.yaml:12: kind is a number (7); it must be a string: set kind, e.g. \
                  `kind: Deployment`",
             ]
+        );
+    }
+
+    #[test]
+    fn api_version_with_more_than_one_slash_is_refused() {
+        let text = "apiVersion: apps/v1/beta\nkind: Deployment\nmetadata: {name: web}\n";
+        assert_eq!(
+            problems(text),
+            [
+                "m.yaml:1: Deployment/web: unexpected apiVersion \"apps/v1/beta\": write VERSION \
+              (`v1`) or GROUP/VERSION (`apps/v1`)"
+            ]
+        );
+        let manifests = parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n");
+        assert_eq!(
+            (manifests[0].group(), manifests[0].version()),
+            ("apps", "v1")
         );
     }
 
