@@ -122,7 +122,7 @@ pub struct ApplyArgs {
     #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
     /// How long --wait waits, e.g. 90s, 5m, 1h.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "wait")]
+    #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration, requires = "wait")]
     pub timeout: std::time::Duration,
 }
 
