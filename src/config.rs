@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::kube::is_dns_label;
+
 /// The HTTP listen address when `[server] listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
 /// Git poll and resync interval when a source sets none.
@@ -890,17 +892,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
     Err(InvalidDuration { reason })
 }
 
-/// Whether `name` is an RFC 1123 DNS label: what Kubernetes namespaces and our source
-/// names (ApplySet names, URL path parts) must be.
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=63).contains(&bytes.len())
-        && bytes.first().is_some_and(ok)
-        && bytes.last().is_some_and(ok)
-        && bytes.iter().all(|b| ok(b) || *b == b'-')
-}
-
 /// How a Git URL is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -1485,15 +1476,5 @@ mod tests {
         assert_eq!(transport("git://h/r"), None);
         assert_eq!(transport("r.git"), None);
         assert_eq!(transport("https://"), None);
-    }
-
-    #[test]
-    fn dns_labels() {
-        for ok in ["a", "shop", "shop-1", "0", &"a".repeat(63)] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in ["", "A", "a_b", "-a", "a-", "a.b", &"a".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: every flag is declared, defaulted and validated here, so the
 //! rest of the crate receives settings it can trust.
 
+use crate::kube::is_dns_label;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -224,20 +225,14 @@ fn derive_name(path: &Path) -> Option<String> {
     Some(name.trim_matches('-').to_string())
 }
 
-/// ApplySet names become part of a ConfigMap name (`converge-NAME`): a DNS label.
+/// ApplySet names are DNS labels, as the daemon's source names are: the same
+/// ApplySet can be managed by either.
 fn parse_name(name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.len() <= 54
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
+    if is_dns_label(name) {
         Ok(name.to_string())
     } else {
         Err(format!(
-            "invalid ApplySet name {name:?}: use 1-54 lowercase letters, digits and '-', \
+            "invalid ApplySet name {name:?}: use 1-63 lowercase letters, digits and '-', \
              starting and ending with a letter or digit"
         ))
     }
@@ -315,7 +310,7 @@ mod tests {
     #[test]
     fn names_are_validated() {
         assert!(parse_name("shop-1").is_ok());
-        for bad in ["", "Shop", "-a", "a-", "a_b", &"x".repeat(55)] {
+        for bad in ["", "Shop", "-a", "a-", "a_b", &"x".repeat(64)] {
             assert!(parse_name(bad).is_err(), "{bad:?}");
         }
         let err = Cli::try_parse_from(["converge", "diff", "x", "--name", "Bad_Name"])
