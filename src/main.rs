@@ -12,7 +12,7 @@ use converge::daemon::{self, DaemonOptions, SourceSpec};
 use converge::engine::applyset::ApplySet;
 use converge::engine::{Engine, Outcome, RunOptions, Scope};
 use converge::health::{self, WaitOptions, WaitOutcome};
-use converge::http::status::{SyncResult, render_table};
+use converge::http::status::SyncResult;
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
 use converge::report::{self, TextOptions};
@@ -245,7 +245,7 @@ async fn status(args: StatusArgs) -> Result<ExitCode> {
     let report = converge::http::server::fetch_status(&args.addr).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", render_table(&report, args.color.enabled())),
+        OutputFormat::Text => print!("{}", report::status_text(&report, args.color.enabled())),
     }
     let all_synced = report
         .sources
