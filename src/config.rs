@@ -48,7 +48,7 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigFileError {
     /// The file could not be read.
     #[error("cannot read config file {}: {error}", path.display())]
     Read {
@@ -75,7 +75,7 @@ pub struct Config {
     /// against its directory.
     pub path: PathBuf,
     /// How to reach the cluster.
-    pub cluster: ClusterConfig,
+    pub cluster: ClusterSettings,
     /// The HTTP server (health, metrics, status, webhooks).
     pub server: ServerConfig,
     /// Where Git checkouts live, one directory per source: `<state_dir>/<source name>/`.
@@ -88,7 +88,7 @@ pub struct Config {
 /// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the
 /// in-cluster service account.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClusterConfig {
+pub struct ClusterSettings {
     /// A kubeconfig file (checked to exist).
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use instead of its `current-context`.
@@ -215,8 +215,8 @@ impl fmt::Display for GitRef {
 
 impl Config {
     /// Reads and validates `path`, with `*_env` checks against the process environment.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
             path: path.to_path_buf(),
             error,
         })?;
@@ -224,15 +224,19 @@ impl Config {
     }
 
     /// Validates `text` as if read from `path` (which anchors relative paths).
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigFileError> {
         Config::parse_with_env(text, path, &process_env)
     }
 
     /// Like [`Config::parse`], with environment lookups (`*_env`, `$HOME`,
     /// `$XDG_STATE_HOME`) answered by `env`.
-    pub fn parse_with_env(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: EnvLookup,
+    ) -> Result<Config, ConfigFileError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigFileError::Syntax {
             path: path.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -246,7 +250,7 @@ impl Config {
         if checker.problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid {
+            Err(ConfigFileError::Invalid {
                 path,
                 problems: checker.problems,
             })
@@ -370,7 +374,7 @@ impl Checker<'_> {
         }
     }
 
-    fn cluster(&mut self, raw: RawCluster) -> ClusterConfig {
+    fn cluster(&mut self, raw: RawCluster) -> ClusterSettings {
         let kubeconfig = raw.kubeconfig.map(|value| {
             let at = format!("[cluster] kubeconfig = {value:?}");
             self.existing_file(&at, &value)
@@ -381,7 +385,7 @@ impl Checker<'_> {
                 "empty; name a context of the kubeconfig or remove the key",
             );
         }
-        ClusterConfig {
+        ClusterSettings {
             kubeconfig,
             context: raw.context,
         }
@@ -987,7 +991,7 @@ mod tests {
             }
         }
 
-        fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        fn parse(&self, text: &str) -> Result<Config, ConfigFileError> {
             let path = self.dir.path().join("config.toml");
             Config::parse_with_env(text, &path, &self.env())
         }
@@ -995,7 +999,7 @@ mod tests {
         /// The problems of an invalid config (panics on anything else).
         fn problems(&self, text: &str) -> Vec<String> {
             match self.parse(text) {
-                Err(ConfigError::Invalid { problems, .. }) => problems,
+                Err(ConfigFileError::Invalid { problems, .. }) => problems,
                 other => panic!("expected Invalid, got {other:?}"),
             }
         }
@@ -1022,7 +1026,7 @@ mod tests {
         let fx = Fixture::new();
         let config = fx.parse(DIR).unwrap();
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.cluster, ClusterConfig::default());
+        assert_eq!(config.cluster, ClusterSettings::default());
         assert_eq!(
             config.state_dir,
             fx.dir.path().join("home/.local/state/converge")
@@ -1125,7 +1129,7 @@ mod tests {
     fn unknown_key_is_a_syntax_error_naming_it() {
         let fx = Fixture::new();
         let err = fx.parse(&format!("{DIR}intervall = \"5m\"\n")).unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert!(matches!(err, ConfigFileError::Syntax { .. }), "{err:?}");
         assert_contains(&err.to_string(), &["intervall", "line 4", "interval"]);
         let err = fx.parse("[servr]\nlisten = \"x\"\n").unwrap_err();
         assert_contains(&err.to_string(), &["servr"]);

@@ -18,7 +18,7 @@ pub mod evidence;
 pub mod wait;
 
 pub use evidence::{Evidence, gather};
-pub use wait::{ObjectHealth, Progress, WaitOptions, WaitOutcome};
+pub use wait::{Progress, WaitOptions, WaitOutcome, WaitedObject};
 
 use crate::kube::GroupVersion;
 use serde::{Deserialize, Serialize};

@@ -26,7 +26,7 @@ impl StatusBoard {
     /// Records a source at start-up with result [`SyncResult::Pending`], so `/readyz`
     /// waits for it. Registering a known name again only updates its kind and
     /// location: the history of a source survives a configuration reload.
-    pub fn register(&self, name: &str, kind: SourceKind, location: &str) {
+    pub fn register(&self, name: &str, kind: SourceType, location: &str) {
         let mut sources = self.write();
         let entry = sources
             .entry(name.to_owned())
@@ -84,16 +84,16 @@ impl StatusBoard {
 /// Where a source's manifests come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub enum SourceType {
     Dir,
     Git,
 }
 
-impl fmt::Display for SourceKind {
+impl fmt::Display for SourceType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SourceKind::Dir => "dir",
-            SourceKind::Git => "git",
+            SourceType::Dir => "dir",
+            SourceType::Git => "git",
         })
     }
 }
@@ -112,7 +112,7 @@ pub struct StatusReport {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    pub kind: SourceKind,
+    pub kind: SourceType,
     /// The repository URL or directory path, as configured.
     pub location: String,
     /// The last revision applied successfully (the "last good" one).
@@ -136,7 +136,7 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
-    fn new(name: &str, kind: SourceKind, location: &str) -> Self {
+    fn new(name: &str, kind: SourceType, location: &str) -> Self {
         SourceStatus {
             name: name.to_owned(),
             kind,
@@ -364,7 +364,7 @@ pub(crate) mod test_support {
     pub fn board_with(names: &[&str]) -> StatusBoard {
         let board = StatusBoard::default();
         for name in names {
-            board.register(name, SourceKind::Git, "https://example.com/repo.git");
+            board.register(name, SourceType::Git, "https://example.com/repo.git");
         }
         board
     }
@@ -451,11 +451,11 @@ mod tests {
     fn register_again_keeps_history() {
         let board = board_with(&["apps"]);
         board.update("apps", |s| s.reconciles = 3);
-        board.register("apps", SourceKind::Dir, "/srv/apps");
+        board.register("apps", SourceType::Dir, "/srv/apps");
         let source = &board.report().sources[0];
         assert_eq!(
             (source.kind, source.location.as_str(), source.reconciles),
-            (SourceKind::Dir, "/srv/apps", 3)
+            (SourceType::Dir, "/srv/apps", 3)
         );
     }
 
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn counts_objects_by_state() {
-        let mut source = SourceStatus::new("apps", SourceKind::Git, "x");
+        let mut source = SourceStatus::new("apps", SourceType::Git, "x");
         source.objects = vec![
             object("a", ObjectState::InSync),
             object("b", ObjectState::InSync),
@@ -575,11 +575,11 @@ mod tests {
 
     #[test]
     fn bad_timestamps_are_errors_not_panics() {
-        let mut source = SourceStatus::new("apps", SourceKind::Dir, "/srv");
+        let mut source = SourceStatus::new("apps", SourceType::Dir, "/srv");
         source.last_success = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
         assert!(serde_json::to_string(&source).is_err());
         let mut json =
-            serde_json::to_value(SourceStatus::new("a", SourceKind::Dir, "/")).expect("serializes");
+            serde_json::to_value(SourceStatus::new("a", SourceType::Dir, "/")).expect("serializes");
         json["lastSuccess"] = "yesterday".into();
         assert!(serde_json::from_value::<SourceStatus>(json).is_err());
     }

@@ -137,8 +137,8 @@ impl Discovery {
 
     /// [`Discovery::resolve`] from a manifest's `apiVersion` (`apps/v1`, `v1`).
     pub fn resolve_api_version(&self, api_version: &str, kind: &str) -> Result<ApiResource, Error> {
-        let gv = GroupVersion::parse(api_version)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let gv =
+            GroupVersion::parse(api_version).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         self.resolve(gv.group, gv.version, kind)
     }
 
@@ -376,10 +376,6 @@ fn strings(doc: &Value, key: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn api_versions_split_into_group_and_version() {
-    }
 
     fn catalog_from_aggregated() -> Catalog {
         let apis = json!({"kind": "APIGroupDiscoveryList", "items": [

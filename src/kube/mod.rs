@@ -60,7 +60,7 @@ pub use auth::ExecError;
 pub use client::{
     APPLY_PATCH, Client, ClientOptions, ObjectList, RequestObserver, WatchEvent, WatchStream,
 };
-pub use config::{Auth, ClusterConfig, ConfigError, ExecConfig, LoadEnv};
+pub use config::{Auth, ClusterConfig, ClusterConfigError, ExecConfig, LoadEnv};
 pub use discovery::Discovery;
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
 pub use group_version::{GroupVersion, InvalidApiVersion};

@@ -353,7 +353,7 @@ mod tests {
         WaitOutcome {
             objects: objects
                 .into_iter()
-                .map(|(object, health, evidence)| crate::health::ObjectHealth {
+                .map(|(object, health, evidence)| crate::health::WaitedObject {
                     object,
                     health,
                     evidence,
