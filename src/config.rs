@@ -6,7 +6,7 @@
 //! 1. serde reads the TOML into loose `Raw*` structs (`deny_unknown_fields` catches
 //!    misspelt keys; durations and paths stay strings so they cannot fail here);
 //! 2. [`Checker`] turns those into the typed [`Config`], collecting one message per
-//!    problem, each naming the key (`source[1] "shop": interval = "5 minutes": …`) and
+//!    problem, each naming the key (`source[1] "shop": interval = "soon": …`) and
 //!    what to do about it.
 //!
 //! Nothing here touches the network. Files named by the config (directories, SSH keys,
@@ -23,6 +23,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::kube::is_dns_label;
 
 /// The HTTP listen address when `[server] listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
@@ -46,7 +48,7 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigFileError {
     /// The file could not be read.
     #[error("cannot read config file {}: {error}", path.display())]
     Read {
@@ -73,7 +75,7 @@ pub struct Config {
     /// against its directory.
     pub path: PathBuf,
     /// How to reach the cluster.
-    pub cluster: ClusterConfig,
+    pub cluster: ClusterSettings,
     /// The HTTP server (health, metrics, status, webhooks).
     pub server: ServerConfig,
     /// Where Git checkouts live, one directory per source: `<state_dir>/<source name>/`.
@@ -86,7 +88,7 @@ pub struct Config {
 /// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the
 /// in-cluster service account.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClusterConfig {
+pub struct ClusterSettings {
     /// A kubeconfig file (checked to exist).
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use instead of its `current-context`.
@@ -213,8 +215,8 @@ impl fmt::Display for GitRef {
 
 impl Config {
     /// Reads and validates `path`, with `*_env` checks against the process environment.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
             path: path.to_path_buf(),
             error,
         })?;
@@ -222,15 +224,19 @@ impl Config {
     }
 
     /// Validates `text` as if read from `path` (which anchors relative paths).
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigFileError> {
         Config::parse_with_env(text, path, &process_env)
     }
 
     /// Like [`Config::parse`], with environment lookups (`*_env`, `$HOME`,
     /// `$XDG_STATE_HOME`) answered by `env`.
-    pub fn parse_with_env(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: EnvLookup,
+    ) -> Result<Config, ConfigFileError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigFileError::Syntax {
             path: path.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -244,7 +250,7 @@ impl Config {
         if checker.problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid {
+            Err(ConfigFileError::Invalid {
                 path,
                 problems: checker.problems,
             })
@@ -368,7 +374,7 @@ impl Checker<'_> {
         }
     }
 
-    fn cluster(&mut self, raw: RawCluster) -> ClusterConfig {
+    fn cluster(&mut self, raw: RawCluster) -> ClusterSettings {
         let kubeconfig = raw.kubeconfig.map(|value| {
             let at = format!("[cluster] kubeconfig = {value:?}");
             self.existing_file(&at, &value)
@@ -379,7 +385,7 @@ impl Checker<'_> {
                 "empty; name a context of the kubeconfig or remove the key",
             );
         }
-        ClusterConfig {
+        ClusterSettings {
             kubeconfig,
             context: raw.context,
         }
@@ -857,69 +863,37 @@ fn describe(value: &toml::Value) -> String {
 // ---------------------------------------------------------------------------------
 // Small parsers, public where the daemon and CLI can reuse them.
 
-/// Parses a duration such as `"30s"`, `"5m"`, `"1h30m"` or `"500ms"`: whole numbers,
-/// each followed by one of `h`, `m`, `s`, `ms`. The error says how to write one.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HOW: &str = "write a whole number and a unit (h, m, s, ms), e.g. \"30s\", \"5m\", \
-                       \"1h30m\" or \"500ms\"";
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(format!("empty; {HOW}"));
-    }
-    if s.starts_with('-') {
-        return Err(format!("negative durations are not allowed; {HOW}"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail.len() - tail.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
-        let (unit, tail) = tail.split_at(unit_len);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("not a duration; {HOW}"))?;
-        let part = match unit {
-            "h" => n.checked_mul(3600).map(Duration::from_secs),
-            "m" => n.checked_mul(60).map(Duration::from_secs),
-            "s" => Some(Duration::from_secs(n)),
-            "ms" => Some(Duration::from_millis(n)),
-            "" => return Err(format!("{number:?} has no unit; {HOW}")),
-            _ => return Err(format!("unknown unit {unit:?}; {HOW}")),
-        };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(|| format!("too long; {HOW}"))?;
-        rest = tail;
-    }
-    Ok(total)
+/// A duration that cannot be read, with how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}; write a number and a unit, e.g. \"30s\", \"1m30s\", \"2h\" or \"5 minutes\"")]
+pub struct InvalidDuration {
+    reason: String,
 }
 
-/// Formats a duration the way [`parse_duration`] reads it (`"1h30m"`, `"500ms"`).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
+/// Parses a duration the way both `config.toml` (`interval`) and the command line
+/// (`--timeout`) read it: humantime's syntax (`"30s"`, `"1m30s"`, `"500ms"`,
+/// `"5 minutes"`, `"1.5h"`), surrounding blanks ignored; negative durations refused.
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
+    use humantime::DurationError as E;
+    let text = text.trim();
+    let reason = if text.is_empty() {
+        "empty".to_string()
+    } else if text.starts_with('-') {
+        "negative durations are not allowed".to_string()
+    } else {
+        match humantime::parse_duration(text) {
+            Ok(duration) => return Ok(duration),
+            Err(E::UnknownUnit { unit, value, .. }) if unit.is_empty() => {
+                format!("\"{value}\" has no unit")
+            }
+            Err(E::UnknownUnit { unit, .. }) => format!("unknown unit {unit:?}"),
+            Err(E::NumberOverflow) => "too long or too precise".to_string(),
+            Err(E::Empty | E::InvalidCharacter(_) | E::NumberExpected(_)) => {
+                "not a duration".to_string()
+            }
         }
-    }
-    out
-}
-
-/// Whether `name` is an RFC 1123 DNS label: what Kubernetes namespaces and our source
-/// names (ApplySet names, URL path parts) must be.
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=63).contains(&bytes.len())
-        && bytes.first().is_some_and(ok)
-        && bytes.last().is_some_and(ok)
-        && bytes.iter().all(|b| ok(b) || *b == b'-')
+    };
+    Err(InvalidDuration { reason })
 }
 
 /// How a Git URL is reached.
@@ -1017,7 +991,7 @@ mod tests {
             }
         }
 
-        fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        fn parse(&self, text: &str) -> Result<Config, ConfigFileError> {
             let path = self.dir.path().join("config.toml");
             Config::parse_with_env(text, &path, &self.env())
         }
@@ -1025,7 +999,7 @@ mod tests {
         /// The problems of an invalid config (panics on anything else).
         fn problems(&self, text: &str) -> Vec<String> {
             match self.parse(text) {
-                Err(ConfigError::Invalid { problems, .. }) => problems,
+                Err(ConfigFileError::Invalid { problems, .. }) => problems,
                 other => panic!("expected Invalid, got {other:?}"),
             }
         }
@@ -1052,7 +1026,7 @@ mod tests {
         let fx = Fixture::new();
         let config = fx.parse(DIR).unwrap();
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.cluster, ClusterConfig::default());
+        assert_eq!(config.cluster, ClusterSettings::default());
         assert_eq!(
             config.state_dir,
             fx.dir.path().join("home/.local/state/converge")
@@ -1155,7 +1129,7 @@ mod tests {
     fn unknown_key_is_a_syntax_error_naming_it() {
         let fx = Fixture::new();
         let err = fx.parse(&format!("{DIR}intervall = \"5m\"\n")).unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert!(matches!(err, ConfigFileError::Syntax { .. }), "{err:?}");
         assert_contains(&err.to_string(), &["intervall", "line 4", "interval"]);
         let err = fx.parse("[servr]\nlisten = \"x\"\n").unwrap_err();
         assert_contains(&err.to_string(), &["servr"]);
@@ -1168,13 +1142,27 @@ mod tests {
         assert_contains(&err.to_string(), &["prune", "line 4"]);
     }
 
+    /// The CLI's `--timeout "5 minutes"` works, so `interval = "5 minutes"` must too.
+    #[test]
+    fn interval_in_words_is_accepted() {
+        let fx = Fixture::new();
+        for (value, secs) in [("5 minutes", 300), ("90s", 90), ("1m30s", 90)] {
+            let config = fx.parse(&format!("{GIT}interval = \"{value}\"\n")).unwrap();
+            assert_eq!(
+                config.sources[0].interval,
+                Duration::from_secs(secs),
+                "{value}"
+            );
+        }
+    }
+
     #[test]
     fn bad_intervals_name_the_key_and_how_to_write_one() {
         let fx = Fixture::new();
         let cases = [
             (
-                "\"5 minutes\"",
-                "interval = \"5 minutes\": unknown unit \" minutes\"",
+                "\"5 parsecs\"",
+                "interval = \"5 parsecs\": unknown unit \"parsecs\"",
             ),
             ("\"0s\"", "interval = \"0s\": must be more than zero"),
             (
@@ -1431,10 +1419,15 @@ mod tests {
         let ok = [
             ("30s", 30_000),
             ("5m", 300_000),
+            ("90s", 90_000),
+            ("1m30s", 90_000),
             ("1h30m", 5_400_000),
             ("500ms", 500),
-            ("1m30s", 90_000),
             (" 2h ", 7_200_000),
+            ("5 minutes", 300_000),
+            ("5 m", 300_000),
+            ("1.5s", 1_500),
+            ("1d", 86_400_000),
             ("0s", 0),
         ];
         for (text, ms) in ok {
@@ -1447,25 +1440,15 @@ mod tests {
         for bad in [
             "",
             "-1s",
-            "1.5s",
             "s",
             "10",
-            "1d",
-            "5 m",
+            "soon",
+            "5 parsecs",
             "99999999999999999999h",
         ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.to_string().contains("e.g. \"30s\""), "{err}");
         }
-    }
-
-    #[test]
-    fn durations_format_round_trip() {
-        for text in ["30s", "5m", "1h30m", "500ms", "1h0m1s"] {
-            let d = parse_duration(text).unwrap();
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 
     #[test]
@@ -1497,15 +1480,5 @@ mod tests {
         assert_eq!(transport("git://h/r"), None);
         assert_eq!(transport("r.git"), None);
         assert_eq!(transport("https://"), None);
-    }
-
-    #[test]
-    fn dns_labels() {
-        for ok in ["a", "shop", "shop-1", "0", &"a".repeat(63)] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in ["", "A", "a_b", "-a", "a-", "a.b", &"a".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
     }
 }

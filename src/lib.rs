@@ -10,7 +10,6 @@
 //!
 //! The crate is laid out by what each module owns (see DESIGN.md's module map):
 //!
-//! - [`cli`]: the command line, parsed and validated in one place.
 //! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
 //! - [`compact`]: objects kept as compact JSON between reconciles, parsed when read.
 //! - [`kube`]: our Kubernetes client on reqwest: config, discovery, typed errors.
@@ -36,7 +35,6 @@
 //! in-module; everything that talks to the API server is tested against a real one
 //! (`tests/`, started by `hack/controlplane.sh`).
 
-pub mod cli;
 pub mod compact;
 pub mod config;
 pub mod daemon;

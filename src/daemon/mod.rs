@@ -22,7 +22,7 @@ use crate::daemon::source_task::{Inputs, SourceTask};
 use crate::engine::Engine;
 use crate::http::metrics::Metrics;
 use crate::http::server::{self, Hook, ServerState};
-use crate::http::status::{SourceKind, StatusBoard};
+use crate::http::status::{SourceType, StatusBoard};
 use crate::source::{Source, SourceError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,7 +39,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 pub struct SourceSpec {
     pub settings: Settings,
     pub source: Source,
-    pub kind: SourceKind,
+    pub kind: SourceType,
     /// Where it comes from, for people: a directory or a Git URL (no credentials).
     pub location: String,
     /// Resync interval (and Git poll interval).
@@ -54,8 +54,8 @@ impl SourceSpec {
     pub fn from_config(config: &SourceConfig, state_dir: &Path) -> Result<Self, SourceError> {
         let source = Source::new(config, state_dir)?;
         let kind = match config.kind {
-            ConfigKind::Dir { .. } => SourceKind::Dir,
-            ConfigKind::Git(_) => SourceKind::Git,
+            ConfigKind::Dir { .. } => SourceType::Dir,
+            ConfigKind::Git(_) => SourceType::Git,
         };
         Ok(SourceSpec {
             settings: Settings {

@@ -10,7 +10,7 @@ use crate::daemon::reconcile::{ReconcileError, Reconciler, short};
 use crate::daemon::scheduler::{Action, Decision, Found, Reason, Scheduler, Timing};
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
-use crate::http::status::SourceKind;
+use crate::http::status::SourceType;
 use crate::kube::watch::Change;
 use crate::source::{Snapshot, SourceError};
 use tokio::sync::mpsc;
@@ -151,7 +151,7 @@ impl SourceTask {
         }
         let started = Instant::now();
         let result = self.spec.source.fetch().await;
-        if self.spec.kind == SourceKind::Git {
+        if self.spec.kind == SourceType::Git {
             let seconds = started.elapsed().as_secs_f64();
             self.reconciler.metrics.observe_git_fetch(
                 &self.spec.settings.name,

@@ -1,4 +1,5 @@
-//! Diffs: normalising objects, masking Secrets and rendering unified diffs.
+//! Diffs: normalising objects, masking Secrets and computing unified diffs (which
+//! [`crate::report::diff_text`] colours for a terminal).
 //!
 //! The engine compares the LIVE object (a GET) with the result of a server-side
 //! dry-run apply of our manifest (what the object WOULD be). Both come from the API
@@ -343,7 +344,7 @@ pub struct ObjectDiff {
     pub object: ObjectRef,
     /// A unified diff (3 lines of context) of the normalised, masked, key-sorted YAML,
     /// headed `--- live/<object>` (or `--- /dev/null` for a creation) and
-    /// `+++ desired/<object>`. No ANSI codes; see [`render`].
+    /// `+++ desired/<object>`. No ANSI codes; see [`crate::report::diff_text`].
     pub unified: String,
     /// The JSON paths that differ, e.g. `spec.replicas`,
     /// `spec.template.spec.containers[0].image`, `data.password`; keys that are not
@@ -459,53 +460,10 @@ fn join_key(path: &str, key: &str) -> String {
     }
 }
 
-const BOLD: &str = "\x1b[1m";
-const RED: &str = "\x1b[31m";
-const GREEN: &str = "\x1b[32m";
-const CYAN: &str = "\x1b[36m";
-const RESET: &str = "\x1b[0m";
-
-/// The unified diff for a terminal: with `color`, bold headers, cyan `@@` hunk lines,
-/// red `-` and green `+` lines; without, exactly [`ObjectDiff::unified`].
-///
-/// Why: the CLI colours only when writing to a terminal (and not under `NO_COLOR`);
-/// logs and files must stay free of escape codes, so the caller decides.
-pub fn render(diff: &ObjectDiff, color: bool) -> String {
-    if !color {
-        return diff.unified.clone();
-    }
-    let mut out = String::with_capacity(diff.unified.len() + 64);
-    // The file headers are the lines before the first hunk; after that a line starting
-    // with `---` is a removed line whose content starts with `--`.
-    let mut in_header = true;
-    for line in diff.unified.lines() {
-        let style = if line.starts_with("@@") {
-            in_header = false;
-            CYAN
-        } else if in_header && (line.starts_with("---") || line.starts_with("+++")) {
-            BOLD
-        } else if line.starts_with('-') {
-            RED
-        } else if line.starts_with('+') {
-            GREEN
-        } else {
-            ""
-        };
-        if style.is_empty() {
-            out.push_str(line);
-        } else {
-            out.push_str(style);
-            out.push_str(line);
-            out.push_str(RESET);
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::diff_text;
     use serde_json::json;
 
     fn deployment_ref() -> ObjectRef {
@@ -840,8 +798,8 @@ mod tests {
             vec!["data.added", "data.gone", "data.password"]
         );
         for output in [
-            render(&diff, false),
-            render(&diff, true),
+            diff_text(&diff, false),
+            diff_text(&diff, true),
             format!("{diff:?}"),
         ] {
             assert_no_secret_in(&output);
@@ -873,7 +831,7 @@ mod tests {
     fn secret_creation_reveals_nothing() {
         let desired = secret(&[("password", PLAIN_NEW)], true);
         let diff = diff_objects(&secret_ref(), None, &desired).expect("creation");
-        assert_no_secret_in(&render(&diff, true));
+        assert_no_secret_in(&diff_text(&diff, true));
         assert!(
             diff.unified
                 .contains(&format!("+  password: '{MASK_AFTER}'"))
@@ -939,22 +897,6 @@ mod tests {
         // A kind named Secret in another group is not the core Secret.
         let other = json!({"apiVersion": "example.com/v1", "kind": "Secret", "data": {"k": "v"}});
         assert_eq!(mask_secrets(&other), other);
-    }
-
-    #[test]
-    fn render_colors_only_when_asked() {
-        let live = deployment(3, "nginx:1.25");
-        let desired = deployment(5, "nginx:1.25");
-        let diff = diff_objects(&deployment_ref(), Some(&live), &desired).expect("drift");
-        let plain = render(&diff, false);
-        assert_eq!(plain, diff.unified);
-        assert!(!plain.contains('\x1b'));
-        let colored = render(&diff, true);
-        assert!(colored.contains("\x1b["));
-        assert!(colored.contains(&format!("{RED}-  replicas: 3{RESET}")));
-        assert!(colored.contains(&format!("{GREEN}+  replicas: 5{RESET}")));
-        assert!(colored.contains(&format!("{BOLD}--- live/Deployment.apps/shop/web{RESET}")));
-        assert!(colored.lines().any(|l| l.starts_with(&format!("{CYAN}@@"))));
     }
 
     #[test]

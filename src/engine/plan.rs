@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What the engine will do (or, with `--dry-run`, would do) with one object.
@@ -99,6 +100,52 @@ pub enum PlanError {
          this is usually a wrong path or branch; pass --allow-mass-prune if it is intended"
     )]
     MassPrune { would_prune: usize, owned: usize },
+    /// No manifests at all (see [`check_not_empty`]).
+    #[error("{}", empty_message(.0))]
+    Empty(LoadedFrom),
+}
+
+/// Where a run's manifests were read from: the refusal of an empty set names it and
+/// says how to override the guard there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// `converge apply|diff PATH…`: overridden with `--prune --allow-mass-prune`.
+    Paths(Vec<PathBuf>),
+    /// A daemon source's directory or checkout: overridden with `allow_mass_prune = true`.
+    Source(PathBuf),
+}
+
+/// Refuses an empty set of manifests unless both prune and allow_mass_prune are set.
+/// Why: an empty source is far more often a wrong path or branch than a wish to
+/// delete everything, and with prune it would delete every object converge owns.
+pub fn check_not_empty(
+    manifests: &[Manifest],
+    options: PlanOptions,
+    from: LoadedFrom,
+) -> Result<(), PlanError> {
+    if manifests.is_empty() && !(options.prune && options.allow_mass_prune) {
+        return Err(PlanError::Empty(from));
+    }
+    Ok(())
+}
+
+fn empty_message(from: &LoadedFrom) -> String {
+    match from {
+        LoadedFrom::Paths(paths) => {
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "no manifests found in {}: nothing was changed. With --prune an empty source \
+                 would delete every object converge owns there; check the path, or pass \
+                 --prune --allow-mass-prune to delete them on purpose",
+                paths.join(", ")
+            )
+        }
+        LoadedFrom::Source(root) => format!(
+            "no manifests found in {}: nothing was changed (an empty revision would prune \
+             everything; set allow_mass_prune = true if that is intended)",
+            root.display()
+        ),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -524,6 +571,44 @@ mod tests {
         assert_eq!(
             plan(wanted(), &half, PRUNE).expect("half").counts().pruned,
             1
+        );
+    }
+
+    #[test]
+    fn empty_set_is_refused_unless_prune_and_mass_prune_are_allowed() {
+        let from = || LoadedFrom::Source(PathBuf::from("/srv/shop"));
+        let allowed = PlanOptions {
+            allow_mass_prune: true,
+            ..PRUNE
+        };
+        let err = check_not_empty(&[], PRUNE, from()).expect_err("empty");
+        assert_eq!(err, PlanError::Empty(from()));
+        assert!(
+            err.to_string()
+                .starts_with("no manifests found in /srv/shop: nothing was changed")
+        );
+        assert!(
+            err.to_string().contains("set allow_mass_prune = true"),
+            "{err}"
+        );
+        let no_prune = PlanOptions {
+            prune: false,
+            ..allowed
+        };
+        assert!(check_not_empty(&[], no_prune, from()).is_err());
+        assert_eq!(check_not_empty(&[], allowed, from()), Ok(()));
+        let one = [manifest(configmap("a", "x"))];
+        assert_eq!(check_not_empty(&one, PRUNE, from()), Ok(()));
+        let paths = LoadedFrom::Paths(vec!["k8s/a".into(), "k8s/b".into()]);
+        let err = check_not_empty(&[], PRUNE, paths).expect_err("empty");
+        assert!(
+            err.to_string()
+                .starts_with("no manifests found in k8s/a, k8s/b:"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("pass --prune --allow-mass-prune"),
+            "{err}"
         );
     }
 

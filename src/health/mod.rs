@@ -18,8 +18,9 @@ pub mod evidence;
 pub mod wait;
 
 pub use evidence::{Evidence, gather};
-pub use wait::{ObjectHealth, Progress, WaitOptions, WaitOutcome};
+pub use wait::{Progress, WaitOptions, WaitOutcome, WaitedObject};
 
+use crate::kube::GroupVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -112,8 +113,7 @@ pub fn assess(live: &Value) -> Health {
     if live.pointer("/metadata/deletionTimestamp").is_some() {
         return Health::progressing("being deleted");
     }
-    let api_version = text(live, "/apiVersion");
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let group = GroupVersion::parse(text(live, "/apiVersion")).map_or("", |gv| gv.group);
     match (group, text(live, "/kind")) {
         ("apps", "Deployment") => deployment(live),
         ("apps", "StatefulSet") => stateful_set(live),

@@ -42,13 +42,13 @@ pub struct Progress<'a> {
     pub total: usize,
     pub elapsed: Duration,
     /// The first object (in apply order) that is not ready yet.
-    pub waiting_for: Option<&'a ObjectHealth>,
+    pub waiting_for: Option<&'a WaitedObject>,
 }
 
-/// One object's health at the end of a wait, with evidence when it is not ready.
+/// An object waited for: its latest health, with evidence when it is not ready.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectHealth {
+pub struct WaitedObject {
     #[serde(serialize_with = "as_string")]
     pub object: ObjectRef,
     #[serde(flatten)]
@@ -69,7 +69,7 @@ fn as_string<S: serde::Serializer>(object: &ObjectRef, s: S) -> Result<S::Ok, S:
 #[serde(rename_all = "camelCase")]
 pub struct WaitOutcome {
     /// Every waited-for object, in the order given.
-    pub objects: Vec<ObjectHealth>,
+    pub objects: Vec<WaitedObject>,
     #[serde(serialize_with = "as_seconds")]
     pub elapsed: Duration,
     pub timed_out: bool,
@@ -202,7 +202,7 @@ fn deadline_after(timeout: Duration) -> tokio::time::Instant {
 
 /// The health of every waited-for object, updated one change at a time.
 struct Tracker {
-    objects: Vec<ObjectHealth>,
+    objects: Vec<WaitedObject>,
     index: HashMap<ObjectRef, usize>,
     /// Kinds discovery cannot resolve: their objects stay failed.
     unwatched: BTreeSet<GroupKind>,
@@ -210,9 +210,9 @@ struct Tracker {
 
 impl Tracker {
     fn new(objects: &[ObjectRef]) -> Self {
-        let objects: Vec<ObjectHealth> = objects
+        let objects: Vec<WaitedObject> = objects
             .iter()
-            .map(|object| ObjectHealth {
+            .map(|object| WaitedObject {
                 object: object.clone(),
                 health: Health::progressing(format!(
                     "not observed yet (waiting for the watch on {})",
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn outcome_serializes_objects_as_strings_with_flat_health() {
         let outcome = WaitOutcome {
-            objects: vec![ObjectHealth {
+            objects: vec![WaitedObject {
                 object: cm_ref("a"),
                 health: Health::ready("exists"),
                 evidence: None,

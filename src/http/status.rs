@@ -1,6 +1,7 @@
 //! The drift/sync status model: what the daemon knows about each source, shared between
 //! the reconcile loop (which writes it) and the HTTP server (which serves it as
-//! `/status` and `/readyz`), and rendered as the table `converge status` prints.
+//! `/status` and `/readyz`); [`crate::report::status_text`] renders it as the table
+//! `converge status` prints.
 //!
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
 //! server can each hold one without threading references through tasks.
@@ -8,9 +9,9 @@
 use crate::health::{Evidence, Health, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::{self, Write};
+use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Shared, clonable status of every configured source, keyed by source name.
 ///
@@ -25,7 +26,7 @@ impl StatusBoard {
     /// Records a source at start-up with result [`SyncResult::Pending`], so `/readyz`
     /// waits for it. Registering a known name again only updates its kind and
     /// location: the history of a source survives a configuration reload.
-    pub fn register(&self, name: &str, kind: SourceKind, location: &str) {
+    pub fn register(&self, name: &str, kind: SourceType, location: &str) {
         let mut sources = self.write();
         let entry = sources
             .entry(name.to_owned())
@@ -83,16 +84,16 @@ impl StatusBoard {
 /// Where a source's manifests come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub enum SourceType {
     Dir,
     Git,
 }
 
-impl fmt::Display for SourceKind {
+impl fmt::Display for SourceType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SourceKind::Dir => "dir",
-            SourceKind::Git => "git",
+            SourceType::Dir => "dir",
+            SourceType::Git => "git",
         })
     }
 }
@@ -111,7 +112,7 @@ pub struct StatusReport {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    pub kind: SourceKind,
+    pub kind: SourceType,
     /// The repository URL or directory path, as configured.
     pub location: String,
     /// The last revision applied successfully (the "last good" one).
@@ -135,7 +136,7 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
-    fn new(name: &str, kind: SourceKind, location: &str) -> Self {
+    fn new(name: &str, kind: SourceType, location: &str) -> Self {
         SourceStatus {
             name: name.to_owned(),
             kind,
@@ -314,25 +315,6 @@ pub enum ObjectState {
     Failed,
 }
 
-impl ObjectState {
-    /// The order in which counts are listed in the OBJECTS column.
-    const ALL: [ObjectState; 5] = [
-        ObjectState::InSync,
-        ObjectState::Drifted,
-        ObjectState::Missing,
-        ObjectState::Pruned,
-        ObjectState::Failed,
-    ];
-
-    /// States that need a person's attention and get a section under the table.
-    fn needs_attention(self) -> bool {
-        matches!(
-            self,
-            ObjectState::Drifted | ObjectState::Missing | ObjectState::Failed
-        )
-    }
-}
-
 impl fmt::Display for ObjectState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -373,219 +355,21 @@ mod rfc3339 {
     }
 }
 
-const GREEN: &str = "\x1b[32m";
-const YELLOW: &str = "\x1b[33m";
-const RED: &str = "\x1b[31m";
-const RESET: &str = "\x1b[0m";
-
-const HEADERS: [&str; COLUMNS] = [
-    "SOURCE",
-    "KIND",
-    "REVISION",
-    "RESULT",
-    "HEALTH",
-    "LAST SUCCESS",
-    "OBJECTS",
-];
-const COLUMNS: usize = 7;
-
-/// The index of the RESULT column, the only one that is colored.
-const RESULT_COLUMN: usize = 3;
-
-/// What `converge status` prints: an aligned table with one row per source, the
-/// errors of failed sources under their rows, then the diff or reason of every
-/// object that needs attention, so the answer to "what is wrong?" is on one screen.
-pub fn render_table(report: &StatusReport, color: bool) -> String {
-    render_table_at(report, color, SystemTime::now())
-}
-
-/// [`render_table`] with an explicit "now", so relative times are testable.
-fn render_table_at(report: &StatusReport, color: bool, now: SystemTime) -> String {
-    let rows: Vec<[String; COLUMNS]> = report.sources.iter().map(|s| row(s, now)).collect();
-    let widths = column_widths(&rows);
-    let mut out = String::new();
-    push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
-    for (source, cells) in report.sources.iter().zip(&rows) {
-        let tint = color.then(|| result_color(source.result));
-        push_row(&mut out, cells, &widths, tint);
-        push_error(&mut out, source);
-    }
-    for source in &report.sources {
-        push_object_sections(&mut out, source);
-        push_health_sections(&mut out, source);
-    }
-    out
-}
-
-/// The cells of one source's row, uncolored (widths are measured on these).
-fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
-    let revision = source
-        .revision
-        .as_deref()
-        .map_or_else(|| "-".to_owned(), short_revision);
-    let result = if source.dry_run {
-        format!("{} (dry run)", source.result)
-    } else {
-        source.result.to_string()
-    };
-    let last_success = source
-        .last_success
-        .map_or_else(|| "never".to_owned(), |t| relative_time(t, now));
-    [
-        source.name.clone(),
-        source.kind.to_string(),
-        revision,
-        result,
-        health_cell(&source.health),
-        last_success,
-        object_counts(source),
-    ]
-}
-
-fn column_widths(rows: &[[String; COLUMNS]]) -> [usize; COLUMNS] {
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for cells in rows {
-        for (width, cell) in widths.iter_mut().zip(cells) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    widths
-}
-
-/// Writes one aligned line. Padding is computed on the plain text and added outside
-/// the color codes, so colored and plain tables line up the same way.
-fn push_row(
-    out: &mut String,
-    cells: &[String; COLUMNS],
-    widths: &[usize; COLUMNS],
-    tint: Option<&str>,
-) {
-    let mut line = String::new();
-    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-        if i > 0 {
-            line.push_str("  ");
-        }
-        let padding = width.saturating_sub(cell.chars().count());
-        match tint {
-            Some(tint) if i == RESULT_COLUMN => {
-                let _ = write!(line, "{tint}{cell}{RESET}");
-            }
-            _ => line.push_str(cell),
-        }
-        line.extend(std::iter::repeat_n(' ', padding));
-    }
-    out.push_str(line.trim_end());
-    out.push('\n');
-}
-
-fn result_color(result: SyncResult) -> &'static str {
-    match result {
-        SyncResult::Synced => GREEN,
-        SyncResult::Drifted | SyncResult::Pending => YELLOW,
-        SyncResult::Failed => RED,
-    }
-}
-
-/// The error of a failed source, indented under its row, with the revision that
-/// failed when it is not the one still applied.
-fn push_error(out: &mut String, source: &SourceStatus) {
-    let Some(error) = &source.error else { return };
-    let at = match &source.attempted_revision {
-        Some(attempted) if source.revision.as_ref() != Some(attempted) => {
-            format!(" (revision {})", short_revision(attempted))
-        }
-        _ => String::new(),
-    };
-    let mut lines = error.lines();
-    let _ = writeln!(out, "  error{at}: {}", lines.next().unwrap_or_default());
-    for line in lines {
-        let _ = writeln!(out, "    {line}");
-    }
-}
-
-/// A blank line, then `<object> <state>:` and its diff or reason, indented, for
-/// every object of the source that is drifted, missing or failed.
-fn push_object_sections(out: &mut String, source: &SourceStatus) {
-    for object in source.objects.iter().filter(|o| o.state.needs_attention()) {
-        let _ = writeln!(out, "\n{} {}:", object.object, object.state);
-        let detail = object.diff.as_deref().or(object.reason.as_deref());
-        for line in detail.unwrap_or("(no details recorded)").lines() {
-            let _ = writeln!(out, "    {line}");
-        }
-    }
-}
-
-/// `ready 35/35`, `progressing 12/35`, `failed 34/35`: the state and how many
-/// objects are ready; `-` before the first reconcile.
-fn health_cell(health: &SourceHealth) -> String {
-    match health.state {
-        Some(state) => format!("{state} {}/{}", health.ready, health.objects.len()),
-        None => "-".to_owned(),
-    }
-}
-
-/// Every failed object of the source with the evidence gathered for it.
-fn push_health_sections(out: &mut String, source: &SourceStatus) {
-    for object in source
-        .health
-        .objects
-        .iter()
-        .filter(|o| o.health.state == State::Failed)
-    {
-        let _ = writeln!(out, "\n{} failed: {}", object.object, object.health.message);
-        if let Some(evidence) = &object.evidence {
-            out.push_str(&crate::report::evidence_text(evidence));
-        }
-    }
-}
-
-/// Git revisions are 40 hex digits; 12 identify a commit in any real repository.
-fn short_revision(revision: &str) -> String {
-    revision.chars().take(12).collect()
-}
-
-/// `35 in-sync, 1 drifted`: only the states that occur, in a fixed order.
-fn object_counts(source: &SourceStatus) -> String {
-    let parts: Vec<String> = ObjectState::ALL
-        .iter()
-        .map(|&state| (state, source.count(state)))
-        .filter(|&(_, n)| n > 0)
-        .map(|(state, n)| format!("{n} {state}"))
-        .collect();
-    if parts.is_empty() {
-        "-".to_owned()
-    } else {
-        parts.join(", ")
-    }
-}
-
-/// `12s ago`, `5m ago`, `3h ago`, `2d ago`: the largest whole unit, which is all a
-/// person scanning the table needs. A time in the future (clock skew between the
-/// daemon and the client) reads as `0s ago`.
-fn relative_time(then: SystemTime, now: SystemTime) -> String {
-    let secs = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3_600 => format!("{}m ago", secs / 60),
-        3_600..86_400 => format!("{}h ago", secs / 3_600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
-}
-
+/// Status boards and reports for tests of the model and of its rendering.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    fn board_with(names: &[&str]) -> StatusBoard {
+    pub fn board_with(names: &[&str]) -> StatusBoard {
         let board = StatusBoard::default();
         for name in names {
-            board.register(name, SourceKind::Git, "https://example.com/repo.git");
+            board.register(name, SourceType::Git, "https://example.com/repo.git");
         }
         board
     }
 
-    fn object(name: &str, state: ObjectState) -> ObjectStatus {
+    pub fn object(name: &str, state: ObjectState) -> ObjectStatus {
         ObjectStatus {
             object: name.to_owned(),
             state,
@@ -593,6 +377,48 @@ mod tests {
             reason: None,
         }
     }
+
+    pub fn sample_report() -> StatusReport {
+        let board = board_with(&["apps"]);
+        board.update("apps", |s| {
+            s.revision = Some("0123456789abcdef0123456789abcdef01234567".into());
+            s.attempted_revision = s.revision.clone();
+            s.last_attempt = Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
+            s.last_success = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            s.result = SyncResult::Drifted;
+            s.reconciles = 4;
+            s.objects = vec![
+                object("Namespace/shop", ObjectState::InSync),
+                ObjectStatus {
+                    diff: Some("-  replicas: 3\n+  replicas: 5".into()),
+                    ..object("Deployment.apps/shop/web", ObjectState::Drifted)
+                },
+            ];
+            s.health.set_objects(vec![
+                healthy("Namespace/shop", Health::ready("active")),
+                healthy(
+                    "Deployment.apps/shop/web",
+                    Health::ready("3 of 3 replicas available"),
+                ),
+            ]);
+        });
+        board.report()
+    }
+
+    pub fn healthy(object: &str, health: Health) -> ObjectHealth {
+        ObjectHealth {
+            object: object.to_owned(),
+            health,
+            evidence: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn ready_only_when_every_source_finished_a_reconcile() {
@@ -625,11 +451,11 @@ mod tests {
     fn register_again_keeps_history() {
         let board = board_with(&["apps"]);
         board.update("apps", |s| s.reconciles = 3);
-        board.register("apps", SourceKind::Dir, "/srv/apps");
+        board.register("apps", SourceType::Dir, "/srv/apps");
         let source = &board.report().sources[0];
         assert_eq!(
             (source.kind, source.location.as_str(), source.reconciles),
-            (SourceKind::Dir, "/srv/apps", 3)
+            (SourceType::Dir, "/srv/apps", 3)
         );
     }
 
@@ -644,7 +470,7 @@ mod tests {
 
     #[test]
     fn counts_objects_by_state() {
-        let mut source = SourceStatus::new("apps", SourceKind::Git, "x");
+        let mut source = SourceStatus::new("apps", SourceType::Git, "x");
         source.objects = vec![
             object("a", ObjectState::InSync),
             object("b", ObjectState::InSync),
@@ -653,42 +479,6 @@ mod tests {
         assert_eq!(source.count(ObjectState::InSync), 2);
         assert_eq!(source.count(ObjectState::Drifted), 1);
         assert_eq!(source.count(ObjectState::Failed), 0);
-        assert_eq!(object_counts(&source), "2 in-sync, 1 drifted");
-    }
-
-    fn sample_report() -> StatusReport {
-        let board = board_with(&["apps"]);
-        board.update("apps", |s| {
-            s.revision = Some("0123456789abcdef0123456789abcdef01234567".into());
-            s.attempted_revision = s.revision.clone();
-            s.last_attempt = Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
-            s.last_success = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-            s.result = SyncResult::Drifted;
-            s.reconciles = 4;
-            s.objects = vec![
-                object("Namespace/shop", ObjectState::InSync),
-                ObjectStatus {
-                    diff: Some("-  replicas: 3\n+  replicas: 5".into()),
-                    ..object("Deployment.apps/shop/web", ObjectState::Drifted)
-                },
-            ];
-            s.health.set_objects(vec![
-                healthy("Namespace/shop", Health::ready("active")),
-                healthy(
-                    "Deployment.apps/shop/web",
-                    Health::ready("3 of 3 replicas available"),
-                ),
-            ]);
-        });
-        board.report()
-    }
-
-    fn healthy(object: &str, health: Health) -> ObjectHealth {
-        ObjectHealth {
-            object: object.to_owned(),
-            health,
-            evidence: None,
-        }
     }
 
     #[test]
@@ -759,39 +549,6 @@ mod tests {
     }
 
     #[test]
-    fn table_shows_failed_objects_with_their_evidence() {
-        let board = board_with(&["apps"]);
-        board.update("apps", |s| {
-            s.result = SyncResult::Synced;
-            s.health.set_objects(vec![healthy(
-                "Job.batch/shop/migrate",
-                Health::failed("Job failed: BackoffLimitExceeded"),
-            )]);
-            s.health.set_evidence(
-                "Job.batch/shop/migrate",
-                Evidence {
-                    notes: vec!["all 0 Pod(s) of it are ready".into()],
-                    ..Evidence::default()
-                },
-            );
-        });
-        let table = render_table_at(&board.report(), false, SystemTime::now());
-        assert!(
-            table
-                .lines()
-                .nth(1)
-                .unwrap_or_default()
-                .contains("failed 0/1"),
-            "{table}"
-        );
-        assert!(
-            table.contains("\nJob.batch/shop/migrate failed: Job failed: BackoffLimitExceeded\n"),
-            "{table}"
-        );
-        assert!(table.contains("all 0 Pod(s) of it are ready"), "{table}");
-    }
-
-    #[test]
     fn json_round_trips_with_rfc3339_timestamps() {
         let report = sample_report();
         let json = serde_json::to_value(&report).expect("serializes");
@@ -818,77 +575,12 @@ mod tests {
 
     #[test]
     fn bad_timestamps_are_errors_not_panics() {
-        let mut source = SourceStatus::new("apps", SourceKind::Dir, "/srv");
+        let mut source = SourceStatus::new("apps", SourceType::Dir, "/srv");
         source.last_success = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
         assert!(serde_json::to_string(&source).is_err());
         let mut json =
-            serde_json::to_value(SourceStatus::new("a", SourceKind::Dir, "/")).expect("serializes");
+            serde_json::to_value(SourceStatus::new("a", SourceType::Dir, "/")).expect("serializes");
         json["lastSuccess"] = "yesterday".into();
         assert!(serde_json::from_value::<SourceStatus>(json).is_err());
-    }
-
-    #[test]
-    fn table_has_aligned_columns_relative_time_and_diff_section() {
-        let report = sample_report();
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
-        let table = render_table_at(&report, false, now);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(
-            lines[0],
-            "SOURCE  KIND  REVISION      RESULT   HEALTH     LAST SUCCESS  OBJECTS"
-        );
-        assert_eq!(
-            lines[1],
-            "apps    git   0123456789ab  drifted  ready 2/2  12s ago       1 in-sync, 1 drifted"
-        );
-        assert!(table.contains("\nDeployment.apps/shop/web drifted:\n    -  replicas: 3\n"));
-        assert!(!table.contains("Namespace/shop"));
-        assert!(!table.contains('\x1b'));
-    }
-
-    #[test]
-    fn table_shows_errors_reasons_and_never() {
-        let board = board_with(&["apps", "infrastructure"]);
-        board.update("infrastructure", |s| {
-            s.result = SyncResult::Failed;
-            s.attempted_revision = Some("feedfacecafe1234".into());
-            s.error = Some("apps.yaml:3: unknown kind Deploymnet\nsecond line".into());
-            s.objects = vec![ObjectStatus {
-                reason: Some("admission webhook denied".into()),
-                ..object("ConfigMap/infra/settings", ObjectState::Failed)
-            }];
-        });
-        let table = render_table_at(&board.report(), false, SystemTime::now());
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].starts_with("apps            git   -         pending  -       never"));
-        assert!(lines[2].starts_with("infrastructure  git   -         failed   -       never"));
-        assert_eq!(
-            lines[3],
-            "  error (revision feedfacecafe): apps.yaml:3: unknown kind Deploymnet"
-        );
-        assert_eq!(lines[4], "    second line");
-        assert!(table.contains("ConfigMap/infra/settings failed:\n    admission webhook denied\n"));
-    }
-
-    #[test]
-    fn color_tints_only_the_result_and_keeps_alignment() {
-        let report = sample_report();
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
-        let plain = render_table_at(&report, false, now);
-        let colored = render_table_at(&report, true, now);
-        assert!(colored.contains(&format!("{YELLOW}drifted{RESET}  ready 2/2  12s ago")));
-        assert_eq!(colored.replace(YELLOW, "").replace(RESET, ""), plain);
-    }
-
-    #[test]
-    fn relative_times_use_the_largest_unit() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let ago = |secs| relative_time(now - Duration::from_secs(secs), now);
-        assert_eq!(ago(0), "0s ago");
-        assert_eq!(ago(59), "59s ago");
-        assert_eq!(ago(61), "1m ago");
-        assert_eq!(ago(7_200), "2h ago");
-        assert_eq!(ago(3 * 86_400), "3d ago");
-        assert_eq!(relative_time(now + Duration::from_secs(5), now), "0s ago");
     }
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 #[cfg(doc)]
 use super::config::ClusterConfig;
-use super::config::{Auth, ConfigError, ExecConfig, parse_certs, parse_key};
+use super::config::{Auth, ClusterConfigError, ExecConfig, parse_certs, parse_key};
 use super::error::Error;
 
 /// How long a token read from a file is trusted before it is read again, even if
@@ -58,11 +58,11 @@ pub(crate) enum Authenticator {
 
 impl Authenticator {
     /// `origin` names the kubeconfig context for errors (see [`ClusterConfig::origin`]).
-    pub(crate) fn new(auth: &Auth, origin: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn new(auth: &Auth, origin: &str) -> Result<Self, ClusterConfigError> {
         Ok(match auth {
             Auth::None | Auth::ClientCert { .. } => Authenticator::None,
             Auth::Token(token) => {
-                Authenticator::Static(bearer(token).ok_or_else(|| ConfigError::Entry {
+                Authenticator::Static(bearer(token).ok_or_else(|| ClusterConfigError::Entry {
                     entity: "the bearer token".into(),
                     file: PathBuf::from(origin),
                     problem: "contains characters that cannot be sent in an HTTP header".into(),
@@ -170,13 +170,13 @@ impl TokenFile {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<HeaderValue, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read_token_file(path: &Path) -> Result<HeaderValue, ClusterConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClusterConfigError::Read {
         what: "the bearer token file".into(),
         path: path.to_path_buf(),
         source,
     })?;
-    let problem = |p: &str| ConfigError::Entry {
+    let problem = |p: &str| ClusterConfigError::Entry {
         entity: "the bearer token file".into(),
         file: path.to_path_buf(),
         problem: p.into(),

@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use super::auth::{Authenticator, Identity};
 use super::backoff::Backoff;
-use super::config::{Auth, ClusterConfig, ConfigError};
+use super::config::{Auth, ClusterConfig, ClusterConfigError};
 use super::error::{Error, Status};
 use super::request::{
     ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Query, WatchParams,
@@ -555,7 +555,7 @@ fn build_http(
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| {
-            Error::from(ConfigError::Tls {
+            Error::from(ClusterConfigError::Tls {
                 origin: cluster.origin.clone(),
                 problem: format!("the HTTP client cannot be built: {e}"),
             })

@@ -125,7 +125,7 @@ impl fmt::Debug for ExecConfig {
 /// Why cluster access could not be configured. Messages name the file and the
 /// context/user/cluster and say what to do; they never contain credentials.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ClusterConfigError {
     #[error("could not read {what} {}: {source}", path.display())]
     Read {
         what: String,
@@ -227,7 +227,10 @@ impl LoadEnv {
 impl ClusterConfig {
     /// Resolves cluster access the kubectl way: explicit path → `KUBECONFIG` →
     /// `~/.kube/config` → in-cluster. `context` overrides the current-context.
-    pub fn load(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn load(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Self, ClusterConfigError> {
         Self::load_with(&LoadEnv::from_process(), kubeconfig, context)
     }
 
@@ -236,7 +239,7 @@ impl ClusterConfig {
         env: &LoadEnv,
         kubeconfig: Option<&Path>,
         context: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ClusterConfigError> {
         if let Some(path) = kubeconfig {
             return Self::from_kubeconfig_files(&[path.to_path_buf()], context);
         }
@@ -247,7 +250,7 @@ impl ClusterConfig {
                 .collect();
             let existing: Vec<PathBuf> = listed.iter().filter(|p| p.exists()).cloned().collect();
             if existing.is_empty() {
-                return Err(ConfigError::KubeconfigEnvEmpty { files: listed });
+                return Err(ClusterConfigError::KubeconfigEnvEmpty { files: listed });
             }
             return Self::from_kubeconfig_files(&existing, context);
         }
@@ -263,7 +266,7 @@ impl ClusterConfig {
             None => tried.push("~/.kube/config: HOME is not set".into()),
         }
         if let Some(context) = context {
-            return Err(ConfigError::ContextWithoutKubeconfig {
+            return Err(ClusterConfigError::ContextWithoutKubeconfig {
                 context: context.into(),
                 tried,
             });
@@ -277,28 +280,29 @@ impl ClusterConfig {
                     "in-cluster: KUBERNETES_SERVICE_HOST/PORT are not set (not running in a Pod)"
                         .into(),
                 );
-                Err(ConfigError::NotFound { tried })
+                Err(ClusterConfigError::NotFound { tried })
             }
         }
     }
 
     /// The in-cluster service account: `https://host:port`, `dir/ca.crt`, the token
     /// file `dir/token` (re-read as it rotates) and `dir/namespace`.
-    pub fn in_cluster(dir: &Path, host: &str, port: &str) -> Result<Self, ConfigError> {
+    pub fn in_cluster(dir: &Path, host: &str, port: &str) -> Result<Self, ClusterConfigError> {
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
             host.to_string()
         };
-        let server =
-            Url::parse(&format!("https://{host}:{port}")).map_err(|e| ConfigError::InCluster {
+        let server = Url::parse(&format!("https://{host}:{port}")).map_err(|e| {
+            ClusterConfigError::InCluster {
                 problem: format!(
                     "KUBERNETES_SERVICE_HOST/PORT ({host}:{port}) do not form a URL: {e}"
                 ),
-            })?;
+            }
+        })?;
         let token = dir.join("token");
         if !token.is_file() {
-            return Err(ConfigError::InCluster {
+            return Err(ClusterConfigError::InCluster {
                 problem: format!(
                     "{} does not exist; mount a service account token (automountServiceAccountToken: true)",
                     token.display()
@@ -306,12 +310,12 @@ impl ClusterConfig {
             });
         }
         let ca_path = dir.join("ca.crt");
-        let ca_pem = std::fs::read(&ca_path).map_err(|source| ConfigError::Read {
+        let ca_pem = std::fs::read(&ca_path).map_err(|source| ClusterConfigError::Read {
             what: "the service account CA".into(),
             path: ca_path.clone(),
             source,
         })?;
-        let ca = parse_certs(&ca_pem).map_err(|problem| ConfigError::InCluster {
+        let ca = parse_certs(&ca_pem).map_err(|problem| ClusterConfigError::InCluster {
             problem: format!("{}: {problem}", ca_path.display()),
         })?;
         let namespace = std::fs::read_to_string(dir.join("namespace"))
@@ -335,7 +339,7 @@ impl ClusterConfig {
     pub fn from_kubeconfig_files(
         paths: &[PathBuf],
         context: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ClusterConfigError> {
         let files = paths
             .iter()
             .map(|p| KubeconfigFile::read(p))
@@ -451,8 +455,8 @@ struct KubeconfigFile {
 }
 
 impl KubeconfigFile {
-    fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    fn read(path: &Path) -> Result<Self, ClusterConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterConfigError::Read {
             what: "kubeconfig".into(),
             path: path.to_path_buf(),
             source,
@@ -460,7 +464,7 @@ impl KubeconfigFile {
         let raw: RawKubeconfig = if text.trim().is_empty() {
             RawKubeconfig::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            serde_yaml::from_str(&text).map_err(|e| ClusterConfigError::Parse {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?
@@ -527,20 +531,19 @@ impl Merged {
             .find(|c| !c.is_empty())
     }
 
-    fn resolve(&self, context: Option<&str>) -> Result<ClusterConfig, ConfigError> {
-        let name =
-            context
-                .or_else(|| self.current_context())
-                .ok_or_else(|| ConfigError::NoContext {
-                    files: self.paths(),
-                })?;
-        let (ctx_file, ctx) = self
-            .context(name)
-            .ok_or_else(|| ConfigError::ContextNotFound {
-                context: name.into(),
+    fn resolve(&self, context: Option<&str>) -> Result<ClusterConfig, ClusterConfigError> {
+        let name = context.or_else(|| self.current_context()).ok_or_else(|| {
+            ClusterConfigError::NoContext {
                 files: self.paths(),
-                known: self.known_contexts(),
-            })?;
+            }
+        })?;
+        let (ctx_file, ctx) =
+            self.context(name)
+                .ok_or_else(|| ClusterConfigError::ContextNotFound {
+                    context: name.into(),
+                    files: self.paths(),
+                    known: self.known_contexts(),
+                })?;
         let cluster_name = ctx.cluster.as_deref().unwrap_or_default();
         let (cluster_file, cluster) = self
             .cluster(cluster_name)
@@ -583,8 +586,8 @@ impl Merged {
         names
     }
 
-    fn dangling(&self, context: &str, what: &'static str, name: &str) -> ConfigError {
-        ConfigError::Dangling {
+    fn dangling(&self, context: &str, what: &'static str, name: &str) -> ClusterConfigError {
+        ClusterConfigError::Dangling {
             context: context.into(),
             what,
             name: name.into(),
@@ -608,9 +611,9 @@ fn resolve_cluster(
     file: &KubeconfigFile,
     name: &str,
     raw: &RawCluster,
-) -> Result<ClusterTls, ConfigError> {
+) -> Result<ClusterTls, ClusterConfigError> {
     let entity = format!("cluster \"{name}\"");
-    let field_err = |field: &'static str, problem: String| ConfigError::Field {
+    let field_err = |field: &'static str, problem: String| ClusterConfigError::Field {
         field,
         entity: entity.clone(),
         file: file.path.clone(),
@@ -637,7 +640,7 @@ fn resolve_cluster(
         None => None,
     };
     if raw.insecure_skip_tls_verify && ca.is_some() {
-        return Err(ConfigError::Entry {
+        return Err(ClusterConfigError::Entry {
             entity,
             file: file.path.clone(),
             problem: "sets both a certificate authority and insecure-skip-tls-verify; remove one"
@@ -666,9 +669,9 @@ fn resolve_user(
     name: &str,
     raw: &RawUser,
     cluster: &ClusterTls,
-) -> Result<Auth, ConfigError> {
+) -> Result<Auth, ClusterConfigError> {
     let entity = format!("user \"{name}\"");
-    let entry_err = |problem: &str| ConfigError::Entry {
+    let entry_err = |problem: &str| ClusterConfigError::Entry {
         entity: entity.clone(),
         file: file.path.clone(),
         problem: problem.into(),
@@ -711,7 +714,7 @@ fn client_cert(
     file: &KubeconfigFile,
     raw: &RawUser,
     entity: &str,
-) -> Result<Option<Auth>, ConfigError> {
+) -> Result<Option<Auth>, ClusterConfigError> {
     let cert_pem = read_data_or_file(
         file,
         raw.client_certificate_data.as_deref(),
@@ -726,7 +729,7 @@ fn client_cert(
         entity,
         ("client-key-data", "client-key"),
     )?;
-    let field_err = |field: &'static str, problem: String| ConfigError::Field {
+    let field_err = |field: &'static str, problem: String| ClusterConfigError::Field {
         field,
         entity: entity.to_string(),
         file: file.path.clone(),
@@ -758,12 +761,12 @@ fn read_data_or_file(
     path: Option<&str>,
     entity: &str,
     (data_field, path_field): (&'static str, &'static str),
-) -> Result<Option<Vec<u8>>, ConfigError> {
+) -> Result<Option<Vec<u8>>, ClusterConfigError> {
     if let Some(data) = data.filter(|d| !d.trim().is_empty()) {
         let compact: String = data.split_whitespace().collect();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
-            .map_err(|_| ConfigError::Field {
+            .map_err(|_| ClusterConfigError::Field {
                 field: data_field,
                 entity: entity.to_string(),
                 file: file.path.clone(),
@@ -777,7 +780,7 @@ fn read_data_or_file(
     let resolved = file.resolve_path(path);
     std::fs::read(&resolved)
         .map(Some)
-        .map_err(|source| ConfigError::Read {
+        .map_err(|source| ClusterConfigError::Read {
             what: format!("{path_field} of {entity} (from {})", file.path.display()),
             path: resolved,
             source,
@@ -789,8 +792,8 @@ fn exec_config(
     user: &str,
     raw: &RawExec,
     cluster: &ClusterTls,
-) -> Result<ExecConfig, ConfigError> {
-    let field_err = |problem: String| ConfigError::Field {
+) -> Result<ExecConfig, ClusterConfigError> {
+    let field_err = |problem: String| ClusterConfigError::Field {
         field: "exec",
         entity: format!("user \"{user}\""),
         file: file.path.clone(),

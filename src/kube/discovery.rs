@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::client::Client;
 use super::error::{Error, UnservedVersion};
+use super::group_version::GroupVersion;
 use super::request::{ApiResource, group_version_path};
 
 /// Accept header asking for aggregated discovery (v2, then v2beta1 for 1.27–1.29
@@ -22,12 +23,6 @@ use super::request::{ApiResource, group_version_path};
 const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 /// Legacy discovery fetches group-versions concurrently, but politely.
 const LEGACY_CONCURRENCY: usize = 8;
-
-/// Splits an `apiVersion` into group and version: `apps/v1` → (`apps`, `v1`),
-/// `v1` → (``, `v1`).
-pub fn split_api_version(api_version: &str) -> (&str, &str) {
-    api_version.split_once('/').unwrap_or(("", api_version))
-}
 
 /// What the server serves, by group.
 #[derive(Debug, Default)]
@@ -142,8 +137,9 @@ impl Discovery {
 
     /// [`Discovery::resolve`] from a manifest's `apiVersion` (`apps/v1`, `v1`).
     pub fn resolve_api_version(&self, api_version: &str, kind: &str) -> Result<ApiResource, Error> {
-        let (group, version) = split_api_version(api_version);
-        self.resolve(group, version, kind)
+        let gv =
+            GroupVersion::parse(api_version).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        self.resolve(gv.group, gv.version, kind)
     }
 
     /// Every kind at its group's preferred version that serves it.
@@ -380,12 +376,6 @@ fn strings(doc: &Value, key: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn api_versions_split_into_group_and_version() {
-        assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
-        assert_eq!(split_api_version("v1"), ("", "v1"));
-    }
 
     fn catalog_from_aggregated() -> Catalog {
         let apis = json!({"kind": "APIGroupDiscoveryList", "items": [

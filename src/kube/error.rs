@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::auth::ExecError;
-use super::config::ConfigError;
+use super::config::ClusterConfigError;
 
 /// A `Status` object as returned by the API server for failed requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +149,7 @@ pub enum Error {
     Decode { request: String, reason: String },
     /// Cluster access is misconfigured (kubeconfig, in-cluster files, TLS material).
     #[error(transparent)]
-    Config(Box<ConfigError>),
+    Config(Box<ClusterConfigError>),
     /// The kubeconfig's exec credential plugin failed.
     #[error(transparent)]
     Exec(Box<ExecError>),
@@ -183,8 +183,8 @@ pub struct UnservedVersion {
 }
 
 // Boxed: errors travel in every `Result` of the client, so the enum stays small.
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Self {
+impl From<ClusterConfigError> for Error {
+    fn from(e: ClusterConfigError) -> Self {
         Error::Config(Box::new(e))
     }
 }

@@ -50,6 +50,8 @@ mod client;
 mod config;
 mod discovery;
 mod error;
+mod group_version;
+mod names;
 mod request;
 mod tls;
 pub mod watch;
@@ -58,9 +60,11 @@ pub use auth::ExecError;
 pub use client::{
     APPLY_PATCH, Client, ClientOptions, ObjectList, RequestObserver, WatchEvent, WatchStream,
 };
-pub use config::{Auth, ClusterConfig, ConfigError, ExecConfig, LoadEnv};
-pub use discovery::{Discovery, split_api_version};
+pub use config::{Auth, ClusterConfig, ClusterConfigError, ExecConfig, LoadEnv};
+pub use discovery::Discovery;
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
+pub use group_version::{GroupVersion, InvalidApiVersion};
+pub use names::is_dns_label;
 pub use request::{
     ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Preconditions,
     PropagationPolicy, WatchParams,

@@ -17,14 +17,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{DigitallySignedStruct, InconsistentKeys, RootCertStore, SignatureScheme};
 
-use super::config::{ClusterConfig, ConfigError};
+use super::config::{ClusterConfig, ClusterConfigError};
 
 /// Builds the TLS client config for `cluster`, presenting `identity` if given.
 pub(crate) fn client_config(
     cluster: &ClusterConfig,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<rustls::ClientConfig, ConfigError> {
-    let fail = |problem: String| ConfigError::Tls {
+) -> Result<rustls::ClientConfig, ClusterConfigError> {
+    let fail = |problem: String| ClusterConfigError::Tls {
         origin: cluster.origin.clone(),
         problem,
     };

@@ -1,7 +1,14 @@
-//! Reporting a run: the lines, diffs and summary people read, and the JSON that
-//! scripts read. Pure formatting of a [`Plan`]; no decisions are made here.
+//! Reporting: a run's lines, diffs and summary people read and the JSON scripts read,
+//! the end of `apply --wait`, and the `converge status` table. Pure formatting; no
+//! decisions are made here.
 
-use crate::engine::diff;
+mod diff;
+mod status_table;
+mod style;
+
+pub use diff::diff_text;
+pub use status_table::status_text;
+
 use crate::engine::plan::{Action, Plan};
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};
 use crate::health::{Progress, State, WaitOutcome};
@@ -28,7 +35,7 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     if options.diffs {
         for diff in plan.steps.iter().filter_map(|s| s.diff.as_ref()) {
             out.push('\n');
-            out.push_str(&diff::render(diff, options.color));
+            out.push_str(&diff_text(diff, options.color));
         }
     }
     let counts = plan.counts();
@@ -274,7 +281,7 @@ mod tests {
             namespace: Some("ns".into()),
             name: name.into(),
         };
-        let diff = changed.map(|path| diff::ObjectDiff {
+        let diff = changed.map(|path| crate::engine::diff::ObjectDiff {
             object: object.clone(),
             unified: format!("--- live\n+++ desired\n@@ -1 +1 @@\n-{path}: a\n+{path}: b\n"),
             changed_paths: vec![path.to_string()],
@@ -346,7 +353,7 @@ mod tests {
         WaitOutcome {
             objects: objects
                 .into_iter()
-                .map(|(object, health, evidence)| crate::health::ObjectHealth {
+                .map(|(object, health, evidence)| crate::health::WaitedObject {
                     object,
                     health,
                     evidence,

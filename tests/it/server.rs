@@ -5,7 +5,7 @@
 use crate::common::{github_signature, prometheus};
 use converge::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use converge::http::server::{self, Hook, ServerState};
-use converge::http::status::{ObjectState, ObjectStatus, SourceKind, StatusBoard, SyncResult};
+use converge::http::status::{ObjectState, ObjectStatus, SourceType, StatusBoard, SyncResult};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +29,9 @@ struct Harness {
 
 async fn start() -> Harness {
     let status = StatusBoard::default();
-    status.register("signed", SourceKind::Git, "https://example.com/signed.git");
-    status.register("open", SourceKind::Git, "https://example.com/open.git");
-    status.register("local", SourceKind::Dir, "/srv/manifests");
+    status.register("signed", SourceType::Git, "https://example.com/signed.git");
+    status.register("open", SourceType::Git, "https://example.com/open.git");
+    status.register("local", SourceType::Dir, "/srv/manifests");
     let (signed_tx, signed) = mpsc::channel(1);
     let (open_tx, open) = mpsc::channel(1);
     let hooks = HashMap::from([

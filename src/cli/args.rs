@@ -1,0 +1,329 @@
+//! The command line: every flag is declared, defaulted and validated here, so the
+//! commands receive settings they can trust.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use converge::config::parse_duration;
+use converge::kube::is_dns_label;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Keep a Kubernetes cluster converged with manifests from Git or a directory.
+///
+/// converge diffs manifests against the live cluster with the server's own
+/// dry-run, applies them with server-side apply, and prunes only what it owns
+/// (an ApplySet). Exit codes: 0 success (for `diff`: no changes), 1 `diff` found
+/// changes, 2 error, 3 `apply --wait`: something failed or was not ready in time.
+#[derive(Debug, Parser)]
+#[command(name = "converge", version, about, long_about)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converge the cluster with the manifests: create, update and (with --prune)
+    /// delete objects.
+    ///
+    /// Every object is first dry-run on the server; if any is rejected, nothing is
+    /// written. Unchanged objects are never written.
+    ///
+    /// With --wait, converge then watches every object until it is ready (rolled
+    /// out, available, bound, complete) and explains whatever is not: conditions,
+    /// Events, container states and log lines. Exit code 0: applied (and ready),
+    /// 2: error before or while applying, 3: something failed or was not ready
+    /// before --timeout.
+    #[command(
+        after_help = "Examples:\n  converge apply examples/guestbook --prune\n  \
+                            converge apply k8s/ -n shop --dry-run\n  \
+                            converge apply k8s/ --wait --timeout 2m"
+    )]
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, as unified diffs computed by the server's
+    /// dry-run. Exit code 0: no changes, 1: changes, 2: error.
+    #[command(after_help = "Examples:\n  converge diff examples/guestbook\n  \
+                            converge diff k8s/ --prune -o json")]
+    Diff(SyncArgs),
+    /// Run the daemon: keep every source in config.toml converged, watch for drift,
+    /// and serve /healthz, /readyz, /metrics, /status and /hooks/git/<source>.
+    ///
+    /// A directory source is applied within a second of a change; a Git source on
+    /// its webhook or every `interval`. A revision that fails (bad YAML, a value the
+    /// API server rejects) changes nothing and the last good one stays applied.
+    #[command(after_help = "Examples:\n  converge run\n  \
+                            converge run --config /etc/converge/config.toml --log-format json\n  \
+                            converge run --dry-run    # report drift, never write")]
+    Run(RunArgs),
+    /// Show the daemon's sync and drift status (from its /status endpoint).
+    /// Exit code 0: every source synced, 1: something drifted, failed or is pending,
+    /// 2: the daemon cannot be reached.
+    Status(StatusArgs),
+    /// Print converge's version and build information.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The daemon's configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "CONVERGE_CONFIG",
+        default_value = "config.toml"
+    )]
+    pub config: PathBuf,
+    /// Report drift and show it in /status, but never write to the cluster.
+    #[arg(long, env = "CONVERGE_DRY_RUN")]
+    pub dry_run: bool,
+    /// Address for the HTTP endpoints, overriding [server] listen.
+    #[arg(long, env = "CONVERGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// kubeconfig file, overriding [cluster] kubeconfig.
+    #[arg(long, env = "CONVERGE_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context, overriding [cluster] context.
+    #[arg(long, env = "CONVERGE_CONTEXT")]
+    pub context: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, env = "CONVERGE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where `converge run` serves its endpoints.
+    #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
+    pub addr: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Color: auto (in a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+    /// Show what would change (like `diff`) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// After applying, wait until every object is ready; explain what is not.
+    /// Exit code 3 when something failed or was not ready within --timeout.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 90s, 5m, 1h30m, "5 minutes".
+    #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "wait")]
+    pub timeout: std::time::Duration,
+}
+
+/// The options `apply` and `diff` share: what to converge and how to report it.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Manifest files or directories (YAML or JSON; directories are read
+    /// recursively, hidden entries skipped).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Name of the ApplySet that records what these manifests own (its parent is
+    /// the ConfigMap converge-NAME). Default: the first path's directory name.
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+    /// Namespace for namespaced objects that name none, and for the ApplySet
+    /// parent. Default: the kubeconfig context's namespace, else `default`.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Delete objects of this ApplySet whose manifests are gone.
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow a prune of more than half of the owned objects, or of everything
+    /// when the source has no manifests. Usually a wrong path or branch.
+    #[arg(long)]
+    pub allow_mass_prune: bool,
+    /// kubeconfig file. Default: $KUBECONFIG, else ~/.kube/config, else in-cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use instead of the current one.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Color diffs: auto (in a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether stdout gets ANSI colors.
+    pub fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+impl SyncArgs {
+    /// The ApplySet name: `--name`, else derived from the first path (`k8s/shop/`
+    /// → `shop`, `app.yaml` → `app`).
+    pub fn applyset_name(&self) -> Result<String, String> {
+        if let Some(name) = &self.name {
+            return Ok(name.clone());
+        }
+        let first = self.paths.first().ok_or("no path given")?;
+        let derived = derive_name(first).ok_or_else(|| {
+            format!(
+                "cannot derive an ApplySet name from {}; pass --name",
+                first.display()
+            )
+        })?;
+        parse_name(&derived).map_err(|e| format!("{e}; pass --name"))
+    }
+}
+
+/// A name from a path: the directory's own name, or the file's stem.
+fn derive_name(path: &Path) -> Option<String> {
+    let absolute = std::path::absolute(path).ok()?;
+    let meaningful = if absolute.is_file() {
+        absolute.file_stem()?.to_owned()
+    } else {
+        absolute.components().next_back()?.as_os_str().to_owned()
+    };
+    let name: String = meaningful
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    Some(name.trim_matches('-').to_string())
+}
+
+/// ApplySet names are DNS labels, as the daemon's source names are: the same
+/// ApplySet can be managed by either.
+fn parse_name(name: &str) -> Result<String, String> {
+    if is_dns_label(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "invalid ApplySet name {name:?}: use 1-63 lowercase letters, digits and '-', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The version line printed by `converge version`.
+pub fn version_line() -> String {
+    format!(
+        "converge {} ({} {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_crate_version() {
+        assert!(version_line().contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn applyset_name_defaults_to_the_directory_or_file_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shop = dir.path().join("My_Shop");
+        std::fs::create_dir(&shop).expect("mkdir");
+        std::fs::write(shop.join("app.yaml"), "").expect("write");
+        let args = |paths: Vec<PathBuf>, name: Option<&str>| SyncArgs {
+            paths,
+            name: name.map(str::to_string),
+            namespace: None,
+            prune: false,
+            allow_mass_prune: false,
+            kubeconfig: None,
+            context: None,
+            output: OutputFormat::Text,
+            color: ColorChoice::Never,
+        };
+        assert_eq!(
+            args(vec![shop.clone()], None).applyset_name(),
+            Ok("my-shop".into())
+        );
+        assert_eq!(
+            args(vec![shop.join("app.yaml")], None).applyset_name(),
+            Ok("app".into())
+        );
+        assert_eq!(args(vec![shop], Some("x")).applyset_name(), Ok("x".into()));
+    }
+
+    #[test]
+    fn wait_takes_a_timeout_and_excludes_dry_run() {
+        let cli = Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "90s"])
+            .expect("valid");
+        let Command::Apply(args) = cli.command else {
+            panic!("not apply")
+        };
+        assert!(args.wait);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(90));
+        // The same parser as config.toml's interval.
+        let cli =
+            Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "5 minutes"])
+                .expect("valid");
+        let Command::Apply(args) = cli.command else {
+            panic!("not apply")
+        };
+        assert_eq!(args.timeout, std::time::Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["converge", "apply", "x", "--wait", "--dry-run"]).is_err());
+        assert!(Cli::try_parse_from(["converge", "apply", "x", "--timeout", "1m"]).is_err());
+        assert!(
+            Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "soon"]).is_err()
+        );
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(parse_name("shop-1").is_ok());
+        for bad in ["", "Shop", "-a", "a-", "a_b", &"x".repeat(64)] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
+        let err = Cli::try_parse_from(["converge", "diff", "x", "--name", "Bad_Name"])
+            .expect_err("invalid");
+        assert!(err.to_string().contains("invalid ApplySet name"), "{err}");
+    }
+}

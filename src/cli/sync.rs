@@ -1,0 +1,116 @@
+//! `converge apply` and `converge diff`: load, plan against the cluster, write
+//! unless previewing, report, and (`apply --wait`) wait for health.
+
+use super::Exit;
+use super::args::{OutputFormat, SyncArgs};
+use super::progress::ProgressLine;
+use anyhow::Result;
+use converge::engine::applyset::ApplySet;
+use converge::engine::plan::{LoadedFrom, PlanOptions, check_not_empty};
+use converge::engine::{Engine, Outcome, RunOptions, Scope};
+use converge::health::{self, WaitOptions, WaitOutcome};
+use converge::kube::{Client, ClusterConfig};
+use converge::manifest;
+use converge::report::{self, TextOptions};
+
+/// What a sync does with its plan.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `diff`: show the plan; exit 1 when it has changes.
+    Diff,
+    /// `apply --dry-run`: show the plan, write nothing.
+    Preview,
+    /// `apply`: carry the plan out, then (`--wait`) wait for health; exit 3 when
+    /// something is not ready.
+    Apply { wait: Option<WaitOptions> },
+}
+
+impl Mode {
+    fn dry_run(self) -> bool {
+        !matches!(self, Mode::Apply { .. })
+    }
+}
+
+pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
+    let name = args.applyset_name().map_err(anyhow::Error::msg)?;
+    let manifests = manifest::load(&args.paths)?;
+    let guard = PlanOptions {
+        prune: args.prune,
+        allow_mass_prune: args.allow_mass_prune,
+    };
+    check_not_empty(&manifests, guard, LoadedFrom::Paths(args.paths.clone()))?;
+    let config = ClusterConfig::load(args.kubeconfig.as_deref(), args.context.as_deref())?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::new(config)?;
+    let dry_run = mode.dry_run();
+    let options = RunOptions {
+        name,
+        namespace,
+        prune: args.prune,
+        allow_mass_prune: args.allow_mass_prune,
+        dry_run,
+        scope: Scope::Full,
+    };
+    let engine = Engine::connect(client).await?;
+    let outcome = engine.run(manifests, &options, None).await?;
+    if args.output == OutputFormat::Text {
+        let text_options = TextOptions {
+            diffs: dry_run,
+            color: args.color.enabled(),
+            dry_run,
+        };
+        print!("{}", report::text(&outcome.plan, text_options));
+    }
+    let waited = match mode {
+        Mode::Apply { wait: Some(wait) } => {
+            Some(wait_for_health(&engine, &options, &outcome, wait, args.output).await)
+        }
+        _ => None,
+    };
+    if args.output == OutputFormat::Json {
+        let mut document = report::json(&outcome.plan, dry_run);
+        if let Some(waited) = &waited {
+            report::add_wait(&mut document, waited);
+        }
+        println!("{document:#}");
+    }
+    Ok(match (mode, waited) {
+        (_, Some(waited)) if !waited.all_ready() => Exit::NotReady,
+        (Mode::Diff, _) if outcome.plan.has_changes() => Exit::Changes,
+        _ => Exit::Ok,
+    })
+}
+
+/// `apply --wait`: watches every desired object until all are ready, one fails or
+/// the timeout passes; gathers evidence for what is not ready. Progress goes to
+/// stderr when it is a terminal, the verdict to stdout.
+async fn wait_for_health(
+    engine: &Engine,
+    options: &RunOptions,
+    outcome: &Outcome,
+    wait: WaitOptions,
+    output: OutputFormat,
+) -> WaitOutcome {
+    // generateName objects get their name from the server; they are not tracked.
+    let objects: Vec<_> = outcome.plan.named_desired().cloned().collect();
+    let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
+    let mut line = ProgressLine::new();
+    let mut waited = health::wait::wait(
+        engine.client(),
+        engine.discovery(),
+        &selector,
+        &objects,
+        wait,
+        |progress| line.show(&report::progress_line(progress)),
+    )
+    .await;
+    line.clear();
+    health::wait::explain(engine.client(), &mut waited).await;
+    if output == OutputFormat::Text {
+        print!("\n{}", report::wait_text(&waited));
+    }
+    waited
+}
