@@ -7,7 +7,7 @@ use crate::daemon::scheduler::{self, Reason};
 use crate::daemon::state::SourceState;
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
-use crate::engine::plan::{Action, Step};
+use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
 use crate::engine::{Engine, EngineError, Outcome, RunOptions, Scope};
 use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
@@ -38,10 +38,6 @@ pub enum ReconcileError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error(
-        "no manifests found in {0}: nothing was changed (an empty revision would prune everything; set allow_mass_prune = true if that is intended)"
-    )]
-    Empty(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -55,7 +51,6 @@ impl ReconcileError {
         match self {
             ReconcileError::Source(e) => e.is_transient(),
             ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
-            ReconcileError::Empty(_) => false,
             ReconcileError::Engine(e) => e.is_transient(),
         }
     }
@@ -118,9 +113,12 @@ impl Reconciler {
     ) -> Result<(Outcome, Scope), ReconcileError> {
         state.load(&snapshot.root, &snapshot.revision)?;
         let Selection { manifests, scope } = state.select(reason, &settings.namespace);
-        if manifests.is_empty() && !(settings.prune && settings.allow_mass_prune) {
-            return Err(ReconcileError::Empty(snapshot.root.display().to_string()));
-        }
+        let guard = PlanOptions {
+            prune: settings.prune,
+            allow_mass_prune: settings.allow_mass_prune,
+        };
+        plan::check_not_empty(&manifests, guard, LoadedFrom::Source(snapshot.root.clone()))
+            .map_err(EngineError::from)?;
         info!(%scope, objects = manifests.len(), "reconciling");
         self.metrics
             .count_reconciled_objects(&settings.name, manifests.len() as u64);
