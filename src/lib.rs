@@ -35,7 +35,7 @@
 //! in-module; everything that talks to the API server is tested against a real one
 //! (`tests/`, started by `hack/controlplane.sh`).
 
-pub mod compact;
+mod compact;
 pub mod config;
 pub mod daemon;
 pub mod engine;

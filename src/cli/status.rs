@@ -3,8 +3,8 @@
 use super::Exit;
 use super::args::{OutputFormat, StatusArgs};
 use anyhow::Result;
-use converge::http::server::fetch_status;
-use converge::http::status::SyncResult;
+use converge::http::SyncResult;
+use converge::http::fetch_status;
 use converge::report;
 
 /// Prints the status; exits 1 unless every source is synced.

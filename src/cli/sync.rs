@@ -5,9 +5,9 @@ use super::Exit;
 use super::args::{OutputFormat, SyncArgs};
 use super::progress::ProgressLine;
 use anyhow::Result;
-use converge::engine::applyset::ApplySet;
-use converge::engine::plan::{LoadedFrom, PlanOptions, check_not_empty};
+use converge::engine::ApplySet;
 use converge::engine::{Engine, Outcome, RunOptions, Scope};
+use converge::engine::{LoadedFrom, PlanOptions, check_not_empty};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::kube::{Client, ClusterConfig};
 use converge::manifest;
@@ -98,7 +98,7 @@ async fn wait_for_health(
     let objects: Vec<_> = outcome.plan.named_desired().cloned().collect();
     let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
     let mut line = ProgressLine::new();
-    let mut waited = health::wait::wait(
+    let mut waited = health::wait(
         engine.client(),
         engine.discovery(),
         &selector,
@@ -108,7 +108,7 @@ async fn wait_for_health(
     )
     .await;
     line.clear();
-    health::wait::explain(engine.client(), &mut waited).await;
+    health::explain(engine.client(), &mut waited).await;
     if output == OutputFormat::Text {
         print!("\n{}", report::wait_text(&waited));
     }

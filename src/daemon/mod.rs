@@ -6,8 +6,8 @@
 //! source remembers between them in `state`; `targeting` decides how much of the
 //! source a reconcile must look at; [`events`] posts Kubernetes Events.
 
-pub mod events;
-pub mod reconcile;
+pub(crate) mod events;
+pub(crate) mod reconcile;
 mod scheduler;
 pub mod shutdown;
 mod source_task;

@@ -15,7 +15,6 @@
 //! Everything here is pure: no I/O, no clock, deterministic output.
 
 use crate::manifest::ObjectRef;
-use base64::Engine as _;
 use serde_json::{Map, Value};
 use similar::TextDiff;
 use std::collections::BTreeSet;
@@ -126,63 +125,6 @@ fn hash_canonical(value: &Value, hasher: &mut impl std::hash::Hasher) {
 fn is_secret(obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some("Secret")
         && obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
-}
-
-/// Masks the values of a single Secret as `"<redacted: N bytes>"` (N is the decoded
-/// size, like `kubectl describe secret`); other objects are returned unchanged.
-///
-/// Why: for showing one object on its own (logs, `status`, a plan listing) where there
-/// is no other side to compare against. Use [`mask_secret_pair`] for diffs: it reveals
-/// nothing but "changed or not". The last-applied annotation is masked as well since
-/// it may embed the Secret, so this is safe on un-normalised input.
-pub fn mask_secrets(obj: &Value) -> Value {
-    if !is_secret(obj) {
-        return obj.clone();
-    }
-    let mut out = obj.clone();
-    let Value::Object(root) = &mut out else {
-        return out;
-    };
-    for section in SECRET_SECTIONS {
-        let base64 = *section == "data";
-        match root.get_mut(*section) {
-            Some(Value::Object(values)) => {
-                for value in values.values_mut() {
-                    *value = Value::String(redacted_size(value, base64));
-                }
-            }
-            Some(Value::Null) | None => {}
-            // Not a map (invalid, but never print it): mask it whole.
-            Some(other) => *other = Value::String("<redacted>".into()),
-        }
-    }
-    if let Some(annotation) = last_applied_mut(root) {
-        *annotation = Value::String("<redacted>".into());
-    }
-    out
-}
-
-/// `"<redacted: N bytes>"` for one Secret value; `base64` says whether it is a `data`
-/// value (encoded) or a `stringData` value (plain).
-fn redacted_size(value: &Value, base64: bool) -> String {
-    let Value::String(s) = value else {
-        return "<redacted>".into();
-    };
-    let size = if base64 {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_or(s.len(), |bytes| bytes.len())
-    } else {
-        s.len()
-    };
-    format!("<redacted: {size} bytes>")
-}
-
-/// The last-applied annotation's value, if the object has one.
-fn last_applied_mut(root: &mut Map<String, Value>) -> Option<&mut Value> {
-    root.get_mut("metadata")?
-        .get_mut("annotations")?
-        .get_mut(LAST_APPLIED_ANNOTATION)
 }
 
 /// Masks both sides of a Secret together: a value equal on both sides becomes
@@ -464,6 +406,7 @@ fn join_key(path: &str, key: &str) -> String {
 mod tests {
     use super::*;
     use crate::report::diff_text;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn deployment_ref() -> ObjectRef {
@@ -870,33 +813,15 @@ mod tests {
     }
 
     #[test]
-    fn mask_secrets_redacts_values_and_keeps_keys() {
-        let mut obj = secret(&[("password", PLAIN_OLD)], true);
-        obj["stringData"] = json!({"token": PLAIN_ADDED});
-        let masked = mask_secrets(&obj);
-        assert_no_secret_in(&serde_json::to_string(&masked).expect("serialises"));
-        assert_eq!(
-            masked["data"]["password"],
-            format!("<redacted: {} bytes>", PLAIN_OLD.len())
-        );
-        assert_eq!(
-            masked["stringData"]["token"],
-            format!("<redacted: {} bytes>", PLAIN_ADDED.len())
-        );
-        assert_eq!(
-            masked["metadata"]["annotations"][LAST_APPLIED_ANNOTATION],
-            "<redacted>"
-        );
-    }
-
-    #[test]
     fn non_secrets_are_not_masked() {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "visible"}});
-        assert_eq!(mask_secrets(&cm), cm);
         assert_eq!(mask_secret_pair(&cm, &cm), (cm.clone(), cm.clone()));
         // A kind named Secret in another group is not the core Secret.
         let other = json!({"apiVersion": "example.com/v1", "kind": "Secret", "data": {"k": "v"}});
-        assert_eq!(mask_secrets(&other), other);
+        assert_eq!(
+            mask_secret_pair(&other, &other),
+            (other.clone(), other.clone())
+        );
     }
 
     #[test]

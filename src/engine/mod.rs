@@ -9,14 +9,17 @@
 //! reject (invalid values, unknown kinds) writes nothing. Policy (what to prune, the
 //! mass-prune guard, ordering) is decided by [`crate::engine::plan`], not here.
 
-pub mod applyset;
-pub mod diff;
+pub(crate) mod applyset;
+pub(crate) mod diff;
 mod execute;
 mod lookup;
-pub mod managed_fields;
+pub(crate) mod managed_fields;
 mod memo;
-pub mod plan;
-pub mod quantity;
+pub(crate) mod plan;
+pub(crate) mod quantity;
+
+pub use applyset::ApplySet;
+pub use plan::{LoadedFrom, PlanOptions, check_not_empty};
 
 use execute::{Target, deferred_objects, execute, parent_path};
 pub use lookup::Cache;
@@ -24,8 +27,8 @@ use lookup::{fetch_and_dry_run, namespaces_created_here};
 pub use memo::Memo;
 use memo::{forget_unchanged_dry_runs, memo_seed, remember_writes};
 
-use crate::engine::applyset::{ApplySet, GroupKind};
-use crate::engine::plan::{Desired, Plan, PlanError, PlanOptions};
+use crate::engine::applyset::GroupKind;
+use crate::engine::plan::{Desired, Plan, PlanError};
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;

@@ -14,11 +14,12 @@
 //!
 //! Nothing here mutates the cluster.
 
-pub mod evidence;
-pub mod wait;
+pub(crate) mod evidence;
+pub(crate) mod wait;
 
 pub use evidence::{Evidence, gather};
 pub use wait::{Progress, WaitOptions, WaitOutcome, WaitedObject};
+pub use wait::{explain, wait};
 
 use crate::kube::GroupVersion;
 use serde::{Deserialize, Serialize};
@@ -40,13 +41,6 @@ pub enum State {
     Failed,
     /// Not found in the cluster (deleted after it was applied).
     Missing,
-}
-
-impl State {
-    /// Whether waiting longer cannot change the answer.
-    pub fn is_settled(self) -> bool {
-        matches!(self, State::Ready | State::Failed)
-    }
 }
 
 impl fmt::Display for State {
@@ -150,12 +144,12 @@ impl Condition<'_> {
 
     /// `reason: message`, or whichever of the two is set.
     pub fn explanation(&self) -> String {
-        explain(self.reason, self.message)
+        reason_and_message(self.reason, self.message)
     }
 }
 
 /// `reason: message`, or whichever of the two is set.
-fn explain(reason: &str, message: &str) -> String {
+fn reason_and_message(reason: &str, message: &str) -> String {
     match (reason, message) {
         ("", m) => m.to_string(),
         (r, "") => r.to_string(),
@@ -357,7 +351,7 @@ fn pod(live: &Value) -> Health {
         "Failed" => {
             let why = match (text(live, "/status/reason"), text(live, "/status/message")) {
                 ("", "") => terminated_container(live).unwrap_or_else(|| "Pod failed".into()),
-                (r, m) => explain(r, m),
+                (r, m) => reason_and_message(r, m),
             };
             return Health::failed(why);
         }

@@ -1,6 +1,10 @@
 //! The daemon's HTTP face: the server and its endpoints, the status model it
 //! serves, and the Prometheus metrics.
 
-pub mod metrics;
-pub mod server;
-pub mod status;
+pub(crate) mod metrics;
+pub(crate) mod server;
+pub(crate) mod status;
+
+pub use metrics::{ApplyAction, Metrics, ReconcileResult};
+pub use server::{Hook, ServerState, fetch_status, serve};
+pub use status::{ObjectState, ObjectStatus, SourceType, StatusBoard, SyncResult};

@@ -242,11 +242,6 @@ impl Error {
         self.status_is("Invalid", 422)
     }
 
-    /// 403 Forbidden: RBAC denies the request.
-    pub fn is_forbidden(&self) -> bool {
-        self.status_is("Forbidden", 403)
-    }
-
     /// Whether the same request may well succeed if sent again soon: the server
     /// is overloaded or failing (429, 5xx), a write raced another (409 Conflict,
     /// 408), or no answer came at all. Other rejections (400, 403, 404, 422, an

@@ -54,7 +54,7 @@ mod group_version;
 mod names;
 mod request;
 mod tls;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use auth::ExecError;
 pub use client::{

@@ -5,13 +5,12 @@
 //! from) and subscribes to changes with [`Source::watch`]. Sources never parse YAML:
 //! that is [`crate::manifest`]'s job.
 
-pub mod dir;
-pub mod git;
-pub mod known_hosts;
+pub(crate) mod dir;
+pub(crate) mod git;
+pub(crate) mod known_hosts;
 mod webhook;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -120,7 +119,6 @@ impl SourceError {
 pub struct Source {
     name: String,
     kind: Kind,
-    last_fetch_duration: Option<Duration>,
 }
 
 impl std::fmt::Debug for Source {
@@ -160,13 +158,7 @@ impl Source {
         Ok(Source {
             name: config.name.clone(),
             kind,
-            last_fetch_duration: None,
         })
-    }
-
-    /// The source's name (unique in the config).
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Where the source reads from, for logs and `/status` (no credentials):
@@ -189,9 +181,8 @@ impl Source {
     /// Produces the current snapshot: for Git, fetches (cheaply: only the ref list
     /// when nothing changed) and checks out; for a directory, hashes its manifests.
     /// Runs on a blocking thread because libgit2 and file hashing block.
-    pub async fn fetch(&mut self) -> Result<Snapshot, SourceError> {
-        let started = Instant::now();
-        let result = match &self.kind {
+    pub async fn fetch(&self) -> Result<Snapshot, SourceError> {
+        match &self.kind {
             Kind::Dir(d) => {
                 let d = d.clone();
                 blocking(move || d.snapshot()).await
@@ -200,14 +191,7 @@ impl Source {
                 let g = g.clone();
                 blocking(move || g.sync()).await
             }
-        };
-        self.last_fetch_duration = Some(started.elapsed());
-        result
-    }
-
-    /// How long the last [`Source::fetch`] took, successful or not (for metrics).
-    pub fn last_fetch_duration(&self) -> Option<Duration> {
-        self.last_fetch_duration
+        }
     }
 
     /// Sends this source's name on `tx` whenever its directory's content changes

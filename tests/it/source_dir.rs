@@ -38,7 +38,7 @@ async fn next(rx: &mut mpsc::Receiver<String>, wait: Duration) -> Option<String>
 async fn fetch_gives_a_stable_content_revision() {
     let tmp = Manifests::new();
     tmp.write("a.yaml", "kind: A\n");
-    let mut source = dir_source(tmp.path());
+    let source = dir_source(tmp.path());
     let first = source.fetch().await.expect("fetch");
     assert!(first.revision.starts_with("dir:"), "{}", first.revision);
     assert_eq!(first.root, tmp.path());
@@ -51,7 +51,6 @@ async fn fetch_gives_a_stable_content_revision() {
         source.fetch().await.expect("fetch").revision,
         first.revision
     );
-    assert!(source.last_fetch_duration().is_some());
 }
 
 #[tokio::test]
@@ -87,7 +86,7 @@ async fn a_configmap_style_symlink_swap_is_reported() {
     tmp.write("..2024_01_01_00_00_00.1/app.yaml", "kind: A\n");
     symlink("..2024_01_01_00_00_00.1", dir.join("..data")).unwrap();
     symlink("..data/app.yaml", dir.join("app.yaml")).unwrap();
-    let mut source = dir_source(dir);
+    let source = dir_source(dir);
     let before = source.fetch().await.expect("fetch").revision;
     let (_handle, mut rx) = watch(&source);
 
@@ -148,7 +147,7 @@ async fn dropping_the_handle_stops_the_watch() {
 async fn reading_files_is_not_a_change() {
     let tmp = Manifests::new();
     tmp.write("a.yaml", "kind: A\n");
-    let mut source = dir_source(tmp.path());
+    let source = dir_source(tmp.path());
     let (_handle, mut rx) = watch(&source);
     for _ in 0..3 {
         source.fetch().await.expect("fetch");

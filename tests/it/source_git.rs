@@ -79,14 +79,13 @@ fn assert_no_secret(err: &SourceError, secret: &str) {
 #[tokio::test]
 async fn clones_then_fetches_a_new_commit() {
     let fx = Fixture::new();
-    let mut source = fx.source("", Some(PASSWORD));
+    let source = fx.source("", Some(PASSWORD));
     let snap = source.fetch().await.expect("first fetch");
     assert_eq!(snap.revision, fx.first);
     assert_eq!(
         std::fs::read_to_string(snap.root.join("app/a.yaml")).unwrap(),
         "kind: A\n"
     );
-    assert!(source.last_fetch_duration().is_some());
 
     let second = fx.upstream.commit(&[("app/a.yaml", "kind: B\n")], "second");
     let snap = source.fetch().await.expect("second fetch");
@@ -138,7 +137,7 @@ async fn credentials_in_the_url_work_and_never_show() {
     let good = fx
         .url()
         .replace("http://", &format!("http://{USER}:{PASSWORD}@"));
-    let mut source = source_for(&good, "", None, state.path());
+    let source = source_for(&good, "", None, state.path());
     assert_eq!(source.fetch().await.expect("fetch").revision, fx.first);
     assert!(
         !source.location().contains(PASSWORD),
@@ -177,7 +176,7 @@ async fn unreachable_remote_is_a_typed_error() {
 #[tokio::test]
 async fn force_push_moves_to_the_forced_commit() {
     let fx = Fixture::new();
-    let mut source = fx.source("", Some(PASSWORD));
+    let source = fx.source("", Some(PASSWORD));
     fx.upstream.commit(&[("app/b.yaml", "kind: B\n")], "second");
     assert!(
         source
@@ -207,7 +206,7 @@ async fn force_push_moves_to_the_forced_commit() {
 #[tokio::test]
 async fn local_edits_in_the_checkout_are_discarded() {
     let fx = Fixture::new();
-    let mut source = fx.source("", Some(PASSWORD));
+    let source = fx.source("", Some(PASSWORD));
     let snap = source.fetch().await.expect("fetch");
     // (A different size: same-size edits within a second hide from stat, as in git.)
     std::fs::write(snap.root.join("app/a.yaml"), "kind: Tampered\n").unwrap();
@@ -232,7 +231,7 @@ async fn tags_pin_their_commit() {
     for tag in ["v1", "light"] {
         let state = tempfile::tempdir().unwrap();
         let extra = format!("tag = \"{tag}\"\n");
-        let mut source = source_for(&fx.url(), &extra, Some(PASSWORD), state.path());
+        let source = source_for(&fx.url(), &extra, Some(PASSWORD), state.path());
         let snap = source.fetch().await.expect("fetch tag");
         assert_eq!(snap.revision, fx.first, "tag {tag}");
     }
@@ -243,7 +242,7 @@ async fn commits_pin_even_when_the_branch_moves() {
     let fx = Fixture::new();
     fx.upstream
         .commit(&[("app/a.yaml", "kind: Later\n")], "later");
-    let mut source = fx.source(&format!("commit = \"{}\"\n", fx.first), Some(PASSWORD));
+    let source = fx.source(&format!("commit = \"{}\"\n", fx.first), Some(PASSWORD));
     let snap = source.fetch().await.expect("fetch commit");
     assert_eq!(snap.revision, fx.first);
     assert_eq!(
@@ -285,7 +284,7 @@ async fn unknown_refs_are_typed_errors() {
 #[tokio::test]
 async fn path_selects_a_subdirectory() {
     let fx = Fixture::new();
-    let mut source = fx.source("path = \"app\"\n", Some(PASSWORD));
+    let source = fx.source("path = \"app\"\n", Some(PASSWORD));
     let snap = source.fetch().await.expect("fetch");
     assert!(snap.root.ends_with("shop/app"), "{}", snap.root.display());
     assert!(snap.root.join("a.yaml").is_file());
@@ -356,7 +355,7 @@ async fn ssh_fetches_with_a_key_and_hashed_known_hosts() {
         std::fs::read_to_string(&known).unwrap().starts_with("|1|"),
         "hashed entry"
     );
-    let mut source = ssh_source(&sshd, &upstream, &sshd.client_key, &known, state.path());
+    let source = ssh_source(&sshd, &upstream, &sshd.client_key, &known, state.path());
     assert_eq!(source.fetch().await.expect("ssh fetch").revision, first);
     let second = upstream.commit(&[("app/a.yaml", "kind: B\n")], "second");
     assert_eq!(source.fetch().await.expect("ssh fetch").revision, second);
