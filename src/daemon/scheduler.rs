@@ -19,7 +19,7 @@
 //! paused Tokio clock.
 
 use crate::daemon::reconcile::ReconcileError;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use crate::kube::backoff::{Backoff, Delays};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -112,7 +112,9 @@ pub struct Scheduler {
     resync_at: Instant,
     /// The retry after a transient failure, if one is due.
     retry_at: Option<Instant>,
-    backoff: Backoff,
+    /// Retry delays: exponential from [`FIRST_RETRY`] with jitter (so that sources
+    /// failing together do not retry together), capped at the interval.
+    backoff: Delays,
     pending: Option<Pending>,
     /// Quiet resyncs since the last full reconcile.
     quiet_resyncs: u32,
@@ -128,7 +130,11 @@ impl Scheduler {
             timing,
             resync_at: now + timing.interval,
             retry_at: None,
-            backoff: Backoff::new(timing.interval),
+            backoff: Backoff {
+                min: FIRST_RETRY.min(timing.interval),
+                max: timing.interval,
+            }
+            .delays(),
             pending: Some(Pending {
                 reason: Reason::Start,
                 at: now,
@@ -217,7 +223,9 @@ impl Scheduler {
     /// for a change (a new revision, drift, the next tick).
     fn error_policy(&mut self, error: &ReconcileError) -> Action {
         if error.is_transient() {
-            return Action::Requeue(self.backoff.next_delay());
+            // backon adds up to one delay of jitter on top; the cap holds regardless.
+            let delay = self.backoff.next().unwrap_or(self.timing.interval);
+            return Action::Requeue(delay.min(self.timing.interval));
         }
         self.backoff.reset();
         Action::AwaitChange
@@ -234,39 +242,6 @@ impl Scheduler {
                 at: now + self.settle,
             },
         });
-    }
-}
-
-/// Delays between retries: exponential from [`FIRST_RETRY`] with jitter (so that
-/// sources failing together do not retry together), never longer than `cap`.
-#[derive(Debug)]
-struct Backoff {
-    builder: ExponentialBuilder,
-    delays: ExponentialBackoff,
-    cap: Duration,
-}
-
-impl Backoff {
-    fn new(cap: Duration) -> Self {
-        let builder = ExponentialBuilder::default()
-            .with_min_delay(FIRST_RETRY.min(cap))
-            .with_max_delay(cap)
-            .with_jitter()
-            .without_max_times();
-        Backoff {
-            builder,
-            delays: builder.build(),
-            cap,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        // backon adds up to one delay of jitter on top; the cap holds regardless.
-        self.delays.next().unwrap_or(self.cap).min(self.cap)
-    }
-
-    fn reset(&mut self) {
-        self.delays = self.builder.build();
     }
 }
 
