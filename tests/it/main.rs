@@ -11,6 +11,7 @@ mod daemon_restart;
 mod engine;
 mod health;
 mod kube_client;
+mod layout;
 mod server;
 mod source_dir;
 mod source_git;
