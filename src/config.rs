@@ -1334,6 +1334,11 @@ mod tests {
         );
         let abs = fx.problem(&format!("{GIT}path = \"/etc\"\n"));
         assert_contains(&abs, &["path = \"/etc\""]);
+        let climbs = fx.problem(&format!("{GIT}path = \"apps/../../etc\"\n"));
+        assert_contains(
+            &climbs,
+            &["path = \"apps/../../etc\": must be a directory inside"],
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Problems in manifests, located by file and line.
 
 use super::Origin;
+use super::walk::{LinkError, WalkError};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub enum ManifestError {
     /// A path could not be read; nothing else is checked, as the set would be partial.
     #[error("cannot read {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// A symlink leads outside the directory loaded, or never ends; nothing is read.
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// Every problem found in every file, so the user can fix them in one go.
     #[error("{}", display_lines(.0))]
     Invalid(Vec<Problem>),
@@ -42,7 +46,16 @@ impl ManifestError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             ManifestError::Invalid(problems) => problems,
-            ManifestError::Io { .. } => &[],
+            ManifestError::Io { .. } | ManifestError::Link(_) => &[],
+        }
+    }
+}
+
+impl From<WalkError> for ManifestError {
+    fn from(error: WalkError) -> Self {
+        match error {
+            WalkError::Io { path, source } => ManifestError::Io { path, source },
+            WalkError::Link(link) => ManifestError::Link(link),
         }
     }
 }

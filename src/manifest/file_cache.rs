@@ -1,8 +1,9 @@
 //! Parsed files kept between loads of a source.
 
-use super::load::{decode_text, manifest_files, read};
+use super::load::{decode_text, read};
 use super::parse::{Parsed, parse_into};
 use super::validate::find_duplicates;
+use super::walk::files;
 use super::{Manifest, ManifestError, ObjectRef, Origin, Problem};
 use crate::compact::CompactObject;
 use serde_json::{Map, Value};
@@ -82,7 +83,7 @@ impl FileCache {
     /// whose content changed since the last refresh, and reports every problem,
     /// duplicates across files included.
     pub fn refresh(&mut self, paths: &[PathBuf]) -> Result<(), ManifestError> {
-        let order = manifest_files(paths)?;
+        let order = files(paths)?;
         let mut files = HashMap::with_capacity(order.len());
         self.parsed_last = 0;
         for file in &order {

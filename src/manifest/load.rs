@@ -2,21 +2,21 @@
 
 use super::error::problem;
 use super::parse::{Parsed, parse_into};
+use super::walk::files;
 use super::{Manifest, ManifestError, Problem};
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Loads every manifest under `paths` (files or directories), in file order and then
 /// document order, or reports every problem found in all of them.
 ///
-/// Directories are walked recursively in name order so the result is deterministic;
-/// only `.yaml`, `.yml` and `.json` files are read there, and hidden entries are
-/// skipped (which also skips ConfigMap-mount internals such as `..data`). A file named
-/// explicitly is read whatever its extension: the user asked for it.
+/// Directories are walked as [`files`] says: recursively in name order so the result
+/// is deterministic, `.yaml`, `.yml` and `.json` files only, hidden entries skipped,
+/// and symlinks followed only inside the directory. A file named explicitly is read
+/// whatever its extension: the user asked for it.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     let mut parsed = Parsed::default();
-    for file in manifest_files(paths)? {
+    for file in files(paths)? {
         if let Some(text) = decode_text(&file, read(&file)?, &mut parsed.problems) {
             parse_into(&text, &file, &mut parsed);
         }
@@ -29,103 +29,6 @@ pub(super) fn read(file: &Path) -> Result<Vec<u8>, ManifestError> {
         path: file.to_path_buf(),
         source,
     })
-}
-
-/// The files to read, each once (a file named both directly and through its directory
-/// would otherwise be reported as a duplicate of itself).
-pub(super) fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
-    let mut walk = Walk::default();
-    for path in paths {
-        if metadata(path)?.is_dir() {
-            walk.dir(path)?;
-        } else {
-            walk.file(path);
-        }
-    }
-    Ok(walk.files)
-}
-
-/// State of a directory walk: the files found and what was already visited, keyed by
-/// canonical path so symlink loops and repeated paths are harmless.
-#[derive(Default)]
-struct Walk {
-    files: Vec<PathBuf>,
-    seen_files: HashSet<PathBuf>,
-    seen_dirs: HashSet<PathBuf>,
-}
-
-impl Walk {
-    fn file(&mut self, path: &Path) {
-        if self.seen_files.insert(canonical(path)) {
-            self.files.push(path.to_path_buf());
-        }
-    }
-
-    fn dir(&mut self, dir: &Path) -> Result<(), ManifestError> {
-        if !self.seen_dirs.insert(canonical(dir)) {
-            return Ok(());
-        }
-        for path in sorted_entries(dir)? {
-            self.entry(&path)?;
-        }
-        Ok(())
-    }
-
-    /// A directory entry: hidden entries are skipped, directories descended into and
-    /// manifest files kept. Symlinks are followed (ConfigMap mounts are symlinks).
-    fn entry(&mut self, path: &Path) -> Result<(), ManifestError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        if name.starts_with('.') {
-            return Ok(());
-        }
-        match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => self.dir(path)?,
-            Ok(meta) if meta.is_file() && has_manifest_extension(path) => self.file(path),
-            Ok(_) => {}
-            // A broken link only matters if it should have been a manifest.
-            Err(source) if has_manifest_extension(path) => {
-                let path = path.to_path_buf();
-                return Err(ManifestError::Io { path, source });
-            }
-            Err(_) => {}
-        }
-        Ok(())
-    }
-}
-
-fn metadata(path: &Path) -> Result<fs::Metadata, ManifestError> {
-    fs::metadata(path).map_err(|source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn canonical(path: &Path) -> PathBuf {
-    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// The entries of `dir` sorted by name, joined onto `dir` as the user spelled it.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let io_error = |source| ManifestError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error)? {
-        names.push(entry.map_err(io_error)?.file_name());
-    }
-    names.sort();
-    Ok(names.into_iter().map(|name| dir.join(name)).collect())
-}
-
-fn has_manifest_extension(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    matches!(ext.as_deref(), Some("yaml" | "yml" | "json"))
 }
 
 /// Reads a file as text. Bytes that are not UTF-8 are a problem in the file (reported
@@ -198,10 +101,30 @@ mod tests {
         write(dir, "..2024_01_01/x.yaml", cm("x"));
         symlink("..2024_01_01", dir.join("..data")).unwrap();
         symlink("..data/x.yaml", dir.join("x.yaml")).unwrap();
-        symlink(".", dir.join("loop")).unwrap();
         let manifests = load(&[dir.to_path_buf()]).unwrap();
         assert_eq!(names(&manifests), ["x"]);
         assert_eq!(manifests[0].origin.file, dir.join("x.yaml"));
+    }
+
+    /// The walk's refusals (see `walk`'s tests) stop the load: nothing is parsed.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_leading_outside_stops_the_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("manifests");
+        write(&dir, "a.yaml", cm("a"));
+        let outside = write(tmp.path(), "outside.yaml", cm("outside"));
+        std::os::unix::fs::symlink(&outside, dir.join("evil.yaml")).unwrap();
+        let err = load(std::slice::from_ref(&dir)).unwrap_err();
+        assert!(matches!(err, ManifestError::Link(_)), "{err:?}");
+        let text = err.to_string();
+        let link = format!(
+            "{} -> {}",
+            dir.join("evil.yaml").display(),
+            outside.display()
+        );
+        assert!(text.starts_with(&link), "{text}");
+        assert!(err.problems().is_empty());
     }
 
     #[test]

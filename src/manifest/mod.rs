@@ -5,7 +5,9 @@
 //! namespace it was written with and [`Manifest::with_default_namespace`] fills it
 //! in later.
 //!
-//! - `load`: the paths given, directories walked in a stable order;
+//! - `walk`: which files a load reads, in a stable order, never outside the
+//!   directory loaded (symlinks are followed only inside it);
+//! - `load`: reading them;
 //! - `parse`: one file's text → documents with their lines → objects (`*List`s
 //!   flattened), through `to_json` (YAML → JSON) and `validate` (what every object
 //!   needs, duplicates);
@@ -19,6 +21,7 @@ mod object_ref;
 mod parse;
 mod to_json;
 mod validate;
+mod walk;
 
 pub use error::{ManifestError, Problem};
 pub use file_cache::{CachedManifest, Digest, FileCache, ParsedFile};
@@ -26,6 +29,7 @@ pub use load::load;
 pub use object_ref::{ObjectRef, Origin};
 pub use parse::parse_str;
 pub use validate::find_duplicates;
+pub use walk::{LinkError, WalkError, files, resolve_within};
 
 use crate::kube::GroupVersion;
 use serde_json::{Map, Value};

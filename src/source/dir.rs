@@ -1,12 +1,13 @@
 //! Local directory sources: a content-hash revision and an inotify watch.
 //!
-//! The walk mirrors [`crate::manifest::load`]: recursive, in name order, `.yaml`,
-//! `.yml` and `.json` files only, hidden entries skipped, symlinks followed. So the
-//! revision changes exactly when what the engine would load changes, and a
-//! ConfigMap-style mount (`..2024_…/` data dirs, a `..data` symlink, per-file
-//! symlinks, swapped atomically by rename) is hashed through its symlinks.
+//! The revision hashes exactly the files the engine loads ([`manifest::files`]):
+//! recursive, in name order, `.yaml`, `.yml` and `.json` files only, hidden entries
+//! skipped, symlinks followed inside the directory and refused when they lead out
+//! of it. So the revision changes exactly when what the engine would load changes,
+//! a ConfigMap-style mount (`..2024_…/` data dirs, a `..data` symlink, per-file
+//! symlinks, swapped atomically by rename) is hashed through its symlinks, and a
+//! link to a file outside fails here as it would in the load, without reading it.
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use tokio::sync::mpsc;
 
 use super::{Snapshot, SourceError};
+use crate::manifest;
 
 /// How long the watcher waits for a burst of writes to settle: long enough to see a
 /// whole `kubectl cp` or ConfigMap swap, short enough to apply within a second.
@@ -52,11 +54,10 @@ impl DirSource {
 /// path and contents, in walk order. Lengths are hashed too, so moving bytes between
 /// a name and a body cannot produce the same hash.
 pub fn revision(dir: &Path) -> Result<String, SourceError> {
-    let mut walk = Walk::default();
-    walk.dir(dir, Path::new(""))?;
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for (relative, path) in &walk.files {
-        let bytes = fs::read(path).map_err(|error| io_error(path, error))?;
+    for path in manifest::files(&[dir.to_path_buf()])? {
+        let bytes = fs::read(&path).map_err(|error| io_error(&path, error))?;
+        let relative = path.strip_prefix(dir).unwrap_or(&path);
         let name = relative.to_string_lossy();
         ctx.update(&(name.len() as u64).to_le_bytes());
         ctx.update(name.as_bytes());
@@ -68,57 +69,6 @@ pub fn revision(dir: &Path) -> Result<String, SourceError> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(format!("dir:{hex}"))
-}
-
-/// The manifest files under a directory, each with its path relative to the root.
-#[derive(Default)]
-struct Walk {
-    files: Vec<(PathBuf, PathBuf)>,
-    seen_dirs: HashSet<PathBuf>,
-}
-
-impl Walk {
-    fn dir(&mut self, dir: &Path, relative: &Path) -> Result<(), SourceError> {
-        // Canonical paths make symlink loops harmless.
-        let canonical = fs::canonicalize(dir).map_err(|e| io_error(dir, e))?;
-        if !self.seen_dirs.insert(canonical) {
-            return Ok(());
-        }
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-            names.push(entry.map_err(|e| io_error(dir, e))?.file_name());
-        }
-        names.sort();
-        for name in names {
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            self.entry(&dir.join(&name), &relative.join(&name))?;
-        }
-        Ok(())
-    }
-
-    fn entry(&mut self, path: &Path, relative: &Path) -> Result<(), SourceError> {
-        match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => self.dir(path, relative),
-            Ok(meta) if meta.is_file() && is_manifest(path) => {
-                self.files
-                    .push((relative.to_path_buf(), path.to_path_buf()));
-                Ok(())
-            }
-            // A broken symlink only matters where a manifest should be; mid-swap ones
-            // are transient and the next event rehashes.
-            Err(error) if is_manifest(path) => Err(io_error(path, error)),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn is_manifest(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    matches!(ext.as_deref(), Some("yaml" | "yml" | "json"))
 }
 
 /// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,
@@ -298,17 +248,37 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_are_followed_and_loops_are_harmless() {
+    fn configmap_mount_symlinks_are_followed() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "..2024_01_01/a.yaml", "kind: A\n");
         symlink("..2024_01_01", tmp.path().join("..data")).unwrap();
         symlink("..data/a.yaml", tmp.path().join("a.yaml")).unwrap();
-        symlink(".", tmp.path().join("loop")).unwrap();
         let before = rev(tmp.path());
         write(tmp.path(), "..2024_01_02/a.yaml", "kind: B\n");
         symlink("..2024_01_02", tmp.path().join("..data_tmp")).unwrap();
         fs::rename(tmp.path().join("..data_tmp"), tmp.path().join("..data")).unwrap();
         assert_ne!(rev(tmp.path()), before);
+    }
+
+    /// The hash reads what the load reads: a link out of the directory, or a cycle,
+    /// fails it the same way, and nothing outside is read.
+    #[test]
+    fn links_leading_outside_or_in_a_cycle_fail_the_revision() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("manifests");
+        write(&dir, "a.yaml", "kind: A\n");
+        write(tmp.path(), "outside/b.yaml", "kind: B\n");
+        symlink(tmp.path().join("outside/b.yaml"), dir.join("evil.yaml")).unwrap();
+        let err = revision(&dir).unwrap_err();
+        assert!(matches!(err, SourceError::Link(_)), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("evil.yaml -> "), "{err}");
+        fs::remove_file(dir.join("evil.yaml")).unwrap();
+        symlink("../outside", dir.join("shared")).unwrap();
+        assert!(matches!(revision(&dir), Err(SourceError::Link(_))));
+        fs::remove_file(dir.join("shared")).unwrap();
+        symlink(".", dir.join("loop")).unwrap();
+        assert!(matches!(revision(&dir), Err(SourceError::Link(_))));
     }
 
     #[test]

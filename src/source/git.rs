@@ -24,6 +24,7 @@ use git2::{
 use super::known_hosts::{KnownHosts, Verdict, fingerprint, host_pattern};
 use super::{Snapshot, SourceError};
 use crate::config::{EnvLookup, GitConfig, GitRef};
+use crate::manifest::{self, WalkError};
 
 /// The ref that keeps the checked-out commit reachable inside our repository.
 const TRACKING: &str = "refs/converge/target";
@@ -231,6 +232,12 @@ impl Inner {
     }
 
     /// Detaches HEAD at `commit` and makes the work tree match it exactly.
+    ///
+    /// A committed symlink is written as a link (`core.symlinks`, libgit2's default
+    /// where the filesystem has links; a text file holding the target where it has
+    /// none), never as its target's content, and libgit2 never writes through one:
+    /// what a link leads to is for the manifest walk to judge.
+    /// tests/it/symlinks.rs checks both.
     fn checkout(&self, repo: &Repository, commit: Oid) -> Result<(), SourceError> {
         let fail =
             |e: git2::Error| self.git_error(format!("checking out {commit}: {}", e.message()));
@@ -246,16 +253,26 @@ impl Inner {
         repo.set_head_detached(commit).map_err(fail)
     }
 
+    /// The checked-out `path`. The config refuses `..` in it, but a committed
+    /// symlink on the way could still lead out of the checkout: it is followed only
+    /// inside, as the manifest walk then does within `path` itself.
     fn snapshot(&self, commit: Oid) -> Result<Snapshot, SourceError> {
         let revision = commit.to_string();
+        let not_found = || SourceError::PathNotFound {
+            path: self.path.clone().unwrap_or_default(),
+            revision: revision.clone(),
+        };
         let root = match &self.path {
-            Some(path) => self.checkout.join(path),
+            Some(path) => match manifest::resolve_within(&self.checkout, path) {
+                Ok(resolved) if resolved.is_dir() => self.checkout.join(path),
+                Ok(_) => return Err(not_found()),
+                Err(WalkError::Io { source, .. }) if is_missing(&source) => {
+                    return Err(not_found());
+                }
+                Err(error) => return Err(error.into()),
+            },
             None => self.checkout.clone(),
         };
-        if !root.is_dir() {
-            let path = self.path.clone().unwrap_or_default();
-            return Err(SourceError::PathNotFound { path, revision });
-        }
         Ok(Snapshot { revision, root })
     }
 
@@ -571,6 +588,14 @@ fn ssh_keyscan_arg(pattern: &str) -> String {
     }
 }
 
+/// A name on the way is missing or is a file, not a directory.
+fn is_missing(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
 fn has_commit(repo: &Repository, oid: Oid) -> bool {
     repo.find_object(oid, None)
         .and_then(|o| o.peel_to_commit())
@@ -645,6 +670,35 @@ mod tests {
         // A Git repository someone else made is refused too.
         Repository::init(tmp.path()).unwrap();
         assert!(inner.open_repo().is_err());
+    }
+
+    /// `path` is followed through committed links only inside the checkout.
+    #[test]
+    fn the_path_stays_inside_the_checkout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkout = tmp.path().join("src");
+        std::fs::create_dir_all(checkout.join("envs/dev")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("outside/dev")).unwrap();
+        std::fs::write(checkout.join("file"), "").unwrap();
+        std::os::unix::fs::symlink("envs", checkout.join("current")).unwrap();
+        std::os::unix::fs::symlink("../outside", checkout.join("clusters")).unwrap();
+        let mut inner = source("https://host/r.git", None);
+        inner.checkout = checkout.clone();
+        let mut snapshot = |path: &str| {
+            inner.path = Some(PathBuf::from(path));
+            inner.snapshot(Oid::ZERO_SHA1)
+        };
+        assert_eq!(
+            snapshot("current/dev").unwrap().root,
+            checkout.join("current/dev")
+        );
+        let err = snapshot("clusters/dev").unwrap_err();
+        assert!(matches!(err, SourceError::Link(_)), "{err:?}");
+        assert!(err.to_string().contains("clusters -> ../outside"), "{err}");
+        for missing in ["envs/prod", "file", "file/x"] {
+            let err = snapshot(missing).unwrap_err();
+            assert!(matches!(err, SourceError::PathNotFound { .. }), "{err:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use crate::config::{EnvLookup, SourceConfig, SourceKind, process_env};
+use crate::manifest::{LinkError, WalkError};
 
 pub use webhook::{verify_github_signature, verify_token};
 
@@ -83,6 +84,9 @@ pub enum SourceError {
     /// The configured `path` is not a directory at this revision.
     #[error("path {path:?} is not a directory at revision {revision}; check the source's path")]
     PathNotFound { path: PathBuf, revision: String },
+    /// A symlink leads outside the source (or its `path` does), or never ends.
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// Any other libgit2 failure (corrupt state directory, disk full, …).
     #[error("git error for {url}: {detail}")]
     Git { url: String, detail: String },
@@ -110,7 +114,20 @@ impl SourceError {
             | SourceError::HostKeyMismatch { .. }
             | SourceError::RefNotFound { .. }
             | SourceError::PathNotFound { .. }
+            | SourceError::Link(_)
             | SourceError::Watch { .. } => false,
+        }
+    }
+}
+
+impl From<WalkError> for SourceError {
+    fn from(error: WalkError) -> Self {
+        match error {
+            WalkError::Io { path, source } => SourceError::Io {
+                path,
+                error: source,
+            },
+            WalkError::Link(link) => SourceError::Link(link),
         }
     }
 }
