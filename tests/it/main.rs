@@ -15,3 +15,4 @@ mod layout;
 mod server;
 mod source_dir;
 mod source_git;
+mod symlinks;
