@@ -29,7 +29,8 @@ pub use load::load;
 pub use object_ref::{ObjectRef, Origin};
 pub use parse::parse_str;
 pub use validate::find_duplicates;
-pub use walk::{LinkError, WalkError, files, resolve_within};
+pub(crate) use walk::resolve_within;
+pub use walk::{LinkError, WalkError, files};
 
 use crate::kube::GroupVersion;
 use serde_json::{Map, Value};

@@ -97,7 +97,7 @@ async fn a_git_checkout_writes_links_as_links_and_never_through_them() {
     commit_link(&upstream, "linked", &outside.subdir(), &[]);
     let server = GitHttpServer::start(upstream.root.clone(), USER, PASSWORD);
     let state = tempfile::tempdir().expect("tempdir");
-    let mut source = git_source(&server.url("shop.git"), "path = \"app\"\n", state.path());
+    let source = git_source(&server.url("shop.git"), "path = \"app\"\n", state.path());
 
     let snapshot = source.fetch().await.expect("fetch");
     for (link, target) in [("evil.yaml", outside.file()), ("shared", outside.subdir())] {
@@ -125,7 +125,7 @@ async fn a_git_checkout_writes_links_as_links_and_never_through_them() {
 
     // A source whose `path` is itself a link out of the checkout fails its fetch.
     let other = tempfile::tempdir().expect("tempdir");
-    let mut linked = git_source(&server.url("shop.git"), "path = \"linked\"\n", other.path());
+    let linked = git_source(&server.url("shop.git"), "path = \"linked\"\n", other.path());
     let err = linked.fetch().await.expect_err("refused");
     assert!(matches!(err, SourceError::Link(_)), "{err:?}");
     let expected = format!("linked -> {}", outside.subdir().display());
