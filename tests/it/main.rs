@@ -16,3 +16,4 @@ mod server;
 mod source_dir;
 mod source_git;
 mod symlinks;
+mod yaml_kubectl;

@@ -1,0 +1,245 @@
+//! YAML read exactly as kubectl reads it: a differential test against the pinned
+//! kubectl, the `defaultMode: 0755` round trip, and bounded input.
+//!
+//! Every file under `tests/fixtures/yaml-quirks/` exercises one quirk of YAML as
+//! sigs.k8s.io/yaml (go-yaml v2, YAML 1.1) reads it. Each is read by converge's
+//! library and by `kubectl create --dry-run=client -o json -f FILE` (the oracle): both
+//! must give the same objects, or both must reject the file (converge naming the file
+//! and a line). The fixture's first comment says what the quirk is.
+
+use crate::common::{Manifests, TestEnv, assert_success, repo_root};
+use converge::manifest::{self, ManifestError};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What one reader made of a file.
+#[derive(Debug)]
+enum Reading {
+    Objects(Vec<Value>),
+    Rejected(String),
+}
+
+impl Reading {
+    fn summary(&self) -> String {
+        match self {
+            Reading::Objects(objects) => format!("{} object(s)", objects.len()),
+            Reading::Rejected(message) => {
+                let first = message.lines().next().unwrap_or_default();
+                let short: String = first.chars().take(70).collect();
+                format!("rejected: {short}")
+            }
+        }
+    }
+}
+
+fn quirk_files() -> Vec<PathBuf> {
+    let dir = repo_root().join("tests/fixtures/yaml-quirks");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read tests/fixtures/yaml-quirks")
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// converge's reading; a rejection must name the file and a line in it.
+fn converge_reading(file: &Path) -> Result<Reading, String> {
+    match manifest::load(&[file.to_path_buf()]) {
+        Ok(manifests) => {
+            let bodies = manifests.into_iter().map(|m| Value::Object(m.body));
+            Ok(Reading::Objects(bodies.map(api_server_numbers).collect()))
+        }
+        Err(ManifestError::Invalid(problems)) => {
+            let located = problems
+                .iter()
+                .all(|p| p.origin.file == file && p.origin.line >= 1);
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            if located {
+                Ok(Reading::Rejected(text.join("\n")))
+            } else {
+                Err(format!(
+                    "rejected without file and line: {}",
+                    text.join("; ")
+                ))
+            }
+        }
+        Err(other) => Err(format!("I/O error: {other}")),
+    }
+}
+
+/// kubectl's reading, with the namespace it fills in (`-n ns`) taken out again where
+/// converge's object has none: converge fills it in later, from discovery.
+fn kubectl_reading(env: &TestEnv, file: &Path) -> Reading {
+    let path = file.to_str().expect("UTF-8 path");
+    let args = [
+        "create",
+        "--dry-run=client",
+        "-o",
+        "json",
+        "-n",
+        &env.ns,
+        "-f",
+        path,
+    ];
+    let out = env.kubectl_output(&args, None);
+    if !out.status.success() {
+        return Reading::Rejected(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let stream = serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>();
+    let mut objects = Vec::new();
+    for value in stream {
+        let value = value.expect("kubectl -o json prints JSON");
+        match value {
+            Value::Object(mut list) if list.get("kind") == Some(&"List".into()) => {
+                if let Some(Value::Array(items)) = list.remove("items") {
+                    objects.extend(items);
+                }
+            }
+            other => objects.push(other),
+        }
+    }
+    let objects = objects.into_iter().map(|o| without_namespace(o, &env.ns));
+    Reading::Objects(objects.map(api_server_numbers).collect())
+}
+
+fn without_namespace(mut object: Value, ns: &str) -> Value {
+    if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+        if meta.get("namespace").and_then(Value::as_str) == Some(ns) {
+            meta.remove("namespace");
+        }
+    }
+    object
+}
+
+/// Numbers as the API server decodes JSON (k8s.io/apimachinery/pkg/util/json): an
+/// integer that fits int64 is an integer, anything else a float64. `1` and `1.0` stay
+/// different (an int32 field refuses `1.0`); `12345678901234567890` and
+/// `1.2345678901234567e19` are the same float.
+fn api_server_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.as_i64().is_none() => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Number(n), Value::Number),
+        Value::Array(items) => Value::Array(items.into_iter().map(api_server_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, api_server_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn verdict(converge: &Result<Reading, String>, kubectl: &Reading) -> Result<(), String> {
+    match (converge, kubectl) {
+        (Err(why), _) => Err(why.clone()),
+        (Ok(Reading::Rejected(_)), Reading::Rejected(_)) => Ok(()),
+        (Ok(Reading::Objects(ours)), Reading::Objects(theirs)) if ours == theirs => Ok(()),
+        (Ok(Reading::Objects(ours)), Reading::Objects(theirs)) => Err(format!(
+            "converge: {}\n      kubectl:  {}",
+            Value::Array(ours.clone()),
+            Value::Array(theirs.clone())
+        )),
+        (Ok(ours), theirs) => Err(format!(
+            "converge {} but kubectl {}",
+            ours.summary(),
+            theirs.summary()
+        )),
+    }
+}
+
+#[test]
+fn yaml_quirks_read_as_kubectl_reads_them() {
+    let env = TestEnv::new("yaml-quirks");
+    let files = quirk_files();
+    assert!(files.len() >= 40, "only {} quirk files", files.len());
+    let mut table = String::new();
+    let mut mismatches = Vec::new();
+    for file in &files {
+        let name = file.file_name().expect("file name").to_string_lossy();
+        let ours = converge_reading(file);
+        let theirs = kubectl_reading(&env, file);
+        let shown = ours.as_ref().map_or_else(Clone::clone, Reading::summary);
+        let result = verdict(&ours, &theirs);
+        let mark = if result.is_ok() { "ok" } else { "MISMATCH" };
+        let dir = format!("{}/", file.parent().expect("in a directory").display());
+        let line = format!(
+            "{mark:8} {name:36} converge: {shown:50} kubectl: {}",
+            theirs.summary()
+        );
+        let _ = writeln!(table, "{}", line.replace(&dir, ""));
+        if let Err(detail) = result {
+            mismatches.push(format!("{name}:\n      {}", detail.replace(&dir, "")));
+        }
+    }
+    println!("{table}");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} quirk files are read differently from kubectl:\n{table}\n{}",
+        mismatches.len(),
+        files.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// `defaultMode: 0755` (octal 493 for kubectl) applies, and the next diff is empty.
+#[test]
+fn octal_default_mode_applies_and_then_diffs_clean() {
+    let env = TestEnv::new("yaml-octal");
+    let fixture = repo_root().join("tests/fixtures/yaml-quirks/octal-default-mode.yaml");
+    let text = std::fs::read_to_string(fixture).expect("read the fixture");
+    let manifests = Manifests::with("deployment.yaml", &text);
+    let run = |command: &str| {
+        env.converge_command()
+            .args([command, manifests.arg(), "-n", &env.ns, "--name", &env.ns])
+            .output()
+            .expect("run converge")
+    };
+    assert_success("converge apply", &run("apply"));
+    let mode = env.kubectl(&[
+        "get",
+        "deployment",
+        "octal-default-mode",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.spec.template.spec.volumes[0].configMap.defaultMode}",
+    ]);
+    assert_eq!(mode, "493", "0755 is octal 493 for kubectl");
+    let diff = run("diff");
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "diff after apply must be empty:\n{}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+}
+
+/// 100 000 nested brackets (a cheap denial of service on the daemon) are refused
+/// quickly, with the file named and what to do.
+#[test]
+fn deeply_nested_input_is_rejected_quickly() {
+    for (open, close) in [("[", "]"), ("{", "}")] {
+        let depth = 100_000;
+        let text = format!("a: {}{}\n", open.repeat(depth), close.repeat(depth));
+        let file = Path::new("nested.yaml");
+        let started = Instant::now();
+        let result = manifest::parse_str(&text, file);
+        let took = started.elapsed();
+        let err = result.expect_err("100 000 nested brackets are refused");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("nested.yaml:1: ") && message.contains("nest"),
+            "the error names the file, the line and the nesting: {message}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "{open}×{depth} took {took:?}, expected well under a second"
+        );
+        println!("{open}×{depth}: rejected in {took:?}: {message}");
+    }
+}
