@@ -3,8 +3,9 @@
 use super::error::problem;
 use super::parse::{Parsed, parse_into};
 use super::walk::files;
-use super::{Manifest, ManifestError, Problem};
+use super::{MAX_FILE_BYTES, Manifest, ManifestError, Problem};
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 /// Loads every manifest under `paths` (files or directories), in file order and then
@@ -24,20 +25,47 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     parsed.finish()
 }
 
+/// A file's bytes, at most one more than [`MAX_FILE_BYTES`]: a bigger file is refused
+/// by [`decode_text`] without being read whole.
 pub(super) fn read(file: &Path) -> Result<Vec<u8>, ManifestError> {
-    fs::read(file).map_err(|source| ManifestError::Io {
+    let io_error = |source| ManifestError::Io {
         path: file.to_path_buf(),
         source,
-    })
+    };
+    let mut bytes = Vec::new();
+    let opened = fs::File::open(file).map_err(io_error)?;
+    opened
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    Ok(bytes)
 }
 
-/// Reads a file as text. Bytes that are not UTF-8 are a problem in the file (reported
-/// with the line they are on), not an I/O failure, so other files are still checked.
+/// Reads a file as text, as kubectl does: UTF-8, or UTF-16 after its byte order mark.
+/// Bytes that are not UTF-8 and a file over [`MAX_FILE_BYTES`] are problems in the
+/// file (reported with their line), not I/O failures, so other files are still checked.
+/// (kubectl would turn bytes that are not UTF-8 into U+FFFD and carry on; converge
+/// refuses rather than send changed text.)
 pub(super) fn decode_text(
     file: &Path,
     bytes: Vec<u8>,
     problems: &mut Vec<Problem>,
 ) -> Option<String> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let message = format!(
+            "the file is larger than {} MiB, the most converge reads from one file; split it",
+            MAX_FILE_BYTES >> 20
+        );
+        problems.push(problem(file, 1, None, message));
+        return None;
+    }
+    if let Some(text) = utf16(&bytes) {
+        return text.or_else(|| {
+            let message = "the file is not valid UTF-16; save it as UTF-8".to_string();
+            problems.push(problem(file, 1, None, message));
+            None
+        });
+    }
     match String::from_utf8(bytes) {
         Ok(text) => Some(text),
         Err(err) => {
@@ -48,6 +76,22 @@ pub(super) fn decode_text(
             None
         }
     }
+}
+
+/// The text of a file that starts with a UTF-16 byte order mark (`None` inside when
+/// it is not valid UTF-16), or `None` for any other file.
+fn utf16(bytes: &[u8]) -> Option<Option<String>> {
+    type Unit = fn([u8; 2]) -> u16;
+    let (rest, from): (&[u8], Unit) = match bytes {
+        [0xff, 0xfe, rest @ ..] => (rest, u16::from_le_bytes),
+        [0xfe, 0xff, rest @ ..] => (rest, u16::from_be_bytes),
+        _ => return None,
+    };
+    if rest.len() % 2 != 0 {
+        return Some(None);
+    }
+    let units: Vec<u16> = rest.chunks_exact(2).map(|c| from([c[0], c[1]])).collect();
+    Some(String::from_utf16(&units).ok())
 }
 
 #[cfg(test)]
@@ -78,7 +122,8 @@ mod tests {
             "a/z.json",
             r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"z"}}"#,
         );
-        write(dir, "a/y.YAML", cm("y"));
+        // Not `y`: a plain y is `true` for kubectl, not a name.
+        write(dir, "a/y.YAML", cm("why"));
         write(dir, "c.yaml", format!("{}---\n{}", cm("c1"), cm("c2")));
         write(dir, ".hidden/h.yaml", cm("hidden"));
         write(dir, "..data/d.yaml", cm("data"));
@@ -86,7 +131,7 @@ mod tests {
         write(dir, "notes.txt", "not: a manifest");
         write(dir, "kustomize/README.md", "# not yaml");
         let manifests = load(&[dir.to_path_buf()]).unwrap();
-        assert_eq!(names(&manifests), ["y", "z", "b", "c1", "c2"]);
+        assert_eq!(names(&manifests), ["why", "z", "b", "c1", "c2"]);
         assert_eq!(manifests[0].origin.file, dir.join("a/y.YAML"));
         assert_eq!(manifests[4].origin.line, 6);
     }
@@ -154,6 +199,38 @@ mod tests {
                 .starts_with("cannot read no/such/manifests: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn utf16_files_are_read_as_kubectl_reads_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(cm("wide").encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xfe, 0xff]
+            .into_iter()
+            .chain(cm("big").encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        let a = write(tmp.path(), "a.yaml", le);
+        let b = write(tmp.path(), "b.yaml", be);
+        assert_eq!(names(&load(&[a, b]).unwrap()), ["wide", "big"]);
+        let odd = write(tmp.path(), "odd.yaml", [0xff, 0xfe, 0x61]);
+        let err = load(&[odd]).unwrap_err();
+        let expected = "odd.yaml:1: the file is not valid UTF-16; save it as UTF-8";
+        assert!(err.to_string().ends_with(expected), "{err}");
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = write(tmp.path(), "big.yaml", "");
+        let file = fs::OpenOptions::new().write(true).open(&big).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = load(&[big]).unwrap_err();
+        let expected = "big.yaml:1: the file is larger than 16 MiB, the most converge reads from one file; \
+             split it";
+        assert!(err.to_string().ends_with(expected), "{err}");
     }
 
     #[test]

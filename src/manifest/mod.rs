@@ -9,8 +9,8 @@
 //!   directory loaded (symlinks are followed only inside it);
 //! - `load`: reading them;
 //! - `parse`: one file's text → documents with their lines → objects (`*List`s
-//!   flattened), through `to_json` (YAML → JSON) and `validate` (what every object
-//!   needs, duplicates);
+//!   flattened), through `yaml` (documents read exactly as kubectl reads them) and
+//!   `validate` (what every object needs, duplicates);
 //! - `file_cache`: parsed files kept between loads, re-parsed only when changed;
 //! - `object_ref`, `error`: identity and origin of objects, located problems.
 
@@ -19,9 +19,9 @@ mod file_cache;
 mod load;
 mod object_ref;
 mod parse;
-mod to_json;
 mod validate;
 mod walk;
+mod yaml;
 
 pub use error::{ManifestError, Problem};
 pub use file_cache::{CachedManifest, Digest, FileCache, ParsedFile};
@@ -34,6 +34,17 @@ pub use walk::{LinkError, WalkError, files};
 
 use crate::kube::GroupVersion;
 use serde_json::{Map, Value};
+
+/// The largest manifest file read (16 MiB): a bigger one is a problem in the file,
+/// not read into memory. The API server takes at most 3 MiB per object, so this
+/// leaves room for bundles of large objects (CRDs); split bigger files.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The deepest nesting of mappings and sequences in a document (100 levels; kubectl
+/// allows 10 000). Why: parsing time grows with flow nesting, so 100 000 `[` would
+/// tie the daemon up for minutes, and converge's JSON handling stops at 128 levels.
+/// Real manifests, deep CRD schemas included, stay far below.
+pub const MAX_DEPTH: usize = 100;
 
 /// One desired object: its JSON body as written (after YAML decoding) and its origin.
 #[derive(Debug, Clone, PartialEq)]

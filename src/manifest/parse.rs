@@ -1,10 +1,10 @@
-//! The text of one file → objects: YAML documents cut at their markers with file
-//! lines kept, decoded, converted to JSON, `*List`s flattened, each object validated.
+//! The text of one file → objects: documents cut out and decoded as kubectl does it
+//! (`yaml`), with their file lines, `*List`s flattened, each object validated.
 
 use super::error::problem;
-use super::to_json::to_json;
 use super::validate::{describe_json, find_duplicates, str_field, validate};
-use super::{Manifest, ManifestError, Problem};
+use super::yaml::{self, Piece};
+use super::{MAX_DEPTH, Manifest, ManifestError, Problem};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -40,147 +40,52 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Vec<Manifest>, ManifestError
 
 pub(super) fn parse_into(text: &str, file: &Path, out: &mut Parsed) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for doc in split_documents(text) {
-        if !doc.has_content {
-            continue;
-        }
-        match decode(&doc, file) {
-            Ok(Value::Null) => {}
-            Ok(value) => add_document(value, &doc, file, out),
-            Err(problem) => out.problems.push(problem),
+    for piece in yaml::split(text, MAX_DEPTH) {
+        match piece {
+            Piece::Json { value, line } => {
+                let doc = Doc {
+                    text: "",
+                    offset: line,
+                    line: line + 1,
+                };
+                add_document(value, &doc, file, out);
+            }
+            Piece::Yaml { text, first_line } => add_yaml(&text, first_line, file, out),
+            Piece::Invalid { line, message } => {
+                out.problems.push(problem(file, line + 1, None, message));
+            }
         }
     }
 }
 
-/// One YAML document of a file, cut out by [`split_documents`].
+/// One document as kubectl reads it: only the first of the text, an empty one skipped.
+fn add_yaml(text: &str, first_line: usize, file: &Path, out: &mut Parsed) {
+    match yaml::first_document(text, MAX_DEPTH) {
+        Ok(document) if document.value.is_null() => {}
+        Ok(document) => {
+            let doc = Doc {
+                text,
+                offset: first_line,
+                line: first_line + document.line + 1,
+            };
+            add_document(document.value, &doc, file, out);
+        }
+        Err(err) => {
+            let line = first_line + err.line() + 1;
+            let message = err.message(first_line);
+            out.problems.push(problem(file, line, None, message));
+        }
+    }
+}
+
+/// One document of a file, as [`yaml::split`] cut it out.
 struct Doc<'a> {
+    /// Its YAML text (empty for JSON), to find the lines of a list's items.
     text: &'a str,
-    /// Lines of the file before `text`, to turn parser lines into file lines.
+    /// Lines of the file before `text`.
     offset: usize,
     /// The 1-based file line the document's content starts on (its origin).
     line: usize,
-    /// False when the document holds only comments, blank lines and markers.
-    has_content: bool,
-}
-
-/// A document being accumulated by [`split_documents`].
-struct Chunk {
-    start: usize,
-    first_line: usize,
-    /// A `---` marker was seen: a second one starts a new document.
-    started: bool,
-    content_line: Option<usize>,
-}
-
-impl Chunk {
-    fn new(start: usize, first_line: usize) -> Self {
-        Chunk {
-            start,
-            first_line,
-            started: false,
-            content_line: None,
-        }
-    }
-
-    fn finish(self, text: &str, end: usize) -> Doc<'_> {
-        Doc {
-            text: &text[self.start..end],
-            offset: self.first_line,
-            line: self.content_line.unwrap_or(self.first_line + 1),
-            has_content: self.content_line.is_some(),
-        }
-    }
-}
-
-/// Splits a YAML stream into documents, keeping each one's line offset.
-///
-/// serde_yaml's multi-document deserializer does not say where a document starts,
-/// so the split is done here. A `---` or `...` marker at column 0 always delimits a
-/// document in YAML (it cannot occur inside a scalar), so a line scan is exact.
-/// Comments and directives before the first `---` stay with the document they head.
-fn split_documents(text: &str) -> Vec<Doc<'_>> {
-    let mut docs = Vec::new();
-    let mut chunk = Chunk::new(0, 0);
-    let mut pos = 0;
-    for (index, raw) in text.split_inclusive('\n').enumerate() {
-        let line = raw.trim_end_matches(['\n', '\r']);
-        match marker(line) {
-            Some(("---", rest)) => {
-                if chunk.started || chunk.content_line.is_some() {
-                    docs.push(chunk.finish(text, pos));
-                    chunk = Chunk::new(pos, index);
-                }
-                chunk.started = true;
-                if is_content(rest) {
-                    chunk.content_line.get_or_insert(index + 1);
-                }
-            }
-            Some(_) => {
-                // `...` ends the document; whatever follows is a new one.
-                docs.push(chunk.finish(text, pos + raw.len()));
-                chunk = Chunk::new(pos + raw.len(), index + 1);
-            }
-            None if is_content(line) => {
-                chunk.content_line.get_or_insert(index + 1);
-            }
-            None => {}
-        }
-        pos += raw.len();
-    }
-    docs.push(chunk.finish(text, pos));
-    docs
-}
-
-/// A document marker (`---` or `...`) and the rest of its line.
-fn marker(line: &str) -> Option<(&str, &str)> {
-    let (mark, rest) = (line.get(..3)?, line.get(3..)?);
-    let is_marker =
-        (mark == "---" || mark == "...") && (rest.is_empty() || rest.starts_with([' ', '\t']));
-    is_marker.then_some((mark, rest))
-}
-
-/// Whether a line holds YAML content rather than blank space, a comment or a directive.
-fn is_content(line: &str) -> bool {
-    let trimmed = line.trim_start();
-    !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%')
-}
-
-/// Decodes one document into JSON, with merge keys applied.
-fn decode(doc: &Doc, file: &Path) -> Result<Value, Problem> {
-    let mut yaml: serde_yaml::Value =
-        serde_yaml::from_str(doc.text).map_err(|err| yaml_problem(&err, doc, file))?;
-    yaml.apply_merge()
-        .map_err(|err| yaml_problem(&err, doc, file))?;
-    to_json(yaml).map_err(|err| problem(file, doc.line, None, err.to_string()))
-}
-
-/// A parser error at its line in the file (not in the document), with the parser's
-/// own `line N column M` references shifted the same way.
-fn yaml_problem(err: &serde_yaml::Error, doc: &Doc, file: &Path) -> Problem {
-    let line = err
-        .location()
-        .map_or(doc.line, |location| location.line() + doc.offset);
-    let detail = shift_line_numbers(&err.to_string(), doc.offset);
-    let message = format!("invalid YAML: {detail}; check the indentation and quoting");
-    problem(file, line, None, message)
-}
-
-/// Adds `offset` to every `line N` in a parser message.
-fn shift_line_numbers(message: &str, offset: usize) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("line ") {
-        let (before, after) = rest.split_at(at + "line ".len());
-        out.push_str(before);
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        match after[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + offset).to_string()),
-            Err(_) => out.push_str(&after[..digits]),
-        }
-        rest = &after[digits..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Turns one decoded document into objects: a `*List` is flattened, anything else must
@@ -292,6 +197,12 @@ fn indentation(line: &str) -> usize {
     line.len() - line.trim_start_matches(' ').len()
 }
 
+/// Whether a line holds YAML content rather than blank space, a comment or a directive.
+fn is_content(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%')
+}
+
 fn is_sequence_entry(text: &str) -> bool {
     text == "-" || text.starts_with("- ")
 }
@@ -322,29 +233,36 @@ mod tests {
     }
 
     #[test]
-    fn separator_with_trailing_content() {
-        let text = "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n\
-                    --- # comment only\n\
-                    --- \n{CM}b\n";
-        let manifests = parse(&text.replace("{CM}", CM));
-        assert_eq!(names(&manifests), ["a", "b"]);
-        assert_eq!(lines(&manifests), [1, 4]);
+    fn separator_lines_as_kubectl_reads_them() {
+        let text = format!("--- # comment only\n--- \n{CM}b\n---\t\n{CM}c\n");
+        assert_eq!(names(&parse(&text)), ["b", "c"]);
+        // kubectl refuses anything but a comment after `---`.
+        let found = problems(&format!("{CM}a\n--- {{kind: ConfigMap}}\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("m.yaml:5: invalid document separator `--- {kind: ConfigMap}`"),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn document_end_markers() {
+        // After `...`, kubectl reads nothing until the next `---`.
         let text = format!("{CM}a\n...\n---\n{CM}b\n...\n{CM}c\n...\n");
         let manifests = parse(&text);
-        assert_eq!(names(&manifests), ["a", "b", "c"]);
-        assert_eq!(lines(&manifests), [1, 7, 12]);
+        assert_eq!(names(&manifests), ["a", "b"]);
+        assert_eq!(lines(&manifests), [1, 7]);
     }
 
     #[test]
-    fn directives_stay_with_their_document() {
-        let text = format!("%YAML 1.2\n---\n{CM}a\n...\n%YAML 1.2\n---\n{CM}b\n");
-        let manifests = parse(&text);
-        assert_eq!(names(&manifests), ["a", "b"]);
-        assert_eq!(lines(&manifests), [3, 10]);
+    fn directives_are_refused_as_kubectl_refuses_them() {
+        // kubectl cuts the stream at `---` first, leaving the directive on its own.
+        let found = problems(&format!("%YAML 1.1\n---\n{CM}a\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("m.yaml:2: invalid YAML: did not find expected <document start>"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -400,16 +318,16 @@ mod tests {
     }
 
     #[test]
-    fn yaml_scalars_convert_to_json() {
+    fn yaml_scalars_convert_to_json_as_for_kubectl() {
         let text = format!(
             "{CM}a\nspec:\n  int: 3\n  neg: -4\n  big: 18446744073709551615\n  float: 1.5\n  \
              bool: true\n  nothing: ~\n  quoted: \"3\"\n  octal: 0o10\n  leading_zero: 0644\n  \
-             yes: yes\n"
+             yes: yes\n  whole: 2.0\n  under: 1_000\n"
         );
         let spec = &parse(&text)[0].body["spec"];
-        let expected = json!({"int": 3, "neg": -4, "big": 18446744073709551615u64, "float": 1.5,
-            "bool": true, "nothing": null, "quoted": "3", "octal": 8, "leading_zero": "0644",
-            "yes": "yes"});
+        let expected = json!({"int": 3, "neg": -4, "big": 1.8446744073709552e19, "float": 1.5,
+            "bool": true, "nothing": null, "quoted": "3", "octal": 8, "leading_zero": 420,
+            "true": true, "whole": 2, "under": 1000});
         assert_eq!(spec, &expected);
     }
 
@@ -440,18 +358,9 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_key_names_its_line() {
-        let text = format!("{CM}a\n---\n{CM}b\n  name: c\n");
-        let found = problems(&text);
-        assert_eq!(found.len(), 1);
-        assert!(
-            found[0].starts_with("m.yaml:9: invalid YAML: "),
-            "{found:?}"
-        );
-        assert!(
-            found[0].contains("duplicate entry with key \"name\""),
-            "{found:?}"
-        );
+    fn a_repeated_key_replaces_the_earlier_one() {
+        let manifests = parse(&format!("{CM}a\n---\n{CM}b\n  name: c\n"));
+        assert_eq!(names(&manifests), ["a", "c"], "kubectl keeps the last one");
     }
 
     #[test]
@@ -463,27 +372,25 @@ mod tests {
     }
 
     #[test]
-    fn non_string_key_names_the_document_line_and_path() {
-        let found = problems(&format!("{CM}a\n---\n{CM}b\ndata:\n  list:\n  - 1: x\n"));
+    fn keys_become_strings_and_a_null_key_names_its_line_and_path() {
+        let manifests = parse(&format!("{CM}a\ndata:\n  1: x\n  on: z\n  y: z\n"));
+        assert_eq!(manifests[0].body["data"], json!({"1": "x", "true": "z"}));
+        let found = problems(&format!("{CM}a\n---\n{CM}b\ndata:\n  list:\n  - ~: x\n"));
         assert_eq!(
             found,
-            ["m.yaml:6: at data.list[0]: the map key 1 is not a string; quote it"]
+            ["m.yaml:12: at data.list[0]: a null map key has no JSON form; quote it"]
         );
     }
 
     #[test]
-    fn unsupported_yaml_values_are_refused() {
-        let found = problems(&format!("{CM}a\ndata:\n  x: .nan\n  y: !custom z\n"));
-        assert_eq!(found.len(), 1, "the first unconvertible value is reported");
-        assert!(
-            found[0].starts_with("m.yaml:1: at data.x: .nan cannot be represented"),
-            "{found:?}"
-        );
-        let found = problems(&format!("{CM}a\ndata:\n  y: !custom z\n"));
+    fn values_without_json_form_are_refused_and_unknown_tags_ignored() {
+        let found = problems(&format!("{CM}a\ndata:\n  x: .nan\n  w: !custom z\n"));
         assert_eq!(
             found,
-            ["m.yaml:1: at data.y: the YAML tag !custom is not supported; remove it"]
+            ["m.yaml:6: at data.x: .nan cannot be represented in JSON; quote it if it is text"]
         );
+        let manifests = parse(&format!("{CM}a\ndata:\n  w: !custom z\n"));
+        assert_eq!(manifests[0].body["data"], json!({"w": "z"}));
     }
 
     #[test]
@@ -493,16 +400,5 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("m.yaml:4: item 0 of the List is a number (3), not a"));
         assert!(found[1].starts_with("m.yaml:5: ConfigMap: metadata.name is missing"));
-    }
-
-    #[test]
-    fn shifting_parser_line_numbers() {
-        let message = "did not find expected key at line 2 column 3, while parsing a block \
-                       mapping at line 1 column 1";
-        assert_eq!(
-            shift_line_numbers(message, 10),
-            "did not find expected key at line 12 column 3, while parsing a block mapping at \
-             line 11 column 1"
-        );
     }
 }

@@ -102,7 +102,32 @@ fn metadata_problems(meta: &Map<String, Value>) -> Vec<String> {
     if !non_empty("name") && !non_empty("generateName") && messages.is_empty() {
         messages.push(missing_name());
     }
+    for key in ["labels", "annotations"] {
+        messages.extend(string_map_problems(meta, key));
+    }
     messages
+}
+
+/// `labels` and `annotations` map to strings; kubectl refuses anything else. A
+/// plain `yes`, `1.10` or `0x50` is no string: YAML 1.1 reads `true`, `1.1`, `80`.
+fn string_map_problems(meta: &Map<String, Value>, key: &str) -> Vec<String> {
+    match meta.get(key) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter(|(_, value)| !matches!(value, Value::String(_) | Value::Null))
+            .map(|(name, value)| {
+                format!(
+                    "metadata.{key}.{name} is {}; {key} must be strings, quote it",
+                    describe_json(value)
+                )
+            })
+            .collect(),
+        Some(other) => vec![format!(
+            "metadata.{key} is {}; it must be a mapping of strings",
+            describe_json(other)
+        )],
+    }
 }
 
 fn missing_name() -> String {
@@ -250,6 +275,24 @@ mod tests {
         );
         assert!(found[3].starts_with("m.yaml:12: ConfigMap: metadata.name is missing;"));
         assert!(found[4].starts_with("m.yaml:15: ConfigMap: metadata is a string (\"text\")"));
+    }
+
+    #[test]
+    fn label_and_annotation_values_must_be_strings() {
+        let text = format!(
+            "{CM}a\n  labels:\n    enabled: yes\n    tier: web\n  annotations:\n    port: 0x50\n    \
+             none: ~\n---\n{CM}b\n  labels: [a]\n"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "m.yaml:1: ConfigMap/a: metadata.labels.enabled is a boolean (true); labels must be \
+                 strings, quote it",
+                "m.yaml:1: ConfigMap/a: metadata.annotations.port is a number (80); annotations \
+                 must be strings, quote it",
+                "m.yaml:12: ConfigMap/b: metadata.labels is a list; it must be a mapping of strings",
+            ]
+        );
     }
 
     #[test]
