@@ -128,8 +128,9 @@ impl<'t> Decoder<'t> {
         f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<T, DecodeError> {
         if self.expanding.contains(&id) {
-            let Kind::Alias { name, .. } = &self.nodes[id].kind else {
-                unreachable!("only aliases are expanded")
+            let name = match &self.nodes[id].kind {
+                Kind::Alias { name, .. } => name.as_str(),
+                _ => "",
             };
             let message = format!("anchor '{name}' value contains itself");
             return Err(DecodeError::at(self.nodes[id].line, message));
