@@ -289,6 +289,22 @@ mod tests {
     }
 
     #[test]
+    fn where_libyaml_changed_since_go_yaml_v2_the_old_reading_wins() {
+        assert_eq!(
+            decode("a: \"it\\'s\"\nb: {c:, d: [e:]}\n"),
+            json!({"a": "it's", "b": {"c:": null, "d": ["e:"]}})
+        );
+        let slash = error("a: 1\nb: \"x\\/y\"\n");
+        assert!(
+            slash.contains("found unknown escape character at line 2 column 6"),
+            "{slash}"
+        );
+        let question = error("a: [http://x?y=1]\n");
+        assert!(question.contains("did not find expected ','"), "{question}");
+        assert_eq!(decode("a: http://x?y=1\n"), json!({"a": "http://x?y=1"}));
+    }
+
+    #[test]
     fn only_the_first_document_is_read() {
         assert_eq!(decode("a: 1\n...\nb: 2\n"), json!({"a": 1}));
         assert_eq!(decode("a: 1\n...\nb: [\n"), json!({"a": 1}));

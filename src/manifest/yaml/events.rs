@@ -139,7 +139,7 @@ impl<'input> Parser<'input> {
         let (converted, start, end, double_quoted) = unsafe {
             if self.failed || sys::yaml_parser_parse(parser, event.as_mut_ptr()).fail {
                 self.failed = true;
-                return Err(syntax_error(&*parser));
+                return Err(syntax_error(&*parser, self.input));
             }
             let event = event.as_mut_ptr();
             let converted = convert(&*event);
@@ -168,22 +168,9 @@ impl<'input> Parser<'input> {
                 continue;
             }
             if let Some((_, b'/')) = bytes.next() {
-                let before = &raw[..at];
-                let newlines = before.iter().filter(|&&b| b == b'\n').count();
-                let column = before.iter().rev().take_while(|&&b| b != b'\n').count();
-                let line = start.line + newlines;
-                let column = if newlines == 0 {
-                    start.column + at
-                } else {
-                    column
-                };
                 return Some(SyntaxError {
                     problem: "found unknown escape character".into(),
-                    mark: Mark {
-                        index: start.index + at,
-                        line,
-                        column,
-                    },
+                    mark: mark_at(self.input, start.index + at),
                     context: Some(("while parsing a quoted scalar".into(), start)),
                 });
             }
@@ -201,13 +188,30 @@ impl Drop for Parser<'_> {
 
 /// # Safety
 /// `parser` has failed, so its problem fields are set (or null).
-unsafe fn syntax_error(parser: &sys::yaml_parser_t) -> SyntaxError {
+unsafe fn syntax_error(parser: &sys::yaml_parser_t, input: &str) -> SyntaxError {
     // SAFETY: libyaml's problem and context are static C strings or null.
     let (problem, context) = unsafe { (text(parser.problem), text(parser.context)) };
+    // The reader (control characters, bad encoding) gives an offset, not a mark.
+    let mark = if parser.error == sys::YAML_READER_ERROR {
+        mark_at(input, to_usize(parser.problem_offset))
+    } else {
+        Mark::of(parser.problem_mark)
+    };
     SyntaxError {
         problem: problem.unwrap_or_else(|| "the YAML parser failed".into()),
-        mark: Mark::of(parser.problem_mark),
+        mark,
         context: context.map(|c| (c, Mark::of(parser.context_mark))),
+    }
+}
+
+/// The mark of byte `index` of `input`.
+fn mark_at(input: &str, index: usize) -> Mark {
+    let before = input.get(..index).unwrap_or(input);
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    Mark {
+        index,
+        line: before.matches('\n').count(),
+        column: before[line_start..].chars().count(),
     }
 }
 
