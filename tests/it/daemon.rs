@@ -376,8 +376,8 @@ fn reconciles_look_only_at_what_changed() {
     );
     assert_eq!(daemon.source()["result"], "synced");
 
-    setup.write("new.yaml", &configmap("n", "1"));
-    setup.wait_for_value(&daemon, "n", "1");
+    setup.write("new.yaml", &configmap("added", "1"));
+    setup.wait_for_value(&daemon, "added", "1");
     assert!(
         eventually(Duration::from_secs(5), || looked_at() == 23.0).is_some(),
         "an added file takes a full reconcile: {}",
