@@ -299,7 +299,19 @@ fn removed_fields_go_and_other_managers_fields_stay() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: '1', b: '2'}\n",
     );
     env.apply(source.path(), &[]);
-    env.kubectl(&["label", "configmap", "cfg", "-n", &env.ns, "team=payments"]);
+    // Another tool's server-side apply (a kubectl-family edit would be drift).
+    env.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=team-b",
+            "-n",
+            &env.ns,
+            "-f",
+            "-",
+        ],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {team: payments}}\n",
+    );
 
     source.write(
         "cm.yaml",
@@ -685,5 +697,12 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
         !written.contains("fine") && !written.contains("bad"),
         "{written}"
     );
-    env.kubectl(&["delete", "namespace", &extra, "--wait=false"]);
+    // The rejection deletes the Namespace it created (see drift.rs).
+    env.kubectl(&[
+        "delete",
+        "namespace",
+        &extra,
+        "--wait=false",
+        "--ignore-not-found",
+    ]);
 }

@@ -8,6 +8,7 @@ mod controlplane;
 mod daemon;
 mod daemon_git;
 mod daemon_restart;
+mod drift;
 mod engine;
 mod health;
 mod kube_client;
