@@ -1,0 +1,330 @@
+//! Edits by the kubectl family are drift: taking their fields over.
+//!
+//! Why: server-side apply only reverts fields the applier owns. An env var added by
+//! `kubectl patch` is owned by `kubectl-patch`, so converge's apply keeps it forever,
+//! and a list edit (the Service ports replaced with port 81 under the same name) can
+//! make every apply fail with a duplicate key. As Flux does, converge moves those
+//! managers' fields into its own applied field set first (a managedFields-only
+//! patch: no field changes); the apply that follows then owns them and drops
+//! whatever the manifest does not declare.
+//!
+//! The kubectl family is a list of field managers (per source, `drift_managers`).
+//! Every other manager's fields (a controller's, another tool's server-side apply)
+//! stay theirs. Status is never taken: converge does not apply it.
+
+use crate::engine::fieldset::FieldSet;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// The managers `kubectl` writes as (and `before-first-apply`, the name the API
+/// server gives fields that predate the first server-side apply).
+pub const DEFAULT_DRIFT_MANAGERS: [&str; 9] = [
+    "kubectl",
+    "kubectl-edit",
+    "kubectl-patch",
+    "kubectl-replace",
+    "kubectl-client-side-apply",
+    "kubectl-scale",
+    "kubectl-label",
+    "kubectl-annotate",
+    "before-first-apply",
+];
+
+/// The field managers whose edits inside converge's objects are drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftManagers(BTreeSet<String>);
+
+impl Default for DriftManagers {
+    fn default() -> Self {
+        DriftManagers::new(DEFAULT_DRIFT_MANAGERS.map(String::from))
+    }
+}
+
+impl DriftManagers {
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        DriftManagers(names.into_iter().filter(|n| !n.is_empty()).collect())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Whether a managedFields entry records one of these managers' edits of the
+    /// object (any operation; the status subresource excepted).
+    fn wrote(&self, entry: &Value) -> bool {
+        let field = |name: &str| entry.get(name).and_then(Value::as_str);
+        field("manager").is_some_and(|m| self.0.contains(m))
+            && field("subresource") != Some("status")
+    }
+}
+
+/// How a managedFields entry relates to converge.
+enum Owner {
+    /// converge's own applied fields.
+    Us,
+    /// A drift manager's edits.
+    Drift,
+    /// Anyone else: a controller, another tool.
+    Other,
+}
+
+fn owner(entry: &Value, manager: &str, drift: &DriftManagers) -> Owner {
+    let field = |name: &str| entry.get(name).and_then(Value::as_str);
+    let ours = field("manager") == Some(manager)
+        && field("operation") == Some("Apply")
+        && field("subresource").is_none_or(str::is_empty);
+    match (ours, drift.wrote(entry)) {
+        (true, _) => Owner::Us,
+        (false, true) => Owner::Drift,
+        (false, false) => Owner::Other,
+    }
+}
+
+fn fields(entry: &Value) -> FieldSet {
+    entry
+        .get("fieldsV1")
+        .and_then(FieldSet::from_fields_v1)
+        .unwrap_or_default()
+}
+
+fn entries(live: &Value) -> &[Value] {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Who owns what in one live object.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    pub ours: FieldSet,
+    /// What the drift managers own.
+    pub theirs: FieldSet,
+    /// What everyone else owns.
+    pub others: FieldSet,
+}
+
+impl Ownership {
+    /// The ownership `live`'s managedFields record, `manager` being converge's.
+    pub fn of(live: &Value, manager: &str, drift: &DriftManagers) -> Ownership {
+        let mut ownership = Ownership::default();
+        for entry in entries(live) {
+            let set = match owner(entry, manager, drift) {
+                Owner::Us => &mut ownership.ours,
+                Owner::Drift => &mut ownership.theirs,
+                Owner::Other => &mut ownership.others,
+            };
+            set.union(&fields(entry));
+        }
+        ownership
+    }
+
+    /// What an apply removes once it has taken the drift managers' fields over:
+    /// what only they own, `protected` (ignored fields) excepted. Empty when their
+    /// edits change nothing converge would not keep anyway.
+    pub fn drift_only(&self, protected: &FieldSet) -> FieldSet {
+        self.theirs
+            .without_subtrees(protected)
+            .difference(&self.ours)
+            .difference(&self.others)
+    }
+
+    /// What stays owned after that apply: converge's fields and everyone else's.
+    pub fn kept(&self) -> FieldSet {
+        let mut kept = self.ours.clone();
+        kept.union(&self.others);
+        kept
+    }
+}
+
+/// A JSON patch that replaces `live`'s managedFields: the drift managers' fields
+/// (`protected` ones excepted) move into converge's applied entry, created at
+/// `api_version` if there is none. The resourceVersion makes it apply only to the
+/// object as read (409 Conflict otherwise). `None` when they own nothing to take.
+pub fn takeover_patch(
+    live: &Value,
+    manager: &str,
+    api_version: &str,
+    drift: &DriftManagers,
+    protected: &FieldSet,
+) -> Option<Value> {
+    let mut taken = FieldSet::default();
+    let mut kept: Vec<Value> = Vec::new();
+    let mut ours: Option<usize> = None;
+    for entry in entries(live) {
+        match owner(entry, manager, drift) {
+            Owner::Us if ours.is_none() => {
+                ours = Some(kept.len());
+                kept.push(entry.clone());
+            }
+            Owner::Drift => {
+                let theirs = fields(entry);
+                let take = theirs.without_subtrees(protected);
+                let rest = theirs.difference(&take);
+                taken.union(&take);
+                if !rest.is_empty() {
+                    let mut entry = entry.clone();
+                    entry["fieldsV1"] = rest.to_fields_v1();
+                    kept.push(entry);
+                }
+            }
+            _ => kept.push(entry.clone()),
+        }
+    }
+    if taken.is_empty() {
+        return None;
+    }
+    let index = *ours.get_or_insert_with(|| {
+        kept.push(json!({"manager": manager, "operation": "Apply",
+            "apiVersion": api_version, "fieldsType": "FieldsV1", "fieldsV1": {}}));
+        kept.len() - 1
+    });
+    let mut fields_now = fields(&kept[index]);
+    fields_now.union(&taken);
+    kept[index]["fieldsV1"] = fields_now.to_fields_v1();
+    Some(managed_fields_patch(live, kept))
+}
+
+/// A JSON patch that puts `original`'s managedFields back on the object at
+/// `resource_version` (after a takeover whose apply was then refused).
+pub fn restore_patch(original: &Value, resource_version: &str) -> Value {
+    let entries = entries(original).to_vec();
+    json!([
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "replace", "path": "/metadata/managedFields", "value": entries},
+    ])
+}
+
+fn managed_fields_patch(live: &Value, entries: Vec<Value>) -> Value {
+    let version = live
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(Value::Null);
+    json!([
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
+        {"op": "replace", "path": "/metadata/managedFields", "value": entries},
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Deployment as the test control plane left it after converge's apply, a
+    /// `kubectl patch` (env var), a `kubectl label`, a `kubectl scale` and a
+    /// controller's status update.
+    fn live() -> Value {
+        json!({"metadata": {"resourceVersion": "42", "managedFields": [
+            {"manager": "converge", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:replicas": {},
+                "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:name": {}}}}}}}},
+            {"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1", "subresource": "scale",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl-label", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:labels": {"f:injected": {}}}}},
+            {"manager": "kubectl-patch", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:annotations": {"f:note": {}}}, "f:spec": {"f:template": {"f:spec": {
+                "f:containers": {"k:{\"name\":\"web\"}": {"f:env": {"k:{\"name\":\"INJECTED\"}": {".": {}, "f:name": {}}}}}}}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1", "subresource": "status",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:replicas": {}}}},
+            {"manager": "team-b", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:metadata": {"f:annotations": {"f:note": {}}}}}
+        ]}})
+    }
+
+    fn set(fields: Value) -> FieldSet {
+        FieldSet::from_fields_v1(&fields).unwrap()
+    }
+
+    #[test]
+    fn only_what_drift_managers_alone_own_is_drift() {
+        let ownership = Ownership::of(&live(), "converge", &DriftManagers::default());
+        let expected = set(
+            json!({"f:metadata": {"f:labels": {"f:injected": {}}}, "f:spec": {"f:template": {
+            "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {"f:env": {"k:{\"name\":\"INJECTED\"}": {".": {}, "f:name": {}}}}}}}}}),
+        );
+        assert_eq!(ownership.drift_only(&FieldSet::default()), expected);
+        let none = Ownership::of(&live(), "converge", &DriftManagers::new([]));
+        assert!(none.drift_only(&FieldSet::default()).is_empty());
+    }
+
+    #[test]
+    fn protected_fields_are_not_drift() {
+        let ownership = Ownership::of(&live(), "converge", &DriftManagers::default());
+        let labels = FieldSet::path(&["f:metadata", "f:labels"]);
+        let left = ownership.drift_only(&labels);
+        assert!(left.child("f:metadata").is_none() && left.child("f:spec").is_some());
+    }
+
+    #[test]
+    fn the_takeover_moves_their_fields_into_our_entry() {
+        let labels = FieldSet::path(&["f:metadata", "f:labels", "f:injected"]);
+        let patch = takeover_patch(
+            &live(),
+            "converge",
+            "apps/v1",
+            &DriftManagers::default(),
+            &labels,
+        )
+        .expect("something to take");
+        assert_eq!(patch[0]["value"], "42");
+        let entries = patch[1]["value"].as_array().unwrap();
+        let managers: Vec<&str> = entries
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            managers,
+            [
+                "converge",
+                "kubectl-label",
+                "kube-controller-manager",
+                "team-b"
+            ]
+        );
+        let ours = set(entries[0]["fieldsV1"].clone());
+        for taken in [
+            &["f:spec", "f:replicas"][..],
+            &["f:metadata", "f:annotations", "f:note"],
+        ] {
+            assert!(
+                FieldSet::path(taken).difference(&ours).is_empty(),
+                "{taken:?}"
+            );
+        }
+        assert_eq!(
+            entries[1]["fieldsV1"],
+            json!({"f:metadata": {"f:labels": {"f:injected": {}}}})
+        );
+    }
+
+    #[test]
+    fn without_our_entry_one_is_created_and_nothing_to_take_is_none() {
+        let mut live = live();
+        live["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        let patch = takeover_patch(
+            &live,
+            "converge",
+            "apps/v1",
+            &DriftManagers::default(),
+            &FieldSet::default(),
+        )
+        .unwrap();
+        let last = patch[1]["value"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (last["manager"].as_str(), last["operation"].as_str()),
+            (Some("converge"), Some("Apply"))
+        );
+        let drift = DriftManagers::new(["someone-else".to_string()]);
+        assert!(
+            takeover_patch(&live, "converge", "apps/v1", &drift, &FieldSet::default()).is_none()
+        );
+    }
+}
