@@ -24,6 +24,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::DriftRules;
+use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
+use crate::engine::recreate::Recreate;
+use crate::engine::takeover::DriftManagers;
 use crate::kube::is_dns_label;
 
 /// The HTTP listen address when `[server] listen` is not set.
@@ -130,6 +134,9 @@ pub struct SourceConfig {
     pub self_heal: bool,
     /// Allow a revision to prune more than the mass-prune limit, or everything (default false).
     pub allow_mass_prune: bool,
+    /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
+    /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
+    pub drift: DriftRules,
 }
 
 /// Where a source's manifests live.
@@ -313,6 +320,21 @@ struct RawSource {
     prune: Option<bool>,
     self_heal: Option<bool>,
     allow_mass_prune: Option<bool>,
+    drift_managers: Option<Vec<String>>,
+    #[serde(default)]
+    ignore: Vec<RawIgnore>,
+    recreate: Option<bool>,
+}
+
+/// A `[[source.ignore]]` table: JSON pointers, and which objects they apply to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIgnore {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    paths: Vec<String>,
 }
 
 impl RawSource {
@@ -448,6 +470,7 @@ impl Checker<'_> {
             );
         }
         let kind = self.source_kind(at, &raw);
+        let drift = self.drift(at, &raw);
         Some(SourceConfig {
             name: name?,
             kind: kind?,
@@ -457,7 +480,53 @@ impl Checker<'_> {
             prune: raw.prune.unwrap_or(true),
             self_heal: raw.self_heal.unwrap_or(true),
             allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
+            drift,
         })
+    }
+
+    fn drift(&mut self, at: &str, raw: &RawSource) -> DriftRules {
+        let managers = match &raw.drift_managers {
+            Some(names) => DriftManagers::new(names.iter().cloned()),
+            None => DriftManagers::default(),
+        };
+        let ignore = raw
+            .ignore
+            .iter()
+            .enumerate()
+            .filter_map(|(index, rule)| self.ignore_rule(&format!("{at}: ignore[{index}]"), rule))
+            .collect();
+        let recreate = match raw.recreate {
+            Some(true) => Recreate::Allowed,
+            _ => Recreate::Annotated,
+        };
+        DriftRules {
+            managers,
+            ignore: IgnoreRules(ignore),
+            recreate,
+        }
+    }
+
+    fn ignore_rule(&mut self, at: &str, raw: &RawIgnore) -> Option<IgnoreRule> {
+        if raw.paths.is_empty() {
+            self.problem(
+                at,
+                "paths is missing; add paths = [\"/spec/replicas\"] (JSON pointers)",
+            );
+            return None;
+        }
+        let mut paths = Vec::new();
+        for path in &raw.paths {
+            match path.parse() {
+                Ok(pointer) => paths.push(pointer),
+                Err(e) => self.problem(at, format!("paths: {e}")),
+            }
+        }
+        let selector = Selector {
+            kind: raw.kind.clone(),
+            namespace: raw.namespace.clone(),
+            name: raw.name.clone(),
+        };
+        (paths.len() == raw.paths.len()).then_some(IgnoreRule { selector, paths })
     }
 
     fn source_name(&mut self, at: &str, name: Option<&str>) -> Option<String> {

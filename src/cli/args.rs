@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use converge::config::parse_duration;
+use converge::engine::{DriftManagers, DriftRules, IgnoreRule, IgnoreRules, Recreate};
 use converge::kube::is_dns_label;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -162,6 +163,44 @@ pub struct SyncArgs {
     /// Color diffs: auto (in a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// A field converge neither reports nor writes in existing objects, because
+    /// another controller owns it (a source's [[source.ignore]]). RULE is a JSON
+    /// pointer, for every object, or KIND:POINTER, KIND/NAME:POINTER or
+    /// KIND/NAMESPACE/NAME:POINTER. Repeatable. E.g. an HPA's replicas:
+    /// --ignore Deployment:/spec/replicas
+    #[arg(long, value_name = "RULE")]
+    pub ignore: Vec<IgnoreRule>,
+    /// Field managers whose edits inside converge's objects are drift: converge
+    /// takes their fields over and removes what the manifests do not declare
+    /// (comma-separated; empty for none; a source's drift_managers). Default:
+    /// kubectl, kubectl-edit, kubectl-patch, kubectl-replace,
+    /// kubectl-client-side-apply, kubectl-scale, kubectl-label, kubectl-annotate,
+    /// before-first-apply.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub drift_managers: Option<Vec<String>>,
+    /// Delete and re-create objects whose immutable fields changed (a Deployment's
+    /// selector, a Job's template), as if each were annotated
+    /// `converge.dev/recreate: allowed` (a source's recreate = true). Never
+    /// Namespaces or CRDs.
+    #[arg(long)]
+    pub recreate: bool,
+}
+
+impl SyncArgs {
+    /// The drift rules the flags describe.
+    pub fn drift_rules(&self) -> DriftRules {
+        DriftRules {
+            managers: match &self.drift_managers {
+                Some(names) => DriftManagers::new(names.iter().cloned()),
+                None => DriftManagers::default(),
+            },
+            ignore: IgnoreRules(self.ignore.clone()),
+            recreate: match self.recreate {
+                true => Recreate::Allowed,
+                false => Recreate::Annotated,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,6 +319,9 @@ mod tests {
             context: None,
             output: OutputFormat::Text,
             color: ColorChoice::Never,
+            ignore: Vec::new(),
+            drift_managers: None,
+            recreate: false,
         };
         assert_eq!(
             args(vec![shop.clone()], None).applyset_name(),

@@ -53,6 +53,7 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         allow_mass_prune: args.allow_mass_prune,
         dry_run,
         scope: Scope::Full,
+        drift: args.drift_rules(),
     };
     let engine = Engine::connect(client).await?;
     let outcome = engine.run(manifests, &options, None).await?;

@@ -64,6 +64,7 @@ impl SourceSpec {
                 prune: config.prune,
                 allow_mass_prune: config.allow_mass_prune,
                 self_heal: config.self_heal,
+                drift: config.drift.clone(),
             },
             kind,
             location: source.location(),

@@ -8,7 +8,7 @@ use crate::daemon::state::SourceState;
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
-use crate::engine::{Engine, EngineError, Outcome, RunOptions, Scope};
+use crate::engine::{DriftRules, Engine, EngineError, Outcome, RunOptions, Scope};
 use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
@@ -28,6 +28,8 @@ pub struct Settings {
     pub allow_mass_prune: bool,
     /// Write (heal) or only report drift.
     pub self_heal: bool,
+    /// What counts as drift, and what converge may do about it.
+    pub drift: DriftRules,
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.
@@ -129,6 +131,7 @@ impl Reconciler {
             allow_mass_prune: settings.allow_mass_prune,
             dry_run: !settings.self_heal,
             scope,
+            drift: settings.drift.clone(),
         };
         let mut outcome = self.engine.run(manifests, &options, state.cache()).await?;
         let applyset = ApplySet::new(&settings.name, &settings.namespace);
@@ -345,6 +348,14 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
         (Action::Unchanged, _) | (Action::Create | Action::Configure, true) => {
             (ObjectState::InSync, None)
         }
+        (Action::Recreate, true) => (
+            ObjectState::InSync,
+            Some("recreated: an immutable field changed".into()),
+        ),
+        (Action::Recreate, false) => (
+            ObjectState::Drifted,
+            Some("an immutable field changed; would be recreated".into()),
+        ),
         (Action::Create, false) => (ObjectState::Missing, None),
         (Action::Configure, false) => (ObjectState::Drifted, None),
         (Action::Prune, true) => (ObjectState::Pruned, None),
@@ -387,6 +398,7 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
         let action = match step.action {
             Action::Create => ApplyAction::Create,
             Action::Configure => ApplyAction::Configure,
+            Action::Recreate => ApplyAction::Recreate,
             Action::Prune => ApplyAction::Prune,
             Action::Unchanged | Action::KeepPruneDisabled => continue,
         };
@@ -434,6 +446,7 @@ mod tests {
             action,
             manifest: None,
             live_uid: None,
+            takeover: None,
         }
     }
 

@@ -7,6 +7,7 @@ use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, api_error, desired_k
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
+use crate::engine::takeover::Takeover;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
     Preconditions, PropagationPolicy,
@@ -17,9 +18,15 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a re-create waits for the old object (and, foreground, its dependents)
+/// to be gone.
+const RECREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Attempts of a managedFields patch pinned to a resourceVersion that controllers
+/// keep moving (each after reading the object again).
+const PINNED_ATTEMPTS: u32 = 5;
 
 /// The ApplySet a plan is carried out for, and how much of it.
 pub(super) struct Target<'a> {
@@ -43,17 +50,17 @@ pub(super) async fn execute(
     let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
-        .filter(|s| matches!(s.action, Action::Create | Action::Configure))
+        .filter(|s| {
+            matches!(
+                s.action,
+                Action::Create | Action::Configure | Action::Recreate
+            )
+        })
         .partition(|s| plan::is_first_stage(&s.object.group, &s.object.kind));
     let mut written = apply_all(client, discovery, &first).await?;
-    if first
-        .iter()
-        .any(|s| s.object.kind == "CustomResourceDefinition")
-    {
-        wait_for_crds(client, &first).await?;
-        discovery.refresh().await.map_err(EngineError::Discovery)?;
+    if let Err(error) = prepare_rest(client, discovery, &first, &rest, deferred).await {
+        return Err(undo_first_stage(client, discovery, &first, &written, error).await);
     }
-    validate_deferred(client, discovery, &rest, deferred).await?;
     if target.scope.is_full() {
         let all_namespaces = plan
             .steps
@@ -77,6 +84,80 @@ pub(super) async fn execute(
         write_parent(client, target.applyset, &kinds, &desired_namespaces).await?;
     }
     Ok(written)
+}
+
+/// With the first stage written: waits for its CRDs and validates what needed them.
+async fn prepare_rest(
+    client: &Client,
+    discovery: &Discovery,
+    first: &[&Step],
+    rest: &[&Step],
+    deferred: &BTreeSet<ObjectRef>,
+) -> Result<(), EngineError> {
+    if first
+        .iter()
+        .any(|s| s.object.kind == "CustomResourceDefinition")
+    {
+        wait_for_crds(client, first).await?;
+        discovery.refresh().await.map_err(EngineError::Discovery)?;
+    }
+    validate_deferred(client, discovery, rest, deferred).await
+}
+
+/// After the rest of a revision was refused: deletes the Namespaces and CRDs this
+/// run created only to validate it (uid precondition: exactly those), so that the
+/// revision leaves the cluster as it was. Only when nothing else of the first stage
+/// was written does the error then say that nothing was written.
+async fn undo_first_stage(
+    client: &Client,
+    discovery: &Discovery,
+    first: &[&Step],
+    written: &[(ObjectRef, Value)],
+    error: EngineError,
+) -> EngineError {
+    let uids: BTreeMap<&ObjectRef, &str> = written
+        .iter()
+        .filter_map(|(object, answer)| Some((object, answer.pointer("/metadata/uid")?.as_str()?)))
+        .collect();
+    let mut nothing_left = true;
+    for step in first.iter().rev() {
+        let (Action::Create, Some(uid)) = (step.action, uids.get(&step.object)) else {
+            nothing_left = false;
+            continue;
+        };
+        match delete(client, discovery, &step.object, uid.to_string()).await {
+            Ok(()) => info!(object = %step.object, "deleted again: the revision was refused"),
+            Err(e) => {
+                warn!(object = %step.object, error = %e, "could not delete it again");
+                nothing_left = false;
+            }
+        }
+    }
+    match error {
+        EngineError::RejectedAfterFirstStage(problems) if nothing_left => {
+            EngineError::Rejected(problems)
+        }
+        error => error,
+    }
+}
+
+/// Deletes one object if it still has `uid`.
+async fn delete(
+    client: &Client,
+    discovery: &Discovery,
+    object: &ObjectRef,
+    uid: String,
+) -> Result<(), EngineError> {
+    let path = object_path(discovery, object)?;
+    let params = DeleteParams {
+        propagation: PropagationPolicy::Background,
+        preconditions: Some(Preconditions { uid }),
+    };
+    match client.delete(&path, &params).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(api_error(object, e)),
+    }
 }
 
 /// Objects the server could not dry-run before their Namespace or CRD existed.
@@ -181,11 +262,142 @@ async fn apply_one(
     let Some(manifest) = &step.manifest else {
         return Ok(None);
     };
-    let live = send(client, discovery, manifest, false)
-        .await
-        .map_err(|e| api_error(&step.object, e))?;
+    if step.action == Action::Recreate {
+        delete_for_recreate(client, discovery, step).await?;
+    }
+    let taken = match &step.takeover {
+        Some(takeover) => take_over(client, discovery, step, takeover).await?,
+        None => None,
+    };
+    let live = match send(client, discovery, manifest, false).await {
+        Ok(live) => live,
+        Err(error) => {
+            if let Some((takeover, version)) = taken {
+                give_back(client, discovery, step, &takeover, version).await;
+            }
+            return Err(api_error(&step.object, error));
+        }
+    };
     info!(object = %step.object, action = %step.action, "applied");
     Ok(Some((step.object.clone(), live)))
+}
+
+/// The managedFields surgery before an apply: the kubectl family's fields become
+/// converge's, so that the apply removes what the manifest does not declare. The
+/// patch is pinned to the version read; when a controller moved the object on
+/// since (a Deployment's status), it is computed again from a fresh copy. Returns
+/// what was sent, and the resourceVersion it left.
+async fn take_over(
+    client: &Client,
+    discovery: &Discovery,
+    step: &Step,
+    takeover: &Takeover,
+) -> Result<Option<(Takeover, String)>, EngineError> {
+    let path = object_path(discovery, &step.object)?;
+    let mut takeover = takeover.clone();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.patch_json(&path, takeover.patch()).await {
+            Ok(answer) => {
+                info!(object = %step.object, "took over the kubectl family's fields");
+                return Ok(Some((takeover, resource_version(&answer))));
+            }
+            Err(e) if e.is_conflict() && attempt < PINNED_ATTEMPTS => {
+                let live = client.get(&path).await;
+                match takeover.again(&live.map_err(|e| api_error(&step.object, e))?) {
+                    Some(again) => takeover = again,
+                    None => return Ok(None),
+                }
+            }
+            Err(e) => return Err(api_error(&step.object, e)),
+        }
+    }
+}
+
+/// Puts the managedFields back after the apply that followed a takeover failed:
+/// the refused revision leaves the ownership as it was.
+async fn give_back(
+    client: &Client,
+    discovery: &Discovery,
+    step: &Step,
+    takeover: &Takeover,
+    version: String,
+) {
+    let Ok(path) = object_path(discovery, &step.object) else {
+        return;
+    };
+    let mut version = version;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let restored = client.patch_json(&path, &takeover.restore(&version)).await;
+        match restored {
+            Ok(_) => return,
+            Err(e) if e.is_conflict() && attempt < PINNED_ATTEMPTS => {
+                match client.get(&path).await {
+                    Ok(live) => version = resource_version(&live),
+                    Err(_) => return,
+                }
+            }
+            Err(error) => {
+                warn!(object = %step.object, %error, "could not give the kubectl family's fields back");
+                return;
+            }
+        }
+    }
+}
+
+fn resource_version(object: &Value) -> String {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Deletes the object a re-create replaces (its uid as precondition; foreground,
+/// so its dependents go first) and waits until it is gone.
+async fn delete_for_recreate(
+    client: &Client,
+    discovery: &Discovery,
+    step: &Step,
+) -> Result<(), EngineError> {
+    let object = &step.object;
+    let path = object_path(discovery, object)?;
+    let params = DeleteParams {
+        propagation: PropagationPolicy::Foreground,
+        preconditions: step.live_uid.clone().map(|uid| Preconditions { uid }),
+    };
+    match client.delete(&path, &params).await {
+        Ok(()) => info!(object = %object, "deleted to be recreated"),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(api_error(object, e)),
+    }
+    let deadline = tokio::time::Instant::now() + RECREATE_TIMEOUT;
+    loop {
+        let live = client
+            .get_opt(&path)
+            .await
+            .map_err(|e| api_error(object, e))?;
+        let same = live
+            .as_ref()
+            .and_then(|l| l.pointer("/metadata/uid")?.as_str());
+        if same.is_none() || same != step.live_uid.as_deref() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(EngineError::NotDeleted(object.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn object_path(discovery: &Discovery, object: &ObjectRef) -> Result<String, EngineError> {
+    let resource = discovery
+        .resolve(&object.group, "", &object.kind)
+        .map_err(|e| api_error(object, e))?;
+    Ok(resource.path(object.namespace.as_deref(), Some(&object.name)))
 }
 
 /// Server-side applies one manifest (POSTs it when it only has a generateName),

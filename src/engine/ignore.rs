@@ -173,13 +173,15 @@ impl Ignored {
     }
 
     /// The manifest `body` as it is applied to the existing `live` object, of
-    /// which converge owns `ours`: each ignored field takes its live value where
-    /// converge owns it, and is left out everywhere else.
-    pub fn payload(&self, body: &mut Map<String, Value>, live: &Value, ours: &FieldSet) {
+    /// which converge owns `ours` (`None`: not known): each ignored field takes its
+    /// live value where converge owns it (or may), and is left out everywhere else.
+    pub fn payload(&self, body: &mut Map<String, Value>, live: &Value, ours: Option<&FieldSet>) {
         for pointer in &self.0 {
             let value = walk(live, &pointer.tokens);
-            let owned = owned_path(live, &pointer.tokens, &[ours])
-                .is_some_and(|path| contains_node(ours, &path));
+            let owned = ours.is_none_or(|ours| {
+                owned_path(live, &pointer.tokens, &[ours])
+                    .is_some_and(|path| contains_node(ours, &path))
+            });
             let mut root = Value::Object(std::mem::take(body));
             match (value, owned) {
                 (Some(value), true) => put(&mut root, &pointer.tokens, value.clone()),
@@ -376,12 +378,12 @@ mod tests {
         let live = json!({"spec": {"replicas": 5, "template": {}}});
         let mut body = json!({"spec": {"replicas": 2, "template": {}}});
         let body_map = body.as_object_mut().unwrap();
-        ignored.payload(body_map, &live, &ours_with_replicas());
+        ignored.payload(body_map, &live, Some(&ours_with_replicas()));
         assert_eq!(body["spec"]["replicas"], 5);
 
         let theirs = FieldSet::from_fields_v1(&json!({"f:spec": {"f:template": {}}})).unwrap();
         let body_map = body.as_object_mut().unwrap();
-        ignored.payload(body_map, &live, &theirs);
+        ignored.payload(body_map, &live, Some(&theirs));
         assert_eq!(body, json!({"spec": {"template": {}}}), "left to its owner");
     }
 

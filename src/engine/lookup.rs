@@ -3,12 +3,12 @@
 //! the kind, from one LIST per (kind, namespace) when many are wanted, else one GET
 //! each; a managedFields proof or the memo spares the dry-run when it can.
 
+use super::evaluate::{Existing, Location};
 use super::execute::send_to;
-use super::memo::{desired_hash, is_newer_base, live_version};
-use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Memo, Resolved, api_error};
+use super::memo::{desired_hash, live_version};
+use super::{CONCURRENCY, DriftRules, EngineError, Memo, Resolved, api_error};
 use crate::compact::CompactObject;
 use crate::engine::applyset::GroupKind;
-use crate::engine::managed_fields;
 use crate::engine::plan::{Desired, Evaluation};
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
@@ -77,11 +77,12 @@ pub(super) async fn fetch_and_dry_run(
     resolved: Vec<Resolved>,
     new_namespaces: &BTreeSet<String>,
     cache: Option<&Cache<'_>>,
+    rules: &DriftRules,
 ) -> Result<Vec<Desired>, EngineError> {
     let lookup = LiveLookup::prefetch(client, &resolved, new_namespaces, cache).await?;
     let lookup = &lookup;
     let results: Vec<Result<Desired, Refusal>> = stream::iter(resolved)
-        .map(|r| fetch_one(client, r, new_namespaces, lookup).boxed())
+        .map(|r| fetch_one(client, r, new_namespaces, lookup, rules).boxed())
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -232,6 +233,7 @@ async fn fetch_one(
     r: Resolved,
     new_namespaces: &BTreeSet<String>,
     lookup: &LiveLookup<'_>,
+    rules: &DriftRules,
 ) -> Result<Desired, Refusal> {
     let reject = |e: KubeError| Refusal::of(r.manifest.object_ref(), &r.manifest.origin, e);
     let waits_for_namespace = r
@@ -239,11 +241,7 @@ async fn fetch_one(
         .namespace()
         .is_some_and(|ns| new_namespaces.contains(ns));
     let Some(resource) = r.resource.as_ref().filter(|_| !waits_for_namespace) else {
-        return Ok(Desired {
-            manifest: r.manifest,
-            live: None,
-            dry_run: Evaluation::Deferred,
-        });
+        return Ok(Desired::new(r.manifest, None, Evaluation::Deferred));
     };
     let ns = r.manifest.namespace();
     if r.manifest.name().is_empty() {
@@ -251,58 +249,34 @@ async fn fetch_one(
         let dry_run = send_to(client, resource, &r.manifest, true)
             .await
             .map_err(reject)?;
-        return Ok(Desired {
-            manifest: r.manifest,
-            live: None,
-            dry_run: Evaluation::Server(dry_run),
-        });
+        return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));
     }
     let path = resource.path(ns, Some(r.manifest.name()));
     let live = match lookup.known(&r.manifest.object_ref()) {
         Some(live) => live,
         None => client.get_opt(&path).await.map_err(reject)?.map(Arc::new),
     };
-    let dry_run = match lookup.remembered(&r.manifest, live.as_deref()) {
-        Some(Memo {
-            dry_run: Some(dry_run),
-            ..
-        }) => Evaluation::Server(dry_run.as_ref().clone()),
-        Some(Memo { dry_run: None, .. }) if live.is_some() => Evaluation::InSync,
-        _ if live
-            .as_deref()
-            .is_some_and(|l| managed_fields::apply_is_noop(&r.manifest.body, l, FIELD_MANAGER)) =>
-        {
-            Evaluation::InSync
-        }
-        _ => Evaluation::Server(
-            send_to(client, resource, &r.manifest, true)
+    let Some(live) = live else {
+        // A new object: created as written (the ignore rules are for existing ones).
+        let dry_run = match lookup.remembered(&r.manifest, None) {
+            Some(Memo {
+                dry_run: Some(dry_run),
+                ..
+            }) => dry_run.as_ref().clone(),
+            _ => send_to(client, resource, &r.manifest, true)
                 .await
                 .map_err(reject)?,
-        ),
+        };
+        return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));
     };
-    let live = match (&dry_run, &live) {
-        (Evaluation::Server(answer), Some(_)) if is_newer_base(answer, live.as_deref()) => {
-            // Our copy predates a change someone else made (a LIST or watch event
-            // behind the dry-run): comparing them would show that change as ours.
-            client.get_opt(&path).await.map_err(reject)?.map(Arc::new)
-        }
-        _ => live,
-    };
-    Ok(Desired {
-        manifest: r.manifest,
-        live: live.map(without_managed_fields),
-        dry_run,
-    })
-}
-
-/// `live` without its managedFields, which nothing reads once the ownership proof
-/// is done (diffs ignore them) and which are often half an object's size: a first
-/// reconcile holds every desired object's live copy until its plan is made.
-fn without_managed_fields(mut live: Arc<Value>) -> Arc<Value> {
-    if let Some(Value::Object(metadata)) =
-        Arc::get_mut(&mut live).and_then(|l| l.get_mut("metadata"))
-    {
-        metadata.remove("managedFields");
+    let existing = Existing::read(r.manifest, live, rules);
+    if let Some(memo) = lookup.remembered(&existing.manifest, Some(existing.live())) {
+        return Ok(existing.remembered(memo));
     }
-    live
+    let at = Location {
+        client,
+        resource,
+        path: &path,
+    };
+    existing.evaluate(&at).await
 }

@@ -7,6 +7,10 @@
 //! changes nothing: a field someone else changed would have moved to their manager,
 //! and a field we no longer set would still be ours.
 //!
+//! Fields only a kubectl-family manager owns (an env var `kubectl patch` added) are
+//! drift the manifest does not mention, and an apply alone would keep them: while
+//! there are any, the proof never holds ([`crate::engine::takeover`]).
+//!
 //! The proof is one-sided. Whatever it cannot decide (a value the server rewrote, a
 //! list element matched by a defaulted key it cannot see, an apiVersion other than
 //! the one applied, a `null`) makes it answer `false`, and the engine asks the
@@ -15,11 +19,23 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::engine::fieldset::FieldSet;
 use crate::engine::quantity;
+use crate::engine::takeover::Ownership;
 
 /// Whether applying `desired` with field manager `manager` would leave `live` as
-/// it is.
-pub fn apply_is_noop(desired: &Map<String, Value>, live: &Value, manager: &str) -> bool {
+/// it is. `ownership` is `live`'s; `protected` the fields ignore rules leave to
+/// their owners (not drift).
+pub fn apply_is_noop(
+    desired: &Map<String, Value>,
+    live: &Value,
+    manager: &str,
+    ownership: &Ownership,
+    protected: &FieldSet,
+) -> bool {
+    if !ownership.drift_only(protected).is_empty() {
+        return false;
+    }
     let api_version = desired.get("apiVersion").and_then(Value::as_str);
     let (Some(api_version), Some(live_map)) = (api_version, live.as_object()) else {
         return false;
@@ -302,6 +318,7 @@ impl ElementKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::takeover::DriftManagers;
     use serde_json::json;
 
     /// A Deployment as `kubectl apply --server-side --field-manager converge` left it
@@ -358,7 +375,9 @@ mod tests {
     }
 
     fn noop(desired: &Value, live: &Value) -> bool {
-        apply_is_noop(desired.as_object().unwrap(), live, "converge")
+        let ownership = Ownership::of(live, "converge", &DriftManagers::default());
+        let desired = desired.as_object().unwrap();
+        apply_is_noop(desired, live, "converge", &ownership, &FieldSet::default())
     }
 
     fn edited(mut value: Value, pointer: &str, new: Value) -> Value {
@@ -430,11 +449,16 @@ mod tests {
     #[test]
     fn another_manager_version_or_a_deleted_object_is_not() {
         let desired = manifest();
-        assert!(!apply_is_noop(
+        let live = live_deployment();
+        let ownership = Ownership::of(&live, "kubectl", &DriftManagers::default());
+        let as_kubectl = apply_is_noop(
             desired.as_object().unwrap(),
-            &live_deployment(),
-            "kubectl"
-        ));
+            &live,
+            "kubectl",
+            &ownership,
+            &FieldSet::default(),
+        );
+        assert!(!as_kubectl);
         let live = edited(
             live_deployment(),
             "/metadata/managedFields/0/apiVersion",
@@ -450,6 +474,36 @@ mod tests {
             .unwrap()
             .remove("managedFields");
         assert!(!noop(&desired, &live));
+    }
+
+    /// What `kubectl label` and `kubectl patch` leave: converge's own fields still
+    /// match, but fields only the kubectl family owns are drift the apply must take.
+    #[test]
+    fn kubectl_family_edits_are_not_but_other_managers_fields_are() {
+        let entry = |manager: &str, fields: Value| {
+            json!({"apiVersion": "apps/v1", "fieldsType": "FieldsV1", "manager": manager,
+                   "operation": "Update", "fieldsV1": fields})
+        };
+        let label = json!({"f:metadata": {"f:labels": {"f:injected": {}}}});
+        for (manager, in_sync) in [("kubectl-label", false), ("team-b", true)] {
+            let mut live = live_deployment();
+            live["metadata"]["labels"]["injected"] = json!("yes");
+            let entries = live["metadata"]["managedFields"].as_array_mut().unwrap();
+            entries.push(entry(manager, label.clone()));
+            assert_eq!(noop(&manifest(), &live), in_sync, "{manager}");
+        }
+        let mut live = live_deployment();
+        live["metadata"]["labels"]["injected"] = json!("yes");
+        let entries = live["metadata"]["managedFields"].as_array_mut().unwrap();
+        entries.push(entry("kubectl-label", label));
+        let ownership = Ownership::of(&live, "converge", &DriftManagers::default());
+        let protected = FieldSet::path(&["f:metadata", "f:labels"]);
+        let desired = manifest();
+        let desired = desired.as_object().unwrap();
+        assert!(
+            apply_is_noop(desired, &live, "converge", &ownership, &protected),
+            "an ignored field is not drift"
+        );
     }
 
     #[test]

@@ -79,14 +79,16 @@ pub(super) fn live_version(live: Option<&Value>) -> String {
 }
 
 /// A memo entry for every named object the server evaluated (or that the previous
-/// memo still vouches for).
+/// memo still vouches for). Not for an object to re-create or whose kubectl-family
+/// edits must be taken over: what makes that so is not in the answer, so the next
+/// run evaluates it again.
 pub(super) fn memo_seed(
     desired: &[Desired],
     previous: Option<&HashMap<ObjectRef, Memo>>,
 ) -> HashMap<ObjectRef, Memo> {
     desired
         .iter()
-        .filter(|d| !d.manifest.name().is_empty())
+        .filter(|d| !d.manifest.name().is_empty() && d.takeover.is_none())
         .filter_map(|d| {
             let object = d.manifest.object_ref();
             let memo = match &d.dry_run {
@@ -105,7 +107,7 @@ pub(super) fn memo_seed(
                     // Proven in sync from managedFields: the live object is the answer.
                     None => Memo::in_sync(&d.manifest, d.live.as_deref()?),
                 },
-                Evaluation::Deferred => return None,
+                Evaluation::Deferred | Evaluation::Recreate(_) => return None,
             };
             Some((object, memo))
         })

@@ -11,15 +11,23 @@
 
 pub(crate) mod applyset;
 pub(crate) mod diff;
+mod evaluate;
 mod execute;
+pub(crate) mod fieldset;
+pub(crate) mod ignore;
 mod lookup;
 pub(crate) mod managed_fields;
 mod memo;
 pub(crate) mod plan;
 pub(crate) mod quantity;
+pub(crate) mod recreate;
+pub(crate) mod takeover;
 
 pub use applyset::ApplySet;
+pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
 pub use plan::{LoadedFrom, PlanOptions, check_not_empty};
+pub use recreate::{RECREATE_ANNOTATION, Recreate};
+pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
 
 use execute::{Target, deferred_objects, execute, parent_path};
 pub use lookup::Cache;
@@ -56,6 +64,21 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// The whole set, or only the part of it the manifests are.
     pub scope: Scope,
+    /// What counts as drift, and what converge may do about it.
+    pub drift: DriftRules,
+}
+
+/// What counts as drift in a source's objects and what converge may do about it
+/// (a source's `drift_managers`, `[[source.ignore]]` and `recreate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriftRules {
+    /// Managers whose edits inside converge's objects are drift: their fields are
+    /// taken over and whatever the manifest does not declare is removed.
+    pub managers: DriftManagers,
+    /// Fields converge neither reports nor writes (another controller owns them).
+    pub ignore: IgnoreRules,
+    /// Which objects whose immutable fields changed may be deleted and re-created.
+    pub recreate: Recreate,
 }
 
 /// How much of an ApplySet one run covers: the one encoding of "full or targeted",
@@ -118,6 +141,8 @@ pub enum EngineError {
     Discovery(#[source] KubeError),
     #[error("CustomResourceDefinition {0} did not become Established within 60 s")]
     CrdNotEstablished(String),
+    #[error("{0} was deleted to be recreated but is still there after 120 s (a finalizer?)")]
+    NotDeleted(String),
 }
 
 impl EngineError {
@@ -133,7 +158,7 @@ impl EngineError {
             EngineError::Api { source, .. } | EngineError::Discovery(source) => {
                 source.is_transient()
             }
-            EngineError::CrdNotEstablished(_) => true,
+            EngineError::CrdNotEstablished(_) | EngineError::NotDeleted(_) => true,
         }
     }
 }
@@ -206,7 +231,14 @@ impl Engine {
             .resolve_refreshing(manifests, &options.namespace, &applyset)
             .await?;
         let new_namespaces = namespaces_created_here(client, &resolved, cache.as_ref()).await?;
-        let desired = fetch_and_dry_run(client, resolved, &new_namespaces, cache.as_ref()).await?;
+        let desired = fetch_and_dry_run(
+            client,
+            resolved,
+            &new_namespaces,
+            cache.as_ref(),
+            &options.drift,
+        )
+        .await?;
         let recorded = match &cache {
             Some(cache) => cache.recorded.clone(),
             None => self.recorded_kinds(&applyset).await?,

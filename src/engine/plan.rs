@@ -6,6 +6,8 @@
 
 use crate::engine::applyset;
 use crate::engine::diff::{self, ObjectDiff};
+use crate::engine::ignore::Ignored;
+use crate::engine::takeover::Takeover;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +27,9 @@ pub enum Action {
     Prune,
     /// Owned, no longer desired, but annotated `converge.dev/prune: disabled`.
     KeepPruneDisabled,
+    /// Changed in a field that cannot change (allowed by `converge.dev/recreate`):
+    /// deleted and created again.
+    Recreate,
 }
 
 impl fmt::Display for Action {
@@ -36,7 +41,18 @@ impl fmt::Display for Action {
             Action::Unchanged => "unchanged",
             Action::Prune => "pruned",
             Action::KeepPruneDisabled => "kept (prune disabled)",
+            Action::Recreate => "recreated",
         })
+    }
+}
+
+impl Action {
+    /// Whether carrying the action out writes to the cluster.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Action::Create | Action::Configure | Action::Recreate | Action::Prune
+        )
     }
 }
 
@@ -48,9 +64,12 @@ pub struct Step {
     pub diff: Option<ObjectDiff>,
     /// The desired manifest (absent for prune steps).
     pub manifest: Option<Manifest>,
-    /// The live object's uid: the precondition that makes a prune delete exactly
-    /// the object that was planned, not a successor with the same name.
+    /// The live object's uid: the precondition that makes a prune (or the delete
+    /// of a re-create) remove exactly the object that was planned, not a successor
+    /// with the same name.
     pub live_uid: Option<String>,
+    /// The managedFields surgery to make before applying (kubectl-family edits).
+    pub takeover: Option<Takeover>,
 }
 
 impl Step {
@@ -67,6 +86,24 @@ pub struct Desired {
     /// Without managedFields once the ownership proof has read them.
     pub live: Option<Arc<Value>>,
     pub dry_run: Evaluation,
+    /// Fields left out of the comparison (ignore rules; existing objects only).
+    pub ignored: Ignored,
+    /// The drift managers' fields to take over before the apply, when they own
+    /// something the apply must remove.
+    pub takeover: Option<Takeover>,
+}
+
+impl Desired {
+    /// An object evaluated without ignore rules or a takeover.
+    pub fn new(manifest: Manifest, live: Option<Arc<Value>>, dry_run: Evaluation) -> Self {
+        Desired {
+            manifest,
+            live,
+            dry_run,
+            ignored: Ignored::default(),
+            takeover: None,
+        }
+    }
 }
 
 /// What the server says the object would become if applied.
@@ -82,6 +119,9 @@ pub enum Evaluation {
     /// Not evaluable yet: its CRD or Namespace is created by this same run. Compared
     /// as written; the engine dry-runs it once its CRD or Namespace exists.
     Deferred,
+    /// An immutable field changed and re-creating is allowed: what the server says
+    /// the new object will be (a dry-run create).
+    Recreate(Value),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +203,7 @@ pub struct Counts {
     pub unchanged: usize,
     pub pruned: usize,
     pub kept: usize,
+    pub recreated: usize,
 }
 
 impl Plan {
@@ -175,6 +216,7 @@ impl Plan {
                 Action::Unchanged => counts.unchanged += 1,
                 Action::Prune => counts.pruned += 1,
                 Action::KeepPruneDisabled => counts.kept += 1,
+                Action::Recreate => counts.recreated += 1,
             }
         }
         counts
@@ -191,9 +233,7 @@ impl Plan {
 
     /// Whether applying the plan would write anything.
     pub fn has_changes(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Create | Action::Configure | Action::Prune))
+        self.steps.iter().any(|s| s.action.writes())
     }
 }
 
@@ -239,16 +279,19 @@ fn desired_step(desired: Desired) -> Step {
     // manifest as written (only for objects the server cannot evaluate yet).
     let diff = match &desired.dry_run {
         Evaluation::InSync if desired.live.is_some() => None,
-        Evaluation::Server(target) => diff::diff_objects(&object, desired.live.as_deref(), target),
+        Evaluation::Server(target) | Evaluation::Recreate(target) => {
+            compare(&object, desired.live.as_deref(), target, &desired.ignored)
+        }
         Evaluation::InSync | Evaluation::Deferred => {
             let target = Value::Object(desired.manifest.body.clone());
-            diff::diff_objects(&object, desired.live.as_deref(), &target)
+            compare(&object, desired.live.as_deref(), &target, &desired.ignored)
         }
     };
-    let action = match (&desired.live, &diff) {
-        (None, _) => Action::Create,
-        (Some(_), Some(_)) => Action::Configure,
-        (Some(_), None) => Action::Unchanged,
+    let action = match (&desired.live, &diff, &desired.dry_run) {
+        (None, _, _) => Action::Create,
+        (Some(_), _, Evaluation::Recreate(_)) => Action::Recreate,
+        (Some(_), Some(_), _) => Action::Configure,
+        (Some(_), None, _) => Action::Unchanged,
     };
     Step {
         object,
@@ -256,7 +299,24 @@ fn desired_step(desired: Desired) -> Step {
         diff,
         manifest: Some(desired.manifest),
         live_uid,
+        takeover: desired.takeover,
     }
+}
+
+/// The diff of `live` and `target` without the ignored fields (on both sides).
+fn compare(
+    object: &ObjectRef,
+    live: Option<&Value>,
+    target: &Value,
+    ignored: &Ignored,
+) -> Option<ObjectDiff> {
+    let (Some(live), false) = (live, ignored.is_empty()) else {
+        return diff::diff_objects(object, live, target);
+    };
+    let (mut live, mut target) = (live.clone(), target.clone());
+    ignored.mask(&mut live);
+    ignored.mask(&mut target);
+    diff::diff_objects(object, Some(&live), &target)
 }
 
 fn prune_step(object: ObjectRef, live: &Value) -> Step {
@@ -271,6 +331,7 @@ fn prune_step(object: ObjectRef, live: &Value) -> Step {
         diff: None,
         manifest: None,
         live_uid: uid_of(live),
+        takeover: None,
     }
 }
 
@@ -383,11 +444,11 @@ mod tests {
     }
 
     fn desired(body: Value, live: Option<Value>) -> Desired {
-        Desired {
-            manifest: manifest(body.clone()),
-            live: live.map(Arc::new),
-            dry_run: Evaluation::Server(body),
-        }
+        Desired::new(
+            manifest(body.clone()),
+            live.map(Arc::new),
+            Evaluation::Server(body),
+        )
     }
 
     /// No owned objects.
@@ -442,11 +503,11 @@ mod tests {
 
     #[test]
     fn remembered_in_sync_objects_need_no_diff() {
-        let known = Desired {
-            manifest: manifest(configmap("a", "blue")),
-            live: Some(Arc::new(configmap("a", "blue"))),
-            dry_run: Evaluation::InSync,
-        };
+        let known = Desired::new(
+            manifest(configmap("a", "blue")),
+            Some(Arc::new(configmap("a", "blue"))),
+            Evaluation::InSync,
+        );
         let plan = plan(vec![known], NONE, PRUNE).expect("plan");
         assert_eq!(plan.steps[0].action, Action::Unchanged);
         assert!(plan.steps[0].diff.is_none());
@@ -454,11 +515,7 @@ mod tests {
 
     #[test]
     fn deferred_objects_compare_as_written() {
-        let deferred = Desired {
-            manifest: manifest(configmap("a", "blue")),
-            live: None,
-            dry_run: Evaluation::Deferred,
-        };
+        let deferred = Desired::new(manifest(configmap("a", "blue")), None, Evaluation::Deferred);
         let plan = plan(vec![deferred], NONE, PRUNE).expect("plan");
         assert_eq!(plan.steps[0].action, Action::Create);
         assert!(

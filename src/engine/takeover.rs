@@ -13,7 +13,7 @@
 //! stay theirs. Status is never taken: converge does not apply it.
 
 use crate::engine::fieldset::FieldSet;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
 /// The managers `kubectl` writes as (and `before-first-apply`, the name the API
@@ -136,73 +136,180 @@ impl Ownership {
     }
 }
 
-/// A JSON patch that replaces `live`'s managedFields: the drift managers' fields
-/// (`protected` ones excepted) move into converge's applied entry, created at
-/// `api_version` if there is none. The resourceVersion makes it apply only to the
-/// object as read (409 Conflict otherwise). `None` when they own nothing to take.
-pub fn takeover_patch(
-    live: &Value,
-    manager: &str,
-    api_version: &str,
-    drift: &DriftManagers,
-    protected: &FieldSet,
-) -> Option<Value> {
-    let mut taken = FieldSet::default();
-    let mut kept: Vec<Value> = Vec::new();
-    let mut ours: Option<usize> = None;
-    for entry in entries(live) {
-        match owner(entry, manager, drift) {
-            Owner::Us if ours.is_none() => {
-                ours = Some(kept.len());
-                kept.push(entry.clone());
-            }
-            Owner::Drift => {
-                let theirs = fields(entry);
-                let take = theirs.without_subtrees(protected);
-                let rest = theirs.difference(&take);
-                taken.union(&take);
-                if !rest.is_empty() {
-                    let mut entry = entry.clone();
-                    entry["fieldsV1"] = rest.to_fields_v1();
-                    kept.push(entry);
-                }
-            }
-            _ => kept.push(entry.clone()),
-        }
-    }
-    if taken.is_empty() {
-        return None;
-    }
-    let index = *ours.get_or_insert_with(|| {
-        kept.push(json!({"manager": manager, "operation": "Apply",
-            "apiVersion": api_version, "fieldsType": "FieldsV1", "fieldsV1": {}}));
-        kept.len() - 1
-    });
-    let mut fields_now = fields(&kept[index]);
-    fields_now.union(&taken);
-    kept[index]["fieldsV1"] = fields_now.to_fields_v1();
-    Some(managed_fields_patch(live, kept))
+/// The managedFields surgery one object needs before its apply: the drift
+/// managers' fields (ignored ones excepted) move into converge's applied entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Takeover {
+    /// A JSON patch of `metadata.managedFields`, pinned to the resourceVersion read
+    /// (409 Conflict if the object changed since).
+    patch: Value,
+    /// The entries before it, to put back if the apply is then refused.
+    original: Vec<Value>,
+    /// What it was computed with, to compute it again from a fresher copy.
+    manager: String,
+    api_version: String,
+    drift: DriftManagers,
+    protected: FieldSet,
 }
 
-/// A JSON patch that puts `original`'s managedFields back on the object at
-/// `resource_version` (after a takeover whose apply was then refused).
-pub fn restore_patch(original: &Value, resource_version: &str) -> Value {
-    let entries = entries(original).to_vec();
+impl Takeover {
+    /// The takeover of `live`'s drift-manager fields (`protected` ones excepted)
+    /// into `manager`'s applied entry, created at `api_version` if there is none.
+    /// `None` when they own nothing to take.
+    pub fn of(
+        live: &Value,
+        manager: &str,
+        api_version: &str,
+        drift: &DriftManagers,
+        protected: &FieldSet,
+    ) -> Option<Takeover> {
+        let mut taken = FieldSet::default();
+        let mut kept: Vec<Value> = Vec::new();
+        let mut ours: Option<usize> = None;
+        for entry in entries(live) {
+            match owner(entry, manager, drift) {
+                Owner::Us if ours.is_none() => {
+                    ours = Some(kept.len());
+                    kept.push(entry.clone());
+                }
+                Owner::Drift => {
+                    let theirs = fields(entry);
+                    let take = theirs.without_subtrees(protected);
+                    let rest = theirs.difference(&take);
+                    taken.union(&take);
+                    if !rest.is_empty() {
+                        let mut entry = entry.clone();
+                        entry["fieldsV1"] = rest.to_fields_v1();
+                        kept.push(entry);
+                    }
+                }
+                _ => kept.push(entry.clone()),
+            }
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        let index = *ours.get_or_insert_with(|| {
+            kept.push(json!({"manager": manager, "operation": "Apply",
+                "apiVersion": api_version, "fieldsType": "FieldsV1", "fieldsV1": {}}));
+            kept.len() - 1
+        });
+        let mut fields_now = fields(&kept[index]);
+        fields_now.union(&taken);
+        kept[index]["fieldsV1"] = fields_now.to_fields_v1();
+        let version = live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        Some(Takeover {
+            patch: managed_fields_patch(version.unwrap_or_default(), &kept),
+            original: entries(live).to_vec(),
+            manager: manager.to_string(),
+            api_version: api_version.to_string(),
+            drift: drift.clone(),
+            protected: protected.clone(),
+        })
+    }
+
+    /// The same takeover of a newer version of the object (its resourceVersion
+    /// moved since: a controller's status update); `None` when nothing is left to
+    /// take.
+    pub fn again(&self, live: &Value) -> Option<Takeover> {
+        let (manager, version) = (&self.manager, &self.api_version);
+        Takeover::of(live, manager, version, &self.drift, &self.protected)
+    }
+
+    /// The JSON patch to send before the apply.
+    pub fn patch(&self) -> &Value {
+        &self.patch
+    }
+
+    /// The JSON patch that puts the entries back on the object at
+    /// `resource_version` (the answer to [`Takeover::patch`]).
+    pub fn restore(&self, resource_version: &str) -> Value {
+        managed_fields_patch(resource_version, &self.original)
+    }
+}
+
+fn managed_fields_patch(resource_version: &str, entries: &[Value]) -> Value {
     json!([
         {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
         {"op": "replace", "path": "/metadata/managedFields", "value": entries},
     ])
 }
 
-fn managed_fields_patch(live: &Value, entries: Vec<Value>) -> Value {
-    let version = live
-        .pointer("/metadata/resourceVersion")
-        .cloned()
-        .unwrap_or(Value::Null);
-    json!([
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
-        {"op": "replace", "path": "/metadata/managedFields", "value": entries},
-    ])
+/// What `live` becomes when converge takes the drift managers' fields over and
+/// applies `desired`, computed here for when the server cannot say: its dry-run
+/// refuses the merge of the manifest with their edits (two ports named `http`).
+/// Their fields go, then the manifest is merged in; lists merge by the keys
+/// managedFields names their elements with, and lists without are replaced.
+pub fn expected_after_takeover(
+    live: &Value,
+    desired: &Map<String, Value>,
+    ownership: &Ownership,
+    protected: &FieldSet,
+) -> Value {
+    let mut expected = live.clone();
+    ownership
+        .drift_only(protected)
+        .remove_from(&mut expected, &ownership.kept());
+    let mut keys = ownership.kept();
+    keys.union(&ownership.theirs);
+    for (key, value) in desired {
+        match expected.get_mut(key) {
+            Some(base) => overlay(base, value, keys.child(&format!("f:{key}"))),
+            None => expected[key] = value.clone(),
+        }
+    }
+    expected
+}
+
+/// Merges `desired` into `base` as server-side apply does: maps key by key, keyed
+/// lists element by element (`keys`: the managedFields paths that show the key
+/// fields), everything else replaced.
+fn overlay(base: &mut Value, desired: &Value, keys: Option<&FieldSet>) {
+    match (base, desired) {
+        (Value::Object(base), Value::Object(desired)) => {
+            for (key, value) in desired {
+                let keys = keys.and_then(|k| k.child(&format!("f:{key}")));
+                match base.get_mut(key) {
+                    Some(slot) => overlay(slot, value, keys),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(base), Value::Array(desired)) => {
+            let names = key_names(keys);
+            if names.is_empty() {
+                *base = desired.clone();
+                return;
+            }
+            for element in desired {
+                let same = |item: &Value| {
+                    names.iter().all(|name| match element.get(name) {
+                        Some(value) => item.get(name) == Some(value),
+                        None => true,
+                    })
+                };
+                match base.iter_mut().find(|item| same(item)) {
+                    Some(item) => overlay(item, element, None),
+                    None => base.push(element.clone()),
+                }
+            }
+        }
+        (base, desired) => *base = desired.clone(),
+    }
+}
+
+/// The key fields of a list's elements, as its `k:{..}` managedFields keys show.
+fn key_names(keys: Option<&FieldSet>) -> BTreeSet<String> {
+    let keyed = keys.into_iter().flat_map(FieldSet::keys);
+    keyed
+        .filter_map(|key| key.strip_prefix("k:"))
+        .filter_map(|json| serde_json::from_str::<Map<String, Value>>(json).ok())
+        .flat_map(|fields| fields.into_iter().map(|(name, _)| name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -258,14 +365,9 @@ mod tests {
     #[test]
     fn the_takeover_moves_their_fields_into_our_entry() {
         let labels = FieldSet::path(&["f:metadata", "f:labels", "f:injected"]);
-        let patch = takeover_patch(
-            &live(),
-            "converge",
-            "apps/v1",
-            &DriftManagers::default(),
-            &labels,
-        )
-        .expect("something to take");
+        let drift = DriftManagers::default();
+        let takeover = Takeover::of(&live(), "converge", "apps/v1", &drift, &labels);
+        let patch = takeover.expect("something to take").patch().clone();
         assert_eq!(patch[0]["value"], "42");
         let entries = patch[1]["value"].as_array().unwrap();
         let managers: Vec<&str> = entries
@@ -304,14 +406,10 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .remove(0);
-        let patch = takeover_patch(
-            &live,
-            "converge",
-            "apps/v1",
-            &DriftManagers::default(),
-            &FieldSet::default(),
-        )
-        .unwrap();
+        let drift = DriftManagers::default();
+        let takeover = Takeover::of(&live, "converge", "apps/v1", &drift, &FieldSet::default());
+        let takeover = takeover.expect("something to take");
+        let patch = takeover.patch();
         let last = patch[1]["value"]
             .as_array()
             .unwrap()
@@ -323,8 +421,45 @@ mod tests {
             (Some("converge"), Some("Apply"))
         );
         let drift = DriftManagers::new(["someone-else".to_string()]);
-        assert!(
-            takeover_patch(&live, "converge", "apps/v1", &drift, &FieldSet::default()).is_none()
+        assert!(Takeover::of(&live, "converge", "apps/v1", &drift, &FieldSet::default()).is_none());
+        let restore = takeover.restore("43");
+        assert_eq!(restore[0]["value"], "43");
+        assert_eq!(restore[1]["value"], live["metadata"]["managedFields"]);
+    }
+
+    /// The Service after `kubectl patch --type merge` replaced its ports with port
+    /// 81 under the name converge gives port 80.
+    #[test]
+    fn the_expected_object_merges_keyed_lists_after_their_fields_go() {
+        let live = json!({"metadata": {"name": "web", "managedFields": [
+            {"manager": "converge", "operation": "Apply", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:spec": {"f:selector": {}}}},
+            {"manager": "kubectl-patch", "operation": "Update", "fieldsType": "FieldsV1",
+             "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":81,\"protocol\":\"TCP\"}": {
+                ".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}, "f:targetPort": {}}}}}}
+        ]}, "spec": {"selector": {"app": "web"}, "clusterIP": "10.0.0.1",
+            "ports": [{"name": "http", "port": 81, "protocol": "TCP", "targetPort": 8080}]}});
+        let desired = json!({"spec": {"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+        let ownership = Ownership::of(&live, "converge", &DriftManagers::default());
+        let desired = desired.as_object().unwrap();
+        let expected = expected_after_takeover(&live, desired, &ownership, &FieldSet::default());
+        assert_eq!(
+            expected["spec"],
+            json!({"selector": {"app": "web"}, "clusterIP": "10.0.0.1",
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]})
+        );
+    }
+
+    #[test]
+    fn overlay_merges_keyed_elements_and_replaces_plain_lists() {
+        let keys = FieldSet::from_fields_v1(&json!({"f:c": {"k:{\"name\":\"a\"}": {}}})).unwrap();
+        let mut base = json!({"c": [{"name": "a", "x": 1}, {"name": "b"}], "l": [1, 2]});
+        let desired = json!({"c": [{"name": "a", "y": 2}, {"name": "n"}], "l": [3]});
+        overlay(&mut base, &desired, Some(&keys));
+        assert_eq!(
+            base,
+            json!({"c": [{"name": "a", "x": 1, "y": 2}, {"name": "b"}, {"name": "n"}], "l": [3]})
         );
     }
 }

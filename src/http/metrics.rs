@@ -45,6 +45,7 @@ impl ReconcileResult {
 pub enum ApplyAction {
     Create,
     Configure,
+    Recreate,
     Prune,
 }
 
@@ -53,6 +54,7 @@ impl ApplyAction {
         match self {
             ApplyAction::Create => "create",
             ApplyAction::Configure => "configure",
+            ApplyAction::Recreate => "recreate",
             ApplyAction::Prune => "prune",
         }
     }

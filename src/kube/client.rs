@@ -29,6 +29,8 @@ use super::tls;
 
 /// Content type of a server-side apply patch. The body is JSON, which is valid YAML.
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+/// The content type of a JSON patch (RFC 6902).
+pub const JSON_PATCH: &str = "application/json-patch+json";
 /// Requests in flight per client unless [`ClientOptions::max_in_flight`] says otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// A `Retry-After` longer than this is capped: the caller's own timeouts matter more.
@@ -339,6 +341,27 @@ impl Client {
         .await
     }
 
+    /// JSON patch (RFC 6902) of one object: `ops` is the list of operations. Not
+    /// retried on 5xx; pin it with a `resourceVersion` operation to make it apply
+    /// to one version only.
+    pub async fn patch_json(&self, path: &str, ops: &Value) -> Result<Value, Error> {
+        self.request_json(Method::PATCH, path, Some(ops), Some(JSON_PATCH))
+            .await
+    }
+
+    /// PUT a whole object over the stored one (its `resourceVersion` makes it
+    /// conditional). converge only sends it as a dry run, to have the server
+    /// validate and default an object it computed.
+    pub async fn replace(
+        &self,
+        path: &str,
+        body: &Value,
+        params: &PostParams,
+    ) -> Result<Value, Error> {
+        self.send_json(Method::PUT, path, params.query(), Some(body), None)
+            .await
+    }
+
     /// POST a new object to a collection path (for `generateName` objects and Events).
     pub async fn create(
         &self,
@@ -641,7 +664,7 @@ fn verb_of(method: &Method, query: &Query) -> &'static str {
         Method::GET if has("watch") => "watch",
         Method::GET if has("limit") => "list",
         Method::GET => "get",
-        Method::PATCH | Method::POST if has("dryRun") => "dry-run",
+        Method::PATCH | Method::POST | Method::PUT if has("dryRun") => "dry-run",
         Method::PATCH => "apply",
         Method::POST => "create",
         Method::DELETE => "delete",

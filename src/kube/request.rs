@@ -237,8 +237,8 @@ impl PatchParams {
     }
 }
 
-/// POST of a new object (Events, `generateName` objects), with
-/// `fieldValidation=Strict` like every write. The field manager is the client's
+/// POST of a new object (Events, `generateName` objects) or PUT of a whole one,
+/// with `fieldValidation=Strict` like every write. The field manager is the client's
 /// `User-Agent`, the API server's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PostParams {

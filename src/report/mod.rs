@@ -52,6 +52,9 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
         counts.unchanged,
         counts.pruned
     );
+    if counts.recreated > 0 {
+        let _ = write!(out, ", {} recreated", counts.recreated);
+    }
     if counts.kept > 0 {
         let _ = write!(out, ", {} kept (prune disabled)", counts.kept);
     }
@@ -292,6 +295,7 @@ mod tests {
             diff,
             manifest: None,
             live_uid: None,
+            takeover: None,
         }
     }
 
@@ -473,6 +477,7 @@ Deployment.apps/ns/web progressing: 0 of 1 replicas available
                 diff: None,
                 manifest: None,
                 live_uid: None,
+                takeover: None,
             }],
         };
         let mut document = json(&plan, false);

@@ -526,13 +526,19 @@ fn gone(env: &TestEnv, kind: &str, name: &str) -> bool {
 fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
     let setup = Setup::new("drift-rejected");
     let env = &setup.env;
-    let extra = format!("{}-x", env.ns);
+    let (kept, extra) = (format!("{}-k", env.ns), format!("{}-x", env.ns));
     let group = format!("{}.converge.test", env.ns);
     let crd = format!("gadgets.{group}");
+    // A Namespace of an earlier revision: it existed before the refused run, so
+    // the refusal must leave it alone.
+    let namespace =
+        |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+    setup.manifests.write("kept.yaml", &namespace(&kept));
+    setup.apply(&[]);
     setup.manifests.write(
-        "app.yaml",
+        "new.yaml",
         &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {extra}}}\n---\n\
+            "{}---\n\
              apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: fine, namespace: {extra}}}\n---\n\
              apiVersion: v1\nkind: Service\nmetadata: {{name: bad, namespace: {extra}}}\n\
              spec: {{ports: [{{port: 99999}}]}}\n---\n\
@@ -542,16 +548,8 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
              \x20 names: {{plural: gadgets, singular: gadget, kind: Gadget}}\n\
              \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n\
              \x20   schema: {{openAPIV3Schema: {{type: object}}}}\n---\n\
-             apiVersion: {group}/v1\nkind: Gadget\nmetadata: {{name: g}}\n"
-        ),
-    );
-    // The namespace this test already has is declared too: it existed before the
-    // run, so the rejection must leave it alone.
-    setup.manifests.write(
-        "own.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n",
-            env.ns
+             apiVersion: {group}/v1\nkind: Gadget\nmetadata: {{name: g}}\n",
+            namespace(&extra)
         ),
     );
     let out = setup.converge(&["apply", setup.manifests.arg(), "--prune"]);
@@ -568,14 +566,9 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
     );
     assert!(gone(env, "crd", &crd), "CRD {crd} left behind");
     println!("cleaned up after {:?}", started.elapsed());
-    let phase = env.kubectl(&[
-        "get",
-        "namespace",
-        &env.ns,
-        "-o",
-        "jsonpath={.status.phase}",
-    ]);
+    let phase = env.kubectl(&["get", "namespace", &kept, "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Active", "a Namespace that existed before stays");
+    env.kubectl(&["delete", "namespace", &kept, "--wait=false"]);
 }
 
 /// The daemon's config: one directory source applying into the test's namespace,
