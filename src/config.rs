@@ -1112,6 +1112,49 @@ mod tests {
         assert_eq!(source.full_resync_every, DEFAULT_FULL_RESYNC_EVERY);
         assert_eq!(source.namespace, "default");
         assert!(source.prune && source.self_heal && !source.allow_mass_prune);
+        assert_eq!(
+            source.drift,
+            DriftRules::default(),
+            "the kubectl family, no rules"
+        );
+    }
+
+    #[test]
+    fn drift_rules_are_read() {
+        let fx = Fixture::new();
+        let text = format!(
+            "{DIR}recreate = true\ndrift_managers = [\"kubectl-edit\", \"helm\"]\n\
+             [[source.ignore]]\nkind = \"Deployment\"\npaths = [\"/spec/replicas\"]\n\
+             [[source.ignore]]\nnamespace = \"shop\"\nname = \"web\"\n\
+             paths = [\"/metadata/annotations/example.com~1owner\"]\n"
+        );
+        let config = fx.parse(&text).unwrap();
+        let drift = &config.sources[0].drift;
+        assert_eq!(drift.recreate, Recreate::Allowed);
+        let managers: Vec<&str> = drift.managers.names().collect();
+        assert_eq!(managers, ["helm", "kubectl-edit"]);
+        let rules = &drift.ignore.0;
+        assert_eq!(rules[0].selector.kind.as_deref(), Some("Deployment"));
+        assert_eq!(rules[0].paths[0].to_string(), "/spec/replicas");
+        assert_eq!(rules[1].selector.namespace.as_deref(), Some("shop"));
+        assert_eq!(rules[1].selector.name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn ignore_rules_need_json_pointers() {
+        let fx = Fixture::new();
+        let problems = fx.problems(&format!(
+            "{DIR}[[source.ignore]]\npaths = [\"spec.replicas\"]\n\
+             [[source.ignore]]\nkind = \"Deployment\"\n"
+        ));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_contains(
+            &problems[0],
+            &["ignore[0]", "spec.replicas", "JSON pointer"],
+        );
+        assert_contains(&problems[1], &["ignore[1]", "paths is missing"]);
+        let err = fx.parse(&format!("{DIR}[[source.ignore]]\npath = [\"/a\"]\n"));
+        assert_contains(&err.unwrap_err().to_string(), &["unknown field", "path"]);
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl<'a> Existing<'a> {
     }
 
     /// The dry-run's answer, without what a takeover of the kubectl family's edits
-    /// would remove (its managedFields show who owns what after the apply).
+    /// would remove (its managedFields show who owns what after the apply), as the
+    /// server then validates and defaults it.
     async fn answered(self, answer: Value, at: &Location<'_>) -> Result<Desired, Refusal> {
         let after = Ownership::of(&answer, FIELD_MANAGER, &self.rules.managers);
         let owners = [&after.ours, &after.theirs, &after.others];
@@ -122,8 +123,10 @@ impl<'a> Existing<'a> {
         }
         let mut expected = answer;
         removed.remove_from(&mut expected, &after.kept());
+        let validated = validate(expected, at).await;
+        let validated = validated.map_err(|e| this.refusal(e))?;
         let takeover = this.takeover(at).await?;
-        Ok(this.desired(Evaluation::Server(expected), takeover))
+        Ok(this.desired(Evaluation::Server(validated), takeover))
     }
 
     /// A dry-run the server refused: an immutable field (re-created if allowed),
@@ -143,20 +146,13 @@ impl<'a> Existing<'a> {
         if this.ownership.drift_only(&this.protected).is_empty() {
             return Err(this.refusal(error));
         }
-        let mut expected = takeover::expected_after_takeover(
+        let expected = takeover::expected_after_takeover(
             &this.live,
             &this.manifest.body,
             &this.ownership,
             &this.protected,
         );
-        if let Some(Value::Object(metadata)) = expected.get_mut("metadata") {
-            // Unpinned: a dry run, against whatever version is current.
-            metadata.remove("managedFields");
-            metadata.remove("resourceVersion");
-        }
-        // The server validates and defaults what the takeover and apply will make.
-        let params = PostParams { dry_run: true };
-        let Ok(validated) = at.client.replace(at.path, &expected, &params).await else {
+        let Ok(validated) = validate(expected, at).await else {
             return Err(this.refusal(error));
         };
         let takeover = this.takeover(at).await?;
@@ -231,6 +227,19 @@ impl<'a> Existing<'a> {
             takeover,
         }
     }
+}
+
+/// What the server makes of `expected`, a whole object computed here (what the
+/// takeover and the apply will leave): a dry-run PUT validates it and fills in the
+/// defaults for the fields the takeover removes, as the apply will.
+async fn validate(mut expected: Value, at: &Location<'_>) -> Result<Value, KubeError> {
+    if let Some(Value::Object(metadata)) = expected.get_mut("metadata") {
+        // Unpinned: a dry run, against whatever version is current.
+        metadata.remove("managedFields");
+        metadata.remove("resourceVersion");
+    }
+    let params = PostParams { dry_run: true };
+    at.client.replace(at.path, &expected, &params).await
 }
 
 fn has_managed_fields(live: &Value) -> bool {

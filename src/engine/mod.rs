@@ -6,8 +6,14 @@
 //! the plan in stages: CRDs and Namespaces first (waiting until CRDs are
 //! Established), then everything else in kind order, then prunes in reverse order.
 //! Every object is dry-run before the first write, so a revision the server would
-//! reject (invalid values, unknown kinds) writes nothing. Policy (what to prune, the
+//! reject (invalid values, unknown kinds) writes nothing; Namespaces and CRDs it
+//! created to validate the rest are deleted again. Policy (what to prune, the
 //! mass-prune guard, ordering) is decided by [`crate::engine::plan`], not here.
+//!
+//! A source's [`DriftRules`] widen what drift is: edits by the kubectl family inside
+//! converge's objects ([`takeover`]), minus fields another controller owns
+//! ([`ignore`]); and an object whose immutable fields changed may be re-created
+//! ([`recreate`]). `evaluate` applies them to each existing object.
 
 pub(crate) mod applyset;
 pub(crate) mod diff;
