@@ -485,24 +485,17 @@ impl Checker<'_> {
     }
 
     fn drift(&mut self, at: &str, raw: &RawSource) -> DriftRules {
-        let managers = match &raw.drift_managers {
-            Some(names) => DriftManagers::new(names.iter().cloned()),
-            None => DriftManagers::default(),
-        };
+        let managers = DriftManagers::named_or_default(raw.drift_managers.as_deref());
         let ignore = raw
             .ignore
             .iter()
             .enumerate()
             .filter_map(|(index, rule)| self.ignore_rule(&format!("{at}: ignore[{index}]"), rule))
             .collect();
-        let recreate = match raw.recreate {
-            Some(true) => Recreate::Allowed,
-            _ => Recreate::Annotated,
-        };
         DriftRules {
             managers,
             ignore: IgnoreRules(ignore),
-            recreate,
+            recreate: Recreate::allowed_for_all(raw.recreate.unwrap_or(false)),
         }
     }
 

@@ -186,23 +186,6 @@ pub struct SyncArgs {
     pub recreate: bool,
 }
 
-impl SyncArgs {
-    /// The drift rules the flags describe.
-    pub fn drift_rules(&self) -> DriftRules {
-        DriftRules {
-            managers: match &self.drift_managers {
-                Some(names) => DriftManagers::new(names.iter().cloned()),
-                None => DriftManagers::default(),
-            },
-            ignore: IgnoreRules(self.ignore.clone()),
-            recreate: match self.recreate {
-                true => Recreate::Allowed,
-                false => Recreate::Annotated,
-            },
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -231,6 +214,15 @@ impl ColorChoice {
 }
 
 impl SyncArgs {
+    /// The drift rules the flags describe.
+    pub fn drift_rules(&self) -> DriftRules {
+        DriftRules {
+            managers: DriftManagers::named_or_default(self.drift_managers.as_deref()),
+            ignore: IgnoreRules(self.ignore.clone()),
+            recreate: Recreate::allowed_for_all(self.recreate),
+        }
+    }
+
     /// The ApplySet name: `--name`, else derived from the first path (`k8s/shop/`
     /// → `shop`, `app.yaml` → `app`).
     pub fn applyset_name(&self) -> Result<String, String> {
@@ -296,6 +288,37 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn drift_flags_make_drift_rules() {
+        let parse = |args: &[&str]| -> Result<DriftRules, clap::Error> {
+            let cli = Cli::try_parse_from([&["converge", "diff", "k8s/"], args].concat())?;
+            match cli.command {
+                Command::Diff(sync) => Ok(sync.drift_rules()),
+                _ => panic!("not diff"),
+            }
+        };
+        let defaults = parse(&[]).expect("no flags");
+        assert_eq!(defaults, DriftRules::default());
+        let rules = parse(&[
+            "--ignore",
+            "Deployment:/spec/replicas",
+            "--ignore=/metadata/labels/x",
+            "--drift-managers=kubectl-edit,helm",
+            "--recreate",
+        ])
+        .expect("valid flags");
+        assert_eq!(rules.ignore.0.len(), 2);
+        assert_eq!(
+            rules.managers.names().collect::<Vec<_>>(),
+            ["helm", "kubectl-edit"]
+        );
+        assert_eq!(rules.recreate, Recreate::Allowed);
+        let none = parse(&["--drift-managers="]).expect("empty list");
+        assert_eq!(none.managers.names().count(), 0);
+        let bad = parse(&["--ignore", "Deployment:spec.replicas"]).unwrap_err();
+        assert!(bad.to_string().contains("JSON pointer"), "{bad}");
     }
 
     #[test]

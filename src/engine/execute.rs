@@ -474,10 +474,7 @@ fn is_established(crd: &Value) -> bool {
 async fn prune(client: &Client, discovery: &Discovery, plan: &Plan) -> Result<(), EngineError> {
     for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
         let object = &step.object;
-        let resource = discovery
-            .resolve(&object.group, "", &object.kind)
-            .map_err(|e| api_error(object, e))?;
-        let path = resource.path(object.namespace.as_deref(), Some(&object.name));
+        let path = object_path(discovery, object)?;
         let params = DeleteParams {
             propagation: PropagationPolicy::Background,
             preconditions: step.live_uid.clone().map(|uid| Preconditions { uid }),

@@ -91,34 +91,32 @@ impl FromStr for IgnoreRule {
     /// The command-line form: `POINTER` (every object), `KIND:POINTER`,
     /// `KIND/NAME:POINTER` or `KIND/NAMESPACE/NAME:POINTER`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || IgnoreError::Rule(text.to_string());
         let (selector, pointer) = match text.starts_with('/') {
             true => ("", text),
-            false => text
-                .split_once(':')
-                .ok_or_else(|| IgnoreError::Rule(text.to_string()))?,
+            false => text.split_once(':').ok_or_else(invalid)?,
         };
-        let parts: Vec<&str> = selector.split('/').collect();
-        if !selector.is_empty() && parts.iter().any(|p| p.is_empty()) {
-            return Err(IgnoreError::Rule(text.to_string()));
-        }
-        let owned = |s: &&str| s.to_string();
+        let parts: Vec<Option<String>> = selector
+            .split('/')
+            .map(|part| (!part.is_empty()).then(|| part.to_string()))
+            .collect();
         let selector = match parts.as_slice() {
-            [""] => Selector::default(),
-            [kind] => Selector {
-                kind: Some(kind.to_string()),
+            [None] if selector.is_empty() => Selector::default(),
+            [kind @ Some(_)] => Selector {
+                kind: kind.clone(),
                 ..Selector::default()
             },
-            [kind, name] => Selector {
-                kind: Some(kind.to_string()),
+            [kind @ Some(_), name @ Some(_)] => Selector {
+                kind: kind.clone(),
                 namespace: None,
-                name: Some(name.to_string()),
+                name: name.clone(),
             },
-            [kind, namespace, name] => Selector {
-                kind: Some(kind.to_string()),
-                namespace: Some(owned(namespace)),
-                name: Some(owned(name)),
+            [kind @ Some(_), namespace @ Some(_), name @ Some(_)] => Selector {
+                kind: kind.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
             },
-            _ => return Err(IgnoreError::Rule(text.to_string())),
+            _ => return Err(invalid()),
         };
         Ok(IgnoreRule {
             selector,

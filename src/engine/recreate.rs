@@ -24,6 +24,14 @@ pub enum Recreate {
 }
 
 impl Recreate {
+    /// A source's `recreate = true` (`--recreate`) allows every object.
+    pub fn allowed_for_all(all: bool) -> Self {
+        match all {
+            true => Recreate::Allowed,
+            false => Recreate::Annotated,
+        }
+    }
+
     pub fn allows(self, manifest: &Manifest) -> bool {
         let annotated = manifest
             .body

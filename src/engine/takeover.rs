@@ -45,6 +45,15 @@ impl DriftManagers {
         DriftManagers(names.into_iter().filter(|n| !n.is_empty()).collect())
     }
 
+    /// `names` when given (a source's `drift_managers`, `--drift-managers`), else
+    /// the kubectl family.
+    pub fn named_or_default(names: Option<&[String]>) -> Self {
+        match names {
+            Some(names) => DriftManagers::new(names.iter().cloned()),
+            None => DriftManagers::default(),
+        }
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }
