@@ -8,6 +8,7 @@ use super::execute::send_to;
 use super::lookup::Refusal;
 use super::memo::is_newer_base;
 use super::{DriftRules, FIELD_MANAGER, Memo};
+use crate::engine::applyset::PRUNE_ANNOTATION;
 use crate::engine::fieldset::FieldSet;
 use crate::engine::ignore::Ignored;
 use crate::engine::managed_fields;
@@ -46,7 +47,7 @@ impl<'a> Existing<'a> {
         let ignored = rules.ignore.for_object(&manifest.object_ref());
         let ownership = Ownership::of(&live, FIELD_MANAGER, &rules.managers);
         let owners = [&ownership.ours, &ownership.theirs, &ownership.others];
-        let protected = ignored.field_set(&live, &owners);
+        let protected = protected(&ignored, &live, &owners);
         let (manifest, written) = match ignored.is_empty() {
             true => (manifest, None),
             false => {
@@ -108,7 +109,8 @@ impl<'a> Existing<'a> {
     async fn answered(self, answer: Value, at: &Location<'_>) -> Result<Desired, Refusal> {
         let after = Ownership::of(&answer, FIELD_MANAGER, &self.rules.managers);
         let owners = [&after.ours, &after.theirs, &after.others];
-        let removed = after.drift_only(&self.ignored.field_set(&answer, &owners));
+        let protected = protected(&self.ignored, &answer, &owners);
+        let removed = after.drift_only(&protected);
         let newer = is_newer_base(&answer, Some(&self.live));
         let mut this = self;
         if newer {
@@ -122,7 +124,7 @@ impl<'a> Existing<'a> {
             return Ok(this.desired(Evaluation::Server(answer), None));
         }
         let mut expected = answer;
-        removed.remove_from(&mut expected, &after.kept());
+        removed.remove_from(&mut expected, &after.kept(&protected));
         let validated = validate(expected, at).await;
         let validated = validated.map_err(|e| this.refusal(e))?;
         let takeover = this.takeover(at).await?;
@@ -240,6 +242,16 @@ async fn validate(mut expected: Value, at: &Location<'_>) -> Result<Value, KubeE
     }
     let params = PostParams { dry_run: true };
     at.client.replace(at.path, &expected, &params).await
+}
+
+/// The fields a takeover leaves to whoever set them: the ignored ones, and
+/// `converge.dev/prune` (set with `kubectl annotate` on purpose, to keep an object
+/// that leaves the source).
+fn protected(ignored: &Ignored, object: &Value, owners: &[&FieldSet]) -> FieldSet {
+    let mut protected = ignored.field_set(object, owners);
+    let prune = format!("f:{PRUNE_ANNOTATION}");
+    protected.union(&FieldSet::path(&["f:metadata", "f:annotations", &prune]));
+    protected
 }
 
 fn has_managed_fields(live: &Value) -> bool {

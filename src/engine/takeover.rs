@@ -137,10 +137,12 @@ impl Ownership {
             .difference(&self.others)
     }
 
-    /// What stays owned after that apply: converge's fields and everyone else's.
-    pub fn kept(&self) -> FieldSet {
+    /// What stays owned after that apply: converge's fields, everyone else's, and
+    /// the `protected` ones the drift managers keep.
+    pub fn kept(&self, protected: &FieldSet) -> FieldSet {
         let mut kept = self.ours.clone();
         kept.union(&self.others);
+        kept.union(protected);
         kept
     }
 }
@@ -260,8 +262,8 @@ pub fn expected_after_takeover(
     let mut expected = live.clone();
     ownership
         .drift_only(protected)
-        .remove_from(&mut expected, &ownership.kept());
-    let mut keys = ownership.kept();
+        .remove_from(&mut expected, &ownership.kept(protected));
+    let mut keys = ownership.kept(protected);
     keys.union(&ownership.theirs);
     for (key, value) in desired {
         match expected.get_mut(key) {
@@ -458,6 +460,25 @@ mod tests {
             json!({"selector": {"app": "web"}, "clusterIP": "10.0.0.1",
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]})
         );
+    }
+
+    /// `kubectl annotate` owns the annotations map itself (`.`) too: a protected
+    /// annotation keeps the map it sits in.
+    #[test]
+    fn a_protected_field_keeps_the_map_it_sits_in() {
+        let live = json!({"metadata": {"annotations": {"converge.dev/prune": "disabled"},
+            "managedFields": [{"manager": "kubectl-annotate", "operation": "Update",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {
+                    ".": {}, "f:converge.dev/prune": {}}}}}]}});
+        let ownership = Ownership::of(&live, "converge", &DriftManagers::default());
+        let protected = FieldSet::path(&["f:metadata", "f:annotations", "f:converge.dev/prune"]);
+        let desired = json!({"metadata": {"name": "x"}});
+        let desired = desired.as_object().unwrap();
+        let expected = expected_after_takeover(&live, desired, &ownership, &protected);
+        let annotations = &expected["metadata"]["annotations"];
+        assert_eq!(annotations, &json!({"converge.dev/prune": "disabled"}));
+        let unprotected = expected_after_takeover(&live, desired, &ownership, &FieldSet::default());
+        assert!(unprotected["metadata"].get("annotations").is_none());
     }
 
     #[test]

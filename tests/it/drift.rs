@@ -373,6 +373,24 @@ fn another_managers_fields_survive() {
     assert_eq!(kept, "b alice");
 }
 
+/// `kubectl annotate … converge.dev/prune=disabled` is how a person keeps an object
+/// that is about to leave the source: converge's own opt-out is not drift.
+#[test]
+fn a_prune_opt_out_set_with_kubectl_stays() {
+    let setup = Setup::new("drift-keep");
+    setup.apply(&[]);
+    let keep = ["annotate", "service", "web", "converge.dev/prune=disabled"];
+    setup.kubectl(&keep);
+    let (code, diff) = setup.diff(&[]);
+    assert_eq!(code, NO_DIFF, "{diff}");
+    setup
+        .manifests
+        .write("app.yaml", APP.split("---").next().expect("the Deployment"));
+    let applied = setup.apply(&[]);
+    assert_eq!(applied["summary"]["kept"], 1, "{applied:#}");
+    assert_eq!(setup.get("service/web", "{.metadata.name}"), "web");
+}
+
 /// An HPA-style owner of `replicas` (here another field manager), with an ignore
 /// rule: the changed replicas are neither reported nor written back, while every
 /// other field of the object is still converged.
