@@ -37,5 +37,6 @@ pub mod health;
 pub mod http;
 pub mod kube;
 pub mod manifest;
+pub mod render;
 pub mod report;
 pub mod source;

@@ -142,6 +142,26 @@ impl Discovery {
         self.resolve(gv.group, gv.version, kind)
     }
 
+    /// Every served `group/version` (`v1` for the core group) and `group/version/Kind`,
+    /// sorted: what Helm's `.Capabilities.APIVersions` holds for a real cluster.
+    pub fn api_versions(&self) -> Vec<String> {
+        let catalog = self.snapshot();
+        let mut out = std::collections::BTreeSet::new();
+        for (group, g) in &catalog.groups {
+            let gv = |version: &str| match group.as_str() {
+                "" => version.to_string(),
+                group => format!("{group}/{version}"),
+            };
+            out.extend(g.versions.iter().map(|v| gv(v)));
+            out.extend(
+                g.resources
+                    .keys()
+                    .map(|(version, kind)| format!("{}/{kind}", gv(version))),
+            );
+        }
+        out.into_iter().collect()
+    }
+
     /// Every kind at its group's preferred version that serves it.
     pub fn preferred_resources(&self) -> Vec<ApiResource> {
         let catalog = self.snapshot();

@@ -70,6 +70,11 @@ impl ApiResource {
         Self::builtin("", "v1", "ConfigMap", "configmaps", true)
     }
 
+    /// core/v1 Secrets (`vars_from` reads them).
+    pub fn secrets() -> Self {
+        Self::builtin("", "v1", "Secret", "secrets", true)
+    }
+
     /// core/v1 Events (the API converge posts to and reads evidence from).
     pub fn events() -> Self {
         Self::builtin("", "v1", "Event", "events", true)

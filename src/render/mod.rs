@@ -1,0 +1,494 @@
+//! Rendering: the stage between a snapshot and its manifests, for repositories that
+//! are kustomize overlays or Helm charts.
+//!
+//! The root decides ([`detect`]): a kustomization → `kustomize build`, a
+//! `Chart.yaml` → `helm template`, anything else → plain manifests, read as they
+//! are. The real tools run (no maintained Rust kustomize or Helm exists; Argo CD
+//! runs them too), each bounded in time and output in a scrubbed environment
+//! (`process`). Their output goes through the same manifest parser as plain files,
+//! with every object's origin set to the file it was written in (`origin`).
+//!
+//! A render reads only inside the source root ([`Target::base`]: the Git checkout
+//! or the directory), so an overlay may reach `../base` but nothing outside; what it
+//! reads is listed before the tool runs and hashed into a key ([`Prepared::key`]):
+//! the daemon renders again only when the key changes.
+//!
+//! - `tools`: which kustomize and helm, and their versions;
+//! - `kustomize`, `helm`: checks, command lines, origins and errors of each tool;
+//! - `substitute`, `vars`: Flux-style `${VAR}` post-build substitution;
+//! - `inputs`: the source root, containment, the cache key;
+//! - `origin`: the line of a rendered object in its file; `error`: [`RenderError`].
+
+mod error;
+mod helm;
+mod inputs;
+mod kustomize;
+mod origin;
+mod process;
+mod substitute;
+mod tools;
+mod vars;
+
+pub use error::RenderError;
+pub use process::Limits;
+pub use substitute::{Missing, Vars, is_var_name, substitute};
+pub use tools::{Program, Tool, ToolPaths, ToolStatus, Tools};
+pub use vars::{VarsFrom, VarsKind, resolve as resolve_vars};
+
+use crate::kube::{Client, Discovery};
+use crate::manifest::{self, Digest, Manifest, Origin, parse_str};
+use inputs::{Base, Key};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// What a root holds, which decides how it is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    /// A `kustomization.yaml`, `kustomization.yml` or `Kustomization`.
+    Kustomize,
+    /// A `Chart.yaml`.
+    Helm,
+    /// Manifests, read as they are (a file, or a directory of them).
+    Plain,
+}
+
+/// The kind of `root`: a directory with a kustomization (first) or a chart, else
+/// plain.
+pub fn detect(root: &Path) -> RootKind {
+    if !root.is_dir() {
+        RootKind::Plain
+    } else if kustomize::kustomization_file(root).is_some() {
+        RootKind::Kustomize
+    } else if root.join("Chart.yaml").is_file() {
+        RootKind::Helm
+    } else {
+        RootKind::Plain
+    }
+}
+
+/// How a source is rendered: `[source.helm]`, `allow_remote_bases`, `[source.vars]`
+/// and `vars_from`, or the command line's `--values`, `--set` and `--release`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderSettings {
+    pub helm: HelmSettings,
+    /// Let kustomizations name remote bases (`github.com/…?ref=…`); off by default.
+    pub allow_remote_bases: bool,
+    pub vars: Vars,
+    pub vars_from: Vec<VarsFrom>,
+}
+
+impl RenderSettings {
+    /// Whether post-build substitution runs (as in Flux, only when asked for, so
+    /// plain `${…}` in scripts is left alone otherwise).
+    pub fn substitutes(&self) -> bool {
+        !self.vars.is_empty() || !self.vars_from.is_empty()
+    }
+}
+
+/// `[source.helm]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HelmSettings {
+    /// The release name; default: the source (or ApplySet) name.
+    pub release: Option<String>,
+    /// Relative to the chart, else to the source root.
+    pub values_files: Vec<PathBuf>,
+    /// Inline values, applied after the files.
+    pub values: Map<String, Value>,
+    /// `--set` overrides (`KEY=VALUE`), applied last.
+    pub set: Vec<String>,
+}
+
+/// What Helm is told about the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `v1.34.4`.
+    pub kube_version: String,
+    /// Every `group/version` and `group/version/Kind` served.
+    pub api_versions: Vec<String>,
+}
+
+impl Capabilities {
+    /// The server's version (`GET /version`) and what discovery knows it serves.
+    pub async fn discover(client: &Client, discovery: &Discovery) -> Result<Self, RenderError> {
+        let version = client
+            .get("/version")
+            .await
+            .map_err(|e| RenderError::Vars {
+                reference: "the cluster's version".into(),
+                detail: e.to_string(),
+                transient: e.is_transient(),
+            })?;
+        let kube_version = version
+            .get("gitVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok(Capabilities {
+            kube_version,
+            api_versions: discovery.api_versions(),
+        })
+    }
+}
+
+/// One root to render.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The directory (or file) to render: a source's root, a command line's PATH.
+    pub root: &'a Path,
+    /// The directory a render may read from: the Git checkout, the source
+    /// directory, or (command line) the repository around PATH.
+    pub base: &'a Path,
+    /// The release's namespace (Helm).
+    pub namespace: &'a str,
+    /// The release name when the settings name none: the source or ApplySet name.
+    pub name: &'a str,
+    pub settings: &'a RenderSettings,
+}
+
+impl Target<'_> {
+    fn release(&self) -> &str {
+        self.settings.helm.release.as_deref().unwrap_or(self.name)
+    }
+}
+
+/// A root checked (nothing leads outside the base, dependencies are vendored) and
+/// what it reads listed.
+#[derive(Debug)]
+pub struct Prepared {
+    plan: Plan,
+    base: Base,
+    files: Key,
+}
+
+#[derive(Debug)]
+enum Plan {
+    /// Plain manifests: the files to read.
+    Plain(Vec<PathBuf>),
+    Kustomize {
+        remote: bool,
+    },
+    Helm(helm::Chart),
+}
+
+/// Checks `target` and lists what rendering it reads. Needs no tool and no cluster.
+pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
+    let base = Base::new(target.base)?;
+    let mut files = Key::default();
+    let plan = match detect(target.root) {
+        RootKind::Plain => {
+            let paths = manifest::files(&[target.root.to_path_buf()])
+                .map_err(manifest::ManifestError::from)?;
+            files
+                .files
+                .extend(paths.iter().filter_map(|p| p.canonicalize().ok()));
+            Plan::Plain(paths)
+        }
+        RootKind::Kustomize => {
+            let tree = kustomize::reach(target.root, &base, target.settings.allow_remote_bases)?;
+            files.files = tree.files;
+            Plan::Kustomize {
+                remote: tree.remote,
+            }
+        }
+        RootKind::Helm => {
+            let helm = &target.settings.helm;
+            let chart = helm::prepare(target.root, &base, &helm.values_files)?;
+            files.files.clone_from(&chart.files);
+            Plan::Helm(chart)
+        }
+    };
+    Ok(Prepared { plan, base, files })
+}
+
+impl Prepared {
+    pub fn kind(&self) -> RootKind {
+        match self.plan {
+            Plan::Plain(_) => RootKind::Plain,
+            Plan::Kustomize { .. } => RootKind::Kustomize,
+            Plan::Helm(_) => RootKind::Helm,
+        }
+    }
+
+    /// The tool rendering needs, if any.
+    pub fn tool(&self) -> Option<Tool> {
+        match self.plan {
+            Plan::Plain(_) => None,
+            Plan::Kustomize { .. } => Some(Tool::Kustomize),
+            Plan::Helm(_) => Some(Tool::Helm),
+        }
+    }
+
+    /// The render cache key: every input file, the tool's version and every
+    /// setting and variable that changes the output. `None` when the inputs are not
+    /// all local (a remote base): such a root is rendered every time.
+    pub fn key(
+        &self,
+        target: &Target,
+        renderer: &Renderer,
+        cluster: &Capabilities,
+        vars: &Vars,
+    ) -> Option<Digest> {
+        if matches!(self.plan, Plan::Kustomize { remote: true }) {
+            return None;
+        }
+        let mut key = Key {
+            files: self.files.files.clone(),
+            settings: Vec::new(),
+        };
+        if let Some(tool) = self.tool() {
+            let version = renderer.tools.get(tool).map_or("", |p| p.version.as_str());
+            key.setting(&tool.to_string(), version);
+        }
+        if let Plan::Helm(_) = self.plan {
+            let helm = &target.settings.helm;
+            key.setting("release", target.release());
+            key.setting("namespace", target.namespace);
+            key.setting("kube_version", &cluster.kube_version);
+            key.setting("api_versions", cluster.api_versions.join(","));
+            key.setting("values", Value::Object(helm.values.clone()));
+            key.setting("set", helm.set.join("\n"));
+        }
+        for (name, value) in vars.iter() {
+            key.setting(&format!("var {name}"), value);
+        }
+        key.digest(&self.base).ok()
+    }
+}
+
+/// Runs the tools: found once, shared by every render.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    tools: Tools,
+    limits: Limits,
+}
+
+impl Renderer {
+    pub fn new(tools: Tools, limits: Limits) -> Self {
+        Renderer { tools, limits }
+    }
+
+    pub fn tools(&self) -> &Tools {
+        &self.tools
+    }
+
+    /// The objects of a prepared root, with origins in the files they were written
+    /// in, `${VAR}`s substituted when `vars` is given.
+    pub async fn render(
+        &self,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        cluster: &Capabilities,
+        vars: Option<&Vars>,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        match &prepared.plan {
+            Plan::Plain(files) => plain(files, vars),
+            Plan::Kustomize { .. } => self.kustomize(prepared, target, vars).await,
+            Plan::Helm(chart) => self.helm(chart, prepared, target, cluster, vars).await,
+        }
+    }
+
+    fn program(&self, tool: Tool, target: &Target) -> Result<&Program, RenderError> {
+        self.tools
+            .get(tool)
+            .map_err(|why| RenderError::ToolMissing {
+                tool,
+                root: target.root.to_path_buf(),
+                why: why.to_string(),
+            })
+    }
+
+    async fn kustomize(
+        &self,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        vars: Option<&Vars>,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        let program = self.program(Tool::Kustomize, target)?;
+        let root = inputs::canonical(target.root)?;
+        let (text, wrapper) = kustomize::build(program, &root, self.limits)
+            .await
+            .map_err(|(error, _)| kustomize::failure(&root, error, &prepared.base))?;
+        let stream = stream_name(target.root, Tool::Kustomize);
+        let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, &prepared.base);
+        substituted(&text, vars, &objects, None)
+    }
+
+    async fn helm(
+        &self,
+        chart: &helm::Chart,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        cluster: &Capabilities,
+        vars: Option<&Vars>,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        let program = self.program(Tool::Helm, target)?;
+        let settings = &target.settings.helm;
+        let scratch = tempfile::tempdir().map_err(|source| RenderError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut values = chart.values_files.clone();
+        if !settings.values.is_empty() {
+            let inline = scratch.path().join("inline-values.json");
+            let text = Value::Object(settings.values.clone()).to_string();
+            std::fs::write(&inline, text).map_err(|source| RenderError::Io {
+                path: inline.clone(),
+                source,
+            })?;
+            values.push(inline);
+        }
+        let options = helm::Options {
+            release: target.release(),
+            namespace: target.namespace,
+            kube_version: &cluster.kube_version,
+            api_versions: &cluster.api_versions,
+            values,
+            set: &settings.set,
+        };
+        let invocation = process::Invocation {
+            program: &program.path,
+            args: program
+                .prefix
+                .iter()
+                .cloned()
+                .chain(helm::args(&options))
+                .collect(),
+            dir: &chart.dir,
+        };
+        let out = process::run(invocation, self.limits)
+            .await
+            .map_err(|error| helm::failure(target.root, error, chart, &prepared.base))?;
+        let text = String::from_utf8_lossy(&out);
+        let stream = stream_name(target.root, Tool::Helm);
+        let objects = |text: &str| helm::objects(text, &stream, chart, &prepared.base);
+        substituted(&text, vars, &objects, None)
+    }
+}
+
+/// What problems in a tool's output are located in: `overlays/prod (kustomize
+/// build)`.
+fn stream_name(root: &Path, tool: Tool) -> PathBuf {
+    let what = match tool {
+        Tool::Kustomize => "kustomize build",
+        Tool::Helm => "helm template",
+    };
+    PathBuf::from(format!("{} ({what})", root.display()))
+}
+
+/// Plain files, each substituted and parsed, located as written.
+fn plain(files: &[PathBuf], vars: Option<&Vars>) -> Result<Vec<Manifest>, RenderError> {
+    let mut all = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|source| RenderError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let objects = |text: &str| Ok(parse_str(text, file)?);
+        all.extend(substituted(&text, vars, &objects, Some(file))?);
+    }
+    let problems = manifest::find_duplicates(all.iter().map(|m| (m.object_ref(), &m.origin)));
+    if problems.is_empty() {
+        Ok(all)
+    } else {
+        Err(manifest::ManifestError::Invalid(problems).into())
+    }
+}
+
+type ToObjects<'a> = dyn Fn(&str) -> Result<Vec<Manifest>, RenderError> + 'a;
+
+/// `objects` of `text` after substitution (when `vars` is given). A missing
+/// variable is reported at the object that uses it: in `file` at the variable's
+/// line for a plain file, else at the object's origin.
+fn substituted(
+    text: &str,
+    vars: Option<&Vars>,
+    objects: &ToObjects,
+    file: Option<&Path>,
+) -> Result<Vec<Manifest>, RenderError> {
+    let Some(vars) = vars else {
+        return objects(text);
+    };
+    match substitute(text, vars) {
+        Ok(text) => objects(&text),
+        Err(missing) => Err(missing_var(text, missing, objects, file)),
+    }
+}
+
+fn missing_var(
+    text: &str,
+    missing: Missing,
+    objects: &ToObjects,
+    file: Option<&Path>,
+) -> RenderError {
+    let offset = missing.offset;
+    let start = text[..offset].rfind("\n---").map_or(0, |at| at + 1);
+    let end = text[offset..]
+        .find("\n---")
+        .map_or(text.len(), |at| offset + at);
+    let object = objects(&text[start..end])
+        .ok()
+        .and_then(|found| found.into_iter().next());
+    let line = 1 + text[..offset].matches('\n').count();
+    let at = match (file, &object) {
+        (Some(file), _) => Origin {
+            file: file.to_path_buf(),
+            line,
+        },
+        (None, Some(object)) => object.origin.clone(),
+        (None, None) => Origin {
+            file: PathBuf::from("(rendered output)"),
+            line,
+        },
+    };
+    RenderError::MissingVar {
+        at,
+        object: object.map_or_else(|| "an object".into(), |o| o.object_ref().to_string()),
+        name: missing.name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn the_root_decides() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(detect(dir), RootKind::Plain);
+        fs::write(dir.join("Chart.yaml"), "name: x\n").unwrap();
+        assert_eq!(detect(dir), RootKind::Helm);
+        fs::write(dir.join("Kustomization"), "resources: []\n").unwrap();
+        assert_eq!(detect(dir), RootKind::Kustomize);
+        assert_eq!(detect(&dir.join("Chart.yaml")), RootKind::Plain);
+        assert_eq!(detect(&dir.join("missing")), RootKind::Plain);
+    }
+
+    #[test]
+    fn plain_files_are_substituted_and_a_missing_variable_is_located() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("app.yaml");
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {env: \"${ENV}\"}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\ndata:\n  \
+                    r: \"${REGION:=eu}\"\n  x: \"$${ENV}\"\n";
+        fs::write(&file, text).unwrap();
+        let mut vars = Vars::default();
+        vars.insert("ENV".into(), "prod".into());
+        let objects = plain(std::slice::from_ref(&file), Some(&vars)).unwrap();
+        assert_eq!(objects[0].body["data"]["env"], "prod");
+        assert_eq!(objects[1].body["data"]["r"], "eu");
+        assert_eq!(objects[1].body["data"]["x"], "${ENV}");
+        assert_eq!(objects[1].origin.line, 6);
+        let err = plain(std::slice::from_ref(&file), Some(&Vars::default())).unwrap_err();
+        assert_eq!(
+            err.to_string().split(';').next().unwrap(),
+            format!(
+                "{}:4: ConfigMap/a: variable ENV is not set and has no default",
+                file.display()
+            )
+        );
+        let literal = plain(&[file], None).unwrap();
+        assert_eq!(literal[0].body["data"]["env"], "${ENV}");
+    }
+}
