@@ -5,7 +5,7 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::args::{Cli, Command, LogFormat, version_line};
+use cli::args::{Cli, Command, LogFormat};
 use cli::{Exit, Mode};
 use converge::health::WaitOptions;
 use std::io::IsTerminal;
@@ -16,10 +16,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Version => {
-            println!("{}", version_line());
-            Ok(Exit::Ok)
-        }
+        Command::Version => block_on(cli::version()),
         Command::Apply(args) => {
             init_logging(cli.verbose, LogFormat::Text, Level::WARN);
             let mode = if args.dry_run {

@@ -184,6 +184,31 @@ pub struct SyncArgs {
     /// Namespaces or CRDs.
     #[arg(long)]
     pub recreate: bool,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// How a PATH holding a Helm chart is rendered (a kustomization or plain manifests
+/// ignore these).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Helm charts")]
+pub struct RenderArgs {
+    /// A values file (repeatable; later files win).
+    #[arg(long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// A value, as `helm --set` takes it (repeatable; wins over values files).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<String>,
+    /// The release name. Default: the ApplySet name (--name).
+    #[arg(long, value_name = "NAME")]
+    pub release: Option<String>,
+}
+
+fn parse_set(value: &str) -> Result<String, String> {
+    match value.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(value.to_string()),
+        _ => Err(format!("{value:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -345,6 +370,7 @@ mod tests {
             ignore: Vec::new(),
             drift_managers: None,
             recreate: false,
+            render: RenderArgs::default(),
         };
         assert_eq!(
             args(vec![shop.clone()], None).applyset_name(),

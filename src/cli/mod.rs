@@ -5,10 +5,12 @@
 pub mod args;
 mod daemon;
 mod progress;
+mod render;
 mod status;
 mod sync;
 
 pub use daemon::run_daemon;
+pub use render::version;
 pub use status::status;
 pub use sync::{Mode, sync};
 

@@ -4,13 +4,12 @@
 use super::Exit;
 use super::args::{OutputFormat, SyncArgs};
 use super::progress::ProgressLine;
+use super::render::{self, Cluster};
 use anyhow::Result;
 use converge::engine::ApplySet;
 use converge::engine::{Engine, Outcome, RunOptions, Scope};
 use converge::engine::{LoadedFrom, PlanOptions, check_not_empty};
 use converge::health::{self, WaitOptions, WaitOutcome};
-use converge::kube::{Client, ClusterConfig};
-use converge::manifest;
 use converge::report::{self, TextOptions};
 
 /// What a sync does with its plan.
@@ -33,18 +32,16 @@ impl Mode {
 
 pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
-    let manifests = manifest::load(&args.paths)?;
+    let (manifests, cluster) = render::load(&args, &name).await?;
     let guard = PlanOptions {
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
     };
     check_not_empty(&manifests, guard, LoadedFrom::Paths(args.paths.clone()))?;
-    let config = ClusterConfig::load(args.kubeconfig.as_deref(), args.context.as_deref())?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::new(config)?;
+    let Cluster { engine, namespace } = match cluster {
+        Some(cluster) => cluster,
+        None => Cluster::connect(&args).await?,
+    };
     let dry_run = mode.dry_run();
     let options = RunOptions {
         name,
@@ -55,7 +52,6 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         scope: Scope::Full,
         drift: args.drift_rules(),
     };
-    let engine = Engine::connect(client).await?;
     let outcome = engine.run(manifests, &options, None).await?;
     if args.output == OutputFormat::Text {
         let text_options = TextOptions {

@@ -60,6 +60,7 @@ impl Base {
     pub fn spell(&self, resolved: &Path) -> PathBuf {
         match resolved.strip_prefix(&self.canonical) {
             Ok(rest) if rest.as_os_str().is_empty() => self.given.clone(),
+            Ok(rest) if self.given == Path::new(".") => rest.to_path_buf(),
             Ok(rest) => self.given.join(rest),
             Err(_) => resolved.to_path_buf(),
         }
