@@ -6,7 +6,8 @@
 # container's log), started the way controller-runtime's envtest does.
 #
 #   hack/controlplane.sh up       build if needed, start (or reuse) the plane
-#   hack/controlplane.sh env      print `export KUBECONFIG=… PATH=…` (eval it)
+#   hack/controlplane.sh env      print `export KUBECONFIG=… PATH=…` (eval it; PATH has
+#                                 the rendering tools of hack/tools.sh too)
 #   hack/controlplane.sh status   say what runs where; exit 1 when not up
 #   hack/controlplane.sh down     stop what `up` started, remove its state
 #   hack/controlplane.sh build    only build (or reuse) the cached binaries
@@ -344,6 +345,8 @@ cmd_restart_apiserver() {
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
   echo "export PATH=$KUBECTL_VENV/bin:$BIN:\$PATH"
+  # The rendering tools (kustomize, helm), once hack/tools.sh has built them.
+  bash "$ROOT/hack/tools.sh" path
 }
 
 case ${1:-} in
@@ -353,5 +356,5 @@ case ${1:-} in
   env) cmd_env ;;
   build) cmd_build ;;
   restart-apiserver) cmd_restart_apiserver ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ command -v cargo >/dev/null || { echo "quickstart: cargo is not installed: insta
 bash hack/install-deps.sh
 bash hack/controlplane.sh up
 eval "$(bash hack/controlplane.sh env)"
+eval "$(bash hack/tools.sh env)"   # kustomize and helm, for rendered sources
 echo "quickstart: building converge" >&2
 cargo build --quiet --bin converge
 

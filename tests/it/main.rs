@@ -13,6 +13,7 @@ mod engine;
 mod health;
 mod kube_client;
 mod layout;
+mod render;
 mod server;
 mod source_dir;
 mod source_git;

@@ -1,0 +1,287 @@
+//! Rendering with the real tools (`hack/tools.sh` builds them; `hack/controlplane.sh
+//! env` puts them on PATH): `converge apply` and `diff` of kustomize bases and a Helm
+//! chart from tests/fixtures, located errors that write nothing, and a missing tool.
+
+use crate::common::{Manifests, TestEnv, assert_success, repo_root};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn fixture(path: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(path)
+}
+
+fn podinfo_chart() -> PathBuf {
+    fixture("podinfo/charts/podinfo")
+}
+
+impl TestEnv {
+    fn converge(&self, args: &[&str], root: &Path) -> Output {
+        self.converge_command()
+            .args(args)
+            .arg(root)
+            .args(["-n", &self.ns, "--name", "render", "-o", "json"])
+            .output()
+            .expect("run converge")
+    }
+
+    /// `apply` then `diff`: the objects applied, by kind, and a diff that is clean.
+    fn apply_then_diff(&self, root: &Path, extra: &[&str]) -> Vec<(String, String)> {
+        let applied = self.converge(&[&["apply"], extra].concat(), root);
+        assert_success("converge apply", &applied);
+        let report: serde_json::Value =
+            serde_json::from_slice(&applied.stdout).expect("the JSON report");
+        let diff = self.converge(&[&["diff"], extra].concat(), root);
+        assert_success("converge diff (exit 0: nothing to change)", &diff);
+        let mut objects: Vec<(String, String)> = report["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .map(|o| {
+                assert_eq!(o["action"], "create", "{o}");
+                let object = o["object"].as_str().unwrap_or_default().to_string();
+                let origin = o["origin"].as_str().unwrap_or_default().to_string();
+                (object, origin)
+            })
+            .collect();
+        objects.sort();
+        objects
+    }
+
+    /// What of `kinds` exists in the test's namespace.
+    fn names(&self, kinds: &str) -> Vec<String> {
+        let out = self.kubectl(&["get", kinds, "-n", &self.ns, "-o", "name"]);
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+fn kinds(objects: &[(String, String)]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|(o, _)| o.split('/').next().unwrap_or_default().to_string())
+        .collect();
+    kinds.dedup();
+    kinds
+}
+
+#[test]
+fn microservices_demo_kustomize_base_applies_then_diffs_clean() {
+    let env = TestEnv::new("render-kustomize-demo");
+    let base = fixture("microservices-demo/kustomize-base");
+    let objects = env.apply_then_diff(&base, &[]);
+    assert_eq!(objects.len(), 35);
+    assert_eq!(env.names("deployments").len(), 12);
+    // Every object is located in the file it was written in, not in kustomize's output.
+    let (_, frontend) = objects
+        .iter()
+        .find(|(o, _)| o.ends_with("/frontend") && o.starts_with("Deployment"))
+        .expect("the frontend Deployment");
+    assert!(
+        frontend.ends_with("kustomize-base/frontend.yaml:15"),
+        "{frontend}"
+    );
+}
+
+#[test]
+fn podinfo_kustomize_applies_then_diffs_clean() {
+    let env = TestEnv::new("render-kustomize-podinfo");
+    let objects = env.apply_then_diff(&fixture("podinfo/kustomize"), &[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "Deployment.apps",
+            "HorizontalPodAutoscaler.autoscaling",
+            "Service"
+        ]
+    );
+    let annotations = env.kubectl(&[
+        "get",
+        "deployment",
+        "podinfo",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(
+        !annotations.contains("config.kubernetes.io/origin"),
+        "the origin annotation is removed before applying: {annotations}"
+    );
+}
+
+#[test]
+fn podinfo_chart_applies_without_its_test_pods() {
+    let env = TestEnv::new("render-helm-podinfo");
+    let objects = env.apply_then_diff(&podinfo_chart(), &[]);
+    assert_eq!(kinds(&objects), ["Deployment.apps", "Service"]);
+    let (_, service) = &objects[1];
+    assert!(
+        service.ends_with("podinfo/templates/service.yaml:3"),
+        "{service}"
+    );
+    // The chart's seven `helm test` Pods (random names) are never applied.
+    let pods = env.names("pods");
+    assert!(
+        pods.iter().all(|p| p.starts_with("pod/render-podinfo-")),
+        "{pods:?}"
+    );
+}
+
+#[test]
+fn podinfo_chart_with_production_values() {
+    let env = TestEnv::new("render-helm-prod");
+    let values = podinfo_chart().join("values-prod.yaml");
+    let values = values.to_str().expect("UTF-8 path");
+    let args = ["--values", values, "--release", "web"];
+    let objects = env.apply_then_diff(&podinfo_chart(), &args);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ConfigMap",
+            "Deployment.apps",
+            "HorizontalPodAutoscaler.autoscaling",
+            "Service"
+        ]
+    );
+    assert!(
+        env.names("deployments")
+            .contains(&"deployment.apps/web-podinfo-redis".to_string())
+    );
+}
+
+/// A repository of an overlay on a base, with `broken` replacing the base's
+/// Service when given.
+fn overlay(broken: Option<&str>) -> Manifests {
+    let repo = Manifests::new();
+    std::fs::create_dir(repo.path().join(".git")).expect("mark the repository");
+    for file in [
+        "deployment.yaml",
+        "hpa.yaml",
+        "kustomization.yaml",
+        "service.yaml",
+    ] {
+        let text = std::fs::read_to_string(fixture("podinfo/kustomize").join(file))
+            .expect("read the fixture");
+        repo.write(&format!("base/{file}"), &text);
+    }
+    if let Some(text) = broken {
+        repo.write("base/service.yaml", text);
+    }
+    repo.write(
+        "overlays/prod/kustomization.yaml",
+        "resources:\n- ../../base\nnamePrefix: prod-\n",
+    );
+    repo
+}
+
+fn assert_refused(env: &TestEnv, out: &Output, expected: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for part in expected {
+        assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
+    }
+    assert!(
+        env.names("deployments,services,configmaps")
+            .iter()
+            .all(|n| n == "configmap/kube-root-ca.crt"),
+        "nothing is written"
+    );
+}
+
+#[test]
+fn an_overlay_reaches_its_base_in_the_repository_but_not_beyond() {
+    let env = TestEnv::new("render-overlay");
+    let repo = overlay(None);
+    let objects = env.apply_then_diff(&repo.path().join("overlays/prod"), &[]);
+    assert_eq!(objects.len(), 3);
+    assert!(
+        objects[0].1.contains("base/deployment.yaml:"),
+        "{objects:?}"
+    );
+    repo.write(
+        "overlays/prod/kustomization.yaml",
+        "resources:\n- ../../base\n- ../../../outside\n",
+    );
+    let out = env.converge(&["diff"], &repo.path().join("overlays/prod"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("overlays/prod/kustomization.yaml: resources \"../../../outside\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kustomize_build_error_names_file_and_line_and_writes_nothing() {
+    let env = TestEnv::new("render-kustomize-error");
+    let repo = overlay(Some(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: podinfo\nspec:\n  ports: [1,\n",
+    ));
+    let out = env.converge(&["apply"], &repo.path().join("overlays/prod"));
+    assert_refused(
+        &env,
+        &out,
+        &["base/service.yaml:6: kustomize failed on ", "yaml: line 6"],
+    );
+}
+
+#[test]
+fn a_helm_template_error_names_file_and_line_and_writes_nothing() {
+    let env = TestEnv::new("render-helm-error");
+    let chart = Manifests::new();
+    copy_dir(&podinfo_chart(), chart.path());
+    let service = chart.path().join("templates/service.yaml");
+    let text = std::fs::read_to_string(&service).expect("read the template");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = "  name: {{ include \"no-such-template\" . }}";
+    std::fs::write(&service, lines.join("\n")).expect("break the template");
+    let out = env.converge(&["apply"], chart.path());
+    assert_refused(
+        &env,
+        &out,
+        &[
+            "templates/service.yaml:3: helm failed on ",
+            "no template \"no-such-template\"",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_tool_is_named_with_how_to_get_it_and_nothing_is_written() {
+    let env = TestEnv::new("render-missing-tool");
+    let empty = Manifests::new();
+    for root in [podinfo_chart(), fixture("podinfo/kustomize")] {
+        let out = env
+            .converge_command()
+            .env("PATH", empty.path())
+            .args(["apply", "-n", &env.ns])
+            .arg(&root)
+            .output()
+            .expect("run converge");
+        let tool = if root.ends_with("kustomize") {
+            "kustomize"
+        } else {
+            "helm"
+        };
+        assert_refused(
+            &env,
+            &out,
+            &[
+                &format!("rendering it needs {tool}, which was not found"),
+                "hack/tools.sh build",
+            ],
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
