@@ -20,6 +20,11 @@ impl CompactObject {
         CompactObject(object.to_string().into())
     }
 
+    /// The JSON text (to hash it).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The object, parsed again (keys in their original order).
     pub fn value(&self) -> Value {
         // The text is our own serialization of a `Value`, so it always parses; `Null`

@@ -29,6 +29,7 @@ use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
 use crate::kube::is_dns_label;
+use crate::render::{HelmSettings, Limits, RenderSettings, ToolPaths, Vars, VarsFrom, is_var_name};
 
 /// The HTTP listen address when `[server] listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
@@ -87,6 +88,16 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The sources, in file order; names are unique.
     pub sources: Vec<SourceConfig>,
+    /// `[render]`: the rendering tools and their limits.
+    pub render: RenderConfig,
+}
+
+/// `[render]`: where kustomize and helm are (default: on `PATH`; `kubectl
+/// kustomize` when there is no kustomize) and how long one render may take.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderConfig {
+    pub tools: ToolPaths,
+    pub limits: Limits,
 }
 
 /// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the
@@ -137,6 +148,9 @@ pub struct SourceConfig {
     /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
     /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
     pub drift: DriftRules,
+    /// How a kustomization or chart at the root is rendered, and the variables of
+    /// post-build substitution.
+    pub render: RenderSettings,
 }
 
 /// Where a source's manifests live.
@@ -283,6 +297,28 @@ struct RawConfig {
     state_dir: Option<String>,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
+    #[serde(default)]
+    render: RawRender,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRender {
+    kustomize: Option<String>,
+    helm: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelm {
+    release: Option<String>,
+    #[serde(default)]
+    values_files: Vec<String>,
+    #[serde(default)]
+    values: toml::Table,
+    #[serde(default)]
+    set: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +360,10 @@ struct RawSource {
     #[serde(default)]
     ignore: Vec<RawIgnore>,
     recreate: Option<bool>,
+    allow_remote_bases: Option<bool>,
+    vars: Option<toml::Table>,
+    vars_from: Option<Vec<String>>,
+    helm: Option<RawHelm>,
 }
 
 /// A `[[source.ignore]]` table: JSON pointers, and which objects they apply to.
@@ -387,12 +427,14 @@ impl Checker<'_> {
             );
         }
         let sources = self.sources(raw.sources);
+        let render = self.render(raw.render);
         Config {
             path,
             cluster,
             server,
             state_dir,
             sources,
+            render,
         }
     }
 
@@ -471,6 +513,7 @@ impl Checker<'_> {
         }
         let kind = self.source_kind(at, &raw);
         let drift = self.drift(at, &raw);
+        let render = self.source_render(at, &raw);
         Some(SourceConfig {
             name: name?,
             kind: kind?,
@@ -481,6 +524,7 @@ impl Checker<'_> {
             self_heal: raw.self_heal.unwrap_or(true),
             allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
             drift,
+            render,
         })
     }
 
@@ -850,6 +894,115 @@ impl Checker<'_> {
                      before starting converge"
                 ),
             ),
+        }
+    }
+
+    fn render(&mut self, raw: RawRender) -> RenderConfig {
+        let mut limits = Limits::default();
+        if let Some(text) = &raw.timeout {
+            match parse_duration(text) {
+                Ok(timeout) if !timeout.is_zero() => limits.timeout = timeout,
+                Ok(_) => self.problem(
+                    "[render]",
+                    format!("timeout = {text:?}: must be more than zero"),
+                ),
+                Err(why) => self.problem("[render]", format!("timeout = {text:?}: {why}")),
+            }
+        }
+        let mut tool = |key: &str, value: Option<String>| {
+            let value = value?;
+            Some(self.existing_file(&format!("[render] {key} = {value:?}"), &value))
+        };
+        let tools = ToolPaths {
+            kustomize: tool("kustomize", raw.kustomize),
+            helm: tool("helm", raw.helm),
+        };
+        RenderConfig { tools, limits }
+    }
+
+    /// `allow_remote_bases`, `[source.vars]`, `vars_from` and `[source.helm]`.
+    fn source_render(&mut self, at: &str, raw: &RawSource) -> RenderSettings {
+        let mut vars = Vars::default();
+        for (name, value) in raw.vars.iter().flatten() {
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    let what = describe(other);
+                    self.problem(
+                        at,
+                        format!("vars.{name} = {what}: write a string or a number"),
+                    );
+                    continue;
+                }
+            };
+            if !is_var_name(name) {
+                self.problem(
+                    at,
+                    format!("vars.{name}: not a variable name; use letters, digits and '_', not starting with a digit"),
+                );
+            }
+            vars.insert(name.clone(), value);
+        }
+        let mut vars_from = Vec::new();
+        for entry in raw.vars_from.iter().flatten() {
+            match VarsFrom::parse(entry) {
+                Ok(found) => vars_from.push(found),
+                Err(why) => self.problem(at, format!("vars_from {entry:?}: {why}")),
+            }
+        }
+        let helm = raw
+            .helm
+            .as_ref()
+            .map(|h| self.helm(at, h))
+            .unwrap_or_default();
+        RenderSettings {
+            helm,
+            allow_remote_bases: raw.allow_remote_bases.unwrap_or(false),
+            vars,
+            vars_from,
+        }
+    }
+
+    fn helm(&mut self, at: &str, raw: &RawHelm) -> HelmSettings {
+        if let Some(release) = &raw.release {
+            if !is_dns_label(release) || release.len() > 53 {
+                self.problem(
+                    at,
+                    format!("helm.release = {release:?}: not a release name; use at most 53 lowercase letters, digits and '-'"),
+                );
+            }
+        }
+        for file in &raw.values_files {
+            let inside = Path::new(file)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !inside {
+                self.problem(
+                    at,
+                    format!("helm.values_files {file:?}: must be relative to the chart or the source root, without '..'"),
+                );
+            }
+        }
+        for set in &raw.set {
+            if set.split_once('=').is_none_or(|(key, _)| key.is_empty()) {
+                self.problem(
+                    at,
+                    format!("helm.set {set:?}: write KEY=VALUE, as `helm --set` takes it"),
+                );
+            }
+        }
+        let values = match serde_json::to_value(&raw.values) {
+            Ok(serde_json::Value::Object(values)) => values,
+            _ => serde_json::Map::new(),
+        };
+        HelmSettings {
+            release: raw.release.clone(),
+            values_files: raw.values_files.iter().map(PathBuf::from).collect(),
+            values,
+            set: raw.set.clone(),
         }
     }
 
@@ -1590,5 +1743,42 @@ mod tests {
         assert_eq!(transport("git://h/r"), None);
         assert_eq!(transport("r.git"), None);
         assert_eq!(transport("https://"), None);
+    }
+    #[test]
+    fn render_settings_are_read_and_checked() {
+        let fx = Fixture::new();
+        let text = format!(
+            "{GIT}allow_remote_bases = true\nvars_from = [\"configmap/flux/vars\", \"secret/flux/creds\"]\n\
+             [source.vars]\nCLUSTER = \"prod\"\nREPLICAS = 3\n\
+             [source.helm]\nrelease = \"web\"\nvalues_files = [\"values-prod.yaml\"]\n\
+             set = [\"image.tag=6.0\"]\nvalues = {{ replicaCount = 2, ui = {{ color = \"red\" }} }}\n\
+             [render]\ntimeout = \"2m\"\n"
+        );
+        let config = fx.parse(&text).unwrap();
+        let render = &config.sources[0].render;
+        assert!(render.allow_remote_bases);
+        assert_eq!(format!("{:?}", render.vars), "{\"CLUSTER\", \"REPLICAS\"}");
+        assert_eq!(render.vars_from[1].to_string(), "secret/flux/creds");
+        assert_eq!(render.helm.release.as_deref(), Some("web"));
+        assert_eq!(render.helm.values["ui"]["color"], "red");
+        assert_eq!(render.helm.set, ["image.tag=6.0"]);
+        assert_eq!(config.render.limits.timeout, Duration::from_secs(120));
+        assert_eq!(config.render.tools, ToolPaths::default());
+
+        let bad = format!(
+            "{DIR}vars_from = [\"pod/ns/x\"]\n[source.vars]\n1X = \"a\"\n\
+             [source.helm]\nvalues_files = [\"../x.yaml\"]\nset = [\"novalue\"]\n\
+             [render]\nhelm = \"/no/such/helm\"\n"
+        );
+        let problems = fx.problems(&bad).join("\n");
+        for part in [
+            "vars.1X: not a variable name",
+            "vars_from \"pod/ns/x\"",
+            "helm.values_files \"../x.yaml\"",
+            "helm.set \"novalue\"",
+            "[render] helm = \"/no/such/helm\"",
+        ] {
+            assert!(problems.contains(part), "{part:?} not in {problems}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use converge::config::Config;
 use converge::daemon::{self, DaemonOptions, SourceSpec, shutdown};
 use converge::engine::Engine;
 use converge::kube::{Client, ClusterConfig};
+use converge::render::{Renderer, Tools};
 
 /// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
 /// runs every source until a signal asks to stop.
@@ -30,9 +31,14 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         shutdown::signal().await;
         trigger.fire();
     });
+    let tools = Tools::find(&config.render.tools).await;
+    for tool in tools.status() {
+        tracing::info!(%tool, "rendering tool");
+    }
     let options = DaemonOptions {
         listen: args.listen.unwrap_or(config.server.listen),
         dry_run: args.dry_run,
+        renderer: Renderer::new(tools, config.render.limits),
     };
     daemon::run(engine, specs, options, shutdown).await?;
     Ok(Exit::Ok)

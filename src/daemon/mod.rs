@@ -23,6 +23,7 @@ use crate::engine::Engine;
 use crate::http::metrics::Metrics;
 use crate::http::server::{self, Hook, ServerState};
 use crate::http::status::{SourceType, StatusBoard};
+use crate::render::Renderer;
 use crate::source::{Source, SourceError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,6 +66,7 @@ impl SourceSpec {
                 allow_mass_prune: config.allow_mass_prune,
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
+                render: config.render.clone(),
             },
             kind,
             location: source.location(),
@@ -81,6 +83,8 @@ pub struct DaemonOptions {
     pub listen: SocketAddr,
     /// Report drift, never write (`converge run --dry-run`).
     pub dry_run: bool,
+    /// kustomize and helm, found at start-up.
+    pub renderer: Renderer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +127,11 @@ pub async fn run(
         engine,
         status: StatusBoard::default(),
         metrics: metrics.clone(),
+        renderer: options.renderer.clone(),
     };
+    reconciler
+        .status
+        .set_tools(reconciler.renderer.tools().status());
     let mut hooks = HashMap::new();
     let mut tasks = Vec::new();
     for mut spec in specs {

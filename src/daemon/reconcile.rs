@@ -4,7 +4,7 @@
 
 use crate::daemon::events::{EventReason, Events};
 use crate::daemon::scheduler::{self, Reason};
-use crate::daemon::state::SourceState;
+use crate::daemon::state::{Render, SourceState};
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
@@ -14,6 +14,7 @@ use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use crate::kube::watch::Change;
 use crate::manifest::{ManifestError, ObjectRef};
+use crate::render::{RenderError, RenderSettings, Renderer};
 use crate::source::{Snapshot, SourceError};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
@@ -30,6 +31,8 @@ pub struct Settings {
     pub self_heal: bool,
     /// What counts as drift, and what converge may do about it.
     pub drift: DriftRules,
+    /// How its root is rendered (a kustomization, a chart), and its variables.
+    pub render: RenderSettings,
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.
@@ -40,6 +43,8 @@ pub enum ReconcileError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -53,6 +58,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Source(e) => e.is_transient(),
             ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
+            ReconcileError::Render(e) => e.is_transient(),
             ReconcileError::Engine(e) => e.is_transient(),
         }
     }
@@ -65,6 +71,8 @@ pub struct Reconciler {
     pub status: StatusBoard,
     pub metrics: Metrics,
     pub events: Events,
+    /// Runs kustomize and helm for sources whose root is rendered.
+    pub renderer: Renderer,
 }
 
 impl Reconciler {
@@ -113,7 +121,12 @@ impl Reconciler {
         snapshot: &Snapshot,
         reason: Reason,
     ) -> Result<(Outcome, Scope), ReconcileError> {
-        state.load(&snapshot.root, &snapshot.revision)?;
+        let render = Render {
+            renderer: &self.renderer,
+            engine: &self.engine,
+            metrics: &self.metrics,
+        };
+        state.load(snapshot, settings, render, reason).await?;
         let Selection { manifests, scope } = state.select(reason, &settings.namespace);
         let guard = PlanOptions {
             prune: settings.prune,
@@ -376,6 +389,7 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
         state,
         diff,
         reason,
+        origin: step.origin().map(ToString::to_string),
     }
 }
 

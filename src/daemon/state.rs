@@ -5,17 +5,32 @@
 //! our own write.
 
 use crate::daemon::reconcile::short;
+use crate::daemon::reconcile::{ReconcileError, Settings};
 use crate::daemon::scheduler::Reason;
 use crate::daemon::targeting::{self, Baseline, Selection, Since};
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
+use crate::http::metrics::Metrics;
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{FileCache, ManifestError, ObjectRef};
+use crate::manifest::{Digest, FileCache, ObjectRef};
+use crate::render::{
+    self, Capabilities, Prepared, RenderError, Renderer, RootKind, Target, Vars, resolve_vars,
+};
+use crate::source::Snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::info;
+
+/// What a load needs to render: the tools, the cluster (`vars_from`, Helm's
+/// capabilities) and where to count renders.
+#[derive(Clone, Copy)]
+pub struct Render<'a> {
+    pub renderer: &'a Renderer,
+    pub engine: &'a Engine,
+    pub metrics: &'a Metrics,
+}
 
 /// What a source remembers between reconciles.
 pub struct SourceState {
@@ -35,6 +50,9 @@ pub struct SourceState {
     /// and a new revision parses only the files that changed.
     files: FileCache,
     loaded_revision: Option<String>,
+    /// Set when the loaded files are a render: the key of its inputs (`None` when
+    /// they are not all local), so an unchanged root is never rendered again.
+    rendered: Option<Option<Digest>>,
     /// What the last successful run applied; `None` before the first full one.
     baseline: Option<Baseline>,
     /// Desired objects that drifted since the last run.
@@ -52,6 +70,7 @@ impl SourceState {
             reflectors: BTreeMap::new(),
             files: FileCache::default(),
             loaded_revision: None,
+            rendered: None,
             baseline: None,
             drifted: BTreeSet::new(),
             needs_full: false,
@@ -69,15 +88,82 @@ impl SourceState {
         !self.drifted.is_empty() || self.needs_full
     }
 
-    /// Loads `revision` from `root`, parsing only the files that changed.
-    pub fn load(&mut self, root: &Path, revision: &str) -> Result<(), ManifestError> {
-        if self.loaded_revision.as_deref() == Some(revision) {
+    /// Loads the snapshot: plain manifests parsing only the files that changed, a
+    /// kustomization or chart rendered when its inputs changed. A revision already
+    /// loaded is not looked at again, except that a rendered one is checked at a
+    /// full reconcile (a `vars_from` ConfigMap, or the cluster's API versions, may
+    /// have changed); even then it renders only when its key differs.
+    pub async fn load(
+        &mut self,
+        snapshot: &Snapshot,
+        settings: &Settings,
+        render: Render<'_>,
+        reason: Reason,
+    ) -> Result<(), ReconcileError> {
+        let revision = snapshot.revision.as_str();
+        let same = self.loaded_revision.as_deref() == Some(revision);
+        if same && (self.rendered.is_none() || !reason.requires_full()) {
             return Ok(());
         }
+        let target = Target {
+            root: &snapshot.root,
+            base: &snapshot.base,
+            namespace: &settings.namespace,
+            name: &settings.name,
+            settings: &settings.render,
+        };
+        let prepared = render::prepare(&target)?;
         self.loaded_revision = None;
-        self.files.refresh(&[root.to_path_buf()])?;
-        info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
+        if prepared.tool().is_none() && !settings.render.substitutes() {
+            self.rendered = None;
+            self.files.refresh(std::slice::from_ref(&snapshot.root))?;
+            info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
+        } else {
+            self.render(&prepared, &target, render).await?;
+        }
         self.loaded_revision = Some(revision.to_string());
+        Ok(())
+    }
+
+    /// Renders `prepared` unless its key is the one last rendered.
+    async fn render(
+        &mut self,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        render: Render<'_>,
+    ) -> Result<(), RenderError> {
+        let client = render.engine.client();
+        let vars = match target.settings.substitutes() {
+            true => {
+                Some(resolve_vars(client, &target.settings.vars_from, &target.settings.vars).await?)
+            }
+            false => None,
+        };
+        let cluster = match prepared.kind() {
+            RootKind::Helm => Capabilities::discover(client, render.engine.discovery()).await?,
+            _ => Capabilities::default(),
+        };
+        let no_vars = Vars::default();
+        let key = prepared.key(
+            target,
+            render.renderer,
+            &cluster,
+            vars.as_ref().unwrap_or(&no_vars),
+        );
+        if key.is_some() && self.rendered == Some(key) {
+            info!(root = %target.root.display(), "inputs unchanged; not rendered again");
+            return Ok(());
+        }
+        let started = Instant::now();
+        let manifests = render
+            .renderer
+            .render(prepared, target, &cluster, vars.as_ref())
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        render.metrics.observe_render(target.name, seconds);
+        info!(kind = ?prepared.kind(), objects = manifests.len(), seconds, "rendered");
+        self.files.set_rendered(manifests);
+        self.rendered = Some(key);
         Ok(())
     }
 

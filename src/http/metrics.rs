@@ -125,6 +125,7 @@ pub struct Metrics {
     api_requests: Family<VerbLabels, Counter>,
     health_objects: Family<HealthLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
+    render_duration: Histograms,
 }
 
 impl Default for Metrics {
@@ -149,6 +150,7 @@ impl Metrics {
             api_requests: Family::default(),
             health_objects: Family::default(),
             reconciled_objects: Family::default(),
+            render_duration: Family::new_with_constructor(duration_histogram),
         };
         let mut registry = Registry::with_prefix("converge");
         metrics.register_into(&mut registry);
@@ -212,6 +214,13 @@ impl Metrics {
              only what changed in a targeted one",
             self.reconciled_objects.clone(),
         );
+        r.register_with_unit(
+            "render_duration",
+            "How long one kustomize build or helm template of a source took (its count: \
+             the renders; an unchanged root is not rendered again)",
+            Unit::Seconds,
+            self.render_duration.clone(),
+        );
         let version = vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
         r.register("build", "The converge build", Info::new(version));
     }
@@ -224,6 +233,13 @@ impl Metrics {
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
+            .get_or_create(&source(source_name))
+            .observe(seconds);
+    }
+
+    /// Records one render of a source's root.
+    pub fn observe_render(&self, source_name: &str, seconds: f64) {
+        self.render_duration
             .get_or_create(&source(source_name))
             .observe(seconds);
     }
@@ -328,6 +344,7 @@ mod tests {
         metrics.set_last_success("apps", 1_700_000_000.0);
         metrics.count_api_request("get");
         metrics.set_health("apps", &[(State::Ready, 3)]);
+        metrics.observe_render("apps", 0.2);
         let text = metrics.encode();
         for name in [
             "converge_reconcile_duration_seconds",
@@ -339,6 +356,7 @@ mod tests {
             "converge_last_success_timestamp_seconds",
             "converge_api_requests_total",
             "converge_health_objects",
+            "converge_render_duration_seconds",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),

@@ -7,6 +7,7 @@
 //! server can each hold one without threading references through tasks.
 
 use crate::health::{Evidence, Health, State};
+use crate::render::ToolStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use std::time::SystemTime;
 #[derive(Clone, Default, Debug)]
 pub struct StatusBoard {
     sources: Arc<RwLock<BTreeMap<String, SourceStatus>>>,
+    tools: Arc<RwLock<Vec<ToolStatus>>>,
 }
 
 impl StatusBoard {
@@ -44,10 +46,17 @@ impl StatusBoard {
         }
     }
 
+    /// Records the rendering tools found at start-up (or that none was).
+    pub fn set_tools(&self, tools: Vec<ToolStatus>) {
+        *self.tools.write().unwrap_or_else(PoisonError::into_inner) = tools;
+    }
+
     /// A snapshot to serve or print; the lock is held only for the copy.
     pub fn report(&self) -> StatusReport {
+        let tools = self.tools.read().unwrap_or_else(PoisonError::into_inner);
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            tools: tools.clone(),
             sources: self.read().values().cloned().collect(),
         }
     }
@@ -104,6 +113,9 @@ impl fmt::Display for SourceType {
 pub struct StatusReport {
     /// The daemon's version, so a client can tell which build answered.
     pub version: String,
+    /// The kustomize and helm the daemon renders with, and their versions.
+    #[serde(default)]
+    pub tools: Vec<ToolStatus>,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -302,6 +314,10 @@ pub struct ObjectStatus {
     pub diff: Option<String>,
     /// Why the object failed or is missing, when there is no diff to show.
     pub reason: Option<String>,
+    /// Where it is written (`file:line`; for a rendered source the file of the
+    /// kustomization or chart, not the tool's output); none for a pruned object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// How one object compares with the cluster.
@@ -375,6 +391,7 @@ pub(crate) mod test_support {
             state,
             diff: None,
             reason: None,
+            origin: None,
         }
     }
 

@@ -114,6 +114,45 @@ impl FileCache {
         }
     }
 
+    /// Takes rendered objects (kustomize, Helm, substituted files) in place of files
+    /// read from disk: they are grouped by the file each was written in, so that a
+    /// new render counts as changed only the files whose objects changed, and a
+    /// targeted reconcile looks at those alone. The render already checked them.
+    pub fn set_rendered(&mut self, manifests: Vec<Manifest>) {
+        let mut order: Vec<PathBuf> = Vec::new();
+        let mut groups: HashMap<PathBuf, Vec<CachedManifest>> = HashMap::new();
+        for manifest in manifests {
+            let file = manifest.origin.file.clone();
+            if !groups.contains_key(&file) {
+                order.push(file.clone());
+            }
+            groups
+                .entry(file)
+                .or_default()
+                .push(CachedManifest::new(manifest));
+        }
+        self.parsed_last = 0;
+        let mut files = HashMap::with_capacity(order.len());
+        for file in &order {
+            let manifests = groups.remove(file).unwrap_or_default();
+            let digest = rendered_digest(&manifests);
+            if self.files.get(file).is_none_or(|old| old.digest != digest) {
+                self.parsed_last += 1;
+            }
+            let problems = Vec::new();
+            files.insert(
+                file.clone(),
+                ParsedFile {
+                    digest,
+                    manifests,
+                    problems,
+                },
+            );
+        }
+        self.files = files;
+        self.order = order;
+    }
+
     /// Every file of the latest refresh, in load order.
     pub fn parsed(&self) -> impl Iterator<Item = (&Path, &ParsedFile)> {
         self.order
@@ -130,6 +169,20 @@ impl FileCache {
 fn digest(bytes: &[u8]) -> Digest {
     let mut out = [0; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// A digest of rendered objects: each one's origin line and compact body.
+fn rendered_digest(manifests: &[CachedManifest]) -> Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for manifest in manifests {
+        let body = manifest.body.as_str();
+        ctx.update(&(manifest.origin.line as u64).to_le_bytes());
+        ctx.update(&(body.len() as u64).to_le_bytes());
+        ctx.update(body.as_bytes());
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
     out
 }
 
@@ -181,5 +234,40 @@ mod tests {
         let err = cache.refresh(&paths).expect_err("a duplicate across files");
         assert!(err.to_string().contains("duplicate object"), "{err}");
         assert_eq!(cache.parsed_last, 1);
+    }
+
+    #[test]
+    fn rendered_objects_are_grouped_by_their_file_and_compared() {
+        let object = |file: &str, name: &str, value: &str| {
+            let text = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{v: {value}}}\n"
+            );
+            let mut manifest = crate::manifest::parse_str(&text, Path::new("out"))
+                .unwrap()
+                .remove(0);
+            manifest.origin.file = PathBuf::from(file);
+            manifest
+        };
+        let mut cache = FileCache::default();
+        cache.set_rendered(vec![
+            object("a.yaml", "cx", "1"),
+            object("b.yaml", "cy", "1"),
+            object("a.yaml", "cz", "1"),
+        ]);
+        assert_eq!(cache.parsed_last, 2);
+        let files: Vec<_> = cache
+            .parsed()
+            .map(|(f, p)| (f.to_path_buf(), p.manifests.len()))
+            .collect();
+        assert_eq!(
+            files,
+            [(PathBuf::from("a.yaml"), 2), (PathBuf::from("b.yaml"), 1)]
+        );
+        cache.set_rendered(vec![
+            object("a.yaml", "cx", "1"),
+            object("b.yaml", "cy", "2"),
+            object("a.yaml", "cz", "1"),
+        ]);
+        assert_eq!(cache.parsed_last, 1, "only b.yaml's object changed");
     }
 }

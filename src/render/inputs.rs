@@ -7,6 +7,7 @@
 
 use super::error::RenderError;
 use crate::manifest::Digest;
+use crate::source::dir::is_editor_temp;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -115,7 +116,7 @@ impl Key {
 }
 
 /// Every regular file under `dir` (hidden ones included, as a tool may read them;
-/// `.git` not), each checked to resolve inside `base`. Each directory is walked once,
+/// `.git` and editor droppings not), each checked to resolve inside `base`. Each directory is walked once,
 /// so links in a cycle are harmless.
 pub fn tree(dir: &Path, base: &Base, into: &mut BTreeSet<PathBuf>) -> Result<(), RenderError> {
     walk(dir, base, into, &mut HashSet::new())
@@ -136,7 +137,7 @@ fn walk(
     };
     for entry in fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        if path.file_name().is_some_and(|n| n == ".git") {
+        if path.file_name().is_some_and(|n| n == ".git") || is_editor_temp(&path) {
             continue;
         }
         let reference = path.to_string_lossy().into_owned();

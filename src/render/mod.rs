@@ -66,6 +66,16 @@ pub fn detect(root: &Path) -> RootKind {
     }
 }
 
+/// Every file a render of the directory `root` may read (resolved, sorted): what
+/// a directory source's revision covers when its root is rendered, as templates,
+/// patches and generator files are not manifests.
+pub fn files_under(root: &Path) -> Result<Vec<PathBuf>, RenderError> {
+    let base = Base::new(root)?;
+    let mut files = std::collections::BTreeSet::new();
+    inputs::tree(root, &base, &mut files)?;
+    Ok(files.into_iter().collect())
+}
+
 /// How a source is rendered: `[source.helm]`, `allow_remote_bases`, `[source.vars]`
 /// and `vars_from`, or the command line's `--values`, `--set` and `--release`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::{Snapshot, SourceError};
 use crate::manifest;
+use crate::render::{self, RootKind};
 
 /// How long the watcher waits for a burst of writes to settle: long enough to see a
 /// whole `kubectl cp` or ConfigMap swap, short enough to apply within a second.
@@ -46,6 +47,7 @@ impl DirSource {
         Ok(Snapshot {
             revision: revision(&self.path)?,
             root: self.path.clone(),
+            base: self.path.clone(),
         })
     }
 }
@@ -55,7 +57,7 @@ impl DirSource {
 /// a name and a body cannot produce the same hash.
 pub fn revision(dir: &Path) -> Result<String, SourceError> {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for path in manifest::files(&[dir.to_path_buf()])? {
+    for path in hashed_files(dir)? {
         let bytes = fs::read(&path).map_err(|error| io_error(&path, error))?;
         let relative = path.strip_prefix(dir).unwrap_or(&path);
         let name = relative.to_string_lossy();
@@ -69,6 +71,22 @@ pub fn revision(dir: &Path) -> Result<String, SourceError> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(format!("dir:{hex}"))
+}
+
+/// The files the revision covers: what the engine loads, or for a kustomization or
+/// a chart every file a render may read (templates, patches, generator files).
+fn hashed_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    if render::detect(dir) == RootKind::Plain {
+        return Ok(manifest::files(&[dir.to_path_buf()])?);
+    }
+    let canonical = fs::canonicalize(dir).map_err(|e| io_error(dir, e))?;
+    let files = render::files_under(dir)
+        .map_err(|e| io_error(dir, std::io::Error::other(e.to_string())))?;
+    // Named as the manifests are: joined onto the directory as configured.
+    Ok(files
+        .iter()
+        .map(|f| dir.join(f.strip_prefix(&canonical).unwrap_or(f)))
+        .collect())
 }
 
 /// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,

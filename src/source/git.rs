@@ -273,7 +273,12 @@ impl Inner {
             },
             None => self.checkout.clone(),
         };
-        Ok(Snapshot { revision, root })
+        let base = self.checkout.clone();
+        Ok(Snapshot {
+            revision,
+            root,
+            base,
+        })
     }
 
     fn git_error(&self, detail: impl fmt::Display) -> SourceError {

@@ -28,6 +28,9 @@ pub struct Snapshot {
     /// The directory to load manifests from: the Git checkout's `path` subdirectory
     /// or the source directory. For Git it stays valid until the next `fetch`.
     pub root: PathBuf,
+    /// What a render of `root` may read: the whole checkout (so an overlay may reach
+    /// `../base` in its repository) or the source directory.
+    pub base: PathBuf,
 }
 
 /// Why a source could not produce a snapshot or be watched. Messages never contain a

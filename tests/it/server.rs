@@ -188,6 +188,7 @@ async fn status_round_trips_through_fetch_status() {
             state: ObjectState::Drifted,
             diff: Some("-a: 1\n+a: 2".into()),
             reason: None,
+            origin: Some("apps/settings.yaml:1".into()),
         }];
     });
     let fetched = http::fetch_status(&h.addr).await.expect("fetch_status");
