@@ -27,8 +27,8 @@ impl Base {
         })
     }
 
-    /// `path` with links resolved, when it stays inside the base; `Ok(None)` when it
-    /// does not exist. `field`, `reference` and `file` say who asked, for the error.
+    /// `path` (absolute, from a resolved directory) with links resolved, when it
+    /// stays inside the base; `Ok(None)` when it does not exist. `field`, `reference` and `file` say who asked, for the error.
     pub fn resolve(
         &self,
         path: &Path,
@@ -36,6 +36,18 @@ impl Base {
         field: &'static str,
         reference: &str,
     ) -> Result<Option<PathBuf>, RenderError> {
+        let escapes = |target: PathBuf| RenderError::Escapes {
+            file: self.spell(file),
+            field,
+            reference: reference.to_string(),
+            target,
+            root: self.given.clone(),
+        };
+        // Outside as written (whether it exists or not), or once links are followed.
+        let written = normalize(path);
+        if !written.starts_with(&self.canonical) {
+            return Err(escapes(written));
+        }
         let resolved = match fs::canonicalize(path) {
             Ok(resolved) => resolved,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -45,15 +57,10 @@ impl Base {
             }
         };
         if resolved.starts_with(&self.canonical) {
-            return Ok(Some(resolved));
+            Ok(Some(resolved))
+        } else {
+            Err(escapes(resolved))
         }
-        Err(RenderError::Escapes {
-            file: self.spell(file),
-            field,
-            reference: reference.to_string(),
-            target: resolved,
-            root: self.given.clone(),
-        })
     }
 
     /// A resolved path as the user spells the base (`repo/base/x.yaml`, not
@@ -128,14 +135,15 @@ fn walk(
     into: &mut BTreeSet<PathBuf>,
     seen: &mut HashSet<PathBuf>,
 ) -> Result<(), RenderError> {
-    if !seen.insert(canonical(dir)?) {
+    let dir = canonical(dir)?;
+    if !seen.insert(dir.clone()) {
         return Ok(());
     }
     let io = |source| RenderError::Io {
-        path: dir.to_path_buf(),
+        path: dir.clone(),
         source,
     };
-    for entry in fs::read_dir(dir).map_err(io)? {
+    for entry in fs::read_dir(&dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         if path.file_name().is_some_and(|n| n == ".git") || is_editor_temp(&path) {
             continue;

@@ -75,7 +75,8 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn kustomization(&mut self, dir: &Path) -> Result<(), RenderError> {
-        if !self.seen.insert(dir.to_path_buf()) {
+        let dir = &super::inputs::canonical(dir)?;
+        if !self.seen.insert(dir.clone()) {
             return Ok(());
         }
         // A directory without one: kustomize says so.

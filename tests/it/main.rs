@@ -14,6 +14,7 @@ mod health;
 mod kube_client;
 mod layout;
 mod render;
+mod render_daemon;
 mod server;
 mod source_dir;
 mod source_git;
