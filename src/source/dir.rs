@@ -252,6 +252,21 @@ mod tests {
         assert_eq!(rev(tmp.path()), base);
     }
 
+    /// A chart's templates and a kustomization's patches are not manifests, but
+    /// what is rendered from them changes with them.
+    #[test]
+    fn a_rendered_root_is_hashed_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "Chart.yaml", "name: app\n");
+        write(tmp.path(), "templates/_helpers.tpl", "{{ define \"a\" }}1{{ end }}\n");
+        let base = rev(tmp.path());
+        write(tmp.path(), "templates/_helpers.tpl", "{{ define \"a\" }}2{{ end }}\n");
+        let edited = rev(tmp.path());
+        assert_ne!(edited, base);
+        write(tmp.path(), "templates/.x.tpl.swp", "junk");
+        assert_eq!(rev(tmp.path()), edited, "editor droppings are not inputs");
+    }
+
     #[test]
     fn empty_directory_has_a_revision() {
         let tmp = tempfile::tempdir().unwrap();
