@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONVERGE = ROOT / "target/release/converge"
+# CONVERGE_BENCH_BIN: another build to measure (e.g. a debug one, for a smoke run).
+CONVERGE = Path(os.environ.get("CONVERGE_BENCH_BIN", ROOT / "target/release/converge"))
 RAW = ROOT / "target/release/examples/raw_apply"
 CORPUS = ROOT / "tests/fixtures/microservices-demo/kubernetes-manifests.yaml"
 NAMESPACES = 4
@@ -184,13 +185,13 @@ class Watcher:
 
 
 class Daemon:
-    def __init__(self, source, name, namespace, port, interval, extra_env=None):
+    def __init__(self, source, name, namespace, port, interval, extra_env=None, extra_config=""):
         extra_env = extra_env or {}
         self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
         config = self.dir / "config.toml"
         config.write_text(
             f'state_dir = "{self.dir}/state"\n\n[[source]]\nname = "{name}"\ndir = "{source}"\n'
-            f'namespace = "{namespace}"\ninterval = "{interval}"\n')
+            f'namespace = "{namespace}"\ninterval = "{interval}"\n{extra_config}')
         self.addr = f"127.0.0.1:{port}"
         self.started = time.monotonic()
         self.log = open(self.dir / "converge.log", "w")
@@ -365,6 +366,7 @@ def measure(args, work):
     delete_namespaces(kept["kubectl"][3])
     results.update(daemon_scenarios(args, kept["converge"]))
     delete_namespaces(kept["converge"][3])
+    results.update(kustomize_scenarios(args, work))
     return results
 
 
@@ -405,6 +407,56 @@ def daemon_scenarios(args, kept):
             out[key].update(reconcile_cost(before, daemon.metrics(), prefix))
     finally:
         daemon.stop()
+    return out
+
+
+def kustomize_scenarios(args, work):
+    """A dir source whose root is a kustomization of the synthetic set: resyncs of
+    the unchanged overlay must not render, and a one-file change is rendered and
+    applied (commit-to-converged)."""
+    prefix = f"k{args.objects}"
+    directory = work / prefix
+    files, namespaces = generate(directory, prefix, args.objects)
+    resources = sorted(str(p.relative_to(directory)) for p in directory.rglob("*.yaml"))
+    (directory / "kustomization.yaml").write_text("resources:\n" + "".join(f"- {r}\n" for r in resources))
+    delete_namespaces(namespaces)
+    out = {}
+    key = lambda name: f'{name}{{source="{prefix}"}}'
+    try:
+        # Every resync full (the most a resync can do): none may render.
+        daemon = Daemon(directory, prefix, f"{prefix}-0", args.port, "1s", extra_config="full_resync_every = 1\n")
+        try:
+            daemon.wait_observed()
+            before = daemon.metrics()
+            time.sleep(args.resync_window)
+            after = daemon.metrics()
+        finally:
+            daemon.stop()
+        delta = lambda name: after.get(key(name), 0) - before.get(key(name), 0)
+        out["kustomize_resync"] = {
+            "seconds": args.resync_window,
+            "full_resyncs": delta("converge_reconcile_duration_seconds_count"),
+            "renders": delta("converge_render_duration_seconds_count"),
+        }
+        log(f"kustomize source, {args.resync_window} s of full resyncs every second: "
+            f"{out['kustomize_resync']['full_resyncs']:.0f} resyncs, {out['kustomize_resync']['renders']:.0f} renders")
+        daemon = Daemon(directory, prefix, f"{prefix}-0", args.port, "30s")
+        try:
+            daemon.wait_observed()
+            before = daemon.metrics()
+            out["kustomize_commit"] = commit_latency(namespaces[0], files, args.edits)
+            after = daemon.metrics()
+        finally:
+            daemon.stop()
+        out["kustomize_commit"].update(reconcile_cost(before, after, prefix))
+        renders = after.get(key("converge_render_duration_seconds_count"), 0) - \
+            before.get(key("converge_render_duration_seconds_count"), 0)
+        render_s = after.get(key("converge_render_duration_seconds_sum"), 0) - \
+            before.get(key("converge_render_duration_seconds_sum"), 0)
+        out["kustomize_commit"]["renders"] = renders
+        out["kustomize_commit"]["render_ms"] = 1000 * render_s / renders if renders else None
+    finally:
+        delete_namespaces(namespaces)
     return out
 
 
@@ -518,6 +570,15 @@ def table(r):
          f"p50 {r['commit_to_converged']['p50_ms']:.0f} ms, p99 {r['commit_to_converged']['p99_ms']:.0f} ms; "
          f"{cost(r['commit_to_converged'])}", "—", "—"),
     ]
+    if "kustomize_commit" in r:
+        kc, kr = r["kustomize_commit"], r["kustomize_resync"]
+        rows += [
+            (f"kustomize source: commit-to-converged ({kc['changes']} changes)",
+             f"p50 {kc['p50_ms']:.0f} ms, p99 {kc['p99_ms']:.0f} ms; {kc['renders']:.0f} renders of "
+             f"{kc['render_ms'] or 0:.0f} ms; {cost(kc)}", "—", "—"),
+            (f"kustomize source: {kr['seconds']} s of full resyncs",
+             f"{kr['full_resyncs']:.0f} resyncs, {kr['renders']:.0f} renders", "—", "—"),
+        ]
     lines = [f"### {r['objects']} objects (+ microservices-demo), {r['repeat']} repetitions, median (min–max)", "",
              "| scenario | converge | peer | converge / peer |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -533,12 +594,20 @@ def main():
     parser.add_argument("--port", type=int, default=19480, help="daemon HTTP port")
     parser.add_argument("--daemon-only", action="store_true",
                         help="only the daemon scenarios (idle, drift, commit); prints JSON")
+    parser.add_argument("--kustomize-only", action="store_true",
+                        help="only the kustomize source scenarios (resyncs, commit); prints JSON")
+    parser.add_argument("--resync-window", type=int, default=10,
+                        help="seconds of full resyncs of the kustomize source (default 10)")
     args = parser.parse_args()
     out_dir = ROOT / "target/bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
         if args.daemon_only:
             results = measure_daemon_only(args, Path(work))
+            print(json.dumps(results, indent=2))
+            return
+        if args.kustomize_only:
+            results = {"objects": args.objects, **kustomize_scenarios(args, Path(work))}
             print(json.dumps(results, indent=2))
             return
         results = measure(args, Path(work))

@@ -10,6 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash hack/install-deps.sh
 bash hack/controlplane.sh up
+eval "$(bash hack/tools.sh env)"   # kustomize, for the kustomize source scenario
 eval "$(bash hack/controlplane.sh env)"
 echo "bench: building converge (release)" >&2
 cargo build --release --quiet --bin converge --example raw_apply

@@ -11,7 +11,7 @@ use converge::kube::{Client, ClusterConfig};
 use converge::manifest::{self, Manifest, ManifestError};
 use converge::render::{
     self, Capabilities, HelmSettings, Limits, Prepared, RenderSettings, RootKind, Target,
-    ToolPaths, Tools, Vars,
+    ToolPaths, Tools,
 };
 use std::path::{Path, PathBuf};
 
@@ -44,46 +44,55 @@ impl Cluster {
 
 /// The manifests of every PATH, and the cluster when rendering needed it.
 pub async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<Cluster>)> {
-    let settings = settings(args)?;
-    let bases: Vec<PathBuf> = args.paths.iter().map(|p| base_of(p)).collect();
-    let target = |i: usize, namespace: &'static str| Target {
-        root: &args.paths[i],
-        base: &bases[i],
-        namespace,
-        name,
-        settings: &settings,
-    };
-    let prepared = (0..args.paths.len())
-        .map(|i| render::prepare(&target(i, "")))
-        .collect::<Result<Vec<Prepared>, _>>()?;
-    if prepared.iter().all(|p| p.tool().is_none()) {
+    if args
+        .paths
+        .iter()
+        .all(|p| render::detect(p) == RootKind::Plain)
+    {
         return Ok((manifest::load(&args.paths)?, None));
     }
-    let cluster = if prepared.iter().any(|p| p.kind() == RootKind::Helm) {
-        Some(Cluster::connect(args).await?)
-    } else {
-        None
+    let settings = settings(args)?;
+    let bases: Vec<PathBuf> = args.paths.iter().map(|p| base_of(p)).collect();
+    let mut targets: Vec<Target> = args
+        .paths
+        .iter()
+        .zip(&bases)
+        .map(|(root, base)| Target {
+            root,
+            base,
+            namespace: "",
+            name,
+            settings: &settings,
+        })
+        .collect();
+    let prepared = targets
+        .iter()
+        .map(render::prepare)
+        .collect::<Result<Vec<Prepared>, _>>()?;
+    let cluster = match prepared.iter().any(|p| p.kind() == RootKind::Helm) {
+        true => Some(Cluster::connect(args).await?),
+        false => None,
     };
     let capabilities = match &cluster {
         Some(c) => Capabilities::discover(c.engine.client(), c.engine.discovery()).await?,
         None => Capabilities::default(),
     };
-    let renderer =
-        render::Renderer::new(Tools::find(&ToolPaths::default()).await, Limits::default());
     let namespace = cluster.as_ref().map_or("", |c| c.namespace.as_str());
+    for target in &mut targets {
+        target.namespace = namespace;
+    }
+    let tools = Tools::find(&ToolPaths::default()).await;
+    let renderer = render::Renderer::new(tools, Limits::default());
     let mut manifests = Vec::new();
-    for (i, prepared) in prepared.iter().enumerate() {
-        let target = Target {
-            namespace,
-            ..target(i, "")
-        };
+    for (target, prepared) in targets.iter().zip(&prepared) {
         manifests.extend(
             renderer
-                .render(prepared, &target, &capabilities, None)
+                .render(prepared, target, &capabilities, None)
                 .await?,
         );
     }
-    let problems = manifest::find_duplicates(manifests.iter().map(|m| (m.object_ref(), &m.origin)));
+    let origins = manifests.iter().map(|m| (m.object_ref(), &m.origin));
+    let problems = manifest::find_duplicates(origins);
     if !problems.is_empty() {
         return Err(ManifestError::Invalid(problems).into());
     }
@@ -106,7 +115,6 @@ fn settings(args: &SyncArgs) -> Result<RenderSettings> {
             set: args.render.set.clone(),
             ..HelmSettings::default()
         },
-        vars: Vars::default(),
         ..RenderSettings::default()
     })
 }

@@ -102,23 +102,25 @@ impl SourceState {
     ) -> Result<(), ReconcileError> {
         let revision = snapshot.revision.as_str();
         let same = self.loaded_revision.as_deref() == Some(revision);
-        if same && (self.rendered.is_none() || !reason.requires_full()) {
+        let plain =
+            render::detect(&snapshot.root) == RootKind::Plain && !settings.render.substitutes();
+        if same && (plain || !reason.requires_full()) {
             return Ok(());
         }
-        let target = Target {
-            root: &snapshot.root,
-            base: &snapshot.base,
-            namespace: &settings.namespace,
-            name: &settings.name,
-            settings: &settings.render,
-        };
-        let prepared = render::prepare(&target)?;
         self.loaded_revision = None;
-        if prepared.tool().is_none() && !settings.render.substitutes() {
+        if plain {
             self.rendered = None;
             self.files.refresh(std::slice::from_ref(&snapshot.root))?;
             info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
         } else {
+            let target = Target {
+                root: &snapshot.root,
+                base: &snapshot.base,
+                namespace: &settings.namespace,
+                name: &settings.name,
+                settings: &settings.render,
+            };
+            let prepared = render::prepare(&target)?;
             self.render(&prepared, &target, render).await?;
         }
         self.loaded_revision = Some(revision.to_string());

@@ -92,6 +92,9 @@ pub enum RenderError {
         object: String,
         name: String,
     },
+    /// The cluster's version could not be read (Helm's `--kube-version`).
+    #[error("cannot read the cluster's version for helm template: {detail}")]
+    Version { detail: String, transient: bool },
     /// A ConfigMap or Secret of `vars_from` could not be read.
     #[error("vars_from {reference}: {detail}")]
     Vars {
@@ -110,7 +113,9 @@ impl RenderError {
         match self {
             RenderError::Io { .. } => true,
             RenderError::Run { error, .. } => matches!(error, RunError::Timeout(_)),
-            RenderError::Vars { transient, .. } => *transient,
+            RenderError::Vars { transient, .. } | RenderError::Version { transient, .. } => {
+                *transient
+            }
             RenderError::Manifest(error) => matches!(error, ManifestError::Io { .. }),
             RenderError::ToolMissing { .. }
             | RenderError::ToolFailed { .. }

@@ -213,20 +213,16 @@ fn items(value: Option<&Yaml>) -> &[Yaml] {
 }
 
 /// Runs `kustomize build` on `root` (resolved) through a wrapper kustomization;
-/// the rendered stream and the wrapper's directory (origins are relative to it).
+/// the rendered stream and the wrapper's directory (origins are relative to it; it
+/// is gone when this returns, only its name is needed).
 pub async fn build(
     program: &Program,
     root: &Path,
     limits: Limits,
-) -> Result<(String, PathBuf), (RunError, Option<PathBuf>)> {
-    let spawn = |source| {
-        (
-            RunError::Spawn {
-                program: program.path.clone(),
-                source,
-            },
-            None,
-        )
+) -> Result<(String, PathBuf), RunError> {
+    let spawn = |source| RunError::Spawn {
+        program: program.path.clone(),
+        source,
     };
     let wrapper = tempfile::tempdir().map_err(spawn)?;
     let dir = std::fs::canonicalize(wrapper.path()).map_err(spawn)?;
@@ -254,10 +250,8 @@ pub async fn build(
         args,
         dir: &dir,
     };
-    match process::run(invocation, limits).await {
-        Ok(out) => Ok((String::from_utf8_lossy(&out).into_owned(), dir)),
-        Err(error) => Err((error, Some(dir))),
-    }
+    let out = process::run(invocation, limits).await?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), dir))
 }
 
 /// The rendered objects, each with the origin kustomize recorded (the annotation

@@ -123,8 +123,7 @@ impl Capabilities {
         let version = client
             .get("/version")
             .await
-            .map_err(|e| RenderError::Vars {
-                reference: "the cluster's version".into(),
+            .map_err(|e| RenderError::Version {
                 detail: e.to_string(),
                 transient: e.is_transient(),
             })?;
@@ -317,7 +316,7 @@ impl Renderer {
         let root = inputs::canonical(target.root)?;
         let (text, wrapper) = kustomize::build(program, &root, self.limits)
             .await
-            .map_err(|(error, _)| kustomize::failure(&root, error, &prepared.base))?;
+            .map_err(|error| kustomize::failure(&root, error, &prepared.base))?;
         let stream = stream_name(target.root, Tool::Kustomize);
         let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, &prepared.base);
         substituted(&text, vars, &objects, None)

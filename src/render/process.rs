@@ -65,6 +65,7 @@ pub async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, 
     };
     let home = tempfile::tempdir().map_err(spawn_error)?;
     let mut child = scrubbed(invocation.program, home.path())
+        .map_err(spawn_error)?
         .args(&invocation.args)
         .current_dir(invocation.dir)
         .stdin(Stdio::null())
@@ -103,7 +104,7 @@ pub async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, 
 
 /// A command with nothing of converge's environment but `PATH`; `HOME`, `TMPDIR` and
 /// the XDG directories point into `home`.
-fn scrubbed(program: &Path, home: &Path) -> Command {
+fn scrubbed(program: &Path, home: &Path) -> std::io::Result<Command> {
     let mut command = Command::new(program);
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -117,7 +118,7 @@ fn scrubbed(program: &Path, home: &Path) -> Command {
         ("XDG_DATA_HOME", ".local/share"),
     ] {
         let dir = home.join(dir);
-        let _ = std::fs::create_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
         command.env(key, dir);
     }
     // No kubeconfig (a render never talks to a cluster), no Helm plugins or
@@ -126,7 +127,7 @@ fn scrubbed(program: &Path, home: &Path) -> Command {
         .env("KUBECONFIG", "/dev/null")
         .env("HELM_NO_PLUGINS", "1")
         .env("LANG", "C");
-    command
+    Ok(command)
 }
 
 /// Reads `pipe` to its end, keeping at most `limit + 1` bytes (so a caller sees that

@@ -81,7 +81,8 @@ impl Tools {
         Tools { kustomize, helm }
     }
 
-    /// Tools given directly (for tests).
+    /// Tools given directly.
+    #[cfg(test)]
     pub fn with(kustomize: Result<Program, String>, helm: Result<Program, String>) -> Tools {
         Tools { kustomize, helm }
     }
@@ -124,8 +125,7 @@ fn command_line(program: &Program) -> String {
 }
 
 async fn find_kustomize(paths: &ToolPaths) -> Result<Program, String> {
-    let configured = paths.kustomize.clone();
-    let path = match configured.clone().or_else(|| on_path("kustomize")) {
+    let path = match paths.kustomize.clone().or_else(|| on_path("kustomize")) {
         Some(path) => path,
         None => on_path("kubectl").ok_or("neither kustomize nor kubectl is on PATH")?,
     };

@@ -258,9 +258,17 @@ mod tests {
     fn a_rendered_root_is_hashed_whole() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "Chart.yaml", "name: app\n");
-        write(tmp.path(), "templates/_helpers.tpl", "{{ define \"a\" }}1{{ end }}\n");
+        write(
+            tmp.path(),
+            "templates/_helpers.tpl",
+            "{{ define \"a\" }}1{{ end }}\n",
+        );
         let base = rev(tmp.path());
-        write(tmp.path(), "templates/_helpers.tpl", "{{ define \"a\" }}2{{ end }}\n");
+        write(
+            tmp.path(),
+            "templates/_helpers.tpl",
+            "{{ define \"a\" }}2{{ end }}\n",
+        );
         let edited = rev(tmp.path());
         assert_ne!(edited, base);
         write(tmp.path(), "templates/.x.tpl.swp", "junk");
