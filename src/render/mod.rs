@@ -500,4 +500,52 @@ mod tests {
         let literal = plain(&[file], None).unwrap();
         assert_eq!(literal[0].body["data"]["env"], "${ENV}");
     }
+
+    #[test]
+    fn the_key_follows_what_a_render_reads_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("kustomization.yaml"), "resources: [cm.yaml]\n").unwrap();
+        fs::write(root.join("cm.yaml"), "kind: ConfigMap\n").unwrap();
+        fs::write(tmp.path().join("README.md"), "# repo\n").unwrap();
+        let settings = RenderSettings::default();
+        let target = Target {
+            root: &root,
+            base: tmp.path(),
+            namespace: "shop",
+            name: "app",
+            settings: &settings,
+        };
+        let kustomize = |version: &str| Program {
+            path: "/bin/kustomize".into(),
+            prefix: Vec::new(),
+            version: version.into(),
+        };
+        let renderer = Renderer::new(
+            Tools::with(Ok(kustomize("v5.8.1")), Err("none".into())),
+            Limits::default(),
+        );
+        let cluster = Capabilities::default();
+        let key = |renderer: &Renderer, vars: &Vars| {
+            prepare(&target)
+                .unwrap()
+                .key(&target, renderer, &cluster, vars)
+                .unwrap()
+        };
+        let first = key(&renderer, &Vars::default());
+        fs::write(tmp.path().join("README.md"), "# edited\n").unwrap();
+        assert_eq!(key(&renderer, &Vars::default()), first, "not an input");
+        fs::write(root.join("cm.yaml"), "kind: ConfigMap\ndata: {}\n").unwrap();
+        let edited = key(&renderer, &Vars::default());
+        assert_ne!(edited, first);
+        let mut vars = Vars::default();
+        vars.insert("ENV".into(), "prod".into());
+        assert_ne!(key(&renderer, &vars), edited);
+        let newer = Renderer::new(
+            Tools::with(Ok(kustomize("v5.9.0")), Err("none".into())),
+            Limits::default(),
+        );
+        assert_ne!(key(&newer, &Vars::default()), edited);
+    }
 }
