@@ -13,9 +13,10 @@ use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
 use crate::http::metrics::Metrics;
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{Digest, FileCache, ObjectRef};
+use crate::manifest::{FileCache, ObjectRef};
 use crate::render::{
-    self, Capabilities, Prepared, RenderError, Renderer, RootKind, Target, Vars, resolve_vars,
+    self, Capabilities, Prepared, RenderError, RenderKey, Renderer, RootKind, Target, Vars,
+    resolve_vars,
 };
 use crate::source::Snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -50,9 +51,9 @@ pub struct SourceState {
     /// and a new revision parses only the files that changed.
     files: FileCache,
     loaded_revision: Option<String>,
-    /// Set when the loaded files are a render: the key of its inputs (`None` when
-    /// they are not all local), so an unchanged root is never rendered again.
-    rendered: Option<Option<Digest>>,
+    /// The key of the render the loaded files are, if they are one: an unchanged
+    /// root is never rendered again.
+    rendered: Option<RenderKey>,
     /// What the last successful run applied; `None` before the first full one.
     baseline: Option<Baseline>,
     /// Desired objects that drifted since the last run.
@@ -152,7 +153,10 @@ impl SourceState {
             &cluster,
             vars.as_ref().unwrap_or(&no_vars),
         );
-        if key.is_some() && self.rendered == Some(key) {
+        if self
+            .rendered
+            .is_some_and(|earlier| key.same_output_as(&earlier))
+        {
             info!(root = %target.root.display(), "inputs unchanged; not rendered again");
             return Ok(());
         }

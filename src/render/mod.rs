@@ -228,17 +228,16 @@ impl Prepared {
     }
 
     /// The render cache key: every input file, the tool's version and every
-    /// setting and variable that changes the output. `None` when the inputs are not
-    /// all local (a remote base): such a root is rendered every time.
+    /// setting and variable that changes the output.
     pub fn key(
         &self,
         target: &Target,
         renderer: &Renderer,
         cluster: &Capabilities,
         vars: &Vars,
-    ) -> Option<Digest> {
+    ) -> RenderKey {
         if matches!(self.plan, Plan::Kustomize { remote: true }) {
-            return None;
+            return RenderKey::Unknown;
         }
         let mut key = Key {
             files: self.files.files.clone(),
@@ -260,7 +259,24 @@ impl Prepared {
         for (name, value) in vars.iter() {
             key.setting(&format!("var {name}"), value);
         }
-        key.digest(&self.base).ok()
+        key.digest(&self.base)
+            .map_or(RenderKey::Unknown, RenderKey::Inputs)
+    }
+}
+
+/// What a render's output depends on, hashed: equal keys render alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderKey {
+    Inputs(Digest),
+    /// The inputs are not all local (a remote base): no key says the output is the
+    /// same, so the root is rendered every time.
+    Unknown,
+}
+
+impl RenderKey {
+    /// Whether a render with key `self` would give what `earlier` gave.
+    pub fn same_output_as(&self, earlier: &RenderKey) -> bool {
+        matches!((self, earlier), (RenderKey::Inputs(a), RenderKey::Inputs(b)) if a == b)
     }
 }
 
@@ -527,11 +543,12 @@ mod tests {
             Limits::default(),
         );
         let cluster = Capabilities::default();
-        let key = |renderer: &Renderer, vars: &Vars| {
-            prepare(&target)
-                .unwrap()
-                .key(&target, renderer, &cluster, vars)
-                .unwrap()
+        let key = |renderer: &Renderer, vars: &Vars| match prepare(&target)
+            .unwrap()
+            .key(&target, renderer, &cluster, vars)
+        {
+            RenderKey::Inputs(digest) => digest,
+            RenderKey::Unknown => panic!("local inputs have a key"),
         };
         let first = key(&renderer, &Vars::default());
         fs::write(tmp.path().join("README.md"), "# edited\n").unwrap();
