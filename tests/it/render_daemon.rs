@@ -165,14 +165,32 @@ fn variables_from_the_config_and_a_configmap_are_substituted() {
         env.ns
     );
     env.kubectl_stdin(&["apply", "-f", "-"], &vars);
+    let token = "s3cr3t-t0ken-value";
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        &env.ns,
+        &format!("--from-literal=TOKEN={token}"),
+    ]);
     let app = Manifests::new();
-    app.write("kustomization.yaml", "resources: [settings.yaml]\n");
+    app.write(
+        "kustomization.yaml",
+        "resources: [settings.yaml, secret.yaml]\n",
+    );
+    app.write(
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\nstringData:\n  token: ${TOKEN}\n",
+    );
     let settings = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  \
                     value: ${ENV}-${REGION}\n  default: ${TIER:=gold}\n  literal: $${HOME}\n";
     app.write("settings.yaml", settings);
     let config = format!(
         "[[source]]\nname = \"{{ns}}\"\ndir = \"{}\"\nnamespace = \"{{ns}}\"\n\
-         vars_from = [\"configmap/{{ns}}/cluster-vars\"]\n[source.vars]\nENV = \"prod\"\n",
+         vars_from = [\"configmap/{{ns}}/cluster-vars\", \"secret/{{ns}}/creds\"]\n\
+         [source.vars]\nENV = \"prod\"\n",
         app.arg()
     );
     let daemon = Daemon::start(&env, &config, &[]);
@@ -193,6 +211,19 @@ fn variables_from_the_config_and_a_configmap_are_substituted() {
         "jsonpath={.data.default} {.data.literal}",
     ]);
     assert_eq!(data, "gold ${HOME}");
+    let stored = env.kubectl(&[
+        "get",
+        "secret",
+        "app",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    assert_eq!(
+        stored, "czNjcjN0LXQwa2VuLXZhbHVl",
+        "the Secret's value, base64"
+    );
 
     app.write(
         "settings.yaml",
@@ -212,6 +243,13 @@ fn variables_from_the_config_and_a_configmap_are_substituted() {
         failed.value
     );
     assert!(failed.value.contains("settings.yaml:"), "{}", failed.value);
+    let shown = format!(
+        "{}\n{}\n{}",
+        daemon.log(),
+        daemon.get("/status").1,
+        daemon.metrics()
+    );
+    assert!(!shown.contains(token), "a Secret's value was shown");
 }
 
 #[test]
