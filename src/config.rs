@@ -29,6 +29,7 @@ use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
 use crate::kube::is_dns_label;
+use crate::manifest;
 use crate::render::{HelmSettings, Limits, RenderSettings, ToolPaths, Vars, VarsFrom, is_var_name};
 
 /// The HTTP listen address when `[server] listen` is not set.
@@ -90,6 +91,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// `[render]`: the rendering tools and their limits.
     pub render: RenderConfig,
+    /// `[limits]`: the largest and deepest manifest file converge reads.
+    pub limits: manifest::Limits,
 }
 
 /// `[render]`: where kustomize and helm are (default: on `PATH`; `kubectl
@@ -299,6 +302,15 @@ struct RawConfig {
     sources: Vec<RawSource>,
     #[serde(default)]
     render: RawRender,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_file_mib: Option<u64>,
+    max_depth: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,6 +440,7 @@ impl Checker<'_> {
         }
         let sources = self.sources(raw.sources);
         let render = self.render(raw.render);
+        let limits = self.limits(raw.limits);
         Config {
             path,
             cluster,
@@ -435,6 +448,7 @@ impl Checker<'_> {
             state_dir,
             sources,
             render,
+            limits,
         }
     }
 
@@ -895,6 +909,29 @@ impl Checker<'_> {
                 ),
             ),
         }
+    }
+
+    /// `[limits]`: a file size in MiB (1 to 1024) and a nesting depth (1 to
+    /// [`manifest::MAX_DEPTH_ALLOWED`], where converge's JSON handling stops).
+    fn limits(&mut self, raw: RawLimits) -> manifest::Limits {
+        let mut limits = manifest::Limits::default();
+        match raw.max_file_mib {
+            Some(mib @ 1..=1024) => limits.max_file_bytes = mib << 20,
+            Some(mib) => self.problem("[limits]", format!("max_file_mib = {mib}: use 1 to 1024")),
+            None => {}
+        }
+        match raw.max_depth {
+            Some(depth @ 1..=manifest::MAX_DEPTH_ALLOWED) => limits.max_depth = depth,
+            Some(depth) => self.problem(
+                "[limits]",
+                format!(
+                    "max_depth = {depth}: use 1 to {}",
+                    manifest::MAX_DEPTH_ALLOWED
+                ),
+            ),
+            None => {}
+        }
+        limits
     }
 
     fn render(&mut self, raw: RawRender) -> RenderConfig {
@@ -1412,6 +1449,31 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn limits_are_read_and_bounded() {
+        let fx = Fixture::new();
+        let config = fx.parse(GIT).unwrap();
+        assert_eq!(config.limits, manifest::Limits::default());
+        let config = fx
+            .parse(&format!(
+                "[limits]\nmax_file_mib = 2\nmax_depth = 20\n{GIT}"
+            ))
+            .unwrap();
+        assert_eq!(config.limits.max_file_bytes, 2 << 20);
+        assert_eq!(config.limits.max_depth, 20);
+        let problems = fx.problems(&format!(
+            "[limits]\nmax_file_mib = 0\nmax_depth = 500\n{GIT}"
+        ));
+        assert!(
+            problems.contains(&"[limits]: max_file_mib = 0: use 1 to 1024".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"[limits]: max_depth = 500: use 1 to 120".to_string()),
+            "{problems:?}"
+        );
     }
 
     #[test]

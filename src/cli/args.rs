@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use converge::config::parse_duration;
 use converge::engine::{DriftManagers, DriftRules, IgnoreRule, IgnoreRules, Recreate};
 use converge::kube::is_dns_label;
+use converge::manifest::{Limits, MAX_DEPTH_ALLOWED};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -184,6 +185,15 @@ pub struct SyncArgs {
     /// Namespaces or CRDs.
     #[arg(long)]
     pub recreate: bool,
+    /// Refuse a manifest file larger than this many MiB (config.toml's [limits]
+    /// max_file_mib).
+    #[arg(long, value_name = "MIB", default_value_t = converge::manifest::MAX_FILE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_file_mib: u64,
+    /// Refuse a document nested deeper than this many levels ([limits] max_depth).
+    #[arg(long, value_name = "LEVELS", default_value_t = converge::manifest::MAX_DEPTH,
+          value_parser = parse_depth)]
+    pub max_depth: usize,
     #[command(flatten)]
     pub render: RenderArgs,
 }
@@ -239,6 +249,14 @@ impl ColorChoice {
 }
 
 impl SyncArgs {
+    /// The largest and deepest manifest file the flags allow.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_file_bytes: self.max_file_mib << 20,
+            max_depth: self.max_depth,
+        }
+    }
+
     /// The drift rules the flags describe.
     pub fn drift_rules(&self) -> DriftRules {
         DriftRules {
@@ -303,6 +321,14 @@ pub fn version_line() -> String {
         std::env::consts::OS,
         std::env::consts::ARCH
     )
+}
+
+/// `--max-depth`: 1 to [`MAX_DEPTH_ALLOWED`] levels.
+fn parse_depth(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(depth @ 1..=MAX_DEPTH_ALLOWED) => Ok(depth),
+        _ => Err(format!("use a whole number from 1 to {MAX_DEPTH_ALLOWED}")),
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +396,8 @@ mod tests {
             ignore: Vec::new(),
             drift_managers: None,
             recreate: false,
+            max_file_mib: 16,
+            max_depth: 100,
             render: RenderArgs::default(),
         };
         assert_eq!(

@@ -24,7 +24,7 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
     let specs = config
         .sources
         .iter()
-        .map(|source| SourceSpec::from_config(source, &config.state_dir))
+        .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
         .collect::<Result<Vec<_>, _>>()?;
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {

@@ -49,7 +49,7 @@ pub async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<
         .iter()
         .all(|p| render::detect(p) == RootKind::Plain)
     {
-        return Ok((manifest::load(&args.paths)?, None));
+        return Ok((manifest::load_with(&args.paths, args.limits())?, None));
     }
     let settings = settings(args)?;
     let bases: Vec<PathBuf> = args.paths.iter().map(|p| base_of(p)).collect();

@@ -23,6 +23,7 @@ use crate::engine::Engine;
 use crate::http::metrics::Metrics;
 use crate::http::server::{self, Hook, ServerState};
 use crate::http::status::{SourceType, StatusBoard};
+use crate::manifest::Limits;
 use crate::render::Renderer;
 use crate::source::{Source, SourceError};
 use std::collections::HashMap;
@@ -51,8 +52,13 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// The daemon's view of one `[[source]]` table. Git checkouts go under `state_dir`.
-    pub fn from_config(config: &SourceConfig, state_dir: &Path) -> Result<Self, SourceError> {
+    /// The daemon's view of one `[[source]]` table. Git checkouts go under `state_dir`;
+    /// manifest files are read within `limits` (`[limits]`).
+    pub fn from_config(
+        config: &SourceConfig,
+        state_dir: &Path,
+        limits: Limits,
+    ) -> Result<Self, SourceError> {
         let source = Source::new(config, state_dir)?;
         let kind = match config.kind {
             ConfigKind::Dir { .. } => SourceType::Dir,
@@ -67,6 +73,7 @@ impl SourceSpec {
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
                 render: config.render.clone(),
+                limits,
             },
             kind,
             location: source.location(),

@@ -13,7 +13,7 @@ use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use crate::kube::watch::Change;
-use crate::manifest::{ManifestError, ObjectRef};
+use crate::manifest::{Limits, ManifestError, ObjectRef};
 use crate::render::{RenderError, RenderSettings, Renderer};
 use crate::source::{Snapshot, SourceError};
 use std::collections::BTreeMap;
@@ -33,6 +33,8 @@ pub struct Settings {
     pub drift: DriftRules,
     /// How its root is rendered (a kustomization, a chart), and its variables.
     pub render: RenderSettings,
+    /// The largest and deepest manifest file read.
+    pub limits: Limits,
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.

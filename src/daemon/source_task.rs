@@ -47,10 +47,11 @@ impl SourceTask {
             interval: spec.interval,
             full_resync_every: spec.full_resync_every,
         };
+        let state = SourceState::new(changes_tx, spec.settings.limits);
         SourceTask {
             reconciler,
             spec,
-            state: SourceState::new(changes_tx),
+            state,
             scheduler: Scheduler::new(timing, Instant::now()),
             inputs,
             source_changes,

@@ -13,7 +13,7 @@ use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
 use crate::http::metrics::Metrics;
 use crate::kube::watch::{Change, Reflector, Store};
-use crate::manifest::{FileCache, ObjectRef};
+use crate::manifest::{FileCache, Limits, ObjectRef};
 use crate::render::{
     self, Capabilities, Prepared, RenderError, RenderKey, Renderer, RootKind, Target, Vars,
     resolve_vars,
@@ -64,12 +64,12 @@ pub struct SourceState {
 
 impl SourceState {
     /// Changes seen by this source's reflectors are sent to `changes`.
-    pub fn new(changes: mpsc::UnboundedSender<Change>) -> Self {
+    pub fn new(changes: mpsc::UnboundedSender<Change>, limits: Limits) -> Self {
         SourceState {
             memo: HashMap::new(),
             store: Store::default(),
             reflectors: BTreeMap::new(),
-            files: FileCache::default(),
+            files: FileCache::within(limits),
             loaded_revision: None,
             rendered: None,
             baseline: None,

@@ -4,7 +4,7 @@ use super::load::{decode_text, read};
 use super::parse::{Parsed, parse_into};
 use super::validate::find_duplicates;
 use super::walk::files;
-use super::{Manifest, ManifestError, ObjectRef, Origin, Problem};
+use super::{Limits, Manifest, ManifestError, ObjectRef, Origin, Problem};
 use crate::compact::CompactObject;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ pub struct FileCache {
     order: Vec<PathBuf>,
     /// How many files the latest refresh had to parse.
     pub parsed_last: usize,
+    limits: Limits,
 }
 
 /// One file as last read: its digest and what it holds.
@@ -79,6 +80,14 @@ impl CachedManifest {
 }
 
 impl FileCache {
+    /// An empty cache that reads files within `limits`.
+    pub fn within(limits: Limits) -> Self {
+        FileCache {
+            limits,
+            ..FileCache::default()
+        }
+    }
+
     /// Reads every manifest file under `paths` (as [`load`] does), parsing only those
     /// whose content changed since the last refresh, and reports every problem,
     /// duplicates across files included.
@@ -87,13 +96,13 @@ impl FileCache {
         let mut files = HashMap::with_capacity(order.len());
         self.parsed_last = 0;
         for file in &order {
-            let bytes = read(file)?;
+            let bytes = read(file, self.limits.max_file_bytes)?;
             let digest = digest(&bytes);
             let parsed = match self.files.remove(file) {
                 Some(parsed) if parsed.digest == digest => parsed,
                 _ => {
                     self.parsed_last += 1;
-                    parse_file(file, bytes, digest)
+                    parse_file(file, bytes, digest, self.limits)
                 }
             };
             files.insert(file.clone(), parsed);
@@ -186,9 +195,9 @@ fn rendered_digest(manifests: &[CachedManifest]) -> Digest {
     out
 }
 
-fn parse_file(file: &Path, bytes: Vec<u8>, digest: Digest) -> ParsedFile {
-    let mut parsed = Parsed::default();
-    if let Some(text) = decode_text(file, bytes, &mut parsed.problems) {
+fn parse_file(file: &Path, bytes: Vec<u8>, digest: Digest, limits: Limits) -> ParsedFile {
+    let mut parsed = Parsed::within(limits);
+    if let Some(text) = decode_text(file, bytes, limits.max_file_bytes, &mut parsed.problems) {
         parse_into(&text, file, &mut parsed);
     }
     ParsedFile {

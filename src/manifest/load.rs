@@ -3,7 +3,7 @@
 use super::error::problem;
 use super::parse::{Parsed, parse_into};
 use super::walk::files;
-use super::{MAX_FILE_BYTES, Manifest, ManifestError, Problem};
+use super::{Limits, Manifest, ManifestError, Problem};
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -16,18 +16,24 @@ use std::path::{Path, PathBuf};
 /// and symlinks followed only inside the directory. A file named explicitly is read
 /// whatever its extension: the user asked for it.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
-    let mut parsed = Parsed::default();
+    load_with(paths, Limits::default())
+}
+
+/// [`load`] within `limits` instead of the defaults.
+pub fn load_with(paths: &[PathBuf], limits: Limits) -> Result<Vec<Manifest>, ManifestError> {
+    let mut parsed = Parsed::within(limits);
     for file in files(paths)? {
-        if let Some(text) = decode_text(&file, read(&file)?, &mut parsed.problems) {
+        let bytes = read(&file, limits.max_file_bytes)?;
+        if let Some(text) = decode_text(&file, bytes, limits.max_file_bytes, &mut parsed.problems) {
             parse_into(&text, &file, &mut parsed);
         }
     }
     parsed.finish()
 }
 
-/// A file's bytes, at most one more than [`MAX_FILE_BYTES`]: a bigger file is refused
-/// by [`decode_text`] without being read whole.
-pub(super) fn read(file: &Path) -> Result<Vec<u8>, ManifestError> {
+/// A file's bytes, at most one more than `max_bytes` ([`super::MAX_FILE_BYTES`] by default): a
+/// bigger file is refused by [`decode_text`] without being read whole.
+pub(super) fn read(file: &Path, max_bytes: u64) -> Result<Vec<u8>, ManifestError> {
     let io_error = |source| ManifestError::Io {
         path: file.to_path_buf(),
         source,
@@ -35,26 +41,28 @@ pub(super) fn read(file: &Path) -> Result<Vec<u8>, ManifestError> {
     let mut bytes = Vec::new();
     let opened = fs::File::open(file).map_err(io_error)?;
     opened
-        .take(MAX_FILE_BYTES + 1)
+        .take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
     Ok(bytes)
 }
 
 /// Reads a file as text, as kubectl does: UTF-8, or UTF-16 after its byte order mark.
-/// Bytes that are not UTF-8 and a file over [`MAX_FILE_BYTES`] are problems in the
+/// Bytes that are not UTF-8 and a file over `max_bytes` are problems in the
 /// file (reported with their line), not I/O failures, so other files are still checked.
 /// (kubectl would turn bytes that are not UTF-8 into U+FFFD and carry on; converge
 /// refuses rather than send changed text.)
 pub(super) fn decode_text(
     file: &Path,
     bytes: Vec<u8>,
+    max_bytes: u64,
     problems: &mut Vec<Problem>,
 ) -> Option<String> {
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > max_bytes {
         let message = format!(
-            "the file is larger than {} MiB, the most converge reads from one file; split it",
-            MAX_FILE_BYTES >> 20
+            "the file is larger than {} MiB, the most converge reads from one file; split it, \
+             or raise [limits] max_file_mib (--max-file-mib)",
+            max_bytes.div_ceil(1 << 20)
         );
         problems.push(problem(file, 1, None, message));
         return None;
@@ -229,8 +237,33 @@ mod tests {
         file.set_len(MAX_FILE_BYTES + 1).unwrap();
         let err = load(&[big]).unwrap_err();
         let expected = "big.yaml:1: the file is larger than 16 MiB, the most converge reads from one file; \
-             split it";
+             split it, or raise [limits] max_file_mib (--max-file-mib)";
         assert!(err.to_string().ends_with(expected), "{err}");
+    }
+
+    #[test]
+    fn configured_limits_replace_the_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nested = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {{a: {}}}\n",
+            "[".repeat(10) + &"]".repeat(10)
+        );
+        let file = write(tmp.path(), "nested.yaml", nested);
+        let shallow = Limits {
+            max_depth: 5,
+            ..Limits::default()
+        };
+        let err = load_with(std::slice::from_ref(&file), shallow).unwrap_err();
+        assert!(err.to_string().contains("nested.yaml:4: "), "{err}");
+        let small = Limits {
+            max_file_bytes: 16,
+            ..Limits::default()
+        };
+        let err = load_with(std::slice::from_ref(&file), small).unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        let mut cache = crate::manifest::FileCache::within(shallow);
+        assert!(cache.refresh(std::slice::from_ref(&file)).is_err());
+        assert!(load(&[file]).is_ok(), "within the default depth");
     }
 
     #[test]

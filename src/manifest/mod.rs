@@ -25,7 +25,7 @@ mod yaml;
 
 pub use error::{ManifestError, Problem};
 pub use file_cache::{CachedManifest, Digest, FileCache, ParsedFile};
-pub use load::load;
+pub use load::{load, load_with};
 pub use object_ref::{ObjectRef, Origin};
 pub use parse::parse_str;
 pub use validate::find_duplicates;
@@ -45,6 +45,27 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// tie the daemon up for minutes, and converge's JSON handling stops at 128 levels.
 /// Real manifests, deep CRD schemas included, stay far below.
 pub const MAX_DEPTH: usize = 100;
+
+/// The deepest a configured limit may go: converge's JSON handling (serde_json's
+/// recursion limit) stops at 128 levels.
+pub const MAX_DEPTH_ALLOWED: usize = 120;
+
+/// How much of a file converge reads before refusing it: the defaults above, or what
+/// `[limits]` in config.toml or `--max-file-mib`/`--max-depth` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_depth: MAX_DEPTH,
+        }
+    }
+}
 
 /// One desired object: its JSON body as written (after YAML decoding) and its origin.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 use super::error::problem;
 use super::validate::{describe_json, find_duplicates, str_field, validate};
 use super::yaml::{self, Piece};
-use super::{MAX_DEPTH, Manifest, ManifestError, Problem};
+use super::{Limits, Manifest, ManifestError, Problem};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -13,9 +13,17 @@ use std::path::Path;
 pub(super) struct Parsed {
     pub(super) manifests: Vec<Manifest>,
     pub(super) problems: Vec<Problem>,
+    pub(super) limits: Limits,
 }
 
 impl Parsed {
+    pub(super) fn within(limits: Limits) -> Self {
+        Parsed {
+            limits,
+            ..Parsed::default()
+        }
+    }
+
     /// Adds the cross-object checks and turns the result into the public shape.
     pub(super) fn finish(mut self) -> Result<Vec<Manifest>, ManifestError> {
         self.problems.extend(find_duplicates(
@@ -40,7 +48,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Vec<Manifest>, ManifestError
 
 pub(super) fn parse_into(text: &str, file: &Path, out: &mut Parsed) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for piece in yaml::split(text, MAX_DEPTH) {
+    for piece in yaml::split(text, out.limits.max_depth) {
         match piece {
             Piece::Json { value, line } => {
                 let doc = Doc {
@@ -60,7 +68,7 @@ pub(super) fn parse_into(text: &str, file: &Path, out: &mut Parsed) {
 
 /// One document as kubectl reads it: only the first of the text, an empty one skipped.
 fn add_yaml(text: &str, first_line: usize, file: &Path, out: &mut Parsed) {
-    match yaml::first_document(text, MAX_DEPTH) {
+    match yaml::first_document(text, out.limits.max_depth) {
         Ok(document) if document.value.is_null() => {}
         Ok(document) => {
             let doc = Doc {
