@@ -38,6 +38,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// One resync in this many runs a full reconcile even when nothing changed.
 pub const DEFAULT_FULL_RESYNC_EVERY: u32 = 10;
+/// How long each wave and hook may take to become healthy when a source sets none.
+pub const DEFAULT_WAVE_TIMEOUT: Duration = crate::engine::DEFAULT_STAGE_TIMEOUT;
 /// Namespace for namespaced objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The branch a Git source follows when it names no branch, tag or commit.
@@ -154,6 +156,11 @@ pub struct SourceConfig {
     /// How a kustomization or chart at the root is rendered, and the variables of
     /// post-build substitution.
     pub render: RenderSettings,
+    /// How long each wave and hook may take to become healthy (default 5m).
+    pub wave_timeout: Duration,
+    /// Sources that must be synced at their current revision and healthy before
+    /// this one reconciles (checked to exist, without cycles).
+    pub depends_on: Vec<String>,
 }
 
 /// Where a source's manifests live.
@@ -376,6 +383,8 @@ struct RawSource {
     vars: Option<toml::Table>,
     vars_from: Option<Vec<String>>,
     helm: Option<RawHelm>,
+    wave_timeout: Option<toml::Value>,
+    depends_on: Option<Vec<String>>,
 }
 
 /// A `[[source.ignore]]` table: JSON pointers, and which objects they apply to.
@@ -508,12 +517,45 @@ impl Checker<'_> {
                 sources.push(source);
             }
         }
+        self.dependencies(&sources);
         sources
+    }
+
+    /// Every `depends_on` names another source, and no chain of them comes back.
+    fn dependencies(&mut self, sources: &[SourceConfig]) {
+        let names: HashMap<&str, &SourceConfig> =
+            sources.iter().map(|s| (s.name.as_str(), s)).collect();
+        for source in sources {
+            for dependency in &source.depends_on {
+                let at = format!("source {:?}: depends_on", source.name);
+                if *dependency == source.name {
+                    self.problem(&at, format!("{dependency:?} is this source itself"));
+                } else if !names.contains_key(dependency.as_str()) {
+                    self.problem(&at, format!("no source is called {dependency:?}"));
+                }
+            }
+        }
+        if let Some(cycle) = dependency_cycle(sources) {
+            self.problem(
+                "depends_on",
+                format!(
+                    "the sources depend on each other in a cycle: {}; none of them could \
+                     ever reconcile",
+                    cycle.join(" → ")
+                ),
+            );
+        }
     }
 
     fn source(&mut self, at: &str, raw: RawSource) -> Option<SourceConfig> {
         let name = self.source_name(at, raw.name.as_deref());
-        let interval = self.interval(at, raw.interval.as_ref());
+        let interval = self.duration(at, "interval", raw.interval.as_ref(), DEFAULT_INTERVAL);
+        let wave_timeout = self.duration(
+            at,
+            "wave_timeout",
+            raw.wave_timeout.as_ref(),
+            DEFAULT_WAVE_TIMEOUT,
+        );
         let full_resync_every = self.full_resync_every(at, raw.full_resync_every);
         let namespace = raw.namespace.clone().unwrap_or(DEFAULT_NAMESPACE.into());
         if !is_dns_label(&namespace) {
@@ -539,6 +581,8 @@ impl Checker<'_> {
             allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
             drift,
             render,
+            wave_timeout,
+            depends_on: raw.depends_on.unwrap_or_default(),
         })
     }
 
@@ -601,32 +645,39 @@ impl Checker<'_> {
         Some(name.to_string())
     }
 
-    fn interval(&mut self, at: &str, value: Option<&toml::Value>) -> Duration {
+    /// A duration key (`interval`, `wave_timeout`): more than zero, `default` if unset.
+    fn duration(
+        &mut self,
+        at: &str,
+        key: &str,
+        value: Option<&toml::Value>,
+        default: Duration,
+    ) -> Duration {
         let text = match value {
-            None => return DEFAULT_INTERVAL,
+            None => return default,
             Some(toml::Value::String(text)) => text,
             Some(other) => {
                 self.problem(
                     at,
                     format!(
-                        "interval = {}: not a duration string; write it quoted with a \
+                        "{key} = {}: not a duration string; write it quoted with a \
                          unit, e.g. \"30s\", \"5m\" or \"1h30m\"",
                         describe(other)
                     ),
                 );
-                return DEFAULT_INTERVAL;
+                return default;
             }
         };
         match parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 let msg = "must be more than zero; e.g. \"30s\"";
-                self.problem(at, format!("interval = {text:?}: {msg}"));
-                DEFAULT_INTERVAL
+                self.problem(at, format!("{key} = {text:?}: {msg}"));
+                default
             }
             Ok(d) => d,
             Err(why) => {
-                self.problem(at, format!("interval = {text:?}: {why}"));
-                DEFAULT_INTERVAL
+                self.problem(at, format!("{key} = {text:?}: {why}"));
+                default
             }
         }
     }
@@ -1103,6 +1154,45 @@ impl Checker<'_> {
 }
 
 /// A TOML value as the user wrote it, near enough for a message.
+/// The first cycle among the sources' `depends_on`, as names from a source back to
+/// itself (`a`, `b`, `a`); unknown names are ignored (reported on their own).
+fn dependency_cycle(sources: &[SourceConfig]) -> Option<Vec<String>> {
+    let edges: HashMap<&str, &[String]> = sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.depends_on.as_slice()))
+        .collect();
+    // Depth-first, with the path so far: a name met again on the path closes a cycle.
+    fn visit<'a>(
+        name: &'a str,
+        edges: &HashMap<&'a str, &'a [String]>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::HashSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| *n == name) {
+            let mut cycle: Vec<String> = path[start..].iter().map(|n| n.to_string()).collect();
+            cycle.push(name.to_string());
+            return Some(cycle);
+        }
+        if !done.insert(name) {
+            return None;
+        }
+        path.push(name);
+        for next in edges.get(name).copied().unwrap_or_default() {
+            if next != name && edges.contains_key(next.as_str()) {
+                if let Some(cycle) = visit(next, edges, path, done) {
+                    return Some(cycle);
+                }
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = std::collections::HashSet::new();
+    sources
+        .iter()
+        .find_map(|s| visit(&s.name, &edges, &mut Vec::new(), &mut done))
+}
+
 fn describe(value: &toml::Value) -> String {
     match value {
         toml::Value::Integer(i) => i.to_string(),

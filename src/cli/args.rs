@@ -125,7 +125,8 @@ pub struct ApplyArgs {
     /// Exit code 3 when something failed or was not ready within --timeout.
     #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
-    /// How long --wait waits, e.g. 90s, 5m, 1h30m, "5 minutes".
+    /// How long --wait waits, e.g. 90s, 5m, 1h30m, "5 minutes"; also how long each
+    /// sync wave and hook may take to become healthy (5m without --wait).
     #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "wait")]
     pub timeout: std::time::Duration,
 }

@@ -22,6 +22,7 @@ pub enum Exit {
     /// `diff` found changes; `status`: a source is not synced.
     Changes = 1,
     Error = 2,
-    /// `apply --wait`: applied, but something failed or was not ready in time.
+    /// `apply --wait`: applied, but something failed or was not ready in time;
+    /// `apply`: a hook or a wave failed the sync.
     NotReady = 3,
 }

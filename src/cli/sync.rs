@@ -7,7 +7,7 @@ use super::progress::ProgressLine;
 use super::render::{self, Cluster};
 use anyhow::Result;
 use converge::engine::ApplySet;
-use converge::engine::{Engine, Outcome, RunOptions, Scope};
+use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope};
 use converge::engine::{LoadedFrom, PlanOptions, check_not_empty};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
@@ -20,7 +20,7 @@ pub enum Mode {
     /// `apply --dry-run`: show the plan, write nothing.
     Preview,
     /// `apply`: carry the plan out, then (`--wait`) wait for health; exit 3 when
-    /// something is not ready.
+    /// something is not ready, or a hook or wave failed the sync.
     Apply { wait: Option<WaitOptions> },
 }
 
@@ -51,6 +51,10 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         dry_run,
         scope: Scope::Full,
         drift: args.drift_rules(),
+        timeout: match mode {
+            Mode::Apply { wait: Some(wait) } => wait.timeout,
+            _ => DEFAULT_STAGE_TIMEOUT,
+        },
     };
     let outcome = engine.run(manifests, &options, None).await?;
     if args.output == OutputFormat::Text {
@@ -60,21 +64,27 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
             dry_run,
         };
         print!("{}", report::text(&outcome.plan, text_options));
+        if !outcome.sync.is_empty() {
+            print!("\n{}", report::sync_text(&outcome.sync));
+        }
     }
-    let waited = match mode {
-        Mode::Apply { wait: Some(wait) } => {
+    // A failed hook or wave stopped the sync: there is nothing more to wait for.
+    let waited = match (mode, outcome.failure()) {
+        (Mode::Apply { wait: Some(wait) }, None) => {
             Some(wait_for_health(&engine, &options, &outcome, wait, args.output).await)
         }
         _ => None,
     };
     if args.output == OutputFormat::Json {
         let mut document = report::json(&outcome.plan, dry_run);
+        report::add_sync(&mut document, &outcome.sync);
         if let Some(waited) = &waited {
             report::add_wait(&mut document, waited);
         }
         println!("{document:#}");
     }
     Ok(match (mode, waited) {
+        _ if outcome.failure().is_some() => Exit::NotReady,
         (_, Some(waited)) if !waited.all_ready() => Exit::NotReady,
         (Mode::Diff, _) if outcome.plan.has_changes() => Exit::Changes,
         _ => Exit::Ok,

@@ -74,6 +74,7 @@ impl SourceSpec {
                 drift: config.drift.clone(),
                 render: config.render.clone(),
                 limits,
+                wave_timeout: config.wave_timeout,
             },
             kind,
             location: source.location(),

@@ -17,7 +17,7 @@ use crate::manifest::{Limits, ManifestError, ObjectRef};
 use crate::render::{RenderError, RenderSettings, Renderer};
 use crate::source::{Snapshot, SourceError};
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{Instrument, info, info_span, warn};
 
 /// How one source is converged (from its `[[source]]` table and global flags).
@@ -35,6 +35,8 @@ pub struct Settings {
     pub render: RenderSettings,
     /// The largest and deepest manifest file read.
     pub limits: Limits,
+    /// How long each wave and hook may take to become healthy.
+    pub wave_timeout: Duration,
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.
@@ -147,6 +149,7 @@ impl Reconciler {
             dry_run: !settings.self_heal,
             scope,
             drift: settings.drift.clone(),
+            timeout: settings.wave_timeout,
         };
         let mut outcome = self.engine.run(manifests, &options, state.cache()).await?;
         let applyset = ApplySet::new(&settings.name, &settings.namespace);
@@ -242,10 +245,12 @@ impl Reconciler {
         seconds: f64,
         scope: &Scope,
     ) {
+        // Hooks are steps of the sync, not live state.
         let objects: Vec<ObjectStatus> = outcome
             .plan
             .steps
             .iter()
+            .filter(|step| !step.placement.is_hook())
             .map(|step| object_status(step, outcome.applied))
             .collect();
         let now = SystemTime::now();
@@ -382,6 +387,10 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
             ObjectState::InSync,
             Some("no longer in the source; kept (converge.dev/prune: disabled)".into()),
         ),
+        (Action::Run, _) => (
+            ObjectState::InSync,
+            Some("a hook: runs when a sync writes something".into()),
+        ),
     };
     let diff = (state != ObjectState::InSync)
         .then(|| step.diff.as_ref().map(|d| d.unified.clone()))
@@ -416,7 +425,7 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
             Action::Configure => ApplyAction::Configure,
             Action::Recreate => ApplyAction::Recreate,
             Action::Prune => ApplyAction::Prune,
-            Action::Unchanged | Action::KeepPruneDisabled => continue,
+            Action::Unchanged | Action::KeepPruneDisabled | Action::Run => continue,
         };
         *counts
             .entry((step.object.kind.clone(), action))
@@ -463,6 +472,7 @@ mod tests {
             manifest: None,
             live_uid: None,
             takeover: None,
+            placement: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! before its members (KEP-3659), everything else by kind rank, then prunes.
 
 use super::lookup::{Refusal, problems};
+use super::sequence::{Sequence, SyncLog};
 use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, api_error, desired_kinds};
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::plan;
@@ -34,30 +35,43 @@ pub(super) struct Target<'a> {
     pub(super) scope: &'a Scope,
     /// The kinds that may hold members (recorded in the parent first).
     pub(super) kinds: &'a BTreeSet<GroupKind>,
+    /// How long each wave and hook may take to become healthy.
+    pub(super) timeout: Duration,
+}
+
+/// What carrying out a plan wrote, and how its stages went.
+pub(super) struct Executed {
+    /// The server's answer for every object applied (hooks aside).
+    pub(super) written: Vec<(ObjectRef, Value)>,
+    pub(super) log: SyncLog,
 }
 
 /// Carries out a plan: parent first (recording every kind that may hold members,
-/// so an interrupted run can still prune later), stage one, stage two by kind rank,
-/// prunes, and finally the parent narrowed to what is now desired. A targeted run
-/// leaves the parent alone and only writes objects of kinds it already records.
+/// so an interrupted run can still prune later), stage one (Namespaces and CRDs,
+/// which everything else is validated against), then the sync's stages (hooks,
+/// waves by kind rank, prunes; see [`Sequence`]), and finally the parent narrowed
+/// to what is now desired. A targeted run leaves the parent alone and only writes
+/// objects of kinds it already records.
 pub(super) async fn execute(
     client: &Client,
     discovery: &Discovery,
     target: &Target<'_>,
     plan: &Plan,
     deferred: &BTreeSet<ObjectRef>,
-) -> Result<Vec<(ObjectRef, Value)>, EngineError> {
+) -> Result<Executed, EngineError> {
     let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
         .filter(|s| {
             matches!(
                 s.action,
-                Action::Create | Action::Configure | Action::Recreate
+                Action::Create | Action::Configure | Action::Recreate | Action::Run
             )
         })
-        .partition(|s| plan::is_first_stage(&s.object.group, &s.object.kind));
-    let mut written = apply_all(client, discovery, &first).await?;
+        .partition(|s| {
+            !s.placement.is_hook() && plan::is_first_stage(&s.object.group, &s.object.kind)
+        });
+    let written = apply_all(client, discovery, &first).await?;
     if let Err(error) = prepare_rest(client, discovery, &first, &rest, deferred).await {
         return Err(undo_first_stage(client, discovery, &first, &written, error).await);
     }
@@ -69,11 +83,17 @@ pub(super) async fn execute(
             .collect();
         write_parent(client, target.applyset, target.kinds, &all_namespaces).await?;
     }
-    for rank in group_by_rank(&rest) {
-        written.extend(apply_all(client, discovery, &rank).await?);
-    }
-    prune(client, discovery, plan).await?;
-    if target.scope.is_full() {
+    let mut sequence = Sequence {
+        client,
+        discovery,
+        selector: target.applyset.member_selector(),
+        timeout: target.timeout,
+        log: SyncLog::default(),
+        written,
+    };
+    sequence.run(plan).await?;
+    let Sequence { written, log, .. } = sequence;
+    if target.scope.is_full() && log.failed.is_none() {
         let desired_namespaces = plan
             .steps
             .iter()
@@ -83,7 +103,7 @@ pub(super) async fn execute(
         let kinds = desired_kinds(plan);
         write_parent(client, target.applyset, &kinds, &desired_namespaces).await?;
     }
-    Ok(written)
+    Ok(Executed { written, log })
 }
 
 /// With the first stage written: waits for its CRDs and validates what needed them.
@@ -142,7 +162,7 @@ async fn undo_first_stage(
 }
 
 /// Deletes one object if it still has `uid`.
-async fn delete(
+pub(super) async fn delete(
     client: &Client,
     discovery: &Discovery,
     object: &ObjectRef,
@@ -205,7 +225,7 @@ async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Re
         .map_err(|e| Refusal::of(step.object.clone(), &manifest.origin, e))
 }
 
-fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
+pub(super) fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
     let mut groups: BTreeMap<u16, Vec<&Step>> = BTreeMap::new();
     for step in steps {
         groups
@@ -241,7 +261,7 @@ fn apply_params() -> PatchParams {
 
 /// Server-side applies (or, for generateName objects, creates) the steps
 /// concurrently; returns the server's answer for each.
-async fn apply_all(
+pub(super) async fn apply_all(
     client: &Client,
     discovery: &Discovery,
     steps: &[&Step],
@@ -374,16 +394,27 @@ async fn delete_for_recreate(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(api_error(object, e)),
     }
+    wait_until_gone(client, &path, object, step.live_uid.as_deref()).await
+}
+
+/// Waits until the object at `path` with `uid` is gone (a successor with another
+/// uid does not count).
+pub(super) async fn wait_until_gone(
+    client: &Client,
+    path: &str,
+    object: &ObjectRef,
+    uid: Option<&str>,
+) -> Result<(), EngineError> {
     let deadline = tokio::time::Instant::now() + RECREATE_TIMEOUT;
     loop {
         let live = client
-            .get_opt(&path)
+            .get_opt(path)
             .await
             .map_err(|e| api_error(object, e))?;
         let same = live
             .as_ref()
             .and_then(|l| l.pointer("/metadata/uid")?.as_str());
-        if same.is_none() || same != step.live_uid.as_deref() {
+        if same.is_none() || same != uid {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -393,7 +424,10 @@ async fn delete_for_recreate(
     }
 }
 
-fn object_path(discovery: &Discovery, object: &ObjectRef) -> Result<String, EngineError> {
+pub(super) fn object_path(
+    discovery: &Discovery,
+    object: &ObjectRef,
+) -> Result<String, EngineError> {
     let resource = discovery
         .resolve(&object.group, "", &object.kind)
         .map_err(|e| api_error(object, e))?;
@@ -471,7 +505,11 @@ fn is_established(crd: &Value) -> bool {
 
 /// Deletes the plan's prune steps in their (reverse dependency) order, each with
 /// its uid as precondition so that only the planned object can go.
-async fn prune(client: &Client, discovery: &Discovery, plan: &Plan) -> Result<(), EngineError> {
+pub(super) async fn prune(
+    client: &Client,
+    discovery: &Discovery,
+    plan: &Plan,
+) -> Result<(), EngineError> {
     for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
         let object = &step.object;
         let path = object_path(discovery, object)?;

@@ -9,9 +9,11 @@ use super::memo::{desired_hash, live_version};
 use super::{CONCURRENCY, DriftRules, EngineError, Memo, Resolved, api_error};
 use crate::compact::CompactObject;
 use crate::engine::applyset::GroupKind;
+use crate::engine::order;
 use crate::engine::plan::{Desired, Evaluation};
+use crate::engine::recreate;
 use crate::kube::watch::Store;
-use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
+use crate::kube::{ApiResource, Client, Error as KubeError, ListParams, PostParams};
 use crate::manifest::{Manifest, ObjectRef, Origin, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -155,6 +157,9 @@ impl<'a> LiveLookup<'a> {
             let (Some(resource), false) = (&r.resource, r.manifest.name().is_empty()) else {
                 continue;
             };
+            if order::placement_of(&r.manifest.body).is_hook() {
+                continue;
+            }
             let fresh_namespace = object
                 .namespace
                 .as_ref()
@@ -244,9 +249,16 @@ async fn fetch_one(
         return Ok(Desired::new(r.manifest, None, Evaluation::Deferred));
     };
     let ns = r.manifest.namespace();
-    if r.manifest.name().is_empty() {
-        // generateName: every apply creates a new object; validate with a dry-run POST.
-        let dry_run = send_to(client, resource, &r.manifest, true)
+    if order::placement_of(&r.manifest.body).is_hook() {
+        // A hook is created anew each time it runs (the live one, if any, is an
+        // earlier run's): validated by a dry-run creation, never compared.
+        let probe = match r.manifest.name() {
+            "" => Value::Object(r.manifest.body.clone()),
+            _ => recreate::probe_body(&r.manifest),
+        };
+        let params = PostParams { dry_run: true };
+        let dry_run = client
+            .create(&resource.path(ns, None), &probe, &params)
             .await
             .map_err(reject)?;
         return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));

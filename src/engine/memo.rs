@@ -4,6 +4,7 @@
 //! status-only update (a controller's echo) is told apart from drift.
 
 use crate::engine::diff;
+use crate::engine::order;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan};
 use crate::manifest::{Manifest, ObjectRef};
 use serde_json::Value;
@@ -89,6 +90,7 @@ pub(super) fn memo_seed(
     desired
         .iter()
         .filter(|d| !d.manifest.name().is_empty() && d.takeover.is_none())
+        .filter(|d| !order::placement_of(&d.manifest.body).is_hook())
         .filter_map(|d| {
             let object = d.manifest.object_ref();
             let memo = match &d.dry_run {

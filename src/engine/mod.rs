@@ -24,18 +24,21 @@ pub(crate) mod ignore;
 mod lookup;
 pub(crate) mod managed_fields;
 mod memo;
+pub(crate) mod order;
 pub(crate) mod plan;
 pub(crate) mod quantity;
 pub(crate) mod recreate;
+mod sequence;
 pub(crate) mod takeover;
 
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
 pub use plan::{LoadedFrom, PlanOptions, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
+pub use sequence::{Failure, StageRun, SyncLog};
 pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
 
-use execute::{Target, deferred_objects, execute, parent_path};
+use execute::{Executed, Target, deferred_objects, execute, parent_path};
 pub use lookup::Cache;
 use lookup::{fetch_and_dry_run, namespaces_created_here};
 pub use memo::Memo;
@@ -51,7 +54,8 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tracing::{Instrument, info_span};
+use std::time::Duration;
+use tracing::{Instrument, info, info_span};
 
 /// The field manager converge applies with (server-side apply ownership).
 pub const FIELD_MANAGER: &str = "converge";
@@ -72,7 +76,13 @@ pub struct RunOptions {
     pub scope: Scope,
     /// What counts as drift, and what converge may do about it.
     pub drift: DriftRules,
+    /// How long each wave (when a later stage depends on it) and each hook may take
+    /// to become healthy before the sync fails.
+    pub timeout: Duration,
 }
+
+/// The default of [`RunOptions::timeout`] (`--timeout`, a source's `wave_timeout`).
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What counts as drift in a source's objects and what converge may do about it
 /// (a source's `drift_managers`, `[[source.ignore]]` and `recreate`).
@@ -149,6 +159,11 @@ pub enum EngineError {
     CrdNotEstablished(String),
     #[error("{0} was deleted to be recreated but is still there after 120 s (a finalizer?)")]
     NotDeleted(String),
+    #[error(
+        "hook {0} exists from an earlier sync and its delete policy does not include \
+         before-hook-creation; add it, give the hook a generateName, or delete the object"
+    )]
+    HookExists(String),
 }
 
 impl EngineError {
@@ -160,7 +175,8 @@ impl EngineError {
         match self {
             EngineError::Rejected(_)
             | EngineError::RejectedAfterFirstStage(_)
-            | EngineError::Plan(_) => false,
+            | EngineError::Plan(_)
+            | EngineError::HookExists(_) => false,
             EngineError::Api { source, .. } | EngineError::Discovery(source) => {
                 source.is_transient()
             }
@@ -179,6 +195,16 @@ pub struct Outcome {
     pub memo: HashMap<ObjectRef, Memo>,
     /// The kinds that may hold members of the ApplySet now: what to watch.
     pub member_kinds: BTreeSet<GroupKind>,
+    /// The sync's stages as they ran (hooks, waves); [`SyncLog::failed`] when a
+    /// hook or a wave failed, and the sync stopped there.
+    pub sync: SyncLog,
+}
+
+impl Outcome {
+    /// Why the sync stopped, when a hook or a wave failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.sync.failed.as_ref()
+    }
 }
 
 /// One desired object resolved against discovery.
@@ -275,14 +301,17 @@ impl Engine {
                 applied: false,
                 memo,
                 member_kinds: kinds,
+                sync: SyncLog::default(),
             });
         }
         let target = Target {
             applyset: &applyset,
             scope,
             kinds: &kinds,
+            timeout: options.timeout,
         };
-        let written = execute(client, &self.discovery, &target, &plan, &deferred).await?;
+        let Executed { written, log } =
+            execute(client, &self.discovery, &target, &plan, &deferred).await?;
         remember_writes(&plan, written, &mut memo);
         let member_kinds = match scope {
             Scope::Targeted { .. } => kinds,
@@ -293,6 +322,7 @@ impl Engine {
             applied: true,
             memo,
             member_kinds,
+            sync: log,
         })
     }
 
@@ -376,6 +406,10 @@ fn resolve(
     let mut problems = Vec::new();
     let mut resolved = Vec::new();
     for mut manifest in manifests {
+        if let Err(problem) = check_role(&manifest) {
+            problems.extend(problem);
+            continue;
+        }
         let resource = discovery
             .resolve(manifest.group(), manifest.version(), &manifest.kind)
             .ok();
@@ -413,6 +447,33 @@ fn resolve(
         Ok(resolved)
     } else {
         Err(EngineError::Rejected(problems))
+    }
+}
+
+/// Whether `manifest` is applied: `Err(None)` when its annotations skip it (Argo
+/// CD's `Skip`, Helm hooks a sync never runs), `Err(Some(problem))` when they are
+/// invalid or it has only a generateName without being a hook.
+fn check_role(manifest: &Manifest) -> Result<(), Option<Problem>> {
+    let problem = |message| {
+        Some(Problem {
+            object: Some(manifest.object_ref().to_string()),
+            origin: manifest.origin.clone(),
+            message,
+        })
+    };
+    let metadata = manifest.body.get("metadata").and_then(Value::as_object);
+    match order::role(metadata) {
+        Err(message) => Err(problem(message)),
+        Ok(order::Role::Skipped(why)) => {
+            info!(object = %manifest.object_ref(), origin = %manifest.origin, %why, "not applied");
+            Err(None)
+        }
+        Ok(order::Role::Placed(placement)) => {
+            if manifest.name().is_empty() && !placement.is_hook() {
+                return Err(problem(order::generate_name_outside_hook()));
+            }
+            Ok(())
+        }
     }
 }
 

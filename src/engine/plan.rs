@@ -7,6 +7,7 @@
 use crate::engine::applyset;
 use crate::engine::diff::{self, ObjectDiff};
 use crate::engine::ignore::Ignored;
+use crate::engine::order::{self, Phase, Placement};
 use crate::engine::takeover::Takeover;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub enum Action {
     /// Changed in a field that cannot change (allowed by `converge.dev/recreate`):
     /// deleted and created again.
     Recreate,
+    /// A hook: created (again) in its phase when the sync writes something, and
+    /// waited for until it completes.
+    Run,
 }
 
 impl fmt::Display for Action {
@@ -42,12 +46,14 @@ impl fmt::Display for Action {
             Action::Prune => "pruned",
             Action::KeepPruneDisabled => "kept (prune disabled)",
             Action::Recreate => "recreated",
+            Action::Run => "runs",
         })
     }
 }
 
 impl Action {
-    /// Whether carrying the action out writes to the cluster.
+    /// Whether carrying the action out writes to the cluster. A hook's run does not
+    /// count: hooks run only when something else is written.
     pub fn writes(self) -> bool {
         matches!(
             self,
@@ -70,11 +76,22 @@ pub struct Step {
     pub live_uid: Option<String>,
     /// The managedFields surgery to make before applying (kubectl-family edits).
     pub takeover: Option<Takeover>,
+    /// Its wave, or the hook phases it runs in (a prune: the live object's wave).
+    pub placement: Placement,
 }
 
 impl Step {
     pub fn origin(&self) -> Option<&Origin> {
         self.manifest.as_ref().map(|m| &m.origin)
+    }
+
+    /// `Job.batch/ns/migrate` or, for a hook with only a generateName,
+    /// `Job.batch/ns/migrate-*`.
+    pub fn label(&self) -> String {
+        match self.manifest.as_ref().and_then(Manifest::generate_name) {
+            Some(prefix) if self.object.name.is_empty() => format!("{}{prefix}*", self.object),
+            _ => self.object.to_string(),
+        }
     }
 }
 
@@ -204,6 +221,8 @@ pub struct Counts {
     pub pruned: usize,
     pub kept: usize,
     pub recreated: usize,
+    /// Hooks that run when the sync writes something.
+    pub hooks: usize,
 }
 
 impl Plan {
@@ -217,18 +236,24 @@ impl Plan {
                 Action::Prune => counts.pruned += 1,
                 Action::KeepPruneDisabled => counts.kept += 1,
                 Action::Recreate => counts.recreated += 1,
+                Action::Run => counts.hooks += 1,
             }
         }
         counts
     }
 
-    /// The desired objects that have a name (not generateName ones): what is
-    /// tracked after a run, e.g. for health.
+    /// The desired objects that are live state (not hooks, which are steps): what
+    /// is tracked after a run, e.g. for health.
     pub fn named_desired(&self) -> impl Iterator<Item = &ObjectRef> {
         self.steps
             .iter()
-            .filter(|s| s.manifest.is_some() && !s.object.name.is_empty())
+            .filter(|s| s.manifest.is_some() && !s.placement.is_hook())
             .map(|s| &s.object)
+    }
+
+    /// Whether the plan has hooks or more than one wave: its output shows them.
+    pub fn is_ordered(&self) -> bool {
+        order::Stages::is_ordered(&self.steps)
     }
 
     /// Whether applying the plan would write anything.
@@ -247,22 +272,31 @@ pub fn plan(
     let mut steps: Vec<Step> = desired.into_iter().map(desired_step).collect();
     steps.sort_by_cached_key(|s| {
         (
+            phase_rank(&s.placement),
+            s.placement.wave,
             apply_rank(&s.object.group, &s.object.kind),
             s.object.clone(),
         )
     });
 
     if options.prune {
-        let mut prunes: Vec<Step> = owned
+        // Hook instances are steps of earlier syncs: their delete policies remove
+        // them, prune never does (nor counts them).
+        let owned: Vec<&Value> = owned
             .iter()
             .map(Borrow::borrow)
-            .filter_map(|live| Some((ObjectRef::of_live(live)?, live)))
+            .filter(|live| !order::is_live_hook(live))
+            .collect();
+        let mut prunes: Vec<Step> = owned
+            .iter()
+            .filter_map(|live| Some((ObjectRef::of_live(live)?, *live)))
             .filter(|(object, _)| !wanted.contains(object))
             .map(|(object, live)| prune_step(object, live))
             .collect();
         check_mass_prune(&prunes, owned.len(), options)?;
         prunes.sort_by_cached_key(|s| {
             (
+                s.placement.wave,
                 apply_rank(&s.object.group, &s.object.kind),
                 s.object.clone(),
             )
@@ -272,8 +306,30 @@ pub fn plan(
     Ok(Plan { steps })
 }
 
+/// Hooks before, in or after the waves, by their first phase.
+fn phase_rank(placement: &Placement) -> u8 {
+    match placement.hook.as_ref().map(order::Hook::first_phase) {
+        Some(Phase::PreSync) => 0,
+        None | Some(Phase::Sync) => 1,
+        Some(Phase::PostSync) => 2,
+        Some(Phase::SyncFail) => 3,
+    }
+}
+
 fn desired_step(desired: Desired) -> Step {
     let object = desired.manifest.object_ref();
+    let placement = order::placement_of(&desired.manifest.body);
+    if placement.is_hook() {
+        return Step {
+            object,
+            action: Action::Run,
+            diff: None,
+            manifest: Some(desired.manifest),
+            live_uid: None,
+            takeover: None,
+            placement,
+        };
+    }
     let live_uid = desired.live.as_deref().and_then(uid_of);
     // What the object would become: the server's answer when it has one, else our
     // manifest as written (only for objects the server cannot evaluate yet).
@@ -300,6 +356,7 @@ fn desired_step(desired: Desired) -> Step {
         manifest: Some(desired.manifest),
         live_uid,
         takeover: desired.takeover,
+        placement,
     }
 }
 
@@ -332,6 +389,7 @@ fn prune_step(object: ObjectRef, live: &Value) -> Step {
         manifest: None,
         live_uid: uid_of(live),
         takeover: None,
+        placement: order::live_placement(live),
     }
 }
 
@@ -691,6 +749,121 @@ mod tests {
                 && is_first_stage("apiextensions.k8s.io", "CustomResourceDefinition")
         );
         assert!(!is_first_stage("", "ConfigMap"));
+    }
+
+    fn annotated(name: &str, annotations: Value) -> Value {
+        let mut body = configmap(name, "x");
+        body["metadata"]["annotations"] = annotations;
+        body
+    }
+
+    #[test]
+    fn waves_order_the_plan_and_hooks_only_run_when_something_is_written() {
+        let hook = json!({"converge.dev/hook": "pre-sync"});
+        let plan_of = |live_b: Option<Value>| {
+            plan(
+                vec![
+                    desired(annotated("a", json!({"converge.dev/wave": "1"})), None),
+                    desired(configmap("b", "x"), live_b),
+                    desired(
+                        annotated("c", json!({"argocd.argoproj.io/sync-wave": "-1"})),
+                        None,
+                    ),
+                    desired(annotated("migrate", hook.clone()), None),
+                    desired(
+                        annotated("smoke", json!({"helm.sh/hook": "post-install"})),
+                        None,
+                    ),
+                ],
+                NONE,
+                PRUNE,
+            )
+            .expect("plan")
+        };
+        let plan = plan_of(None);
+        let order: Vec<(&str, Action, i32)> = plan
+            .steps
+            .iter()
+            .map(|s| (s.object.name.as_str(), s.action, s.placement.wave))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("migrate", Action::Run, 0),
+                ("c", Action::Create, -1),
+                ("b", Action::Create, 0),
+                ("a", Action::Create, 1),
+                ("smoke", Action::Run, 0),
+            ]
+        );
+        assert!(plan.is_ordered());
+        assert_eq!(plan.counts().hooks, 2);
+        let tracked: Vec<&str> = plan.named_desired().map(|o| o.name.as_str()).collect();
+        assert_eq!(tracked, ["c", "b", "a"], "hooks are steps, not live state");
+        // Nothing to write but hooks: nothing runs.
+        let quiet = |name: &str, annotations: Value| {
+            let body = annotated(name, annotations);
+            desired(body.clone(), Some(body))
+        };
+        let unchanged = super::plan(
+            vec![
+                quiet("a", json!({"converge.dev/wave": "1"})),
+                desired(annotated("migrate", hook), None),
+            ],
+            NONE,
+            PRUNE,
+        )
+        .expect("plan");
+        assert!(!unchanged.has_changes(), "a hook alone changes nothing");
+    }
+
+    #[test]
+    fn prune_skips_hook_instances_and_deletes_later_waves_first() {
+        let live = |name: &str, annotations: Value| {
+            let mut body = annotated(name, annotations);
+            body["metadata"]["uid"] = json!(format!("uid-{name}"));
+            body
+        };
+        let owned = [
+            live("early", json!({"converge.dev/wave": "-3"})),
+            live("late", json!({"argocd.argoproj.io/sync-wave": "4"})),
+            live("plain", json!({})),
+            live("migrate-x7k2p", json!({"converge.dev/hook": "pre-sync"})),
+            live("smoke-a1b2c", json!({"helm.sh/hook": "post-install"})),
+            configmap("keep", "x"),
+        ];
+        let wanted = vec![desired(
+            configmap("keep", "x"),
+            Some(configmap("keep", "x")),
+        )];
+        let allowed = PlanOptions {
+            allow_mass_prune: true,
+            ..PRUNE
+        };
+        let plan = plan(wanted, &owned, allowed).expect("plan");
+        let pruned: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Prune)
+            .map(|s| s.object.name.as_str())
+            .collect();
+        assert_eq!(pruned, ["late", "plain", "early"]);
+        // Three of four owned non-hook objects: the guard does not count hooks.
+        assert_eq!(
+            super::plan(
+                vec![desired(
+                    configmap("keep", "x"),
+                    Some(configmap("keep", "x"))
+                )],
+                &owned,
+                PRUNE
+            )
+            .expect_err("3 of 4"),
+            PlanError::MassPrune {
+                would_prune: 3,
+                owned: 4
+            }
+        );
     }
 
     #[test]

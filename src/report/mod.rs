@@ -5,9 +5,11 @@
 mod diff;
 mod status_table;
 mod style;
+mod sync;
 
 pub use diff::diff_text;
 pub use status_table::status_text;
+pub use sync::{add_sync, sync_text};
 
 use crate::engine::plan::{Action, Plan};
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};
@@ -27,10 +29,22 @@ pub struct TextOptions {
 
 /// One line per changed object, then (optionally) the diffs, then a summary.
 /// Unchanged objects are only counted: in a large set they would drown the changes.
+/// A plan with hooks or more than one wave says where each line runs (`[wave 1]`,
+/// `[pre-sync]`); hooks are listed only when the sync writes something.
 pub fn text(plan: &Plan, options: TextOptions) -> String {
     let mut out = String::new();
-    for step in plan.steps.iter().filter(|s| s.action != Action::Unchanged) {
-        let _ = writeln!(out, "{} {}", step.object, step.action);
+    let ordered = plan.is_ordered();
+    let hooks_run = plan.has_changes();
+    let listed = plan
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Unchanged)
+        .filter(|s| s.action != Action::Run || hooks_run);
+    for step in listed {
+        if ordered {
+            let _ = write!(out, "[{}] ", sync::stage_of(step));
+        }
+        let _ = writeln!(out, "{} {}", step.label(), sync::action_of(step));
     }
     if options.diffs {
         for diff in plan.steps.iter().filter_map(|s| s.diff.as_ref()) {
@@ -42,11 +56,7 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     let _ = write!(
         out,
         "{}{} created, {} configured, {} unchanged, {} pruned",
-        if plan.steps.iter().any(|s| s.action != Action::Unchanged) {
-            "\n"
-        } else {
-            ""
-        },
+        if out.is_empty() { "" } else { "\n" },
         counts.created,
         counts.configured,
         counts.unchanged,
@@ -57,6 +67,9 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     }
     if counts.kept > 0 {
         let _ = write!(out, ", {} kept (prune disabled)", counts.kept);
+    }
+    if counts.hooks > 0 && hooks_run {
+        let _ = write!(out, ", {} hooks", counts.hooks);
     }
     out.push_str(if options.dry_run {
         " (dry run: nothing written)\n"
@@ -80,6 +93,8 @@ pub fn json(plan: &Plan, dry_run: bool) -> Value {
                 "name": step.object.name,
                 "action": step.action,
                 "origin": step.origin().map(ToString::to_string),
+                "wave": step.placement.wave,
+                "hook": step.placement.hook.as_ref().map(|h| &h.phases),
                 "changedPaths": step.diff.as_ref().map(|d| &d.changed_paths),
                 "diff": step.diff.as_ref().map(|d| &d.unified),
             })
@@ -296,6 +311,7 @@ mod tests {
             manifest: None,
             live_uid: None,
             takeover: None,
+            placement: Default::default(),
         }
     }
 
@@ -478,6 +494,7 @@ Deployment.apps/ns/web progressing: 0 of 1 replicas available
                 manifest: None,
                 live_uid: None,
                 takeover: None,
+                placement: Default::default(),
             }],
         };
         let mut document = json(&plan, false);

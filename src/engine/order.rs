@@ -1,0 +1,704 @@
+//! Where each object goes in a sync: its wave, or the hook phase it runs in, read
+//! from annotations (converge's own, and Argo CD's and Helm's as aliases, so that
+//! repositories written for them run unchanged), and the stages a sync runs in.
+//!
+//! A sync is: pre-sync hooks (by weight), then waves in ascending order (each with
+//! its sync hooks; the next starts once it is healthy), then prunes in descending
+//! wave order, then post-sync hooks. Sync-fail hooks run when any of that fails.
+//! Hooks are steps, not live state: they run only when the sync writes something.
+//!
+//! Pure: unit-tested here; [`crate::engine::sequence`] carries the stages out.
+
+use crate::engine::plan::{Action, Step};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// `converge.dev/wave: "<int>"`: the wave an object is applied in (default 0), or a
+/// hook's order within its phase.
+pub const WAVE: &str = "converge.dev/wave";
+/// `converge.dev/hook: pre-sync | sync | post-sync | sync-fail` (comma-separated for
+/// more than one phase).
+pub const HOOK: &str = "converge.dev/hook";
+/// `converge.dev/hook-delete-policy: before-hook-creation | hook-succeeded |
+/// hook-failed` (comma-separated; default before-hook-creation).
+pub const HOOK_DELETE_POLICY: &str = "converge.dev/hook-delete-policy";
+
+const ARGO_WAVE: &str = "argocd.argoproj.io/sync-wave";
+const ARGO_HOOK: &str = "argocd.argoproj.io/hook";
+const ARGO_DELETE_POLICY: &str = "argocd.argoproj.io/hook-delete-policy";
+const HELM_HOOK: &str = "helm.sh/hook";
+const HELM_WEIGHT: &str = "helm.sh/hook-weight";
+const HELM_DELETE_POLICY: &str = "helm.sh/hook-delete-policy";
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Before anything else is written; must complete first.
+    PreSync,
+    /// In its wave, with the wave's objects.
+    Sync,
+    /// Once every wave is written and healthy, and prunes are done.
+    PostSync,
+    /// When the sync failed.
+    SyncFail,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::PreSync => "pre-sync",
+            Phase::Sync => "sync",
+            Phase::PostSync => "post-sync",
+            Phase::SyncFail => "sync-fail",
+        })
+    }
+}
+
+/// When a hook object is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeleteWhen {
+    /// The previous instance, just before the hook is created again (the default).
+    BeforeHookCreation,
+    /// Once it completed.
+    HookSucceeded,
+    /// Once it failed (after its evidence was gathered).
+    HookFailed,
+}
+
+impl fmt::Display for DeleteWhen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeleteWhen::BeforeHookCreation => "before-hook-creation",
+            DeleteWhen::HookSucceeded => "hook-succeeded",
+            DeleteWhen::HookFailed => "hook-failed",
+        })
+    }
+}
+
+/// An object that runs as a step of the sync rather than being live state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// At least one.
+    pub phases: BTreeSet<Phase>,
+    pub delete: BTreeSet<DeleteWhen>,
+}
+
+impl Hook {
+    pub fn deletes(&self, when: DeleteWhen) -> bool {
+        self.delete.contains(&when)
+    }
+
+    /// The phase it is listed under in a plan: its first.
+    pub fn first_phase(&self) -> Phase {
+        self.phases.first().copied().unwrap_or(Phase::Sync)
+    }
+}
+
+/// Where an applied object goes in a sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Waves apply in ascending order; for a hook, its order within its phase.
+    pub wave: i32,
+    pub hook: Option<Hook>,
+}
+
+impl Placement {
+    pub fn is_hook(&self) -> bool {
+        self.hook.is_some()
+    }
+}
+
+/// What an object's annotations make of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Placed(Placement),
+    /// Never applied: Argo CD's `Skip`, or only Helm hooks a sync never runs
+    /// (`test`, `pre-delete`, `pre-rollback`, …). The reason says which.
+    Skipped(String),
+}
+
+/// Reads an object's ordering annotations: converge's own first, then Argo CD's,
+/// then Helm's. Errors name the annotation and the values it takes.
+pub fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
+    let annotations = metadata
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    let get = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    let hook = match (get(HOOK), get(ARGO_HOOK), get(HELM_HOOK)) {
+        (Some(value), _, _) => converge_phases(value)?,
+        (None, Some(value), _) => match argo_phases(value)? {
+            Some(phases) => Some(phases),
+            None => return Ok(Role::Skipped(format!("{ARGO_HOOK}: {value}"))),
+        },
+        (None, None, Some(value)) => match helm_phases(value) {
+            Some(phases) => Some(phases),
+            None => {
+                return Ok(Role::Skipped(format!(
+                    "{HELM_HOOK}: {value} (hooks a sync never runs)"
+                )));
+            }
+        },
+        (None, None, None) => None,
+    };
+    let weight_keys: &[&str] = match hook {
+        Some(_) => &[WAVE, ARGO_WAVE, HELM_WEIGHT],
+        None => &[WAVE, ARGO_WAVE],
+    };
+    let wave = match weight_keys.iter().find_map(|k| Some((*k, get(k)?))) {
+        Some((key, value)) => whole_number(key, value)?,
+        None => 0,
+    };
+    let hook = match hook {
+        Some(phases) => Some(Hook {
+            phases,
+            delete: delete_policy(&get)?,
+        }),
+        None => None,
+    };
+    Ok(Role::Placed(Placement { wave, hook }))
+}
+
+/// The placement of an object (a manifest's body, or a live object: for prune
+/// order and to recognise hooks), with anything unreadable taken as wave 0.
+pub fn placement_of(object: &Map<String, Value>) -> Placement {
+    match role(object.get("metadata").and_then(Value::as_object)) {
+        Ok(Role::Placed(placement)) => placement,
+        Ok(Role::Skipped(_)) | Err(_) => Placement::default(),
+    }
+}
+
+/// [`placement_of`] a live object.
+pub fn live_placement(live: &Value) -> Placement {
+    live.as_object().map(placement_of).unwrap_or_default()
+}
+
+/// Whether a live object is a hook instance: never pruned, never drift.
+pub fn is_live_hook(live: &Value) -> bool {
+    live_placement(live).is_hook()
+}
+
+fn whole_number(key: &str, value: &str) -> Result<i32, String> {
+    value.trim().parse().map_err(|_| {
+        format!(
+            "{key}: {value:?} is not a whole number; waves are integers such as \"-1\" or \"2\""
+        )
+    })
+}
+
+fn split(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn converge_phases(value: &str) -> Result<Option<BTreeSet<Phase>>, String> {
+    let mut phases = BTreeSet::new();
+    for word in split(value) {
+        phases.insert(match word {
+            "pre-sync" => Phase::PreSync,
+            "sync" => Phase::Sync,
+            "post-sync" => Phase::PostSync,
+            "sync-fail" => Phase::SyncFail,
+            other => {
+                return Err(format!(
+                    "{HOOK}: {other:?} is not a hook phase; use pre-sync, sync, post-sync or sync-fail"
+                ));
+            }
+        });
+    }
+    if phases.is_empty() {
+        return Err(format!(
+            "{HOOK} is empty; use pre-sync, sync, post-sync or sync-fail"
+        ));
+    }
+    Ok(Some(phases))
+}
+
+/// Argo CD's phases; `None` for `Skip` (and `PostDelete`, which a sync never runs).
+fn argo_phases(value: &str) -> Result<Option<BTreeSet<Phase>>, String> {
+    let mut phases = BTreeSet::new();
+    for word in split(value) {
+        phases.insert(match word {
+            "PreSync" => Phase::PreSync,
+            "Sync" => Phase::Sync,
+            "PostSync" => Phase::PostSync,
+            "SyncFail" => Phase::SyncFail,
+            "Skip" => return Ok(None),
+            "PostDelete" => continue,
+            other => {
+                return Err(format!(
+                    "{ARGO_HOOK}: {other:?} is not an Argo CD hook; use PreSync, Sync, PostSync, \
+                     SyncFail or Skip"
+                ));
+            }
+        });
+    }
+    Ok((!phases.is_empty()).then_some(phases))
+}
+
+/// Helm's hooks that a sync runs; `None` when there are none (`test`, `pre-delete`,
+/// `post-rollback`, …: Helm runs those on commands converge does not have).
+fn helm_phases(value: &str) -> Option<BTreeSet<Phase>> {
+    let phases: BTreeSet<Phase> = split(value)
+        .filter_map(|word| match word {
+            "pre-install" | "pre-upgrade" => Some(Phase::PreSync),
+            "post-install" | "post-upgrade" => Some(Phase::PostSync),
+            _ => None,
+        })
+        .collect();
+    (!phases.is_empty()).then_some(phases)
+}
+
+fn delete_policy<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<BTreeSet<DeleteWhen>, String> {
+    let Some((key, value)) = [HOOK_DELETE_POLICY, ARGO_DELETE_POLICY, HELM_DELETE_POLICY]
+        .iter()
+        .find_map(|k| Some((*k, get(k)?)))
+    else {
+        return Ok(BTreeSet::from([DeleteWhen::BeforeHookCreation]));
+    };
+    let mut policy = BTreeSet::new();
+    for word in split(value) {
+        policy.insert(match word {
+            "before-hook-creation" | "BeforeHookCreation" => DeleteWhen::BeforeHookCreation,
+            "hook-succeeded" | "HookSucceeded" => DeleteWhen::HookSucceeded,
+            "hook-failed" | "HookFailed" => DeleteWhen::HookFailed,
+            other => {
+                return Err(format!(
+                    "{key}: {other:?} is not a delete policy; use before-hook-creation, \
+                     hook-succeeded or hook-failed"
+                ));
+            }
+        });
+    }
+    Ok(policy)
+}
+
+/// The message for an object with only a `generateName` that is not a hook.
+pub fn generate_name_outside_hook() -> String {
+    format!(
+        "metadata.generateName without a hook annotation: every sync would create another \
+         object. Give it a metadata.name, or run it as a hook with `{HOOK}: pre-sync` (or \
+         sync, post-sync, sync-fail; Argo CD's `{ARGO_HOOK}` and Helm's `{HELM_HOOK}` work \
+         too)"
+    )
+}
+
+/// What a stage of a sync is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "stage", rename_all = "kebab-case")]
+pub enum StageKind {
+    /// The hooks of one phase with one weight (pre-sync, post-sync, sync-fail).
+    Hooks { phase: Phase, weight: i32 },
+    /// One wave: its objects (by kind rank) and its sync hooks.
+    Wave { wave: i32 },
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageKind::Hooks { phase, .. } => write!(f, "{phase} hooks"),
+            StageKind::Wave { wave } => write!(f, "wave {wave}"),
+        }
+    }
+}
+
+/// How much of a stage must be healthy before the sync goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Only the hooks it created must complete (nothing later depends on the rest).
+    Hooks,
+    /// Every object of the stage, and its hooks.
+    All,
+}
+
+/// One stage of a sync: the plan's steps it covers, in plan order.
+#[derive(Debug, Clone)]
+pub struct Stage<'a> {
+    pub kind: StageKind,
+    pub steps: Vec<&'a Step>,
+    pub wait: Wait,
+}
+
+impl Stage<'_> {
+    /// The steps to write (the first-stage objects, Namespaces and CRDs, are written
+    /// before every stage and left out).
+    pub fn writes(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().copied().filter(|s| {
+            !s.placement.is_hook()
+                && matches!(
+                    s.action,
+                    Action::Create | Action::Configure | Action::Recreate
+                )
+                && !crate::engine::plan::is_first_stage(&s.object.group, &s.object.kind)
+        })
+    }
+
+    /// The hooks it runs.
+    pub fn hooks(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().copied().filter(|s| s.placement.is_hook())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes().next().is_none() && self.hooks().next().is_none()
+    }
+}
+
+/// The stages of a sync that writes something, in order: what runs, and what runs
+/// when it fails (sync-fail hooks). A wave waits for health when a later stage
+/// does something; hooks are always waited for. Waves with nothing to write are
+/// kept only when a later stage must wait for them.
+#[derive(Debug, Clone, Default)]
+pub struct Stages<'a> {
+    pub run: Vec<Stage<'a>>,
+    pub on_failure: Vec<Stage<'a>>,
+}
+
+impl<'a> Stages<'a> {
+    pub fn of(steps: &'a [Step]) -> Self {
+        let mut hooks: BTreeMap<(Phase, i32), Vec<&Step>> = BTreeMap::new();
+        let mut waves: BTreeMap<i32, Vec<&Step>> = BTreeMap::new();
+        for step in steps.iter().filter(|s| s.manifest.is_some()) {
+            let wave = step.placement.wave;
+            match &step.placement.hook {
+                None => waves.entry(wave).or_default().push(step),
+                Some(hook) => {
+                    for &phase in &hook.phases {
+                        match phase {
+                            Phase::Sync => waves.entry(wave).or_default().push(step),
+                            phase => hooks.entry((phase, wave)).or_default().push(step),
+                        }
+                    }
+                }
+            }
+        }
+        let stage = |kind, steps| Stage {
+            kind,
+            steps,
+            wait: Wait::Hooks,
+        };
+        let mut run = Vec::new();
+        let mut on_failure = Vec::new();
+        let mut post = Vec::new();
+        for ((phase, weight), steps) in hooks {
+            let s = stage(StageKind::Hooks { phase, weight }, steps);
+            match phase {
+                Phase::PreSync => run.push(s),
+                Phase::PostSync => post.push(s),
+                Phase::SyncFail => on_failure.push(s),
+                Phase::Sync => {}
+            }
+        }
+        run.extend(
+            waves
+                .into_iter()
+                .map(|(wave, steps)| stage(StageKind::Wave { wave }, steps)),
+        );
+        run.extend(post);
+        // From the end: a stage waits when something after it does anything.
+        let mut later_acts = false;
+        for stage in run.iter_mut().rev() {
+            if later_acts && matches!(stage.kind, StageKind::Wave { .. }) {
+                stage.wait = Wait::All;
+            }
+            later_acts |= !stage.is_empty();
+        }
+        run.retain(|s| s.wait == Wait::All || !s.is_empty());
+        Stages { run, on_failure }
+    }
+
+    /// Whether the sync has more than one stage or any hook: then its plan and
+    /// report show waves and phases.
+    pub fn is_ordered(steps: &[Step]) -> bool {
+        let mut waves = steps
+            .iter()
+            .filter(|s| s.manifest.is_some())
+            .map(|s| (s.placement.is_hook(), s.placement.wave));
+        let first = waves.next();
+        first.is_some_and(|f| f.0) || waves.any(|w| w.0 || Some(w) != first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::Step;
+    use crate::manifest::{Manifest, ObjectRef, Origin};
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn role_of(annotations: Value) -> Result<Role, String> {
+        let metadata = json!({"name": "x", "annotations": annotations});
+        role(metadata.as_object())
+    }
+
+    fn placed(annotations: Value) -> Placement {
+        match role_of(annotations) {
+            Ok(Role::Placed(p)) => p,
+            other => panic!("not placed: {other:?}"),
+        }
+    }
+
+    fn hook(phases: &[Phase], delete: &[DeleteWhen]) -> Option<Hook> {
+        Some(Hook {
+            phases: phases.iter().copied().collect(),
+            delete: delete.iter().copied().collect(),
+        })
+    }
+
+    use DeleteWhen::*;
+    use Phase::*;
+
+    #[test]
+    fn objects_without_annotations_are_wave_zero() {
+        assert_eq!(role(None), Ok(Role::Placed(Placement::default())));
+        assert_eq!(placed(json!({"other": "x"})), Placement::default());
+        assert_eq!(placed(json!({WAVE: "-2"})).wave, -2);
+        assert_eq!(placed(json!({ARGO_WAVE: " 5 "})).wave, 5);
+        // converge's own wins over the alias.
+        assert_eq!(placed(json!({WAVE: "1", ARGO_WAVE: "5"})).wave, 1);
+        // A Helm weight orders hooks only.
+        assert_eq!(placed(json!({HELM_WEIGHT: "3"})).wave, 0);
+    }
+
+    #[test]
+    fn converge_hooks_with_phases_and_delete_policies() {
+        let p = placed(json!({HOOK: "pre-sync"}));
+        assert_eq!(
+            p.hook,
+            hook(&[PreSync], &[BeforeHookCreation]),
+            "default policy"
+        );
+        let p = placed(json!({HOOK: "pre-sync, post-sync", WAVE: "-1",
+            HOOK_DELETE_POLICY: "hook-succeeded,hook-failed"}));
+        assert_eq!(p.wave, -1);
+        assert_eq!(
+            p.hook,
+            hook(&[PreSync, PostSync], &[HookSucceeded, HookFailed])
+        );
+        assert_eq!(p.hook.as_ref().map(Hook::first_phase), Some(PreSync));
+        assert!(role_of(json!({HOOK: "presync"})).is_err_and(|e| e.contains("\"presync\"")));
+        assert!(role_of(json!({HOOK: ""})).is_err());
+        assert!(
+            role_of(json!({HOOK: "sync", HOOK_DELETE_POLICY: "never"}))
+                .is_err_and(|e| e.contains("not a delete policy"))
+        );
+        assert!(
+            role_of(json!({WAVE: "one"}))
+                .is_err_and(|e| e.starts_with("converge.dev/wave: \"one\" is not a whole number"))
+        );
+    }
+
+    #[test]
+    fn argo_cd_annotations_are_aliases() {
+        let p = placed(json!({ARGO_HOOK: "PreSync", ARGO_WAVE: "2",
+            ARGO_DELETE_POLICY: "HookSucceeded"}));
+        assert_eq!(p.wave, 2);
+        assert_eq!(p.hook, hook(&[PreSync], &[HookSucceeded]));
+        assert_eq!(
+            placed(json!({ARGO_HOOK: "Sync"})).hook,
+            hook(&[Sync], &[BeforeHookCreation])
+        );
+        assert_eq!(
+            placed(json!({ARGO_HOOK: "PostSync"})).hook,
+            hook(&[PostSync], &[BeforeHookCreation])
+        );
+        assert_eq!(
+            placed(json!({ARGO_HOOK: "SyncFail"})).hook,
+            hook(&[SyncFail], &[BeforeHookCreation])
+        );
+        assert!(matches!(
+            role_of(json!({ARGO_HOOK: "Skip"})),
+            Ok(Role::Skipped(_))
+        ));
+        assert!(matches!(
+            role_of(json!({ARGO_HOOK: "PostDelete"})),
+            Ok(Role::Skipped(_))
+        ));
+        assert!(role_of(json!({ARGO_HOOK: "presync"})).is_err());
+        // converge's annotation wins.
+        assert_eq!(
+            placed(json!({HOOK: "post-sync", ARGO_HOOK: "PreSync"})).hook,
+            hook(&[PostSync], &[BeforeHookCreation])
+        );
+    }
+
+    #[test]
+    fn helm_hooks_map_to_phases_and_weights() {
+        let p = placed(
+            json!({HELM_HOOK: "pre-install,pre-upgrade", HELM_WEIGHT: "-5",
+            HELM_DELETE_POLICY: "before-hook-creation,hook-succeeded"}),
+        );
+        assert_eq!(p.wave, -5);
+        assert_eq!(
+            p.hook,
+            hook(&[PreSync], &[BeforeHookCreation, HookSucceeded])
+        );
+        assert_eq!(
+            placed(json!({HELM_HOOK: "post-install"})).hook,
+            hook(&[PostSync], &[BeforeHookCreation])
+        );
+        // Unsupported types are dropped; with none left, the object is skipped.
+        assert_eq!(
+            placed(json!({HELM_HOOK: "pre-delete,post-upgrade"})).hook,
+            hook(&[PostSync], &[BeforeHookCreation])
+        );
+        for value in [
+            "test",
+            "test-success",
+            "pre-delete",
+            "post-rollback",
+            "crd-install",
+        ] {
+            assert!(
+                matches!(role_of(json!({HELM_HOOK: value})), Ok(Role::Skipped(_))),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn live_hooks_are_recognised_by_any_alias() {
+        let live =
+            |annotations: Value| json!({"metadata": {"name": "x", "annotations": annotations}});
+        assert!(is_live_hook(&live(json!({HOOK: "pre-sync"}))));
+        assert!(is_live_hook(&live(json!({ARGO_HOOK: "PostSync"}))));
+        assert!(is_live_hook(&live(json!({HELM_HOOK: "post-install"}))));
+        assert!(!is_live_hook(&live(json!({WAVE: "3"}))));
+        assert!(!is_live_hook(&json!({"metadata": {"name": "x"}})));
+        assert_eq!(
+            live_placement(&live(json!({WAVE: "x"}))),
+            Placement::default()
+        );
+    }
+
+    fn step(name: &str, action: Action, annotations: Value) -> Step {
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "annotations": annotations}});
+        let placement = placed(annotations);
+        let manifest = Manifest {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            body: body.as_object().cloned().unwrap_or_default(),
+            origin: Origin {
+                file: PathBuf::from("a.yaml"),
+                line: 1,
+            },
+        };
+        Step {
+            object: ObjectRef {
+                group: String::new(),
+                kind: "ConfigMap".into(),
+                namespace: Some("ns".into()),
+                name: name.into(),
+            },
+            action,
+            diff: None,
+            manifest: Some(manifest),
+            live_uid: None,
+            takeover: None,
+            placement,
+        }
+    }
+
+    fn summary(stages: &[Stage]) -> Vec<String> {
+        stages
+            .iter()
+            .map(|s| {
+                let names: Vec<&str> = s.steps.iter().map(|s| s.object.name.as_str()).collect();
+                let wait = match s.wait {
+                    Wait::Hooks => "",
+                    Wait::All => " (wait)",
+                };
+                format!("{}{wait}: {}", s.kind, names.join(" "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stages_run_pre_sync_waves_then_post_sync_and_waves_wait_for_what_follows() {
+        let steps = vec![
+            step("migrate", Action::Run, json!({HOOK: "pre-sync"})),
+            step("schema", Action::Run, json!({HOOK: "pre-sync", WAVE: "-1"})),
+            step("config", Action::Create, json!({})),
+            step("web", Action::Configure, json!({WAVE: "1"})),
+            step("seed", Action::Run, json!({HOOK: "sync", WAVE: "1"})),
+            step("smoke", Action::Run, json!({HOOK: "post-sync"})),
+            step("notify", Action::Run, json!({HOOK: "sync-fail"})),
+        ];
+        let stages = Stages::of(&steps);
+        assert_eq!(
+            summary(&stages.run),
+            [
+                "pre-sync hooks: schema",
+                "pre-sync hooks: migrate",
+                "wave 0 (wait): config",
+                "wave 1 (wait): web seed",
+                "post-sync hooks: smoke"
+            ]
+        );
+        assert_eq!(summary(&stages.on_failure), ["sync-fail hooks: notify"]);
+        assert!(Stages::is_ordered(&steps));
+    }
+
+    #[test]
+    fn the_last_wave_waits_only_for_its_hooks_and_quiet_waves_only_when_waited_for() {
+        let steps = vec![
+            step("a", Action::Unchanged, json!({WAVE: "-1"})),
+            step("b", Action::Create, json!({})),
+            step("c", Action::Unchanged, json!({WAVE: "2"})),
+        ];
+        let stages = Stages::of(&steps);
+        assert_eq!(summary(&stages.run), ["wave -1 (wait): a", "wave 0: b"]);
+        let steps = vec![
+            step("a", Action::Create, json!({})),
+            step("b", Action::Unchanged, json!({WAVE: "1"})),
+            step("smoke", Action::Run, json!({HOOK: "post-sync"})),
+        ];
+        assert_eq!(
+            summary(&Stages::of(&steps).run),
+            [
+                "wave 0 (wait): a",
+                "wave 1 (wait): b",
+                "post-sync hooks: smoke"
+            ],
+            "post-sync hooks wait for every wave"
+        );
+    }
+
+    #[test]
+    fn one_wave_without_hooks_is_not_ordered() {
+        let steps = vec![
+            step("a", Action::Create, json!({})),
+            step("b", Action::Create, json!({})),
+        ];
+        assert!(!Stages::is_ordered(&steps));
+        assert_eq!(summary(&Stages::of(&steps).run), ["wave 0: a b"]);
+        let steps = vec![step("a", Action::Create, json!({WAVE: "3"}))];
+        assert!(!Stages::is_ordered(&steps), "one wave, whatever its number");
+        let steps = vec![
+            step("a", Action::Create, json!({})),
+            step("b", Action::Create, json!({WAVE: "1"})),
+        ];
+        assert!(Stages::is_ordered(&steps));
+    }
+
+    #[test]
+    fn a_hook_in_two_phases_runs_in_both() {
+        let steps = vec![
+            step("page", Action::Run, json!({HOOK: "pre-sync,post-sync"})),
+            step("a", Action::Create, json!({})),
+        ];
+        assert_eq!(
+            summary(&Stages::of(&steps).run),
+            [
+                "pre-sync hooks: page",
+                "wave 0 (wait): a",
+                "post-sync hooks: page"
+            ]
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The stages of an ordered sync as they ran: each hook with its outcome, each
+//! wave that was waited for, the failure with its evidence.
+
+use super::evidence_text;
+use crate::engine::order::{Phase, StageKind};
+use crate::engine::plan::Step;
+use crate::engine::{StageRun, SyncLog};
+use crate::health::{State, WaitedObject};
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Where a plan's step runs: `wave 1`, or its hook phases (`pre-sync`).
+pub(super) fn stage_of(step: &Step) -> String {
+    match &step.placement.hook {
+        Some(hook) => {
+            let phases: Vec<String> = hook.phases.iter().map(ToString::to_string).collect();
+            phases.join(",")
+        }
+        None => format!("wave {}", step.placement.wave),
+    }
+}
+
+/// What a plan's line says of a step: its action, and for a hook that only runs
+/// when the sync fails, that.
+pub(super) fn action_of(step: &Step) -> String {
+    match &step.placement.hook {
+        Some(hook) if hook.phases.iter().all(|p| *p == Phase::SyncFail) => {
+            "runs if the sync fails".into()
+        }
+        _ => step.action.to_string(),
+    }
+}
+
+/// One line per hook and per wave waited for, evidence under what is not healthy,
+/// and the failure last; empty for a sync without waves or hooks.
+pub fn sync_text(log: &SyncLog) -> String {
+    let mut out = String::new();
+    for run in &log.stages {
+        push_stage(&mut out, run);
+    }
+    if let Some(failed) = &log.failed {
+        let _ = writeln!(out, "sync failed: {}", failed.message);
+    }
+    out
+}
+
+fn push_stage(out: &mut String, run: &StageRun) {
+    let label = match run.kind {
+        StageKind::Hooks { phase, .. } => phase.to_string(),
+        StageKind::Wave { wave } => format!("wave {wave}"),
+    };
+    let Some(waited) = &run.waited else {
+        let _ = writeln!(out, "[{label}] {} written", count(run.written));
+        return;
+    };
+    let seconds = waited.elapsed.as_secs_f64();
+    let hooks: Vec<&WaitedObject> = waited
+        .objects
+        .iter()
+        .filter(|o| is_hook_of(run, o))
+        .collect();
+    let objects: Vec<&WaitedObject> = waited
+        .objects
+        .iter()
+        .filter(|o| !is_hook_of(run, o))
+        .collect();
+    if !objects.is_empty() {
+        let ready = objects
+            .iter()
+            .filter(|o| o.health.state == State::Ready)
+            .count();
+        match ready == objects.len() {
+            true => {
+                let _ = writeln!(out, "[{label}] {} ready after {seconds:.1}s", count(ready));
+            }
+            false => {
+                let _ = writeln!(
+                    out,
+                    "[{label}] {ready} of {} ready after {seconds:.1}s{}",
+                    count(objects.len()),
+                    if waited.timed_out { " (timed out)" } else { "" }
+                );
+            }
+        }
+    }
+    for hook in hooks {
+        let deleted = match run.deleted.contains(&hook.object.to_string()) {
+            true => "; deleted by its delete policy",
+            false => "",
+        };
+        let sync = match run.kind {
+            StageKind::Wave { .. } => " (sync hook)",
+            StageKind::Hooks { .. } => "",
+        };
+        let _ = writeln!(
+            out,
+            "[{label}] {}{sync} {} after {seconds:.1}s{deleted}",
+            hook.object, hook.health
+        );
+    }
+    for object in waited
+        .objects
+        .iter()
+        .filter(|o| o.health.state != State::Ready)
+    {
+        if !is_hook_of(run, object) {
+            let _ = writeln!(out, "  {} {}", object.object, object.health);
+        }
+        if let Some(evidence) = &object.evidence {
+            out.push_str(&evidence_text(evidence));
+        }
+    }
+}
+
+/// Hooks are the objects a stage created; in a wave, the rest are its objects.
+fn is_hook_of(run: &StageRun, object: &WaitedObject) -> bool {
+    match run.kind {
+        StageKind::Hooks { .. } => true,
+        StageKind::Wave { .. } => run.hooks.contains(&object.object.to_string()),
+    }
+}
+
+fn count(n: usize) -> String {
+    match n {
+        1 => "1 object".into(),
+        n => format!("{n} objects"),
+    }
+}
+
+/// Adds the stages of the sync to [`super::json()`]'s document as `sync`.
+pub fn add_sync(document: &mut Value, log: &SyncLog) {
+    if !log.is_empty() {
+        document["sync"] = serde_json::to_value(log).unwrap_or(Value::Null);
+    }
+}
