@@ -1390,6 +1390,52 @@ mod tests {
             DriftRules::default(),
             "the kubectl family, no rules"
         );
+        assert_eq!(source.wave_timeout, Duration::from_secs(300));
+        assert!(source.depends_on.is_empty());
+    }
+
+    /// A dir source called `name` with `extra` keys.
+    fn dir_source(name: &str, extra: &str) -> String {
+        format!("[[source]]\nname = \"{name}\"\ndir = \"manifests\"\n{extra}")
+    }
+
+    #[test]
+    fn dependencies_and_wave_timeouts_are_read() {
+        let fx = Fixture::new();
+        let text = dir_source("infra", "")
+            + &dir_source("app", "depends_on = [\"infra\"]\nwave_timeout = \"90s\"\n");
+        let config = fx.parse(&text).unwrap();
+        let app = config.source("app").unwrap();
+        assert_eq!(app.depends_on, ["infra"]);
+        assert_eq!(app.wave_timeout, Duration::from_secs(90));
+        let bad = fx.problem(&dir_source("app", "wave_timeout = 30\n"));
+        assert_contains(&bad, &["wave_timeout = 30: not a duration string"]);
+    }
+
+    #[test]
+    fn dependencies_must_exist_and_never_form_a_cycle() {
+        let fx = Fixture::new();
+        let unknown = fx.problem(&dir_source("app", "depends_on = [\"infra\"]\n"));
+        assert_contains(
+            &unknown,
+            &["source \"app\": depends_on: no source is called \"infra\""],
+        );
+        let itself = fx.problem(&dir_source("app", "depends_on = [\"app\"]\n"));
+        assert_contains(&itself, &["\"app\" is this source itself"]);
+        let text = dir_source("a", "depends_on = [\"b\"]\n")
+            + &dir_source("b", "depends_on = [\"c\"]\n")
+            + &dir_source("c", "depends_on = [\"a\"]\n")
+            + &dir_source("d", "depends_on = [\"a\"]\n");
+        let cycle = fx.problem(&text);
+        assert_contains(
+            &cycle,
+            &["depends_on: the sources depend on each other in a cycle: a → b → c → a"],
+        );
+        // Two sources depending on one: no cycle.
+        let diamond = dir_source("base", "")
+            + &dir_source("x", "depends_on = [\"base\"]\n")
+            + &dir_source("y", "depends_on = [\"base\", \"x\"]\n");
+        assert!(fx.parse(&diamond).is_ok());
     }
 
     #[test]

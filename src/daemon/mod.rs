@@ -17,6 +17,7 @@ mod targeting;
 use crate::config::{SourceConfig, SourceKind as ConfigKind};
 use crate::daemon::events::Events;
 use crate::daemon::reconcile::{Reconciler, Settings};
+use crate::daemon::scheduler::Board;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::source_task::{Inputs, SourceTask};
 use crate::engine::Engine;
@@ -31,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 /// How long an in-flight reconcile may take to finish after SIGTERM.
@@ -49,6 +50,8 @@ pub struct SourceSpec {
     /// One quiet resync in this many is a full reconcile.
     pub full_resync_every: u32,
     pub webhook_secret: Option<Vec<u8>>,
+    /// Sources that must be synced and healthy before this one reconciles.
+    pub depends_on: Vec<String>,
 }
 
 impl SourceSpec {
@@ -81,6 +84,7 @@ impl SourceSpec {
             interval: config.interval,
             full_resync_every: config.full_resync_every,
             webhook_secret: source.webhook_secret().map(<[u8]>::to_vec),
+            depends_on: config.depends_on.clone(),
             source,
         })
     }
@@ -142,6 +146,7 @@ pub async fn run(
         .set_tools(reconciler.renderer.tools().status());
     let mut hooks = HashMap::new();
     let mut tasks = Vec::new();
+    let board = Arc::new(watch::Sender::new(Board::new()));
     for mut spec in specs {
         if options.dry_run {
             spec.settings.self_heal = false;
@@ -160,6 +165,7 @@ pub async fn run(
         let inputs = Inputs {
             hook: hook_rx,
             shutdown: shutdown.clone(),
+            board: board.clone(),
         };
         let task = SourceTask::new(reconciler.clone(), spec, inputs);
         tasks.push(tokio::spawn(task.run()));

@@ -15,6 +15,7 @@ use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, 
 use crate::kube::watch::Change;
 use crate::manifest::{Limits, ManifestError, ObjectRef};
 use crate::render::{RenderError, RenderSettings, Renderer};
+use crate::report;
 use crate::source::{Snapshot, SourceError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -51,6 +52,10 @@ pub enum ReconcileError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A hook or a wave failed: the sync stopped there. The message has the
+    /// stages as they ran and the evidence.
+    #[error("{0}")]
+    Sync(String),
 }
 
 impl ReconcileError {
@@ -64,6 +69,8 @@ impl ReconcileError {
             ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
             ReconcileError::Render(e) => e.is_transient(),
             ReconcileError::Engine(e) => e.is_transient(),
+            // The revision's own until shown otherwise: the next tick tries again.
+            ReconcileError::Sync(_) => false,
         }
     }
 }
@@ -153,7 +160,17 @@ impl Reconciler {
         };
         let mut outcome = self.engine.run(manifests, &options, state.cache()).await?;
         let applyset = ApplySet::new(&settings.name, &settings.namespace);
+        // What was written is remembered even when a hook or wave failed, so that
+        // the echo of those writes is not taken for drift.
         state.record_run(&self.engine, &applyset, &mut outcome, &options.scope);
+        if let Some(failure) = outcome.failure() {
+            let stages = report::sync_text(&outcome.sync);
+            return Err(ReconcileError::Sync(format!(
+                "{}\n{}",
+                failure.message,
+                stages.trim_end()
+            )));
+        }
         Ok((outcome, options.scope))
     }
 
@@ -276,6 +293,7 @@ impl Reconciler {
             s.error = None;
             s.reconciles += 1;
             s.dry_run = !settings.self_heal;
+            s.waiting_for.clear();
         });
         let counts = outcome.plan.counts();
         info!(source = %settings.name, revision = %short(revision), applied = outcome.applied,
@@ -326,6 +344,7 @@ impl Reconciler {
             s.result = SyncResult::Failed;
             s.error = Some(message.clone());
             s.reconciles += 1;
+            s.waiting_for.clear();
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
@@ -349,9 +368,29 @@ impl Reconciler {
             s.result = SyncResult::Failed;
             s.error = Some(message.clone());
             s.reconciles += 1;
+            s.waiting_for.clear();
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, 0.0);
+    }
+
+    /// A reconcile that came due waits for `dependencies` (not synced and healthy
+    /// yet): `/status` says so.
+    pub fn record_waiting(&self, settings: &Settings, dependencies: &[String]) {
+        let mut news = false;
+        self.status.update(&settings.name, |s| {
+            news = s.waiting_for != dependencies;
+            s.result = SyncResult::Waiting;
+            s.waiting_for = dependencies.to_vec();
+        });
+        if news {
+            info!(source = %settings.name, waiting_for = %dependencies.join(", "), "waiting for its dependencies");
+        }
+    }
+
+    /// Whether every object the source applied is healthy (its dependents wait for it).
+    pub fn is_healthy(&self, settings: &Settings) -> bool {
+        self.status.health_state(&settings.name) == Some(State::Ready)
     }
 
     /// A quiet resync: nothing changed, so nothing ran.

@@ -20,6 +20,7 @@
 
 use crate::daemon::reconcile::ReconcileError;
 use crate::kube::backoff::{Backoff, Delays};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -97,6 +98,29 @@ pub struct Timing {
     pub full_resync_every: u32,
 }
 
+/// What a source's dependents (`depends_on`) need to know of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Its last reconcile succeeded, at the latest revision it fetched.
+    pub synced: bool,
+    /// Every object it applied is healthy.
+    pub healthy: bool,
+}
+
+/// Every source's [`Readiness`], by name: what each source publishes and its
+/// dependents read.
+pub type Board = BTreeMap<String, Readiness>;
+
+/// The dependencies that are not synced and healthy yet, in the order given: a
+/// source reconciles only once this is empty.
+pub fn waiting_for(dependencies: &[String], board: &Board) -> Vec<String> {
+    dependencies
+        .iter()
+        .filter(|d| !board.get(*d).is_some_and(|r| r.synced && r.healthy))
+        .cloned()
+        .collect()
+}
+
 /// The reason collected so far, and when it runs.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -121,6 +145,9 @@ pub struct Scheduler {
     /// How long a change waits for others: grows with the last reconcile's
     /// duration, so a stream of changes to a large source is handled in batches.
     settle: Duration,
+    /// A reason that came due while dependencies were not ready: it runs once
+    /// they are ([`Scheduler::release`]).
+    held: Option<Reason>,
 }
 
 impl Scheduler {
@@ -141,6 +168,19 @@ impl Scheduler {
             }),
             quiet_resyncs: 0,
             settle: DEBOUNCE,
+            held: None,
+        }
+    }
+
+    /// Keeps a due `reason` until the source's dependencies are ready.
+    pub fn hold(&mut self, reason: Reason) {
+        self.held = Some(self.held.map_or(reason, |held| held.max(reason)));
+    }
+
+    /// The dependencies are ready: what was held runs after the settle window.
+    pub fn release(&mut self, now: Instant) {
+        if let Some(reason) = self.held.take() {
+            self.merge(reason, now);
         }
     }
 
@@ -480,6 +520,51 @@ mod tests {
             Decision::Reconcile(Reason::Resync),
             "the failed revision is not the applied one: tried again at the tick"
         );
+    }
+
+    #[test]
+    fn a_source_waits_until_each_dependency_is_synced_and_healthy() {
+        let deps = ["infra".to_string(), "crds".to_string()];
+        let mut board = Board::new();
+        assert_eq!(waiting_for(&deps, &board), ["infra", "crds"], "not started");
+        let ready = Readiness {
+            synced: true,
+            healthy: true,
+        };
+        board.insert("crds".into(), ready);
+        board.insert(
+            "infra".into(),
+            Readiness {
+                healthy: false,
+                ..ready
+            },
+        );
+        assert_eq!(waiting_for(&deps, &board), ["infra"], "not healthy");
+        board.insert(
+            "infra".into(),
+            Readiness {
+                synced: false,
+                ..ready
+            },
+        );
+        assert_eq!(waiting_for(&deps, &board), ["infra"], "a new revision");
+        board.insert("infra".into(), ready);
+        assert!(waiting_for(&deps, &board).is_empty());
+        assert!(waiting_for(&[], &Board::new()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_reason_runs_once_released() {
+        let mut s = scheduler(10);
+        let (due, _) = next(&mut s).await;
+        assert_eq!(due, Some(Reason::Start));
+        s.hold(Reason::Start);
+        s.hold(Reason::Drift);
+        assert_eq!(s.next_wake(), Instant::now() + INTERVAL, "nothing pending");
+        s.release(Instant::now());
+        assert_eq!(next(&mut s).await, (Some(Reason::Start), DEBOUNCE));
+        s.release(Instant::now());
+        assert_eq!(s.next_wake(), Instant::now() + INTERVAL - DEBOUNCE, "once");
     }
 
     #[tokio::test(start_paused = true)]

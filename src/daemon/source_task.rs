@@ -7,13 +7,15 @@
 
 use crate::daemon::SourceSpec;
 use crate::daemon::reconcile::{ReconcileError, Reconciler, short};
-use crate::daemon::scheduler::{Action, Decision, Found, Reason, Scheduler, Timing};
+use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
+use crate::daemon::scheduler::{Scheduler, Timing};
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
 use crate::http::status::SourceType;
 use crate::kube::watch::Change;
 use crate::source::{Snapshot, SourceError};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
 
@@ -22,6 +24,9 @@ pub struct Inputs {
     /// `POST /hooks/git/<source>`.
     pub hook: mpsc::Receiver<()>,
     pub shutdown: Shutdown,
+    /// Every source's readiness: this one's is published there, and its
+    /// dependencies' are read from it.
+    pub board: Arc<watch::Sender<Board>>,
 }
 
 pub struct SourceTask {
@@ -37,6 +42,10 @@ pub struct SourceTask {
     drift: mpsc::UnboundedReceiver<Change>,
     /// The last snapshot fetched: drift is healed from it without fetching again.
     last_snapshot: Option<Snapshot>,
+    /// Changes of the readiness board, when the source has dependencies.
+    dependencies: Option<watch::Receiver<Board>>,
+    /// Whether the last reconcile succeeded (its dependents need that).
+    last_ok: bool,
 }
 
 impl SourceTask {
@@ -48,6 +57,7 @@ impl SourceTask {
             full_resync_every: spec.full_resync_every,
         };
         let state = SourceState::new(changes_tx, spec.settings.limits);
+        let dependencies = (!spec.depends_on.is_empty()).then(|| inputs.board.subscribe());
         SourceTask {
             reconciler,
             spec,
@@ -58,6 +68,8 @@ impl SourceTask {
             source_changes_tx,
             drift,
             last_snapshot: None,
+            dependencies,
+            last_ok: false,
         }
     }
 
@@ -71,10 +83,41 @@ impl SourceTask {
             }
         };
         while self.wait().await {
-            if let Some(reason) = self.scheduler.due(Instant::now()) {
+            let Some(reason) = self.scheduler.due(Instant::now()) else {
+                continue;
+            };
+            let waiting = self.waiting_for();
+            if waiting.is_empty() {
                 self.attempt(reason).await;
+                self.publish();
+            } else {
+                self.scheduler.hold(reason);
+                self.reconciler
+                    .record_waiting(&self.spec.settings, &waiting);
             }
         }
+    }
+
+    /// The dependencies (`depends_on`) that are not synced and healthy yet.
+    fn waiting_for(&self) -> Vec<String> {
+        match &self.dependencies {
+            Some(board) => scheduler::waiting_for(&self.spec.depends_on, &board.borrow()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Publishes this source's readiness for its dependents (only changes wake them).
+    fn publish(&self) {
+        let applied = self.state.applied_revision.as_deref();
+        let fetched = self.last_snapshot.as_ref().map(|s| s.revision.as_str());
+        let readiness = Readiness {
+            synced: self.last_ok && applied.is_some() && applied == fetched,
+            healthy: self.reconciler.is_healthy(&self.spec.settings),
+        };
+        let name = &self.spec.settings.name;
+        self.inputs
+            .board
+            .send_if_modified(|board| board.insert(name.clone(), readiness) != Some(readiness));
     }
 
     /// Waits for an input or the scheduler's next deadline and hands events to the
@@ -89,6 +132,12 @@ impl SourceTask {
             Some(change) = self.drift.recv() => {
                 if self.take_change(&change) {
                     self.scheduler.on_event(Reason::Drift, Instant::now());
+                }
+                self.publish();
+            }
+            true = board_changed(&mut self.dependencies) => {
+                if self.waiting_for().is_empty() {
+                    self.scheduler.release(Instant::now());
                 }
             }
             _ = sleep_until(wake) => {}
@@ -178,6 +227,7 @@ impl SourceTask {
         let action = self
             .scheduler
             .finished(reason, result.as_ref().copied(), now - started, now);
+        self.last_ok = result.is_ok();
         if result.is_err() {
             let name = &self.spec.settings.name;
             match action {
@@ -189,6 +239,14 @@ impl SourceTask {
                 }
             }
         }
+    }
+}
+
+/// Whether the readiness board changed; never, for a source without dependencies.
+async fn board_changed(board: &mut Option<watch::Receiver<Board>>) -> bool {
+    match board {
+        Some(board) => board.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::daemon::reconcile::{ReconcileError, Settings};
 use crate::daemon::scheduler::Reason;
 use crate::daemon::targeting::{self, Baseline, Selection, Since};
 use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::order;
 use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
 use crate::http::metrics::Metrics;
@@ -238,16 +239,21 @@ impl SourceState {
         }
     }
 
-    /// An object's health from the store (no request), once its kind is listed.
+    /// An object's health from the store (no request); absent is missing only
+    /// once its kind is listed. (An object in the store is assessed at once: the
+    /// change that put it there may arrive before the list is marked complete.)
     pub fn health_of(&self, object: &ObjectRef) -> Health {
+        if let Some(live) = self.store.get_shared(object) {
+            return health::assess(&live);
+        }
         let listed = self
             .reflectors
             .get(&GroupKind::from(object))
             .is_some_and(Reflector::is_synced);
-        if !listed {
-            return Health::progressing("not observed yet");
+        match listed {
+            true => Health::missing(),
+            false => Health::progressing("not observed yet"),
         }
-        health::assess_opt(self.store.get_shared(object).as_deref())
     }
 
     /// Whether a change reported by a reflector is drift worth a reconcile: not the
@@ -258,10 +264,17 @@ impl SourceState {
             // read the object back from the store.
             Some(memo) if memo.knows(change.resource_version.as_deref()) => false,
             Some(memo) => memo.absorb(self.store.get(&change.object).as_ref()),
-            // A member we do not desire (any more): a prune candidate changed.
+            // A member we do not desire (any more): a prune candidate changed,
+            // unless it is gone already or is a hook (a step of a sync, which
+            // prune leaves to its delete policy).
             None => {
-                self.needs_full |= self.recorded.is_some();
-                self.recorded.is_some()
+                let prunable = self
+                    .store
+                    .get(&change.object)
+                    .is_some_and(|live| !order::is_live_hook(&live));
+                let drift = self.recorded.is_some() && prunable;
+                self.needs_full |= drift;
+                drift
             }
         };
         if drift {

@@ -6,11 +6,12 @@
 //! reported drifted) it reconciles only those objects: a *targeted* reconcile.
 //! Anything that could need a prune or a new ApplySet record takes a full one: a
 //! removed or added file or object, a Namespace or CRD, an object with only a
-//! `generateName`, a changed member that is no longer desired. So do the first
+//! `generateName`, a changed member that is no longer desired, and any change to a
+//! source with hooks (a sync that writes runs all of them). So do the first
 //! reconcile, retries and every `full_resync_every`-th resync: the scheduler's
 //! [`Reason`](crate::daemon::scheduler::Reason) says when only a full one will do.
 
-use crate::engine::{Scope, plan};
+use crate::engine::{Scope, order, plan};
 use crate::manifest::{CachedManifest, Digest, FileCache, Manifest, ObjectRef, ParsedFile};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default)]
 pub struct Baseline {
     files: HashMap<PathBuf, (Digest, Vec<ObjectRef>)>,
+    /// Whether the source has hooks: a sync that writes runs every one of them, so
+    /// only a full reconcile will do. (Only a full one can add or remove them.)
+    has_hooks: bool,
 }
 
 impl Baseline {
@@ -27,6 +31,7 @@ impl Baseline {
     pub fn of(files: &FileCache) -> Self {
         Baseline {
             files: files.parsed().map(|(path, p)| entry(path, p)).collect(),
+            has_hooks: files.manifests().any(is_hook),
         }
     }
 
@@ -40,6 +45,10 @@ impl Baseline {
             self.files.insert(path, entry);
         }
     }
+}
+
+fn is_hook(manifest: &CachedManifest) -> bool {
+    order::placement_of(&manifest.manifest().body).is_hook()
 }
 
 fn entry(path: &Path, parsed: &ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)) {
@@ -89,6 +98,9 @@ pub fn select(files: &FileCache, since: Option<Since<'_>>, default_namespace: &s
 /// `None` when only a full reconcile will do.
 fn targeted(files: &FileCache, since: &Since<'_>, default_namespace: &str) -> Option<Selection> {
     let &Since { baseline, drifted } = since;
+    if baseline.has_hooks {
+        return None;
+    }
     let mut manifests: Vec<&CachedManifest> = Vec::new();
     let mut changed_files = Vec::new();
     let mut total = 0;
@@ -121,7 +133,7 @@ fn targeted(files: &FileCache, since: &Since<'_>, default_namespace: &str) -> Op
     }
     let targetable = |m: &&CachedManifest| {
         let object = m.object_ref();
-        !object.name.is_empty() && !plan::is_first_stage(&object.group, &object.kind)
+        !object.name.is_empty() && !plan::is_first_stage(&object.group, &object.kind) && !is_hook(m)
     };
     let worth_it = !manifests.is_empty() && manifests.len() * 2 <= total;
     (worth_it && manifests.iter().all(targetable)).then(|| Selection {
@@ -304,6 +316,26 @@ mod tests {
         assert_eq!(source.targeted(&baseline, &[]), None, "a renamed object");
         source.write("3.yaml", &(cm("c3", "1") + &cm("extra", "1")));
         assert_eq!(source.targeted(&baseline, &[]), None, "an added object");
+    }
+
+    #[test]
+    fn a_source_with_hooks_is_always_reconciled_in_full() {
+        let hook = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  \
+                    annotations: {converge.dev/hook: pre-sync}\n";
+        let mut source = four_files();
+        source.write("hook.yaml", hook);
+        let baseline = Baseline::of(&source.files);
+        source.write("2.yaml", &cm("c2", "2"));
+        assert_eq!(source.targeted(&baseline, &[]), None, "its hooks must run");
+        // A named object that becomes a hook.
+        let mut source = four_files();
+        let baseline = Baseline::of(&source.files);
+        let named = cm("c2", "1").replace(
+            "  name: c2\n",
+            "  name: c2\n  annotations: {argocd.argoproj.io/hook: PostSync}\n",
+        );
+        source.write("2.yaml", &named);
+        assert_eq!(source.targeted(&baseline, &[]), None, "a new hook");
     }
 
     #[test]

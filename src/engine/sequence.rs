@@ -59,6 +59,8 @@ pub struct Failure {
     #[serde(flatten)]
     pub stage: StageKind,
     pub message: String,
+    /// The stages after it, which did not run.
+    pub not_run: Vec<StageKind>,
 }
 
 /// One sync's stages against the server.
@@ -102,12 +104,13 @@ impl Sequence<'_> {
             )
         };
         let mut pruned = false;
-        for stage in stages {
+        for (i, stage) in stages.iter().enumerate() {
             if !pruned && post_sync(stage) {
                 prune(self.client, self.discovery, plan).await?;
                 pruned = true;
             }
-            if let Some(failure) = self.run_stage(stage).await? {
+            if let Some(mut failure) = self.run_stage(stage).await? {
+                failure.not_run = stages[i + 1..].iter().map(|s| s.kind).collect();
                 self.log.failed = Some(failure);
                 return Ok(());
             }
@@ -299,6 +302,7 @@ fn failure(stage: StageKind, waited: &WaitOutcome) -> Option<Failure> {
     Some(Failure {
         stage,
         message: format!("{what} {} {}{when}", culprit.object, culprit.health),
+        not_run: Vec::new(),
     })
 }
 

@@ -51,6 +51,12 @@ impl StatusBoard {
         *self.tools.write().unwrap_or_else(PoisonError::into_inner) = tools;
     }
 
+    /// The overall health of the named source's objects (`None` before its first
+    /// successful reconcile).
+    pub fn health_state(&self, name: &str) -> Option<State> {
+        self.read().get(name).and_then(|s| s.health.state)
+    }
+
     /// A snapshot to serve or print; the lock is held only for the copy.
     pub fn report(&self) -> StatusReport {
         let tools = self.tools.read().unwrap_or_else(PoisonError::into_inner);
@@ -145,6 +151,9 @@ pub struct SourceStatus {
     /// Whether the desired objects work (rolled out, available, …), from the watch.
     #[serde(default)]
     pub health: SourceHealth,
+    /// The sources (`depends_on`) not yet synced and healthy, while this one waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 impl SourceStatus {
@@ -163,6 +172,7 @@ impl SourceStatus {
             dry_run: false,
             objects: Vec::new(),
             health: SourceHealth::default(),
+            waiting_for: Vec::new(),
         }
     }
 
@@ -290,6 +300,9 @@ pub enum SyncResult {
     /// Live objects differ from the desired state (and were not healed).
     Drifted,
     Failed,
+    /// Its dependencies (`depends_on`) are not synced and healthy yet: nothing ran.
+    /// Reported, not waited for by `/readyz`, as a failure is.
+    Waiting,
 }
 
 impl fmt::Display for SyncResult {
@@ -299,6 +312,7 @@ impl fmt::Display for SyncResult {
             SyncResult::Synced => "synced",
             SyncResult::Drifted => "drifted",
             SyncResult::Failed => "failed",
+            SyncResult::Waiting => "waiting",
         })
     }
 }

@@ -70,10 +70,10 @@ fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
         .revision
         .as_deref()
         .map_or_else(|| "-".to_owned(), short_revision);
-    let result = if source.dry_run {
-        format!("{} (dry run)", source.result)
-    } else {
-        source.result.to_string()
+    let result = match (&source.waiting_for[..], source.dry_run) {
+        ([], false) => source.result.to_string(),
+        ([], true) => format!("{} (dry run)", source.result),
+        (waiting, _) => format!("waiting for {}", waiting.join(", ")),
     };
     let last_success = source
         .last_success
@@ -128,7 +128,7 @@ fn push_row(
 fn result_color(result: SyncResult) -> Style {
     match result {
         SyncResult::Synced => Style::Green,
-        SyncResult::Drifted | SyncResult::Pending => Style::Yellow,
+        SyncResult::Drifted | SyncResult::Pending | SyncResult::Waiting => Style::Yellow,
         SyncResult::Failed => Style::Red,
     }
 }

@@ -40,6 +40,10 @@ pub fn sync_text(log: &SyncLog) -> String {
     }
     if let Some(failed) = &log.failed {
         let _ = writeln!(out, "sync failed: {}", failed.message);
+        if !failed.not_run.is_empty() {
+            let stages: Vec<String> = failed.not_run.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "not run: {}", stages.join(", "));
+        }
     }
     out
 }
@@ -94,8 +98,8 @@ fn push_stage(out: &mut String, run: &StageRun) {
         };
         let _ = writeln!(
             out,
-            "[{label}] {}{sync} {} after {seconds:.1}s{deleted}",
-            hook.object, hook.health
+            "[{label}] {}{sync} {} after {seconds:.1}s: {}{deleted}",
+            hook.object, hook.health.state, hook.health.message
         );
     }
     for object in waited
