@@ -454,9 +454,13 @@ fn resolve(
 /// CD's `Skip`, Helm hooks a sync never runs), `Err(Some(problem))` when they are
 /// invalid or it has only a generateName without being a hook.
 fn check_role(manifest: &Manifest) -> Result<(), Option<Problem>> {
+    let object = match manifest.generate_name() {
+        Some(prefix) if manifest.name().is_empty() => format!("{}{prefix}*", manifest.object_ref()),
+        _ => manifest.object_ref().to_string(),
+    };
     let problem = |message| {
         Some(Problem {
-            object: Some(manifest.object_ref().to_string()),
+            object: Some(object.clone()),
             origin: manifest.origin.clone(),
             message,
         })

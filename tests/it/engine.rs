@@ -635,22 +635,6 @@ fn a_namespace_and_its_objects_apply_in_one_run() {
 }
 
 #[test]
-fn generate_name_objects_are_created_with_post() {
-    let env = TestEnv::new("generate-name");
-    let source = Manifests::new();
-    source.write(
-        "job.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: run-}\ndata: {k: v}\n",
-    );
-    assert_eq!(env.apply(source.path(), &[])["summary"]["created"], 1);
-    let names = env.kubectl(&["get", "configmaps", "-n", &env.ns, "-o", "name"]);
-    assert!(
-        names.lines().any(|n| n.starts_with("configmap/run-")),
-        "{names}"
-    );
-}
-
-#[test]
 fn diffs_are_colored_only_when_asked() {
     let env = TestEnv::new("color");
     let source = Manifests::new();
