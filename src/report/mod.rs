@@ -340,6 +340,73 @@ mod tests {
     }
 
     #[test]
+    fn an_ordered_plan_shows_waves_and_hooks_but_no_hook_when_nothing_is_written() {
+        let manifest = |name: &str, annotations: serde_json::Value| {
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "annotations": annotations}});
+            crate::manifest::Manifest {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                body: body.as_object().cloned().unwrap_or_default(),
+                origin: crate::manifest::Origin {
+                    file: "a.yaml".into(),
+                    line: 1,
+                },
+            }
+        };
+        let placed = |mut s: Step, annotations: serde_json::Value| {
+            let m = manifest(&s.object.name, annotations);
+            s.placement = crate::engine::order::placement_of(&m.body);
+            s.manifest = Some(m);
+            s
+        };
+        let hook = serde_json::json!({"converge.dev/hook": "pre-sync"});
+        let notify = serde_json::json!({"converge.dev/hook": "sync-fail"});
+        let mut plan = Plan {
+            steps: vec![
+                placed(step("migrate", Action::Run, None), hook),
+                placed(step("a", Action::Create, None), serde_json::json!({})),
+                placed(
+                    step("b", Action::Configure, None),
+                    serde_json::json!({"converge.dev/wave": "1"}),
+                ),
+                placed(step("notify", Action::Run, None), notify),
+            ],
+        };
+        let options = TextOptions {
+            diffs: false,
+            color: false,
+            dry_run: true,
+        };
+        assert_eq!(
+            text(&plan, options),
+            "[pre-sync] ConfigMap/ns/migrate runs
+[wave 0] ConfigMap/ns/a created
+\
+             [wave 1] ConfigMap/ns/b configured
+\
+             [sync-fail] ConfigMap/ns/notify runs if the sync fails
+
+\
+             1 created, 1 configured, 0 unchanged, 0 pruned, 2 hooks (dry run: nothing written)
+"
+        );
+        for s in &mut plan.steps {
+            if s.action != Action::Run {
+                s.action = Action::Unchanged;
+            }
+        }
+        assert_eq!(
+            text(&plan, options),
+            "0 created, 0 configured, 2 unchanged, 0 pruned (dry run: nothing written)
+"
+        );
+        let value = json(&plan, true);
+        assert_eq!(value["objects"][0]["hook"], serde_json::json!(["pre-sync"]));
+        assert_eq!(value["objects"][2]["wave"], 1);
+    }
+
+    #[test]
     fn text_shows_diffs_when_asked() {
         let options = TextOptions {
             diffs: true,

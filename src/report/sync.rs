@@ -137,3 +137,115 @@ pub fn add_sync(document: &mut Value, log: &SyncLog) {
         document["sync"] = serde_json::to_value(log).unwrap_or(Value::Null);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Failure;
+    use crate::engine::order::Phase;
+    use crate::health::{Health, WaitOutcome};
+    use crate::manifest::ObjectRef;
+    use std::time::Duration;
+
+    fn object(kind: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            group: if kind == "Job" {
+                "batch".into()
+            } else {
+                String::new()
+            },
+            kind: kind.into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        }
+    }
+
+    fn waited(objects: Vec<(ObjectRef, Health)>, seconds: f64, timed_out: bool) -> WaitOutcome {
+        WaitOutcome {
+            objects: objects
+                .into_iter()
+                .map(|(object, health)| WaitedObject {
+                    object,
+                    health,
+                    evidence: None,
+                    live: None,
+                })
+                .collect(),
+            elapsed: Duration::from_secs_f64(seconds),
+            timed_out,
+        }
+    }
+
+    #[test]
+    fn each_hook_and_wave_gets_a_line_and_the_failure_comes_last() {
+        let pre = StageKind::Hooks {
+            phase: Phase::PreSync,
+            weight: 0,
+        };
+        let migrate = object("Job", "migrate-x7k2p");
+        let log = SyncLog {
+            stages: vec![
+                StageRun {
+                    kind: pre,
+                    written: 1,
+                    hooks: vec![migrate.to_string()],
+                    waited: Some(waited(
+                        vec![(migrate.clone(), Health::ready("completed (1 succeeded)"))],
+                        1.04,
+                        false,
+                    )),
+                    deleted: vec![migrate.to_string()],
+                },
+                StageRun {
+                    kind: StageKind::Wave { wave: 0 },
+                    written: 2,
+                    hooks: Vec::new(),
+                    waited: Some(waited(
+                        vec![
+                            (object("ConfigMap", "a"), Health::ready("exists")),
+                            (object("ConfigMap", "b"), Health::progressing("not yet")),
+                        ],
+                        5.0,
+                        true,
+                    )),
+                    deleted: Vec::new(),
+                },
+            ],
+            failed: Some(Failure {
+                stage: StageKind::Wave { wave: 0 },
+                message: "wave 0: ConfigMap/ns/b progressing: not yet (not ready after 5s)".into(),
+                not_run: vec![StageKind::Wave { wave: 1 }],
+            }),
+        };
+        assert_eq!(
+            sync_text(&log),
+            "[pre-sync] Job.batch/ns/migrate-x7k2p ready after 1.0s: completed (1 succeeded); \
+             deleted by its delete policy\n\
+             [wave 0] 1 of 2 objects ready after 5.0s (timed out)\n  \
+             ConfigMap/ns/b progressing: not yet\n\
+             sync failed: wave 0: ConfigMap/ns/b progressing: not yet (not ready after 5s)\n\
+             not run: wave 1\n"
+        );
+        let json = serde_json::to_value(&log).expect("serializes");
+        assert_eq!(json["stages"][0]["stage"], "hooks");
+        assert_eq!(json["stages"][0]["phase"], "pre-sync");
+        assert_eq!(json["failed"]["wave"], 0);
+        assert_eq!(json["failed"]["notRun"][0]["stage"], "wave");
+    }
+
+    #[test]
+    fn a_wave_not_waited_for_says_what_it_wrote() {
+        let log = SyncLog {
+            stages: vec![StageRun {
+                kind: StageKind::Wave { wave: 2 },
+                written: 3,
+                hooks: Vec::new(),
+                waited: None,
+                deleted: Vec::new(),
+            }],
+            failed: None,
+        };
+        assert_eq!(sync_text(&log), "[wave 2] 3 objects written\n");
+        assert!(SyncLog::default().is_empty());
+    }
+}

@@ -289,6 +289,50 @@ fn a_failing_pre_sync_hook_stops_the_sync_and_runs_the_sync_fail_hook() {
     assert_eq!(named(&objects(&env, "jobs"), "migrate-").len(), 1);
 }
 
+#[test]
+fn a_wave_that_does_not_become_healthy_stops_the_sync_at_the_timeout() {
+    let env = TestEnv::new("ordering-wave-fails");
+    let release = copy_of("converge");
+    let path = release.path().join("20-database.yaml");
+    let database = std::fs::read_to_string(&path).expect("read");
+    let stuck = database.replace(
+        "      containers:\n      - name: db\n",
+        "      nodeSelector: {disktype: no-node-has-this}\n      containers:\n      - name: db\n",
+    );
+    assert_ne!(stuck, database);
+    std::fs::write(&path, stuck).expect("write");
+    let (out, took) = apply(&env, release.path(), &["--wait", "--timeout", "5s"]);
+    let log = stdout(&out);
+    println!("{log}");
+    assert_eq!(out.status.code(), Some(SYNC_FAILED), "{}", describe(&out));
+    println!("an unhealthy wave 0 failed the sync after {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let ns = &env.ns;
+    assert_in_order(
+        &log,
+        &[
+            "[wave 0] 1 of 2 objects ready after 5.0s (timed out)",
+            &format!("  Deployment.apps/{ns}/db progressing"),
+            "FailedScheduling",
+            &format!("[sync-fail] Job.batch/{ns}/notify-"),
+            &format!("sync failed: wave 0: Deployment.apps/{ns}/db progressing"),
+            "(not ready after 5",
+            "not run: wave 1, post-sync hooks",
+        ],
+    );
+    let all = objects(&env, "jobs,configmaps,deployments");
+    let names: Vec<&str> = all.iter().map(|o| text(o, "/metadata/name")).collect();
+    assert!(
+        names.contains(&"db-settings") && names.contains(&"db"),
+        "{names:?}"
+    );
+    for absent in ["web-settings", "web"] {
+        assert!(!names.contains(&absent), "wave 1 written: {names:?}");
+    }
+    assert!(named(&all, "smoke-").is_empty(), "{names:?}");
+    assert_eq!(named(&all, "notify-").len(), 1, "{names:?}");
+}
+
 /// `helm`: `$HELM`, else the first on `PATH`, else the one `hack/tools.sh` builds.
 fn helm() -> PathBuf {
     if let Some(helm) = std::env::var_os("HELM") {
