@@ -7,10 +7,11 @@ use super::progress::ProgressLine;
 use super::render::{self, Cluster};
 use anyhow::Result;
 use converge::engine::ApplySet;
-use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope};
+use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope, StageProgress};
 use converge::engine::{LoadedFrom, PlanOptions, check_not_empty};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
+use std::sync::{Arc, Mutex};
 
 /// What a sync does with its plan.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +44,7 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         None => Cluster::connect(&args).await?,
     };
     let dry_run = mode.dry_run();
+    let line = Arc::new(Mutex::new(ProgressLine::new()));
     let options = RunOptions {
         name,
         namespace,
@@ -55,8 +57,11 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
             Mode::Apply { wait: Some(wait) } => wait.timeout,
             _ => DEFAULT_STAGE_TIMEOUT,
         },
+        progress: Some(stage_progress(&line)),
     };
-    let outcome = engine.run(manifests, &options, None).await?;
+    let outcome = engine.run(manifests, &options, None).await;
+    lock(&line).clear();
+    let outcome = outcome?;
     if args.output == OutputFormat::Text {
         let text_options = TextOptions {
             diffs: dry_run,
@@ -89,6 +94,25 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         (Mode::Diff, _) if outcome.plan.has_changes() => Exit::Changes,
         _ => Exit::Ok,
     })
+}
+
+/// Shows where a wave or hook stands on the progress line while the sync waits.
+fn stage_progress(line: &Arc<Mutex<ProgressLine>>) -> StageProgress {
+    let line = line.clone();
+    StageProgress(Arc::new(move |stage, progress| {
+        let text = format!(
+            "[{}] {}",
+            report::stage_label(stage),
+            report::progress_line(progress)
+        );
+        lock(&line).show(&text);
+    }))
+}
+
+/// The progress line; a panic while it was held leaves it usable.
+fn lock(line: &Mutex<ProgressLine>) -> std::sync::MutexGuard<'_, ProgressLine> {
+    line.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `apply --wait`: watches every desired object until all are ready, one fails or

@@ -157,6 +157,7 @@ impl Reconciler {
             scope,
             drift: settings.drift.clone(),
             timeout: settings.wave_timeout,
+            progress: None,
         };
         let mut outcome = self.engine.run(manifests, &options, state.cache()).await?;
         let applyset = ApplySet::new(&settings.name, &settings.namespace);

@@ -2,9 +2,10 @@
 //! CRDs are Established, the deferred dry-runs that needed them, the ApplySet parent
 //! before its members (KEP-3659), everything else by kind rank, then prunes.
 
+use super::desired_kinds;
 use super::lookup::{Refusal, problems};
 use super::sequence::{Sequence, SyncLog};
-use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, api_error, desired_kinds};
+use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, StageProgress, api_error};
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
@@ -37,6 +38,7 @@ pub(super) struct Target<'a> {
     pub(super) kinds: &'a BTreeSet<GroupKind>,
     /// How long each wave and hook may take to become healthy.
     pub(super) timeout: Duration,
+    pub(super) progress: Option<&'a StageProgress>,
 }
 
 /// What carrying out a plan wrote, and how its stages went.
@@ -88,6 +90,7 @@ pub(super) async fn execute(
         discovery,
         selector: target.applyset.member_selector(),
         timeout: target.timeout,
+        progress: target.progress,
         log: SyncLog::default(),
         written,
     };

@@ -33,6 +33,7 @@ pub(crate) mod takeover;
 
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
+pub use order::StageKind;
 pub use plan::{LoadedFrom, PlanOptions, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
@@ -46,6 +47,7 @@ use memo::{forget_unchanged_dry_runs, memo_seed, remember_writes};
 
 use crate::engine::applyset::GroupKind;
 use crate::engine::plan::{Desired, Plan, PlanError};
+use crate::health::Progress;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;
@@ -79,6 +81,21 @@ pub struct RunOptions {
     /// How long each wave (when a later stage depends on it) and each hook may take
     /// to become healthy before the sync fails.
     pub timeout: Duration,
+    /// Called while a stage waits (`apply`'s progress line); `None` for the daemon.
+    pub progress: Option<StageProgress>,
+}
+
+/// Shows where a stage's wait stands.
+pub type ShowProgress = dyn Fn(StageKind, &Progress) + Send + Sync;
+
+/// A callback for the waits of a sync's stages: which stage, and where it stands.
+#[derive(Clone)]
+pub struct StageProgress(pub Arc<ShowProgress>);
+
+impl std::fmt::Debug for StageProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StageProgress")
+    }
 }
 
 /// The default of [`RunOptions::timeout`] (`--timeout`, a source's `wave_timeout`).
@@ -309,6 +326,7 @@ impl Engine {
             scope,
             kinds: &kinds,
             timeout: options.timeout,
+            progress: options.progress.as_ref(),
         };
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;

@@ -5,7 +5,7 @@
 //! a [`SyncLog`] for the report, `/status` and `apply --wait`.
 
 use super::execute::{apply_all, delete, group_by_rank, object_path, prune};
-use super::{EngineError, api_error};
+use super::{EngineError, StageProgress, api_error};
 use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait};
 use crate::engine::plan::{Plan, Step};
 use crate::health::{self, State, WaitOptions, WaitOutcome};
@@ -71,6 +71,7 @@ pub(super) struct Sequence<'a> {
     pub(super) selector: String,
     /// How long each stage may take to become healthy.
     pub(super) timeout: Duration,
+    pub(super) progress: Option<&'a StageProgress>,
     pub(super) log: SyncLog,
     pub(super) written: Vec<(ObjectRef, Value)>,
 }
@@ -154,7 +155,7 @@ impl Sequence<'_> {
             deleted: Vec::new(),
         };
         if !waiting.is_empty() {
-            let waited = self.wait(&waiting).await;
+            let waited = self.wait(stage.kind, &waiting).await;
             run.deleted = self.apply_delete_policies(&hooks, &waited).await;
             run.waited = Some(waited);
         }
@@ -165,13 +166,25 @@ impl Sequence<'_> {
 
     /// Waits until every object is healthy, one failed, or the stage's time is up;
     /// explains what is not healthy.
-    async fn wait(&self, objects: &[ObjectRef]) -> WaitOutcome {
+    async fn wait(&self, stage: StageKind, objects: &[ObjectRef]) -> WaitOutcome {
         let options = WaitOptions {
             timeout: self.timeout,
         };
         let (client, discovery) = (self.client, self.discovery);
-        let mut waited =
-            health::wait(client, discovery, &self.selector, objects, options, |_| {}).await;
+        let progress = |p: &health::Progress| {
+            if let Some(StageProgress(show)) = self.progress {
+                show(stage, p);
+            }
+        };
+        let mut waited = health::wait(
+            client,
+            discovery,
+            &self.selector,
+            objects,
+            options,
+            progress,
+        )
+        .await;
         if !waited.all_ready() {
             health::explain(client, &mut waited).await;
         }

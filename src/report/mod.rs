@@ -9,7 +9,7 @@ mod sync;
 
 pub use diff::diff_text;
 pub use status_table::status_text;
-pub use sync::{add_sync, sync_text};
+pub use sync::{add_sync, stage_label, sync_text};
 
 use crate::engine::plan::{Action, Plan};
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};

@@ -48,11 +48,16 @@ pub fn sync_text(log: &SyncLog) -> String {
     out
 }
 
-fn push_stage(out: &mut String, run: &StageRun) {
-    let label = match run.kind {
+/// `pre-sync`, `wave 1`: how lines of a stage are marked.
+pub fn stage_label(kind: StageKind) -> String {
+    match kind {
         StageKind::Hooks { phase, .. } => phase.to_string(),
         StageKind::Wave { wave } => format!("wave {wave}"),
-    };
+    }
+}
+
+fn push_stage(out: &mut String, run: &StageRun) {
+    let label = stage_label(run.kind);
     let Some(waited) = &run.waited else {
         let _ = writeln!(out, "[{label}] {} written", count(run.written));
         return;
