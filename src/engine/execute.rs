@@ -9,12 +9,13 @@ use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, StageProgress, api_e
 use crate::engine::applyset::{ApplySet, GroupKind};
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
+use crate::engine::recreate;
 use crate::engine::takeover::Takeover;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
     Preconditions, PropagationPolicy,
 };
-use crate::manifest::{Manifest, ObjectRef};
+use crate::manifest::{Manifest, ObjectRef, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -194,7 +195,7 @@ pub(super) fn deferred_objects(desired: &[Desired]) -> BTreeSet<ObjectRef> {
 
 /// Dry-runs the deferred objects now that their Namespaces and CRDs exist, before
 /// any of them is written: a rejected object stops the run with only the first
-/// stage (Namespaces, CRDs) applied.
+/// stage (Namespaces, CRDs) applied. Hooks are among them.
 async fn validate_deferred(
     client: &Client,
     discovery: &Discovery,
@@ -206,26 +207,88 @@ async fn validate_deferred(
         .copied()
         .filter(|s| deferred.contains(&s.object))
         .collect();
-    let results: Vec<Result<(), Refusal>> = stream::iter(0..pending.len())
-        .map(|i| dry_run_step(client, discovery, pending[i]).boxed())
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let problems = problems(results.into_iter().filter_map(Result::err))?;
+    let problems = dry_run_all(client, discovery, &pending).await?;
     if problems.is_empty() {
         return Ok(());
     }
     Err(EngineError::RejectedAfterFirstStage(problems))
 }
 
+/// Dry-runs the hooks of a plan that writes something, for a run that writes
+/// nothing (`diff`, `--dry-run`; a real run validates them with the deferred
+/// objects). Hooks in a Namespace, or of a kind, this run creates cannot be.
+pub(super) async fn validate_hooks(
+    client: &Client,
+    discovery: &Discovery,
+    plan: &Plan,
+    new_namespaces: &BTreeSet<String>,
+) -> Result<(), EngineError> {
+    let hooks: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| s.placement.is_hook())
+        .filter(|s| {
+            !s.object
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| new_namespaces.contains(ns))
+        })
+        .filter(|s| {
+            discovery
+                .resolve(&s.object.group, "", &s.object.kind)
+                .is_ok()
+        })
+        .collect();
+    let problems = dry_run_all(client, discovery, &hooks).await?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Rejected(problems))
+}
+
+/// Dry-runs every step; the problems of those the server refuses.
+async fn dry_run_all(
+    client: &Client,
+    discovery: &Discovery,
+    steps: &[&Step],
+) -> Result<Vec<Problem>, EngineError> {
+    let results: Vec<Result<(), Refusal>> = stream::iter(0..steps.len())
+        .map(|i| dry_run_step(client, discovery, steps[i]).boxed())
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    problems(results.into_iter().filter_map(Result::err))
+}
+
 async fn dry_run_step(client: &Client, discovery: &Discovery, step: &Step) -> Result<(), Refusal> {
     let Some(manifest) = &step.manifest else {
         return Ok(());
     };
-    send(client, discovery, manifest, true)
-        .await
+    let answer = match step.placement.is_hook() {
+        true => dry_run_hook(client, discovery, manifest).await,
+        false => send(client, discovery, manifest, true).await,
+    };
+    answer
         .map(drop)
         .map_err(|e| Refusal::of(step.object.clone(), &manifest.origin, e))
+}
+
+/// A hook is created anew each time it runs: validated by a dry-run creation (a
+/// named one under a generated name, as its previous run's object may be there).
+async fn dry_run_hook(
+    client: &Client,
+    discovery: &Discovery,
+    manifest: &Manifest,
+) -> Result<Value, KubeError> {
+    let resource = discovery.resolve(manifest.group(), manifest.version(), &manifest.kind)?;
+    let body = match manifest.name() {
+        "" => Value::Object(manifest.body.clone()),
+        _ => recreate::probe_body(manifest),
+    };
+    let path = resource.path(manifest.namespace(), None);
+    client
+        .create(&path, &body, &PostParams { dry_run: true })
+        .await
 }
 
 pub(super) fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {

@@ -11,9 +11,8 @@ use crate::compact::CompactObject;
 use crate::engine::applyset::GroupKind;
 use crate::engine::order;
 use crate::engine::plan::{Desired, Evaluation};
-use crate::engine::recreate;
 use crate::kube::watch::Store;
-use crate::kube::{ApiResource, Client, Error as KubeError, ListParams, PostParams};
+use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
 use crate::manifest::{Manifest, ObjectRef, Origin, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -240,6 +239,11 @@ async fn fetch_one(
     lookup: &LiveLookup<'_>,
     rules: &DriftRules,
 ) -> Result<Desired, Refusal> {
+    // A hook is created anew each time it runs, never compared with a live object:
+    // it is validated only when the run writes something (see `execute`).
+    if order::placement_of(&r.manifest.body).is_hook() {
+        return Ok(Desired::new(r.manifest, None, Evaluation::Deferred));
+    }
     let reject = |e: KubeError| Refusal::of(r.manifest.object_ref(), &r.manifest.origin, e);
     let waits_for_namespace = r
         .manifest
@@ -249,20 +253,6 @@ async fn fetch_one(
         return Ok(Desired::new(r.manifest, None, Evaluation::Deferred));
     };
     let ns = r.manifest.namespace();
-    if order::placement_of(&r.manifest.body).is_hook() {
-        // A hook is created anew each time it runs (the live one, if any, is an
-        // earlier run's): validated by a dry-run creation, never compared.
-        let probe = match r.manifest.name() {
-            "" => Value::Object(r.manifest.body.clone()),
-            _ => recreate::probe_body(&r.manifest),
-        };
-        let params = PostParams { dry_run: true };
-        let dry_run = client
-            .create(&resource.path(ns, None), &probe, &params)
-            .await
-            .map_err(reject)?;
-        return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));
-    }
     let path = resource.path(ns, Some(r.manifest.name()));
     let live = match lookup.known(&r.manifest.object_ref()) {
         Some(live) => live,

@@ -39,7 +39,7 @@ pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
 pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
 
-use execute::{Executed, Target, deferred_objects, execute, parent_path};
+use execute::{Executed, Target, deferred_objects, execute, parent_path, validate_hooks};
 pub use lookup::Cache;
 use lookup::{fetch_and_dry_run, namespaces_created_here};
 pub use memo::Memo;
@@ -312,6 +312,9 @@ impl Engine {
         };
         let plan = plan::plan(desired, &owned, plan_options)?;
         forget_unchanged_dry_runs(&plan, &mut memo);
+        if options.dry_run && plan.has_changes() {
+            validate_hooks(client, &self.discovery, &plan, &new_namespaces).await?;
+        }
         if options.dry_run || !plan.has_changes() {
             return Ok(Outcome {
                 plan,

@@ -450,6 +450,46 @@ fn a_generate_name_object_without_a_hook_annotation_is_refused() {
     assert!(!names.contains("run-"), "{names}");
 }
 
+#[test]
+fn an_invalid_hook_is_refused_before_anything_is_written() {
+    let env = TestEnv::new("ordering-invalid-hook");
+    let release = copy_of("converge");
+    let path = release.path().join("10-migrate.yaml");
+    let migrate = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        migrate.replace("backoffLimit: 0", "backoffLimit: -1"),
+    )
+    .expect("write");
+    for command in ["diff", "apply"] {
+        let out = env
+            .converge_command()
+            .arg(command)
+            .arg(release.path())
+            .args(["-n", &env.ns, "--name", "release"])
+            .output()
+            .expect("run converge");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", describe(&out));
+        assert!(
+            stderr.contains("10-migrate.yaml:4: Job.batch/") && stderr.contains("backoffLimit"),
+            "{command}: {stderr}"
+        );
+    }
+    let written = env.kubectl(&[
+        "get",
+        "jobs,configmaps,deployments",
+        "-n",
+        &env.ns,
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !written.contains("db") && !written.contains("job"),
+        "{written}"
+    );
+}
+
 /// A daemon config with the given `[[source]]` tables (`{ns}` is the test's
 /// namespace).
 fn daemon_config(sources: &str) -> String {
