@@ -232,7 +232,8 @@ impl SourceState {
                 self.recorded = Some(outcome.member_kinds.clone());
                 self.watch_kinds(engine, applyset, &outcome.member_kinds);
                 self.desired = outcome.plan.named_desired().cloned().collect();
-                self.baseline = Some(Baseline::of(&self.files));
+                let has_hooks = outcome.plan.steps.iter().any(|s| s.placement.is_hook());
+                self.baseline = Some(Baseline::of(&self.files, has_hooks));
                 self.drifted.clear();
                 self.needs_full = false;
             }

@@ -27,11 +27,11 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Every file of `files` as it is now.
-    pub fn of(files: &FileCache) -> Self {
+    /// Every file of `files` as it is now, applied by a run whose plan `has_hooks`.
+    pub fn of(files: &FileCache, has_hooks: bool) -> Self {
         Baseline {
             files: files.parsed().map(|(path, p)| entry(path, p)).collect(),
-            has_hooks: files.manifests().any(is_hook),
+            has_hooks,
         }
     }
 
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_changed_file_is_all_a_new_revision_needs() {
         let mut source = four_files();
-        let baseline = Baseline::of(&source.files);
+        let baseline = Baseline::of(&source.files, false);
         assert_eq!(
             source.targeted(&baseline, &[]),
             None,
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn the_changed_files_are_named_for_the_baseline() {
         let mut source = four_files();
-        let mut baseline = Baseline::of(&source.files);
+        let mut baseline = Baseline::of(&source.files, false);
         source.write("2.yaml", &cm("c2", "2"));
         let drifted = BTreeSet::new();
         let since = Since {
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn drifted_objects_are_found_in_the_default_namespace_and_added() {
         let mut source = four_files();
-        let baseline = Baseline::of(&source.files);
+        let baseline = Baseline::of(&source.files, false);
         assert_eq!(
             source.targeted(&baseline, &[live("c1", "default")]),
             Some(vec!["c1".into()])
@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn added_removed_or_renamed_objects_take_a_full_reconcile() {
         let mut source = four_files();
-        let baseline = Baseline::of(&source.files);
+        let baseline = Baseline::of(&source.files, false);
         source.write("4.yaml", &cm("c4", "1"));
         assert_eq!(source.targeted(&baseline, &[]), None, "a new file");
         source.remove("4.yaml");
@@ -324,12 +324,12 @@ mod tests {
                     annotations: {converge.dev/hook: pre-sync}\n";
         let mut source = four_files();
         source.write("hook.yaml", hook);
-        let baseline = Baseline::of(&source.files);
+        let baseline = Baseline::of(&source.files, true);
         source.write("2.yaml", &cm("c2", "2"));
         assert_eq!(source.targeted(&baseline, &[]), None, "its hooks must run");
         // A named object that becomes a hook.
         let mut source = four_files();
-        let baseline = Baseline::of(&source.files);
+        let baseline = Baseline::of(&source.files, false);
         let named = cm("c2", "1").replace(
             "  name: c2\n",
             "  name: c2\n  annotations: {argocd.argoproj.io/hook: PostSync}\n",
@@ -345,7 +345,7 @@ mod tests {
             "ns.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
         );
-        let mut baseline = Baseline::of(&source.files);
+        let mut baseline = Baseline::of(&source.files, false);
         source.write(
             "ns.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {a: b}\n",
