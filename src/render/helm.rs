@@ -4,7 +4,8 @@
 //! `--api-versions`): a `go install`-built helm otherwise assumes Kubernetes v1.20,
 //! and charts with `kubeVersion: >=1.23` refuse to render. CRDs are included,
 //! `helm test` hooks never (`--skip-tests`, and any object whose `helm.sh/hook` is
-//! a `test*` left out here too); other hooks are applied as ordinary objects.
+//! a `test*` left out here too); the engine runs the other hooks as hooks
+//! (`engine::order` maps `helm.sh/hook` to its phases).
 //! Dependencies must be vendored in `charts/`: a render never downloads. Every file
 //! of the chart and every values file must resolve inside the source root.
 

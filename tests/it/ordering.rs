@@ -2,7 +2,8 @@
 //! pre-sync hooks, waves and post-sync hooks in order (timestamps and
 //! resourceVersions prove it), nothing run again when nothing changed (CLI and
 //! daemon), a failing hook that stops the sync with its evidence and runs the
-//! sync-fail hook, Argo CD's annotations and a Helm chart's hooks, `depends_on`
+//! sync-fail hook, Argo CD's annotations and a Helm chart's hooks (rendered by
+//! converge's `helm template`), `depends_on`
 //! between sources, and `generateName` objects outside hooks refused.
 
 use crate::common::daemon::Daemon;
@@ -333,46 +334,16 @@ fn a_wave_that_does_not_become_healthy_stops_the_sync_at_the_timeout() {
     assert_eq!(named(&all, "notify-").len(), 1, "{names:?}");
 }
 
-/// `helm`: `$HELM`, else the first on `PATH`, else the one `hack/tools.sh` builds.
-fn helm() -> PathBuf {
-    if let Some(helm) = std::env::var_os("HELM") {
-        return PathBuf::from(helm);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("helm"))
-            .find(|p| p.is_file())
-    });
-    let cache = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/converge/tools"));
-    let built = cache.and_then(|dir| {
-        let entries = std::fs::read_dir(dir).ok()?;
-        entries
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin/helm"))
-            .find(|p| p.is_file())
-    });
-    on_path
-        .or(built)
-        .expect("helm is needed: set HELM, put it on PATH, or build it (hack/tools.sh build)")
-}
-
-/// `helm template shop CHART ARGS…` into a directory of its own.
-fn render_chart(args: &[&str]) -> Manifests {
-    let out = std::process::Command::new(helm())
-        .args(["template", "shop"])
-        .arg(fixture("helm-chart"))
-        .args(args)
-        .output()
-        .expect("run helm template");
-    assert!(out.status.success(), "{}", describe(&out));
-    Manifests::with("shop.yaml", &stdout(&out))
-}
-
 #[test]
 fn a_helm_charts_pre_install_and_post_install_hooks_run_in_order() {
     let env = TestEnv::new("ordering-helm");
-    let rendered = render_chart(&[]);
-    let (out, took) = apply(&env, rendered.path(), &["--wait", "--timeout", "2m"]);
+    let chart = fixture("helm-chart");
+    let release = ["--release", "shop"];
+    let (out, took) = apply(
+        &env,
+        &chart,
+        &[&release[..], &["--wait", "--timeout", "2m"]].concat(),
+    );
     let log = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     println!("{log}\nhelm chart applied in {took:?}");
@@ -417,11 +388,11 @@ fn a_helm_charts_pre_install_and_post_install_hooks_run_in_order() {
 
     // An upgrade runs the hooks again (pre-upgrade, post-upgrade); the named hooks
     // of the first run are deleted before they are created again.
-    let (out, _) = apply(&env, rendered.path(), &[]);
+    let (out, _) = apply(&env, &chart, &release);
     assert!(!stdout(&out).contains("[pre-sync]"), "{}", describe(&out));
     let migrate_uid = text(migrate, "/metadata/uid").to_string();
-    let upgraded = render_chart(&["--set", "replicas=3"]);
-    let (out, took) = apply(&env, upgraded.path(), &[]);
+    let upgrade = [&release[..], &["--set", "replicas=3"]].concat();
+    let (out, took) = apply(&env, &chart, &upgrade);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     println!("upgrade with hooks: {took:?}");
     let all = objects(&env, "jobs");
