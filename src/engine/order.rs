@@ -9,7 +9,7 @@
 //!
 //! Pure: unit-tested here; [`crate::engine::sequence`] carries the stages out.
 
-use crate::engine::plan::{Action, Step};
+use crate::engine::plan::{Action, Step, is_first_stage};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -333,7 +333,7 @@ impl Stage<'_> {
                     s.action,
                     Action::Create | Action::Configure | Action::Recreate
                 )
-                && !crate::engine::plan::is_first_stage(&s.object.group, &s.object.kind)
+                && !is_first_stage(&s.object.group, &s.object.kind)
         })
     }
 

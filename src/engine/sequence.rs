@@ -6,7 +6,7 @@
 
 use super::execute::{apply_all, delete, group_by_rank, object_path, prune};
 use super::{EngineError, StageProgress, api_error};
-use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait};
+use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait, is_live_hook};
 use crate::engine::plan::{Plan, Step};
 use crate::health::{self, State, WaitOptions, WaitOutcome};
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams, PostParams};
@@ -242,7 +242,7 @@ impl Sequence<'_> {
             live.pointer("/metadata/generateName")
                 .and_then(Value::as_str)
                 == Some(prefix)
-                && crate::engine::order::is_live_hook(live)
+                && is_live_hook(live)
         });
         for live in previous {
             let (Some(old), Some(uid)) = (ObjectRef::of_live(live), uid_of(live)) else {
