@@ -44,6 +44,8 @@ pub const DEFAULT_WAVE_TIMEOUT: Duration = crate::engine::DEFAULT_STAGE_TIMEOUT;
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The branch a Git source follows when it names no branch, tag or commit.
 pub const DEFAULT_BRANCH: &str = "main";
+/// The Lease leader election takes when `[leader_election]` names none.
+pub const DEFAULT_LEASE_NAME: &str = "converge";
 
 /// Looks up an environment variable; injectable so tests need not mutate the process
 /// environment (which is `unsafe` and racy with parallel tests).
@@ -95,6 +97,104 @@ pub struct Config {
     pub render: RenderConfig,
     /// `[limits]`: the largest and deepest manifest file converge reads.
     pub limits: manifest::Limits,
+    /// `[leader_election]`: which replica writes, when several run.
+    pub leader_election: LeaderElectionConfig,
+}
+
+/// `[leader_election]`: replicas elect who writes with `coordination.k8s.io/v1`
+/// Leases, with client-go's semantics and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderElectionConfig {
+    /// Off unless `enabled = true` (or `converge run --leader-elect`).
+    pub enabled: bool,
+    /// One Lease for the daemon, or one per source shared out among replicas.
+    pub scope: ElectionScope,
+    /// Where the Leases live; `None`: the kubeconfig context's (or the service
+    /// account's) namespace.
+    pub namespace: Option<String>,
+    /// The Lease's name (default "converge"); per-source Leases are `<name>-<source>`.
+    pub name: String,
+    pub timing: LeaseTiming,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            scope: ElectionScope::Daemon,
+            namespace: None,
+            name: DEFAULT_LEASE_NAME.into(),
+            timing: LeaseTiming::default(),
+        }
+    }
+}
+
+/// What one Lease elects a writer for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionScope {
+    /// One leader writes every source; the others stand by (`shard = false`).
+    Daemon,
+    /// Every source has its own Lease and replicas share them out (`shard = true`).
+    Source,
+}
+
+/// client-go's three leader-election durations. Invariant (checked when read):
+/// `lease_duration > renew_deadline > 1.2 × retry_period > 0`, and the lease
+/// duration is whole seconds (the Lease stores `leaseDurationSeconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a Lease holds after its last renewal, as others measure it.
+    pub lease_duration: Duration,
+    /// How long a leader keeps writing without a successful renewal.
+    pub renew_deadline: Duration,
+    /// How often a Lease is renewed or tried.
+    pub retry_period: Duration,
+}
+
+impl Default for LeaseTiming {
+    /// client-go's (and kube-controller-manager's) 15 s, 10 s, 2 s.
+    fn default() -> Self {
+        LeaseTiming {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaseTiming {
+    /// Why these durations cannot elect safely, if they cannot. client-go's rules:
+    /// a leader must give up before others may take over, and must get more than
+    /// one try at renewing before it gives up.
+    pub fn problem(&self) -> Option<String> {
+        let LeaseTiming {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        } = *self;
+        if retry_period.is_zero() {
+            return Some("retry_period must be more than zero".into());
+        }
+        if lease_duration.subsec_nanos() != 0 {
+            return Some(format!(
+                "lease_duration = {:?}: must be whole seconds (a Lease holds leaseDurationSeconds)",
+                lease_duration
+            ));
+        }
+        if lease_duration <= renew_deadline {
+            return Some(format!(
+                "lease_duration ({lease_duration:?}) must be longer than renew_deadline \
+                 ({renew_deadline:?}): a leader must stop writing before others may take over"
+            ));
+        }
+        if renew_deadline.as_secs_f64() <= 1.2 * retry_period.as_secs_f64() {
+            return Some(format!(
+                "renew_deadline ({renew_deadline:?}) must be longer than 1.2 × retry_period \
+                 ({retry_period:?}): a leader needs more than one try to renew"
+            ));
+        }
+        None
+    }
 }
 
 /// `[render]`: where kustomize and helm are (default: on `PATH`; `kubectl
@@ -311,6 +411,20 @@ struct RawConfig {
     render: RawRender,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    leader_election: RawLeaderElection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaderElection {
+    enabled: Option<bool>,
+    shard: Option<bool>,
+    namespace: Option<String>,
+    name: Option<String>,
+    lease_duration: Option<toml::Value>,
+    renew_deadline: Option<toml::Value>,
+    retry_period: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -450,6 +564,7 @@ impl Checker<'_> {
         let sources = self.sources(raw.sources);
         let render = self.render(raw.render);
         let limits = self.limits(raw.limits);
+        let leader_election = self.leader_election(raw.leader_election, &sources);
         Config {
             path,
             cluster,
@@ -458,6 +573,73 @@ impl Checker<'_> {
             sources,
             render,
             limits,
+            leader_election,
+        }
+    }
+
+    fn leader_election(
+        &mut self,
+        raw: RawLeaderElection,
+        sources: &[SourceConfig],
+    ) -> LeaderElectionConfig {
+        let at = "[leader_election]";
+        let defaults = LeaseTiming::default();
+        let timing = LeaseTiming {
+            lease_duration: self.duration(
+                at,
+                "lease_duration",
+                raw.lease_duration.as_ref(),
+                defaults.lease_duration,
+            ),
+            renew_deadline: self.duration(
+                at,
+                "renew_deadline",
+                raw.renew_deadline.as_ref(),
+                defaults.renew_deadline,
+            ),
+            retry_period: self.duration(
+                at,
+                "retry_period",
+                raw.retry_period.as_ref(),
+                defaults.retry_period,
+            ),
+        };
+        if let Some(problem) = timing.problem() {
+            self.problem(at, problem);
+        }
+        if let Some(ns) = raw.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+            self.problem(
+                at,
+                format!("namespace = {ns:?}: not a valid namespace name"),
+            );
+        }
+        let name = raw.name.unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
+        let scope = match raw.shard {
+            Some(true) => ElectionScope::Source,
+            _ => ElectionScope::Daemon,
+        };
+        // Per-source Leases are `<name>-<source>`: the longest must stay a DNS label.
+        let longest = match scope {
+            ElectionScope::Source => sources.iter().map(|s| s.name.len() + 1).max(),
+            ElectionScope::Daemon => None,
+        }
+        .unwrap_or(0);
+        if !is_dns_label(&name) || name.len() + longest > 63 {
+            self.problem(
+                at,
+                format!(
+                    "name = {name:?}: not a DNS label of at most {} characters (Leases are \
+                     named <name> and <name>-<source>)",
+                    63usize.saturating_sub(longest)
+                ),
+            );
+        }
+        LeaderElectionConfig {
+            enabled: raw.enabled.unwrap_or(false),
+            scope,
+            namespace: raw.namespace,
+            name,
+            timing,
         }
     }
 
@@ -1978,5 +2160,57 @@ mod tests {
         ] {
             assert!(problems.contains(part), "{part:?} not in {problems}");
         }
+    }
+
+    #[test]
+    fn leader_election_is_off_with_client_go_defaults() {
+        let fx = Fixture::new();
+        let election = fx.parse(DIR).unwrap().leader_election;
+        assert_eq!(election, LeaderElectionConfig::default());
+        assert!(!election.enabled);
+        assert_eq!(election.name, "converge");
+        assert_eq!(
+            (
+                election.timing.lease_duration.as_secs(),
+                election.timing.renew_deadline.as_secs(),
+                election.timing.retry_period.as_secs()
+            ),
+            (15, 10, 2)
+        );
+    }
+
+    #[test]
+    fn leader_election_is_read() {
+        let fx = Fixture::new();
+        let text = format!(
+            "{DIR}[leader_election]\nenabled = true\nshard = true\nnamespace = \"ops\"\n\
+             name = \"gitops\"\nlease_duration = \"6s\"\nrenew_deadline = \"4s\"\n\
+             retry_period = \"500ms\"\n"
+        );
+        let election = fx.parse(&text).unwrap().leader_election;
+        assert!(election.enabled);
+        assert_eq!(election.scope, ElectionScope::Source);
+        assert_eq!(election.namespace.as_deref(), Some("ops"));
+        assert_eq!(election.name, "gitops");
+        assert_eq!(election.timing.retry_period, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn leader_election_timings_must_let_a_leader_stop_first() {
+        let fx = Fixture::new();
+        let bad = |keys: &str| fx.problem(&format!("{DIR}[leader_election]\n{keys}"));
+        assert_contains(
+            &bad("lease_duration = \"10s\"\n"),
+            &["[leader_election]", "longer than renew_deadline"],
+        );
+        assert_contains(&bad("retry_period = \"9s\"\n"), &["1.2 × retry_period"]);
+        assert_contains(&bad("lease_duration = \"15.5s\"\n"), &["whole seconds"]);
+        assert_contains(&bad("retry_period = 2\n"), &["retry_period = 2", "quoted"]);
+        assert_contains(&bad("name = \"Con_verge\"\n"), &["name = \"Con_verge\""]);
+        let long = "x".repeat(60);
+        assert_contains(
+            &bad(&format!("shard = true\nname = \"{long}\"\n")),
+            &["at most 59 characters"],
+        );
     }
 }

@@ -93,6 +93,14 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, env = "CONVERGE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Run as one of several replicas: only the holder of a Lease writes, the
+    /// others stand by (as [leader_election] enabled = true).
+    #[arg(long, env = "CONVERGE_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// This replica's identity in the Leases. Default: hostname_pid (in a Pod the
+    /// hostname is the Pod's name).
+    #[arg(long, env = "CONVERGE_ID", value_parser = parse_identity)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +320,14 @@ fn parse_name(name: &str) -> Result<String, String> {
              starting and ending with a letter or digit"
         ))
     }
+}
+
+/// A Lease holder identity: any text, but not empty or blank.
+fn parse_identity(id: &str) -> Result<String, String> {
+    if id.trim().is_empty() {
+        return Err("the identity must not be empty".into());
+    }
+    Ok(id.to_string())
 }
 
 /// The version line printed by `converge version`.

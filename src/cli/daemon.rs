@@ -3,8 +3,8 @@
 use super::Exit;
 use super::args::RunArgs;
 use anyhow::{Context, Result};
-use converge::config::Config;
-use converge::daemon::{self, DaemonOptions, SourceSpec, shutdown};
+use converge::config::{Config, LeaderElectionConfig};
+use converge::daemon::{self, DaemonOptions, ElectionOptions, SourceSpec, shutdown};
 use converge::engine::Engine;
 use converge::kube::{Client, ClusterConfig};
 use converge::render::{Renderer, Tools};
@@ -18,6 +18,12 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         .or_else(|| config.cluster.kubeconfig.clone());
     let context = args.context.or_else(|| config.cluster.context.clone());
     let cluster = ClusterConfig::load(kubeconfig.as_deref(), context.as_deref())?;
+    let election = if args.leader_elect || config.leader_election.enabled {
+        let client = Client::new(cluster.clone())?;
+        Some(election(&config.leader_election, client, args.id))
+    } else {
+        None
+    };
     let engine = Engine::connect(Client::new(cluster)?)
         .await
         .context("cannot reach the cluster")?;
@@ -39,7 +45,36 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         listen: args.listen.unwrap_or(config.server.listen),
         dry_run: args.dry_run,
         renderer: Renderer::new(tools, config.render.limits),
+        election,
     };
     daemon::run(engine, specs, options, shutdown).await?;
     Ok(Exit::Ok)
+}
+
+/// The election `[leader_election]` describes, with a client of its own; the
+/// Leases go to the client's namespace unless the config names one.
+fn election(config: &LeaderElectionConfig, client: Client, id: Option<String>) -> ElectionOptions {
+    ElectionOptions {
+        namespace: config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        client,
+        name: config.name.clone(),
+        identity: id.unwrap_or_else(default_identity),
+        timing: config.timing,
+        scope: config.scope,
+    }
+}
+
+/// `hostname_pid`, as client-go's examples name a replica: unique on one machine,
+/// and in a Pod (whose hostname is its name) unique in the cluster.
+fn default_identity() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "converge".into());
+    format!("{hostname}_{}", std::process::id())
 }

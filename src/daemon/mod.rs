@@ -7,6 +7,8 @@
 //! source a reconcile must look at; [`events`] posts Kubernetes Events.
 
 pub(crate) mod events;
+mod leader;
+mod lease;
 pub(crate) mod reconcile;
 mod scheduler;
 pub mod shutdown;
@@ -14,8 +16,10 @@ mod source_task;
 mod state;
 mod targeting;
 
-use crate::config::{SourceConfig, SourceKind as ConfigKind};
+use crate::config::{ElectionScope, LeaseTiming, SourceConfig, SourceKind as ConfigKind};
 use crate::daemon::events::Events;
+use crate::daemon::leader::{Duty, LeaderElection, Leadership};
+use crate::daemon::lease::Leases;
 use crate::daemon::reconcile::{Reconciler, Settings};
 use crate::daemon::scheduler::Board;
 use crate::daemon::shutdown::Shutdown;
@@ -23,9 +27,10 @@ use crate::daemon::source_task::{Inputs, SourceTask};
 use crate::engine::Engine;
 use crate::http::metrics::Metrics;
 use crate::http::server::{self, Hook, ServerState};
-use crate::http::status::{SourceType, StatusBoard};
 use crate::manifest::Limits;
 use crate::render::Renderer;
+use crate::http::status::{ElectionKind, ReplicaRole, ReplicaStatus, SourceType, StatusBoard};
+use crate::kube::Client;
 use crate::source::{Source, SourceError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// How long an in-flight reconcile may take to finish after SIGTERM.
@@ -78,6 +84,7 @@ impl SourceSpec {
                 render: config.render.clone(),
                 limits,
                 wave_timeout: config.wave_timeout,
+                duty: Duty::Converge,
             },
             kind,
             location: source.location(),
@@ -90,14 +97,34 @@ impl SourceSpec {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonOptions {
     pub listen: SocketAddr,
     /// Report drift, never write (`converge run --dry-run`).
     pub dry_run: bool,
     /// kustomize and helm, found at start-up.
     pub renderer: Renderer,
+    /// Elect who writes among replicas; `None`: this one always writes.
+    pub election: Option<ElectionOptions>,
 }
+
+/// Leader election among replicas (`[leader_election]`, `--leader-elect`).
+#[derive(Clone)]
+pub struct ElectionOptions {
+    /// A client of its own, so a renewal never waits behind a reconcile's requests.
+    pub client: Client,
+    /// Where the Leases live.
+    pub namespace: String,
+    /// The Lease's name (shard mode: the prefix of the per-source Leases).
+    pub name: String,
+    /// This replica, as the Leases name their holders.
+    pub identity: String,
+    pub timing: LeaseTiming,
+    pub scope: ElectionScope,
+}
+
+/// How long the Lease may take to be released at shutdown.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -144,6 +171,10 @@ pub async fn run(
     reconciler
         .status
         .set_tools(reconciler.renderer.tools().status());
+    let (election, leadership) = match options.election {
+        Some(election) => start_election(election, &reconciler.status, &metrics),
+        None => (None, Leadership::sole()),
+    };
     let mut hooks = HashMap::new();
     let mut tasks = Vec::new();
     let board = Arc::new(watch::Sender::new(Board::new()));
@@ -166,6 +197,7 @@ pub async fn run(
             hook: hook_rx,
             shutdown: shutdown.clone(),
             board: board.clone(),
+            leadership: leadership.clone(),
         };
         let task = SourceTask::new(reconciler.clone(), spec, inputs);
         tasks.push(tokio::spawn(task.run()));
@@ -184,12 +216,54 @@ pub async fn run(
     waiting.wait().await;
     info!("shutting down: letting in-flight reconciles finish");
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    for task in tasks {
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            warn!("a reconcile did not finish within the shutdown grace period");
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            warn!("a reconcile did not finish within the shutdown grace period; stopping it");
+            task.abort();
+            let _ = task.await;
         }
+    }
+    // Only now that nothing writes may the Lease go to another replica.
+    if let Some((stop, task)) = election {
+        stop.fire();
+        let _ = tokio::time::timeout(RELEASE_GRACE, task).await;
     }
     let _ = tokio::time::timeout_at(deadline + Duration::from_millis(500), server).await;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the election task; returns its stop trigger and handle, and the
+/// sources' view of it.
+fn start_election(
+    options: ElectionOptions,
+    status: &StatusBoard,
+    metrics: &Metrics,
+) -> (Option<(shutdown::Trigger, JoinHandle<()>)>, Leadership) {
+    let observer = metrics.clone();
+    options
+        .client
+        .observe_requests(Arc::new(move |_| observer.count_api_request("lease")));
+    let leases = Leases::new(options.client, &options.namespace, &options.name);
+    status.set_replica(ReplicaStatus {
+        identity: options.identity.clone(),
+        election: ElectionKind::Leader,
+        lease: leases.describe(&options.name),
+        role: Some(ReplicaRole::Follower),
+        leader: None,
+    });
+    let (election, role) = LeaderElection::new(
+        leases,
+        &options.name,
+        &options.identity,
+        options.timing,
+        status.clone(),
+        metrics.clone(),
+    );
+    let (trigger, stop) = shutdown::channel();
+    let task = tokio::spawn(election.run(stop));
+    (
+        Some((trigger, task)),
+        Leadership::new(role, &options.identity),
+    )
 }

@@ -3,6 +3,7 @@
 //! to call it, and what a failure leads to.
 
 use crate::daemon::events::{EventReason, Events};
+use crate::daemon::leader::Duty;
 use crate::daemon::scheduler::{self, Reason};
 use crate::daemon::state::{Render, SourceState};
 use crate::daemon::targeting::Selection;
@@ -38,6 +39,15 @@ pub struct Settings {
     pub limits: Limits,
     /// How long each wave and hook may take to become healthy.
     pub wave_timeout: Duration,
+    /// Whether this replica converges the source now or stands by (leader election).
+    pub duty: Duty,
+}
+
+impl Settings {
+    /// Whether this run writes: the source heals, and this replica holds its Lease.
+    fn writes(&self) -> bool {
+        self.self_heal && self.duty == Duty::Converge
+    }
 }
 
 /// Why a reconcile failed. The last good state stays applied in every case.
@@ -153,7 +163,7 @@ impl Reconciler {
             namespace: settings.namespace.clone(),
             prune: settings.prune,
             allow_mass_prune: settings.allow_mass_prune,
-            dry_run: !settings.self_heal,
+            dry_run: !settings.writes(),
             scope,
             drift: settings.drift.clone(),
             timeout: settings.wave_timeout,
@@ -309,6 +319,7 @@ impl Reconciler {
             .unwrap_or(0.0);
         self.metrics.set_last_success(&settings.name, unix);
         if outcome.applied {
+            debug_assert!(settings.writes(), "a stand-by replica applied");
             for (kind, action, n) in action_counts(&outcome.plan.steps) {
                 self.metrics.count_action(&settings.name, &kind, action, n);
             }
@@ -349,6 +360,9 @@ impl Reconciler {
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
+        if settings.duty == Duty::StandBy {
+            return;
+        }
         let event = format!("revision {} not applied: {message}", short(revision));
         self.events.emit(
             &settings.name,

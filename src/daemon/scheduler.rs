@@ -47,7 +47,8 @@ pub enum Reason {
     FullResync,
     /// After a transient failure: fetch, everything.
     Retry,
-    /// The first reconcile: fetch, everything.
+    /// The first reconcile, and the first after this replica became the one that
+    /// writes (leader election): fetch, everything.
     Start,
 }
 
@@ -192,7 +193,8 @@ impl Scheduler {
             .fold(self.resync_at, Instant::min)
     }
 
-    /// A change signal: [`Reason::Changed`] (watcher, webhook) or [`Reason::Drift`].
+    /// A change signal: [`Reason::Changed`] (watcher, webhook) or [`Reason::Drift`];
+    /// or [`Reason::Start`] when this replica's duty changed.
     /// It runs once the settle window has let a burst of them arrive.
     pub fn on_event(&mut self, reason: Reason, now: Instant) {
         self.merge(reason, now);

@@ -6,7 +6,8 @@
 //! polls it), the webhook, the reflectors' changes (drift), and shutdown.
 
 use crate::daemon::SourceSpec;
-use crate::daemon::reconcile::{ReconcileError, Reconciler, short};
+use crate::daemon::leader::{Duty, Leadership};
+use crate::daemon::reconcile::{ReconcileError, Reconciler, Settings, short};
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
 use crate::daemon::scheduler::{Scheduler, Timing};
 use crate::daemon::shutdown::Shutdown;
@@ -27,6 +28,8 @@ pub struct Inputs {
     /// Every source's readiness: this one's is published there, and its
     /// dependencies' are read from it.
     pub board: Arc<watch::Sender<Board>>,
+    /// Whether this replica writes the source (leader election).
+    pub leadership: Leadership,
 }
 
 pub struct SourceTask {
@@ -74,6 +77,7 @@ impl SourceTask {
     }
 
     pub async fn run(mut self) {
+        self.record_owner();
         // Watch before the first fetch so that no change falls in between.
         let _watch = match self.spec.source.watch(self.source_changes_tx.clone()) {
             Ok(handle) => Some(handle),
@@ -127,6 +131,7 @@ impl SourceTask {
         tokio::select! {
             biased;
             _ = self.inputs.shutdown.wait() => return false,
+            duty = self.inputs.leadership.changed() => self.on_duty(duty),
             Some(()) = self.inputs.hook.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
             Some(_) = self.source_changes.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
             Some(change) = self.drift.recv() => {
@@ -143,6 +148,22 @@ impl SourceTask {
             _ = sleep_until(wake) => {}
         }
         true
+    }
+
+    /// This replica started or stopped writing the source. A new leader reconciles
+    /// everything at once: its warm state knows what the old one left undone.
+    fn on_duty(&mut self, duty: Duty) {
+        self.record_owner();
+        if duty == Duty::Converge {
+            self.scheduler.on_event(Reason::Start, Instant::now());
+        }
+    }
+
+    fn record_owner(&self) {
+        let owner = self.inputs.leadership.owner();
+        self.reconciler
+            .status
+            .update(&self.spec.settings.name, |s| s.owner = owner);
     }
 
     /// Records a reflector's change (health, memo); whether it is drift. Every
@@ -184,11 +205,28 @@ impl SourceTask {
             }
             Decision::Reconcile(reason) => reason,
         };
-        info!(source = %self.spec.settings.name, revision = %short(&snapshot.revision), ?reason, "reconciling");
-        let result = self
+        let settings = Settings {
+            duty: self.inputs.leadership.duty(),
+            ..self.spec.settings.clone()
+        };
+        info!(source = %settings.name, revision = %short(&snapshot.revision), ?reason, duty = ?settings.duty, "reconciling");
+        let mut leadership = self.inputs.leadership.clone();
+        let reconcile = self
             .reconciler
-            .reconcile(&self.spec.settings, &mut self.state, &snapshot, reason)
-            .await;
+            .reconcile(&settings, &mut self.state, &snapshot, reason);
+        // Fencing: a leader whose term ends mid-reconcile stops at once.
+        let result = match settings.duty {
+            Duty::Converge => tokio::select! {
+                result = reconcile => Some(result),
+                () = leadership.demoted() => None,
+            },
+            Duty::StandBy => Some(reconcile.await),
+        };
+        let Some(result) = result else {
+            warn!(source = %settings.name, "no longer the leader: the reconcile stopped before it finished");
+            self.scheduler.on_event(Reason::Start, Instant::now());
+            return;
+        };
         self.finished(reason, result, started);
         release_free_memory();
     }

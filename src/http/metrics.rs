@@ -96,6 +96,11 @@ struct VerbLabels {
     verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    lease: String,
+}
+
 type Histograms = Family<SourceLabels, Histogram, fn() -> Histogram>;
 
 /// Reconciles and fetches take from milliseconds (nothing changed) to minutes
@@ -123,6 +128,7 @@ pub struct Metrics {
     apply_actions: Family<ActionLabels, Counter>,
     last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     api_requests: Family<VerbLabels, Counter>,
+    leader: Family<LeaseLabels, Gauge>,
     health_objects: Family<HealthLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
     render_duration: Histograms,
@@ -148,6 +154,7 @@ impl Metrics {
             apply_actions: Family::default(),
             last_success: Family::default(),
             api_requests: Family::default(),
+            leader: Family::default(),
             health_objects: Family::default(),
             reconciled_objects: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
@@ -202,6 +209,12 @@ impl Metrics {
             "api_requests",
             "Requests sent to the Kubernetes API server, by verb",
             self.api_requests.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the Lease (namespace/name) and writes, else 0 \
+             (client-go's leader_election_master_status)",
+            self.leader.clone(),
         );
         r.register(
             "health_objects",
@@ -289,12 +302,21 @@ impl Metrics {
     }
 
     /// Counts one request to the API server (`get`, `list`, `watch`, `apply`,
-    /// `dry-run`, `create`, `delete`), to see what a reconcile costs the cluster.
+    /// `dry-run`, `create`, `delete`, and `lease` for leader election's own), to
+    /// see what a reconcile costs the cluster.
     pub fn count_api_request(&self, verb: &str) {
         let labels = VerbLabels {
             verb: verb.to_owned(),
         };
         self.api_requests.get_or_create(&labels).inc();
+    }
+
+    /// Records whether this replica holds `lease` (`namespace/name`).
+    pub fn set_leader(&self, lease: &str, holds: bool) {
+        let labels = LeaseLabels {
+            lease: lease.to_owned(),
+        };
+        self.leader.get_or_create(&labels).set(i64::from(holds));
     }
 
     /// Sets how many of a source's desired objects are in each health state.

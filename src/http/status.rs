@@ -11,7 +11,7 @@ use crate::render::ToolStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 /// Shared, clonable status of every configured source, keyed by source name.
@@ -22,6 +22,8 @@ use std::time::SystemTime;
 pub struct StatusBoard {
     sources: Arc<RwLock<BTreeMap<String, SourceStatus>>>,
     tools: Arc<RwLock<Vec<ToolStatus>>>,
+    /// This replica in the election, when there is one.
+    replica: Arc<Mutex<Option<ReplicaStatus>>>,
 }
 
 impl StatusBoard {
@@ -63,8 +65,26 @@ impl StatusBoard {
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             tools: tools.clone(),
+            replica: self.replica_mut().clone(),
             sources: self.read().values().cloned().collect(),
         }
+    }
+
+    /// Records that this replica takes part in an election.
+    pub fn set_replica(&self, replica: ReplicaStatus) {
+        *self.replica_mut() = Some(replica);
+    }
+
+    /// Records this replica's role in a one-leader election, and who leads.
+    pub fn set_leader(&self, role: ReplicaRole, leader: Option<String>) {
+        if let Some(replica) = self.replica_mut().as_mut() {
+            replica.role = Some(role);
+            replica.leader = leader;
+        }
+    }
+
+    fn replica_mut(&self) -> std::sync::MutexGuard<'_, Option<ReplicaStatus>> {
+        self.replica.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether every registered source has finished at least one reconcile, with
@@ -122,7 +142,56 @@ pub struct StatusReport {
     /// The kustomize and helm the daemon renders with, and their versions.
     #[serde(default)]
     pub tools: Vec<ToolStatus>,
+    /// This replica in the leader election; `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
     pub sources: Vec<SourceStatus>,
+}
+
+/// A replica of a daemon that elects its writers with Leases.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// This replica's identity (`--id`), as the Leases name their holders.
+    pub identity: String,
+    pub election: ElectionKind,
+    /// `namespace/name` of the leader Lease; in shard mode, of the per-source
+    /// Leases' prefix (`namespace/converge-*`).
+    pub lease: String,
+    /// Leader mode: whether this replica writes. `None` in shard mode (see each
+    /// source's `owner`).
+    pub role: Option<ReplicaRole>,
+    /// Leader mode: who writes, as this replica last saw the Lease.
+    pub leader: Option<String>,
+}
+
+/// How replicas share the work.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ElectionKind {
+    /// One Lease: its holder writes every source, the others stand by.
+    Leader,
+    /// One Lease per source, shared out among the replicas.
+    Shard,
+}
+
+/// A replica's part in a one-leader election.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRole {
+    /// It holds the Lease and writes.
+    Leader,
+    /// It reconciles report-only, ready to take over.
+    Follower,
+}
+
+impl fmt::Display for ReplicaRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicaRole::Leader => "leader",
+            ReplicaRole::Follower => "follower",
+        })
+    }
 }
 
 /// Everything known about one source after its latest reconcile.
@@ -147,6 +216,10 @@ pub struct SourceStatus {
     pub reconciles: u64,
     /// Whether the daemon only reports drift for this source instead of healing it.
     pub dry_run: bool,
+    /// With leader election: the replica that writes this source, as this replica
+    /// knows it (`None`: nobody, or no election).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub objects: Vec<ObjectStatus>,
     /// Whether the desired objects work (rolled out, available, …), from the watch.
     #[serde(default)]
@@ -170,6 +243,7 @@ impl SourceStatus {
             error: None,
             reconciles: 0,
             dry_run: false,
+            owner: None,
             objects: Vec::new(),
             health: SourceHealth::default(),
             waiting_for: Vec::new(),

@@ -85,6 +85,11 @@ impl ApiResource {
         Self::builtin("", "v1", "Pod", "pods", true)
     }
 
+    /// coordination.k8s.io/v1 Leases (leader election).
+    pub fn leases() -> Self {
+        Self::builtin("coordination.k8s.io", "v1", "Lease", "leases", true)
+    }
+
     /// apps/v1 ReplicaSets.
     pub fn replica_sets() -> Self {
         Self::builtin("apps", "v1", "ReplicaSet", "replicasets", true)

@@ -4,11 +4,14 @@
 use super::evidence_text;
 use super::style::Style;
 use crate::health::State;
-use crate::http::status::{ObjectState, SourceHealth, SourceStatus, StatusReport, SyncResult};
+use crate::http::status::{
+    ElectionKind, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth, SourceStatus,
+    StatusReport, SyncResult,
+};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
-const HEADERS: [&str; COLUMNS] = [
+const HEADERS: [&str; 7] = [
     "SOURCE",
     "KIND",
     "REVISION",
@@ -17,7 +20,8 @@ const HEADERS: [&str; COLUMNS] = [
     "LAST SUCCESS",
     "OBJECTS",
 ];
-const COLUMNS: usize = 7;
+/// The column added when replicas elect who writes: which one writes the source.
+const OWNER_HEADER: &str = "OWNER";
 
 /// The index of the RESULT column, the only one that is colored.
 const RESULT_COLUMN: usize = 3;
@@ -48,10 +52,20 @@ pub fn status_text(report: &StatusReport, color: bool) -> String {
 
 /// [`status_text`] with an explicit "now", so relative times are testable.
 fn status_text_at(report: &StatusReport, color: bool, now: SystemTime) -> String {
-    let rows: Vec<[String; COLUMNS]> = report.sources.iter().map(|s| row(s, now)).collect();
-    let widths = column_widths(&rows);
+    let elected = report.replica.is_some();
+    let mut headers: Vec<String> = HEADERS.map(str::to_owned).to_vec();
+    if elected {
+        headers.push(OWNER_HEADER.to_owned());
+    }
+    let rows: Vec<Vec<String>> = report
+        .sources
+        .iter()
+        .map(|s| row(s, now, elected))
+        .collect();
+    let widths = column_widths(&headers, &rows);
     let mut out = String::new();
-    push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
+    push_replica(&mut out, report.replica.as_ref());
+    push_row(&mut out, &headers, &widths, None);
     for (source, cells) in report.sources.iter().zip(&rows) {
         let tint = color.then(|| result_color(source.result));
         push_row(&mut out, cells, &widths, tint);
@@ -64,8 +78,26 @@ fn status_text_at(report: &StatusReport, color: bool, now: SystemTime) -> String
     out
 }
 
+/// `replica web-0 (follower; leader web-1, lease ops/converge)`: who answered.
+fn push_replica(out: &mut String, replica: Option<&ReplicaStatus>) {
+    let Some(replica) = replica else { return };
+    let role = match (replica.election, replica.role) {
+        (ElectionKind::Shard, _) => "shard".to_owned(),
+        (ElectionKind::Leader, Some(ReplicaRole::Follower)) => {
+            let leader = replica.leader.as_deref().unwrap_or("none");
+            format!("follower; leader {leader}")
+        }
+        (ElectionKind::Leader, _) => "leader".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "replica {} ({role}, lease {})\n",
+        replica.identity, replica.lease
+    );
+}
+
 /// The cells of one source's row, uncolored (widths are measured on these).
-fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
+fn row(source: &SourceStatus, now: SystemTime, elected: bool) -> Vec<String> {
     let revision = source
         .revision
         .as_deref()
@@ -78,7 +110,7 @@ fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
     let last_success = source
         .last_success
         .map_or_else(|| "never".to_owned(), |t| relative_time(t, now));
-    [
+    let mut cells = vec![
         source.name.clone(),
         source.kind.to_string(),
         revision,
@@ -86,11 +118,15 @@ fn row(source: &SourceStatus, now: SystemTime) -> [String; COLUMNS] {
         health_cell(&source.health),
         last_success,
         object_counts(source),
-    ]
+    ];
+    if elected {
+        cells.push(source.owner.clone().unwrap_or_else(|| "-".to_owned()));
+    }
+    cells
 }
 
-fn column_widths(rows: &[[String; COLUMNS]]) -> [usize; COLUMNS] {
-    let mut widths = HEADERS.map(|h| h.chars().count());
+fn column_widths(headers: &[String], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for cells in rows {
         for (width, cell) in widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
@@ -101,12 +137,7 @@ fn column_widths(rows: &[[String; COLUMNS]]) -> [usize; COLUMNS] {
 
 /// Writes one aligned line. Padding is computed on the plain text and added outside
 /// the color codes, so colored and plain tables line up the same way.
-fn push_row(
-    out: &mut String,
-    cells: &[String; COLUMNS],
-    widths: &[usize; COLUMNS],
-    tint: Option<Style>,
-) {
+fn push_row(out: &mut String, cells: &[String], widths: &[usize], tint: Option<Style>) {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
         if i > 0 {
@@ -325,6 +356,28 @@ mod tests {
         let drifted = Style::Yellow.paint("drifted");
         assert!(colored.contains(&format!("{drifted}  ready 2/2  12s ago")));
         assert_eq!(unstyled(&colored), plain);
+    }
+
+    #[test]
+    fn replicas_show_who_answered_and_who_owns_each_source() {
+        let mut report = sample_report();
+        report.replica = Some(ReplicaStatus {
+            identity: "web-0".into(),
+            election: ElectionKind::Leader,
+            lease: "ops/converge".into(),
+            role: Some(ReplicaRole::Follower),
+            leader: Some("web-1".into()),
+        });
+        report.sources[0].owner = Some("web-1".into());
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_012);
+        let table = status_text_at(&report, false, now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "replica web-0 (follower; leader web-1, lease ops/converge)"
+        );
+        assert!(lines[2].ends_with("OBJECTS               OWNER"), "{table}");
+        assert!(lines[3].ends_with("1 in-sync, 1 drifted  web-1"), "{table}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod engine;
 mod health;
 mod kube_client;
 mod layout;
+mod leader;
 mod ordering;
 mod render;
 mod render_daemon;

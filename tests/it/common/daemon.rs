@@ -113,6 +113,12 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
     }
 
+    /// SIGKILL, as a crash or a lost node would stop it: nothing is cleaned up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill -9 converge");
+        self.child.wait().expect("wait for converge");
+    }
+
     /// Sends SIGTERM and waits for the exit: (status, time taken).
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         let started = Instant::now();
