@@ -14,7 +14,7 @@ use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use crate::kube::watch::Change;
-use crate::manifest::{Limits, ManifestError, ObjectRef};
+use crate::manifest::{Limits, ManifestError, ObjectRef, Problem};
 use crate::render::{RenderError, RenderSettings, Renderer};
 use crate::report;
 use crate::source::{Snapshot, SourceError};
@@ -73,6 +73,17 @@ impl ReconcileError {
     /// the disk) and worth a retry soon; otherwise it is the revision's own (a
     /// parse error, a rejection, a mass prune, an empty source, a missing ref, a
     /// refused password) and repeats until the revision or the settings change.
+    /// The objects the API server refused, each with its reason (a validation
+    /// error, an admission webhook, RBAC's "cannot patch resource …").
+    pub fn refused(&self) -> &[Problem] {
+        match self {
+            ReconcileError::Engine(
+                EngineError::Rejected(problems) | EngineError::RejectedAfterFirstStage(problems),
+            ) => problems,
+            _ => &[],
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             ReconcileError::Source(e) => e.is_transient(),
@@ -350,6 +361,19 @@ impl Reconciler {
               "reconcile failed; the last good revision stays applied");
         let now = SystemTime::now();
         let message = error.to_string();
+        let refused = error
+            .refused()
+            .iter()
+            .filter_map(|problem| {
+                Some(ObjectStatus {
+                    object: problem.object.clone()?,
+                    state: ObjectState::Failed,
+                    diff: None,
+                    reason: Some(problem.message.clone()),
+                    origin: Some(problem.origin.to_string()),
+                })
+            })
+            .collect();
         self.status.update(&settings.name, |s| {
             s.attempted_revision = Some(revision.to_string());
             s.last_attempt = Some(now);
@@ -357,6 +381,7 @@ impl Reconciler {
             s.error = Some(message.clone());
             s.reconciles += 1;
             s.waiting_for.clear();
+            merge_objects(&mut s.objects, refused);
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);

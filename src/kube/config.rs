@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 
 /// The default directory of the in-cluster service account files.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Overrides [`SERVICE_ACCOUNT_DIR`]: how the in-cluster configuration is tested
+/// outside a Pod, with a token and CA of a real service account.
+pub const SERVICE_ACCOUNT_DIR_ENV: &str = "CONVERGE_SERVICE_ACCOUNT_DIR";
 
 /// Everything needed to talk to one API server.
 #[derive(Debug, Clone)]
@@ -219,7 +222,9 @@ impl LoadEnv {
             home,
             service_host: std::env::var("KUBERNETES_SERVICE_HOST").ok(),
             service_port: std::env::var("KUBERNETES_SERVICE_PORT").ok(),
-            service_account_dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+            service_account_dir: std::env::var_os(SERVICE_ACCOUNT_DIR_ENV)
+                .filter(|dir| !dir.is_empty())
+                .map_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR), PathBuf::from),
         }
     }
 }

@@ -8,6 +8,7 @@ mod controlplane;
 mod daemon;
 mod daemon_git;
 mod daemon_restart;
+mod deploy;
 mod drift;
 mod engine;
 mod health;
