@@ -184,6 +184,13 @@ impl Elector {
         self.lease()?.record.holder.as_deref()
     }
 
+    /// Another replica that holds the Lease at `now`, as last seen.
+    pub fn other_holder(&self, now: Instant) -> Option<&str> {
+        let holder = self.holder()?;
+        let valid = self.expires().is_some_and(|expires| expires > now);
+        (holder != self.identity && valid).then_some(holder)
+    }
+
     /// Whether this replica holds the Lease, as last seen (expired or not).
     pub fn is_holder(&self) -> bool {
         self.lease()
@@ -191,7 +198,7 @@ impl Elector {
     }
 
     /// When the Lease as last seen runs out, by our clock.
-    fn expires(&self) -> Option<Instant> {
+    pub fn expires(&self) -> Option<Instant> {
         let seen = self.observed.as_ref()?;
         Some(seen.at + seen.lease.record.duration)
     }
@@ -319,6 +326,17 @@ pub async fn try_acquire_or_renew(
     }
     let lease = leases.get(name).await?;
     elector.observe(lease, Instant::now());
+    claim(leases, name, kind, elector).await
+}
+
+/// Acts on what `elector` last saw of Lease `name`: creates it, writes over it
+/// (acquire or renew), or reports who holds it.
+pub async fn claim(
+    leases: &Leases,
+    name: &str,
+    kind: LeaseKind,
+    elector: &mut Elector,
+) -> Result<Attempt, Error> {
     let written = match elector.next(Instant::now(), SystemTime::now()) {
         Next::Wait { holder, expires } => return Ok(Attempt::Held { holder, expires }),
         Next::Create(record) => leases.create(name, kind, &record).await?,

@@ -4,7 +4,10 @@
 //! `resourceVersion` read, so of two replicas writing the same Lease one gets 409
 //! Conflict: optimistic concurrency, the only arbiter an election needs.
 
-use crate::kube::{ApiResource, Client, Error, Method, PostParams, WatchParams, WatchStream};
+use crate::kube::{
+    ApiResource, Client, DeleteParams, Error, ListParams, Method, PostParams, Preconditions,
+    WatchParams, WatchStream,
+};
 use serde_json::{Map, Value, json};
 use std::time::{Duration, SystemTime};
 
@@ -21,12 +24,18 @@ pub const KIND_LABEL: &str = "converge.dev/lease";
 pub enum LeaseKind {
     /// The one Lease whose holder writes every source.
     Leader,
+    /// The Lease of one source (shard mode).
+    Source,
+    /// A replica's heartbeat (shard mode): how replicas count each other.
+    Replica,
 }
 
 impl LeaseKind {
     pub fn as_str(self) -> &'static str {
         match self {
             LeaseKind::Leader => "leader",
+            LeaseKind::Source => "source",
+            LeaseKind::Replica => "replica",
         }
     }
 }
@@ -118,6 +127,18 @@ impl Lease {
         }
     }
 
+    /// What the Lease is for, by its label.
+    pub fn kind(&self) -> Option<LeaseKind> {
+        let label = self
+            .object
+            .pointer("/metadata/labels")
+            .and_then(|labels| labels.get(KIND_LABEL))
+            .and_then(Value::as_str)?;
+        [LeaseKind::Leader, LeaseKind::Source, LeaseKind::Replica]
+            .into_iter()
+            .find(|kind| kind.as_str() == label)
+    }
+
     /// This Lease with `record` in place of its own, ready to PUT.
     fn with(&self, record: &Record) -> Value {
         let mut object = self.object.clone();
@@ -175,6 +196,28 @@ impl Leases {
         Ok(object.map(Lease::from_object))
     }
 
+    /// Every Lease of this election, and the version to watch them from.
+    pub async fn list(&self) -> Result<(Vec<Lease>, String), Error> {
+        let params = ListParams::labels(&self.selector());
+        let list = self.client.list(&self.path(None), &params).await?;
+        let leases = list.items.into_iter().map(Lease::from_object).collect();
+        Ok((leases, list.resource_version))
+    }
+
+    /// Watches every Lease of this election from `version` (a list's).
+    pub async fn watch_all(&self, version: &str) -> Result<WatchStream, Error> {
+        let params = WatchParams {
+            label_selector: Some(self.selector()),
+            field_selector: None,
+            timeout: WATCH_TIMEOUT,
+        };
+        self.client.watch(&self.path(None), &params, version).await
+    }
+
+    fn selector(&self) -> String {
+        format!("{ELECTION_LABEL}={}", self.election)
+    }
+
     /// Creates Lease `name` holding `record` (409 AlreadyExists if another replica
     /// was first).
     pub async fn create(
@@ -212,6 +255,25 @@ impl Leases {
             .request_json(Method::PUT, &path, Some(&body), None)
             .await?;
         Ok(Lease::from_object(written))
+    }
+
+    /// Deletes `lease` (a replica's heartbeat, once it is gone), only if it is still
+    /// the object read.
+    pub async fn delete(&self, lease: &Lease) -> Result<(), Error> {
+        let uid = lease
+            .object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: uid.to_owned(),
+            }),
+            ..DeleteParams::default()
+        };
+        self.client
+            .delete(&self.path(Some(&lease.name)), &params)
+            .await
     }
 
     /// Watches `lease` from the version read, so that a follower learns of its

@@ -11,6 +11,7 @@ mod leader;
 mod lease;
 pub(crate) mod reconcile;
 mod scheduler;
+mod shard;
 pub mod shutdown;
 mod source_task;
 mod state;
@@ -22,6 +23,7 @@ use crate::daemon::leader::{Duty, LeaderElection, Leadership};
 use crate::daemon::lease::Leases;
 use crate::daemon::reconcile::{Reconciler, Settings};
 use crate::daemon::scheduler::Board;
+use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::source_task::{Inputs, SourceTask};
 use crate::engine::Engine;
@@ -32,7 +34,7 @@ use crate::render::Renderer;
 use crate::http::status::{ElectionKind, ReplicaRole, ReplicaStatus, SourceType, StatusBoard};
 use crate::kube::Client;
 use crate::source::{Source, SourceError};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -171,9 +173,10 @@ pub async fn run(
     reconciler
         .status
         .set_tools(reconciler.renderer.tools().status());
-    let (election, leadership) = match options.election {
-        Some(election) => start_election(election, &reconciler.status, &metrics),
-        None => (None, Leadership::sole()),
+    let names: Vec<String> = specs.iter().map(|s| s.settings.name.clone()).collect();
+    let (election, mut leadership) = match options.election {
+        Some(election) => start_election(election, &names, &reconciler.status, &metrics),
+        None => (None, BTreeMap::new()),
     };
     let mut hooks = HashMap::new();
     let mut tasks = Vec::new();
@@ -197,7 +200,9 @@ pub async fn run(
             hook: hook_rx,
             shutdown: shutdown.clone(),
             board: board.clone(),
-            leadership: leadership.clone(),
+            leadership: leadership
+                .remove(&spec.settings.name)
+                .unwrap_or_else(Leadership::sole),
         };
         let task = SourceTask::new(reconciler.clone(), spec, inputs);
         tasks.push(tokio::spawn(task.run()));
@@ -233,37 +238,64 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the election task; returns its stop trigger and handle, and the
-/// sources' view of it.
+/// A running election: its stop trigger and task.
+type Running = (shutdown::Trigger, JoinHandle<()>);
+
+/// Starts the election task; returns it and each source's view of it.
 fn start_election(
     options: ElectionOptions,
+    sources: &[String],
     status: &StatusBoard,
     metrics: &Metrics,
-) -> (Option<(shutdown::Trigger, JoinHandle<()>)>, Leadership) {
+) -> (Option<Running>, BTreeMap<String, Leadership>) {
     let observer = metrics.clone();
     options
         .client
         .observe_requests(Arc::new(move |_| observer.count_api_request("lease")));
     let leases = Leases::new(options.client, &options.namespace, &options.name);
-    status.set_replica(ReplicaStatus {
-        identity: options.identity.clone(),
-        election: ElectionKind::Leader,
-        lease: leases.describe(&options.name),
-        role: Some(ReplicaRole::Follower),
-        leader: None,
-    });
-    let (election, role) = LeaderElection::new(
-        leases,
-        &options.name,
-        &options.identity,
-        options.timing,
-        status.clone(),
-        metrics.clone(),
-    );
     let (trigger, stop) = shutdown::channel();
-    let task = tokio::spawn(election.run(stop));
-    (
-        Some((trigger, task)),
-        Leadership::new(role, &options.identity),
-    )
+    let (task, leadership) = match options.scope {
+        ElectionScope::Daemon => {
+            status.set_replica(ReplicaStatus {
+                identity: options.identity.clone(),
+                election: ElectionKind::Leader,
+                lease: leases.describe(&options.name),
+                role: Some(ReplicaRole::Follower),
+                leader: None,
+            });
+            let (election, role) = LeaderElection::new(
+                leases,
+                &options.name,
+                &options.identity,
+                options.timing,
+                status.clone(),
+                metrics.clone(),
+            );
+            let shared = Leadership::new(role, &options.identity);
+            let leadership = sources
+                .iter()
+                .map(|source| (source.clone(), shared.clone()))
+                .collect();
+            (tokio::spawn(election.run(stop)), leadership)
+        }
+        ElectionScope::Source => {
+            status.set_replica(ReplicaStatus {
+                identity: options.identity.clone(),
+                election: ElectionKind::Shard,
+                lease: leases.describe(&format!("{}-*", options.name)),
+                role: None,
+                leader: None,
+            });
+            let (shard, leadership) = Shard::new(
+                leases,
+                &options.name,
+                &options.identity,
+                options.timing,
+                sources,
+                metrics.clone(),
+            );
+            (tokio::spawn(shard.run(stop)), leadership)
+        }
+    };
+    (Some((trigger, task)), leadership)
 }

@@ -19,6 +19,7 @@ mod ordering;
 mod render;
 mod render_daemon;
 mod server;
+mod shard;
 mod source_dir;
 mod source_git;
 mod symlinks;
