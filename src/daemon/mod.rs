@@ -252,50 +252,70 @@ fn start_election(
     options
         .client
         .observe_requests(Arc::new(move |_| observer.count_api_request("lease")));
-    let leases = Leases::new(options.client, &options.namespace, &options.name);
+    let leases = Leases::new(options.client.clone(), &options.namespace, &options.name);
     let (trigger, stop) = shutdown::channel();
     let (task, leadership) = match options.scope {
-        ElectionScope::Daemon => {
-            status.set_replica(ReplicaStatus {
-                identity: options.identity.clone(),
-                election: ElectionKind::Leader,
-                lease: leases.describe(&options.name),
-                role: Some(ReplicaRole::Follower),
-                leader: None,
-            });
-            let (election, role) = LeaderElection::new(
-                leases,
-                &options.name,
-                &options.identity,
-                options.timing,
-                status.clone(),
-                metrics.clone(),
-            );
-            let shared = Leadership::new(role, &options.identity);
-            let leadership = sources
-                .iter()
-                .map(|source| (source.clone(), shared.clone()))
-                .collect();
-            (tokio::spawn(election.run(stop)), leadership)
-        }
-        ElectionScope::Source => {
-            status.set_replica(ReplicaStatus {
-                identity: options.identity.clone(),
-                election: ElectionKind::Shard,
-                lease: leases.describe(&format!("{}-*", options.name)),
-                role: None,
-                leader: None,
-            });
-            let (shard, leadership) = Shard::new(
-                leases,
-                &options.name,
-                &options.identity,
-                options.timing,
-                sources,
-                metrics.clone(),
-            );
-            (tokio::spawn(shard.run(stop)), leadership)
-        }
+        ElectionScope::Daemon => start_leader(&options, leases, sources, status, metrics, stop),
+        ElectionScope::Source => start_shard(&options, leases, sources, status, metrics, stop),
     };
     (Some((trigger, task)), leadership)
+}
+
+/// One Lease elects the writer of every source.
+fn start_leader(
+    options: &ElectionOptions,
+    leases: Leases,
+    sources: &[String],
+    status: &StatusBoard,
+    metrics: &Metrics,
+    stop: Shutdown,
+) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
+    status.set_replica(ReplicaStatus {
+        identity: options.identity.clone(),
+        election: ElectionKind::Leader,
+        lease: leases.describe(&options.name),
+        role: Some(ReplicaRole::Follower),
+        leader: None,
+    });
+    let (election, role) = LeaderElection::new(
+        leases,
+        &options.name,
+        &options.identity,
+        options.timing,
+        status.clone(),
+        metrics.clone(),
+    );
+    let shared = Leadership::new(role, &options.identity);
+    let leadership = sources
+        .iter()
+        .map(|source| (source.clone(), shared.clone()))
+        .collect();
+    (tokio::spawn(election.run(stop)), leadership)
+}
+
+/// One Lease per source, shared out among the replicas.
+fn start_shard(
+    options: &ElectionOptions,
+    leases: Leases,
+    sources: &[String],
+    status: &StatusBoard,
+    metrics: &Metrics,
+    stop: Shutdown,
+) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
+    status.set_replica(ReplicaStatus {
+        identity: options.identity.clone(),
+        election: ElectionKind::Shard,
+        lease: leases.describe(&format!("{}-*", options.name)),
+        role: None,
+        leader: None,
+    });
+    let (shard, leadership) = Shard::new(
+        leases,
+        &options.name,
+        &options.identity,
+        options.timing,
+        sources,
+        metrics.clone(),
+    );
+    (tokio::spawn(shard.run(stop)), leadership)
 }
