@@ -8,7 +8,7 @@
 #   PROFILE=dev hack/image.sh    # a debug build, quicker to make
 #
 # Needs buildah (Debian: apt-get install buildah). kustomize and helm go in too
-# when they are on PATH.
+# when hack/tools.sh has built them (or they are on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,7 @@ case $profile in
 esac
 
 cargo build --profile "$profile" --locked --bin converge
+eval "$(hack/tools.sh path)"
 bin=target/$dir/converge
 
 root=target/image-rootfs

@@ -1,12 +1,13 @@
-//! examples/deploy for real: applied into the test's namespace (an overlay sets the
-//! namespace and a name suffix, so the cluster-scoped RBAC is the test's own), then
+//! examples/deploy for real: `converge apply` of it into the test's namespace (an
+//! overlay sets the namespace and a name suffix, so the cluster-scoped RBAC is the
+//! test's own), then
 //! converge runs with nothing but its ServiceAccount's token: through a kubeconfig,
 //! and as a Pod would, from `KUBERNETES_SERVICE_HOST/PORT` and the service-account
 //! files. What the ClusterRole allows converges; what it does not is refused per
 //! object with the API server's RBAC message.
 
 use crate::common::daemon::Daemon;
-use crate::common::{Manifests, TestEnv, configmap, eventually, repo_root};
+use crate::common::{Manifests, TestEnv, assert_success, configmap, eventually, repo_root};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,18 +19,41 @@ struct Deployed<'a> {
 }
 
 impl<'a> Deployed<'a> {
+    /// `converge apply` of an overlay of examples/deploy: a kustomization, so
+    /// converge renders it with kustomize first. The base is copied beside the
+    /// overlay, where a render may read it (`../base`).
     fn apply(env: &'a TestEnv) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = relative(dir.path(), &repo_root().join("examples/deploy"));
+        let base = dir.path().join("base");
+        std::fs::create_dir(&base).expect("mkdir base");
+        let examples = repo_root().join("examples/deploy");
+        for entry in std::fs::read_dir(&examples).expect("examples/deploy") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().expect("a file name");
+            std::fs::copy(&path, base.join(name)).expect("copy the base");
+        }
+        let overlay = dir.path().join("overlay");
+        std::fs::create_dir(&overlay).expect("mkdir overlay");
         let kustomization = format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             namespace: {ns}\nnameSuffix: -{ns}\nresources: [{base}]\n",
-            ns = env.ns,
-            base = base.display()
+             namespace: {ns}\nnameSuffix: -{ns}\nresources: [../base]\n",
+            ns = env.ns
         );
-        std::fs::write(dir.path().join("kustomization.yaml"), kustomization).expect("write");
-        let overlay = dir.path().to_str().expect("a UTF-8 path");
-        env.kubectl(&["apply", "-k", overlay]);
+        std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("write");
+        let out = env
+            .converge_command()
+            .current_dir(dir.path())
+            .args([
+                "apply",
+                "overlay",
+                "--name",
+                "converge-deploy",
+                "-n",
+                &env.ns,
+            ])
+            .output()
+            .expect("converge apply");
+        assert_success("converge apply examples/deploy", &out);
         Deployed { env, dir }
     }
 
@@ -118,14 +142,6 @@ impl Drop for Deployed<'_> {
                 .kubectl_output(&["delete", kind, &name, "--wait=false"], None);
         }
     }
-}
-
-/// `to` as a path relative to `from` (kustomize refuses absolute bases).
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let up = from.components().count() - 1;
-    let mut path: PathBuf = std::iter::repeat_n("..", up).collect();
-    path.push(to.strip_prefix("/").expect("an absolute path"));
-    path
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
