@@ -5,6 +5,11 @@
 //! when and why to reconcile; [`reconcile`] does one reconcile, keeping what a
 //! source remembers between them in `state`; `targeting` decides how much of the
 //! source a reconcile must look at; [`events`] posts Kubernetes Events.
+//!
+//! With leader election, `leader` (one Lease for the daemon) or `shard` (one per
+//! source) tells each source task, through its `Leadership`, whether this replica
+//! writes the source or stands by reconciling report-only; `lease` does the Lease
+//! requests. On shutdown the sources stop first, then the Leases are released.
 
 pub(crate) mod events;
 mod leader;
