@@ -289,13 +289,26 @@ fn its_service_account_converges_a_source_and_is_refused_the_rest_per_object() {
     let daemon = Daemon::start(&env, &config, &["--kubeconfig", kubeconfig, "--id", "sa"]);
     daemon.wait_ready(Duration::from_secs(30));
 
-    assert_eq!(
-        env.configmap_value("app").as_deref(),
-        Some("1"),
+    // The first reconcile may run on standby, before the election is won; the
+    // leader's own follows at once.
+    assert!(
+        env.wait_configmap_value("app", "1", Duration::from_secs(30))
+            .is_some(),
         "{}",
         daemon.log()
     );
-    let status = daemon.status();
+    let synced = |s: &serde_json::Value| {
+        s["sources"].as_array().is_some_and(|sources| {
+            sources
+                .iter()
+                .any(|s| s["name"] == "allowed" && s["result"] == "synced")
+        })
+    };
+    let status = eventually(Duration::from_secs(30), || {
+        Some(daemon.status()).filter(synced)
+    })
+    .map(|w| w.value)
+    .unwrap_or_else(|| daemon.status());
     let source = |name: &str| {
         status["sources"]
             .as_array()
