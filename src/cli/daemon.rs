@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use converge::config::Config;
 use converge::daemon::{self, DaemonOptions, SourceSpec, shutdown};
 use converge::engine::Engine;
-use converge::kube::{Client, ClusterConfig};
+use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::render::{Renderer, Tools};
 
 /// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
@@ -18,7 +18,11 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         .or_else(|| config.cluster.kubeconfig.clone());
     let context = args.context.or_else(|| config.cluster.context.clone());
     let cluster = ClusterConfig::load(kubeconfig.as_deref(), context.as_deref())?;
-    let engine = Engine::connect(Client::new(cluster)?)
+    let client_options = ClientOptions {
+        request_timeout: config.cluster.request_timeout,
+        ..ClientOptions::default()
+    };
+    let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await
         .context("cannot reach the cluster")?;
     let specs = config

@@ -10,6 +10,7 @@ mod daemon_git;
 mod daemon_restart;
 mod drift;
 mod engine;
+mod faults;
 mod health;
 mod kube_client;
 mod layout;

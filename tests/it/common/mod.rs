@@ -207,6 +207,22 @@ impl TestEnv {
         self.kubectl(&["patch", "configmap", name, "-n", &self.ns, "-p", &patch]);
     }
 
+    /// A copy of the test's kubeconfig in `dir` whose cluster is at `server` (e.g. a
+    /// fault proxy in front of the API server); credentials and CA stay the same.
+    pub fn kubeconfig_via(&self, dir: &Path, server: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read the kubeconfig");
+        let rewritten: String = text
+            .lines()
+            .map(|line| match line.split_once("server: ") {
+                Some((indent, _)) => format!("{indent}server: {server}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, rewritten).expect("write the kubeconfig");
+        path
+    }
+
     /// A `converge` command (the binary under test) with the test's kubeconfig.
     pub fn converge_command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
@@ -315,6 +331,18 @@ impl Manifests {
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
     }
+}
+
+/// Stops and starts kube-apiserver (same port and state) with
+/// `hack/controlplane.sh restart-apiserver`, which follows `CONVERGE_CP_DIR` from
+/// the environment. Take the plane with [`PlaneAccess::Exclusive`] first.
+pub fn restart_apiserver() {
+    let restart = Command::new("bash")
+        .arg(repo_root().join("hack/controlplane.sh"))
+        .arg("restart-apiserver")
+        .output()
+        .expect("run hack/controlplane.sh restart-apiserver");
+    assert_success("hack/controlplane.sh restart-apiserver", &restart);
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`: a webhook signature as GitHub sends it in
