@@ -786,8 +786,8 @@ impl Failure {
 
     /// How long to wait before the next attempt, or `None` when the failure is not
     /// one that `retry` allows sending again after. Permanent rejections (4xx other
-    /// than 409 and 429, 501) and a TLS handshake the server's certificate or ours
-    /// failed never are. `Retry-After` takes the place of the backoff's delay.
+    /// than 409 and 429, 501, a server-side apply's 500 about the patch itself) and
+    /// a TLS handshake the server's certificate or ours failed never are. `Retry-After` takes the place of the backoff's delay.
     fn retry_delay(
         &self,
         retry: Retry,
@@ -800,10 +800,13 @@ impl Failure {
                 None,
             ),
             Failure::Status {
-                code, retry_after, ..
+                code,
+                retry_after,
+                body,
             } => match code {
                 429 => (true, *retry_after),
                 409 => (retry == Retry::Apply, None),
+                500 if Status::from_response(500, body).is_rejected_patch() => (false, None),
                 500 | 502 | 503 | 504 => (retry.repeatable(), *retry_after),
                 _ => (false, None),
             },
@@ -992,6 +995,14 @@ mod tests {
             assert!(retried(status(code, None), Retry::Apply), "{code}");
             assert!(!retried(status(code, None), Retry::NotReached), "{code}");
         }
+        // Server-side apply's 500 about the patch itself (an undeclared field)
+        // repeats until the manifest changes.
+        let typed = Failure::Status {
+            code: 500,
+            retry_after: None,
+            body: br#"{"kind":"Status","code":500,"message":"failed to create typed patch object (a/b; /v1, Kind=ConfigMap): .dta: field not declared in schema"}"#.to_vec(),
+        };
+        assert!(!retried(typed, Retry::Apply));
         // 409: a raced apply is computed again; a failed uid precondition or an
         // AlreadyExists is permanent.
         assert!(retried(status(409, None), Retry::Apply));

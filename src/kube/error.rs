@@ -89,6 +89,14 @@ impl Status {
         }
     }
 
+    /// A 500 that is the server's verdict on the request rather than a failure of
+    /// the moment: server-side apply answers `500 failed to create typed patch
+    /// object` for a field the schema does not declare or a value of the wrong
+    /// type, and repeats it until the manifest changes.
+    pub fn is_rejected_patch(&self) -> bool {
+        self.code == 500 && self.message.starts_with("failed to create typed ")
+    }
+
     /// True when the reason is `r`, or (for bodies without a reason) the code is `code`.
     /// This mirrors apimachinery's `ReasonForError` with its code fallback.
     fn is(&self, reason: &str, code: u16) -> bool {
@@ -248,6 +256,7 @@ impl Error {
     /// unknown kind) repeat until the request changes.
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::Api { status, .. } if status.is_rejected_patch() => false,
             Error::Api { status, .. } => {
                 matches!(status.code, 408 | 429 | 500..=599) || self.is_conflict()
             }
@@ -348,6 +357,8 @@ mod tests {
         for rejection in [400, 403, 404, 422] {
             assert!(!code(rejection).is_transient(), "{rejection}");
         }
+        let typed = br#"{"kind":"Status","code":500,"reason":"InternalError","message":"failed to create typed patch object (a/b; /v1, Kind=ConfigMap): .dta: field not declared in schema"}"#;
+        assert!(!api(Status::from_response(500, typed)).is_transient());
         let unknown = Error::UnknownKind {
             group: "example.com".into(),
             kind: "Widget".into(),
