@@ -5,6 +5,7 @@
 mod common;
 
 mod controlplane;
+mod crash;
 mod daemon;
 mod daemon_git;
 mod daemon_restart;
