@@ -8,6 +8,7 @@ use super::lookup::{Refusal, problems};
 use super::sequence::{Sequence, SyncLog};
 use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, StageProgress, api_error};
 use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::diff::secret_texts;
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
 use crate::engine::recreate;
@@ -594,7 +595,8 @@ async fn send(
     send_to(client, &resource, manifest, dry_run).await
 }
 
-/// [`send`] with the manifest's resource already resolved.
+/// [`send`] with the manifest's resource already resolved. A Secret's values are
+/// redacted from the server's error (see [`KubeError::redacted`]).
 pub(super) async fn send_to(
     client: &Client,
     resource: &ApiResource,
@@ -603,18 +605,19 @@ pub(super) async fn send_to(
 ) -> Result<Value, KubeError> {
     let body = Value::Object(manifest.body.clone());
     let ns = manifest.namespace();
-    if manifest.name().is_empty() {
+    let answer = if manifest.name().is_empty() {
         let params = PostParams { dry_run };
-        return client
-            .create(&resource.path(ns, None), &body, &params)
-            .await;
-    }
-    let path = resource.path(ns, Some(manifest.name()));
-    let params = PatchParams {
-        dry_run,
-        ..apply_params()
+        let collection = resource.path(ns, None);
+        client.create(&collection, &body, &params).await
+    } else {
+        let path = resource.path(ns, Some(manifest.name()));
+        let params = PatchParams {
+            dry_run,
+            ..apply_params()
+        };
+        client.apply(&path, &body, &params).await
     };
-    client.apply(&path, &body, &params).await
+    answer.map_err(|e| e.redacted(&secret_texts(&body)))
 }
 
 async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {

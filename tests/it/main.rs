@@ -18,6 +18,7 @@ mod layout;
 mod ordering;
 mod render;
 mod render_daemon;
+mod secrets;
 mod server;
 mod source_dir;
 mod source_git;
