@@ -13,6 +13,7 @@ mod drift;
 mod engine;
 mod faults;
 mod health;
+mod hostile;
 mod kube_client;
 mod layout;
 mod ordering;
