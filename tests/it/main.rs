@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bad_input;
 mod controlplane;
 mod crash;
 mod daemon;
