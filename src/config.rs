@@ -34,6 +34,8 @@ use crate::render::{HelmSettings, Limits, RenderSettings, ToolPaths, Vars, VarsF
 
 /// The HTTP listen address when `[server] listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
+/// `[cluster] request_timeout` when unset: the client's own default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = crate::kube::DEFAULT_REQUEST_TIMEOUT;
 /// Git poll and resync interval when a source sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// One resync in this many runs a full reconcile even when nothing changed.
@@ -207,12 +209,24 @@ pub struct RenderConfig {
 
 /// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the
 /// in-cluster service account.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSettings {
     /// A kubeconfig file (checked to exist).
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use instead of its `current-context`.
     pub context: Option<String>,
+    /// How long one API request may take, retries included (default 60 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            kubeconfig: None,
+            context: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// `[server]`: the HTTP endpoints `/healthz /readyz /metrics /status /hooks/git/<source>`.
@@ -459,6 +473,7 @@ struct RawHelm {
 struct RawCluster {
     kubeconfig: Option<String>,
     context: Option<String>,
+    request_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -654,9 +669,16 @@ impl Checker<'_> {
                 "empty; name a context of the kubeconfig or remove the key",
             );
         }
+        let request_timeout = self.duration(
+            "[cluster]",
+            "request_timeout",
+            raw.request_timeout.as_ref(),
+            DEFAULT_REQUEST_TIMEOUT,
+        );
         ClusterSettings {
             kubeconfig,
             context: raw.context,
+            request_timeout,
         }
     }
 
@@ -1719,6 +1741,24 @@ mod tests {
             git.known_hosts_file,
             Some(fx.dir.path().join("known_hosts"))
         );
+    }
+
+    #[test]
+    fn request_timeout_is_a_positive_duration() {
+        let fx = Fixture::new();
+        let config = fx.parse(DIR).unwrap();
+        assert_eq!(config.cluster.request_timeout, Duration::from_secs(60));
+        let text = format!("[cluster]\nrequest_timeout = \"2m\"\n{DIR}");
+        let config = fx.parse(&text).unwrap();
+        assert_eq!(config.cluster.request_timeout, Duration::from_secs(120));
+        for (value, says) in [
+            ("60", "request_timeout = 60: not a duration string"),
+            ("\"0s\"", "request_timeout = \"0s\": must be more than zero"),
+            ("\"soon\"", "request_timeout = \"soon\""),
+        ] {
+            let problem = fx.problem(&format!("[cluster]\nrequest_timeout = {value}\n{DIR}"));
+            assert_contains(&problem, &["[cluster]: ", says]);
+        }
     }
 
     #[test]

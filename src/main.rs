@@ -44,10 +44,25 @@ fn main() -> ExitCode {
         }
     };
     let exit = outcome.unwrap_or_else(|error| {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", describe(&error));
         Exit::Error
     });
     ExitCode::from(exit as u8)
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message
+/// already holds (the library's errors quote their source; reqwest's innermost
+/// cause, e.g. "Connection refused", is the one worth reading).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn block_on<F: Future<Output = Result<Exit>>>(future: F) -> Result<Exit> {

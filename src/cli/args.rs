@@ -167,6 +167,11 @@ pub struct SyncArgs {
     /// kubeconfig context to use instead of the current one.
     #[arg(long)]
     pub context: Option<String>,
+    /// How long one API request may take, retries included. Refused or broken
+    /// connections, 429 and 5xx answers (an API server restarting) are retried with
+    /// backoff until then; rejections are not. E.g. 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub request_timeout: std::time::Duration,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -330,6 +335,15 @@ fn parse_identity(id: &str) -> Result<String, String> {
     Ok(id.to_string())
 }
 
+/// A duration that is more than zero.
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero, e.g. 60s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The version line printed by `converge version`.
 pub fn version_line() -> String {
     format!(
@@ -390,6 +404,23 @@ mod tests {
     }
 
     #[test]
+    fn request_timeout_is_a_positive_duration() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["converge", "diff", "k8s/"];
+            args.extend(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Diff(sync) => sync.request_timeout,
+                other => panic!("not diff: {other:?}"),
+            })
+        };
+        assert_eq!(parse(&[]).ok(), Some(std::time::Duration::from_secs(60)));
+        let five = parse(&["--request-timeout", "5m"]).ok();
+        assert_eq!(five, Some(std::time::Duration::from_secs(300)));
+        assert!(parse(&["--request-timeout", "0s"]).is_err());
+        assert!(parse(&["--request-timeout", "soon"]).is_err());
+    }
+
+    #[test]
     fn version_names_the_crate_version() {
         assert!(version_line().contains(env!("CARGO_PKG_VERSION")));
     }
@@ -408,6 +439,7 @@ mod tests {
             allow_mass_prune: false,
             kubeconfig: None,
             context: None,
+            request_timeout: std::time::Duration::from_secs(60),
             output: OutputFormat::Text,
             color: ColorChoice::Never,
             ignore: Vec::new(),

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use converge::config::{Config, LeaderElectionConfig};
 use converge::daemon::{self, DaemonOptions, ElectionOptions, SourceSpec, shutdown};
 use converge::engine::Engine;
-use converge::kube::{Client, ClusterConfig};
+use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::render::{Renderer, Tools};
 
 /// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
@@ -18,13 +18,17 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         .or_else(|| config.cluster.kubeconfig.clone());
     let context = args.context.or_else(|| config.cluster.context.clone());
     let cluster = ClusterConfig::load(kubeconfig.as_deref(), context.as_deref())?;
+    let client_options = ClientOptions {
+        request_timeout: config.cluster.request_timeout,
+        ..ClientOptions::default()
+    };
     let election = if args.leader_elect || config.leader_election.enabled {
-        let client = Client::new(cluster.clone())?;
+        let client = Client::with_options(cluster.clone(), client_options.clone())?;
         Some(election(&config.leader_election, client, args.id))
     } else {
         None
     };
-    let engine = Engine::connect(Client::new(cluster)?)
+    let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await
         .context("cannot reach the cluster")?;
     let specs = config

@@ -7,7 +7,7 @@ use super::Exit;
 use super::args::{SyncArgs, version_line};
 use anyhow::Result;
 use converge::engine::Engine;
-use converge::kube::{Client, ClusterConfig};
+use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::manifest::{self, Manifest, ManifestError};
 use converge::render::{
     self, Capabilities, HelmSettings, Limits, Prepared, RenderSettings, RootKind, Target,
@@ -37,7 +37,11 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let engine = Engine::connect(Client::new(config)?).await?;
+        let options = ClientOptions {
+            request_timeout: args.request_timeout,
+            ..ClientOptions::default()
+        };
+        let engine = Engine::connect(Client::with_options(config, options)?).await?;
         Ok(Cluster { engine, namespace })
     }
 }

@@ -15,6 +15,8 @@
 //! Everything here is pure: no I/O, no clock, deterministic output.
 
 use crate::manifest::ObjectRef;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value};
 use similar::TextDiff;
 use std::collections::BTreeSet;
@@ -125,6 +127,48 @@ fn hash_canonical(value: &Value, hasher: &mut impl std::hash::Hasher) {
 fn is_secret(obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some("Secret")
         && obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+}
+
+/// The texts of a Secret's values that an error message must not show: every
+/// string under `data` and `stringData` (a value of the wrong type too), decoded
+/// from base64 where it is, JSON-escaped (as the API server quotes it), and each of
+/// its lines; none for other kinds. Texts shorter than 4 characters are left, so
+/// that a message stays readable.
+pub fn secret_texts(obj: &Value) -> Vec<String> {
+    if !is_secret(obj) {
+        return Vec::new();
+    }
+    let mut strings = Vec::new();
+    for section in SECRET_SECTIONS {
+        collect_strings(obj.get(*section), &mut strings);
+    }
+    let decoded: Vec<String> = strings
+        .iter()
+        .filter_map(|s| BASE64.decode(s.trim()).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    strings.extend(decoded);
+    let mut texts: Vec<String> = Vec::new();
+    for value in &strings {
+        texts.push(value.clone());
+        let quoted = Value::String(value.clone()).to_string();
+        texts.push(quoted[1..quoted.len() - 1].to_string());
+        texts.extend(value.lines().map(|l| l.trim().to_string()));
+    }
+    texts.retain(|t| t.chars().count() >= 4);
+    // Longest first: a value is replaced before any line of it.
+    texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    texts.dedup();
+    texts
+}
+
+fn collect_strings(value: Option<&Value>, into: &mut Vec<String>) {
+    match value {
+        Some(Value::String(s)) => into.push(s.clone()),
+        Some(Value::Array(items)) => items.iter().for_each(|v| collect_strings(Some(v), into)),
+        Some(Value::Object(map)) => map.values().for_each(|v| collect_strings(Some(v), into)),
+        _ => {}
+    }
 }
 
 /// Masks both sides of a Secret together: a value equal on both sides becomes
@@ -406,7 +450,6 @@ fn join_key(path: &str, key: &str) -> String {
 mod tests {
     use super::*;
     use crate::report::diff_text;
-    use base64::Engine as _;
     use serde_json::json;
 
     fn deployment_ref() -> ObjectRef {
@@ -715,6 +758,34 @@ mod tests {
                 "base64 of {plain} leaked:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn secret_texts_cover_every_form_of_a_value() {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "data": {"token": "c2VjcmV0LXRva2Vu"},
+            "stringData": {"multi": "line-one-x\nline \"two\"", "list": ["listed-value"], "ab": "ab"}});
+        let texts = secret_texts(&secret);
+        for expected in [
+            "c2VjcmV0LXRva2Vu",
+            "secret-token",
+            "line-one-x\nline \"two\"",
+            "line-one-x\\nline \\\"two\\\"",
+            "line-one-x",
+            "line \"two\"",
+            "listed-value",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == expected),
+                "{expected:?} in {texts:?}"
+            );
+        }
+        assert!(
+            !texts.iter().any(|t| t == "ab"),
+            "too short to redact: {texts:?}"
+        );
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "value"}});
+        assert!(secret_texts(&config_map).is_empty());
     }
 
     #[test]

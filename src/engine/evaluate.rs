@@ -9,6 +9,7 @@ use super::lookup::Refusal;
 use super::memo::is_newer_base;
 use super::{DriftRules, FIELD_MANAGER, Memo};
 use crate::engine::applyset::PRUNE_ANNOTATION;
+use crate::engine::diff::secret_texts;
 use crate::engine::fieldset::FieldSet;
 use crate::engine::ignore::Ignored;
 use crate::engine::managed_fields;
@@ -216,7 +217,11 @@ impl<'a> Existing<'a> {
         }
     }
 
+    /// The refusal of this manifest, a Secret's values redacted from the server's
+    /// words.
     fn refusal(&self, error: KubeError) -> Refusal {
+        let secrets = secret_texts(&Value::Object(self.manifest.body.clone()));
+        let error = error.redacted(&secrets);
         Refusal::of(self.manifest.object_ref(), &self.manifest.origin, error)
     }
 

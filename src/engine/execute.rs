@@ -1,12 +1,14 @@
-//! Carrying out a plan: first-stage objects (CRDs, Namespaces) and the wait until
-//! CRDs are Established, the deferred dry-runs that needed them, the ApplySet parent
-//! before its members (KEP-3659), everything else by kind rank, then prunes.
+//! Carrying out a plan: the ApplySet parent before its members (KEP-3659),
+//! first-stage objects (CRDs, Namespaces) and the wait until CRDs are Established,
+//! the deferred dry-runs that needed them, everything else by kind rank, then
+//! prunes.
 
 use super::desired_kinds;
 use super::lookup::{Refusal, problems};
 use super::sequence::{Sequence, SyncLog};
 use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, StageProgress, api_error};
 use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::diff::secret_texts;
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
 use crate::engine::recreate;
@@ -40,6 +42,8 @@ pub(super) struct Target<'a> {
     /// How long each wave and hook may take to become healthy.
     pub(super) timeout: Duration,
     pub(super) progress: Option<&'a StageProgress>,
+    /// What the parent recorded before this run; `None`: there was no parent.
+    pub(super) recorded: Option<&'a BTreeSet<GroupKind>>,
 }
 
 /// What carrying out a plan wrote, and how its stages went.
@@ -50,11 +54,13 @@ pub(super) struct Executed {
 }
 
 /// Carries out a plan: parent first (recording every kind that may hold members,
-/// so an interrupted run can still prune later), stage one (Namespaces and CRDs,
-/// which everything else is validated against), then the sync's stages (hooks,
-/// waves by kind rank, prunes; see [`Sequence`]), and finally the parent narrowed
-/// to what is now desired. A targeted run leaves the parent alone and only writes
-/// objects of kinds it already records.
+/// so that a run killed at any point leaves nothing a later run cannot find and
+/// prune), stage one (Namespaces and CRDs, which everything else is validated
+/// against), then the sync's stages (hooks, waves by kind rank, prunes; see
+/// [`Sequence`]), and finally the parent narrowed to what is now desired. Only the
+/// parent's own Namespace, when this run creates it, goes before the parent. A
+/// targeted run leaves the parent alone and only writes objects of kinds it
+/// already records.
 pub(super) async fn execute(
     client: &Client,
     discovery: &Discovery,
@@ -62,7 +68,7 @@ pub(super) async fn execute(
     plan: &Plan,
     deferred: &BTreeSet<ObjectRef>,
 ) -> Result<Executed, EngineError> {
-    let (first, rest): (Vec<&Step>, Vec<&Step>) = plan
+    let (stage_one, rest): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
         .filter(|s| {
@@ -74,17 +80,11 @@ pub(super) async fn execute(
         .partition(|s| {
             !s.placement.is_hook() && plan::is_first_stage(&s.object.group, &s.object.kind)
         });
-    let written = apply_all(client, discovery, &first).await?;
-    if let Err(error) = prepare_rest(client, discovery, &first, &rest, deferred).await {
-        return Err(undo_first_stage(client, discovery, &first, &written, error).await);
-    }
-    if target.scope.is_full() {
-        let all_namespaces = plan
-            .steps
-            .iter()
-            .filter_map(|s| s.object.namespace.clone())
-            .collect();
-        write_parent(client, target.applyset, target.kinds, &all_namespaces).await?;
+    let (written, early_parent) =
+        parent_and_stage_one(client, discovery, target, plan, &stage_one).await?;
+    if let Err(error) = prepare_rest(client, discovery, &stage_one, &rest, deferred).await {
+        let error = undo_first_stage(client, discovery, &stage_one, &written, error).await;
+        return Err(restore_parent(client, target, plan, early_parent.as_ref(), error).await);
     }
     let mut sequence = Sequence {
         client,
@@ -108,6 +108,32 @@ pub(super) async fn execute(
         write_parent(client, target.applyset, &kinds, &desired_namespaces).await?;
     }
     Ok(Executed { written, log })
+}
+
+/// The parent (full runs: after its own Namespace if this run creates it), then
+/// the rest of the first stage; returns what was written and the parent's answer.
+async fn parent_and_stage_one(
+    client: &Client,
+    discovery: &Discovery,
+    target: &Target<'_>,
+    plan: &Plan,
+    stage_one: &[&Step],
+) -> Result<(Vec<(ObjectRef, Value)>, Option<Value>), EngineError> {
+    if !target.scope.is_full() {
+        return Ok((apply_all(client, discovery, stage_one).await?, None));
+    }
+    let (home, others): (Vec<&Step>, Vec<&Step>) = stage_one
+        .iter()
+        .partition(|s| is_namespace_of(&s.object, target.applyset));
+    let mut written = apply_all(client, discovery, &home).await?;
+    let all_namespaces = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.object.namespace.clone())
+        .collect();
+    let parent = write_parent(client, target.applyset, target.kinds, &all_namespaces).await?;
+    written.extend(apply_all(client, discovery, &others).await?);
+    Ok((written, Some(parent)))
 }
 
 /// With the first stage written: waits for its CRDs and validates what needed them.
@@ -182,6 +208,63 @@ pub(super) async fn delete(
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(api_error(object, e)),
     }
+}
+
+/// After a refused revision whose first stage was deleted again: the parent as it
+/// was before the run (its recorded kinds, the namespaces of what already
+/// existed), or gone when this run created it, so that nothing of the revision
+/// stays. Should that fail, the error no longer says that nothing was written.
+async fn restore_parent(
+    client: &Client,
+    target: &Target<'_>,
+    plan: &Plan,
+    early_parent: Option<&Value>,
+    error: EngineError,
+) -> EngineError {
+    let (EngineError::Rejected(_), Some(written)) = (&error, early_parent) else {
+        return error;
+    };
+    let applyset = target.applyset;
+    let restored = match target.recorded {
+        Some(kinds) => {
+            let existing = plan
+                .steps
+                .iter()
+                .filter(|s| s.action != Action::Create)
+                .filter_map(|s| s.object.namespace.clone())
+                .collect();
+            write_parent(client, applyset, kinds, &existing)
+                .await
+                .map(drop)
+        }
+        None => {
+            let uid = written.pointer("/metadata/uid").and_then(Value::as_str);
+            let uid = uid.unwrap_or_default().to_string();
+            let parent = applyset.parent_ref();
+            let path = parent_path(applyset);
+            let params = DeleteParams {
+                propagation: PropagationPolicy::Background,
+                preconditions: Some(Preconditions { uid }),
+            };
+            match client.delete(&path, &params).await {
+                Err(e) if !e.is_not_found() => Err(api_error(&parent, e)),
+                _ => Ok(()),
+            }
+        }
+    };
+    match (restored, error) {
+        (Ok(()), error) => error,
+        (Err(e), EngineError::Rejected(problems)) => {
+            warn!(error = %e, "could not restore the ApplySet parent");
+            EngineError::RejectedAfterFirstStage(problems)
+        }
+        (Err(_), error) => error,
+    }
+}
+
+/// Whether `object` is the Namespace the ApplySet parent lives in.
+fn is_namespace_of(object: &ObjectRef, applyset: &ApplySet) -> bool {
+    object.group.is_empty() && object.kind == "Namespace" && object.name == applyset.namespace
 }
 
 /// Objects the server could not dry-run before their Namespace or CRD existed.
@@ -302,18 +385,18 @@ pub(super) fn group_by_rank<'a>(steps: &[&'a Step]) -> Vec<Vec<&'a Step>> {
     groups.into_values().collect()
 }
 
+/// Server-side applies the parent; returns the server's answer.
 async fn write_parent(
     client: &Client,
     applyset: &ApplySet,
     kinds: &BTreeSet<GroupKind>,
     namespaces: &BTreeSet<String>,
-) -> Result<(), EngineError> {
+) -> Result<Value, EngineError> {
     let body = applyset.parent_body(kinds, namespaces);
     client
         .apply(&parent_path(applyset), &body, &apply_params())
         .await
-        .map_err(|e| api_error(&applyset.parent_ref(), e))?;
-    Ok(())
+        .map_err(|e| api_error(&applyset.parent_ref(), e))
 }
 
 pub(super) fn parent_path(applyset: &ApplySet) -> String {
@@ -512,7 +595,8 @@ async fn send(
     send_to(client, &resource, manifest, dry_run).await
 }
 
-/// [`send`] with the manifest's resource already resolved.
+/// [`send`] with the manifest's resource already resolved. A Secret's values are
+/// redacted from the server's error (see [`KubeError::redacted`]).
 pub(super) async fn send_to(
     client: &Client,
     resource: &ApiResource,
@@ -521,18 +605,19 @@ pub(super) async fn send_to(
 ) -> Result<Value, KubeError> {
     let body = Value::Object(manifest.body.clone());
     let ns = manifest.namespace();
-    if manifest.name().is_empty() {
+    let answer = if manifest.name().is_empty() {
         let params = PostParams { dry_run };
-        return client
-            .create(&resource.path(ns, None), &body, &params)
-            .await;
-    }
-    let path = resource.path(ns, Some(manifest.name()));
-    let params = PatchParams {
-        dry_run,
-        ..apply_params()
+        let collection = resource.path(ns, None);
+        client.create(&collection, &body, &params).await
+    } else {
+        let path = resource.path(ns, Some(manifest.name()));
+        let params = PatchParams {
+            dry_run,
+            ..apply_params()
+        };
+        client.apply(&path, &body, &params).await
     };
-    client.apply(&path, &body, &params).await
+    answer.map_err(|e| e.redacted(&secret_texts(&body)))
 }
 
 async fn wait_for_crds(client: &Client, steps: &[&Step]) -> Result<(), EngineError> {

@@ -157,7 +157,7 @@ pub enum EngineError {
     Rejected(Vec<Problem>),
     #[error(
         "{} object(s) cannot be applied; only the Namespaces and CustomResourceDefinitions \
-         they need were written:\n{}",
+         they need, and the ApplySet parent, were written:\n{}",
         .0.len(),
         .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
     )]
@@ -288,8 +288,9 @@ impl Engine {
             &options.drift,
         )
         .await?;
+        // A cache exists only after a successful run, which wrote the parent.
         let recorded = match &cache {
-            Some(cache) => cache.recorded.clone(),
+            Some(cache) => Some(cache.recorded.clone()),
             None => self.recorded_kinds(&applyset).await?,
         };
         let scope = match cache {
@@ -297,8 +298,8 @@ impl Engine {
             None => &Scope::Full,
         };
         let kinds = match scope {
-            Scope::Targeted { .. } => recorded,
-            Scope::Full => member_kinds(recorded, &desired),
+            Scope::Targeted { .. } => recorded.clone().unwrap_or_default(),
+            Scope::Full => member_kinds(recorded.clone().unwrap_or_default(), &desired),
         };
         let owned = match scope {
             Scope::Targeted { .. } => Vec::new(),
@@ -330,6 +331,7 @@ impl Engine {
             kinds: &kinds,
             timeout: options.timeout,
             progress: options.progress.as_ref(),
+            recorded: recorded.as_ref(),
         };
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;
@@ -369,16 +371,17 @@ impl Engine {
         resolve(&self.discovery, manifests, namespace, applyset)
     }
 
+    /// The kinds the parent records; `None` when there is no parent yet.
     async fn recorded_kinds(
         &self,
         applyset: &ApplySet,
-    ) -> Result<BTreeSet<GroupKind>, EngineError> {
+    ) -> Result<Option<BTreeSet<GroupKind>>, EngineError> {
         let parent = self
             .client
             .get_opt(&parent_path(applyset))
             .await
             .map_err(|source| api_error(&applyset.parent_ref(), source))?;
-        Ok(applyset::recorded_group_kinds(parent.as_ref()))
+        Ok(parent.map(|p| applyset::recorded_group_kinds(Some(&p))))
     }
 
     /// The live members: from the store for kinds it covers, listed otherwise.

@@ -31,16 +31,18 @@ fn parse(text: &str) -> Option<Exact> {
         .unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(number_end);
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() {
+    let digits = whole.bytes().chain(fraction.bytes());
+    if whole.is_empty() && fraction.is_empty() || !digits.clone().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let mut m: u128 = 0;
-    for digit in whole.bytes().chain(fraction.bytes()) {
+    for digit in digits {
         m = m.checked_mul(10)?.checked_add(u128::from(digit - b'0'))?;
     }
     let (binary, decimal) = suffix_exponents(suffix)?;
-    let tens = decimal - i64::try_from(fraction.len()).ok()?;
-    Some(normalize(negative, m, binary + tens, tens))
+    // Checked: an exponent near i64's ends is not a quantity, and must not panic.
+    let tens = decimal.checked_sub(i64::try_from(fraction.len()).ok()?)?;
+    normalize(negative, m, binary.checked_add(tens)?, tens)
 }
 
 /// The suffix as (power of two, power of ten).
@@ -80,34 +82,47 @@ fn suffix_exponents(suffix: &str) -> Option<(i64, i64)> {
     Some((0, decimal))
 }
 
-fn normalize(negative: bool, mut m: u128, mut twos: i64, mut fives: i64) -> Exact {
+fn normalize(negative: bool, mut m: u128, mut twos: i64, mut fives: i64) -> Option<Exact> {
     if m == 0 {
-        return Exact {
+        return Some(Exact {
             negative: false,
             m: 0,
             twos: 0,
             fives: 0,
-        };
+        });
     }
     while m % 2 == 0 {
         m /= 2;
-        twos += 1;
+        twos = twos.checked_add(1)?;
     }
     while m % 5 == 0 {
         m /= 5;
-        fives += 1;
+        fives = fives.checked_add(1)?;
     }
-    Exact {
+    Some(Exact {
         negative,
         m,
         twos,
         fives,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_numbers_and_extreme_exponents_are_not_quantities() {
+        // Found by the property test below: these panicked on overflow.
+        for text in [
+            "..",
+            "1.2.3",
+            "1.5e-9223372036854775808",
+            "10e9223372036854775807",
+        ] {
+            assert!(parse(text).is_none(), "{text}");
+        }
+    }
 
     #[test]
     fn equal_values_written_differently_are_the_same() {
@@ -144,6 +159,32 @@ mod tests {
             ("99999999999999999999999999999999999999999", "1"),
         ] {
             assert!(!same_value(a, b), "{a} != {b}");
+        }
+    }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Arbitrary text never panics nor hangs (an exponent of a billion
+            /// included), and a quantity equals itself.
+            #[test]
+            fn arbitrary_quantities_never_panic(
+                a in prop_oneof![
+                    any::<String>(),
+                    "[+-]?[0-9]{0,30}(\\.[0-9]{0,30})?([eE][+-]?[0-9]{1,12})?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?",
+                ],
+                b in any::<String>(),
+            ) {
+                let started = std::time::Instant::now();
+                let _ = same_value(&a, &b);
+                let reflexive = same_value(&a, &a);
+                prop_assert!(started.elapsed() < std::time::Duration::from_secs(1));
+                prop_assert_eq!(reflexive, parse(&a).is_some());
+            }
         }
     }
 }

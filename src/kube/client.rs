@@ -36,17 +36,24 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// A `Retry-After` longer than this is capped: the caller's own timeouts matter more.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// Tuning of a [`Client`]; the defaults suit the daemon.
+/// How long one request keeps being retried through transient failures unless
+/// [`ClientOptions::request_timeout`] says otherwise: long enough for an API server
+/// to restart (managed clusters restart theirs on every upgrade).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Tuning of a [`Client`]; the defaults suit the daemon and the CLI.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Requests in flight at once (default 64).
     pub max_in_flight: usize,
-    /// Time limit of one attempt, including reading the body (default 60 s).
+    /// How long one request may take, retries included (default 60 s): no retry
+    /// starts after this has passed since its first attempt began.
     pub request_timeout: Duration,
+    /// Time limit of one attempt, including reading the body (default 30 s), so that
+    /// a stalled connection leaves time for another attempt.
+    pub attempt_timeout: Duration,
     /// Time limit of establishing a connection (default 10 s).
     pub connect_timeout: Duration,
-    /// Attempts per request, including the first (default 5).
-    pub max_tries: u32,
     /// The `User-Agent`, which also names the default field manager of POSTs.
     pub user_agent: String,
     /// Items per page when listing (default 500, kubectl's chunk size).
@@ -57,9 +64,9 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            attempt_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            max_tries: 5,
             user_agent: format!("converge/{}", env!("CARGO_PKG_VERSION")),
             page_size: 500,
         }
@@ -92,6 +99,8 @@ struct Inner {
     options: ClientOptions,
     /// Told the verb of every request sent (metrics, and tests that count requests).
     observer: OnceLock<RequestObserver>,
+    /// When a retry was last reported (see [`Client::note_retry`]).
+    last_retry_note: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A callback told the verb of every request sent: `get`, `list`, `watch`, `apply`,
@@ -131,8 +140,8 @@ struct Req<'a> {
     body: Option<Vec<u8>>,
     content_type: Option<&'a str>,
     accept: &'a str,
-    /// Safe to send twice: retried after 503/504 and broken connections.
-    idempotent: bool,
+    /// After which failures it may be sent again.
+    retry: Retry,
 }
 
 impl Req<'_> {
@@ -180,6 +189,7 @@ impl Client {
                 options,
                 cluster,
                 observer: OnceLock::new(),
+                last_retry_note: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -208,7 +218,9 @@ impl Client {
 
     /// Sends one JSON request and decodes the JSON answer (`Null` for an empty body).
     /// `content_type` defaults to `application/json` when there is a body. Retries
-    /// follow [`is_idempotent`]: GET, apply PATCH and DELETE with a uid precondition.
+    /// follow [`Retry::of`]: GET, apply PATCH and DELETE with a uid precondition are
+    /// retried after any transient failure, other writes only when they surely never
+    /// reached the server.
     /// The verbs below add their parameters' query; this one sends none.
     pub async fn request_json(
         &self,
@@ -229,7 +241,7 @@ impl Client {
         body: Option<&Value>,
         content_type: Option<&str>,
     ) -> Result<Value, Error> {
-        let idempotent = is_idempotent(&method, content_type, body);
+        let retry = Retry::of(&method, content_type, body);
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -242,7 +254,7 @@ impl Client {
             body,
             content_type,
             accept: "application/json",
-            idempotent,
+            retry,
         };
         let bytes = self.run(&req).await?;
         decode_json(&bytes, &req)
@@ -257,7 +269,7 @@ impl Client {
             body: None,
             content_type: None,
             accept,
-            idempotent: true,
+            retry: Retry::Idempotent,
         };
         let bytes = self.run(&req).await?;
         decode_json(&bytes, &req)
@@ -451,7 +463,7 @@ impl Client {
             body: None,
             content_type: None,
             accept: "application/json, */*",
-            idempotent: true,
+            retry: Retry::Idempotent,
         };
         let bytes = self.run(&req).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -465,12 +477,14 @@ impl Client {
         self.execute(req).instrument(span).await
     }
 
-    /// The retry loop: one refresh after a 401 with a rotating credential, then up to
-    /// `max_tries` attempts for retryable failures with backoff or `Retry-After`.
+    /// The retry loop: one refresh after a 401 with a rotating credential, then
+    /// attempts for retryable failures with backoff or `Retry-After` until
+    /// `request_timeout` has passed.
     async fn execute(&self, req: &Req<'_>) -> Result<Vec<u8>, Error> {
         let url = self.url(req.path, &req.query)?;
-        let retries = self.inner.options.max_tries.saturating_sub(1) as usize;
-        let mut delays = Backoff::REQUEST.delays().take(retries);
+        let started = tokio::time::Instant::now();
+        let budget = RetryBudget::new(self.inner.options.request_timeout);
+        let mut delays = Backoff::REQUEST.delays();
         let mut attempt = 1;
         let mut reauthenticated = false;
         loop {
@@ -484,13 +498,38 @@ impl Client {
                 self.inner.auth.invalidate().await;
                 continue;
             }
-            let Some(delay) = failure.retry_delay(req.idempotent, &mut delays) else {
-                return Err(failure.into_error(req));
+            let delay = failure
+                .retry_delay(req.retry, &mut delays)
+                .and_then(|delay| budget.wait(delay));
+            let Some(delay) = delay else {
+                let tries = Tries {
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                };
+                return Err(failure.into_error(req, tries));
             };
-            tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, reason = %failure.summary(), "retrying");
+            self.note_retry(&failure);
+            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, reason = %failure.summary(), "retrying");
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+
+    /// Says once in a while (not once per request: an outage fails every request in
+    /// flight) that requests are being retried.
+    fn note_retry(&self, failure: &Failure) {
+        const EVERY: Duration = Duration::from_secs(5);
+        let mut last = self
+            .inner
+            .last_retry_note
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let limit = humantime::format_duration(self.inner.options.request_timeout);
+        tracing::warn!(reason = %failure.summary(), "the API server failed; retrying each request for up to {limit}");
     }
 
     async fn attempt(&self, req: &Req<'_>, url: &Url) -> Result<Vec<u8>, Failure> {
@@ -507,7 +546,7 @@ impl Client {
         let mut builder = http
             .request(req.method.clone(), url.clone())
             .header(ACCEPT, req.accept)
-            .timeout(self.inner.options.request_timeout);
+            .timeout(self.inner.options.attempt_timeout);
         if let Some(bearer) = credential.bearer {
             builder = builder.header(AUTHORIZATION, bearer);
         }
@@ -672,17 +711,68 @@ fn verb_of(method: &Method, query: &Query) -> &'static str {
     }
 }
 
-/// Whether sending the request twice is harmless: reads, server-side apply (the same
-/// patch yields the same object) and deletes pinned to one uid. A POST or a PUT may
-/// have been applied before the connection broke, so it is not retried on 5xx.
-pub fn is_idempotent(method: &Method, content_type: Option<&str>, body: Option<&Value>) -> bool {
-    match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS => true,
-        Method::PATCH => content_type == Some(APPLY_PATCH),
-        Method::DELETE => body
-            .and_then(|b| b.pointer("/preconditions/uid"))
-            .is_some_and(|uid| uid.as_str().is_some_and(|s| !s.is_empty())),
-        _ => false,
+/// After which failures a request may be sent again: decided by what sending it
+/// twice would do, never by the caller's hopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A POST, PUT or non-apply PATCH: it may have been carried out before the
+    /// connection broke, so it is sent again only when it surely never reached a
+    /// handler: the connection was refused, or the server answered 429 (the API
+    /// server's priority and fairness rejects before any handler runs).
+    NotReached,
+    /// Reads and deletes pinned to one uid: the same answer (or a 404 the caller
+    /// expects) however often they are sent, so also after a broken connection, a
+    /// timeout and 500/502/503/504.
+    Idempotent,
+    /// Server-side apply: idempotent (the same patch yields the same object), and
+    /// also after 409 Conflict, a write that raced another; the server computes the
+    /// apply afresh against the object as it is then.
+    Apply,
+}
+
+impl Retry {
+    /// The policy of a request: reads, server-side apply and deletes with a uid
+    /// precondition may be repeated; anything else only if it never arrived.
+    pub fn of(method: &Method, content_type: Option<&str>, body: Option<&Value>) -> Retry {
+        let uid_precondition = || {
+            body.and_then(|b| b.pointer("/preconditions/uid"))
+                .and_then(Value::as_str)
+                .is_some_and(|uid| !uid.is_empty())
+        };
+        match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => Retry::Idempotent,
+            Method::PATCH if content_type == Some(APPLY_PATCH) => Retry::Apply,
+            Method::DELETE if uid_precondition() => Retry::Idempotent,
+            _ => Retry::NotReached,
+        }
+    }
+
+    fn repeatable(self) -> bool {
+        self != Retry::NotReached
+    }
+}
+
+/// The time one request may spend on retries: no retry starts (its delay
+/// included) once `request_timeout` has passed since the first attempt began.
+struct RetryBudget {
+    deadline: tokio::time::Instant,
+}
+
+impl RetryBudget {
+    fn new(limit: Duration) -> Self {
+        RetryBudget {
+            deadline: tokio::time::Instant::now() + limit,
+        }
+    }
+
+    /// The wait before the next attempt: `delay`, shortened so that the last
+    /// attempt starts at the deadline; `None` once the deadline has passed.
+    fn wait(&self, delay: Duration) -> Option<Duration> {
+        let left = self
+            .deadline
+            .checked_duration_since(tokio::time::Instant::now())
+            .filter(|left| !left.is_zero())?;
+        Some(delay.min(left))
     }
 }
 
@@ -694,22 +784,30 @@ impl Failure {
         }
     }
 
-    /// How long to wait before the next attempt, or `None` to give up (not
-    /// retryable, or `backoff` is used up). 429 means the server did not process the
-    /// request, so every method retries; a failed connection attempt never reached
-    /// the server either. `Retry-After` takes the place of the backoff's delay.
+    /// How long to wait before the next attempt, or `None` when the failure is not
+    /// one that `retry` allows sending again after. Permanent rejections (4xx other
+    /// than 409 and 429, 501, a server-side apply's 500 about the patch itself) and
+    /// a TLS handshake the server's certificate or ours failed never are. `Retry-After` takes the place of the backoff's delay.
     fn retry_delay(
         &self,
-        idempotent: bool,
+        retry: Retry,
         backoff: &mut impl Iterator<Item = Duration>,
     ) -> Option<Duration> {
         let (retryable, retry_after) = match self {
-            Failure::Transport(e) => (e.is_connect() || (idempotent && !e.is_builder()), None),
+            Failure::Transport(e) if is_tls_failure(e) => (false, None),
+            Failure::Transport(e) => (
+                e.is_connect() || (retry.repeatable() && !e.is_builder()),
+                None,
+            ),
             Failure::Status {
-                code, retry_after, ..
+                code,
+                retry_after,
+                body,
             } => match code {
                 429 => (true, *retry_after),
-                503 | 504 => (idempotent, *retry_after),
+                409 => (retry == Retry::Apply, None),
+                500 if Status::from_response(500, body).is_rejected_patch() => (false, None),
+                500 | 502 | 503 | 504 => (retry.repeatable(), *retry_after),
                 _ => (false, None),
             },
             Failure::Other(_) => (false, None),
@@ -723,25 +821,71 @@ impl Failure {
 
     fn summary(&self) -> String {
         match self {
-            Failure::Transport(e) => e.to_string(),
+            Failure::Transport(e) => root_cause(e),
             Failure::Status { code, .. } => format!("HTTP {code}"),
             Failure::Other(e) => e.to_string(),
         }
     }
 
-    fn into_error(self, req: &Req<'_>) -> Error {
+    fn into_error(self, req: &Req<'_>, tries: Tries) -> Error {
+        let request = format!("{}{tries}", req.describe());
         match self {
-            Failure::Transport(source) => Error::Http {
-                request: req.describe(),
-                source,
-            },
+            Failure::Transport(source) => Error::Http { request, source },
             Failure::Status { code, body, .. } => Error::Api {
-                request: req.describe(),
+                request,
                 status: Box::new(Status::from_response(code, &body)),
             },
             Failure::Other(e) => e,
         }
     }
+}
+
+/// How often a failed request was sent, for its error: " (3 attempts in 12 s)"
+/// tells a reader that converge did retry, and for how long.
+struct Tries {
+    attempts: u32,
+    elapsed: Duration,
+}
+
+impl std::fmt::Display for Tries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.attempts < 2 {
+            return Ok(());
+        }
+        let secs = self.elapsed.as_secs_f64();
+        write!(f, " ({} attempts in {secs:.0} s)", self.attempts)
+    }
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)"),
+/// which says more than reqwest's "error sending request for url (…)".
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Whether a connection failed in its TLS handshake (an unknown CA, an expired or
+/// refused certificate): that repeats until the configuration changes.
+fn is_tls_failure(error: &reqwest::Error) -> bool {
+    is_or_wraps_rustls(error)
+}
+
+/// Follows `source()` and, because `io::Error::source` skips the error it wraps,
+/// `io::Error::get_ref` too.
+fn is_or_wraps_rustls(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref);
+    if wrapped.is_some_and(|inner| is_or_wraps_rustls(inner)) {
+        return true;
+    }
+    error.source().is_some_and(is_or_wraps_rustls)
 }
 
 /// `Retry-After` in seconds (the form the API server sends), capped at 30 s.
@@ -831,37 +975,72 @@ mod tests {
 
     #[test]
     fn retry_policy() {
-        let backoff = || Backoff::REQUEST.delays().take(4);
-        // 429 retries for every method and honours Retry-After.
+        let backoff = || Backoff::REQUEST.delays();
+        let retried =
+            |failure: Failure, retry: Retry| failure.retry_delay(retry, &mut backoff()).is_some();
+        // 429 retries for every request and honours Retry-After.
         assert_eq!(
-            status(429, Some(2)).retry_delay(false, &mut backoff()),
+            status(429, Some(2)).retry_delay(Retry::NotReached, &mut backoff()),
             Some(Duration::from_secs(2))
         );
-        // 503/504 only when idempotent, after the backoff's delay.
-        let delay = status(503, None).retry_delay(true, &mut backoff());
+        // 5xx only when sending twice is harmless, after the backoff's delay.
+        let delay = status(503, None).retry_delay(Retry::Idempotent, &mut backoff());
         let first = Backoff::REQUEST.min;
         assert!(
             delay.is_some_and(|d| d >= first.mul_f64(0.999) && d <= first.mul_f64(2.001)),
             "{delay:?}"
         );
-        assert!(
-            status(504, None)
-                .retry_delay(false, &mut backoff())
-                .is_none()
-        );
-        // Other 4xx/5xx never.
-        for code in [400, 401, 403, 404, 409, 410, 422, 500] {
-            assert!(
-                status(code, Some(1))
-                    .retry_delay(true, &mut backoff())
-                    .is_none(),
-                "{code}"
-            );
+        for code in [500, 502, 503, 504] {
+            assert!(retried(status(code, None), Retry::Idempotent), "{code}");
+            assert!(retried(status(code, None), Retry::Apply), "{code}");
+            assert!(!retried(status(code, None), Retry::NotReached), "{code}");
         }
-        // Bounded by the backoff, Retry-After or not.
-        let mut delays = backoff();
-        let retries = std::iter::from_fn(|| status(429, Some(1)).retry_delay(true, &mut delays));
-        assert_eq!(retries.count(), 4);
+        // Server-side apply's 500 about the patch itself (an undeclared field)
+        // repeats until the manifest changes.
+        let typed = Failure::Status {
+            code: 500,
+            retry_after: None,
+            body: br#"{"kind":"Status","code":500,"message":"failed to create typed patch object (a/b; /v1, Kind=ConfigMap): .dta: field not declared in schema"}"#.to_vec(),
+        };
+        assert!(!retried(typed, Retry::Apply));
+        // 409: a raced apply is computed again; a failed uid precondition or an
+        // AlreadyExists is permanent.
+        assert!(retried(status(409, None), Retry::Apply));
+        assert!(!retried(status(409, None), Retry::Idempotent));
+        assert!(!retried(status(409, None), Retry::NotReached));
+        // Other 4xx (and 501) never, whatever the request.
+        for code in [400, 401, 403, 404, 405, 410, 413, 415, 422, 501] {
+            for retry in [Retry::NotReached, Retry::Idempotent, Retry::Apply] {
+                assert!(!retried(status(code, Some(1)), retry), "{code} {retry:?}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_retries_in_time() {
+        let secs = Duration::from_secs;
+        let budget = RetryBudget::new(secs(60));
+        assert_eq!(budget.wait(secs(4)), Some(secs(4)));
+        tokio::time::sleep(secs(58)).await;
+        assert_eq!(budget.wait(secs(1)), Some(secs(1)));
+        // The last attempt starts at the deadline, none after it.
+        assert_eq!(budget.wait(secs(30)), Some(secs(2)));
+        tokio::time::sleep(secs(2)).await;
+        assert_eq!(budget.wait(secs(1)), None);
+    }
+
+    #[test]
+    fn tries_are_told_only_when_retried() {
+        let once = Tries {
+            attempts: 1,
+            elapsed: Duration::from_millis(20),
+        };
+        assert_eq!(once.to_string(), "");
+        let many = Tries {
+            attempts: 9,
+            elapsed: Duration::from_millis(61_400),
+        };
+        assert_eq!(many.to_string(), " (9 attempts in 61 s)");
     }
 
     #[test]
@@ -890,18 +1069,28 @@ mod tests {
     }
 
     #[test]
-    fn idempotency() {
+    fn retry_follows_what_sending_twice_does() {
         let precondition = json!({"preconditions": {"uid": "abc"}});
-        assert!(is_idempotent(&Method::GET, None, None));
-        assert!(is_idempotent(&Method::PATCH, Some(APPLY_PATCH), None));
-        assert!(!is_idempotent(
-            &Method::PATCH,
-            Some("application/merge-patch+json"),
-            None
-        ));
-        assert!(is_idempotent(&Method::DELETE, None, Some(&precondition)));
-        assert!(!is_idempotent(&Method::DELETE, None, Some(&json!({}))));
-        assert!(!is_idempotent(&Method::POST, None, None));
+        let of = Retry::of;
+        assert_eq!(of(&Method::GET, None, None), Retry::Idempotent);
+        assert_eq!(of(&Method::PATCH, Some(APPLY_PATCH), None), Retry::Apply);
+        let merge = Some("application/merge-patch+json");
+        assert_eq!(of(&Method::PATCH, merge, None), Retry::NotReached);
+        assert_eq!(
+            of(&Method::DELETE, None, Some(&precondition)),
+            Retry::Idempotent
+        );
+        let empty_uid = json!({"preconditions": {"uid": ""}});
+        assert_eq!(
+            of(&Method::DELETE, None, Some(&empty_uid)),
+            Retry::NotReached
+        );
+        assert_eq!(
+            of(&Method::DELETE, None, Some(&json!({}))),
+            Retry::NotReached
+        );
+        assert_eq!(of(&Method::POST, None, None), Retry::NotReached);
+        assert_eq!(of(&Method::PUT, None, None), Retry::NotReached);
     }
 
     #[test]

@@ -89,6 +89,17 @@ impl Status {
         }
     }
 
+    /// A 500 that is the server's verdict on the request rather than a failure of
+    /// the moment: server-side apply answers `500 failed to create typed patch
+    /// object` for a field the schema does not declare or a value of the wrong
+    /// type, and `500 failed to convert new object` for a value it cannot decode
+    /// (a Secret's `data` that is not base64), and repeats it until the manifest
+    /// changes.
+    pub fn is_rejected_patch(&self) -> bool {
+        const VERDICTS: [&str; 2] = ["failed to create typed ", "failed to convert new object"];
+        self.code == 500 && VERDICTS.iter().any(|v| self.message.starts_with(v))
+    }
+
     /// True when the reason is `r`, or (for bodies without a reason) the code is `code`.
     /// This mirrors apimachinery's `ReasonForError` with its code fallback.
     fn is(&self, reason: &str, code: u16) -> bool {
@@ -216,6 +227,27 @@ impl Error {
         self.status().is_some_and(|s| s.is(reason, code))
     }
 
+    /// The error with every text of `secrets` replaced by `***` in the server's
+    /// words: the API server quotes a rejected value in its message (`expected
+    /// string, got …{"the-value"}`), and a Secret's value must never be shown.
+    pub fn redacted(mut self, secrets: &[String]) -> Self {
+        if let Error::Api { status, .. } = &mut self {
+            let redact = |text: &mut String| {
+                for secret in secrets {
+                    if text.contains(secret.as_str()) {
+                        *text = text.replace(secret.as_str(), "***");
+                    }
+                }
+            };
+            redact(&mut status.message);
+            for cause in status.details.iter_mut().flat_map(|d| d.causes.iter_mut()) {
+                redact(&mut cause.message);
+                redact(&mut cause.field);
+            }
+        }
+        self
+    }
+
     /// 404: the object (or the resource) does not exist.
     pub fn is_not_found(&self) -> bool {
         self.status_is("NotFound", 404)
@@ -248,6 +280,7 @@ impl Error {
     /// unknown kind) repeat until the request changes.
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::Api { status, .. } if status.is_rejected_patch() => false,
             Error::Api { status, .. } => {
                 matches!(status.code, 408 | 429 | 500..=599) || self.is_conflict()
             }
@@ -348,11 +381,26 @@ mod tests {
         for rejection in [400, 403, 404, 422] {
             assert!(!code(rejection).is_transient(), "{rejection}");
         }
+        let typed = br#"{"kind":"Status","code":500,"reason":"InternalError","message":"failed to create typed patch object (a/b; /v1, Kind=ConfigMap): .dta: field not declared in schema"}"#;
+        assert!(!api(Status::from_response(500, typed)).is_transient());
+        let convert = br#"{"kind":"Status","code":500,"message":"failed to convert new object (a/b; /v1, Kind=Secret) to proper version: illegal base64 data at input byte 7"}"#;
+        assert!(!api(Status::from_response(500, convert)).is_transient());
+        let etcd = br#"{"kind":"Status","code":500,"message":"etcdserver: request timed out"}"#;
+        assert!(api(Status::from_response(500, etcd)).is_transient());
         let unknown = Error::UnknownKind {
             group: "example.com".into(),
             kind: "Widget".into(),
         };
         assert!(!unknown.is_transient());
+    }
+
+    #[test]
+    fn redaction_replaces_secrets_in_the_servers_words() {
+        let body = br#"{"kind":"Status","code":500,"message":"failed to create typed patch object (a/s; /v1, Kind=Secret): .stringData.password: expected string, got &value.valueUnstructured{Value:[]interface {}{\"hunter22\"}}","details":{"causes":[{"message":"hunter22 is bad","field":"data[hunter22]"}]}}"#;
+        let err = api(Status::from_response(500, body)).redacted(&["hunter22".into()]);
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(shown.contains(r#"interface {}{\"***\"}"#), "{shown}");
     }
 
     #[test]

@@ -278,4 +278,71 @@ mod tests {
         assert!(wildcard("a*b*c", "aXXbYYc"));
         assert!(!wildcard("a*b", "aXXc"));
     }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of known_hosts syntax, glued at random.
+        const PIECES: &[&str] = &[
+            "\n",
+            " ",
+            "\t",
+            ",",
+            "#",
+            "@revoked",
+            "@cert-authority",
+            "|1|",
+            "|1|abc=|def=",
+            "*",
+            "?",
+            "!",
+            "[",
+            "]",
+            ":",
+            "[host]:2222",
+            "github.com",
+            "*.example.com",
+            "!bad.example.com",
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            KEY_A,
+            KEY_B,
+            "AAAA",
+            "====",
+            "é",
+            "\u{0}",
+        ];
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(proptest::sample::select(PIECES), 0..60)
+                    .prop_map(|p| p.concat()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Arbitrary text and hosts never panic, and a key is only trusted
+            /// when listed.
+            #[test]
+            fn arbitrary_known_hosts_never_panic(
+                text in text(),
+                host in prop_oneof![any::<String>(), "[a-z.*?!\\[\\]:0-9]{0,20}"],
+                key in prop::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let started = std::time::Instant::now();
+                let known = KnownHosts::parse(&text);
+                let verdict = known.check(&host, &key);
+                let _ = fingerprint(&key);
+                prop_assert!(started.elapsed() < std::time::Duration::from_secs(1));
+                if verdict == Verdict::Trusted {
+                    prop_assert!(known.entries.iter().any(|e| e.key == key));
+                }
+            }
+        }
+    }
 }

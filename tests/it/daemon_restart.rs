@@ -5,8 +5,7 @@
 //! restart cannot disturb other tests running in the same process.
 
 use crate::common::daemon::{Daemon, Drift, dir_config};
-use crate::common::{Manifests, PlaneAccess, TestEnv, assert_success, configmap, repo_root};
-use std::process::Command;
+use crate::common::{Manifests, PlaneAccess, TestEnv, configmap, restart_apiserver};
 use std::time::Duration;
 
 #[test]
@@ -35,12 +34,7 @@ fn watches_resume_after_an_apiserver_restart() {
     let before = versions();
     let writes = daemon.metric("converge_apply_actions_total");
 
-    let restart = Command::new("bash")
-        .arg(repo_root().join("hack/controlplane.sh"))
-        .arg("restart-apiserver")
-        .output()
-        .expect("run hack/controlplane.sh restart-apiserver");
-    assert_success("hack/controlplane.sh restart-apiserver", &restart);
+    restart_apiserver();
     std::thread::sleep(Duration::from_secs(2));
 
     assert_eq!(

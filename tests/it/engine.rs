@@ -681,6 +681,13 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
         !written.contains("fine") && !written.contains("bad"),
         "{written}"
     );
+    // The parent, written before the Namespace, goes again with it.
+    let parent = format!("converge-{}", env.ns);
+    let left = env.kubectl_output(&["get", "configmap", &parent, "-n", &env.ns], None);
+    assert!(
+        !left.status.success(),
+        "the refused first revision left its parent"
+    );
     // The rejection deletes the Namespace it created (see drift.rs).
     env.kubectl(&[
         "delete",

@@ -2,7 +2,7 @@
 //! plane (`hack/controlplane.sh up`; `eval "$(hack/controlplane.sh env)"`), checked
 //! with kubectl as the independent client.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::TestEnv;
@@ -375,14 +375,6 @@ impl Drop for CrdCleanup<'_> {
     }
 }
 
-/// A service-account token for `sa` in the test namespace.
-fn service_account_token(env: &TestEnv, sa: &str) -> String {
-    env.kubectl(&["create", "serviceaccount", sa, "-n", &env.ns]);
-    env.kubectl(&["create", "token", sa, "-n", &env.ns, "--duration=1h"])
-        .trim()
-        .to_string()
-}
-
 /// The user the API server sees (SelfSubjectReview, allowed for every user).
 async fn whoami(client: &Client) -> Result<String, Error> {
     let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
@@ -397,33 +389,10 @@ async fn whoami(client: &Client) -> Result<String, Error> {
     Ok(text(&answer, "/status/userInfo/username").to_string())
 }
 
-/// The control plane's cluster entry with a different user, as a kubeconfig file.
-fn kubeconfig_with_user(env: &TestEnv, dir: &Path, user: &str) -> PathBuf {
-    let jsonpath = |p: &str| {
-        env.kubectl(&[
-            "config",
-            "view",
-            "--raw",
-            "--minify",
-            "-o",
-            &format!("jsonpath={p}"),
-        ])
-    };
-    let server = jsonpath("{.clusters[0].cluster.server}");
-    let ca = jsonpath("{.clusters[0].cluster.certificate-authority}");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: cp\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n{user}\ncontexts:\n- name: c\n  context: {{cluster: cp, user: u, namespace: {}}}\ncurrent-context: c\n",
-        env.ns
-    );
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, text).expect("write kubeconfig");
-    path
-}
-
 #[tokio::test]
 async fn exec_plugin_token_authenticates_and_is_cached() {
     let env = TestEnv::new("kube-exec");
-    let token = service_account_token(&env, "robot");
+    let token = env.service_account_token("robot");
     let tmp = tempfile::tempdir().unwrap();
     let count = tmp.path().join("runs");
     let script = tmp.path().join("plugin.sh");
@@ -440,7 +409,7 @@ async fn exec_plugin_token_authenticates_and_is_cached() {
         "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: ['{}']\n      interactiveMode: Never\n      installHint: not used",
         script.display()
     );
-    let kubeconfig = kubeconfig_with_user(&env, tmp.path(), &user);
+    let kubeconfig = env.kubeconfig_with_user(tmp.path(), &user);
     let config = ClusterConfig::load(Some(&kubeconfig), None).unwrap();
     assert_eq!(config.default_namespace, env.ns);
     assert!(matches!(config.auth, Auth::Exec(_)));
@@ -485,12 +454,12 @@ async fn failing_exec_plugin_reports_stderr_and_hint() {
 #[tokio::test]
 async fn token_file_is_reread_when_it_rotates() {
     let env = TestEnv::new("kube-token-file");
-    let first = service_account_token(&env, "first");
-    let second = service_account_token(&env, "second");
+    let first = env.service_account_token("first");
+    let second = env.service_account_token("second");
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("token"), &first).unwrap();
     // A relative tokenFile resolves against the kubeconfig's directory.
-    let kubeconfig = kubeconfig_with_user(&env, tmp.path(), "    tokenFile: token");
+    let kubeconfig = env.kubeconfig_with_user(tmp.path(), "    tokenFile: token");
     let client = Client::new(ClusterConfig::load(Some(&kubeconfig), None).unwrap()).unwrap();
     let sa = |name: &str| format!("system:serviceaccount:{}:{name}", env.ns);
     assert_eq!(whoami(&client).await.unwrap(), sa("first"));
@@ -600,7 +569,7 @@ async fn exec_plugin_client_certificate_authenticates() {
         "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: cat\n      args: ['{}']\n      interactiveMode: Never",
         output.display()
     );
-    let kubeconfig = kubeconfig_with_user(&env, tmp.path(), &user);
+    let kubeconfig = env.kubeconfig_with_user(tmp.path(), &user);
     let client = Client::new(ClusterConfig::load(Some(&kubeconfig), None).unwrap()).unwrap();
     let expected = env.kubectl(&[
         "auth",

@@ -4,20 +4,25 @@
 
 mod common;
 
+mod bad_input;
 mod controlplane;
+mod crash;
 mod daemon;
 mod daemon_git;
 mod daemon_restart;
 mod deploy;
 mod drift;
 mod engine;
+mod faults;
 mod health;
+mod hostile;
 mod kube_client;
 mod layout;
 mod leader;
 mod ordering;
 mod render;
 mod render_daemon;
+mod secrets;
 mod server;
 mod shard;
 mod source_dir;

@@ -233,7 +233,11 @@ fn is_timestamp(s: &str) -> bool {
 }
 
 fn split_date(s: &str) -> Option<(&str, Option<(char, &str)>)> {
-    if s.len() < 5 || !s[..4].bytes().all(|b| b.is_ascii_digit()) || &s[4..5] != "-" {
+    // `get`, not indexing: byte 4 may fall inside a character ("0🌀").
+    let (Some(year), Some("-")) = (s.get(..4), s.get(4..5)) else {
+        return None;
+    };
+    if !year.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     match s.find(['T', 't', ' ']) {
@@ -393,6 +397,13 @@ mod tests {
 
     fn plain(value: &str) -> Scalar {
         resolve(None, value, true).expect("resolves")
+    }
+
+    #[test]
+    fn a_character_across_byte_four_is_a_string() {
+        // Found by tests/it/hostile.rs: slicing at byte 4 panicked.
+        assert_eq!(plain("0🌀"), Scalar::Str("0🌀".into()));
+        assert_eq!(plain("201é-1-2"), Scalar::Str("201é-1-2".into()));
     }
 
     #[test]

@@ -12,13 +12,19 @@
 //!   [`eventually`]: polling with a timeout.
 //! - [`daemon`]: a `converge run` process with its own config, port and log.
 //! - [`prometheus`]: the `/metrics` text, checked and read.
+//! - [`process`]: a converge command in the background, its stderr read as it
+//!   comes, to strike (restart, cut, `kill -9`) at a precise moment.
+//! - [`fault_proxy`]: a TCP proxy in front of the API server that refuses, resets,
+//!   stalls, delays and cuts watch streams.
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
 //!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources;
 //!   [`github_signature`] signs webhooks.
 
 pub mod daemon;
+pub mod fault_proxy;
 pub mod git;
 pub mod git_http;
+pub mod process;
 pub mod prometheus;
 pub mod sshd;
 
@@ -207,6 +213,59 @@ impl TestEnv {
         self.kubectl(&["patch", "configmap", name, "-n", &self.ns, "-p", &patch]);
     }
 
+    /// A service-account token for `sa` (created) in the test namespace.
+    pub fn service_account_token(&self, sa: &str) -> String {
+        self.kubectl(&["create", "serviceaccount", sa, "-n", &self.ns]);
+        self.kubectl(&["create", "token", sa, "-n", &self.ns, "--duration=1h"])
+            .trim()
+            .to_string()
+    }
+
+    /// The control plane's cluster entry with a different user (`user`: the
+    /// indented body of a kubeconfig user), as a kubeconfig file in `dir`.
+    pub fn kubeconfig_with_user(&self, dir: &Path, user: &str) -> PathBuf {
+        let jsonpath = |p: &str| {
+            let template = format!("jsonpath={p}");
+            self.kubectl(&["config", "view", "--raw", "--minify", "-o", &template])
+        };
+        let server = jsonpath("{.clusters[0].cluster.server}");
+        let ca = jsonpath("{.clusters[0].cluster.certificate-authority}");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: cp\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: u\n  user:\n{user}\ncontexts:\n- name: c\n  context: {{cluster: cp, user: u, namespace: {}}}\ncurrent-context: c\n",
+            self.ns
+        );
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// The API server's address, from the kubeconfig's `server: https://host:port`.
+    pub fn apiserver_addr(&self) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read the kubeconfig");
+        let server = text
+            .lines()
+            .find_map(|line| line.split_once("server: ").map(|(_, s)| s.trim()))
+            .expect("a server in the kubeconfig");
+        let authority = server.trim_start_matches("https://").trim_end_matches('/');
+        authority.parse().expect("the server is host:port")
+    }
+
+    /// A copy of the test's kubeconfig in `dir` whose cluster is at `server` (e.g. a
+    /// fault proxy in front of the API server); credentials and CA stay the same.
+    pub fn kubeconfig_via(&self, dir: &Path, server: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read the kubeconfig");
+        let rewritten: String = text
+            .lines()
+            .map(|line| match line.split_once("server: ") {
+                Some((indent, _)) => format!("{indent}server: {server}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, rewritten).expect("write the kubeconfig");
+        path
+    }
+
     /// A `converge` command (the binary under test) with the test's kubeconfig.
     pub fn converge_command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
@@ -315,6 +374,18 @@ impl Manifests {
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
     }
+}
+
+/// Stops and starts kube-apiserver (same port and state) with
+/// `hack/controlplane.sh restart-apiserver`, which follows `CONVERGE_CP_DIR` from
+/// the environment. Take the plane with [`PlaneAccess::Exclusive`] first.
+pub fn restart_apiserver() {
+    let restart = Command::new("bash")
+        .arg(repo_root().join("hack/controlplane.sh"))
+        .arg("restart-apiserver")
+        .output()
+        .expect("run hack/controlplane.sh restart-apiserver");
+    assert_success("hack/controlplane.sh restart-apiserver", &restart);
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`: a webhook signature as GitHub sends it in

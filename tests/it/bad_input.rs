@@ -1,0 +1,290 @@
+//! The bad-input corpus (`tests/fixtures/bad/`): every manifest there ends
+//! `converge apply` with exit code 2, an error naming the file and line (and the
+//! object, where there is one) in words a person can act on, and zero writes,
+//! checked with kubectl. Every config there ends `converge run` with exit code 2
+//! and an error naming the file and the key. The Git cases of the corpus (an
+//! unreachable remote, a rejected password, a rewritten history) live with the Git
+//! harness: `daemon_git.rs` and `source_git.rs`.
+
+use crate::common::{TestEnv, repo_root};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Output;
+
+/// What each manifest's error must say, beyond its file and line (`{ns}`: the
+/// test's namespace).
+const EXPECTED: &[(&str, &str)] = &[
+    ("alias-bomb.yaml", "expands aliases excessively"),
+    (
+        "alias-undefined.yaml",
+        "unknown anchor 'nowhere' referenced",
+    ),
+    ("annotation-key-invalid.yaml", "metadata.annotations"),
+    (
+        "apiversion-malformed.yaml",
+        "unexpected apiVersion \"apps/v1/extra\"",
+    ),
+    ("bad-indentation.yaml", "mapping values are not allowed"),
+    (
+        "binary-not-base64.yaml",
+        "!!binary value contains invalid base64",
+    ),
+    (
+        "cluster-role-rule-invalid.yaml",
+        "rules[0].verbs: Required value",
+    ),
+    (
+        "configmap-binarydata-not-base64.yaml",
+        "illegal base64 data",
+    ),
+    ("configmap-data-not-string.yaml", ".data.k: expected string"),
+    ("configmap-key-invalid.yaml", "data[bad key]"),
+    ("container-name-invalid.yaml", "containers[0].name"),
+    (
+        "container-no-image.yaml",
+        "containers[0].image: Required value",
+    ),
+    (
+        "control-character.yaml",
+        "control characters are not allowed",
+    ),
+    ("cronjob-schedule-invalid.yaml", "spec.schedule"),
+    ("deep-nesting.yaml", "nests more than 100 levels"),
+    (
+        "deployment-no-containers.yaml",
+        "spec.template.spec.containers: Required",
+    ),
+    (
+        "deployment-no-selector.yaml",
+        "spec.selector: Required value",
+    ),
+    (
+        "deployment-selector-mismatch.yaml",
+        "does not match template `labels`",
+    ),
+    (
+        "document-is-list.yaml",
+        "the document is a list, not a mapping",
+    ),
+    ("document-is-scalar.yaml", "the document is a string"),
+    (
+        "duplicate-objects.yaml",
+        "ConfigMap/bad-dup: duplicate object",
+    ),
+    (
+        "generate-name-invalid.yaml",
+        "metadata.generateName without a hook",
+    ),
+    (
+        "ingress-pathtype-invalid.yaml",
+        "pathType: Unsupported value",
+    ),
+    ("invalid-utf8.yaml", "not valid UTF-8"),
+    (
+        "job-restart-always.yaml",
+        "spec.template.spec.restartPolicy",
+    ),
+    ("json-trailing-garbage.json", "invalid YAML"),
+    ("json-truncated.json", "did not find expected ',' or '}'"),
+    (
+        "kind-not-a-string.yaml",
+        "kind is a list; it must be a string",
+    ),
+    ("label-value-invalid.yaml", "metadata.labels: Invalid value"),
+    ("merge-key-scalar.yaml", "map merge requires map"),
+    ("metadata-not-a-mapping.yaml", "metadata is a string"),
+    ("missing-apiversion.yaml", "apiVersion is missing"),
+    ("missing-kind.yaml", "kind is missing"),
+    ("missing-name.yaml", "metadata.name is missing"),
+    ("name-invalid.yaml", "ConfigMap/{ns}/Bad_Name"),
+    ("name-not-a-string.yaml", "metadata.name is a mapping"),
+    ("name-too-long.yaml", "metadata.name"),
+    (
+        "namespace-name-invalid.yaml",
+        "namespaces \"Not_A_Namespace\" not found",
+    ),
+    ("one-bad-among-many.yaml", "ConfigMap/{ns}/Bad_One"),
+    (
+        "pvc-no-resources.yaml",
+        "spec.resources[storage]: Required value",
+    ),
+    ("replicas-negative.yaml", "spec.replicas: Invalid value: -1"),
+    (
+        "replicas-not-a-number.yaml",
+        ".spec.replicas: expected numeric",
+    ),
+    ("resources-quantity-invalid.yaml", "quantities must match"),
+    (
+        "rolebinding-roleref-invalid.yaml",
+        "roleRef.kind: Unsupported value",
+    ),
+    ("secret-data-not-base64.yaml", "illegal base64 data"),
+    ("secret-type-invalid.yaml", "data[tls.crt]: Required value"),
+    ("service-port-not-a-number.yaml", "expected numeric"),
+    (
+        "service-port-out-of-range.yaml",
+        "must be between 1 and 65535",
+    ),
+    ("service-type-invalid.yaml", "spec.type: Unsupported value"),
+    (
+        "tab-indentation.yaml",
+        "found character that cannot start any token",
+    ),
+    (
+        "truncated-flow-map.yaml",
+        "did not find expected ',' or '}'",
+    ),
+    ("truncated-mid-key.yaml", "could not find expected ':'"),
+    ("truncated-quoted.yaml", "found unexpected end of stream"),
+    ("unknown-field.yaml", ".dta: field not declared in schema"),
+    ("unknown-group.yaml", "unknown kind Widget"),
+    ("unknown-kind.yaml", "unknown kind Gizmo"),
+    (
+        "unknown-nested-field.yaml",
+        "imagePullPolice: field not declared",
+    ),
+    (
+        "unserved-version.yaml",
+        "unknown kind Deployment in API version apps/v1beta1",
+    ),
+];
+
+/// What each config's error must say.
+const EXPECTED_CONFIG: &[(&str, &str)] = &[
+    ("dir-and-git.toml", "both dir and git are set"),
+    ("duplicate-source-names.toml", "already used by source[0]"),
+    ("git-path-escapes.toml", "path = \"../..\""),
+    (
+        "interval-a-number.toml",
+        "interval = 30: not a duration string",
+    ),
+    (
+        "interval-zero.toml",
+        "interval = \"0s\": must be more than zero",
+    ),
+    ("invalid-toml.toml", "unclosed array table"),
+    ("listen-invalid.toml", "listen = \"everywhere\""),
+    ("no-source.toml", "no [[source]] table"),
+    ("request-timeout-words.toml", "request_timeout = \"soon\""),
+    ("source-name-invalid.toml", "not a DNS label"),
+    ("unknown-key.toml", "unknown field `intervall`"),
+    (
+        "wrong-type.toml",
+        "invalid type: string \"yes\", expected a boolean",
+    ),
+];
+
+/// Kinds a bad case could have written into the namespace.
+const KINDS: &str = "configmaps,secrets,serviceaccounts,services,deployments,jobs,cronjobs,\
+                     rolebindings,ingresses,persistentvolumeclaims";
+
+fn corpus(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
+        .expect("read the corpus")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && !p.ends_with("README.md"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn name_of(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Everything in the namespace, and the cluster-scoped objects the corpus names.
+fn snapshot(env: &TestEnv) -> BTreeSet<String> {
+    let template = "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}";
+    let mut objects: BTreeSet<String> = env
+        .kubectl(&["get", KINDS, "-n", &env.ns, "-o", template])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let roles = env.kubectl(&["get", "clusterroles", "-o", "name"]);
+    objects.extend(
+        roles
+            .lines()
+            .filter(|l| l.contains("converge-bad"))
+            .map(str::to_string),
+    );
+    objects
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_bad_manifest_is_refused_clearly_and_writes_nothing() {
+    let env = TestEnv::new("bad-input");
+    let files = corpus("tests/fixtures/bad");
+    let listed: BTreeSet<&str> = EXPECTED.iter().map(|(f, _)| *f).collect();
+    let found: BTreeSet<String> = files.iter().map(|f| name_of(f)).collect();
+    let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
+    assert_eq!(found, listed, "the corpus and EXPECTED differ");
+    let before = snapshot(&env);
+    for file in &files {
+        let name = name_of(file);
+        let out = env
+            .converge_command()
+            .arg("apply")
+            .arg(file)
+            .args(["-n", &env.ns, "--name", &env.ns, "--request-timeout", "20s"])
+            .output()
+            .expect("run converge apply");
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}:\n{text}");
+        let at_line = format!("{}:", file.display());
+        let located = text
+            .match_indices(&at_line)
+            .any(|(i, m)| text[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(located, "{name}: no file:line in\n{text}");
+        let (_, expected) = EXPECTED.iter().find(|(f, _)| *f == name).expect("listed");
+        let expected = expected.replace("{ns}", &env.ns);
+        assert!(
+            text.contains(&expected),
+            "{name}: {expected:?} not in\n{text}"
+        );
+        assert!(!text.contains("panicked"), "{name}:\n{text}");
+        assert_eq!(snapshot(&env), before, "{name} wrote to the cluster");
+    }
+    let parent = format!("converge-{}", env.ns);
+    let out = env.kubectl_output(&["get", "configmap", &parent, "-n", &env.ns], None);
+    assert!(!out.status.success(), "an ApplySet parent was written");
+    println!("{} bad manifests refused, nothing written", files.len());
+}
+
+#[test]
+fn every_bad_config_is_refused_with_the_key_named() {
+    let env = TestEnv::new("bad-config");
+    let files = corpus("tests/fixtures/bad/config");
+    assert_eq!(files.len(), EXPECTED_CONFIG.len(), "{files:?}");
+    for file in &files {
+        let name = name_of(file);
+        let out = env
+            .converge_command()
+            .arg("run")
+            .arg("--config")
+            .arg(file)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run converge run");
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}:\n{text}");
+        assert!(
+            text.contains(&name),
+            "{name}: the file is not named in\n{text}"
+        );
+        let (_, expected) = EXPECTED_CONFIG
+            .iter()
+            .find(|(f, _)| *f == name)
+            .unwrap_or_else(|| panic!("{name} is not in EXPECTED_CONFIG"));
+        assert!(
+            text.contains(expected),
+            "{name}: {expected:?} not in\n{text}"
+        );
+    }
+}
