@@ -314,13 +314,7 @@ pub fn failure(root: &Path, error: RunError, chart: &Chart, base: &Base) -> Rend
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-
-    fn write(dir: &Path, relative: &str, text: &str) {
-        let path = dir.join(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    use crate::render::test_support::write;
 
     fn chart(dir: &Path) -> Chart {
         Chart {

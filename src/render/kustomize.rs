@@ -362,13 +362,7 @@ pub fn failure(root: &Path, error: RunError, base: &Base) -> RenderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-
-    fn write(dir: &Path, relative: &str, text: &str) {
-        let path = dir.join(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    use crate::render::test_support::write;
 
     /// A repository with an overlay on a base, and a directory beside it.
     fn repo() -> (tempfile::TempDir, PathBuf) {

@@ -566,3 +566,17 @@ mod tests {
         assert_ne!(key(&newer, &Vars::default()), edited);
     }
 }
+
+/// Helpers shared by the render modules' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::fs;
+    use std::path::Path;
+
+    /// Writes `text` to `dir/relative`, creating its directories.
+    pub fn write(dir: &Path, relative: &str, text: &str) {
+        let path = dir.join(relative);
+        fs::create_dir_all(path.parent().expect("a file inside dir")).expect("mkdir");
+        fs::write(path, text).expect("write");
+    }
+}
