@@ -7,7 +7,7 @@
 #   hack/image.sh [TAG]          # default localhost/converge:<version>
 #   PROFILE=dev hack/image.sh    # a debug build, quicker to make
 #
-# Needs buildah (Debian: apt-get install buildah). kustomize and helm go in too
+# Installs buildah from Debian when it is missing. kustomize and helm go in too
 # when hack/tools.sh has built them (or they are on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,14 @@ case $profile in
   dev) dir=debug ;;
   *) dir=$profile ;;
 esac
+
+if ! command -v buildah >/dev/null; then
+  command -v apt-get >/dev/null || { echo "image.sh: buildah is not installed; install it with your package manager" >&2; exit 1; }
+  sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
+  echo "image.sh: installing buildah" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends buildah >/dev/null
+fi
 
 cargo build --profile "$profile" --locked --bin converge
 eval "$(hack/tools.sh path)"
