@@ -30,6 +30,8 @@ pub struct FaultProxy {
 pub struct Stats {
     pub accepted: u64,
     pub resets: u64,
+    /// Bytes of answers carried from the API server to converge.
+    pub answer_bytes: u64,
 }
 
 struct Shared {
@@ -43,6 +45,7 @@ struct Shared {
     reset_after: Mutex<Option<(u64, u64)>>,
     accepted: AtomicU64,
     resets: AtomicU64,
+    answer_bytes: AtomicU64,
     seed: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl FaultProxy {
             reset_after: Mutex::new(None),
             accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            answer_bytes: AtomicU64::new(0),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(addr.port())),
         });
         runtime.spawn(serve(listener, addr, shared.clone()));
@@ -122,6 +126,7 @@ impl FaultProxy {
         Stats {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             resets: self.shared.resets.load(Ordering::Relaxed),
+            answer_bytes: self.shared.answer_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -176,14 +181,16 @@ async fn connection(client: TcpStream, shared: Arc<Shared>) {
         reset(&client);
         return;
     };
-    let budget = shared.reset_budget();
+    // Answers always have a budget (unbounded without resets): it marks the
+    // direction whose bytes are counted.
+    let budget = shared.reset_budget().unwrap_or(u64::MAX);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let outcome = tokio::select! {
         pumped = async {
             tokio::try_join!(
                 pump(&mut client_read, &mut upstream_write, &shared, None),
-                pump(&mut upstream_read, &mut client_write, &shared, budget),
+                pump(&mut upstream_read, &mut client_write, &shared, Some(budget)),
             )
         } => pumped.map(drop),
         _ = cut.wait_for(|g| *g != generation) => Err(Reset),
@@ -218,6 +225,9 @@ async fn pump(
             return Err(Reset);
         }
         carried += n as u64;
+        if budget.is_some() {
+            shared.answer_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
         to.write_all(chunk).await.map_err(|_| Reset)?;
     }
 }
