@@ -61,8 +61,9 @@ pub enum Command {
                             converge run --dry-run    # report drift, never write")]
     Run(RunArgs),
     /// Show the daemon's sync and drift status (from its /status endpoint).
-    /// Exit code 0: every source synced, 1: something drifted, failed or is pending,
-    /// 2: the daemon cannot be reached.
+    /// Exit code 0: every source synced (objects ready or progressing), 1: something
+    /// drifted, failed or is pending, 2: the daemon cannot be reached, 3: synced, but
+    /// an object failed (a rollout past its deadline, a crash loop) or went missing.
     Status(StatusArgs),
     /// Print converge's version and build information.
     Version,

@@ -23,6 +23,7 @@ pub enum Exit {
     Changes = 1,
     Error = 2,
     /// `apply --wait`: applied, but something failed or was not ready in time;
-    /// `apply`: a hook or a wave failed the sync.
+    /// `apply`: a hook or a wave failed the sync; `status`: synced, but an object
+    /// failed or went missing.
     NotReady = 3,
 }

@@ -7,4 +7,4 @@ pub(crate) mod status;
 
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
 pub use server::{Hook, ServerState, fetch_status, serve};
-pub use status::{ObjectState, ObjectStatus, SourceType, StatusBoard, SyncResult};
+pub use status::{ObjectState, ObjectStatus, SourceStatus, SourceType, StatusBoard, SyncResult};

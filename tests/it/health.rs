@@ -467,8 +467,8 @@ spec:
         .expect("converge status");
     let table = stdout(&status);
     println!("{table}");
-    // The exit code follows the sync result (applied: synced), not health.
-    assert_eq!(status.status.code(), Some(0), "{table}");
+    // Synced (the revision was applied) but an object failed: 3, as `apply --wait`.
+    assert_eq!(status.status.code(), Some(3), "{table}");
     assert!(
         table.contains(&format!("{object} failed: rollout failed")),
         "{table}"
