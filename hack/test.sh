@@ -36,5 +36,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+log "cargo doc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --document-private-items --quiet
 log "cargo test"
 cargo test --locked "$@" -- --test-threads="${CONVERGE_TEST_THREADS:-4}"

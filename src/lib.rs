@@ -29,6 +29,10 @@
 //! in-module; everything that talks to the API server is tested against a real one
 //! (`tests/it/`, started by `hack/controlplane.sh`).
 
+// These docs are written for converge's developers, who read them with
+// `cargo doc --document-private-items`; links into private modules are meant.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod compact;
 pub mod config;
 pub mod daemon;

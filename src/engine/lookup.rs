@@ -27,7 +27,7 @@ pub struct Cache<'a> {
     pub store: &'a Store,
     /// Kinds whose reflectors have synced: the store is complete for them.
     pub covered: BTreeSet<GroupKind>,
-    /// The member kinds of the previous run ([`Outcome::member_kinds`]).
+    /// The member kinds of the previous run ([`super::Outcome::member_kinds`]).
     pub recorded: &'a BTreeSet<GroupKind>,
     pub memo: &'a HashMap<ObjectRef, Memo>,
 }

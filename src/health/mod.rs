@@ -9,7 +9,7 @@
 //! - [`evidence`]: for an object that failed or timed out, the facts that explain it
 //!   — its conditions, recent Events for it and its Pods, container states and the
 //!   last lines of the failing container's log — with a bounded number of requests.
-//! - [`wait`]: `converge apply --wait`: watch every applied object (reflectors, no
+//! - [`wait()`]: `converge apply --wait`: watch every applied object (reflectors, no
 //!   polling) until all are ready, one failed, or the time is up.
 //!
 //! Nothing here mutates the cluster.

@@ -88,7 +88,7 @@ impl FileCache {
         }
     }
 
-    /// Reads every manifest file under `paths` (as [`load`] does), parsing only those
+    /// Reads every manifest file under `paths` (as [`super::load()`] does), parsing only those
     /// whose content changed since the last refresh, and reports every problem,
     /// duplicates across files included.
     pub fn refresh(&mut self, paths: &[PathBuf]) -> Result<(), ManifestError> {
