@@ -45,13 +45,10 @@ die() { printf 'peers: error: %s\n' "$*" >&2; exit 1; }
 
 # --- build -----------------------------------------------------------------------
 
-# A stamp of a wrapper module: a changed go.mod/go.sum/harness source rebuilds.
-module_stamp() {
-  cat "$1"/go.mod "$1"/go.sum "$1"/*.go | sha256sum | cut -c1-16
-}
-
-built() { # binary module-dir
-  [[ -x $1 && -f $(dirname "$1")/.stamp && $(cat "$(dirname "$1")/.stamp") == "$(module_stamp "$2")" ]]
+# A stamp of a wrapper module and its link flags: a changed go.mod/go.sum/harness
+# source/version stamp rebuilds.
+build_stamp() { # module-dir ldflags
+  { cat "$1"/go.mod "$1"/go.sum "$1"/*.go; echo "$2"; } | sha256sum | cut -c1-16
 }
 
 # go_build BINARY MODULE_DIR PACKAGE LDFLAGS: one peer, logged, cached by version
@@ -59,10 +56,10 @@ built() { # binary module-dir
 go_build() {
   local binary=$1 module=$2 package=$3 ldflags=$4
   local name bindir stamp logf tmp start=$SECONDS
-  name=$(basename "$binary") bindir=$(dirname "$binary")
-  built "$binary" "$module" && return 0
+  name=$(basename "$binary") bindir=$(dirname "$binary") stamp=$(build_stamp "$module" "$ldflags")
+  [[ -x $binary && $(cat "$bindir/.stamp" 2>/dev/null) == "$stamp" ]] && return 0
   command -v go >/dev/null || { log "error: Go is not installed; it is needed once to build $name into $bindir"; return 1; }
-  stamp=$(module_stamp "$module") logf=${bindir%/bin}.build.log
+  logf=${bindir%/bin}.build.log
   mkdir -p "$CACHE"
   log "building $name (${bindir#"$CACHE/"}) from the Go module proxy (log: $logf)"
   # Built into a temporary directory and moved into place at the end: an
@@ -93,7 +90,11 @@ kubectl_ldflags() {
   echo "$flags"
 }
 
-build_kapp() { go_build "$KAPP_BIN" "$PEERS/kapp" carvel.dev/kapp/cmd/kapp "-s -w"; }
+# kapp's release build stamps its version (without the v) as below.
+build_kapp() {
+  go_build "$KAPP_BIN" "$PEERS/kapp" carvel.dev/kapp/cmd/kapp \
+    "-s -w -X carvel.dev/kapp/pkg/kapp/version.Version=${KAPP_VERSION#v}"
+}
 build_flux_ssa() { go_build "$FLUX_SSA_BIN" "$PEERS/flux-ssa" . "-s -w"; }
 build_kubectl() { go_build "$KUBECTL_SKEW_BIN" "$PEERS/kubectl" k8s.io/kubernetes/cmd/kubectl "$(kubectl_ldflags)"; }
 
