@@ -205,7 +205,12 @@ start_controller() {
   echo $! > "$dir/$name.pid"
 }
 
-controller_ready() { curl -fsS "http://127.0.0.1:$(cat "$1/$2.health")/readyz"; }
+# Ready is /readyz answering and the controller's workers started (its caches are
+# synced): /readyz alone answers before the informers have listed anything.
+controller_ready() { # dir name kind
+  curl -fsS "http://127.0.0.1:$(cat "$1/$2.health")/readyz" \
+    && grep -q "\"msg\":\"Starting workers\",\"controller\":\"$3\"" "$1/$2.log"
+}
 
 cmd_flux_up() {
   local dir=${1:-}; [[ -n $dir ]] || die "usage: hack/peers.sh flux-up DIR"
@@ -223,15 +228,19 @@ cmd_flux_up() {
     || die "the Flux CRDs did not become Established"
   kc create namespace flux-system --dry-run=client -o yaml | kc apply --server-side --field-manager=peers.sh -f - >/dev/null
   local storage; storage=$(free_port)
+  # Whatever fails from here on stops what was started; the logs stay for reading.
+  trap "cmd_flux_down '$dir'" EXIT
   start_controller "$dir" source-controller "$SOURCE_CONTROLLER_BIN" \
     --storage-path="$dir/storage" --storage-addr="127.0.0.1:$storage" --storage-adv-addr="127.0.0.1:$storage"
   start_controller "$dir" kustomize-controller "$KUSTOMIZE_CONTROLLER_BIN"
-  for name in source-controller kustomize-controller; do
-    wait_for "$name is ready" 120 controller_ready "$dir" "$name" || {
+  for name in source-controller:gitrepository kustomize-controller:kustomization; do
+    wait_for "${name%:*} is ready" 120 controller_ready "$dir" "${name%:*}" "${name#*:}" || {
+      name=${name%:*}
       tail -n 20 "$dir/$name.log" >&2
       die "$name did not become ready within 120 s (log: $dir/$name.log)"
     }
   done
+  trap - EXIT
   echo "export SOURCE_CONTROLLER_PID=$(cat "$dir/source-controller.pid")" \
     "KUSTOMIZE_CONTROLLER_PID=$(cat "$dir/kustomize-controller.pid")" \
     "FLUX_METRICS_SOURCE=http://127.0.0.1:$(cat "$dir/source-controller.metrics")/metrics" \

@@ -7,8 +7,9 @@
 //	                           prints {"created":N,"configured":N,"unchanged":N,"seconds":F}
 //	flux-ssa diff --dir DIR    ResourceManager.Diff of every object, one after the other
 //	                           (what `flux diff kustomization` does); prints
-//	                           {"changed":N,"unchanged":N,"seconds":F}; exit 1 when
-//	                           something changed, 2 on error
+//	                           {"changed":N,"unchanged":N,"seconds":F} (and each
+//	                           changed object on stderr); exit 1 when something
+//	                           changed, 2 on error
 //
 // The cluster comes from $KUBECONFIG. Every option below is copied from
 // kustomize-controller v1.9.6 (the release hack/peers.sh builds, whose go.mod pins
@@ -160,6 +161,7 @@ func runDiff(ctx context.Context, dir string, owner kustomization) (bool, error)
 		case err != nil:
 			errs = append(errs, err)
 		case entry.Action == ssa.CreatedAction || entry.Action == ssa.ConfiguredAction:
+			fmt.Fprintf(os.Stderr, "%s\n", entry.String())
 			changed++
 		default:
 			unchanged++
