@@ -3,6 +3,7 @@
 # hack/peers.sh (uses its variables, log, die, kc, wait_for, cmd_flux_up/down).
 
 SMOKE_APP=peers-smoke
+SMOKE_NAMESPACES=(peers-smoke-kapp peers-smoke-fluxssa peers-smoke-flux)
 DEMO=$ROOT/tests/fixtures/microservices-demo/kubernetes-manifests.yaml
 
 now() { echo "$EPOCHREALTIME"; }
@@ -145,7 +146,9 @@ smoke_flux_controllers() {
   }
   log "GitRepository + Kustomization Ready: $(since "$t") s, $(kc get deployments -n peers-smoke-flux --no-headers | wc -l) Deployments in peers-smoke-flux"
   commit_and_reconcile "$(date +%s)"
-  curl -fsS "$FLUX_METRICS_KUSTOMIZE" | grep -q '^gotk_reconcile_duration_seconds' \
+  # Read whole before grep: `curl | grep -q` fails under pipefail when grep stops early.
+  local metrics; metrics=$(curl -fsS "$FLUX_METRICS_KUSTOMIZE") || die "no metrics at $FLUX_METRICS_KUSTOMIZE"
+  grep -q '^gotk_reconcile_duration_seconds' <<<"$metrics" \
     || die "kustomize-controller's metrics lack gotk_reconcile_duration_seconds"
   log "metrics: both controllers serve /metrics"
 }
@@ -160,7 +163,7 @@ smoke_cleanup() {
     cmd_flux_down "$SMOKE_WORK/flux"
   fi
   [[ -f $SMOKE_WORK/git_http.pid ]] && kill "$(cat "$SMOKE_WORK/git_http.pid")" 2>/dev/null
-  kc delete namespace peers-smoke-kapp peers-smoke-fluxssa peers-smoke-flux --ignore-not-found --wait=false >/dev/null 2>&1
+  kc delete namespace "${SMOKE_NAMESPACES[@]}" --ignore-not-found --wait=false >/dev/null 2>&1
   log "smoke state removed (logs kept in $SMOKE_WORK)"
 }
 
@@ -172,6 +175,9 @@ cmd_smoke() {
   [[ -x $SOURCE_CONTROLLER_BIN && -x $KUSTOMIZE_CONTROLLER_BIN ]] || missing+=(flux-controllers)
   ((${#missing[@]} == 0)) || die "not built: ${missing[*]} (hack/peers.sh build)"
   plane_env
+  # A previous run's namespaces may still be terminating: objects cannot go there.
+  kc delete namespace "${SMOKE_NAMESPACES[@]}" --ignore-not-found --timeout=180s >/dev/null \
+    || die "the namespaces of a previous smoke are not gone: ${SMOKE_NAMESPACES[*]}"
   SMOKE_WORK=$(mktemp -d /tmp/peers-smoke-XXXXXX)
   trap smoke_cleanup EXIT
   smoke_kubectl
