@@ -42,8 +42,10 @@ smoke_kapp() {
   grep -Eq '^Op: +0 create, 0 delete, 0 update,' "$SMOKE_WORK/kapp-diff.log" \
     || { tail -n 30 "$SMOKE_WORK/kapp-diff.log" >&2; die "kapp deploy --diff-run found changes after a deploy"; }
   log "kapp deploy --diff-run: $(grep -E '^Op:' "$SMOKE_WORK/kapp-diff.log" | tr -s ' '), $(since "$t") s"
-  # Without waiting, kapp delete complains that the Namespace is still terminating.
+  # Without waiting, kapp delete fails on the still terminating Namespace and keeps
+  # its record of the app (a ConfigMap of the app's name): removed by hand.
   "$KAPP_BIN" delete -a "$SMOKE_APP" -n default -y --wait=false >/dev/null 2>&1 || true
+  kc delete configmap "$SMOKE_APP" -n default --ignore-not-found >/dev/null
 }
 
 smoke_flux_ssa() {
