@@ -13,6 +13,11 @@
 #   hack/controlplane.sh build    only build (or reuse) the cached binaries
 #   hack/controlplane.sh restart-apiserver   stop and start kube-apiserver (same
 #                                 port and state), for tests of reconnecting clients
+#   hack/controlplane.sh identity NAME   write a kubeconfig for a client certificate
+#                                 CN=NAME in system:masters and in the audited group
+#                                 (print its path): the API server's audit log
+#                                 ($STATE/audit.log) records every request of that
+#                                 identity, with its user agent, and nobody else's
 #
 # Environment:
 #   CONVERGE_CP_DIR    state directory (default /tmp/converge-controlplane-$UID)
@@ -196,8 +201,25 @@ start_etcd() {
     || fail_with_log etcd "etcd did not become healthy within 60 s"
 }
 
+# Only identities in this group are audited (hack/bench.py counts a daemon's API
+# requests while idle from the log): every other request costs one policy match.
+AUDITED_GROUP=converge:audited
+
+write_audit_policy() {
+  cat > "$STATE/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["$AUDITED_GROUP"]
+- level: None
+EOF
+}
+
 start_apiserver() {
   local port=${CONVERGE_CP_PORT:-$(free_port)} p=$STATE/pki
+  write_audit_policy
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$(cat "$STATE/etcd.port")" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" \
@@ -206,7 +228,9 @@ start_apiserver() {
     --service-cluster-ip-range=10.96.0.0/16 \
     --service-account-issuer="https://127.0.0.1:$port/" \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-    --kubelet-preferred-address-types=InternalIP --endpoint-reconciler-type=none
+    --kubelet-preferred-address-types=InternalIP --endpoint-reconciler-type=none \
+    --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/audit.log" \
+    --audit-log-maxsize=500 --audit-log-maxbackup=1
   echo "$port" > "$STATE/apiserver.port"
   write_kubeconfig "$port"
   wait_for "kube-apiserver is ready on 127.0.0.1:$port" 120 \
@@ -342,6 +366,28 @@ cmd_restart_apiserver() {
   CONVERGE_CP_PORT=$(cat "$STATE/apiserver.port") start_apiserver
 }
 
+# A kubeconfig like the admin's, for a certificate of its own whose requests the
+# audit log records (see AUDITED_GROUP).
+cmd_identity() {
+  local name=${1:?usage: controlplane.sh identity NAME} p=$STATE/pki
+  [[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "identity $name: use lowercase letters, digits and -"
+  cmd_status >/dev/null || die "the control plane is not up (hack/controlplane.sh up)"
+  local dir=$STATE/identities/$name
+  if [[ ! -f $dir/kubeconfig ]]; then
+    mkdir -p "$dir"
+    (
+      cd "$dir"
+      openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/O=$AUDITED_GROUP/CN=$name" \
+        -keyout client.key -out client.csr
+      openssl x509 -req -in client.csr -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -days 3650 \
+        -extfile "$p/client.ext" -out client.crt
+    ) >"$dir/pki.log" 2>&1 || die "creating the certificate of $name failed (log: $dir/pki.log)"
+    sed -e "s|client-certificate: .*|client-certificate: $dir/client.crt|" \
+      -e "s|client-key: .*|client-key: $dir/client.key|" "$STATE/kubeconfig" > "$dir/kubeconfig"
+  fi
+  echo "$dir/kubeconfig"
+}
+
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
   echo "export PATH=$KUBECTL_VENV/bin:$BIN:\$PATH"
@@ -356,5 +402,6 @@ case ${1:-} in
   env) cmd_env ;;
   build) cmd_build ;;
   restart-apiserver) cmd_restart_apiserver ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  identity) shift; cmd_identity "$@" ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
