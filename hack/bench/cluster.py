@@ -1,0 +1,170 @@
+"""The cluster between scenarios: settled before each one (no set left, the
+controllers done writing), every outcome checked, and the API server's audit log
+read for the requests of one identity."""
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .common import BenchError, kubectl, log, run
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+# Counted from apiserver_request_total: every client's writes, the controllers' too.
+WRITE_METRIC_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+
+
+def cluster_writes():
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics").splitlines():
+        if line.startswith("apiserver_request_total{"):
+            verb = re.search(r'verb="([^"]+)"', line).group(1)
+            if verb in WRITE_METRIC_VERBS:
+                total += float(line.rpartition(" ")[2])
+    return total
+
+
+def wait_quiet(timeout, what, window=6, allowed=4):
+    """Waits until the API server saw at most `allowed` writes (of anyone: leases of
+    the API server and kwok nodes renew every 10 s) in `window` seconds, i.e. the
+    controller-manager has worked through what the last scenario created. A cluster
+    that never settles is an error: its figures would measure something else."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    history = [(time.monotonic(), cluster_writes())]
+    while True:
+        time.sleep(2)
+        history.append((time.monotonic(), cluster_writes()))
+        past = [h for h in history if h[0] <= history[-1][0] - window]
+        if past and history[-1][1] - past[-1][1] <= allowed:
+            took = time.monotonic() - started
+            if took > window + 3:
+                log(f"settled ({what}) after {took:.0f} s")
+            return took
+        if time.monotonic() > deadline:
+            rate = (history[-1][1] - history[0][1]) / (history[-1][0] - history[0][0])
+            raise BenchError(f"the cluster did not settle ({what}) within {timeout} s: still {rate:.1f} writes/s")
+
+
+def namespaces_left(prefix_pattern):
+    out = kubectl("get", "namespaces", "-o", "name")
+    return [n.split("/", 1)[1] for n in out.split() if re.fullmatch(prefix_pattern, n.split("/", 1)[1])]
+
+
+def delete_namespaces(namespaces, timeout):
+    """Deletes the namespaces and waits until they are gone; a deletion that does
+    not finish is an error, not a leftover for the next scenario to trip on."""
+    if not namespaces:
+        return 0.0
+    took, proc = run(["kubectl", "delete", "namespace", *namespaces, "--ignore-not-found", "--wait=true",
+                      f"--timeout={timeout}s"], check=False, timeout=timeout + 60)
+    left = [n for n in namespaces if n in namespaces_left(r".*")]
+    if proc.returncode != 0 or left:
+        raise BenchError(f"deleting namespaces {left or namespaces} did not finish within {timeout} s:\n"
+                         f"{proc.stderr[-2000:]}")
+    return took
+
+
+def settle(timeout):
+    """Before a scenario: no namespace of an earlier bench set, no write storm."""
+    left = namespaces_left(r"b\d+-.*|k\d+.*|f\d+-.*|g\d+-.*")
+    if left:
+        log(f"deleting leftover bench namespaces: {' '.join(left)}")
+        delete_namespaces(left, timeout)
+    return wait_quiet(timeout, "before the scenario")
+
+
+def present(bench_set):
+    """Every object of the set exists (kind, namespace, name); returns the count."""
+    kinds = sorted({k for k, _, _ in bench_set.expected if k != "Namespace"})
+    seen = set()
+    for ns in bench_set.namespaces:
+        out = kubectl("get", ",".join(kinds), "-n", ns, "--no-headers",
+                      "-o", "custom-columns=KIND:.kind,NAME:.metadata.name")
+        seen |= {(k, ns, n) for k, n in (line.split() for line in out.splitlines() if line.strip())}
+    namespaces = set(namespaces_left(r".*"))
+    seen |= {("Namespace", "", n) for n in bench_set.namespaces if n in namespaces}
+    missing = bench_set.expected - seen
+    if missing:
+        raise BenchError(f"{len(missing)} of {bench_set.objects} objects missing after the apply, e.g. "
+                         f"{sorted(missing)[:5]}")
+    return len(bench_set.expected)
+
+
+def configmap_values(namespace):
+    template = '{range .items[*]}{.metadata.name}={.data.value}{"\\n"}{end}'
+    out = kubectl("get", "configmaps", "-n", namespace, "-o", f"jsonpath={template}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def written(changes):
+    """The 1% change was written: every changed ConfigMap holds its new value."""
+    wrong = []
+    for ns in sorted({ns for ns, _ in changes}):
+        values = configmap_values(ns)
+        wrong += [(ns, n, values.get(n)) for (cns, n), v in changes.items() if cns == ns and values.get(n) != v]
+    if wrong:
+        raise BenchError(f"{len(wrong)} of {len(changes)} changed ConfigMaps do not hold the new value, "
+                         f"e.g. {wrong[:3]}")
+    return len(changes)
+
+
+# --- the audit log -------------------------------------------------------------------
+
+class Audit:
+    """Requests of audited identities (hack/controlplane.sh identity NAME), from the
+    API server's audit log; `None` when the plane was started without one."""
+
+    def __init__(self):
+        state = Path(os.environ["KUBECONFIG"]).parent
+        self.cp_dir = state
+        self.path = state / "audit.log"
+
+    def available(self):
+        return self.path.exists()
+
+    def identity(self, name):
+        env = dict(os.environ, CONVERGE_CP_DIR=str(self.cp_dir))
+        from .common import ROOT
+        return run(["bash", ROOT / "hack/controlplane.sh", "identity", name], env=env)[1].stdout.strip()
+
+    def requests(self, user, since, until):
+        """Requests by `user` received in [since, until] (wall-clock seconds): one
+        per audit ID, watches counted when they start."""
+        seen = {}
+        for path in (self.path.with_name("audit.log"), *sorted(self.path.parent.glob("audit-*.log"))):
+            with open(path) as f:
+                for line in f:
+                    if f'"username":"{user}"' not in line:
+                        continue
+                    event = json.loads(line)
+                    received = parse_time(event["requestReceivedTimestamp"])
+                    if since <= received <= until:
+                        seen[event["auditID"]] = event
+        return summarize(seen.values())
+
+
+def parse_time(text):
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def summarize(events):
+    by_kind = Counter()
+    agents = Counter()
+    writes = per_object = 0
+    for e in events:
+        ref = e.get("objectRef", {})
+        resource = ref.get("resource", e.get("requestURI", "?"))
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        by_kind[f"{e['verb']} {resource}"] += 1
+        agents[e.get("userAgent", "?").split(" ")[0]] += 1
+        writes += e["verb"] in WRITE_VERBS
+        per_object += bool(ref.get("name")) and e["verb"] != "watch"
+    return {"total": sum(by_kind.values()), "writes": writes, "per_object": per_object,
+            "watches": sum(v for k, v in by_kind.items() if k.startswith("watch ")),
+            "lists": sum(v for k, v in by_kind.items() if k.startswith("list ")),
+            "by_verb_resource": dict(sorted(by_kind.items())), "user_agents": dict(agents), "source": "audit log"}

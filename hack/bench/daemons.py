@@ -1,0 +1,353 @@
+"""The daemons: converge (`converge run`) and the Flux controllers
+(source-controller + kustomize-controller), each owning the same set from the same
+Git host, measured the same way: idle (RSS and CPU every second, API requests from
+the API server's audit log), drift correction and commit-to-converged with each
+one's fastest trigger."""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .common import (CONVERGE, ROOT, BenchError, Sampler, describe_latency, kubectl, latency, log, run)
+from .synthetic import configmaps_in
+
+
+class Watcher:
+    """`kubectl get configmaps -w` in one namespace; records when each value appears."""
+
+    def __init__(self, namespace):
+        template = '{.metadata.name}={.data.value}{"\\n"}'
+        self.proc = subprocess.Popen(
+            ["kubectl", "get", "configmaps", "-n", namespace, "-w", "-o", f"jsonpath={template}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.seen = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        time.sleep(1)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cond:
+                self.seen.append((time.monotonic(), line.strip()))
+                self.cond.notify_all()
+
+    def wait_for(self, entry, after, timeout):
+        """The time `entry` (name=value) was seen at or after `after`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, line in self.seen:
+                    if t >= after and line == entry:
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"never saw {entry} within {timeout} s")
+                self.cond.wait(left)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def http_get(url, timeout=10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def prometheus(text):
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            try:
+                values[series] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+def metric_sum(values, name, **labels):
+    total = 0.0
+    for series, value in values.items():
+        if series == name or series.startswith(name + "{"):
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += value
+    return total
+
+
+# --- converge --------------------------------------------------------------------------
+
+class ConvergeDaemon:
+    user = "bench-converge"
+
+    def __init__(self, source, name, namespace, port, interval, kubeconfig=None, extra_config=""):
+        """`source`: a directory (Path) or a Git URL (str)."""
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
+        where = f'url = "{source}"\n' if isinstance(source, str) else f'dir = "{source}"\n'
+        (self.dir / "config.toml").write_text(
+            f'state_dir = "{self.dir}/state"\n\n[[source]]\nname = "{name}"\n{where}'
+            f'namespace = "{namespace}"\ninterval = "{interval}"\n{extra_config}')
+        self.addr = f"127.0.0.1:{port}"
+        self.started = time.monotonic()
+        self.log = open(self.dir / "converge.log", "w")
+        env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
+        self.proc = subprocess.Popen([CONVERGE, "run", "--config", self.dir / "config.toml", "--listen", self.addr],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"converge run exited ({self.proc.returncode}); log: {self.dir}/converge.log")
+            try:
+                if self.get("/readyz")[0] == 200 and self.status()["sources"][0]["result"] == "synced":
+                    self.synced_after = time.monotonic() - self.started
+                    return
+            except (OSError, KeyError, IndexError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"the daemon did not sync; log: {self.dir}/converge.log")
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def get(self, path):
+        return http_get(f"http://{self.addr}{path}")
+
+    def status(self):
+        return json.loads(self.get("/status")[1])
+
+    def metrics(self):
+        return prometheus(self.get("/metrics")[1])
+
+    def wait_observed(self, timeout=600):
+        """Until the watches have reported every object's health: the daemon at
+        rest, not its start-up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            health = self.status()["sources"][0].get("health", {})
+            if health.get("objects") and not any(
+                    o.get("message") == "not observed yet" for o in health["objects"]):
+                return time.monotonic() - self.started
+            time.sleep(0.5)
+        raise BenchError(f"the daemon did not observe every object within {timeout} s")
+
+    def trigger(self):
+        """A push webhook (unsigned: the bench source has no secret)."""
+        req = urllib.request.Request(f"http://{self.addr}/hooks/git/{self.name}", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            if r.status != 202:
+                raise BenchError(f"webhook answered {r.status}")
+
+    def self_reported_requests(self, metrics):
+        return metric_sum(metrics, "converge_api_requests_total")
+
+    def idle_extra(self, before, after):
+        delta = lambda result: (metric_sum(after, "converge_reconciles_total", source=self.name, result=result)
+                                - metric_sum(before, "converge_reconciles_total", source=self.name, result=result))
+        full, skipped = delta("success"), delta("skipped")
+        return {"full_resyncs": full, "skipped_resyncs": skipped, "includes_full_resync": full >= 1}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+# --- Flux --------------------------------------------------------------------------------
+
+def peers_sh(*args, env=None):
+    return run(["bash", ROOT / "hack/peers.sh", *args], env=env, timeout=600)[1].stdout
+
+
+def exports(text):
+    return dict(re.findall(r"^export (\w+)=['\"]?([^'\"\n]*)['\"]?$", text, flags=re.M))
+
+
+class FluxControllers:
+    """source-controller and kustomize-controller out of cluster (hack/peers.sh
+    flux-up), reconciling one GitRepository and one Kustomization."""
+    user = "bench-flux"
+
+    def __init__(self, repo_url, namespace, git_interval, ks_interval, kubeconfig=None):
+        self.namespace = namespace
+        self.work = Path(tempfile.mkdtemp(prefix="converge-bench-flux-"))
+        self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
+        self.started = time.monotonic()
+        self.vars = exports(peers_sh("flux-up", self.work, env=self.env))
+        self.up = True
+        kubectl("create", "namespace", namespace)
+        manifest = f"""apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: bench, namespace: {namespace}}}
+spec:
+  interval: {git_interval}
+  url: {repo_url}
+  ref: {{branch: main}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: bench, namespace: {namespace}}}
+spec:
+  interval: {ks_interval}
+  path: ./
+  prune: true
+  timeout: 30m
+  sourceRef: {{kind: GitRepository, name: bench}}
+"""
+        path = self.work / "bench-flux.yaml"
+        path.write_text(manifest)
+        kubectl("apply", "-f", path)
+
+    def pids(self):
+        return [int(self.vars["SOURCE_CONTROLLER_PID"]), int(self.vars["KUSTOMIZE_CONTROLLER_PID"])]
+
+    def wait_applied(self, commit, timeout):
+        """Until the Kustomization reports `commit` applied and Ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ks = json.loads(kubectl("get", "kustomization", "bench", "-n", self.namespace, "-o", "json"))
+            status = ks.get("status", {})
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+            if ready and status.get("lastAppliedRevision", "").endswith(commit):
+                return time.monotonic() - self.started
+            time.sleep(0.5)
+        raise BenchError(f"the Kustomization did not apply {commit} within {timeout} s: {status}")
+
+    def trigger(self):
+        """What `flux reconcile source git` does: the requestedAt annotation. The
+        kustomize-controller watches the GitRepository's artifact and reconciles
+        the Kustomization when its revision changes."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kubectl("annotate", "--overwrite", "gitrepository", "bench", "-n", self.namespace,
+                f"reconcile.fluxcd.io/requestedAt={now}")
+
+    def set_interval(self, interval):
+        kubectl("patch", "kustomization", "bench", "-n", self.namespace, "--type=merge",
+                "-p", json.dumps({"spec": {"interval": interval}}))
+
+    def metrics(self):
+        values = {}
+        for key in ("FLUX_METRICS_SOURCE", "FLUX_METRICS_KUSTOMIZE"):
+            url = self.vars.get(key, "")
+            if url:
+                url = url if url.startswith("http") else f"http://{url}/metrics"
+                for series, value in prometheus(http_get(url)[1]).items():
+                    values[f"{key}:{series}"] = value
+        return values
+
+    def self_reported_requests(self, metrics):
+        return sum(v for k, v in metrics.items() if k.split(":", 1)[1].startswith("rest_client_requests_total"))
+
+    def idle_extra(self, before, after):
+        def delta(controller):
+            name = "controller_runtime_reconcile_total"
+            sel = lambda m: sum(v for k, v in m.items() if name in k and f'controller="{controller}"' in k)
+            return sel(after) - sel(before)
+        ks, git = delta("kustomization"), delta("gitrepository")
+        return {"kustomization_reconciles": ks, "gitrepository_reconciles": git, "includes_full_resync": ks >= 1}
+
+    def stop(self):
+        if not self.up:
+            return
+        # prune off first: deleting the Kustomization must not garbage-collect the
+        # set (the namespaces are deleted next, as for every other tool).
+        kubectl("patch", "kustomization", "bench", "-n", self.namespace, "--type=merge",
+                "-p", '{"spec":{"prune":false}}', check=False)
+        kubectl("delete", "kustomization,gitrepository", "--all", "-n", self.namespace, "--timeout=120s",
+                check=False)
+        peers_sh("flux-down", self.work, env=self.env)
+        self.up = False
+
+
+# --- scenarios shared by both ------------------------------------------------------------
+
+def idle(daemon, seconds, audit):
+    """RSS and CPU every second over `seconds`, and every API request the daemon
+    sent meanwhile, by the API server's audit log (else by the daemon's own count)."""
+    before = daemon.metrics()
+    since = time.time()
+    with Sampler(daemon.pids()) as sampler:
+        time.sleep(seconds)
+    until = time.time()
+    after = daemon.metrics()
+    out = sampler.result()
+    if audit.available():
+        time.sleep(1)  # the log is written when a request completes
+        out["requests"] = audit.requests(daemon.user, since, until)
+    else:
+        count = daemon.self_reported_requests(after) - daemon.self_reported_requests(before)
+        out["requests"] = {"total": count, "source": "self-reported by the daemon (the plane has no audit log: "
+                                                      "restart it with this hack/controlplane.sh)"}
+    out.update(daemon.idle_extra(before, after))
+    req = out["requests"]
+    log(f"idle {seconds} s: RSS mean {out['rss_mib']:.1f} MiB (max {out['rss_mib_max']:.1f}), "
+        f"CPU {out['cpu_percent']:.2f}% (max {out['cpu_percent_max']:.1f}%), requests {req['total']:.0f} "
+        f"({req.get('by_verb_resource', req['source'])})")
+    return out
+
+
+def drift(namespace, bench_set, edits, heal_timeout):
+    """`kubectl patch`es of owned ConfigMaps; the time until each is healed."""
+    watcher = Watcher(namespace)
+    samples = []
+    targets = configmaps_in(bench_set.files, namespace)
+    try:
+        for i in range(edits):
+            path, name = targets[i % len(targets)]
+            desired = re.search(r'value: "([^"]*)"', path.read_text()).group(1)
+            kubectl("patch", "configmap", name, "-n", namespace, "-p", json.dumps({"data": {"value": f"drift-{i}"}}))
+            drifted = watcher.wait_for(f"{name}=drift-{i}", 0, 60)
+            healed = watcher.wait_for(f"{name}={desired}", drifted, heal_timeout)
+            samples.append(healed - drifted)
+    finally:
+        watcher.stop()
+    out = latency(samples)
+    log(f"drift correction over {edits} edits: {describe_latency(out)}")
+    return out
+
+
+def commit_to_converged(namespace, bench_set, edits, publish, timeout):
+    """One-file changes: `publish(path, name, value)` writes and publishes one and
+    returns when the clock starts; the time until the cluster holds the value."""
+    watcher = Watcher(namespace)
+    samples = []
+    targets = configmaps_in(bench_set.files, namespace)
+    try:
+        for i in range(edits):
+            path, name = targets[i % len(targets)]
+            text = path.read_text()
+            path.write_text(re.sub(r'value: "[^"]*"', f'value: "commit-{i}"', text, count=1))
+            started = publish()
+            seen = watcher.wait_for(f"{name}=commit-{i}", started, timeout)
+            samples.append(seen - started)
+            time.sleep(0.3)
+    finally:
+        watcher.stop()
+    out = latency(samples)
+    log(f"commit-to-converged over {edits} changes: {describe_latency(out)}")
+    return out
+
+
+def reconcile_cost(before, after, source):
+    """What converge's reconciles between two /metrics readings cost: mean duration
+    and mean number of desired objects each looked at (targeted vs full)."""
+    def delta(name):
+        key = f'{name}{{source="{source}"}}'
+        return after.get(key, 0) - before.get(key, 0)
+    count = delta("converge_reconcile_duration_seconds_count")
+    if not count:
+        return {"reconciles": 0}
+    return {"reconciles": count,
+            "reconcile_ms": 1000 * delta("converge_reconcile_duration_seconds_sum") / count,
+            "objects_per_reconcile": delta("converge_reconciled_objects_total") / count}

@@ -1,0 +1,315 @@
+"""Orchestration: per size, the command-line tools (rotated between repetitions,
+each on a settled cluster), then the daemons, then the rendered-source scenarios."""
+
+import argparse
+import json
+import os
+import subprocess
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import daemons, report
+from .cluster import Audit, delete_namespaces, present, settle, wait_quiet, written
+from .common import (CONVERGE, ROOT, BenchError, git_commit, kube_versions, log, machine, stats, tool_version)
+from .gitserver import GitServer, Repo
+from .synthetic import change_one_percent, generate
+from .tools import kubectl_measured, tools
+
+IDLE_MIN = 360  # a full resync (10 × 30 s) and a watch renewal (240-300 s) fit in it
+
+
+# --- command-line tools ----------------------------------------------------------------
+
+def cli_scenarios(args, n, work):
+    available, absent = [], {}
+    for tool in tools():
+        reason = tool.missing()
+        (absent.__setitem__(tool.name, reason) if reason else available.append(tool))
+        if reason:
+            log(f"{tool.name}: {reason}")
+    out = {s: {t.name: [] for t in available if s in t.scenarios}
+           for s in ("first_apply", "noop_diff", "one_percent_change")}
+    false_changes = {t.name: 0 for t in available if "noop_diff" in t.scenarios}
+    orders, changed_objects = [], 0
+    for rep in range(args.repeat):
+        k = rep % len(available)
+        order = available[k:] + available[:k]
+        orders.append([t.name for t in order])
+        for tool in order:
+            settle(args.settle_timeout)
+            prefix = f"b{n}-{tool.name.replace('-', '')[:8]}-{rep}"
+            s = generate(work / prefix, prefix, n)
+            took = tool.first_apply(s)
+            present(s)
+            out["first_apply"][tool.name].append(took)
+            line = f"{n} objects, rep {rep + 1}/{args.repeat}, {tool.name}: first apply {took:.2f} s"
+            if "noop_diff" in tool.scenarios:
+                wait_quiet(args.settle_timeout, f"after {tool.name}'s first apply")
+                took, false_change = tool.noop_diff(s)
+                out["noop_diff"][tool.name].append(took)
+                false_changes[tool.name] += false_change
+                changes = change_one_percent(s, f"c{rep}")
+                changed_objects = len(changes)
+                took_change = tool.change(s)
+                written(changes)
+                out["one_percent_change"][tool.name].append(took_change)
+                line += f", no-op diff {took:.2f} s, 1% ({len(changes)} objects) {took_change:.2f} s"
+            log(line)
+            delete_namespaces(s.namespaces, args.settle_timeout)
+            tool.cleanup(s)
+            shutil.rmtree(s.directory)
+    results = {scenario: {name: stats(v) for name, v in per_tool.items()} for scenario, per_tool in out.items()}
+    for scenario, per_tool in results.items():
+        for name, reason in absent.items():
+            per_tool[name] = {"not_built": reason}
+    results["noop_diff"]["runs_reporting_false_changes"] = false_changes
+    results["one_percent_change"]["changed_objects"] = changed_objects
+    results["order"] = orders
+    return results
+
+
+# --- daemons ---------------------------------------------------------------------------------
+
+def full_resync_period(args):
+    return args.interval_seconds * args.full_resync_every
+
+
+def converge_daemon(args, n, work, git, audit):
+    prefix = f"d{n}-cv"
+    repo = Repo(git, prefix, work / prefix)
+    s = generate(repo.work, prefix, n)
+    repo.commit_all("the set")
+    kubeconfig = audit.identity(daemons.ConvergeDaemon.user) if audit.available() else None
+    out = {"source": "git (loopback git http-backend)", "interval": f"{args.interval_seconds}s",
+           "full_resync_every": args.full_resync_every}
+    d = daemons.ConvergeDaemon(repo.url, prefix, f"{prefix}-0", args.port, f"{args.interval_seconds}s", kubeconfig,
+                               extra_config=f"full_resync_every = {args.full_resync_every}\n")
+    try:
+        out["first_sync_seconds"] = d.synced_after
+        present(s)
+        out["observed_after_seconds"] = d.wait_observed()
+        wait_quiet(args.settle_timeout, "after the daemon's first reconcile")
+        out["idle"] = daemons.idle(d, args.idle, audit)
+        ns = s.namespaces[0]
+        before = d.metrics()
+        out["drift"] = daemons.drift(ns, s, args.edits, 60)
+        out["drift"].update(daemons.reconcile_cost(before, d.metrics(), prefix))
+
+        def publish():
+            repo.commit_all("one file")
+            started = time.monotonic()
+            d.trigger()
+            return started
+        before = d.metrics()
+        out["commit_git"] = daemons.commit_to_converged(ns, s, args.edits, publish, 120)
+        out["commit_git"].update(daemons.reconcile_cost(before, d.metrics(), prefix))
+    finally:
+        d.stop()
+    # The same set as a directory source: a file write is the commit.
+    d = daemons.ConvergeDaemon(repo.work, prefix, f"{prefix}-0", args.port, f"{args.interval_seconds}s", kubeconfig)
+    try:
+        d.wait_observed()
+        before = d.metrics()
+        out["commit_dir"] = daemons.commit_to_converged(s.namespaces[0], s, args.edits, time.monotonic, 60)
+        out["commit_dir"].update(daemons.reconcile_cost(before, d.metrics(), prefix))
+    finally:
+        d.stop()
+    delete_namespaces(s.namespaces, args.settle_timeout)
+    return out
+
+
+def flux_daemon(args, n, work, git, audit):
+    prefix = f"d{n}-fx"
+    if not (ROOT / "hack/peers.sh").exists() or os.environ.get("BENCH_PEERS_ERROR"):
+        return {"not_built": "not built: " + os.environ.get("BENCH_PEERS_ERROR", "hack/peers.sh does not exist")}
+    repo = Repo(git, prefix, work / prefix)
+    s = generate(repo.work, prefix, n)
+    commit = repo.commit_all("the set")
+    kubeconfig = audit.identity(daemons.FluxControllers.user) if audit.available() else None
+    ks_interval = f"{full_resync_period(args)}s"
+    out = {"gitrepository_interval": f"{args.interval_seconds}s", "kustomization_interval": ks_interval,
+           "trigger": "reconcile.fluxcd.io/requestedAt on the GitRepository (flux reconcile source git); "
+                      "the clock starts when the annotation is written"}
+    try:
+        f = daemons.FluxControllers(repo.url, f"{prefix}-flux", f"{args.interval_seconds}s", ks_interval, kubeconfig)
+    except BenchError as e:
+        return {"not_built": f"hack/peers.sh flux-up failed: {e}"}
+    try:
+        out["first_sync_seconds"] = f.wait_applied(commit, args.settle_timeout * 4)
+        present(s)
+        wait_quiet(args.settle_timeout, "after Flux's first reconcile")
+        out["idle"] = daemons.idle(f, args.idle, audit)
+        ns = s.namespaces[0]
+
+        def publish():
+            repo.commit_all("one file")
+            f.trigger()
+            return time.monotonic()
+        out["commit"] = daemons.commit_to_converged(ns, s, args.flux_edits, publish, 600)
+        # Flux has no watch on what it applied: drift is corrected at the next
+        # interval, so the latency is set by the interval chosen here.
+        f.set_interval(args.flux_drift_interval)
+        time.sleep(2)
+        heal = 3 * int(args.flux_drift_interval.rstrip("s")) + 120
+        out["drift"] = daemons.drift(ns, s, args.flux_edits, heal)
+        out["drift"]["kustomization_interval"] = args.flux_drift_interval
+    finally:
+        f.stop()
+    delete_namespaces(s.namespaces + [f"{prefix}-flux"], args.settle_timeout)
+    return out
+
+
+def daemon_scenarios(args, n, work, audit, index):
+    git = GitServer(work / "git-server")
+    out = {}
+    try:
+        order = ["converge", "flux"][index % 2:] + ["converge", "flux"][:index % 2]
+        for which in order:
+            if which in args.skip:
+                continue
+            settle(args.settle_timeout)
+            log(f"{n} objects: the {which} daemon")
+            out[which] = (converge_daemon if which == "converge" else flux_daemon)(args, n, work, git, audit)
+        out["order"] = order
+    finally:
+        git.stop()
+    return out
+
+
+def kustomize_scenarios(args, n, work):
+    """A dir source whose root is a kustomization of the set: resyncs of the
+    unchanged overlay must not render; a one-file change is rendered and applied."""
+    prefix = f"k{n}"
+    s = generate(work / prefix, prefix, n)
+    resources = sorted(str(p.relative_to(s.directory)) for p in s.directory.rglob("*.yaml"))
+    (s.directory / "kustomization.yaml").write_text("resources:\n" + "".join(f"- {r}\n" for r in resources))
+    out = {}
+    key = lambda name: f'{name}{{source="{prefix}"}}'
+    settle(args.settle_timeout)
+    try:
+        d = daemons.ConvergeDaemon(s.directory, prefix, f"{prefix}-0", args.port, "1s",
+                                   extra_config="full_resync_every = 1\n")
+        try:
+            d.wait_observed()
+            before = d.metrics()
+            time.sleep(args.resync_window)
+            after = d.metrics()
+        finally:
+            d.stop()
+        delta = lambda name: after.get(key(name), 0) - before.get(key(name), 0)
+        out["kustomize_resync"] = {"seconds": args.resync_window,
+                                   "full_resyncs": delta("converge_reconcile_duration_seconds_count"),
+                                   "renders": delta("converge_render_duration_seconds_count")}
+        d = daemons.ConvergeDaemon(s.directory, prefix, f"{prefix}-0", args.port, "30s")
+        try:
+            d.wait_observed()
+            before = d.metrics()
+            out["kustomize_commit"] = daemons.commit_to_converged(s.namespaces[0], s, args.kustomize_edits,
+                                                                  time.monotonic, 60)
+            after = d.metrics()
+        finally:
+            d.stop()
+        out["kustomize_commit"].update(daemons.reconcile_cost(before, after, prefix))
+        renders = delta("converge_render_duration_seconds_count")
+        out["kustomize_commit"]["renders"] = renders
+        out["kustomize_commit"]["render_ms"] = 1000 * delta("converge_render_duration_seconds_sum") / renders \
+            if renders else None
+    finally:
+        delete_namespaces(s.namespaces, args.settle_timeout)
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def provenance(args, audit):
+    server, helper = kube_versions("kubectl")
+    cmd, note = kubectl_measured()
+    measured = json.loads(subprocess.run([cmd, "version", "--client", "-o", "json"],
+                                         capture_output=True, text=True).stdout)
+    versions = {"converge": tool_version([CONVERGE, "--version"]), "kubernetes": server,
+                "kubectl_measured": measured["clientVersion"]["gitVersion"], "kubectl_helper": helper}
+    for t in tools():
+        if t.name in ("kapp", "flux-ssa") and not t.missing():
+            versions[t.name] = t.version()
+    for key in ("SOURCE_CONTROLLER_VERSION", "KUSTOMIZE_CONTROLLER_VERSION", "KUBECTL_SKEW_VERSION"):
+        if os.environ.get(key):
+            versions[key.lower().removesuffix("_version")] = os.environ[key]
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": git_commit(),
+            "command": "hack/bench.sh " + " ".join(sys.argv[1:]), "machine": machine(), "versions": versions,
+            "kubectl_note": note, "audit_log": audit.available(), "smoke": args.smoke,
+            "settings": {k: v for k, v in vars(args).items() if k != "skip"} | {"skip": sorted(args.skip)}}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="hack/bench.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objects", default="1000",
+                   help="comma-separated sizes, e.g. 1000,10000,30000 (default 1000)")
+    p.add_argument("--repeat", default="3",
+                   help="repetitions per size: one number, or one per size (e.g. 3,3,1); default 3")
+    p.add_argument("--idle", type=int, default=IDLE_MIN, help=f"idle window in seconds (>= {IDLE_MIN})")
+    p.add_argument("--edits", type=int, default=100, help="converge: drift edits and commits (default 100)")
+    p.add_argument("--flux-edits", type=int, default=20, help="Flux: commits and drift edits (default 20)")
+    p.add_argument("--flux-drift-interval", default="10s",
+                   help="the Kustomization interval while Flux's drift correction is measured (default 10s)")
+    p.add_argument("--kustomize-edits", type=int, default=30, help="commits of the kustomize source (default 30)")
+    p.add_argument("--interval-seconds", type=int, default=30, help="converge's interval; Flux's GitRepository's")
+    p.add_argument("--full-resync-every", type=int, default=10,
+                   help="converge's full_resync_every; Flux's Kustomization interval is interval × this")
+    p.add_argument("--resync-window", type=int, default=10, help="seconds of the kustomize source's full resyncs")
+    p.add_argument("--settle-timeout", type=int, default=600, help="seconds a settle or deletion may take")
+    p.add_argument("--port", type=int, default=19480, help="the converge daemon's HTTP port")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: cli,converge,flux,kustomize")
+    p.add_argument("--out", help="results file (default bench/results/<date>-<commit>.json)")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # allows a short --idle
+    args = p.parse_args(argv)
+    args.sizes = [int(x) for x in args.objects.split(",")]
+    reps = [int(x) for x in args.repeat.split(",")]
+    if len(reps) not in (1, len(args.sizes)):
+        p.error("--repeat: one number, or one per size")
+    args.repeats = reps * len(args.sizes) if len(reps) == 1 else reps
+    args.skip = {x for x in args.skip.split(",") if x}
+    if args.idle < IDLE_MIN and not args.smoke:
+        p.error(f"--idle {args.idle}: the window must be >= {IDLE_MIN} s to include a full resync and a watch renewal")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report.main(argv[1:])
+    args = parse(argv)
+    audit = Audit()
+    if not audit.available():
+        log("the plane has no audit log (started before hack/controlplane.sh enabled it): idle requests will be "
+            "the daemons' own counts. Restart the plane for the API server's.")
+    meta = provenance(args, audit)
+    results = {"meta": meta, "sizes": {}}
+    out = Path(args.out) if args.out else \
+        ROOT / "bench/results" / f"{meta['date'][:10]}-{meta['commit']}{'-smoke' if args.smoke else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for index, (n, reps) in enumerate(zip(args.sizes, args.repeats)):
+        args.repeat = reps
+        size_started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
+            work = Path(work)
+            r = {"objects": n, "repeat": reps}
+            if "cli" not in args.skip:
+                r.update(cli_scenarios(args, n, work))
+            r["daemons"] = daemon_scenarios(args, n, work, audit, index)
+            if "kustomize" not in args.skip:
+                r.update(kustomize_scenarios(args, n, work))
+        r["seconds"] = time.monotonic() - size_started
+        results["sizes"][str(n)] = r
+        out.write_text(json.dumps(results, indent=2))  # after every size: a crash keeps what was measured
+        log(f"{n} objects done in {r['seconds'] / 60:.1f} min; wrote {out}")
+    results["meta"]["seconds"] = time.monotonic() - started
+    out.write_text(json.dumps(results, indent=2))
+    report.write_summary(results, ROOT / "target/bench/summary.json")
+    print(report.render(results))
+    log(f"wrote {out} and target/bench/summary.json; render again with: python3 hack/bench.py report {out}")

@@ -1,0 +1,258 @@
+"""From a results file to the markdown BENCHMARKS.md quotes (`hack/bench.py report
+FILE.json`), and to target/bench/summary.json."""
+
+import argparse
+import json
+from pathlib import Path
+
+PEERS = ["kubectl", "kubectl-applyset", "kapp", "flux-ssa"]
+COLUMNS = ["converge", *PEERS, "raw"]
+TITLES = {"converge": "converge", "kubectl": "kubectl", "kubectl-applyset": "kubectl --applyset",
+          "kapp": "kapp", "flux-ssa": "Flux engine (pkg/ssa)", "raw": "raw SSA limit"}
+SCENARIOS = [("first_apply", "first apply"), ("noop_diff", "no-op diff"), ("one_percent_change", "1% changed")]
+TARGET_SIZE = "1000"
+
+
+def measured(cell):
+    return isinstance(cell, dict) and "median" in cell
+
+
+def cell(per_tool, tool):
+    c = per_tool.get(tool)
+    if c is None:
+        return "—"
+    if not measured(c):
+        return c.get("not_built", "—")
+    text = f"{c['median']:.2f} s ({c['min']:.2f}–{c['max']:.2f})"
+    conv = per_tool.get("converge")
+    if tool not in ("converge", "raw") and measured(conv):
+        text += f"; converge **{conv['median'] / c['median']:.2f}×**"
+    if tool == "raw" and measured(conv):
+        text += f"; converge at {100 * c['median'] / conv['median']:.0f}% of its throughput"
+    return text
+
+
+def latency_text(r):
+    if not r:
+        return "—"
+    if "not_built" in r:
+        return r["not_built"]
+    tail = f"p99 {r['p99_ms']:.0f}" if r.get("p99_ms") is not None else f"max {r['max_ms']:.0f}"
+    return f"p50 {r['p50_ms']:.0f} ms, {tail} ms ({r['samples']} samples)"
+
+
+def requests_text(req):
+    if not req:
+        return "—"
+    if req.get("source") != "audit log":
+        return f"{req['total']:.0f} ({req['source']})"
+    detail = ", ".join(f"{v} {k}" for k, v in req["by_verb_resource"].items()) or "none"
+    return (f"{req['total']} ({req['writes']} writes, {req['per_object']} per-object, {req['watches']} watches, "
+            f"{req['lists']} lists: {detail})")
+
+
+def idle_text(idle):
+    return (f"RSS {idle['rss_mib']:.1f} MiB (max {idle['rss_mib_max']:.1f}), CPU {idle['cpu_percent']:.2f}% "
+            f"(max {idle['cpu_percent_max']:.1f}%), {idle['samples']} samples over {idle['seconds']:.0f} s")
+
+
+def size_tables(n, r):
+    lines = [f"### {n} objects (+ microservices-demo): {r['repeat']} repetition(s), median (min–max)", ""]
+    if "first_apply" in r:
+        lines += ["| scenario | " + " | ".join(TITLES[c] for c in COLUMNS) + " |",
+                  "|---" * (len(COLUMNS) + 1) + "|"]
+        for key, title in SCENARIOS:
+            if key == "one_percent_change":
+                title += f" ({r[key].get('changed_objects', '?')} objects)"
+            lines.append(f"| {title} | " + " | ".join(cell(r[key], c) for c in COLUMNS) + " |")
+        false = {k: v for k, v in r["noop_diff"].get("runs_reporting_false_changes", {}).items() if v}
+        lines += ["", f"Order of the tools per repetition (rotated): {r.get('order')}."]
+        if false:
+            lines.append(f"No-op diffs that reported a change (a controller wrote status between read and "
+                         f"dry-run): {false}.")
+        lines.append("")
+    lines += daemon_table(r.get("daemons", {}))
+    if "kustomize_commit" in r:
+        kc, kr = r["kustomize_commit"], r["kustomize_resync"]
+        lines += ["", f"Kustomize source: commit-to-converged {latency_text(kc)}, {kc['renders']:.0f} renders of "
+                      f"{kc['render_ms'] or 0:.0f} ms; {kr['seconds']} s of full resyncs every second: "
+                      f"{kr['full_resyncs']:.0f} resyncs, {kr['renders']:.0f} renders."]
+    return lines
+
+
+def daemon_table(d):
+    cv, fx = d.get("converge"), d.get("flux")
+    if not cv and not fx:
+        return []
+    fx = fx or {"not_built": "not run"}
+    missing = fx.get("not_built")
+
+    def both(get, ratio=None):
+        a = get(cv) if cv else "—"
+        b = missing or (get(fx) if fx else "—")
+        r = ratio(cv, fx) if ratio and cv and not missing else "—"
+        return f"| {a} | {b} | {r} |"
+    div = lambda f: lambda a, b: f"**{f(a) / f(b):.2f}×**" if f(b) else "—"
+    lines = ["| daemon, same set from the same Git host | converge | Flux: source- + kustomize-controller | "
+             "converge / Flux |", "|---|---|---|---|"]
+    lines.append("| first sync (start to applied) " + both(lambda x: f"{x['first_sync_seconds']:.1f} s",
+                                                          div(lambda x: x["first_sync_seconds"])))
+    lines.append(f"| idle ({(cv or fx).get('idle', {}).get('seconds', 0):.0f} s) "
+                 + both(lambda x: idle_text(x["idle"]), div(lambda x: x["idle"]["rss_mib"])) )
+    lines.append("| idle API requests (audit log) " + both(lambda x: requests_text(x["idle"]["requests"]),
+                                                            div(lambda x: x["idle"]["requests"]["total"])))
+    lines.append("| full passes in the idle window " + both(
+        lambda x: f"{x['idle']['full_resyncs']:.0f} full resyncs, {x['idle']['skipped_resyncs']:.0f} skipped"
+        if "full_resyncs" in x["idle"] else
+        f"{x['idle']['kustomization_reconciles']:.0f} Kustomization, {x['idle']['gitrepository_reconciles']:.0f} "
+        f"GitRepository reconciles"))
+    lines.append("| commit-to-converged, Git, fastest trigger " + both(
+        lambda x: latency_text(x.get("commit_git") or x.get("commit")),
+        div(lambda x: (x.get("commit_git") or x.get("commit"))["p50_ms"])))
+    lines.append("| drift correction " + both(
+        lambda x: latency_text(x["drift"]) + (f" (Kustomization interval {x['drift']['kustomization_interval']})"
+                                              if "kustomization_interval" in x["drift"] else " (watch)"),
+        div(lambda x: x["drift"]["p50_ms"])))
+    if cv and "commit_dir" in cv:
+        lines.append(f"| commit-to-converged, directory source | {latency_text(cv['commit_dir'])} | — | — |")
+    notes = []
+    if cv:
+        notes.append(f"converge: interval {cv['interval']}, full_resync_every {cv['full_resync_every']}, "
+                     f"webhook trigger.")
+    if fx and not missing:
+        notes.append(f"Flux: GitRepository interval {fx['gitrepository_interval']}, Kustomization interval "
+                     f"{fx['kustomization_interval']} (= converge's full resync period); trigger: {fx['trigger']}.")
+    return lines + [""] + notes
+
+
+def scaling(results):
+    sizes = sorted(results["sizes"], key=int)
+    if len(sizes) < 2:
+        return []
+    lines = ["### Cost per 1000 objects as N grows (median seconds / N × 1000)", "",
+             "| tool | scenario | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    for key, title in SCENARIOS:
+        for tool in COLUMNS:
+            vals = [results["sizes"][n].get(key, {}).get(tool) for n in sizes]
+            if not any(measured(v) for v in vals):
+                continue
+            cells = [f"{1000 * v['median'] / int(n):.2f}" if measured(v) else "—" for v, n in zip(vals, sizes)]
+            lines.append(f"| {TITLES[tool]} | {title} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def targets(results):
+    sizes = results["sizes"]
+    n = TARGET_SIZE if TARGET_SIZE in sizes else min(sizes, key=int)
+    r = sizes[n]
+    rows = []
+    fa, nd = r.get("first_apply", {}), r.get("noop_diff", {})
+    conv = fa.get("converge")
+    for peer in PEERS:
+        p = fa.get(peer)
+        if measured(conv) and measured(p):
+            x = conv["median"] / p["median"]
+            rows.append((f"first apply: converge faster than {TITLES[peer]} (< 1×)", f"{x:.2f}×", verdict(x < 1)))
+        elif p is not None:
+            rows.append((f"first apply vs {TITLES[peer]}", p.get("not_built", "not measured"), "not measured"))
+    if measured(conv) and measured(fa.get("raw")):
+        share = fa["raw"]["median"] / conv["median"]
+        rows.append(("first apply ≥ 85% of the raw SSA throughput", f"{100 * share:.0f}%", verdict(share >= 0.85)))
+    conv = nd.get("converge")
+    for peer in PEERS:
+        p = nd.get(peer)
+        if measured(conv) and measured(p):
+            x = conv["median"] / p["median"]
+            rows.append((f"no-op diff ≤ 0.2× {TITLES[peer]}", f"{x:.2f}×", verdict(x <= 0.2)))
+        elif isinstance(p, dict) and "not_built" in p:
+            rows.append((f"no-op diff vs {TITLES[peer]}", p["not_built"], "not measured"))
+    d = r.get("daemons", {})
+    cv, fx = d.get("converge"), d.get("flux")
+    if cv and fx and "not_built" not in fx:
+        a, b = cv["commit_git"], fx["commit"]
+        key = "p99_ms" if a.get("p99_ms") is not None and b.get("p99_ms") is not None else "p50_ms"
+        x = a[key] / b[key]
+        rows.append((f"commit-to-converged ≤ 0.2× Flux ({key[:3]})", f"{a[key]:.0f} / {b[key]:.0f} ms = {x:.2f}×",
+                     verdict(x <= 0.2)))
+        x = cv["idle"]["rss_mib"] / fx["idle"]["rss_mib"]
+        rows.append(("idle RSS ≤ 0.5× Flux's controllers together",
+                     f"{cv['idle']['rss_mib']:.1f} / {fx['idle']['rss_mib']:.1f} MiB = {x:.2f}×", verdict(x <= 0.5)))
+        rc, rf = cv["idle"]["requests"], fx["idle"]["requests"]
+        rows.append(("idle: fewer API requests than Flux", f"{rc['total']:.0f} vs {rf['total']:.0f}",
+                     verdict(rc["total"] < rf["total"])))
+    elif fx:
+        rows.append(("daemon targets vs Flux", fx.get("not_built", "not run"), "not measured"))
+    if cv:
+        req = cv["idle"]["requests"]
+        if req.get("source") == "audit log":
+            ok = req["writes"] == 0 and req["per_object"] == 0
+            rows.append(("idle: no write, no per-object request", f"{req['writes']} writes, {req['per_object']} "
+                         f"per-object", verdict(ok)))
+        else:
+            rows.append(("idle: no write, no per-object request", req["source"], "not measured"))
+        covered = cv["idle"].get("includes_full_resync")
+        rows.append(("the idle window includes a full resync and a watch renewal",
+                     f"{cv['idle'].get('full_resyncs', 0):.0f} full resyncs, "
+                     f"{req.get('watches', '?')} watches", verdict(covered and req.get("watches", 0) > 0)))
+    lines = [f"### Targets (issue 17), at {n} objects", "", "| target | figure | met? |", "|---|---|---|"]
+    return lines + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+
+
+def render(results):
+    m = results["meta"]
+    mach = m["machine"]
+    lines = [f"## Results of {m['date']} at commit `{m['commit']}`" + (" (SMOKE RUN: not for quoting)"
+                                                                     if m.get("smoke") else ""), "",
+             f"`{m['command']}`; {mach['nproc']} cores ({mach['cpu']}), {mach['memory_gib']} GiB, kernel "
+             f"{mach['kernel']}, load average at start {', '.join(f'{x:.2f}' for x in mach['loadavg_at_start'])}. "
+             f"Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
+    if m.get("kubectl_note"):
+        lines.append(f"kubectl: {m['kubectl_note']}.")
+    lines.append("")
+    for n in sorted(results["sizes"], key=int):
+        lines += size_tables(n, results["sizes"][n]) + [""]
+    lines += scaling(results) + targets(results)
+    return "\n".join(lines)
+
+
+def summary(r, meta):
+    """One size in target/bench/summary.json's shape (older readers keep working)."""
+    out = {k: v for k, v in r.items() if k != "daemons"}
+    d = r.get("daemons", {})
+    cv, fx = d.get("converge"), d.get("flux")
+    if cv:
+        idle = cv["idle"]
+        req = idle["requests"]
+        out["daemon_idle"] = {**idle, "peak_rss_mib": idle["rss_mib_max"], "writes": req.get("writes"),
+                              "requests": req.get("by_verb_resource", {"total": req["total"]}),
+                              "requests_total": req["total"]}
+        out["drift_latency"] = cv["drift"]
+        out["commit_to_converged"] = cv["commit_dir"]
+        out["commit_to_converged_git"] = cv["commit_git"]
+    if fx:
+        out["daemon_peers"] = {"flux": fx if "not_built" in fx else {
+            "commit_to_converged": fx["commit"], "drift_correction": fx["drift"],
+            "idle": {**fx["idle"], "requests": fx["idle"]["requests"]["total"],
+                     "requests_detail": fx["idle"]["requests"]},
+            "first_sync_seconds": fx["first_sync_seconds"]}}
+    out["machine"] = {**meta["machine"], **meta["versions"], "commit": meta["commit"], "date": meta["date"]}
+    return out
+
+
+def write_summary(results, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    for n, r in results["sizes"].items():
+        previous[n] = summary(r, results["meta"])
+    path.write_text(json.dumps(previous, indent=2))
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render a results file as markdown.")
+    p.add_argument("file", type=Path)
+    args = p.parse_args(argv)
+    print(render(json.loads(args.file.read_text())))
