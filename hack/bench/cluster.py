@@ -70,7 +70,7 @@ def delete_namespaces(namespaces, timeout):
 
 def settle(timeout):
     """Before a scenario: no namespace of an earlier bench set, no write storm."""
-    left = namespaces_left(r"b\d+-.*|k\d+.*|f\d+-.*|g\d+-.*")
+    left = namespaces_left(r"[bdk]\d+-.*")
     if left:
         log(f"deleting leftover bench namespaces: {' '.join(left)}")
         delete_namespaces(left, timeout)

@@ -94,8 +94,9 @@ class ConvergeDaemon:
     def __init__(self, source, name, namespace, port, interval, kubeconfig=None, extra_config=""):
         """`source`: a directory (Path) or a Git URL (str)."""
         self.name = name
+        self.kubeconfig = kubeconfig
         self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
-        where = f'url = "{source}"\n' if isinstance(source, str) else f'dir = "{source}"\n'
+        where = f'git = "{source}"\n' if isinstance(source, str) else f'dir = "{source}"\n'
         (self.dir / "config.toml").write_text(
             f'state_dir = "{self.dir}/state"\n\n[[source]]\nname = "{name}"\n{where}'
             f'namespace = "{namespace}"\ninterval = "{interval}"\n{extra_config}')
@@ -166,8 +167,13 @@ class ConvergeDaemon:
 
 # --- Flux --------------------------------------------------------------------------------
 
+def peers_script():
+    """hack/peers.sh, or another checkout's (BENCH_PEERS_SH, to try a peers branch)."""
+    return Path(os.environ.get("BENCH_PEERS_SH", ROOT / "hack/peers.sh"))
+
+
 def peers_sh(*args, env=None):
-    return run(["bash", ROOT / "hack/peers.sh", *args], env=env, timeout=600)[1].stdout
+    return run(["bash", peers_script(), *args], env=env, timeout=600)[1].stdout
 
 
 def exports(text):
@@ -181,6 +187,7 @@ class FluxControllers:
 
     def __init__(self, repo_url, namespace, git_interval, ks_interval, kubeconfig=None):
         self.namespace = namespace
+        self.kubeconfig = kubeconfig
         self.work = Path(tempfile.mkdtemp(prefix="converge-bench-flux-"))
         self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
         self.started = time.monotonic()
@@ -282,19 +289,33 @@ def idle(daemon, seconds, audit):
     until = time.time()
     after = daemon.metrics()
     out = sampler.result()
-    if audit.available():
+    why_not = audit_gap(daemon, audit)
+    if not why_not:
         time.sleep(1)  # the log is written when a request completes
         out["requests"] = audit.requests(daemon.user, since, until)
     else:
         count = daemon.self_reported_requests(after) - daemon.self_reported_requests(before)
-        out["requests"] = {"total": count, "source": "self-reported by the daemon (the plane has no audit log: "
-                                                      "restart it with this hack/controlplane.sh)"}
+        out["requests"] = {"total": count, "source": f"self-reported by the daemon: {why_not}"}
     out.update(daemon.idle_extra(before, after))
     req = out["requests"]
     log(f"idle {seconds} s: RSS mean {out['rss_mib']:.1f} MiB (max {out['rss_mib_max']:.1f}), "
         f"CPU {out['cpu_percent']:.2f}% (max {out['cpu_percent_max']:.1f}%), requests {req['total']:.0f} "
         f"({req.get('by_verb_resource', req['source'])})")
     return out
+
+
+def audit_gap(daemon, audit):
+    """Why the audit log cannot count this daemon's requests, or None: the plane
+    has no audit log, or a process does not run with the audited identity."""
+    if not audit.available():
+        return "the plane has no audit log (started before hack/controlplane.sh had one: restart it)"
+    for pid in daemon.pids():
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        kubeconfig = next((e[len(b"KUBECONFIG="):].decode() for e in env if e.startswith(b"KUBECONFIG=")), None)
+        if kubeconfig != daemon.kubeconfig:
+            return (f"pid {pid} runs with KUBECONFIG={kubeconfig}, not the audited identity "
+                    f"{daemon.kubeconfig} (hack/peers.sh flux-up replaces a KUBECONFIG given to it)")
+    return None
 
 
 def drift(namespace, bench_set, edits, heal_timeout):
@@ -317,9 +338,10 @@ def drift(namespace, bench_set, edits, heal_timeout):
     return out
 
 
-def commit_to_converged(namespace, bench_set, edits, publish, timeout):
-    """One-file changes: `publish(path, name, value)` writes and publishes one and
-    returns when the clock starts; the time until the cluster holds the value."""
+def commit_to_converged(namespace, bench_set, edits, publish, timeout, tag):
+    """One-file changes: after each file write, `publish()` publishes it and returns
+    when the clock starts; the time until the cluster holds the new value (values
+    `tag-i`: each scenario's own, so none is already there)."""
     watcher = Watcher(namespace)
     samples = []
     targets = configmaps_in(bench_set.files, namespace)
@@ -327,9 +349,9 @@ def commit_to_converged(namespace, bench_set, edits, publish, timeout):
         for i in range(edits):
             path, name = targets[i % len(targets)]
             text = path.read_text()
-            path.write_text(re.sub(r'value: "[^"]*"', f'value: "commit-{i}"', text, count=1))
+            path.write_text(re.sub(r'value: "[^"]*"', f'value: "{tag}-{i}"', text, count=1))
             started = publish()
-            seen = watcher.wait_for(f"{name}=commit-{i}", started, timeout)
+            seen = watcher.wait_for(f"{name}={tag}-{i}", started, timeout)
             samples.append(seen - started)
             time.sleep(0.3)
     finally:

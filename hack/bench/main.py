@@ -105,7 +105,7 @@ def converge_daemon(args, n, work, git, audit):
             d.trigger()
             return started
         before = d.metrics()
-        out["commit_git"] = daemons.commit_to_converged(ns, s, args.edits, publish, 120)
+        out["commit_git"] = daemons.commit_to_converged(ns, s, args.edits, publish, 120, "git")
         out["commit_git"].update(daemons.reconcile_cost(before, d.metrics(), prefix))
     finally:
         d.stop()
@@ -114,7 +114,7 @@ def converge_daemon(args, n, work, git, audit):
     try:
         d.wait_observed()
         before = d.metrics()
-        out["commit_dir"] = daemons.commit_to_converged(s.namespaces[0], s, args.edits, time.monotonic, 60)
+        out["commit_dir"] = daemons.commit_to_converged(s.namespaces[0], s, args.edits, time.monotonic, 60, "dir")
         out["commit_dir"].update(daemons.reconcile_cost(before, d.metrics(), prefix))
     finally:
         d.stop()
@@ -124,8 +124,10 @@ def converge_daemon(args, n, work, git, audit):
 
 def flux_daemon(args, n, work, git, audit):
     prefix = f"d{n}-fx"
-    if not (ROOT / "hack/peers.sh").exists() or os.environ.get("BENCH_PEERS_ERROR"):
+    if not daemons.peers_script().exists() or os.environ.get("BENCH_PEERS_ERROR"):
         return {"not_built": "not built: " + os.environ.get("BENCH_PEERS_ERROR", "hack/peers.sh does not exist")}
+    if not os.environ.get("SOURCE_CONTROLLER"):
+        return {"not_built": "not built: $SOURCE_CONTROLLER is not set (hack/peers.sh env)"}
     repo = Repo(git, prefix, work / prefix)
     s = generate(repo.work, prefix, n)
     commit = repo.commit_all("the set")
@@ -149,7 +151,7 @@ def flux_daemon(args, n, work, git, audit):
             repo.commit_all("one file")
             f.trigger()
             return time.monotonic()
-        out["commit"] = daemons.commit_to_converged(ns, s, args.flux_edits, publish, 600)
+        out["commit"] = daemons.commit_to_converged(ns, s, args.flux_edits, publish, 600, "flux")
         # Flux has no watch on what it applied: drift is corrected at the next
         # interval, so the latency is set by the interval chosen here.
         f.set_interval(args.flux_drift_interval)
@@ -209,7 +211,7 @@ def kustomize_scenarios(args, n, work):
             d.wait_observed()
             before = d.metrics()
             out["kustomize_commit"] = daemons.commit_to_converged(s.namespaces[0], s, args.kustomize_edits,
-                                                                  time.monotonic, 60)
+                                                                  time.monotonic, 60, "kustomize")
             after = d.metrics()
         finally:
             d.stop()

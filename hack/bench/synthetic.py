@@ -5,8 +5,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .common import ROOT
 
 CORPUS = ROOT / "tests/fixtures/microservices-demo/kubernetes-manifests.yaml"
@@ -103,14 +101,21 @@ def generate(directory, prefix, objects):
 
 
 def expected_objects(directory):
+    """(kind, namespace, name) of every document written (the files are ours or the
+    corpus, block-style YAML: no YAML library needed, which hack/bench.sh's Python
+    may lack)."""
     found = set()
     for path in sorted(directory.rglob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                meta = doc["metadata"]
-                found.add((doc["kind"], meta.get("namespace", ""), meta["name"]))
+        for doc in re.split(r"^---\s*$", path.read_text(), flags=re.M):
+            kind = re.search(r"^kind: (\S+)", doc, flags=re.M)
+            meta = re.search(r"^metadata:\n((?:[ #].*\n?)*)", doc, flags=re.M)
+            if not kind or not meta:
+                continue
+            name = re.search(r"^  name: (\S+)", meta.group(1), flags=re.M)
+            ns = re.search(r"^  namespace: (\S+)", meta.group(1), flags=re.M)
+            found.add((kind.group(1), ns.group(1) if ns else "", name.group(1)))
     return found
 
 

@@ -139,23 +139,24 @@ class Kapp(Tool):
     def first_apply(self, s):
         # --wait=false: kapp waits for readiness by default, which times the
         # controllers, not the apply (the other tools do not wait either).
-        return run([self.cmd, "deploy", "-a", s.prefix, "-f", s.directory, "-y", "--wait=false"])[0]
+        return run([self.cmd, "deploy", "-a", s.prefix, "-n", "default", "-f", s.directory, "-y", "--wait=false"])[0]
 
     def change(self, s):
         return self.first_apply(s)
 
     def noop_diff(self, s):
-        # --diff-exit-status: 3 no changes, 2 changes pending.
-        took, proc = run([self.cmd, "deploy", "-a", s.prefix, "-f", s.directory, "--diff-run",
+        # --diff-exit-status: 2 no changes, 3 changes pending (kapp's
+        # deploy_diff_exit_status.go).
+        took, proc = run([self.cmd, "deploy", "-a", s.prefix, "-n", "default", "-f", s.directory, "--diff-run",
                           "--diff-exit-status"], check=False)
         if proc.returncode not in (2, 3):
             raise BenchError(f"kapp deploy --diff-run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        return took, proc.returncode == 2
+        return took, proc.returncode == 3
 
     def cleanup(self, s):
         # kapp keeps its app record (and change records) in the default namespace;
         # the set's own namespaces are already gone, so this deletes only records.
-        run([self.cmd, "delete", "-a", s.prefix, "-y"], check=False, timeout=600)
+        run([self.cmd, "delete", "-a", s.prefix, "-n", "default", "-y", "--wait=false"], check=False, timeout=600)
 
 
 class FluxSsa(Tool):
