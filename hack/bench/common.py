@@ -163,7 +163,7 @@ def tool_version(cmd):
     except BenchError:
         return None
     text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else None
+    return text[0].split(" ", 1)[-1] if text else None  # "converge 0.1.0" → "0.1.0"
 
 
 def kube_versions(kubectl_cmd):

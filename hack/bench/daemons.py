@@ -190,9 +190,11 @@ class FluxControllers:
         self.kubeconfig = kubeconfig
         self.work = Path(tempfile.mkdtemp(prefix="converge-bench-flux-"))
         self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
-        self.started = time.monotonic()
         self.vars = exports(peers_sh("flux-up", self.work, env=self.env))
         self.up = True
+        # From here on, as converge's from its start: the controllers are up and the
+        # CRDs installed, the objects that ask them to apply the set not yet created.
+        self.started = time.monotonic()
         kubectl("create", "namespace", namespace)
         manifest = f"""apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository

@@ -4,6 +4,7 @@ kept in the results as "not built: <reason>"."""
 
 import json
 import os
+import re
 
 from .common import CONVERGE, RAW, BenchError, run, tool_version
 
@@ -151,7 +152,9 @@ class Kapp(Tool):
                           "--diff-exit-status"], check=False)
         if proc.returncode not in (2, 3):
             raise BenchError(f"kapp deploy --diff-run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        return took, proc.returncode == 3
+        # Exit 3 also means "waiting to reconcile" with no operation (a LoadBalancer
+        # Service without ingress on kwok): only a planned operation is a change.
+        return took, not re.search(r"Op:\s+0 create, 0 delete, 0 update", proc.stdout)
 
     def cleanup(self, s):
         # kapp keeps its app record (and change records) in the default namespace;
