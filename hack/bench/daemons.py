@@ -6,7 +6,9 @@ one's fastest trigger."""
 
 import json
 import os
+import random
 import re
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -177,7 +179,13 @@ def peers_sh(*args, env=None):
 
 
 def exports(text):
-    return dict(re.findall(r"^export (\w+)=['\"]?([^'\"\n]*)['\"]?$", text, flags=re.M))
+    """`export A=1 B=2` lines (as a shell would read them) as a dict."""
+    found = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["export"]:
+            found.update(w.split("=", 1) for w in words[1:] if "=" in w)
+    return found
 
 
 class FluxControllers:
@@ -189,7 +197,10 @@ class FluxControllers:
         self.namespace = namespace
         self.kubeconfig = kubeconfig
         self.work = Path(tempfile.mkdtemp(prefix="converge-bench-flux-"))
-        self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
+        # FLUX_KUBECONFIG: the identity the controllers should run as (audited), for a
+        # hack/peers.sh that honours it; `audit_gap` checks what they really use.
+        self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig, "FLUX_KUBECONFIG": kubeconfig}
+                                       if kubeconfig else {}))
         self.vars = exports(peers_sh("flux-up", self.work, env=self.env))
         self.up = True
         # From here on, as converge's from its start: the controllers are up and the
@@ -316,17 +327,21 @@ def audit_gap(daemon, audit):
         kubeconfig = next((e[len(b"KUBECONFIG="):].decode() for e in env if e.startswith(b"KUBECONFIG=")), None)
         if kubeconfig != daemon.kubeconfig:
             return (f"pid {pid} runs with KUBECONFIG={kubeconfig}, not the audited identity "
-                    f"{daemon.kubeconfig} (hack/peers.sh flux-up replaces a KUBECONFIG given to it)")
+                    f"{daemon.kubeconfig} (hack/peers.sh flux-up does not honour FLUX_KUBECONFIG)")
     return None
 
 
-def drift(namespace, bench_set, edits, heal_timeout):
-    """`kubectl patch`es of owned ConfigMaps; the time until each is healed."""
+def drift(namespace, bench_set, edits, heal_timeout, spread=0.0):
+    """`kubectl patch`es of owned ConfigMaps; the time until each is healed. With
+    `spread`, each edit waits a random 0..spread s first: a daemon that corrects
+    drift only every `spread` s would otherwise always be edited just after its
+    last pass (the previous heal), and measured at its worst."""
     watcher = Watcher(namespace)
     samples = []
     targets = configmaps_in(bench_set.files, namespace)
     try:
         for i in range(edits):
+            time.sleep(random.uniform(0, spread))
             path, name = targets[i % len(targets)]
             desired = re.search(r'value: "([^"]*)"', path.read_text()).group(1)
             kubectl("patch", "configmap", name, "-n", namespace, "-p", json.dumps({"data": {"value": f"drift-{i}"}}))

@@ -4,6 +4,7 @@ each on a settled cluster), then the daemons, then the rendered-source scenarios
 import argparse
 import json
 import os
+import re
 import subprocess
 import shutil
 import sys
@@ -156,8 +157,8 @@ def flux_daemon(args, n, work, git, audit):
         # interval, so the latency is set by the interval chosen here.
         f.set_interval(args.flux_drift_interval)
         time.sleep(2)
-        heal = 3 * int(args.flux_drift_interval.rstrip("s")) + 120
-        out["drift"] = daemons.drift(ns, s, args.flux_edits, heal)
+        interval = int(args.flux_drift_interval.rstrip("s"))
+        out["drift"] = daemons.drift(ns, s, args.flux_edits, 3 * interval + 120, spread=interval)
         out["drift"]["kustomization_interval"] = args.flux_drift_interval
     finally:
         f.stop()
@@ -275,6 +276,8 @@ def parse(argv):
         p.error("--repeat: one number, or one per size")
     args.repeats = reps * len(args.sizes) if len(reps) == 1 else reps
     args.skip = {x for x in args.skip.split(",") if x}
+    if not re.fullmatch(r"[1-9]\d*s", args.flux_drift_interval):
+        p.error(f"--flux-drift-interval {args.flux_drift_interval}: whole seconds, e.g. 10s")
     if args.idle < IDLE_MIN and not args.smoke:
         p.error(f"--idle {args.idle}: the window must be >= {IDLE_MIN} s to include a full resync and a watch renewal")
     return args
