@@ -303,12 +303,15 @@ def idle(daemon, seconds, audit):
     after = daemon.metrics()
     out = sampler.result()
     why_not = audit_gap(daemon, audit)
+    # Both counts: when only one daemon can be audited, the two are compared by
+    # what each says it sent (report.comparable_requests).
+    out["requests_self_reported"] = daemon.self_reported_requests(after) - daemon.self_reported_requests(before)
     if not why_not:
         time.sleep(1)  # the log is written when a request completes
         out["requests"] = audit.requests(daemon.user, since, until)
     else:
-        count = daemon.self_reported_requests(after) - daemon.self_reported_requests(before)
-        out["requests"] = {"total": count, "source": f"self-reported by the daemon: {why_not}"}
+        out["requests"] = {"total": out["requests_self_reported"],
+                           "source": f"self-reported by the daemon: {why_not}"}
     out.update(daemon.idle_extra(before, after))
     req = out["requests"]
     log(f"idle {seconds} s: RSS mean {out['rss_mib']:.1f} MiB (max {out['rss_mib_max']:.1f}), "
