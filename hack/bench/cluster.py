@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import BenchError, kubectl, log, run
+from .common import ROOT, BenchError, kubectl, log, run
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 # Counted from apiserver_request_total: every client's writes, the controllers' too.
@@ -127,8 +127,8 @@ class Audit:
         return self.path.exists()
 
     def identity(self, name):
+        """A kubeconfig whose requests the audit log records (user `name`)."""
         env = dict(os.environ, CONVERGE_CP_DIR=str(self.cp_dir))
-        from .common import ROOT
         return run(["bash", ROOT / "hack/controlplane.sh", "identity", name], env=env)[1].stdout.strip()
 
     def requests(self, user, since, until):

@@ -117,7 +117,8 @@ class Raw(Tool):
 def peer_binary(variable, hint):
     path = os.environ.get(variable)
     if not path:
-        why = os.environ.get("BENCH_PEERS_ERROR") or f"${variable} is not set ({hint})"
+        why = os.environ.get("BENCH_PEERS_ERROR") or \
+            f"${variable} is not set ({hint}; hack/bench.sh logs it to target/bench/peers-build.log)"
         return None, f"not built: {why}"
     if not os.access(path, os.X_OK):
         return None, f"not built: ${variable}={path} is not an executable ({hint})"
