@@ -264,7 +264,8 @@ def parse(argv):
     p.add_argument("--full-resync-every", type=int, default=10,
                    help="converge's full_resync_every; Flux's Kustomization interval is interval × this")
     p.add_argument("--resync-window", type=int, default=10, help="seconds of the kustomize source's full resyncs")
-    p.add_argument("--settle-timeout", type=int, default=600, help="seconds a settle or deletion may take")
+    p.add_argument("--settle-timeout", type=int, default=0,
+                   help="seconds a settle or deletion may take (default: 600, or N/10 when larger)")
     p.add_argument("--port", type=int, default=19480, help="the converge daemon's HTTP port")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: cli,converge,flux,kustomize")
     p.add_argument("--out", help="results file (default bench/results/<date>-<commit>.json)")
@@ -276,6 +277,7 @@ def parse(argv):
         p.error("--repeat: one number, or one per size")
     args.repeats = reps * len(args.sizes) if len(reps) == 1 else reps
     args.skip = {x for x in args.skip.split(",") if x}
+    args.settle_timeout_given = args.settle_timeout
     if not re.fullmatch(r"[1-9]\d*s", args.flux_drift_interval):
         p.error(f"--flux-drift-interval {args.flux_drift_interval}: whole seconds, e.g. 10s")
     if args.idle < IDLE_MIN and not args.smoke:
@@ -300,6 +302,7 @@ def main(argv=None):
     started = time.monotonic()
     for index, (n, reps) in enumerate(zip(args.sizes, args.repeats)):
         args.repeat = reps
+        args.settle_timeout = args.settle_timeout_given or max(600, n // 10)
         size_started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
             work = Path(work)
