@@ -15,7 +15,8 @@
 #   hack/peers.sh flux-up DIR      install the Flux CRDs, start source-controller and
 #                                  kustomize-controller against the local plane (state,
 #                                  logs and pids in DIR); print `export …_PID=…
-#                                  FLUX_METRICS_SOURCE=… FLUX_METRICS_KUSTOMIZE=…`
+#                                  FLUX_METRICS_SOURCE=… FLUX_METRICS_KUSTOMIZE=…`;
+#                                  FLUX_KUBECONFIG=… runs them as that identity
 #   hack/peers.sh flux-down DIR    stop them (the CRDs stay)
 #   hack/peers.sh smoke            prove each peer works on the local plane
 #
@@ -199,7 +200,11 @@ start_controller() {
   metrics=$(free_port) health=$(free_port)
   echo "$metrics" > "$dir/$name.metrics"
   echo "$health" > "$dir/$name.health"
-  RUNTIME_NAMESPACE=flux-system setsid "$binary" --enable-leader-election=false \
+  # FLUX_KUBECONFIG: the controllers' own identity (hack/controlplane.sh identity),
+  # so that the API server's audit log tells their requests apart; the CRDs are
+  # installed with the admin kubeconfig either way.
+  KUBECONFIG=${FLUX_KUBECONFIG:-$KUBECONFIG} RUNTIME_NAMESPACE=flux-system \
+    setsid "$binary" --enable-leader-election=false \
     --metrics-addr="127.0.0.1:$metrics" --health-addr="127.0.0.1:$health" \
     --log-encoding=json --log-level=info "$@" >"$dir/$name.log" 2>&1 </dev/null &
   echo $! > "$dir/$name.pid"
