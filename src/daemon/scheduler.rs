@@ -143,9 +143,14 @@ pub struct Scheduler {
     pending: Option<Pending>,
     /// Quiet resyncs since the last full reconcile.
     quiet_resyncs: u32,
-    /// How long a change waits for others: grows with the last reconcile's
-    /// duration, so a stream of changes to a large source is handled in batches.
+    /// How long after the last reconcile ended a change waits for others: grows
+    /// with that reconcile's duration, so a stream of changes to a large source is
+    /// handled in batches. Counted from the end, not from the change: a change to a
+    /// source that has been quiet for longer is no part of a stream, and waits only
+    /// [`DEBOUNCE`] (a 1 s render must not add 500 ms to an isolated commit).
     settle: Duration,
+    /// When the last reconcile ended.
+    last_end: Option<Instant>,
     /// A reason that came due while dependencies were not ready: it runs once
     /// they are ([`Scheduler::release`]).
     held: Option<Reason>,
@@ -169,6 +174,7 @@ impl Scheduler {
             }),
             quiet_resyncs: 0,
             settle: DEBOUNCE,
+            last_end: None,
             held: None,
         }
     }
@@ -244,6 +250,7 @@ impl Scheduler {
         now: Instant,
     ) -> Action {
         self.settle = DEBOUNCE.max(took.min(MAX_SETTLE));
+        self.last_end = Some(now);
         if reason.requires_full() {
             self.quiet_resyncs = 0;
         }
@@ -273,6 +280,13 @@ impl Scheduler {
         Action::AwaitChange
     }
 
+    /// When a change arriving at `now` runs: after [`DEBOUNCE`], and no sooner than
+    /// the settle window after the last reconcile ended.
+    fn settled(&self, now: Instant) -> Instant {
+        let paced = self.last_end.map_or(now, |end| end + self.settle);
+        (now + DEBOUNCE).max(paced)
+    }
+
     fn merge(&mut self, reason: Reason, now: Instant) {
         self.pending = Some(match self.pending {
             Some(pending) => Pending {
@@ -281,7 +295,7 @@ impl Scheduler {
             },
             None => Pending {
                 reason,
-                at: now + self.settle,
+                at: self.settled(now),
             },
         });
     }
@@ -452,6 +466,24 @@ mod tests {
             "paced by 2 s"
         );
         assert_eq!(s.due(Instant::now()), None, "one reconcile for the burst");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_to_a_quiet_source_waits_only_the_debounce() {
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        let slow = Duration::from_secs(2);
+        s.finished(Reason::Start, Ok(Action::AwaitChange), slow, Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.on_event(Reason::Changed, Instant::now());
+        let (due, waited) = next(&mut s).await;
+        assert_eq!(due, Some(Reason::Changed));
+        let paced = MAX_SETTLE - Duration::from_millis(100);
+        assert_eq!(waited, paced, "part of a stream: paced by 2 s");
+        s.finished(Reason::Changed, Ok(Action::AwaitChange), slow, Instant::now());
+        tokio::time::sleep(MAX_SETTLE).await;
+        s.on_event(Reason::Changed, Instant::now());
+        assert_eq!(next(&mut s).await, (Some(Reason::Changed), DEBOUNCE));
     }
 
     #[tokio::test(start_paused = true)]
