@@ -480,7 +480,12 @@ mod tests {
         assert_eq!(due, Some(Reason::Changed));
         let paced = MAX_SETTLE - Duration::from_millis(100);
         assert_eq!(waited, paced, "part of a stream: paced by 2 s");
-        s.finished(Reason::Changed, Ok(Action::AwaitChange), slow, Instant::now());
+        s.finished(
+            Reason::Changed,
+            Ok(Action::AwaitChange),
+            slow,
+            Instant::now(),
+        );
         tokio::time::sleep(MAX_SETTLE).await;
         s.on_event(Reason::Changed, Instant::now());
         assert_eq!(next(&mut s).await, (Some(Reason::Changed), DEBOUNCE));
