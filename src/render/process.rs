@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use tracing::debug;
 
 /// Limits for one tool run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,7 @@ pub async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, 
         program: invocation.program.to_path_buf(),
         source,
     };
+    let started = Instant::now();
     let home = tempfile::tempdir().map_err(spawn_error)?;
     let mut child = scrubbed(invocation.program, home.path())
         .map_err(spawn_error)?
@@ -99,6 +101,9 @@ pub async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, 
             String::from_utf8_lossy(&err).trim().to_string(),
         ));
     }
+    // The tool's own share of a render (the rest is converge reading its output).
+    let seconds = started.elapsed().as_secs_f64();
+    debug!(program = %invocation.program.display(), seconds, bytes = out.len(), "tool ran");
     Ok(out)
 }
 
