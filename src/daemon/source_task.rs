@@ -179,9 +179,18 @@ impl SourceTask {
         drift
     }
 
+    /// One attempt, then the memory it freed handed back: a quiet resync, which
+    /// reads and hashes every file, churns as much as a small reconcile, and the
+    /// idle daemon kept that (and the reflectors' first lists) until the next
+    /// reconcile, that is, for as long as nothing changes.
+    async fn attempt(&mut self, reason: Reason) {
+        self.fetch_and_reconcile(reason).await;
+        release_free_memory();
+    }
+
     /// Fetches for `reason`, lets the scheduler decide, reconciles, and hands the
     /// result back to the scheduler.
-    async fn attempt(&mut self, reason: Reason) {
+    async fn fetch_and_reconcile(&mut self, reason: Reason) {
         let started = Instant::now();
         let snapshot = match self.snapshot(reason).await {
             Ok(snapshot) => snapshot,
@@ -228,7 +237,6 @@ impl SourceTask {
             return;
         };
         self.finished(reason, result, started);
-        release_free_memory();
     }
 
     /// The snapshot to reconcile for `reason`: drift is healed from the last one,
@@ -288,7 +296,7 @@ async fn board_changed(board: &mut Option<watch::Receiver<Board>>) -> bool {
     }
 }
 
-/// Hands memory freed by a reconcile back to the OS. glibc's malloc keeps freed
+/// Hands memory freed by an attempt back to the OS. glibc's malloc keeps freed
 /// chunks for reuse, which left an idle daemon at about twice the RSS it needs
 /// (hack/bench.sh: 59 → 31 MiB at 1000 objects); an idle daemon should be small.
 fn release_free_memory() {
