@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak (issue #16; not part of CI): the daemon owns OBJECTS ConfigMaps in FILES files
-# while one object of one file changes every EDIT_EVERY seconds (a targeted
-# reconcile each), live objects drift (kubectl patch, healed by the watch), and a
+# of SOURCES directory sources while one object of one file changes every EDIT_EVERY
+# seconds (a targeted reconcile each), a live object drifts every DRIFT_EVERY seconds
+# (kubectl patch, healed through the watch), and a
 # proxy between the daemon and kube-apiserver cuts every connection (watches
 # included) every CUT_EVERY seconds. It stops after RECONCILES reconciles (the
 # daemon's own converge_reconciles_total, success + failure) or MINUTES minutes,
@@ -22,11 +23,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OBJECTS=${OBJECTS:-1000}
 FILES=${FILES:-100}
+SOURCES=${SOURCES:-1}
 RECONCILES=${RECONCILES:-10000}     # 0: by time only
 MINUTES=${MINUTES:-90}
 SAMPLE=${SAMPLE:-5}
-EDIT_EVERY=${EDIT_EVERY:-0.2}       # seconds between file edits
-DRIFT_EVERY=${DRIFT_EVERY:-5}       # a kubectl drift edit every this many edits
+EDIT_EVERY=${EDIT_EVERY:-0.25}      # seconds between file edits (below ~0.2 they coalesce)
+DRIFT_EVERY=${DRIFT_EVERY:-2}       # seconds between kubectl drift edits
 CUT_EVERY=${CUT_EVERY:-60}          # seconds between connection cuts; 0: no proxy
 RESTART_EVERY=${RESTART_EVERY:-0}   # seconds between API server restarts; 0: never
 PROFILE=${PROFILE:-release}         # debug: a quick check of the script itself
@@ -34,22 +36,26 @@ PER=$((OBJECTS / FILES))
 
 eval "$(bash "$ROOT/hack/controlplane.sh" env)"
 bash "$ROOT/hack/controlplane.sh" status >/dev/null || { echo "soak: the control plane is not up" >&2; exit 1; }
-if [[ $PROFILE == release ]]; then
-  (cd "$ROOT" && cargo build --release --quiet)
-else
-  (cd "$ROOT" && cargo build --quiet)
+if [[ -z ${BIN:-} ]]; then                 # BIN=path: a converge built before
+  if [[ $PROFILE == release ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+  else
+    (cd "$ROOT" && cargo build --quiet)
+  fi
+  BIN=$ROOT/target/$PROFILE/converge
 fi
-BIN=$ROOT/target/$PROFILE/converge
 
 WORK=$(mktemp -d /tmp/converge-soak.XXXXXX)
 OUT=${OUT:-$WORK}
-mkdir -p "$WORK/manifests" "$OUT"
+mkdir -p "$OUT"
+for ((s = 0; s < SOURCES; s++)); do mkdir -p "$WORK/manifests-$s"; done
 NS=soak-$$
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 cleanup() {
   [[ -n ${DAEMON:-} ]] && kill "$DAEMON" 2>/dev/null || true
   [[ -n ${PROXY:-} ]] && kill "$PROXY" 2>/dev/null || true
+  [[ -n ${DRIFTER:-} ]] && kill "$DRIFTER" 2>/dev/null || true
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -72,20 +78,22 @@ write_file() { # file index; written aside and renamed, so the watcher never rea
   for ((i = f * PER; i < (f + 1) * PER; i++)); do
     printf -- '---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%d}\ndata: {value: "%s"}\n' "$i" "${VALUES[i]}"
   done > "$WORK/next.yaml"
-  mv "$WORK/next.yaml" "$WORK/manifests/file-$f.yaml"
+  mv "$WORK/next.yaml" "$WORK/manifests-$((f % SOURCES))/file-$f.yaml"
 }
 for ((f = 0; f < FILES; f++)); do write_file "$f"; done
 kubectl create namespace "$NS" >/dev/null
-cat > "$WORK/config.toml" <<EOF
-state_dir = "$WORK/state"
+echo "state_dir = \"$WORK/state\"" > "$WORK/config.toml"
+for ((s = 0; s < SOURCES; s++)); do
+  cat >> "$WORK/config.toml" <<EOF
 [[source]]
-name = "$NS"
-dir = "$WORK/manifests"
+name = "$NS-$s"
+dir = "$WORK/manifests-$s"
 namespace = "$NS"
 interval = "30s"
 prune = true
 self_heal = true
 EOF
+done
 KUBECONFIG=$DAEMON_KUBECONFIG "$BIN" run --config "$WORK/config.toml" --listen "127.0.0.1:$PORT" \
   --log-format json > "$OUT/daemon.log" 2>&1 &
 DAEMON=$!
@@ -98,23 +106,30 @@ reconciles() { # success + failure: the reconciles that ran
 failures() { awk '/^converge_reconciles_total\{.*result="failure"/ { s += $NF } END { print s + 0 }'; }
 gauge() { awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { print s + 0 }'; }
 
+# Drift, beside the edits: kubectl patches a random object every DRIFT_EVERY s.
+(
+  n=0
+  while sleep "$DRIFT_EVERY"; do
+    n=$((n + 1))
+    kubectl patch configmap "cm-$((RANDOM % OBJECTS))" -n "$NS" \
+      -p "{\"data\":{\"value\":\"drift-$n\"}}" >/dev/null 2>&1 && echo "$n" > "$WORK/drifts" || true
+  done
+) &
+DRIFTER=$!
+
 CSV=$OUT/samples.csv
 echo "seconds,rss_kib,fds,threads,tasks,reconciles,failures" > "$CSV"
 START=$SECONDS
 END=$((START + MINUTES * 60))
 NEXT_SAMPLE=$START
 NEXT_RESTART=$((RESTART_EVERY > 0 ? START + RESTART_EVERY : END + 1))
-round=0 done_reconciles=0 drifts=0
+round=0 done_reconciles=0
 while ((SECONDS < END)) && ((RECONCILES == 0 || done_reconciles < RECONCILES)); do
   kill -0 "$DAEMON" 2>/dev/null || { echo "soak: the daemon died; log: $OUT/daemon.log" >&2; exit 1; }
   round=$((round + 1))
   obj=$(((round * 7919) % OBJECTS))                                   # a changed object
   VALUES[obj]=v$round
   write_file $((obj / PER))
-  if ((round % DRIFT_EVERY == 0)); then                               # drift
-    kubectl patch configmap "cm-$((RANDOM % OBJECTS))" -n "$NS" \
-      -p "{\"data\":{\"value\":\"drift-$round\"}}" >/dev/null 2>&1 && drifts=$((drifts + 1)) || true
-  fi
   if ((SECONDS >= NEXT_RESTART)); then
     bash "$ROOT/hack/controlplane.sh" restart-apiserver >/dev/null 2>&1 || true
     NEXT_RESTART=$((SECONDS + RESTART_EVERY))
@@ -132,6 +147,8 @@ while ((SECONDS < END)) && ((RECONCILES == 0 || done_reconciles < RECONCILES)); 
   sleep "$EDIT_EVERY"
 done
 DURATION=$((SECONDS - START))
+kill "$DRIFTER" 2>/dev/null || true
+drifts=$(cat "$WORK/drifts" 2>/dev/null || echo 0)
 
 # Nothing lost: every object converges to its last desired value (drift healed too).
 converged=no
@@ -142,10 +159,10 @@ for _ in $(seq 120); do
   sleep 1
 done
 
-python3 - "$CSV" "$DURATION" "$round" "$drifts" "$converged" "$OBJECTS" <<'EOF' | tee "$OUT/summary.txt"
+python3 - "$CSV" "$DURATION" "$round" "$drifts" "$converged" "$OBJECTS" "$SOURCES" <<'EOF' | tee "$OUT/summary.txt"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-duration, edits, drifts, converged, objects = sys.argv[2:7]
+duration, edits, drifts, converged, objects, sources = sys.argv[2:8]
 half = rows[len(rows) // 2:]
 def slope(key):
     xs = [float(r["seconds"]) for r in half]
@@ -157,7 +174,7 @@ def slope(key):
     var = sum((x - mx) ** 2 for x in xs) or 1.0
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var * 3600
 first, last = rows[0], rows[-1]
-print(f"soak: {objects} objects, {last['reconciles']} reconciles ({last['failures']} failed) in {duration} s, "
+print(f"soak: {objects} objects in {sources} sources, {last['reconciles']} reconciles ({last['failures']} failed) in {duration} s, "
       f"{edits} file edits, {drifts} drift edits; converged at the end: {converged}")
 for key, unit in [("rss_kib", "KiB"), ("fds", "fds"), ("threads", "threads"), ("tasks", "tasks")]:
     vals = [float(r[key]) for r in rows]
