@@ -14,7 +14,8 @@
 #   hack/soak.sh                              # 1000 objects, 10,000 reconciles
 #   RECONCILES=0 MINUTES=120 hack/soak.sh     # by time only
 #   PROFILE=debug RECONCILES=200 hack/soak.sh # check the script quickly
-#   OUT=/work/logs/soak-$(date +%F) hack/soak.sh
+#   SOURCES=2 EDIT_EVERY=0.15 hack/soak.sh    # ~6.5 reconciles/s here, vs ~4 for one
+#   OUT=/tmp/soak-$(date +%F) hack/soak.sh    # where the CSV, summary and logs go
 #
 # Needs the control plane (`hack/controlplane.sh up`; honours CONVERGE_CP_DIR);
 # RESTART_EVERY>0 restarts its API server, so only use it on a plane of your own.
@@ -127,9 +128,10 @@ round=0 done_reconciles=0
 while ((SECONDS < END)) && ((RECONCILES == 0 || done_reconciles < RECONCILES)); do
   kill -0 "$DAEMON" 2>/dev/null || { echo "soak: the daemon died; log: $OUT/daemon.log" >&2; exit 1; }
   round=$((round + 1))
-  obj=$(((round * 7919) % OBJECTS))                                   # a changed object
+  f=$((round % FILES))                        # files in turn, so sources alternate
+  obj=$((f * PER + (round / FILES) % PER))    # a changed object
   VALUES[obj]=v$round
-  write_file $((obj / PER))
+  write_file "$f"
   if ((SECONDS >= NEXT_RESTART)); then
     bash "$ROOT/hack/controlplane.sh" restart-apiserver >/dev/null 2>&1 || true
     NEXT_RESTART=$((SECONDS + RESTART_EVERY))
@@ -147,6 +149,7 @@ while ((SECONDS < END)) && ((RECONCILES == 0 || done_reconciles < RECONCILES)); 
   sleep "$EDIT_EVERY"
 done
 DURATION=$((SECONDS - START))
+metrics > "$OUT/metrics.txt"   # requests by verb, reconcile durations: what it cost
 kill "$DRIFTER" 2>/dev/null || true
 drifts=$(cat "$WORK/drifts" 2>/dev/null || echo 0)
 
