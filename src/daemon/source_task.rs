@@ -201,7 +201,9 @@ impl SourceTask {
             }
         };
         let applied = self.state.applied_revision.as_deref() == Some(snapshot.revision.as_str());
-        let found = if applied && !self.state.has_pending_drift() {
+        // Back at the last good revision after a failed one: reconcile it, so that
+        // the failure is not reported for a revision no longer there.
+        let found = if applied && self.last_ok && !self.state.has_pending_drift() {
             Found::Nothing
         } else {
             Found::Changes

@@ -16,6 +16,7 @@
 //! ([`recreate`]). `evaluate` applies them to each existing object.
 
 pub(crate) mod applyset;
+mod create_once;
 pub(crate) mod diff;
 mod evaluate;
 mod execute;

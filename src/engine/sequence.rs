@@ -4,12 +4,13 @@
 //! policies, and the sync-fail hooks when something fails. What happened is kept in
 //! a [`SyncLog`] for the report, `/status` and `apply --wait`.
 
+use super::create_once::create_once;
 use super::execute::{apply_all, delete, group_by_rank, object_path, prune};
 use super::{EngineError, StageProgress, api_error};
 use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait, is_live_hook};
 use crate::engine::plan::{Plan, Step};
 use crate::health::{self, State, WaitOptions, WaitOutcome};
-use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams, PostParams};
+use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::ObjectRef;
 use serde::Serialize;
 use serde_json::Value;
@@ -205,10 +206,7 @@ impl Sequence<'_> {
             self.delete_previous(step, &resource).await?;
         }
         let body = Value::Object(manifest.body.clone());
-        let path = resource.path(manifest.namespace(), None);
-        let created = self
-            .client
-            .create(&path, &body, &PostParams { dry_run: false })
+        let created = create_once(self.client, &resource, manifest.namespace(), &body)
             .await
             .map_err(|e| hook_error(step, e))?;
         let object = ObjectRef::of_live(&created).unwrap_or_else(|| step.object.clone());

@@ -132,6 +132,7 @@ pub struct Metrics {
     health_objects: Family<HealthLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
     render_duration: Histograms,
+    alive_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,6 +159,7 @@ impl Metrics {
             health_objects: Family::default(),
             reconciled_objects: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
+            alive_tasks: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("converge");
         metrics.register_into(&mut registry);
@@ -233,6 +235,11 @@ impl Metrics {
              the renders; an unchanged root is not rendered again)",
             Unit::Seconds,
             self.render_duration.clone(),
+        );
+        r.register(
+            "tokio_alive_tasks",
+            "Tokio tasks alive when /metrics was read: a leak shows as a rising line",
+            self.alive_tasks.clone(),
         );
         let version = vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
         r.register("build", "The converge build", Info::new(version));
@@ -334,6 +341,11 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, ending in `# EOF`.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.alive_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing into a String only fails if a metric's own encoder does, which
         // would be a bug in prometheus-client; serve what was written rather than panic.
@@ -379,6 +391,7 @@ mod tests {
             "converge_api_requests_total",
             "converge_health_objects",
             "converge_render_duration_seconds",
+            "converge_tokio_alive_tasks",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),

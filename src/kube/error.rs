@@ -274,6 +274,21 @@ impl Error {
         self.status_is("Invalid", 422)
     }
 
+    /// Whether a write that failed so may have been carried out all the same: the
+    /// request went out but its answer was lost (a broken or timed-out connection,
+    /// a garbled body), or the server failed without saying whether it wrote (500,
+    /// 502, 503, 504). A refused connection or a rejection never wrote anything.
+    pub fn answer_lost(&self) -> bool {
+        match self {
+            Error::Http { source, .. } => !source.is_connect(),
+            Error::Decode { .. } => true,
+            Error::Api { status, .. } => {
+                matches!(status.code, 500 | 502 | 503 | 504) && !status.is_rejected_patch()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the same request may well succeed if sent again soon: the server
     /// is overloaded or failing (429, 5xx), a write raced another (409 Conflict,
     /// 408), or no answer came at all. Other rejections (400, 403, 404, 422, an
@@ -392,6 +407,24 @@ mod tests {
             kind: "Widget".into(),
         };
         assert!(!unknown.is_transient());
+    }
+
+    #[test]
+    fn an_answer_is_lost_only_when_the_write_may_have_happened() {
+        let code = |code: u16| api(Status::from_response(code, b""));
+        for unknown in [500, 502, 503, 504] {
+            assert!(code(unknown).answer_lost(), "{unknown}");
+        }
+        // Rejections (and 429, refused before any handler) wrote nothing.
+        for rejection in [400, 403, 404, 409, 422, 429] {
+            assert!(!code(rejection).answer_lost(), "{rejection}");
+        }
+        let garbled = Error::Decode {
+            request: "POST /apis/batch/v1/namespaces/a/jobs".into(),
+            reason: "EOF while parsing".into(),
+        };
+        assert!(garbled.answer_lost());
+        assert!(!Error::InvalidRequest("bad".into()).answer_lost());
     }
 
     #[test]

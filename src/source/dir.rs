@@ -25,6 +25,9 @@ use crate::render::{self, RootKind};
 /// How long the watcher waits for a burst of writes to settle: long enough to see a
 /// whole `kubectl cp` or ConfigMap swap, short enough to apply within a second.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// The longest a burst is waited for: a directory written to more often than
+/// [`DEBOUNCE`] (a tool rewriting a file in a loop) is still reconciled.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 /// A directory of manifests.
 #[derive(Debug, Clone)]
@@ -162,9 +165,9 @@ fn is_content_change(event: &Event) -> bool {
     !read_only && !event.paths.iter().all(|p| is_editor_temp(p))
 }
 
-/// Waits for a burst of changes to settle (DEBOUNCE without a new one), then
-/// reports the source when its content hash changed. Ends when the watcher is
-/// dropped (its sender goes away).
+/// Waits for a burst of changes to settle (DEBOUNCE without a new one, or
+/// MAX_SETTLE in all), then reports the source when its content hash changed. Ends
+/// when the watcher is dropped (its sender goes away).
 fn debounce(
     arrivals: &std::sync::mpsc::Receiver<()>,
     mut last: Option<String>,
@@ -173,7 +176,8 @@ fn debounce(
     tx: &mpsc::Sender<String>,
 ) {
     while arrivals.recv().is_ok() {
-        loop {
+        let burst = std::time::Instant::now();
+        while burst.elapsed() < MAX_SETTLE {
             match arrivals.recv_timeout(DEBOUNCE) {
                 Ok(()) => continue,
                 Err(RecvTimeoutError::Timeout) => break,
@@ -340,5 +344,40 @@ mod tests {
         for name in ["a.yaml", "..data", "..2024_01_01", "x.json"] {
             assert!(!is_editor_temp(Path::new(name)), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod debounce_tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A directory changed more often than DEBOUNCE is still reported, after at
+    /// most MAX_SETTLE, and not only once the writes stop.
+    #[test]
+    fn a_directory_that_never_settles_is_reported_within_max_settle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (events, arrivals) = std::sync::mpsc::channel();
+        let (tx, mut rx) = mpsc::channel(16);
+        let root = dir.path().to_path_buf();
+        let last = revision(&root).ok();
+        let watcher = std::thread::spawn(move || debounce(&arrivals, last, &root, "s", &tx));
+        let started = Instant::now();
+        let mut reported = None;
+        for i in 0..60 {
+            fs::write(dir.path().join("a.yaml"), format!("v: {i}\n")).expect("write");
+            events.send(()).expect("the debouncer listens");
+            std::thread::sleep(Duration::from_millis(50));
+            if reported.is_none() && rx.try_recv().is_ok() {
+                reported = Some(started.elapsed());
+            }
+        }
+        drop(events);
+        watcher.join().expect("the debouncer ends");
+        let reported = reported.expect("reported while the writes went on");
+        assert!(
+            reported < MAX_SETTLE + Duration::from_millis(500),
+            "{reported:?}"
+        );
     }
 }

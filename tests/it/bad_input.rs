@@ -6,10 +6,13 @@
 //! unreachable remote, a rejected password, a rewritten history) live with the Git
 //! harness: `daemon_git.rs` and `source_git.rs`.
 
-use crate::common::{TestEnv, repo_root};
+use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::{Manifests, TestEnv, configmap, eventually, repo_root};
+use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 /// What each manifest's error must say, beyond its file and line (`{ns}`: the
 /// test's namespace).
@@ -287,4 +290,96 @@ fn every_bad_config_is_refused_with_the_key_named() {
             "{name}: {expected:?} not in\n{text}"
         );
     }
+}
+
+/// The write requests a daemon sent: applies and deletes (creates are its Events).
+fn writes(daemon: &Daemon) -> f64 {
+    ["apply", "delete"]
+        .iter()
+        .map(|verb| daemon.metric(&format!("converge_api_requests_total{{verb=\"{verb}\"}}")))
+        .sum()
+}
+
+/// Puts `case` into the source as `bad.<ext>` in one rename, then removes the
+/// previous case's file if its name differs (a JSON case after a YAML one).
+fn swap_in(source: &Path, case: &Path, previous: Option<PathBuf>) -> PathBuf {
+    let ext = case.extension().and_then(|e| e.to_str()).unwrap_or("yaml");
+    let target = source.join(format!("bad.{ext}"));
+    let staged = source.with_extension("staged");
+    std::fs::copy(case, &staged).expect("stage the case");
+    std::fs::rename(&staged, &target).expect("swap the case in");
+    if let Some(previous) = previous.filter(|p| *p != target) {
+        std::fs::remove_file(previous).expect("remove the previous case");
+    }
+    target
+}
+
+/// The daemon's side of the corpus: one daemon on a directory source with a good
+/// revision applied, each bad manifest swapped in as the next revision. Each must
+/// fail with the file and line (and what is wrong) in /status, keep the good
+/// revision applied, and send no write. The Git cases (an unreachable remote, a
+/// rejected password, a broken commit after a good one) are daemon_git.rs's; a
+/// rewritten history is source_git.rs's (the daemon follows a force-push).
+#[test]
+fn every_bad_manifest_fails_its_revision_in_the_daemon_and_the_good_one_stays() {
+    let env = TestEnv::new("bad-daemon");
+    let source = Manifests::with("good.yaml", &configmap("good", "v1"));
+    let config = dir_config(source.path(), "1h", Drift::Heal);
+    let daemon = Daemon::start(&env, &config, &[]);
+    daemon.wait_ready(Duration::from_secs(30));
+    let synced = |s: &Value| s["result"] == "synced" && s["revision"].is_string();
+    let good = eventually(Duration::from_secs(30), || {
+        let status = daemon.source();
+        synced(&status).then(|| status["revision"].clone())
+    })
+    .expect("the good revision is applied")
+    .value;
+    let before = snapshot(&env);
+    let writes_before = writes(&daemon);
+    let started = Instant::now();
+    let mut previous = None;
+    for case in corpus("tests/fixtures/bad") {
+        let name = name_of(&case);
+        let target = swap_in(source.path(), &case, previous.take());
+        let file = name_of(&target);
+        let (_, expected) = EXPECTED.iter().find(|(f, _)| *f == name).expect("listed");
+        let expected = expected.replace("{ns}", &env.ns);
+        let failed = eventually(Duration::from_secs(20), || {
+            let status = daemon.source();
+            let error = status["error"].as_str().unwrap_or_default().to_string();
+            (status["result"] == "failed" && error.contains(&expected)).then_some(error)
+        });
+        let Some(failed) = failed else {
+            panic!(
+                "{name}: no failed revision saying {expected:?}: {:#}",
+                daemon.source()
+            );
+        };
+        let error = failed.value;
+        let located = error
+            .match_indices(&format!("{file}:"))
+            .any(|(i, m)| error[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(located, "{name}: no {file}:LINE in {error}");
+        assert_eq!(
+            daemon.source()["revision"],
+            good,
+            "{name}: the good revision left"
+        );
+        assert_eq!(writes(&daemon), writes_before, "{name}: the daemon wrote");
+        previous = Some(target);
+    }
+    println!("{:?} for the corpus in the daemon", started.elapsed());
+    assert_eq!(snapshot(&env), before, "the corpus changed the namespace");
+    assert_eq!(env.configmap_value("good").as_deref(), Some("v1"));
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+
+    // Without the bad file, the good revision is back, and still nothing is written.
+    std::fs::remove_file(previous.expect("a case ran")).expect("remove the last case");
+    let back = eventually(Duration::from_secs(20), || synced(&daemon.source()));
+    assert!(back.is_some(), "{:#}", daemon.source());
+    assert_eq!(
+        snapshot(&env),
+        before,
+        "the good revision rewrote its objects"
+    );
 }

@@ -13,10 +13,12 @@
 use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::fault_proxy::FaultProxy;
 use crate::common::process::{Finished, Running};
-use crate::common::{Manifests, PlaneAccess, TestEnv, eventually, restart_apiserver};
-use std::collections::BTreeMap;
+use crate::common::{Manifests, PlaneAccess, TestEnv, configmap, eventually, restart_apiserver};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `count` ConfigMaps `cm-0`, `cm-1`, … in one file, each with `data.value = value`.
@@ -650,4 +652,104 @@ async fn retries_stop_at_the_request_timeout() {
     );
     assert!(err.to_string().contains("attempts in 2 s"), "{err}");
     assert!(server.seen().len() > 3, "{:?}", server.seen());
+}
+
+/// A pre-sync hook Job with a `generateName` and a post-sync one with a fixed name.
+const HOOKS: &str = "\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  generateName: migrate-
+  annotations: {converge.dev/hook: pre-sync}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: example.com/migrate:1}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: smoke
+  annotations: {converge.dev/hook: post-sync}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: smoke, image: example.com/smoke:1}]
+";
+
+/// Cuts every connection through `proxy` as soon as a new Job of the namespace
+/// exists (seen by a kubectl watch that bypasses the proxy): the answer to the
+/// POST that created it is then still held in the proxy, and is lost.
+fn cut_when_a_job_appears(env: &TestEnv, proxy: Arc<FaultProxy>) -> std::process::Child {
+    let mut watch = env
+        .kubectl_command(&["get", "jobs", "-n", &env.ns, "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl get --watch");
+    let stdout = watch.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        let mut seen = BTreeSet::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if seen.insert(line.clone()) {
+                proxy.cut_all();
+                println!("{line} appeared: every connection cut");
+            }
+        }
+    });
+    watch
+}
+
+#[test]
+fn a_hook_whose_creation_answer_was_lost_is_looked_up_not_created_twice() {
+    let env = TestEnv::new("fault-hook-post");
+    let dir = Manifests::with("hooks.yaml", HOOKS);
+    dir.write("app.yaml", &configmap("app", "v1"));
+    let proxy = Arc::new(FaultProxy::start(env.apiserver_addr()));
+    let kubeconfig = env.kubeconfig_via(dir.path(), &proxy.url());
+    // Answers linger in the proxy far longer than the watch takes to see a Job.
+    proxy.set_answer_latency(Duration::from_millis(300));
+    let mut watch = cut_when_a_job_appears(&env, proxy.clone());
+    std::thread::sleep(Duration::from_secs(1)); // the watch is open
+
+    let finished = spawn_apply(&env, Some(&kubeconfig), &dir).finish();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    finished.assert_success("converge apply whose hook creations lost their answers");
+    let lost = finished
+        .stderr
+        .matches("the answer to a hook's creation was lost")
+        .count();
+    let adopted = finished
+        .stderr
+        .matches("adopted, not created again")
+        .count();
+    assert!(
+        lost >= 2 && adopted == 2,
+        "both hooks' answers must be lost and both hooks adopted:\n{}",
+        finished.stderr
+    );
+    // Each hook ran exactly once: one Job each, labelled by the one creation.
+    let template = "{range .items[*]}{.metadata.name}{\"\\n\"}{end}";
+    let jobs = env.kubectl(&[
+        "get",
+        "jobs",
+        "-n",
+        &env.ns,
+        "-o",
+        &format!("jsonpath={template}"),
+    ]);
+    let jobs: Vec<&str> = jobs.lines().collect();
+    assert_eq!(jobs.len(), 2, "one Job per hook: {jobs:?}");
+    assert!(jobs.contains(&"smoke"), "{jobs:?}");
+    assert_eq!(
+        jobs.iter().filter(|j| j.starts_with("migrate-")).count(),
+        1,
+        "{jobs:?}"
+    );
+    assert_eq!(env.configmap_value("app").as_deref(), Some("v1"));
 }

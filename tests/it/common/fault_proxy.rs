@@ -41,6 +41,8 @@ struct Shared {
     down: watch::Sender<bool>,
     stalled: watch::Sender<bool>,
     latency_ms: AtomicU64,
+    /// Added to [`Shared::latency_ms`] for answers only.
+    answer_latency_ms: AtomicU64,
     /// Each new connection resets after a random number of answer bytes in this range.
     reset_after: Mutex<Option<(u64, u64)>>,
     accepted: AtomicU64,
@@ -67,6 +69,7 @@ impl FaultProxy {
             down: watch::channel(false).0,
             stalled: watch::channel(false).0,
             latency_ms: AtomicU64::new(0),
+            answer_latency_ms: AtomicU64::new(0),
             reset_after: Mutex::new(None),
             accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
@@ -109,6 +112,14 @@ impl FaultProxy {
     pub fn set_latency(&self, latency: Duration) {
         let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         self.shared.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Delays every chunk of the API server's answers (requests pass at once): a
+    /// request is carried out while its answer is still in the proxy, where
+    /// [`FaultProxy::cut_all`] can lose it.
+    pub fn set_answer_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.shared.answer_latency_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Each connection opened from now on is reset after carrying a random number
@@ -217,7 +228,7 @@ async fn pump(
             let _ = to.shutdown().await;
             return Ok(());
         }
-        shared.gate().await;
+        shared.gate(budget.is_some()).await;
         let chunk = &buf[..n];
         if let Some(budget) = budget.filter(|b| carried + n as u64 >= *b) {
             let part = usize::try_from(budget.saturating_sub(carried)).unwrap_or(n);
@@ -238,11 +249,15 @@ fn reset(stream: &TcpStream) {
 }
 
 impl Shared {
-    /// Waits out a stall and the latency before a chunk is forwarded.
-    async fn gate(&self) {
+    /// Waits out a stall and the latency before a chunk (of an answer or not) is
+    /// forwarded.
+    async fn gate(&self, answer: bool) {
         let mut stalled = self.stalled.subscribe();
         let _ = stalled.wait_for(|s| !*s).await;
-        let ms = self.latency_ms.load(Ordering::Relaxed);
+        let mut ms = self.latency_ms.load(Ordering::Relaxed);
+        if answer {
+            ms += self.answer_latency_ms.load(Ordering::Relaxed);
+        }
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
