@@ -1,15 +1,18 @@
 //! The benchmark's "raw limit": server-side apply PATCHes of every manifest sent
-//! straight at the API server with converge's client at the engine's concurrency,
-//! with no reads, dry-runs, diffing or inventory. `converge apply` is measured
-//! against this (hack/bench.sh).
+//! straight at the API server with converge's client at the engine's concurrency and
+//! in its order (kind by kind, as `engine::apply_rank` ranks them), with no reads,
+//! dry-runs, diffing or inventory. `converge apply` is measured against this
+//! (hack/bench.sh). The same order matters: Deployments sent early set the
+//! controller-manager to work while the rest is still being written.
 //!
 //!   cargo run --release --example raw_apply -- PATH... [-n NAMESPACE]
 
-use converge::engine::{CONCURRENCY, FIELD_MANAGER};
+use converge::engine::{CONCURRENCY, FIELD_MANAGER, apply_rank};
 use converge::kube::{Client, ClusterConfig, Discovery, PatchParams};
 use converge::manifest;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,28 +32,26 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(ClusterConfig::load(None, None)?)?;
     let discovery = Discovery::new(&client).await?;
     let started = Instant::now();
-    let requests: Vec<(String, Value)> = manifests
-        .into_iter()
-        .map(|m| {
-            let resource = discovery.resolve(m.group(), m.version(), &m.kind)?;
-            let m = if resource.namespaced {
-                m.with_default_namespace(&namespace)
-            } else {
-                m
-            };
-            Ok((
-                resource.path(m.namespace(), Some(m.name())),
-                Value::Object(m.body),
-            ))
-        })
-        .collect::<Result<_, converge::kube::Error>>()?;
-    let count = requests.len();
-    // Namespaces first (objects in a missing namespace are refused), then the rest.
-    let (namespaces, rest): (Vec<_>, Vec<_>) = requests.into_iter().partition(|(path, _)| {
-        path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4
-    });
+    // Kind by kind in converge's apply order, each rank done before the next.
+    let mut ranks: BTreeMap<u16, Vec<(String, Value)>> = BTreeMap::new();
+    let mut count = 0;
+    for m in manifests {
+        let resource = discovery.resolve(m.group(), m.version(), &m.kind)?;
+        let m = if resource.namespaced {
+            m.with_default_namespace(&namespace)
+        } else {
+            m
+        };
+        let path = resource.path(m.namespace(), Some(m.name()));
+        let rank = apply_rank(m.group(), &m.kind);
+        ranks
+            .entry(rank)
+            .or_default()
+            .push((path, Value::Object(m.body)));
+        count += 1;
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for batch in [namespaces, rest] {
+    for batch in ranks.into_values() {
         stream::iter(batch)
             .map(|(path, body)| {
                 let (client, params) = (client.clone(), &params);

@@ -35,7 +35,7 @@ pub(crate) mod takeover;
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
 pub use order::StageKind;
-pub use plan::{LoadedFrom, PlanOptions, check_not_empty};
+pub use plan::{LoadedFrom, PlanOptions, apply_rank, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
 pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
