@@ -200,6 +200,7 @@ fn debounce(
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::time::Instant;
 
     fn write(dir: &Path, name: &str, text: &str) {
         let path = dir.join(name);
@@ -345,12 +346,6 @@ mod tests {
             assert!(!is_editor_temp(Path::new(name)), "{name}");
         }
     }
-}
-
-#[cfg(test)]
-mod debounce_tests {
-    use super::*;
-    use std::time::Instant;
 
     /// A directory changed more often than DEBOUNCE is still reported, after at
     /// most MAX_SETTLE, and not only once the writes stop.
