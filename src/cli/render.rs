@@ -10,8 +10,8 @@ use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::manifest::{self, Manifest, ManifestError};
 use converge::render::{
-    self, Capabilities, HelmSettings, Limits, Prepared, RenderSettings, RootKind, Target,
-    ToolPaths, Tools,
+    self, Capabilities, HelmSettings, Limits, PartCache, Prepared, RenderSettings, RootKind,
+    Target, ToolPaths, Tools,
 };
 use std::path::{Path, PathBuf};
 
@@ -91,7 +91,13 @@ pub async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<
     for (target, prepared) in targets.iter().zip(&prepared) {
         manifests.extend(
             renderer
-                .render(prepared, target, &capabilities, None)
+                .render(
+                    prepared,
+                    target,
+                    &capabilities,
+                    None,
+                    &mut PartCache::default(),
+                )
                 .await?,
         );
     }

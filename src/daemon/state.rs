@@ -16,8 +16,8 @@ use crate::http::metrics::Metrics;
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{FileCache, Limits, ObjectRef};
 use crate::render::{
-    self, Capabilities, Prepared, RenderError, RenderKey, Renderer, RootKind, Target, Vars,
-    resolve_vars,
+    self, Capabilities, PartCache, Prepared, RenderError, RenderKey, Renderer, RootKind, Target,
+    Vars, resolve_vars,
 };
 use crate::source::Snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -55,6 +55,9 @@ pub struct SourceState {
     /// The key of the render the loaded files are, if they are one: an unchanged
     /// root is never rendered again.
     rendered: Option<RenderKey>,
+    /// The parts of the last render of a large flat kustomization: a one-file
+    /// commit builds only its own part again.
+    parts: PartCache,
     /// What the last successful run applied; `None` before the first full one.
     baseline: Option<Baseline>,
     /// Desired objects that drifted since the last run.
@@ -73,6 +76,7 @@ impl SourceState {
             files: FileCache::within(limits),
             loaded_revision: None,
             rendered: None,
+            parts: PartCache::default(),
             baseline: None,
             drifted: BTreeSet::new(),
             needs_full: false,
@@ -164,7 +168,7 @@ impl SourceState {
         let started = Instant::now();
         let manifests = render
             .renderer
-            .render(prepared, target, &cluster, vars.as_ref())
+            .render(prepared, target, &cluster, vars.as_ref(), &mut self.parts)
             .await?;
         let seconds = started.elapsed().as_secs_f64();
         render.metrics.observe_render(target.name, seconds);

@@ -212,12 +212,21 @@ fn items(value: Option<&Yaml>) -> &[Yaml] {
     }
 }
 
-/// Runs `kustomize build` on `root` (resolved) through a wrapper kustomization;
-/// the rendered stream and the wrapper's directory (origins are relative to it; it
-/// is gone when this returns, only its name is needed).
+/// What a wrapper kustomization builds.
+#[derive(Debug, Clone, Copy)]
+pub enum Wrapped<'a> {
+    /// A kustomization directory (resolved): its own loads stay root-only.
+    Root(&'a Path),
+    /// Files of a flat kustomization (resolved, checked to be inside it): a part.
+    Files(&'a [PathBuf]),
+}
+
+/// Runs `kustomize build` on `what` through a wrapper kustomization; the rendered
+/// stream and the wrapper's directory (origins are relative to it; it is gone when
+/// this returns, only its name is needed).
 pub async fn build(
     program: &Program,
-    root: &Path,
+    what: Wrapped<'_>,
     limits: Limits,
 ) -> Result<(String, PathBuf), RunError> {
     let spawn = |source| RunError::Spawn {
@@ -226,9 +235,16 @@ pub async fn build(
     };
     let wrapper = tempfile::tempdir().map_err(spawn)?;
     let dir = std::fs::canonicalize(wrapper.path()).map_err(spawn)?;
+    let (resources, restrictor) = match what {
+        Wrapped::Root(root) => (vec![relative(&dir, root)], "LoadRestrictionsRootOnly"),
+        // The wrapper names files outside its own directory, which root-only
+        // forbids; each was checked to stay inside the kustomization's root. Named
+        // absolutely, so that origins and errors name them so, whatever the wrapper.
+        Wrapped::Files(files) => (files.to_vec(), "LoadRestrictionsNone"),
+    };
     std::fs::write(
         dir.join("kustomization.yaml"),
-        wrapper_kustomization(&relative(&dir, root)),
+        wrapper_kustomization(&resources),
     )
     .map_err(spawn)?;
     let mut args = if program.prefix.is_empty() {
@@ -239,7 +255,7 @@ pub async fn build(
     args.extend(
         [
             ".",
-            "--load-restrictor=LoadRestrictionsRootOnly",
+            &format!("--load-restrictor={restrictor}"),
             "--enable-alpha-plugins=false",
             "--enable-helm=false",
         ]
@@ -254,16 +270,19 @@ pub async fn build(
     Ok((String::from_utf8_lossy(&out).into_owned(), dir))
 }
 
-/// The wrapper kustomization of `root` (relative to the wrapper): origins asked
-/// for, and the objects left in the order written (`fifo`). kustomize's default
-/// (`legacy`) sort re-adds every object to its map, checking each against all the
-/// others: a tenth of a 1000-object build's CPU, for an order converge does not use
-/// (the plan orders by phase, wave and kind). Only the top kustomization's
+/// The wrapper kustomization of `resources` (relative to the wrapper): origins
+/// asked for, and the objects left in the order written (`fifo`). kustomize's
+/// default (`legacy`) sort re-adds every object to its map, checking each against
+/// all the others: a tenth of a 1000-object build's CPU, for an order converge does
+/// not use (the plan orders by phase, wave and kind). Only the top kustomization's
 /// `sortOptions` count, so the user's were never applied here either.
-fn wrapper_kustomization(root: &Path) -> String {
-    let root = serde_json::Value::String(root.display().to_string());
+fn wrapper_kustomization(resources: &[PathBuf]) -> String {
+    let resources: String = resources
+        .iter()
+        .map(|r| format!("- {}\n", serde_json::Value::String(r.display().to_string())))
+        .collect();
     format!(
-        "resources:\n- {root}\nbuildMetadata: [originAnnotations]\nsortOptions:\n  order: fifo\n"
+        "resources:\n{resources}buildMetadata: [originAnnotations]\nsortOptions:\n  order: fifo\n"
     )
 }
 
@@ -323,10 +342,16 @@ pub fn locate_error(message: &str) -> (Option<PathBuf>, Option<usize>, String) {
     let message = message.trim().trim_start_matches("Error: ");
     let message = message.lines().next().unwrap_or_default();
     let dir = last_quoted_after(message, "path '").map(PathBuf::from);
-    let file = dir.map(|dir| match message.rsplit_once(" in File: ") {
-        Some((_, name)) => dir.join(name.trim()),
-        None => kustomization_file(&dir).unwrap_or_else(|| dir.join(FILES[0])),
-    });
+    let named = message
+        .rsplit_once(" in File: ")
+        .map(|(_, name)| PathBuf::from(name.trim().trim_end_matches(['"', '\''])));
+    let file = match (dir, named) {
+        // A part names its files absolutely.
+        (_, Some(named)) if named.is_absolute() => Some(named),
+        (Some(dir), Some(named)) => Some(dir.join(named)),
+        (Some(dir), None) => Some(kustomization_file(&dir).unwrap_or_else(|| dir.join(FILES[0]))),
+        (None, _) => None,
+    };
     let line = last_line_number(message);
     let inner = message
         .rsplit_once("': ")
@@ -362,7 +387,13 @@ pub fn failure(root: &Path, error: RunError, base: &Base) -> RenderError {
             error,
         };
     };
-    let (file, line, inner) = locate_error(&message);
+    let (file, line, mut inner) = locate_error(&message);
+    if let Some(file) = &file {
+        inner = inner.replace(
+            &file.display().to_string(),
+            &base.spell(file).display().to_string(),
+        );
+    }
     RenderError::ToolFailed {
         tool: Tool::Kustomize,
         root: base.spell(root),
@@ -523,14 +554,29 @@ mod tests {
         let (file, line, _) = locate_error(&message);
         assert_eq!(file, Some(base.join("kustomization.yaml")));
         assert_eq!(line, Some(3));
+        let message = "Error: accumulating resources: accumulating resources from \
+             '/repo/app/f.yaml': MalformedYAMLError: yaml: line 6: did not find expected node \
+             content in File: /repo/app/f.yaml\"";
+        let (file, line, _) = locate_error(message);
+        assert_eq!(
+            file,
+            Some(PathBuf::from("/repo/app/f.yaml")),
+            "a part's file"
+        );
+        assert_eq!(line, Some(6));
         assert_eq!(locate_error("Error: boom"), (None, None, "boom".into()));
     }
 
     #[test]
     fn the_wrapper_asks_for_origins_and_the_written_order() {
-        let text = wrapper_kustomization(Path::new("../repo/my overlay"));
+        let resources = [
+            PathBuf::from("../repo/my overlay"),
+            PathBuf::from("../a: b.yaml"),
+        ];
+        let text = wrapper_kustomization(&resources);
         let written: Yaml = serde_yaml::from_str(&text).unwrap();
         assert_eq!(written["resources"][0], "../repo/my overlay");
+        assert_eq!(written["resources"][1], "../a: b.yaml");
         assert_eq!(written["buildMetadata"][0], "originAnnotations");
         assert_eq!(written["sortOptions"]["order"], "fifo");
     }

@@ -15,6 +15,8 @@
 //!
 //! - `tools`: which kustomize and helm, and their versions;
 //! - `kustomize`, `helm`: checks, command lines, origins and errors of each tool;
+//! - `parts`: a large flat kustomization built in cached parts (linear, not
+//!   quadratic, and a one-file commit builds one part again);
 //! - `substitute`, `vars`: Flux-style `${VAR}` post-build substitution;
 //! - `inputs`: the source root, containment, the cache key;
 //! - `origin`: the line of a rendered object in its file; `error`: [`RenderError`].
@@ -24,12 +26,14 @@ mod helm;
 mod inputs;
 mod kustomize;
 mod origin;
+mod parts;
 mod process;
 mod substitute;
 mod tools;
 mod vars;
 
 pub use error::RenderError;
+pub use parts::PartCache;
 pub use process::Limits;
 pub use substitute::{Missing, Vars, is_var_name, substitute};
 pub use tools::{Program, Tool, ToolPaths, ToolStatus, Tools};
@@ -38,6 +42,7 @@ pub use vars::{VarsFrom, VarsKind, resolve as resolve_vars};
 use crate::kube::{Client, Discovery};
 use crate::manifest::{self, Digest, Manifest, Origin, parse_str};
 use inputs::{Base, Key};
+use kustomize::Wrapped;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -175,6 +180,8 @@ enum Plan {
     Plain(Vec<PathBuf>),
     Kustomize {
         remote: bool,
+        /// A flat kustomization's files in parts (`parts`); `None`: built whole.
+        parts: Option<Vec<Vec<PathBuf>>>,
     },
     Helm(helm::Chart),
 }
@@ -195,8 +202,12 @@ pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
         RootKind::Kustomize => {
             let tree = kustomize::reach(target.root, &base, target.settings.allow_remote_bases)?;
             files.files = tree.files;
+            let parts = (!tree.remote)
+                .then(|| parts::plan(target.root, &base))
+                .flatten();
             Plan::Kustomize {
                 remote: tree.remote,
+                parts,
             }
         }
         RootKind::Helm => {
@@ -218,6 +229,25 @@ impl Prepared {
         }
     }
 
+    /// The same root built in one run, never in parts: what a render in parts is
+    /// checked against.
+    pub fn whole(mut self) -> Self {
+        if let Plan::Kustomize { parts, .. } = &mut self.plan {
+            *parts = None;
+        }
+        self
+    }
+
+    /// How many parts a kustomization is built in (1: whole).
+    pub fn parts(&self) -> usize {
+        match &self.plan {
+            Plan::Kustomize {
+                parts: Some(parts), ..
+            } => parts.len(),
+            _ => 1,
+        }
+    }
+
     /// The tool rendering needs, if any.
     pub fn tool(&self) -> Option<Tool> {
         match self.plan {
@@ -236,7 +266,7 @@ impl Prepared {
         cluster: &Capabilities,
         vars: &Vars,
     ) -> RenderKey {
-        if matches!(self.plan, Plan::Kustomize { remote: true }) {
+        if matches!(self.plan, Plan::Kustomize { remote: true, .. }) {
             return RenderKey::Unknown;
         }
         let mut key = Key {
@@ -297,16 +327,24 @@ impl Renderer {
     }
 
     /// The objects of a prepared root, with origins in the files they were written
-    /// in, `${VAR}`s substituted when `vars` is given.
+    /// in, `${VAR}`s substituted when `vars` is given. Parts of a kustomization
+    /// found in `cache` are not built again; `cache` then holds this render's.
     pub async fn render(
         &self,
         prepared: &Prepared,
         target: &Target<'_>,
         cluster: &Capabilities,
         vars: Option<&Vars>,
+        cache: &mut PartCache,
     ) -> Result<Vec<Manifest>, RenderError> {
         match &prepared.plan {
             Plan::Plain(files) => plain(files, vars),
+            Plan::Kustomize {
+                parts: Some(parts), ..
+            } => {
+                self.kustomize_parts(parts, prepared, target, vars, cache)
+                    .await
+            }
             Plan::Kustomize { .. } => self.kustomize(prepared, target, vars).await,
             Plan::Helm(chart) => self.helm(chart, prepared, target, cluster, vars).await,
         }
@@ -330,12 +368,76 @@ impl Renderer {
     ) -> Result<Vec<Manifest>, RenderError> {
         let program = self.program(Tool::Kustomize, target)?;
         let root = inputs::canonical(target.root)?;
-        let (text, wrapper) = kustomize::build(program, &root, self.limits)
+        let (text, wrapper) = kustomize::build(program, Wrapped::Root(&root), self.limits)
             .await
             .map_err(|error| kustomize::failure(&root, error, &prepared.base))?;
         let stream = stream_name(target.root, Tool::Kustomize);
         let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, &prepared.base);
         substituted(&text, vars, &objects, None)
+    }
+
+    /// A flat kustomization built part by part (two at a time, as the machine
+    /// has cores to spare while the cluster waits), reusing the parts `cache` has.
+    async fn kustomize_parts(
+        &self,
+        parts: &[Vec<PathBuf>],
+        prepared: &Prepared,
+        target: &Target<'_>,
+        vars: Option<&Vars>,
+        cache: &mut PartCache,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        use futures::{StreamExt, TryStreamExt};
+        use tracing::info;
+        let program = self.program(Tool::Kustomize, target)?;
+        let root = inputs::canonical(target.root)?;
+        let base = &prepared.base;
+        let keys = parts
+            .iter()
+            .map(|part| PartCache::key(part, &program.version, base))
+            .collect::<Result<Vec<_>, _>>()?;
+        let builds: Vec<_> = parts
+            .iter()
+            .zip(&keys)
+            .map(|(part, key)| self.part(program, part, cache.get(key), &root, base))
+            .collect();
+        let built: Vec<(parts::Built, bool)> = futures::stream::iter(builds)
+            .buffered(2)
+            .try_collect()
+            .await?;
+        let fresh = built.iter().filter(|(_, fresh)| *fresh).count();
+        info!(root = %target.root.display(), parts = parts.len(), built = fresh, "kustomization built in parts");
+        let built: Vec<parts::Built> = built.into_iter().map(|(b, _)| b).collect();
+        let stream = stream_name(target.root, Tool::Kustomize);
+        let mut all = Vec::new();
+        for part in &built {
+            let objects =
+                |text: &str| kustomize::objects(text, &stream, &part.wrapper, &prepared.base);
+            all.extend(substituted(&part.text, vars, &objects, None)?);
+        }
+        let problems = manifest::find_duplicates(all.iter().map(|m| (m.object_ref(), &m.origin)));
+        if !problems.is_empty() {
+            return Err(manifest::ManifestError::Invalid(problems).into());
+        }
+        cache.replace(keys.into_iter().zip(built).collect());
+        Ok(all)
+    }
+
+    /// One part: as `cached`, else built (and then `true`).
+    async fn part(
+        &self,
+        program: &Program,
+        part: &[PathBuf],
+        cached: Option<&parts::Built>,
+        root: &Path,
+        base: &Base,
+    ) -> Result<(parts::Built, bool), RenderError> {
+        if let Some(built) = cached {
+            return Ok((built.clone(), false));
+        }
+        let (text, wrapper) = kustomize::build(program, Wrapped::Files(part), self.limits)
+            .await
+            .map_err(|error| kustomize::failure(root, error, base))?;
+        Ok((parts::Built { text, wrapper }, true))
     }
 
     async fn helm(

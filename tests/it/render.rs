@@ -2,7 +2,7 @@
 //! env` puts them on PATH): `converge apply` and `diff` of kustomize bases and a Helm
 //! chart from tests/fixtures, located errors that write nothing, and a missing tool.
 
-use crate::common::{Manifests, TestEnv, assert_success, repo_root};
+use crate::common::{Manifests, TestEnv, assert_success, configmap, repo_root};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -284,4 +284,108 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+/// A flat kustomization of 150 objects in `files` files (more than one part), with
+/// what kustomize treats specially: a `List`, a local-config object it drops,
+/// anchors, comments, quoted numbers and block text.
+fn flat_kustomization(files: usize) -> Manifests {
+    let repo = Manifests::new();
+    let per_file = 150 / files;
+    let mut listed = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+    );
+    for f in 0..files {
+        let mut text = String::from("# comment\n");
+        for o in 0..per_file {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{f}-{o}\n  labels: &l {{app: a{f}}}\n\
+                 data:\n  port: \"8080\"\n  yes: \"on\"\n  script: |\n    echo {f}\n    exit 0\n"
+            ));
+        }
+        if f == 1 {
+            text.push_str("---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: listed}}\n");
+            text.push_str("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local\n  annotations: {config.kubernetes.io/local-config: \"true\"}\n");
+        }
+        repo.write(&format!("f{f}.yaml"), &text);
+        listed.push_str(&format!("- f{f}.yaml\n"));
+    }
+    repo.write("kustomization.yaml", &listed);
+    repo
+}
+
+#[test]
+fn a_large_flat_kustomization_built_in_parts_is_exactly_its_whole_build() {
+    use converge::render::{
+        self, Capabilities, Limits, PartCache, RenderSettings, Renderer, Target, ToolPaths, Tools,
+    };
+    let repo = flat_kustomization(6);
+    let settings = RenderSettings::default();
+    let target = Target {
+        root: repo.path(),
+        base: repo.path(),
+        namespace: "default",
+        name: "flat",
+        settings: &settings,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let tools = runtime.block_on(Tools::find(&ToolPaths::default()));
+    let renderer = Renderer::new(tools, Limits::default());
+    let render = |prepared, cache: &mut PartCache| {
+        runtime
+            .block_on(renderer.render(&prepared, &target, &Capabilities::default(), None, cache))
+            .expect("kustomize on PATH (hack/tools.sh env) renders the fixture")
+    };
+    let prepared = render::prepare(&target).expect("prepare");
+    assert!(prepared.parts() > 1, "150 flat objects are built in parts");
+    let mut cache = PartCache::default();
+    let parts = render(prepared, &mut cache);
+    let whole = render(
+        render::prepare(&target).expect("prepare").whole(),
+        &mut PartCache::default(),
+    );
+    let view = |objects: &[converge::manifest::Manifest]| -> Vec<String> {
+        objects
+            .iter()
+            .map(|m| format!("{}\n{}\n{:?}", m.origin, m.object_ref(), m.body))
+            .collect()
+    };
+    assert_eq!(
+        whole.len(),
+        151,
+        "150 ConfigMaps and the List's item; the local one dropped"
+    );
+    assert_eq!(view(&parts), view(&whole));
+    assert!(
+        view(&parts)[0].starts_with(&format!("{}:3\n", repo.path().join("f0.yaml").display())),
+        "{}",
+        view(&parts)[0]
+    );
+    // Built again from the cache: the same objects, no tool run needed.
+    let again = render(render::prepare(&target).expect("prepare"), &mut cache);
+    assert_eq!(view(&again), view(&whole));
+}
+
+#[test]
+fn an_error_in_one_part_names_file_and_line_and_writes_nothing() {
+    let env = TestEnv::new("render-part-error");
+    let repo = flat_kustomization(6);
+    repo.write(
+        "f4.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: podinfo\nspec:\n  ports: [1,\n",
+    );
+    let out = env.converge(&["apply"], repo.path());
+    assert_refused(
+        &env,
+        &out,
+        &["f4.yaml:6: kustomize failed on ", "yaml: line 6"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("../"),
+        "no path relative to a wrapper:\n{stderr}"
+    );
+    repo.write("f4.yaml", &configmap("c0-0", "twice"));
+    let out = env.converge(&["apply"], repo.path());
+    assert_refused(&env, &out, &["f4.yaml:1", "f0.yaml:"]);
 }

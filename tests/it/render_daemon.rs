@@ -46,9 +46,14 @@ impl Overlay {
     }
 
     fn start(&self, timing: &str) -> Daemon {
+        self.start_at("overlays/dev", timing)
+    }
+
+    /// A daemon converging `path` of the repository.
+    fn start_at(&self, path: &str, timing: &str) -> Daemon {
         let config = format!(
             "state_dir = \"{{state}}\"\n\n[[source]]\nname = \"{{ns}}\"\ngit = \"{url}\"\n\
-             path = \"overlays/dev\"\nnamespace = \"{{ns}}\"\nusername_env = \"GIT_USER\"\n\
+             path = \"{path}\"\nnamespace = \"{{ns}}\"\nusername_env = \"GIT_USER\"\n\
              password_env = \"GIT_PASSWORD\"\nwebhook_secret_env = \"HOOK\"\n{timing}\n",
             url = self.server.url("apps.git"),
         );
@@ -299,4 +304,45 @@ fn a_chart_with_values_files_values_and_sets() {
         "jsonpath={.spec.template.spec.containers[0].env[?(@.name=='PODINFO_UI_MESSAGE')].value}",
     ]);
     assert_eq!(message, "hello");
+}
+
+#[test]
+fn a_one_file_commit_to_a_large_flat_kustomization_builds_only_its_part() {
+    let upstream = Upstream::new("apps");
+    let file = |f: usize, value: &str| -> String {
+        (0..50)
+            .map(|o| format!("---\n{}", configmap(&format!("c{f}-{o}"), value)))
+            .collect()
+    };
+    let (a, b, c) = (file(0, "1"), file(1, "1"), file(2, "1"));
+    let kustomization = "resources:\n- a.yaml\n- b.yaml\n- c.yaml\n";
+    upstream.commit(
+        &[
+            ("app/kustomization.yaml", kustomization),
+            ("app/a.yaml", &a),
+            ("app/b.yaml", &b),
+            ("app/c.yaml", &c),
+        ],
+        "first",
+    );
+    let server = GitHttpServer::start(upstream.root.clone(), USER, PASSWORD);
+    let setup = Overlay {
+        env: TestEnv::new("render-flat-parts"),
+        upstream,
+        server,
+    };
+    let daemon = setup.start_at("app", "interval = \"1h\"");
+    let env = &setup.env;
+    assert_eq!(
+        env.configmap_value("c2-49").as_deref(),
+        Some("1"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("parts=2 built=2"), "{}", daemon.log());
+    setup.push(&daemon, &[("app/b.yaml", &file(1, "2"))]);
+    env.wait_configmap_value("c1-49", "2", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the commit was not applied:\n{}", daemon.log()));
+    assert!(daemon.log().contains("parts=2 built=1"), "{}", daemon.log());
+    assert_eq!(env.configmap_value("c2-49").as_deref(), Some("1"));
 }
