@@ -31,13 +31,25 @@ def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+class ToolTimeout(BenchError):
+    """A command ran past its time budget (--tool-timeout): the tool is reported as
+    not finishing, and the rest of the run goes on."""
+
+
+# Seconds any one command may take when the caller gives no timeout (--tool-timeout);
+# None: unbounded.
+TOOL_TIMEOUT = None
+
+
 def run(cmd, env=None, check=True, timeout=None):
     """Runs a command, output captured; returns (seconds, CompletedProcess)."""
+    timeout = timeout if timeout is not None else TOOL_TIMEOUT
     started = time.monotonic()
     try:
         proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        raise BenchError(f"{' '.join(map(str, cmd))} did not finish within {timeout} s") from e
+        words = [Path(str(cmd[0])).name] + [str(c) for c in cmd[1:3]]
+        raise ToolTimeout(f"`{' '.join(words)} …` did not finish within {timeout} s") from e
     took = time.monotonic() - started
     if check and proc.returncode != 0:
         raise BenchError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

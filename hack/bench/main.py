@@ -13,9 +13,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import daemons, report
+from . import common, daemons, report
 from .cluster import Audit, delete_namespaces, present, settle, wait_quiet, written
-from .common import (CONVERGE, ROOT, BenchError, git_commit, kube_versions, log, machine, stats, tool_version)
+from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, kube_versions, log, machine, stats, tool_version)
 from .gitserver import GitServer, Repo
 from .synthetic import change_one_percent, generate
 from .tools import kubectl_measured, tools
@@ -35,42 +35,60 @@ def cli_scenarios(args, n, work):
     out = {s: {t.name: [] for t in available if s in t.scenarios}
            for s in ("first_apply", "noop_diff", "one_percent_change")}
     false_changes = {t.name: 0 for t in available if "noop_diff" in t.scenarios}
-    orders, changed_objects = [], 0
+    orders, changed_objects, unfinished = [], 0, {}
     for rep in range(args.repeat):
         k = rep % len(available)
         order = available[k:] + available[:k]
         orders.append([t.name for t in order])
         for tool in order:
+            if tool.name in unfinished:
+                continue
             settle(args.settle_timeout)
             prefix = f"b{n}-{tool.name.replace('-', '')[:8]}-{rep}"
             s = generate(work / prefix, prefix, n)
-            took = tool.first_apply(s)
-            present(s)
-            out["first_apply"][tool.name].append(took)
-            line = f"{n} objects, rep {rep + 1}/{args.repeat}, {tool.name}: first apply {took:.2f} s"
-            if "noop_diff" in tool.scenarios:
-                wait_quiet(args.settle_timeout, f"after {tool.name}'s first apply")
-                took, false_change = tool.noop_diff(s)
-                out["noop_diff"][tool.name].append(took)
-                false_changes[tool.name] += false_change
-                changes = change_one_percent(s, f"c{rep}")
-                changed_objects = len(changes)
-                took_change = tool.change(s)
-                written(changes)
-                out["one_percent_change"][tool.name].append(took_change)
-                line += f", no-op diff {took:.2f} s, 1% ({len(changes)} objects) {took_change:.2f} s"
-            log(line)
+            try:
+                false_change, changed = tool_scenarios(args, n, rep, tool, s, out)
+                if tool.name in false_changes:
+                    false_changes[tool.name] += false_change
+                changed_objects = changed or changed_objects
+            except ToolTimeout as e:
+                unfinished[tool.name] = e.args[0].removeprefix("bench: error: ")
+                log(f"{n} objects, rep {rep + 1}/{args.repeat}, {tool.name}: {unfinished[tool.name]}; left out from here on")
             delete_namespaces(s.namespaces, args.settle_timeout)
             tool.cleanup(s)
             shutil.rmtree(s.directory)
-    results = {scenario: {name: stats(v) for name, v in per_tool.items()} for scenario, per_tool in out.items()}
+    results = {scenario: {name: stats(v) for name, v in per_tool.items() if v} for scenario, per_tool in out.items()}
     for scenario, per_tool in results.items():
         for name, reason in absent.items():
             per_tool[name] = {"not_built": reason}
+        for name, reason in unfinished.items():
+            per_tool.setdefault(name, {"not_measured": reason})
     results["noop_diff"]["runs_reporting_false_changes"] = false_changes
     results["one_percent_change"]["changed_objects"] = changed_objects
     results["order"] = orders
     return results
+
+
+def tool_scenarios(args, n, rep, tool, s, out):
+    """One tool's first apply, no-op diff and 1% change on the set `s`; whether its
+    no-op diff reported a change, and how many objects the change wrote."""
+    took = tool.first_apply(s)
+    present(s)
+    out["first_apply"][tool.name].append(took)
+    line = f"{n} objects, rep {rep + 1}/{args.repeat}, {tool.name}: first apply {took:.2f} s"
+    false_change, changed = 0, 0
+    if "noop_diff" in tool.scenarios:
+        wait_quiet(args.settle_timeout, f"after {tool.name}'s first apply")
+        took, false_change = tool.noop_diff(s)
+        out["noop_diff"][tool.name].append(took)
+        changes = change_one_percent(s, f"c{rep}")
+        took_change = tool.change(s)
+        written(changes)
+        changed = len(changes)
+        out["one_percent_change"][tool.name].append(took_change)
+        line += f", no-op diff {took:.2f} s, 1% ({changed} objects) {took_change:.2f} s"
+    log(line)
+    return false_change, changed
 
 
 # --- daemons ---------------------------------------------------------------------------------
@@ -267,6 +285,9 @@ def parse(argv):
     p.add_argument("--settle-timeout", type=int, default=0,
                    help="seconds a settle or deletion may take (default: 600, or N/10 when larger)")
     p.add_argument("--port", type=int, default=19480, help="the converge daemon's HTTP port")
+    p.add_argument("--tool-timeout", type=int, default=0,
+                   help="seconds one command of a tool may take; a tool past it is reported as not finishing "
+                        "and left out (default: no limit)")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: cli,converge,flux,kustomize")
     p.add_argument("--out", help="results file (default bench/results/<date>-<commit>.json)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # allows a short --idle
@@ -290,6 +311,7 @@ def main(argv=None):
     if argv[:1] == ["report"]:
         return report.main(argv[1:])
     args = parse(argv)
+    common.TOOL_TIMEOUT = args.tool_timeout or None
     audit = Audit()
     if not audit.available():
         log("the plane has no audit log (started before hack/controlplane.sh enabled it): idle requests will be "

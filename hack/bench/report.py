@@ -17,12 +17,17 @@ def measured(cell):
     return isinstance(cell, dict) and "median" in cell
 
 
+def absent(c):
+    """Why a tool has no figure: not built here, or it did not finish in its budget."""
+    return isinstance(c, dict) and (c.get("not_built") or c.get("not_measured"))
+
+
 def cell(per_tool, tool):
     c = per_tool.get(tool)
     if c is None:
         return "—"
     if not measured(c):
-        return c.get("not_built", "—")
+        return absent(c) or "—"
     text = f"{c['median']:.2f} s ({c['min']:.2f}–{c['max']:.2f})"
     conv = per_tool.get("converge")
     if tool not in ("converge", "raw") and measured(conv):
@@ -171,7 +176,7 @@ def targets(results):
             x = conv["median"] / p["median"]
             rows.append((f"first apply: converge faster than {TITLES[peer]} (< 1×)", f"{x:.2f}×", verdict(x < 1)))
         elif p is not None:
-            rows.append((f"first apply vs {TITLES[peer]}", p.get("not_built", "not measured"), "not measured"))
+            rows.append((f"first apply vs {TITLES[peer]}", absent(p) or "not measured", "not measured"))
     if measured(conv) and measured(fa.get("raw")):
         share = fa["raw"]["median"] / conv["median"]
         rows.append(("first apply ≥ 85% of the raw SSA throughput", f"{100 * share:.0f}%", verdict(share >= 0.85)))
@@ -181,8 +186,8 @@ def targets(results):
         if measured(conv) and measured(p):
             x = conv["median"] / p["median"]
             rows.append((f"no-op diff ≤ 0.2× {TITLES[peer]}", f"{x:.2f}×", verdict(x <= 0.2)))
-        elif isinstance(p, dict) and "not_built" in p:
-            rows.append((f"no-op diff vs {TITLES[peer]}", p["not_built"], "not measured"))
+        elif absent(p):
+            rows.append((f"no-op diff vs {TITLES[peer]}", absent(p), "not measured"))
     d = r.get("daemons", {})
     cv, fx = d.get("converge"), d.get("flux")
     if cv and fx and "not_built" not in fx:

@@ -386,7 +386,6 @@ impl Renderer {
         vars: Option<&Vars>,
         cache: &mut PartCache,
     ) -> Result<Vec<Manifest>, RenderError> {
-        use futures::{StreamExt, TryStreamExt};
         use tracing::info;
         let program = self.program(Tool::Kustomize, target)?;
         let root = inputs::canonical(target.root)?;
@@ -395,14 +394,8 @@ impl Renderer {
             .iter()
             .map(|part| PartCache::key(part, &program.version, base))
             .collect::<Result<Vec<_>, _>>()?;
-        let builds: Vec<_> = parts
-            .iter()
-            .zip(&keys)
-            .map(|(part, key)| self.part(program, part, cache.get(key), &root, base))
-            .collect();
-        let built: Vec<(parts::Built, bool)> = futures::stream::iter(builds)
-            .buffered(2)
-            .try_collect()
+        let built = self
+            .build_parts(program, parts, &keys, cache, &root, base)
             .await?;
         let fresh = built.iter().filter(|(_, fresh)| *fresh).count();
         info!(root = %target.root.display(), parts = parts.len(), built = fresh, "kustomization built in parts");
@@ -420,6 +413,35 @@ impl Renderer {
         }
         cache.replace(keys.into_iter().zip(built).collect());
         Ok(all)
+    }
+
+    /// Every part, as cached or built, two at a time; the limits hold for the
+    /// whole root as for one run: one timeout, one cap on the output.
+    async fn build_parts(
+        &self,
+        program: &Program,
+        parts: &[Vec<PathBuf>],
+        keys: &[Digest],
+        cache: &PartCache,
+        root: &Path,
+        base: &Base,
+    ) -> Result<Vec<(parts::Built, bool)>, RenderError> {
+        use futures::{StreamExt, TryStreamExt};
+        let builds: Vec<_> = parts
+            .iter()
+            .zip(keys)
+            .map(|(part, key)| self.part(program, part, cache.get(key), root, base))
+            .collect();
+        let all = futures::stream::iter(builds).buffered(2).try_collect();
+        let refused = |error| kustomize::failure(root, error, base);
+        let built: Vec<(parts::Built, bool)> = tokio::time::timeout(self.limits.timeout, all)
+            .await
+            .map_err(|_| refused(process::RunError::Timeout(self.limits.timeout)))??;
+        let bytes: usize = built.iter().map(|(b, _)| b.text.len()).sum();
+        if bytes as u64 > self.limits.max_output {
+            return Err(refused(process::RunError::TooLarge(self.limits.max_output)));
+        }
+        Ok(built)
     }
 
     /// One part: as `cached`, else built (and then `true`).
