@@ -154,7 +154,9 @@ def scaling(results):
             vals = [results["sizes"][n].get(key, {}).get(tool) for n in sizes]
             if not any(measured(v) for v in vals):
                 continue
-            cells = [f"{1000 * v['median'] / int(n):.2f}" if measured(v) else "—" for v, n in zip(vals, sizes)]
+            cells = [f"{1000 * v['median'] / int(n):.2f}" if measured(v) else
+                     "did not finish" if isinstance(v, dict) and v.get("not_measured") else "—"
+                     for v, n in zip(vals, sizes)]
             lines.append(f"| {TITLES[tool]} | {title} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -268,8 +270,25 @@ def write_summary(results, path):
     path.write_text(json.dumps(previous, indent=2))
 
 
+def scaling_across(files):
+    """The cost-per-1000 table over the sizes of several results files (a later file's
+    size replaces an earlier one's), with the file each size comes from."""
+    merged, sources = {"sizes": {}}, {}
+    for path in files:
+        for n, r in json.loads(path.read_text())["sizes"].items():
+            merged["sizes"][n], sources[n] = r, path.name
+    lines = scaling(merged)
+    return lines + [f"- {n} objects: `{sources[n]}`" for n in sorted(sources, key=int)] + [""]
+
+
 def main(argv):
-    p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render a results file as markdown.")
-    p.add_argument("file", type=Path)
+    p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render results files as markdown.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    p.add_argument("--scaling", action="store_true",
+                   help="only the cost-per-1000-objects table, over the sizes of all FILEs")
     args = p.parse_args(argv)
-    print(render(json.loads(args.file.read_text())))
+    if args.scaling:
+        print("\n".join(scaling_across(args.files)))
+        return
+    for path in args.files:
+        print(render(json.loads(path.read_text())))
