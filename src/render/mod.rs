@@ -43,8 +43,10 @@ use crate::kube::{Client, Discovery};
 use crate::manifest::{self, Digest, Manifest, Origin, parse_str};
 use inputs::{Base, Key};
 use kustomize::Wrapped;
+use parts::Part;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use tracing::info;
 
 /// What a root holds, which decides how it is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,7 +388,6 @@ impl Renderer {
         vars: Option<&Vars>,
         cache: &mut PartCache,
     ) -> Result<Vec<Manifest>, RenderError> {
-        use tracing::info;
         let program = self.program(Tool::Kustomize, target)?;
         let root = inputs::canonical(target.root)?;
         let base = &prepared.base;
@@ -397,21 +398,21 @@ impl Renderer {
         let built = self
             .build_parts(program, parts, &keys, cache, &root, base)
             .await?;
-        let fresh = built.iter().filter(|(_, fresh)| *fresh).count();
+        let fresh = built.iter().filter(|p| matches!(p, Part::Built(_))).count();
         info!(root = %target.root.display(), parts = parts.len(), built = fresh, "kustomization built in parts");
-        let built: Vec<parts::Built> = built.into_iter().map(|(b, _)| b).collect();
         let stream = stream_name(target.root, Tool::Kustomize);
+        // A part names its files absolutely: its origins need no wrapper to be read from.
+        let objects = |text: &str| kustomize::objects(text, &stream, &root, base);
         let mut all = Vec::new();
         for part in &built {
-            let objects =
-                |text: &str| kustomize::objects(text, &stream, &part.wrapper, &prepared.base);
-            all.extend(substituted(&part.text, vars, &objects, None)?);
+            all.extend(substituted(part.text(), vars, &objects, None)?);
         }
-        let problems = manifest::find_duplicates(all.iter().map(|m| (m.object_ref(), &m.origin)));
-        if !problems.is_empty() {
-            return Err(manifest::ManifestError::Invalid(problems).into());
-        }
-        cache.replace(keys.into_iter().zip(built).collect());
+        let all = unique(all)?;
+        cache.replace(
+            keys.into_iter()
+                .zip(built.into_iter().map(Part::into_text))
+                .collect(),
+        );
         Ok(all)
     }
 
@@ -425,7 +426,7 @@ impl Renderer {
         cache: &PartCache,
         root: &Path,
         base: &Base,
-    ) -> Result<Vec<(parts::Built, bool)>, RenderError> {
+    ) -> Result<Vec<Part>, RenderError> {
         use futures::{StreamExt, TryStreamExt};
         let builds: Vec<_> = parts
             .iter()
@@ -434,32 +435,32 @@ impl Renderer {
             .collect();
         let all = futures::stream::iter(builds).buffered(2).try_collect();
         let refused = |error| kustomize::failure(root, error, base);
-        let built: Vec<(parts::Built, bool)> = tokio::time::timeout(self.limits.timeout, all)
+        let built: Vec<Part> = tokio::time::timeout(self.limits.timeout, all)
             .await
             .map_err(|_| refused(process::RunError::Timeout(self.limits.timeout)))??;
-        let bytes: usize = built.iter().map(|(b, _)| b.text.len()).sum();
+        let bytes: usize = built.iter().map(|p| p.text().len()).sum();
         if bytes as u64 > self.limits.max_output {
             return Err(refused(process::RunError::TooLarge(self.limits.max_output)));
         }
         Ok(built)
     }
 
-    /// One part: as `cached`, else built (and then `true`).
+    /// One part: as `cached`, else built.
     async fn part(
         &self,
         program: &Program,
         part: &[PathBuf],
-        cached: Option<&parts::Built>,
+        cached: Option<&String>,
         root: &Path,
         base: &Base,
-    ) -> Result<(parts::Built, bool), RenderError> {
-        if let Some(built) = cached {
-            return Ok((built.clone(), false));
+    ) -> Result<Part, RenderError> {
+        if let Some(text) = cached {
+            return Ok(Part::Reused(text.clone()));
         }
-        let (text, wrapper) = kustomize::build(program, Wrapped::Files(part), self.limits)
+        let (text, _) = kustomize::build(program, Wrapped::Files(part), self.limits)
             .await
             .map_err(|error| kustomize::failure(root, error, base))?;
-        Ok((parts::Built { text, wrapper }, true))
+        Ok(Part::Built(text))
     }
 
     async fn helm(
@@ -535,9 +536,15 @@ fn plain(files: &[PathBuf], vars: Option<&Vars>) -> Result<Vec<Manifest>, Render
         let objects = |text: &str| Ok(parse_str(text, file)?);
         all.extend(substituted(&text, vars, &objects, Some(file))?);
     }
-    let problems = manifest::find_duplicates(all.iter().map(|m| (m.object_ref(), &m.origin)));
+    unique(all)
+}
+
+/// `objects`, refused when two name the same object (a tool checks this within one
+/// run; files and parts are read apart).
+fn unique(objects: Vec<Manifest>) -> Result<Vec<Manifest>, RenderError> {
+    let problems = manifest::find_duplicates(objects.iter().map(|m| (m.object_ref(), &m.origin)));
     if problems.is_empty() {
-        Ok(all)
+        Ok(objects)
     } else {
         Err(manifest::ManifestError::Invalid(problems).into())
     }

@@ -103,18 +103,34 @@ fn group(files: Vec<(PathBuf, usize)>, size: usize) -> Vec<Vec<PathBuf>> {
     parts
 }
 
-/// What built parts gave, by the digest of their files and the tool's version.
+/// What built parts gave (their rendered text), by the digest of their files and
+/// the tool's version.
 #[derive(Debug, Default)]
 pub struct PartCache {
-    built: HashMap<Digest, Built>,
+    built: HashMap<Digest, String>,
 }
 
-/// One part's output and the wrapper it was built from (its origins are relative to
-/// that directory, which is gone: only its name is needed).
-#[derive(Debug, Clone)]
-pub struct Built {
-    pub text: String,
-    pub wrapper: PathBuf,
+/// One part's rendered text, as this render got it.
+#[derive(Debug)]
+pub enum Part {
+    /// From the cache: its files are as they were.
+    Reused(String),
+    /// Built by kustomize now.
+    Built(String),
+}
+
+impl Part {
+    pub fn text(&self) -> &str {
+        match self {
+            Part::Reused(text) | Part::Built(text) => text,
+        }
+    }
+
+    pub fn into_text(self) -> String {
+        match self {
+            Part::Reused(text) | Part::Built(text) => text,
+        }
+    }
 }
 
 impl PartCache {
@@ -128,12 +144,12 @@ impl PartCache {
         key.digest(base)
     }
 
-    pub fn get(&self, key: &Digest) -> Option<&Built> {
+    pub fn get(&self, key: &Digest) -> Option<&String> {
         self.built.get(key)
     }
 
     /// Keeps exactly the parts of the latest render: what the next one may reuse.
-    pub fn replace(&mut self, parts: HashMap<Digest, Built>) {
+    pub fn replace(&mut self, parts: HashMap<Digest, String>) {
         self.built = parts;
     }
 }

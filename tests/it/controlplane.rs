@@ -4,8 +4,7 @@
 
 use crate::common::{TestEnv, check_control_plane, corpus_microservices_demo, repo_root};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -96,18 +95,9 @@ fn kubectl_server_side_apply_and_diff_work() {
 #[test]
 fn kubectl_watch_sees_changes() {
     let env = TestEnv::new("watch");
-    let mut watch = env
-        .kubectl_command(&["get", "configmaps", "-n", &env.ns, "--watch", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kubectl get --watch");
     let (lines, received) = mpsc::channel();
-    let stdout = watch.stdout.take().expect("stdout is piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
+    let mut watch = env.kubectl_watch("configmaps", move |line| {
+        let _ = lines.send(line);
     });
     env.kubectl_stdin(
         &["apply", "--server-side", "-n", &env.ns, "-f", "-"],

@@ -15,9 +15,8 @@ use crate::common::fault_proxy::FaultProxy;
 use crate::common::process::{Finished, Running};
 use crate::common::{Manifests, PlaneAccess, TestEnv, configmap, eventually, restart_apiserver};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -685,23 +684,13 @@ spec:
 /// exists (seen by a kubectl watch that bypasses the proxy): the answer to the
 /// POST that created it is then still held in the proxy, and is lost.
 fn cut_when_a_job_appears(env: &TestEnv, proxy: Arc<FaultProxy>) -> std::process::Child {
-    let mut watch = env
-        .kubectl_command(&["get", "jobs", "-n", &env.ns, "--watch", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kubectl get --watch");
-    let stdout = watch.stdout.take().expect("stdout is piped");
-    std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if seen.insert(line.clone()) {
-                proxy.cut_all();
-                println!("{line} appeared: every connection cut");
-            }
+    let mut seen = BTreeSet::new();
+    env.kubectl_watch("jobs", move |line| {
+        if seen.insert(line.clone()) {
+            proxy.cut_all();
+            println!("{line} appeared: every connection cut");
         }
-    });
-    watch
+    })
 }
 
 #[test]

@@ -184,6 +184,29 @@ impl TestEnv {
         cmd
     }
 
+    /// `kubectl get KINDS --watch -o name` in the test's namespace: every line it
+    /// prints goes to `on_line`, on a thread of its own. Kill the child when done.
+    pub fn kubectl_watch(
+        &self,
+        kinds: &str,
+        mut on_line: impl FnMut(String) + Send + 'static,
+    ) -> std::process::Child {
+        use std::io::{BufRead, BufReader};
+        let mut watch = self
+            .kubectl_command(&["get", kinds, "-n", &self.ns, "--watch", "-o", "name"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kubectl get --watch");
+        let stdout = watch.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                on_line(line);
+            }
+        });
+        watch
+    }
+
     /// The `data.value` of ConfigMap `name` in the test's namespace (None: no such object).
     pub fn configmap_value(&self, name: &str) -> Option<String> {
         let jsonpath = "jsonpath={.data.value}";
