@@ -176,7 +176,10 @@ def flux_daemon(args, n, work, git, audit):
         f.set_interval(args.flux_drift_interval)
         time.sleep(2)
         interval = int(args.flux_drift_interval.rstrip("s"))
-        out["drift"] = daemons.drift(ns, s, args.flux_edits, 3 * interval + 120, spread=interval)
+        # A Kustomization pass builds and diffs the whole set (about 100 s at 10000
+        # objects): an edit landing just after a pass began waits two passes.
+        heal_timeout = 3 * interval + 120 + n // 20
+        out["drift"] = daemons.drift(ns, s, args.flux_edits, heal_timeout, spread=interval)
         out["drift"]["kustomization_interval"] = args.flux_drift_interval
     finally:
         f.stop()
