@@ -90,7 +90,7 @@ def daemon_table(d):
     if not cv and not fx:
         return []
     fx = fx or {"not_built": "not run"}
-    missing = fx.get("not_built")
+    missing = fx.get("not_built") or fx.get("not_measured")
 
     def both(get, ratio=None):
         a = get(cv) if cv else "—"
@@ -102,7 +102,7 @@ def daemon_table(d):
              "converge / Flux |", "|---|---|---|---|"]
     lines.append("| first sync (start to applied) " + both(lambda x: f"{x['first_sync_seconds']:.1f} s",
                                                           div(lambda x: x["first_sync_seconds"])))
-    lines.append(f"| idle ({(cv or fx).get('idle', {}).get('seconds', 0):.0f} s) "
+    lines.append("| idle (at least the set window, and until a full pass completed in it) "
                  + both(lambda x: idle_text(x["idle"]), div(lambda x: x["idle"]["rss_mib"])) )
     lines.append("| idle API requests " + both(lambda x: requests_text(x["idle"]["requests"])))
     if cv and not missing:
@@ -161,6 +161,35 @@ def scaling(results):
     return lines + [""]
 
 
+DAEMON_ROWS = [
+    ("first sync (s)", lambda x: x.get("first_sync_seconds"), "{:.1f}"),
+    ("commit-to-converged p50 (ms)", lambda x: (x.get("commit_git") or x.get("commit") or {}).get("p50_ms"), "{:.0f}"),
+    ("drift correction p50 (ms)", lambda x: x.get("drift", {}).get("p50_ms"), "{:.0f}"),
+    ("idle RSS mean (MiB)", lambda x: x.get("idle", {}).get("rss_mib"), "{:.1f}"),
+    ("idle CPU mean (%)", lambda x: x.get("idle", {}).get("cpu_percent"), "{:.2f}"),
+    ("idle API requests", lambda x: x.get("idle", {}).get("requests", {}).get("total"), "{:.0f}"),
+]
+
+
+def daemon_scaling(results):
+    """converge's and Flux's daemon figures side by side per size: how each grows."""
+    sizes = [n for n in sorted(results["sizes"], key=int) if results["sizes"][n].get("daemons")]
+    if len(sizes) < 2:
+        return []
+    lines = ["### Daemons as N grows (converge against Flux's controllers)", "",
+             "| daemon | figure | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    for title, get, fmt in DAEMON_ROWS:
+        for which, label in (("converge", "converge"), ("flux", "Flux controllers")):
+            cells = []
+            for n in sizes:
+                d = results["sizes"][n]["daemons"].get(which)
+                value = get(d) if d and not d.get("not_built") and not d.get("not_measured") else None
+                cells.append(fmt.format(value) if value is not None else
+                             "did not finish" if d and d.get("not_measured") else "—")
+            lines.append(f"| {label} | {title} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def verdict(ok):
     return "**met**" if ok else "**missed**"
 
@@ -192,7 +221,7 @@ def targets(results):
             rows.append((f"no-op diff vs {TITLES[peer]}", absent(p), "not measured"))
     d = r.get("daemons", {})
     cv, fx = d.get("converge"), d.get("flux")
-    if cv and fx and "not_built" not in fx:
+    if cv and fx and "not_built" not in fx and "not_measured" not in fx:
         a, b = cv["commit_git"], fx["commit"]
         key = "p99_ms" if a.get("p99_ms") is not None and b.get("p99_ms") is not None else "p50_ms"
         x = a[key] / b[key]
@@ -204,7 +233,8 @@ def targets(results):
         (a, b), source = comparable_requests(cv, fx)
         rows.append(("idle: fewer API requests than Flux", f"{a:.0f} vs {b:.0f} ({source})", verdict(a < b)))
     elif fx:
-        rows.append(("daemon targets vs Flux", fx.get("not_built", "not run"), "not measured"))
+        rows.append(("daemon targets vs Flux", fx.get("not_built") or fx.get("not_measured") or "not run",
+                     "not measured"))
     if cv:
         req = cv["idle"]["requests"]
         if req.get("source") == "audit log":
@@ -234,7 +264,7 @@ def render(results):
     lines.append("")
     for n in sorted(results["sizes"], key=int):
         lines += size_tables(n, results["sizes"][n]) + [""]
-    lines += scaling(results) + targets(results)
+    lines += scaling(results) + daemon_scaling(results) + targets(results)
     return "\n".join(lines)
 
 
@@ -253,7 +283,7 @@ def summary(r, meta):
         out["commit_to_converged"] = cv["commit_dir"]
         out["commit_to_converged_git"] = cv["commit_git"]
     if fx:
-        out["daemon_peers"] = {"flux": fx if "not_built" in fx else {
+        out["daemon_peers"] = {"flux": fx if "not_built" in fx or "not_measured" in fx else {
             "commit_to_converged": fx["commit"], "drift_correction": fx["drift"],
             "idle": {**fx["idle"], "requests": fx["idle"]["requests"]["total"],
                      "requests_detail": fx["idle"]["requests"]},
@@ -276,16 +306,19 @@ def scaling_across(files):
     merged, sources = {"sizes": {}}, {}
     for path in files:
         for n, r in json.loads(path.read_text())["sizes"].items():
-            merged["sizes"][n], sources[n] = r, path.name
-    lines = scaling(merged)
-    return lines + [f"- {n} objects: `{sources[n]}`" for n in sorted(sources, key=int)] + [""]
+            merged["sizes"].setdefault(n, {}).update(r)
+            sources.setdefault(n, []).append(path.name)
+    lines = scaling(merged) + daemon_scaling(merged)
+    return lines + [f"- {n} objects: " + ", ".join(f"`{f}`" for f in sources[n])
+                    for n in sorted(sources, key=int)] + [""]
 
 
 def main(argv):
     p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render results files as markdown.")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE")
     p.add_argument("--scaling", action="store_true",
-                   help="only the cost-per-1000-objects table, over the sizes of all FILEs")
+                   help="only the tables of how figures grow with N, over the sizes of all FILEs "
+                        "(a size's parts from several files are merged; a later file's part wins)")
     args = p.parse_args(argv)
     if args.scaling:
         print("\n".join(scaling_across(args.files)))
