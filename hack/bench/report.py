@@ -13,6 +13,11 @@ SCENARIOS = [("first_apply", "first apply"), ("noop_diff", "no-op diff"), ("one_
 TARGET_SIZE = "1000"
 
 
+def times(x):
+    """A ratio: two decimals, or two significant digits below 0.01 (not "0.00×")."""
+    return f"{x:.2f}×" if x >= 0.01 or x == 0 else f"{x:.2g}×"
+
+
 def measured(cell):
     return isinstance(cell, dict) and "median" in cell
 
@@ -31,7 +36,7 @@ def cell(per_tool, tool):
     text = f"{c['median']:.2f} s ({c['min']:.2f}–{c['max']:.2f})"
     conv = per_tool.get("converge")
     if tool not in ("converge", "raw") and measured(conv):
-        text += f"; converge **{conv['median'] / c['median']:.2f}×**"
+        text += f"; converge **{times(conv['median'] / c['median'])}**"
     if tool == "raw" and measured(conv):
         text += f"; converge at {100 * c['median'] / conv['median']:.0f}% of its throughput"
     return text
@@ -97,7 +102,7 @@ def daemon_table(d):
         b = missing or (get(fx) if fx else "—")
         r = ratio(cv, fx) if ratio and cv and not missing else "—"
         return f"| {a} | {b} | {r} |"
-    div = lambda f: lambda a, b: f"**{f(a) / f(b):.2f}×**" if f(b) else "—"
+    div = lambda f: lambda a, b: f"**{times(f(a) / f(b))}**" if f(b) else "—"
     lines = ["| daemon, same set from the same Git host | converge | Flux: source- + kustomize-controller | "
              "converge / Flux |", "|---|---|---|---|"]
     lines.append("| first sync (start to applied) " + both(lambda x: f"{x['first_sync_seconds']:.1f} s",
@@ -107,7 +112,7 @@ def daemon_table(d):
     lines.append("| idle API requests " + both(lambda x: requests_text(x["idle"]["requests"])))
     if cv and not missing:
         (a, b), source = comparable_requests(cv, fx)
-        ratio = f"**{a / b:.2f}×**" if b else "—"
+        ratio = f"**{times(a / b)}**" if b else "—"
         lines.append(f"| idle API requests, compared ({source}) | {a:.0f} | {b:.0f} | {ratio} |")
     lines.append("| full passes in the idle window " + both(
         lambda x: f"{x['idle']['full_resyncs']:.0f} full resyncs, {x['idle']['skipped_resyncs']:.0f} skipped"
@@ -205,7 +210,7 @@ def targets(results):
         p = fa.get(peer)
         if measured(conv) and measured(p):
             x = conv["median"] / p["median"]
-            rows.append((f"first apply: converge faster than {TITLES[peer]} (< 1×)", f"{x:.2f}×", verdict(x < 1)))
+            rows.append((f"first apply: converge faster than {TITLES[peer]} (< 1×)", times(x), verdict(x < 1)))
         elif p is not None:
             rows.append((f"first apply vs {TITLES[peer]}", absent(p) or "not measured", "not measured"))
     if measured(conv) and measured(fa.get("raw")):
@@ -216,7 +221,7 @@ def targets(results):
         p = nd.get(peer)
         if measured(conv) and measured(p):
             x = conv["median"] / p["median"]
-            rows.append((f"no-op diff ≤ 0.2× {TITLES[peer]}", f"{x:.2f}×", verdict(x <= 0.2)))
+            rows.append((f"no-op diff ≤ 0.2× {TITLES[peer]}", times(x), verdict(x <= 0.2)))
         elif absent(p):
             rows.append((f"no-op diff vs {TITLES[peer]}", absent(p), "not measured"))
     d = r.get("daemons", {})
@@ -225,11 +230,11 @@ def targets(results):
         a, b = cv["commit_git"], fx["commit"]
         key = "p99_ms" if a.get("p99_ms") is not None and b.get("p99_ms") is not None else "p50_ms"
         x = a[key] / b[key]
-        rows.append((f"commit-to-converged ≤ 0.2× Flux ({key[:3]})", f"{a[key]:.0f} / {b[key]:.0f} ms = {x:.2f}×",
+        rows.append((f"commit-to-converged ≤ 0.2× Flux ({key[:3]})", f"{a[key]:.0f} / {b[key]:.0f} ms = {times(x)}",
                      verdict(x <= 0.2)))
         x = cv["idle"]["rss_mib"] / fx["idle"]["rss_mib"]
         rows.append(("idle RSS ≤ 0.5× Flux's controllers together",
-                     f"{cv['idle']['rss_mib']:.1f} / {fx['idle']['rss_mib']:.1f} MiB = {x:.2f}×", verdict(x <= 0.5)))
+                     f"{cv['idle']['rss_mib']:.1f} / {fx['idle']['rss_mib']:.1f} MiB = {times(x)}", verdict(x <= 0.5)))
         (a, b), source = comparable_requests(cv, fx)
         rows.append(("idle: fewer API requests than Flux", f"{a:.0f} vs {b:.0f} ({source})", verdict(a < b)))
     elif fx:
