@@ -97,9 +97,12 @@ def daemon_table(d):
     fx = fx or {"not_built": "not run"}
     missing = fx.get("not_built") or fx.get("not_measured")
 
+    said = []
+
     def both(get, ratio=None):
         a = get(cv) if cv else "—"
-        b = missing or (get(fx) if fx else "—")
+        # Why Flux was not measured: said in the first row, not repeated in each.
+        b = ("—" if said else said.append(1) or missing) if missing else (get(fx) if fx else "—")
         r = ratio(cv, fx) if ratio and cv and not missing else "—"
         return f"| {a} | {b} | {r} |"
     div = lambda f: lambda a, b: f"**{times(f(a) / f(b))}**" if f(b) else "—"
@@ -163,7 +166,7 @@ def scaling(results):
                      "did not finish" if isinstance(v, dict) and v.get("not_measured") else "—"
                      for v, n in zip(vals, sizes)]
             lines.append(f"| {TITLES[tool]} | {title} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] if len(lines) > 4 else []
 
 
 DAEMON_ROWS = [
@@ -311,7 +314,12 @@ def scaling_across(files):
     merged, sources = {"sizes": {}}, {}
     for path in files:
         for n, r in json.loads(path.read_text())["sizes"].items():
-            merged["sizes"].setdefault(n, {}).update(r)
+            size = merged["sizes"].setdefault(n, {})
+            for key, part in r.items():
+                if isinstance(part, dict) and isinstance(size.get(key), dict):
+                    size[key].update(part)   # e.g. one file's daemons, another's CLI tools
+                else:
+                    size[key] = part
             sources.setdefault(n, []).append(path.name)
     lines = scaling(merged) + daemon_scaling(merged)
     return lines + [f"- {n} objects: " + ", ".join(f"`{f}`" for f in sources[n])
