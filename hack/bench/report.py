@@ -27,6 +27,11 @@ def absent(c):
     return isinstance(c, dict) and (c.get("not_built") or c.get("not_measured"))
 
 
+def unfinished_or_dash(c):
+    """The cell of a scaling table without a figure."""
+    return "did not finish" if isinstance(c, dict) and c.get("not_measured") else "—"
+
+
 def cell(per_tool, tool):
     c = per_tool.get(tool)
     if c is None:
@@ -95,21 +100,19 @@ def daemon_table(d):
     if not cv and not fx:
         return []
     fx = fx or {"not_built": "not run"}
-    missing = fx.get("not_built") or fx.get("not_measured")
+    missing = absent(fx)
 
-    said = []
-
-    def both(get, ratio=None):
+    def both(get, ratio=None, first=False):
         a = get(cv) if cv else "—"
         # Why Flux was not measured: said in the first row, not repeated in each.
-        b = ("—" if said else said.append(1) or missing) if missing else (get(fx) if fx else "—")
+        b = (missing if first else "—") if missing else get(fx)
         r = ratio(cv, fx) if ratio and cv and not missing else "—"
         return f"| {a} | {b} | {r} |"
     div = lambda f: lambda a, b: f"**{times(f(a) / f(b))}**" if f(b) else "—"
     lines = ["| daemon, same set from the same Git host | converge | Flux: source- + kustomize-controller | "
              "converge / Flux |", "|---|---|---|---|"]
     lines.append("| first sync (start to applied) " + both(lambda x: f"{x['first_sync_seconds']:.1f} s",
-                                                          div(lambda x: x["first_sync_seconds"])))
+                                                          div(lambda x: x["first_sync_seconds"]), first=True))
     lines.append("| idle (at least the set window, and until a full pass completed in it) "
                  + both(lambda x: idle_text(x["idle"]), div(lambda x: x["idle"]["rss_mib"])) )
     lines.append("| idle API requests " + both(lambda x: requests_text(x["idle"]["requests"])))
@@ -162,8 +165,7 @@ def scaling(results):
             vals = [results["sizes"][n].get(key, {}).get(tool) for n in sizes]
             if not any(measured(v) for v in vals):
                 continue
-            cells = [f"{1000 * v['median'] / int(n):.2f}" if measured(v) else
-                     "did not finish" if isinstance(v, dict) and v.get("not_measured") else "—"
+            cells = [f"{1000 * v['median'] / int(n):.2f}" if measured(v) else unfinished_or_dash(v)
                      for v, n in zip(vals, sizes)]
             lines.append(f"| {TITLES[tool]} | {title} | " + " | ".join(cells) + " |")
     return lines + [""] if len(lines) > 4 else []
@@ -191,9 +193,8 @@ def daemon_scaling(results):
             cells = []
             for n in sizes:
                 d = results["sizes"][n]["daemons"].get(which)
-                value = get(d) if d and not d.get("not_built") and not d.get("not_measured") else None
-                cells.append(fmt.format(value) if value is not None else
-                             "did not finish" if d and d.get("not_measured") else "—")
+                value = get(d) if d and not absent(d) else None
+                cells.append(fmt.format(value) if value is not None else unfinished_or_dash(d))
             lines.append(f"| {label} | {title} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -229,7 +230,7 @@ def targets(results):
             rows.append((f"no-op diff vs {TITLES[peer]}", absent(p), "not measured"))
     d = r.get("daemons", {})
     cv, fx = d.get("converge"), d.get("flux")
-    if cv and fx and "not_built" not in fx and "not_measured" not in fx:
+    if cv and fx and not absent(fx):
         a, b = cv["commit_git"], fx["commit"]
         key = "p99_ms" if a.get("p99_ms") is not None and b.get("p99_ms") is not None else "p50_ms"
         x = a[key] / b[key]
@@ -241,8 +242,7 @@ def targets(results):
         (a, b), source = comparable_requests(cv, fx)
         rows.append(("idle: fewer API requests than Flux", f"{a:.0f} vs {b:.0f} ({source})", verdict(a < b)))
     elif fx:
-        rows.append(("daemon targets vs Flux", fx.get("not_built") or fx.get("not_measured") or "not run",
-                     "not measured"))
+        rows.append(("daemon targets vs Flux", absent(fx) or "not run", "not measured"))
     if cv:
         req = cv["idle"]["requests"]
         if req.get("source") == "audit log":
@@ -291,7 +291,7 @@ def summary(r, meta):
         out["commit_to_converged"] = cv["commit_dir"]
         out["commit_to_converged_git"] = cv["commit_git"]
     if fx:
-        out["daemon_peers"] = {"flux": fx if "not_built" in fx or "not_measured" in fx else {
+        out["daemon_peers"] = {"flux": fx if absent(fx) else {
             "commit_to_converged": fx["commit"], "drift_correction": fx["drift"],
             "idle": {**fx["idle"], "requests": fx["idle"]["requests"]["total"],
                      "requests_detail": fx["idle"]["requests"]},
@@ -309,8 +309,8 @@ def write_summary(results, path):
 
 
 def scaling_across(files):
-    """The cost-per-1000 table over the sizes of several results files (a later file's
-    size replaces an earlier one's), with the file each size comes from."""
+    """The scaling tables over the sizes of several results files (a size's parts are
+    merged, a later file's part winning), with the files each size comes from."""
     merged, sources = {"sizes": {}}, {}
     for path in files:
         for n, r in json.loads(path.read_text())["sizes"].items():
