@@ -264,6 +264,9 @@ pub struct SourceConfig {
     pub self_heal: bool,
     /// Allow a revision to prune more than the mass-prune limit, or everything (default false).
     pub allow_mass_prune: bool,
+    /// Create `namespace` when it does not exist (default false), as Helm's
+    /// `--create-namespace`; never pruned.
+    pub create_namespace: bool,
     /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
     /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
     pub drift: DriftRules,
@@ -504,6 +507,7 @@ struct RawSource {
     prune: Option<bool>,
     self_heal: Option<bool>,
     allow_mass_prune: Option<bool>,
+    create_namespace: Option<bool>,
     drift_managers: Option<Vec<String>>,
     #[serde(default)]
     ignore: Vec<RawIgnore>,
@@ -783,6 +787,7 @@ impl Checker<'_> {
             prune: raw.prune.unwrap_or(true),
             self_heal: raw.self_heal.unwrap_or(true),
             allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
+            create_namespace: raw.create_namespace.unwrap_or(false),
             drift,
             render,
             wave_timeout,

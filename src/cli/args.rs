@@ -162,6 +162,11 @@ pub struct SyncArgs {
     /// when the source has no manifests. Usually a wrong path or branch.
     #[arg(long)]
     pub allow_mass_prune: bool,
+    /// Create the namespace (--namespace) when it does not exist, as Helm's
+    /// --create-namespace does. Deleted again if the revision is refused; never
+    /// pruned later.
+    #[arg(long)]
+    pub create_namespace: bool,
     /// kubeconfig file. Default: $KUBECONFIG, else ~/.kube/config, else in-cluster.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -438,6 +443,7 @@ mod tests {
             namespace: None,
             prune: false,
             allow_mass_prune: false,
+            create_namespace: false,
             kubeconfig: None,
             context: None,
             request_timeout: std::time::Duration::from_secs(60),

@@ -50,6 +50,7 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         namespace,
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
+        create_namespace: args.create_namespace,
         dry_run,
         scope: Scope::Full,
         drift: args.drift_rules(),
@@ -68,6 +69,14 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
             color: args.color.enabled(),
             dry_run,
         };
+        if let Some(namespace) = &outcome.created_namespace {
+            let done = if dry_run {
+                "would be created"
+            } else {
+                "created"
+            };
+            println!("Namespace/{namespace} {done} (--create-namespace)");
+        }
         print!("{}", report::text(&outcome.plan, text_options));
         if !outcome.sync.is_empty() {
             print!("\n{}", report::sync_text(&outcome.sync));
@@ -82,6 +91,9 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     };
     if args.output == OutputFormat::Json {
         let mut document = report::json(&outcome.plan, dry_run);
+        if let Some(namespace) = &outcome.created_namespace {
+            document["createdNamespace"] = serde_json::Value::String(namespace.clone());
+        }
         report::add_sync(&mut document, &outcome.sync);
         if let Some(waited) = &waited {
             report::add_wait(&mut document, waited);
@@ -125,8 +137,7 @@ async fn wait_for_health(
     wait: WaitOptions,
     output: OutputFormat,
 ) -> WaitOutcome {
-    // generateName objects get their name from the server; they are not tracked.
-    let objects: Vec<_> = outcome.plan.named_desired().cloned().collect();
+    let objects = outcome.wait_list();
     let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
     let mut line = ProgressLine::new();
     let mut waited = health::wait(

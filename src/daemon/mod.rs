@@ -86,6 +86,7 @@ impl SourceSpec {
                 namespace: config.namespace.clone(),
                 prune: config.prune,
                 allow_mass_prune: config.allow_mass_prune,
+                create_namespace: config.create_namespace,
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
                 render: config.render.clone(),

@@ -29,6 +29,8 @@ pub struct Settings {
     pub namespace: String,
     pub prune: bool,
     pub allow_mass_prune: bool,
+    /// Create the namespace when it does not exist.
+    pub create_namespace: bool,
     /// Write (heal) or only report drift.
     pub self_heal: bool,
     /// What counts as drift, and what converge may do about it.
@@ -174,6 +176,7 @@ impl Reconciler {
             namespace: settings.namespace.clone(),
             prune: settings.prune,
             allow_mass_prune: settings.allow_mass_prune,
+            create_namespace: settings.create_namespace,
             dry_run: !settings.writes(),
             scope,
             drift: settings.drift.clone(),
@@ -470,6 +473,10 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
             ObjectState::InSync,
             Some("a hook: runs when a sync writes something".into()),
         ),
+        (Action::Completed, _) => (
+            ObjectState::InSync,
+            Some("a run-once Job: completed, and deleted since; runs again when its manifest changes".into()),
+        ),
     };
     let diff = (state != ObjectState::InSync)
         .then(|| step.diff.as_ref().map(|d| d.unified.clone()))
@@ -504,7 +511,9 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
             Action::Configure => ApplyAction::Configure,
             Action::Recreate => ApplyAction::Recreate,
             Action::Prune => ApplyAction::Prune,
-            Action::Unchanged | Action::KeepPruneDisabled | Action::Run => continue,
+            Action::Unchanged | Action::KeepPruneDisabled | Action::Run | Action::Completed => {
+                continue;
+            }
         };
         *counts
             .entry((step.object.kind.clone(), action))

@@ -163,14 +163,29 @@ pub fn recorded_group_kinds(parent: Option<&Value>) -> BTreeSet<GroupKind> {
         .unwrap_or_default()
 }
 
-/// Whether a live object opted out of prune with `converge.dev/prune: disabled`.
+/// Helm's keep policy: `helm.sh/resource-policy: keep`.
+const HELM_RESOURCE_POLICY: &str = "helm.sh/resource-policy";
+/// Argo CD's sync options: `Prune=false` or `Delete=false` keep an object.
+const ARGO_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
+
+/// Whether a live object opted out of prune: `converge.dev/prune: disabled`, Helm's
+/// `helm.sh/resource-policy: keep`, or Argo CD's `sync-options` with
+/// `Prune=false` or `Delete=false` (so that charts and Argo CD repositories keep
+/// what they kept there).
 pub fn prune_disabled(live: &Value) -> bool {
-    live.pointer(&format!(
-        "/metadata/annotations/{}",
-        escape_pointer(PRUNE_ANNOTATION)
-    ))
-    .and_then(Value::as_str)
-        == Some("disabled")
+    let annotation = |key: &str| {
+        live.pointer(&format!("/metadata/annotations/{}", escape_pointer(key)))
+            .and_then(Value::as_str)
+    };
+    let argo_keeps = annotation(ARGO_SYNC_OPTIONS).is_some_and(|options| {
+        options
+            .split(',')
+            .map(str::trim)
+            .any(|o| o == "Prune=false" || o == "Delete=false")
+    });
+    annotation(PRUNE_ANNOTATION) == Some("disabled")
+        || annotation(HELM_RESOURCE_POLICY) == Some("keep")
+        || argo_keeps
 }
 
 /// The KEP-3659 id: `applyset-<base64url(sha256("<name>.<namespace>.<kind>.<group>"))>-v1`.
@@ -263,5 +278,15 @@ mod tests {
         let kept = json!({"metadata": {"annotations": {PRUNE_ANNOTATION: "disabled"}}});
         assert!(prune_disabled(&kept));
         assert!(!prune_disabled(&json!({"metadata": {}})));
+        let annotated = |key: &str, value: &str| json!({"metadata": {"annotations": {key: value}}});
+        assert!(prune_disabled(&annotated(HELM_RESOURCE_POLICY, "keep")));
+        assert!(!prune_disabled(&annotated(HELM_RESOURCE_POLICY, "delete")));
+        assert!(prune_disabled(&annotated(ARGO_SYNC_OPTIONS, "Prune=false")));
+        assert!(prune_disabled(&annotated(
+            ARGO_SYNC_OPTIONS,
+            "ServerSideApply=true, Delete=false"
+        )));
+        assert!(!prune_disabled(&annotated(ARGO_SYNC_OPTIONS, "Prune=true")));
+        assert!(!prune_disabled(&annotated(PRUNE_ANNOTATION, "enabled")));
     }
 }

@@ -94,6 +94,7 @@ pub(super) async fn execute(
         progress: target.progress,
         log: SyncLog::default(),
         written,
+        at_sync_end: Vec::new(),
     };
     sequence.run(plan).await?;
     let Sequence { written, log, .. } = sequence;

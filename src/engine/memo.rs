@@ -35,6 +35,12 @@ impl Memo {
         }
     }
 
+    /// The live resourceVersion this memo was made from (after a write: the
+    /// write's own).
+    pub fn live_version(&self) -> &str {
+        &self.live_version
+    }
+
     /// Whether `resource_version` is the live version this memo was made from.
     pub fn knows(&self, resource_version: Option<&str>) -> bool {
         resource_version.is_some_and(|v| v == self.live_version)
@@ -109,7 +115,9 @@ pub(super) fn memo_seed(
                     // Proven in sync from managedFields: the live object is the answer.
                     None => Memo::in_sync(&d.manifest, d.live.as_deref()?),
                 },
-                Evaluation::Deferred | Evaluation::Recreate(_) => return None,
+                Evaluation::Deferred | Evaluation::Recreate(_) | Evaluation::Completed => {
+                    return None;
+                }
             };
             Some((object, memo))
         })

@@ -29,12 +29,14 @@ pub(crate) mod order;
 pub(crate) mod plan;
 pub(crate) mod quantity;
 pub(crate) mod recreate;
+pub(crate) mod run_once;
 mod sequence;
 pub(crate) mod takeover;
+mod target_namespace;
 
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
-pub use order::StageKind;
+pub use order::{StageKind, SyncKind};
 pub use plan::{LoadedFrom, PlanOptions, apply_rank, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
@@ -45,10 +47,11 @@ pub use lookup::Cache;
 use lookup::{fetch_and_dry_run, namespaces_created_here};
 pub use memo::Memo;
 use memo::{forget_unchanged_dry_runs, memo_seed, remember_writes};
+use target_namespace::TargetNamespace;
 
 use crate::engine::applyset::GroupKind;
 use crate::engine::plan::{Desired, Plan, PlanError};
-use crate::health::Progress;
+use crate::health::{Progress, WaitFor};
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;
@@ -74,6 +77,8 @@ pub struct RunOptions {
     pub namespace: String,
     pub prune: bool,
     pub allow_mass_prune: bool,
+    /// Create `namespace` first when it does not exist (`--create-namespace`).
+    pub create_namespace: bool,
     pub dry_run: bool,
     /// The whole set, or only the part of it the manifests are.
     pub scope: Scope,
@@ -216,12 +221,44 @@ pub struct Outcome {
     /// The sync's stages as they ran (hooks, waves); [`SyncLog::failed`] when a
     /// hook or a wave failed, and the sync stopped there.
     pub sync: SyncLog,
+    /// The namespace `create_namespace` created (or, in a dry run, would create).
+    pub created_namespace: Option<String>,
 }
 
 impl Outcome {
     /// Why the sync stopped, when a hook or a wave failed.
     pub fn failure(&self) -> Option<&Failure> {
         self.sync.failed.as_ref()
+    }
+
+    /// The desired objects to wait for after the run (`apply --wait`): a Job this
+    /// run wrote is followed from the version its write returned, so that one
+    /// that completes and is deleted by its TTL before a list could see it counts
+    /// as completed; the rest are listed with their kind.
+    pub fn wait_list(&self) -> Vec<WaitFor> {
+        let written = |step: &plan::Step| {
+            matches!(
+                step.action,
+                plan::Action::Create | plan::Action::Configure | plan::Action::Recreate
+            )
+        };
+        self.plan
+            .steps
+            .iter()
+            .filter(|s| s.manifest.is_some() && !s.placement.is_hook())
+            .map(|step| {
+                let object = step.object.clone();
+                let is_job = object.group == "batch" && object.kind == "Job";
+                let since = match (
+                    self.applied && is_job && written(step),
+                    self.memo.get(&object),
+                ) {
+                    (true, Some(memo)) => Some(memo.live_version().to_string()),
+                    _ => None,
+                };
+                WaitFor { object, since }
+            })
+            .collect()
     }
 }
 
@@ -269,19 +306,53 @@ impl Engine {
             .await
     }
 
+    /// The run in its target namespace: created first when asked and missing, and
+    /// deleted again when the revision is then refused.
     async fn run_inner(
         &self,
         manifests: Vec<Manifest>,
         options: &RunOptions,
         cache: Option<Cache<'_>>,
     ) -> Result<Outcome, EngineError> {
+        let target = match options.create_namespace {
+            true => {
+                let (client, namespace) = (&self.client, &options.namespace);
+                target_namespace::ensure(client, namespace, &options.name, options.dry_run).await?
+            }
+            false => TargetNamespace::Exists,
+        };
+        let result = self.run_in(manifests, options, cache, &target).await;
+        if let (Err(error), TargetNamespace::Created { uid }) = (&result, &target) {
+            if target_namespace::refuses_revision(error) {
+                target_namespace::undo(&self.client, &options.namespace, uid).await;
+            }
+        }
+        result.map(|mut outcome| {
+            outcome.created_namespace = match target {
+                TargetNamespace::Exists => None,
+                _ => Some(options.namespace.clone()),
+            };
+            outcome
+        })
+    }
+
+    async fn run_in(
+        &self,
+        manifests: Vec<Manifest>,
+        options: &RunOptions,
+        cache: Option<Cache<'_>>,
+        target: &TargetNamespace,
+    ) -> Result<Outcome, EngineError> {
         let client = &self.client;
         let applyset = ApplySet::new(&options.name, &options.namespace);
         let resolved = self
             .resolve_refreshing(manifests, &options.namespace, &applyset)
             .await?;
-        let new_namespaces = namespaces_created_here(client, &resolved, cache.as_ref()).await?;
-        let desired = fetch_and_dry_run(
+        let mut new_namespaces = namespaces_created_here(client, &resolved, cache.as_ref()).await?;
+        if *target == TargetNamespace::WouldCreate {
+            new_namespaces.insert(options.namespace.clone());
+        }
+        let mut desired = fetch_and_dry_run(
             client,
             resolved,
             &new_namespaces,
@@ -289,6 +360,7 @@ impl Engine {
             &options.drift,
         )
         .await?;
+        let jobs = run_once::settle(client, &applyset, &mut desired).await?;
         // A cache exists only after a successful run, which wrote the parent.
         let recorded = match &cache {
             Some(cache) => Some(cache.recorded.clone()),
@@ -312,18 +384,27 @@ impl Engine {
             prune: options.prune && scope.is_full(),
             allow_mass_prune: options.allow_mass_prune,
         };
-        let plan = plan::plan(desired, &owned, plan_options)?;
+        // Helm's install hooks run at the first sync, its upgrade hooks at later ones.
+        let sync = match recorded {
+            Some(_) => SyncKind::Upgrade,
+            None => SyncKind::Install,
+        };
+        let plan = plan::plan(desired, &owned, plan_options)?.at(sync);
         forget_unchanged_dry_runs(&plan, &mut memo);
         if options.dry_run && plan.has_changes() {
             validate_hooks(client, &self.discovery, &plan, &new_namespaces).await?;
         }
         if options.dry_run || !plan.has_changes() {
+            if !options.dry_run {
+                run_once::remember(client, &applyset, jobs, &plan, &[], scope).await?;
+            }
             return Ok(Outcome {
                 plan,
                 applied: false,
                 memo,
                 member_kinds: kinds,
                 sync: SyncLog::default(),
+                created_namespace: None,
             });
         }
         let target = Target {
@@ -336,6 +417,7 @@ impl Engine {
         };
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;
+        run_once::remember(client, &applyset, jobs, &plan, &written, scope).await?;
         remember_writes(&plan, written, &mut memo);
         let member_kinds = match scope {
             Scope::Targeted { .. } => kinds,
@@ -347,6 +429,7 @@ impl Engine {
             memo,
             member_kinds,
             sync: log,
+            created_namespace: None,
         })
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Pure: unit-tested here; [`crate::engine::sequence`] carries the stages out.
 
-use crate::engine::plan::{Action, Step, is_first_stage};
+use crate::engine::plan::{Action, Step, apply_rank, is_first_stage};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,12 +79,73 @@ impl fmt::Display for DeleteWhen {
     }
 }
 
+/// Whose annotations made an object a hook. Each runs as its own tool runs it, so
+/// that a chart or an Argo CD repository behaves as it did there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// `converge.dev/hook`: Helm's run (one hook at a time, deletions at the end of
+    /// the phase), ordered by weight, kind, then name.
+    Converge,
+    /// `argocd.argoproj.io/hook`: the hooks of one wave created together and waited
+    /// for together; `HookSucceeded`/`HookFailed` once the whole sync succeeded or
+    /// failed; every phase at every sync.
+    ArgoCd,
+    /// `helm.sh/hook`: one hook at a time by weight, then name (Helm's own sort);
+    /// `hook-succeeded` once the whole phase succeeded, in reverse order;
+    /// `*-install` hooks at the first sync only, `*-upgrade` hooks at later ones.
+    Helm,
+}
+
+impl Dialect {
+    /// Whether a phase's hooks of this dialect are deleted by policy only when the
+    /// whole sync ends (Argo CD), rather than when their phase ends.
+    pub fn deletes_at_sync_end(self) -> bool {
+        self == Dialect::ArgoCd
+    }
+}
+
+/// Whether a sync installs the ApplySet (it has no parent yet: the first sync) or
+/// upgrades it. Helm's `pre-install` and `pre-upgrade` hooks tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncKind {
+    Install,
+    Upgrade,
+}
+
+/// At which syncs a hook runs in one of its phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Occasion {
+    Every,
+    Only(SyncKind),
+}
+
+impl Occasion {
+    fn includes(self, sync: SyncKind) -> bool {
+        match self {
+            Occasion::Every => true,
+            Occasion::Only(only) => only == sync,
+        }
+    }
+
+    /// Both occasions together.
+    fn or(self, other: Occasion) -> Occasion {
+        match (self, other) {
+            (Occasion::Only(a), Occasion::Only(b)) if a == b => self,
+            _ => Occasion::Every,
+        }
+    }
+}
+
 /// An object that runs as a step of the sync rather than being live state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
-    /// At least one.
-    pub phases: BTreeSet<Phase>,
+    /// At least one, each with the syncs it runs at.
+    pub phases: BTreeMap<Phase, Occasion>,
     pub delete: BTreeSet<DeleteWhen>,
+    pub dialect: Dialect,
 }
 
 impl Hook {
@@ -94,7 +155,27 @@ impl Hook {
 
     /// The phase it is listed under in a plan: its first.
     pub fn first_phase(&self) -> Phase {
-        self.phases.first().copied().unwrap_or(Phase::Sync)
+        self.phases.keys().next().copied().unwrap_or(Phase::Sync)
+    }
+
+    /// The phases, for reports.
+    pub fn phase_list(&self) -> Vec<Phase> {
+        self.phases.keys().copied().collect()
+    }
+
+    /// The hook as it runs at a sync of `sync`: only its phases that run then;
+    /// `None` when it does not run at all.
+    pub fn at(&self, sync: SyncKind) -> Option<Hook> {
+        let phases: BTreeMap<Phase, Occasion> = self
+            .phases
+            .iter()
+            .filter(|(_, occasion)| occasion.includes(sync))
+            .map(|(phase, occasion)| (*phase, *occasion))
+            .collect();
+        (!phases.is_empty()).then(|| Hook {
+            phases,
+            ..self.clone()
+        })
     }
 }
 
@@ -129,13 +210,13 @@ pub fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
         .and_then(Value::as_object);
     let get = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
     let hook = match (get(HOOK), get(ARGO_HOOK), get(HELM_HOOK)) {
-        (Some(value), _, _) => converge_phases(value)?,
+        (Some(value), _, _) => converge_phases(value)?.map(|p| (every(p), Dialect::Converge)),
         (None, Some(value), _) => match argo_phases(value)? {
-            Some(phases) => Some(phases),
+            Some(phases) => Some((every(phases), Dialect::ArgoCd)),
             None => return Ok(Role::Skipped(format!("{ARGO_HOOK}: {value}"))),
         },
         (None, None, Some(value)) => match helm_phases(value) {
-            Some(phases) => Some(phases),
+            Some(phases) => Some((phases, Dialect::Helm)),
             None => {
                 return Ok(Role::Skipped(format!(
                     "{HELM_HOOK}: {value} (hooks a sync never runs)"
@@ -153,9 +234,10 @@ pub fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
         None => 0,
     };
     let hook = match hook {
-        Some(phases) => Some(Hook {
+        Some((phases, dialect)) => Some(Hook {
             phases,
             delete: delete_policy(&get)?,
+            dialect,
         }),
         None => None,
     };
@@ -238,16 +320,31 @@ fn argo_phases(value: &str) -> Result<Option<BTreeSet<Phase>>, String> {
     Ok((!phases.is_empty()).then_some(phases))
 }
 
-/// Helm's hooks that a sync runs; `None` when there are none (`test`, `pre-delete`,
-/// `post-rollback`, …: Helm runs those on commands converge does not have).
-fn helm_phases(value: &str) -> Option<BTreeSet<Phase>> {
-    let phases: BTreeSet<Phase> = split(value)
-        .filter_map(|word| match word {
-            "pre-install" | "pre-upgrade" => Some(Phase::PreSync),
-            "post-install" | "post-upgrade" => Some(Phase::PostSync),
-            _ => None,
-        })
-        .collect();
+/// Phases that run at every sync.
+fn every(phases: BTreeSet<Phase>) -> BTreeMap<Phase, Occasion> {
+    phases.into_iter().map(|p| (p, Occasion::Every)).collect()
+}
+
+/// Helm's hooks that a sync runs, with the syncs they run at; `None` when there are
+/// none (`test`, `pre-delete`, `post-rollback`, …: Helm runs those on commands
+/// converge does not have).
+fn helm_phases(value: &str) -> Option<BTreeMap<Phase, Occasion>> {
+    use SyncKind::{Install, Upgrade};
+    let mut phases: BTreeMap<Phase, Occasion> = BTreeMap::new();
+    for word in split(value) {
+        let (phase, sync) = match word {
+            "pre-install" => (Phase::PreSync, Install),
+            "pre-upgrade" => (Phase::PreSync, Upgrade),
+            "post-install" => (Phase::PostSync, Install),
+            "post-upgrade" => (Phase::PostSync, Upgrade),
+            _ => continue,
+        };
+        let occasion = Occasion::Only(sync);
+        phases
+            .entry(phase)
+            .and_modify(|o| *o = o.or(occasion))
+            .or_insert(occasion);
+    }
     (!phases.is_empty()).then_some(phases)
 }
 
@@ -291,8 +388,8 @@ pub fn generate_name_outside_hook() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "stage", rename_all = "kebab-case")]
 pub enum StageKind {
-    /// The hooks of one phase with one weight (pre-sync, post-sync, sync-fail).
-    Hooks { phase: Phase, weight: i32 },
+    /// The hooks of one phase (pre-sync, post-sync, sync-fail), by weight.
+    Hooks { phase: Phase },
     /// One wave: its objects (by kind rank) and its sync hooks.
     Wave { wave: i32 },
 }
@@ -323,10 +420,10 @@ pub struct Stage<'a> {
     pub wait: Wait,
 }
 
-impl Stage<'_> {
+impl<'a> Stage<'a> {
     /// The steps to write (the first-stage objects, Namespaces and CRDs, are written
     /// before every stage and left out).
-    pub fn writes(&self) -> impl Iterator<Item = &Step> {
+    pub fn writes(&self) -> impl Iterator<Item = &'a Step> + '_ {
         self.steps.iter().copied().filter(|s| {
             !s.placement.is_hook()
                 && matches!(
@@ -338,8 +435,26 @@ impl Stage<'_> {
     }
 
     /// The hooks it runs.
-    pub fn hooks(&self) -> impl Iterator<Item = &Step> {
+    pub fn hooks(&self) -> impl Iterator<Item = &'a Step> + '_ {
         self.steps.iter().copied().filter(|s| s.placement.is_hook())
+    }
+
+    /// Its hooks in the groups that run together, in order: each created, then
+    /// waited for until it completes, before the next group starts. Argo CD's hooks
+    /// of one weight form one group (Argo CD runs a wave's hooks together); every
+    /// other hook runs alone (Helm runs one at a time).
+    pub fn batches(&self) -> Vec<Vec<&'a Step>> {
+        let mut batches: Vec<Vec<&'a Step>> = Vec::new();
+        for step in self.hooks() {
+            let joins = |last: &&Step| {
+                is_argo(last) && is_argo(step) && last.placement.wave == step.placement.wave
+            };
+            match batches.last_mut() {
+                Some(batch) if batch.last().is_some_and(joins) => batch.push(step),
+                _ => batches.push(vec![step]),
+            }
+        }
+        batches
     }
 
     fn is_empty(&self) -> bool {
@@ -357,19 +472,46 @@ pub struct Stages<'a> {
     pub on_failure: Vec<Stage<'a>>,
 }
 
+fn is_argo(step: &Step) -> bool {
+    step.placement
+        .hook
+        .as_ref()
+        .is_some_and(|h| h.dialect == Dialect::ArgoCd)
+}
+
+/// The order of the hooks within a phase: by weight, then as their tool orders
+/// them. Helm sorts by name within a weight (its install order by kind only breaks
+/// ties of names); converge and Argo CD by kind, then name.
+fn hook_order(step: &Step) -> (i32, String, u16) {
+    let name = match step.object.name.as_str() {
+        "" => step
+            .manifest
+            .as_ref()
+            .and_then(|m| m.generate_name())
+            .unwrap_or_default(),
+        name => name,
+    }
+    .to_string();
+    let rank = apply_rank(&step.object.group, &step.object.kind);
+    match step.placement.hook.as_ref().map(|h| h.dialect) {
+        Some(Dialect::Helm) => (step.placement.wave, name, rank),
+        _ => (step.placement.wave, format!("{rank:05}/{name}"), 0),
+    }
+}
+
 impl<'a> Stages<'a> {
     pub fn of(steps: &'a [Step]) -> Self {
-        let mut hooks: BTreeMap<(Phase, i32), Vec<&Step>> = BTreeMap::new();
+        let mut hooks: BTreeMap<Phase, Vec<&Step>> = BTreeMap::new();
         let mut waves: BTreeMap<i32, Vec<&Step>> = BTreeMap::new();
         for step in steps.iter().filter(|s| s.manifest.is_some()) {
             let wave = step.placement.wave;
             match &step.placement.hook {
                 None => waves.entry(wave).or_default().push(step),
                 Some(hook) => {
-                    for &phase in &hook.phases {
+                    for &phase in hook.phases.keys() {
                         match phase {
                             Phase::Sync => waves.entry(wave).or_default().push(step),
-                            phase => hooks.entry((phase, wave)).or_default().push(step),
+                            phase => hooks.entry(phase).or_default().push(step),
                         }
                     }
                 }
@@ -383,8 +525,9 @@ impl<'a> Stages<'a> {
         let mut run = Vec::new();
         let mut on_failure = Vec::new();
         let mut post = Vec::new();
-        for ((phase, weight), steps) in hooks {
-            let s = stage(StageKind::Hooks { phase, weight }, steps);
+        for (phase, mut steps) in hooks {
+            steps.sort_by_cached_key(|s| hook_order(s));
+            let s = stage(StageKind::Hooks { phase }, steps);
             match phase {
                 Phase::PreSync => run.push(s),
                 Phase::PostSync => post.push(s),
@@ -443,9 +586,26 @@ mod tests {
     }
 
     fn hook(phases: &[Phase], delete: &[DeleteWhen]) -> Option<Hook> {
+        dialect_hook(Dialect::Converge, phases, delete)
+    }
+
+    fn argo(phases: &[Phase], delete: &[DeleteWhen]) -> Option<Hook> {
+        dialect_hook(Dialect::ArgoCd, phases, delete)
+    }
+
+    fn dialect_hook(dialect: Dialect, phases: &[Phase], delete: &[DeleteWhen]) -> Option<Hook> {
+        Some(Hook {
+            phases: phases.iter().map(|p| (*p, Occasion::Every)).collect(),
+            delete: delete.iter().copied().collect(),
+            dialect,
+        })
+    }
+
+    fn helm(phases: &[(Phase, Occasion)], delete: &[DeleteWhen]) -> Option<Hook> {
         Some(Hook {
             phases: phases.iter().copied().collect(),
             delete: delete.iter().copied().collect(),
+            dialect: Dialect::Helm,
         })
     }
 
@@ -497,18 +657,18 @@ mod tests {
         let p = placed(json!({ARGO_HOOK: "PreSync", ARGO_WAVE: "2",
             ARGO_DELETE_POLICY: "HookSucceeded"}));
         assert_eq!(p.wave, 2);
-        assert_eq!(p.hook, hook(&[PreSync], &[HookSucceeded]));
+        assert_eq!(p.hook, argo(&[PreSync], &[HookSucceeded]));
         assert_eq!(
             placed(json!({ARGO_HOOK: "Sync"})).hook,
-            hook(&[Sync], &[BeforeHookCreation])
+            argo(&[Sync], &[BeforeHookCreation])
         );
         assert_eq!(
             placed(json!({ARGO_HOOK: "PostSync"})).hook,
-            hook(&[PostSync], &[BeforeHookCreation])
+            argo(&[PostSync], &[BeforeHookCreation])
         );
         assert_eq!(
             placed(json!({ARGO_HOOK: "SyncFail"})).hook,
-            hook(&[SyncFail], &[BeforeHookCreation])
+            argo(&[SyncFail], &[BeforeHookCreation])
         );
         assert!(matches!(
             role_of(json!({ARGO_HOOK: "Skip"})),
@@ -533,19 +693,38 @@ mod tests {
             HELM_DELETE_POLICY: "before-hook-creation,hook-succeeded"}),
         );
         assert_eq!(p.wave, -5);
+        let every = Occasion::Every;
         assert_eq!(
             p.hook,
-            hook(&[PreSync], &[BeforeHookCreation, HookSucceeded])
+            helm(&[(PreSync, every)], &[BeforeHookCreation, HookSucceeded])
         );
+        let install = Occasion::Only(SyncKind::Install);
+        let upgrade = Occasion::Only(SyncKind::Upgrade);
         assert_eq!(
             placed(json!({HELM_HOOK: "post-install"})).hook,
-            hook(&[PostSync], &[BeforeHookCreation])
+            helm(&[(PostSync, install)], &[BeforeHookCreation])
         );
         // Unsupported types are dropped; with none left, the object is skipped.
         assert_eq!(
             placed(json!({HELM_HOOK: "pre-delete,post-upgrade"})).hook,
-            hook(&[PostSync], &[BeforeHookCreation])
+            helm(&[(PostSync, upgrade)], &[BeforeHookCreation])
         );
+        let mixed = placed(json!({HELM_HOOK: "pre-install,post-upgrade,post-install"})).hook;
+        assert_eq!(
+            mixed,
+            helm(
+                &[(PreSync, install), (PostSync, every)],
+                &[BeforeHookCreation]
+            )
+        );
+        let at_upgrade = mixed.as_ref().and_then(|h| h.at(SyncKind::Upgrade));
+        assert_eq!(
+            at_upgrade,
+            helm(&[(PostSync, every)], &[BeforeHookCreation]),
+            "pre-install does not run at an upgrade"
+        );
+        let only_upgrade = placed(json!({HELM_HOOK: "pre-upgrade"})).hook;
+        assert_eq!(only_upgrade.and_then(|h| h.at(SyncKind::Install)), None);
         for value in [
             "test",
             "test-success",
@@ -633,8 +812,7 @@ mod tests {
         assert_eq!(
             summary(&stages.run),
             [
-                "pre-sync hooks: schema",
-                "pre-sync hooks: migrate",
+                "pre-sync hooks: schema migrate",
                 "wave 0 (wait): config",
                 "wave 1 (wait): web seed",
                 "post-sync hooks: smoke"
@@ -684,6 +862,70 @@ mod tests {
             step("b", Action::Create, json!({WAVE: "1"})),
         ];
         assert!(Stages::is_ordered(&steps));
+    }
+
+    fn batch_names(stage: &Stage) -> Vec<String> {
+        stage
+            .batches()
+            .iter()
+            .map(|b| {
+                let names: Vec<&str> = b.iter().map(|s| s.object.name.as_str()).collect();
+                names.join("+")
+            })
+            .collect()
+    }
+
+    fn with_kind(mut step: Step, kind: &str) -> Step {
+        step.object.kind = kind.into();
+        step
+    }
+
+    #[test]
+    fn helm_hooks_run_one_at_a_time_by_weight_then_name() {
+        let helm = |weight: &str| json!({HELM_HOOK: "post-install", HELM_WEIGHT: weight});
+        let steps = vec![
+            step("web-job", Action::Run, helm("1")),
+            with_kind(step("web-sa", Action::Run, helm("-5")), "ServiceAccount"),
+            with_kind(step("web-role", Action::Run, helm("-5")), "Role"),
+            with_kind(step("web-rb", Action::Run, helm("-5")), "RoleBinding"),
+        ];
+        let stages = Stages::of(&steps);
+        assert_eq!(
+            batch_names(&stages.run[0]),
+            ["web-rb", "web-role", "web-sa", "web-job"],
+            "Helm sorts by weight, then name"
+        );
+    }
+
+    #[test]
+    fn converge_hooks_run_one_at_a_time_by_weight_kind_then_name() {
+        let ours = |weight: &str| json!({HOOK: "post-sync", WAVE: weight});
+        let steps = vec![
+            step("web-job", Action::Run, ours("1")),
+            with_kind(step("web-sa", Action::Run, ours("-5")), "ServiceAccount"),
+            with_kind(step("web-role", Action::Run, ours("-5")), "Role"),
+            with_kind(step("web-rb", Action::Run, ours("-5")), "RoleBinding"),
+        ];
+        let stages = Stages::of(&steps);
+        assert_eq!(
+            batch_names(&stages.run[0]),
+            ["web-sa", "web-role", "web-rb", "web-job"]
+        );
+    }
+
+    #[test]
+    fn argo_cd_hooks_of_one_wave_run_together() {
+        let argo = |wave: &str| json!({ARGO_HOOK: "PreSync", ARGO_WAVE: wave});
+        let steps = vec![
+            step("b", Action::Run, argo("0")),
+            step("a", Action::Run, argo("0")),
+            step("c", Action::Run, argo("1")),
+            step("d", Action::Run, json!({HOOK: "pre-sync", WAVE: "1"})),
+        ];
+        let stages = Stages::of(&steps);
+        assert_eq!(batch_names(&stages.run[0]), ["a+b", "c", "d"]);
+        assert!(Dialect::ArgoCd.deletes_at_sync_end());
+        assert!(!Dialect::Helm.deletes_at_sync_end());
     }
 
     #[test]

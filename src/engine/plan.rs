@@ -7,7 +7,7 @@
 use crate::engine::applyset;
 use crate::engine::diff::{self, ObjectDiff};
 use crate::engine::ignore::Ignored;
-use crate::engine::order::{self, Phase, Placement};
+use crate::engine::order::{self, Phase, Placement, SyncKind};
 use crate::engine::takeover::Takeover;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
@@ -34,6 +34,9 @@ pub enum Action {
     /// A hook: created (again) in its phase when the sync writes something, and
     /// waited for until it completes.
     Run,
+    /// A run-once Job that completed and was deleted since (its TTL): not created
+    /// again until its manifest changes.
+    Completed,
 }
 
 impl fmt::Display for Action {
@@ -47,6 +50,7 @@ impl fmt::Display for Action {
             Action::KeepPruneDisabled => "kept (prune disabled)",
             Action::Recreate => "recreated",
             Action::Run => "runs",
+            Action::Completed => "completed",
         })
     }
 }
@@ -139,6 +143,9 @@ pub enum Evaluation {
     /// An immutable field changed and re-creating is allowed: what the server says
     /// the new object will be (a dry-run create).
     Recreate(Value),
+    /// A run-once Job that completed with this manifest and is gone since
+    /// ([`crate::engine::run_once`]): nothing to do.
+    Completed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +230,8 @@ pub struct Counts {
     pub recreated: usize,
     /// Hooks that run when the sync writes something.
     pub hooks: usize,
+    /// Run-once Jobs that completed and are gone: not created again.
+    pub completed: usize,
 }
 
 impl Plan {
@@ -237,6 +246,7 @@ impl Plan {
                 Action::KeepPruneDisabled => counts.kept += 1,
                 Action::Recreate => counts.recreated += 1,
                 Action::Run => counts.hooks += 1,
+                Action::Completed => counts.completed += 1,
             }
         }
         counts
@@ -254,6 +264,23 @@ impl Plan {
     /// Whether the plan has hooks or more than one wave: its output shows them.
     pub fn is_ordered(&self) -> bool {
         order::Stages::is_ordered(&self.steps)
+    }
+
+    /// The plan as it runs at a sync of `sync`: Helm's `*-install` hooks only at
+    /// the first sync, `*-upgrade` hooks only at later ones; a hook left with no
+    /// phase is not part of it.
+    pub fn at(mut self, sync: SyncKind) -> Plan {
+        self.steps.retain_mut(|step| match &step.placement.hook {
+            None => true,
+            Some(hook) => match hook.at(sync) {
+                Some(runs) => {
+                    step.placement.hook = Some(runs);
+                    true
+                }
+                None => false,
+            },
+        });
+        self
     }
 
     /// Whether applying the plan would write anything.
@@ -330,6 +357,17 @@ fn desired_step(desired: Desired) -> Step {
             placement,
         };
     }
+    if matches!(desired.dry_run, Evaluation::Completed) && desired.live.is_none() {
+        return Step {
+            object,
+            action: Action::Completed,
+            diff: None,
+            manifest: Some(desired.manifest),
+            live_uid: None,
+            takeover: None,
+            placement,
+        };
+    }
     let live_uid = desired.live.as_deref().and_then(uid_of);
     // What the object would become: the server's answer when it has one, else our
     // manifest as written (only for objects the server cannot evaluate yet).
@@ -338,7 +376,7 @@ fn desired_step(desired: Desired) -> Step {
         Evaluation::Server(target) | Evaluation::Recreate(target) => {
             compare(&object, desired.live.as_deref(), target, &desired.ignored)
         }
-        Evaluation::InSync | Evaluation::Deferred => {
+        Evaluation::InSync | Evaluation::Deferred | Evaluation::Completed => {
             let target = Value::Object(desired.manifest.body.clone());
             compare(&object, desired.live.as_deref(), &target, &desired.ignored)
         }

@@ -9,7 +9,7 @@ use super::execute::{apply_all, delete, group_by_rank, object_path, prune};
 use super::{EngineError, StageProgress, api_error};
 use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait, is_live_hook};
 use crate::engine::plan::{Plan, Step};
-use crate::health::{self, State, WaitOptions, WaitOutcome};
+use crate::health::{self, State, WaitFor, WaitOptions, WaitOutcome};
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::ObjectRef;
 use serde::Serialize;
@@ -75,15 +75,48 @@ pub(super) struct Sequence<'a> {
     pub(super) progress: Option<&'a StageProgress>,
     pub(super) log: SyncLog,
     pub(super) written: Vec<(ObjectRef, Value)>,
+    /// Argo CD hooks that ran: their delete policies apply when the sync ends.
+    pub(super) at_sync_end: Vec<Ran<'a>>,
 }
 
-impl Sequence<'_> {
+/// A hook instance that ran, and how it ended.
+#[derive(Clone)]
+pub(super) struct Ran<'a> {
+    object: ObjectRef,
+    uid: Option<String>,
+    step: &'a Step,
+    succeeded: bool,
+    /// The index of its stage in [`SyncLog::stages`], where deletions are recorded.
+    stage: usize,
+}
+
+impl Ran<'_> {
+    fn deletes(&self, when: DeleteWhen) -> bool {
+        self.step
+            .placement
+            .hook
+            .as_ref()
+            .is_some_and(|h| h.deletes(when))
+    }
+
+    fn at_sync_end(&self) -> bool {
+        self.step
+            .placement
+            .hook
+            .as_ref()
+            .is_some_and(|h| h.dialect.deletes_at_sync_end())
+    }
+}
+
+impl<'a> Sequence<'a> {
     /// Runs every stage, prunes before the post-sync hooks, and runs the sync-fail
     /// hooks when a stage fails (then the error, or [`SyncLog::failed`], says why).
-    pub(super) async fn run(&mut self, plan: &Plan) -> Result<(), EngineError> {
+    /// Argo CD's hooks are deleted by policy last, by how the whole sync ended.
+    pub(super) async fn run(&mut self, plan: &'a Plan) -> Result<(), EngineError> {
         let stages = Stages::of(&plan.steps);
         let result = self.run_stages(plan, &stages.run).await;
-        if result.is_err() || self.log.failed.is_some() {
+        let failed = result.is_err() || self.log.failed.is_some();
+        if failed {
             for stage in &stages.on_failure {
                 match self.run_stage(stage).await {
                     Ok(None) => {}
@@ -92,16 +125,26 @@ impl Sequence<'_> {
                 }
             }
         }
+        let when = match failed {
+            true => DeleteWhen::HookFailed,
+            false => DeleteWhen::HookSucceeded,
+        };
+        let mut ran = std::mem::take(&mut self.at_sync_end);
+        ran.retain(|r| r.deletes(when));
+        self.delete_ran(ran, when).await;
         result
     }
 
-    async fn run_stages(&mut self, plan: &Plan, stages: &[Stage<'_>]) -> Result<(), EngineError> {
+    async fn run_stages(
+        &mut self,
+        plan: &'a Plan,
+        stages: &[Stage<'a>],
+    ) -> Result<(), EngineError> {
         let post_sync = |s: &Stage| {
             matches!(
                 s.kind,
                 StageKind::Hooks {
-                    phase: Phase::PostSync,
-                    ..
+                    phase: Phase::PostSync
                 }
             )
         };
@@ -123,51 +166,155 @@ impl Sequence<'_> {
         Ok(())
     }
 
-    /// Writes a stage, creates its hooks and waits for what must be healthy; the
-    /// failure, if something is not.
-    async fn run_stage(&mut self, stage: &Stage<'_>) -> Result<Option<Failure>, EngineError> {
+    /// Runs one stage; the failure, if something in it is not healthy.
+    async fn run_stage(&mut self, stage: &Stage<'a>) -> Result<Option<Failure>, EngineError> {
         info!(stage = %stage.kind, "sync stage");
-        let writes: Vec<&Step> = stage.writes().collect();
-        let mut written = writes.len();
-        for rank in group_by_rank(&writes) {
-            let answers = apply_all(self.client, self.discovery, &rank).await?;
-            self.written.extend(answers);
-        }
-        let mut hooks = Vec::new();
-        for step in stage.hooks() {
-            hooks.push((self.create_hook(step).await?, step));
-            written += 1;
-        }
-        let mut waiting: Vec<ObjectRef> = match stage.wait {
-            Wait::All => stage
-                .steps
-                .iter()
-                .filter(|s| !s.placement.is_hook())
-                .map(|s| s.object.clone())
-                .collect(),
-            Wait::Hooks => Vec::new(),
-        };
-        waiting.extend(hooks.iter().map(|(object, _)| object.clone()));
-        let mut run = StageRun {
+        self.log.stages.push(StageRun {
             kind: stage.kind,
-            written,
-            hooks: hooks.iter().map(|(o, _)| o.to_string()).collect(),
+            written: 0,
+            hooks: Vec::new(),
             waited: None,
             deleted: Vec::new(),
+        });
+        let ran = match stage.kind {
+            StageKind::Wave { .. } => self.run_wave(stage).await?,
+            StageKind::Hooks { .. } => self.run_hooks(stage).await?,
         };
-        if !waiting.is_empty() {
-            let waited = self.wait(stage.kind, &waiting).await;
-            run.deleted = self.apply_delete_policies(&hooks, &waited).await;
-            run.waited = Some(waited);
-        }
-        let failure = run.waited.as_ref().and_then(|w| failure(stage.kind, w));
-        self.log.stages.push(run);
+        let (sync_end, phase_end): (Vec<Ran>, Vec<Ran>) =
+            ran.into_iter().partition(Ran::at_sync_end);
+        self.at_sync_end.extend(sync_end);
+        let waited = self.current().waited.clone();
+        let failure = waited.as_ref().and_then(|w| failure(stage.kind, w));
+        self.delete_at_phase_end(phase_end, failure.is_none()).await;
         Ok(failure)
+    }
+
+    /// A wave: its objects by kind rank, then its sync hooks, all waited for
+    /// together (the objects only when a later stage depends on them).
+    async fn run_wave(&mut self, stage: &Stage<'a>) -> Result<Vec<Ran<'a>>, EngineError> {
+        let writes: Vec<&Step> = stage.writes().collect();
+        let mut jobs = Vec::new();
+        for rank in group_by_rank(&writes) {
+            let answers = apply_all(self.client, self.discovery, &rank).await?;
+            jobs.extend(answers.iter().filter_map(|(o, a)| followed(o, a)));
+            self.written.extend(answers);
+        }
+        self.current().written += writes.len();
+        let mut waiting = Vec::new();
+        if stage.wait == Wait::All {
+            let objects = stage.steps.iter().filter(|s| !s.placement.is_hook());
+            waiting = objects
+                .map(|s| match jobs.iter().find(|j| j.object == s.object) {
+                    Some(job) => job.clone(),
+                    None => WaitFor::listed(s.object.clone()),
+                })
+                .collect();
+        }
+        let hooks: Vec<&Step> = stage.hooks().collect();
+        self.run_batch(stage.kind, &hooks, waiting).await
+    }
+
+    /// A phase's hooks, batch by batch ([`Stage::batches`]); the first batch that
+    /// fails ends the phase.
+    async fn run_hooks(&mut self, stage: &Stage<'a>) -> Result<Vec<Ran<'a>>, EngineError> {
+        let mut ran = Vec::new();
+        for batch in stage.batches() {
+            let outcome = self.run_batch(stage.kind, &batch, Vec::new()).await?;
+            let failed = outcome.iter().any(|r| !r.succeeded);
+            ran.extend(outcome);
+            if failed {
+                break;
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Creates `hooks` one after the other, then waits for them (and `others`)
+    /// until they are done; records it all in the current stage's run.
+    async fn run_batch(
+        &mut self,
+        kind: StageKind,
+        hooks: &[&'a Step],
+        mut waiting: Vec<WaitFor>,
+    ) -> Result<Vec<Ran<'a>>, EngineError> {
+        let mut created = Vec::new();
+        for step in hooks {
+            let hook = self.create_hook(step).await?;
+            self.current().hooks.push(hook.object.to_string());
+            self.current().written += 1;
+            waiting.push(hook.clone());
+            created.push((hook.object, *step));
+        }
+        if waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        let waited = self.wait(kind, &waiting).await;
+        let index = self.log.stages.len() - 1;
+        let ran = created
+            .into_iter()
+            .map(|(object, step)| {
+                let result = waited.objects.iter().find(|o| o.object == object);
+                Ran {
+                    uid: result.and_then(|r| r.live.as_deref()).and_then(uid_of),
+                    succeeded: result.is_some_and(|r| r.health.state == State::Ready),
+                    object,
+                    step,
+                    stage: index,
+                }
+            })
+            .collect();
+        let run = self.current();
+        run.waited = Some(match run.waited.take() {
+            Some(before) => before.followed_by(waited),
+            None => waited,
+        });
+        Ok(ran)
+    }
+
+    /// The run of the stage being carried out.
+    fn current(&mut self) -> &mut StageRun {
+        let last = self.log.stages.len() - 1;
+        &mut self.log.stages[last]
+    }
+
+    /// Helm's deletions when a phase ends: on success every `hook-succeeded` hook,
+    /// in reverse order; on failure the failed hook if `hook-failed`, then the
+    /// ones that succeeded before it if `hook-succeeded`.
+    async fn delete_at_phase_end(&mut self, ran: Vec<Ran<'a>>, succeeded: bool) {
+        use DeleteWhen::{HookFailed, HookSucceeded};
+        if succeeded {
+            let done = ran.into_iter().rev().filter(|r| r.deletes(HookSucceeded));
+            return self.delete_ran(done.collect(), HookSucceeded).await;
+        }
+        let (done, failed): (Vec<Ran>, Vec<Ran>) = ran.into_iter().partition(|r| r.succeeded);
+        let failed = failed.into_iter().filter(|r| r.deletes(HookFailed));
+        self.delete_ran(failed.collect(), HookFailed).await;
+        let done = done.into_iter().filter(|r| r.deletes(HookSucceeded));
+        self.delete_ran(done.collect(), HookSucceeded).await;
+    }
+
+    /// Deletes hook instances that ran, in the order given; records each in its
+    /// stage's run.
+    async fn delete_ran(&mut self, ran: Vec<Ran<'a>>, when: DeleteWhen) {
+        for hook in ran {
+            let Some(uid) = hook.uid.clone() else {
+                continue;
+            };
+            match delete(self.client, self.discovery, &hook.object, uid).await {
+                Ok(()) => {
+                    info!(object = %hook.object, policy = %when, "hook deleted");
+                    self.log.stages[hook.stage]
+                        .deleted
+                        .push(hook.object.to_string());
+                }
+                Err(error) => warn!(object = %hook.object, %error, "could not delete the hook"),
+            }
+        }
     }
 
     /// Waits until every object is healthy, one failed, or the stage's time is up;
     /// explains what is not healthy.
-    async fn wait(&self, stage: StageKind, objects: &[ObjectRef]) -> WaitOutcome {
+    async fn wait(&self, stage: StageKind, objects: &[WaitFor]) -> WaitOutcome {
         let options = WaitOptions {
             timeout: self.timeout,
         };
@@ -192,11 +339,11 @@ impl Sequence<'_> {
         waited
     }
 
-    /// Creates one hook (its previous instance deleted first, by default); the
-    /// object as the server named it.
-    async fn create_hook(&self, step: &Step) -> Result<ObjectRef, EngineError> {
+    /// Creates one hook (its previous instance deleted first, by default): the
+    /// object as the server named it, followed from its create.
+    async fn create_hook(&self, step: &Step) -> Result<WaitFor, EngineError> {
         let (Some(manifest), Some(hook)) = (&step.manifest, &step.placement.hook) else {
-            return Ok(step.object.clone());
+            return Ok(WaitFor::listed(step.object.clone()));
         };
         let resource = self
             .discovery
@@ -211,7 +358,10 @@ impl Sequence<'_> {
             .map_err(|e| hook_error(step, e))?;
         let object = ObjectRef::of_live(&created).unwrap_or_else(|| step.object.clone());
         info!(object = %object, "hook created");
-        Ok(object)
+        Ok(WaitFor {
+            object,
+            since: resource_version(&created),
+        })
     }
 
     /// Deletes the instances an earlier sync created of this hook: the object of
@@ -250,39 +400,6 @@ impl Sequence<'_> {
             info!(object = %old, "previous hook deleted (before-hook-creation)");
         }
         Ok(())
-    }
-
-    /// Deletes the hooks whose policy says so, now that they succeeded or failed.
-    async fn apply_delete_policies(
-        &self,
-        hooks: &[(ObjectRef, &Step)],
-        waited: &WaitOutcome,
-    ) -> Vec<String> {
-        let mut deleted = Vec::new();
-        for (object, step) in hooks {
-            let Some(hook) = &step.placement.hook else {
-                continue;
-            };
-            let Some(result) = waited.objects.iter().find(|o| o.object == *object) else {
-                continue;
-            };
-            let when = match result.health.state {
-                State::Ready => DeleteWhen::HookSucceeded,
-                _ => DeleteWhen::HookFailed,
-            };
-            let uid = result.live.as_deref().and_then(uid_of);
-            let (true, Some(uid)) = (hook.deletes(when), uid) else {
-                continue;
-            };
-            match delete(self.client, self.discovery, object, uid).await {
-                Ok(()) => {
-                    info!(object = %object, policy = %when, "hook deleted");
-                    deleted.push(object.to_string());
-                }
-                Err(error) => warn!(object = %object, %error, "could not delete the hook"),
-            }
-        }
-        deleted
     }
 }
 
@@ -350,4 +467,20 @@ async fn delete_and_wait(
 
 fn uid_of(live: &Value) -> Option<String> {
     live.pointer("/metadata/uid")?.as_str().map(str::to_string)
+}
+
+fn resource_version(live: &Value) -> Option<String> {
+    let version = live.pointer("/metadata/resourceVersion")?.as_str()?;
+    Some(version.to_string())
+}
+
+/// An object just applied, to wait for: a Job is followed from the version its
+/// apply returned (it may complete and be deleted by its TTL before a list sees
+/// it); other kinds are listed with their kind.
+fn followed(object: &ObjectRef, answer: &Value) -> Option<WaitFor> {
+    let run_to_completion = object.group == "batch" && object.kind == "Job";
+    run_to_completion.then(|| WaitFor {
+        object: object.clone(),
+        since: resource_version(answer),
+    })
 }

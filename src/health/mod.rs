@@ -18,7 +18,7 @@ pub(crate) mod evidence;
 pub(crate) mod wait;
 
 pub use evidence::{Evidence, gather};
-pub use wait::{Progress, WaitOptions, WaitOutcome, WaitedObject};
+pub use wait::{Progress, WaitFor, WaitOptions, WaitOutcome, WaitedObject};
 pub use wait::{explain, wait};
 
 use crate::kube::GroupVersion;
@@ -105,10 +105,48 @@ impl fmt::Display for Health {
 /// conditions), and a kind without status is ready once it exists.
 pub fn assess(live: &Value) -> Health {
     if live.pointer("/metadata/deletionTimestamp").is_some() {
-        return Health::progressing("being deleted");
+        // A run-to-completion object's outcome stands while it is deleted (a Job
+        // reaped by its TTL); anything else is on its way out.
+        return finished(live).unwrap_or_else(|| Health::progressing("being deleted"));
     }
+    assess_kind(live)
+}
+
+/// The outcome of a Job or Pod that has finished (completed or failed); `None` for
+/// other kinds and for one still running.
+fn finished(live: &Value) -> Option<Health> {
+    let health = match kind_of(live) {
+        ("batch", "Job") => job(live),
+        ("", "Pod") => pod(live),
+        _ => return None,
+    };
+    (health.state != State::Progressing).then_some(health)
+}
+
+/// The health of an object from the last state a watch saw before it was deleted:
+/// a Job or Pod that had finished keeps its outcome (a Job with
+/// `ttlSecondsAfterFinished: 0` is deleted within a second of completing); anything
+/// else was deleted before it finished, and is missing.
+pub fn assess_gone(last: Option<&Value>) -> Health {
+    match last.and_then(finished) {
+        Some(health) => Health {
+            message: format!("{} (deleted since)", health.message),
+            ..health
+        },
+        None => Health {
+            state: State::Missing,
+            message: "deleted before it finished".into(),
+        },
+    }
+}
+
+fn kind_of(live: &Value) -> (&str, &str) {
     let group = GroupVersion::parse(text(live, "/apiVersion")).map_or("", |gv| gv.group);
-    match (group, text(live, "/kind")) {
+    (group, text(live, "/kind"))
+}
+
+fn assess_kind(live: &Value) -> Health {
+    match kind_of(live) {
         ("apps", "Deployment") => deployment(live),
         ("apps", "StatefulSet") => stateful_set(live),
         ("apps", "DaemonSet") => daemon_set(live),

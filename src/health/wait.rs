@@ -9,15 +9,15 @@
 //! is decided and the user wants to know now), or at the timeout. Then
 //! [`explain`] gathers [`Evidence`] for every object that is not ready.
 
-use super::{Evidence, Health, State, assess_opt};
+use super::{Evidence, Health, State, assess, assess_gone, assess_opt};
 use crate::engine::applyset::GroupKind;
-use crate::kube::watch::{Change, Reflector, Store};
+use crate::kube::watch::{Change, Follower, Reflector, Sighting, Store};
 use crate::kube::{Client, Discovery};
 use crate::manifest::ObjectRef;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -29,6 +29,27 @@ const TICK: Duration = Duration::from_secs(1);
 pub const MAX_EXPLAINED: usize = 10;
 /// How long gathering evidence may take after the wait, all objects together.
 const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An object to wait for, and where its history starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitFor {
+    pub object: ObjectRef,
+    /// The resourceVersion of its own create, when known: it is then followed from
+    /// there ([`Follower`]), so that a Job that completes and is deleted by its TTL
+    /// before a list could see it counts as completed, not missing. Others are
+    /// listed and watched with their kind.
+    pub since: Option<String>,
+}
+
+impl WaitFor {
+    /// Watched with its kind from a list.
+    pub fn listed(object: ObjectRef) -> Self {
+        WaitFor {
+            object,
+            since: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WaitOptions {
@@ -84,6 +105,15 @@ impl WaitOutcome {
         self.objects.iter().all(|o| o.health.state == State::Ready)
     }
 
+    /// This wait and then `next`, as one: a phase whose hooks were waited for
+    /// one after the other.
+    pub fn followed_by(mut self, next: WaitOutcome) -> WaitOutcome {
+        self.objects.extend(next.objects);
+        self.elapsed += next.elapsed;
+        self.timed_out |= next.timed_out;
+        self
+    }
+
     pub fn count(&self, state: State) -> usize {
         self.objects
             .iter()
@@ -99,7 +129,7 @@ pub async fn wait(
     client: &Client,
     discovery: &Discovery,
     selector: &str,
-    objects: &[ObjectRef],
+    objects: &[WaitFor],
     options: WaitOptions,
     progress: impl FnMut(&Progress),
 ) -> WaitOutcome {
@@ -113,7 +143,7 @@ async fn wait_inner(
     client: &Client,
     discovery: &Discovery,
     selector: &str,
-    objects: &[ObjectRef],
+    objects: &[WaitFor],
     options: WaitOptions,
     mut progress: impl FnMut(&Progress),
 ) -> WaitOutcome {
@@ -121,7 +151,9 @@ async fn wait_inner(
     let deadline = deadline_after(options.timeout);
     let store = Store::default();
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let (sightings_tx, mut sightings) = mpsc::unbounded_channel();
     let mut tracker = Tracker::new(objects);
+    let _followers = follow(client, discovery, objects, &sightings_tx, &mut tracker);
     let watch = Watch {
         client,
         selector,
@@ -147,6 +179,7 @@ async fn wait_inner(
             return tracker.finish(started.elapsed(), false);
         }
         tokio::select! {
+            Some((object, sighting)) = sightings.recv() => tracker.sight(&object, sighting),
             Some(change) = changes.recv() => {
                 tracker.assess(&store, &change.object);
                 while let Ok(change) = changes.try_recv() {
@@ -159,6 +192,35 @@ async fn wait_inner(
             }
         }
     }
+}
+
+/// One [`Follower`] per object with a known create version; kinds discovery does
+/// not know fail their objects.
+fn follow(
+    client: &Client,
+    discovery: &Discovery,
+    objects: &[WaitFor],
+    sightings: &mpsc::UnboundedSender<(ObjectRef, Sighting)>,
+    tracker: &mut Tracker,
+) -> Vec<Follower> {
+    let mut followers = Vec::new();
+    for wanted in objects {
+        let Some(since) = &wanted.since else {
+            continue;
+        };
+        let object = &wanted.object;
+        match discovery.resolve(&object.group, "", &object.kind) {
+            Ok(resource) => followers.push(Follower::spawn(
+                client.clone(),
+                resource,
+                object.clone(),
+                since.clone(),
+                sightings.clone(),
+            )),
+            Err(e) => tracker.unwatchable(&GroupKind::from(object), &e.to_string()),
+        }
+    }
+    followers
 }
 
 /// What the reflectors of one wait share.
@@ -206,12 +268,20 @@ struct Tracker {
     index: HashMap<ObjectRef, usize>,
     /// Kinds discovery cannot resolve: their objects stay failed.
     unwatched: BTreeSet<GroupKind>,
+    /// Objects followed from their create: judged by what their follower saw.
+    followed: HashSet<ObjectRef>,
 }
 
 impl Tracker {
-    fn new(objects: &[ObjectRef]) -> Self {
-        let objects: Vec<WaitedObject> = objects
+    fn new(wanted: &[WaitFor]) -> Self {
+        let followed = wanted
             .iter()
+            .filter(|w| w.since.is_some())
+            .map(|w| w.object.clone())
+            .collect();
+        let objects: Vec<WaitedObject> = wanted
+            .iter()
+            .map(|w| &w.object)
             .map(|object| WaitedObject {
                 object: object.clone(),
                 health: Health::progressing(format!(
@@ -231,14 +301,34 @@ impl Tracker {
             objects,
             index,
             unwatched: BTreeSet::new(),
+            followed,
         }
     }
 
+    /// The kinds to list and watch: those of the objects not followed.
     fn kinds(&self) -> BTreeSet<GroupKind> {
         self.objects
             .iter()
+            .filter(|o| !self.followed.contains(&o.object))
             .map(|o| GroupKind::from(&o.object))
             .collect()
+    }
+
+    /// What a follower saw of `object`.
+    fn sight(&mut self, object: &ObjectRef, sighting: Sighting) {
+        let Some(&i) = self.index.get(object) else {
+            return;
+        };
+        let entry = &mut self.objects[i];
+        let (health, live) = match sighting {
+            Sighting::Seen(live) => (assess(&live), Some(live)),
+            Sighting::Gone(last) => (assess_gone(last.as_ref()), last),
+        };
+        if health != entry.health {
+            debug!(object = %object, state = %health.state, message = %health.message, "health");
+        }
+        entry.health = health;
+        entry.live = live.map(Arc::new);
     }
 
     /// A kind discovery cannot resolve cannot be watched: its objects fail.
@@ -270,7 +360,7 @@ impl Tracker {
         let Some(&i) = self.index.get(object) else {
             return;
         };
-        if self.unwatched.contains(&GroupKind::from(object)) {
+        if self.unwatched.contains(&GroupKind::from(object)) || self.followed.contains(object) {
             return;
         }
         let entry = &mut self.objects[i];
@@ -347,7 +437,8 @@ mod tests {
 
     #[test]
     fn tracker_is_decided_when_all_ready_or_one_failed() {
-        let mut tracker = Tracker::new(&[cm_ref("a"), cm_ref("b")]);
+        let mut tracker =
+            Tracker::new(&[WaitFor::listed(cm_ref("a")), WaitFor::listed(cm_ref("b"))]);
         assert_eq!(tracker.kinds().len(), 1);
         assert!(!tracker.is_decided());
         let store = Store::default();
@@ -371,7 +462,7 @@ mod tests {
 
     #[test]
     fn unwatchable_kinds_fail_their_objects() {
-        let mut tracker = Tracker::new(&[cm_ref("a")]);
+        let mut tracker = Tracker::new(&[WaitFor::listed(cm_ref("a"))]);
         let configmaps = GroupKind {
             group: String::new(),
             kind: "ConfigMap".into(),

@@ -291,6 +291,122 @@ async fn follow(
     }
 }
 
+/// What a [`Follower`] saw of its one object.
+#[derive(Debug, Clone)]
+pub enum Sighting {
+    /// Its state now (created, changed).
+    Seen(Value),
+    /// Deleted: its last state (what it had become by then), or `None` when the
+    /// history was compacted away and a GET found nothing.
+    Gone(Option<Value>),
+}
+
+/// A watch of one object from a resourceVersion the caller knows it existed at
+/// (the answer to its create), so that nothing that happens to it is missed: a Job
+/// that completes and is deleted by its TTL within a second is seen completing,
+/// then deleted. A reflector lists first, and would only see it absent.
+pub struct Follower {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Follower {
+    /// Follows `object` (of `resource`) from `since`, sending what it sees.
+    pub fn spawn(
+        client: Client,
+        resource: ApiResource,
+        object: ObjectRef,
+        since: String,
+        sightings: mpsc::UnboundedSender<(ObjectRef, Sighting)>,
+    ) -> Self {
+        let span = info_span!("follow", object = %object, since = %since);
+        let task =
+            tokio::spawn(follow_one(client, resource, object, since, sightings).instrument(span));
+        Follower { task }
+    }
+}
+
+async fn follow_one(
+    client: Client,
+    resource: ApiResource,
+    object: ObjectRef,
+    mut since: String,
+    sightings: mpsc::UnboundedSender<(ObjectRef, Sighting)>,
+) {
+    let path = resource.path(object.namespace.as_deref(), None);
+    let params = WatchParams {
+        label_selector: None,
+        field_selector: Some(format!("metadata.name={}", object.name)),
+        timeout: watch_timeout(),
+    };
+    let send = |sighting| sightings.send((object.clone(), sighting)).is_ok();
+    let mut backoff = Backoff::WATCH.delays();
+    loop {
+        let mut stream = match client.watch(&path, &params, &since).await {
+            Ok(stream) => stream,
+            Err(e) if e.is_gone() => {
+                send(look_up(&client, &resource, &object).await);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "watch failed; retrying");
+                pause(&mut backoff).await;
+                continue;
+            }
+        };
+        loop {
+            match stream.next().await {
+                Ok(Some(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
+                    since = resource_version(&o);
+                    if !send(Sighting::Seen(o)) {
+                        return;
+                    }
+                }
+                Ok(Some(WatchEvent::Deleted(o))) => {
+                    send(Sighting::Gone(Some(o)));
+                    return;
+                }
+                Ok(Some(WatchEvent::Bookmark(v))) => since = v,
+                Ok(Some(WatchEvent::Error(status))) if status.code == 410 => {
+                    send(look_up(&client, &resource, &object).await);
+                    return;
+                }
+                Ok(None) => break,
+                Ok(Some(WatchEvent::Error(status))) => {
+                    warn!(reason = %status.message, "watch error; resuming");
+                    pause(&mut backoff).await;
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "watch broke; resuming");
+                    pause(&mut backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// When the history since the create is gone (compacted): what a GET sees now.
+/// An object that finished and was deleted meanwhile can no longer be told from
+/// one deleted before it finished.
+async fn look_up(client: &Client, resource: &ApiResource, object: &ObjectRef) -> Sighting {
+    let path = resource.path(object.namespace.as_deref(), Some(&object.name));
+    match client.get_opt(&path).await {
+        Ok(Some(live)) => Sighting::Seen(live),
+        Ok(None) => Sighting::Gone(None),
+        Err(e) => {
+            warn!(error = %e, "could not read the object after its history was compacted");
+            Sighting::Gone(None)
+        }
+    }
+}
+
 fn resource_version(object: &Value) -> String {
     object
         .pointer("/metadata/resourceVersion")

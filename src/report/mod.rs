@@ -68,6 +68,9 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     if counts.kept > 0 {
         let _ = write!(out, ", {} kept (prune disabled)", counts.kept);
     }
+    if counts.completed > 0 {
+        let _ = write!(out, ", {} completed (run once)", counts.completed);
+    }
     if counts.hooks > 0 && hooks_run {
         let _ = write!(out, ", {} hooks", counts.hooks);
     }
@@ -94,7 +97,7 @@ pub fn json(plan: &Plan, dry_run: bool) -> Value {
                 "action": step.action,
                 "origin": step.origin().map(ToString::to_string),
                 "wave": step.placement.wave,
-                "hook": step.placement.hook.as_ref().map(|h| &h.phases),
+                "hook": step.placement.hook.as_ref().map(|h| h.phase_list()),
                 "changedPaths": step.diff.as_ref().map(|d| &d.changed_paths),
                 "diff": step.diff.as_ref().map(|d| &d.unified),
             })

@@ -13,7 +13,7 @@ use std::fmt::Write;
 pub(super) fn stage_of(step: &Step) -> String {
     match &step.placement.hook {
         Some(hook) => {
-            let phases: Vec<String> = hook.phases.iter().map(ToString::to_string).collect();
+            let phases: Vec<String> = hook.phases.keys().map(ToString::to_string).collect();
             phases.join(",")
         }
         None => format!("wave {}", step.placement.wave),
@@ -24,7 +24,7 @@ pub(super) fn stage_of(step: &Step) -> String {
 /// when the sync fails, that.
 pub(super) fn action_of(step: &Step) -> String {
     match &step.placement.hook {
-        Some(hook) if hook.phases.iter().all(|p| *p == Phase::SyncFail) => {
+        Some(hook) if hook.phases.keys().all(|p| *p == Phase::SyncFail) => {
             "runs if the sync fails".into()
         }
         _ => step.action.to_string(),
@@ -185,7 +185,6 @@ mod tests {
     fn each_hook_and_wave_gets_a_line_and_the_failure_comes_last() {
         let pre = StageKind::Hooks {
             phase: Phase::PreSync,
-            weight: 0,
         };
         let migrate = object("Job", "migrate-x7k2p");
         let log = SyncLog {
