@@ -35,12 +35,6 @@ impl Memo {
         }
     }
 
-    /// The live resourceVersion this memo was made from (after a write: the
-    /// write's own).
-    pub fn live_version(&self) -> &str {
-        &self.live_version
-    }
-
     /// Whether `resource_version` is the live version this memo was made from.
     pub fn knows(&self, resource_version: Option<&str>) -> bool {
         resource_version.is_some_and(|v| v == self.live_version)

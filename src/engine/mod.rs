@@ -223,6 +223,8 @@ pub struct Outcome {
     pub sync: SyncLog,
     /// The namespace `create_namespace` created (or, in a dry run, would create).
     pub created_namespace: Option<String>,
+    /// The Jobs this run wrote, as the server answered: waits follow them from there.
+    pub jobs_written: HashMap<ObjectRef, Arc<Value>>,
 }
 
 impl Outcome {
@@ -236,27 +238,11 @@ impl Outcome {
     /// that completes and is deleted by its TTL before a list could see it counts
     /// as completed; the rest are listed with their kind.
     pub fn wait_list(&self) -> Vec<WaitFor> {
-        let written = |step: &plan::Step| {
-            matches!(
-                step.action,
-                plan::Action::Create | plan::Action::Configure | plan::Action::Recreate
-            )
-        };
         self.plan
-            .steps
-            .iter()
-            .filter(|s| s.manifest.is_some() && !s.placement.is_hook())
-            .map(|step| {
-                let object = step.object.clone();
-                let is_job = object.group == "batch" && object.kind == "Job";
-                let since = match (
-                    self.applied && is_job && written(step),
-                    self.memo.get(&object),
-                ) {
-                    (true, Some(memo)) => Some(memo.live_version().to_string()),
-                    _ => None,
-                };
-                WaitFor { object, since }
+            .named_desired()
+            .map(|object| WaitFor {
+                object: object.clone(),
+                since: self.jobs_written.get(object).cloned(),
             })
             .collect()
     }
@@ -405,6 +391,7 @@ impl Engine {
                 member_kinds: kinds,
                 sync: SyncLog::default(),
                 created_namespace: None,
+                jobs_written: HashMap::new(),
             });
         }
         let target = Target {
@@ -418,6 +405,11 @@ impl Engine {
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;
         run_once::remember(client, &applyset, jobs, &plan, &written, scope).await?;
+        let jobs_written = written
+            .iter()
+            .filter(|(object, _)| run_once::is_run_once(object))
+            .map(|(object, answer)| (object.clone(), Arc::new(answer.clone())))
+            .collect();
         remember_writes(&plan, written, &mut memo);
         let member_kinds = match scope {
             Scope::Targeted { .. } => kinds,
@@ -430,6 +422,7 @@ impl Engine {
             member_kinds,
             sync: log,
             created_namespace: None,
+            jobs_written,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams
 use crate::manifest::ObjectRef;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -360,7 +361,7 @@ impl<'a> Sequence<'a> {
         info!(object = %object, "hook created");
         Ok(WaitFor {
             object,
-            since: resource_version(&created),
+            since: Some(Arc::new(created)),
         })
     }
 
@@ -469,11 +470,6 @@ fn uid_of(live: &Value) -> Option<String> {
     live.pointer("/metadata/uid")?.as_str().map(str::to_string)
 }
 
-fn resource_version(live: &Value) -> Option<String> {
-    let version = live.pointer("/metadata/resourceVersion")?.as_str()?;
-    Some(version.to_string())
-}
-
 /// An object just applied, to wait for: a Job is followed from the version its
 /// apply returned (it may complete and be deleted by its TTL before a list sees
 /// it); other kinds are listed with their kind.
@@ -481,6 +477,6 @@ fn followed(object: &ObjectRef, answer: &Value) -> Option<WaitFor> {
     let run_to_completion = object.group == "batch" && object.kind == "Job";
     run_to_completion.then(|| WaitFor {
         object: object.clone(),
-        since: resource_version(answer),
+        since: Some(Arc::new(answer.clone())),
     })
 }

@@ -34,11 +34,11 @@ const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitFor {
     pub object: ObjectRef,
-    /// The resourceVersion of its own create, when known: it is then followed from
-    /// there ([`Follower`]), so that a Job that completes and is deleted by its TTL
-    /// before a list could see it counts as completed, not missing. Others are
-    /// listed and watched with their kind.
-    pub since: Option<String>,
+    /// The object as its own create (or apply) returned it, when known: it is then
+    /// followed from that version ([`Follower`]), so that a Job that completes and
+    /// is deleted by its TTL before a list could see it counts as completed, not
+    /// missing. Others are listed and watched with their kind.
+    pub since: Option<Arc<Value>>,
 }
 
 impl WaitFor {
@@ -205,7 +205,7 @@ fn follow(
 ) -> Vec<Follower> {
     let mut followers = Vec::new();
     for wanted in objects {
-        let Some(since) = &wanted.since else {
+        let Some(version) = wanted.since.as_deref().map(resource_version) else {
             continue;
         };
         let object = &wanted.object;
@@ -214,13 +214,21 @@ fn follow(
                 client.clone(),
                 resource,
                 object.clone(),
-                since.clone(),
+                version,
                 sightings.clone(),
             )),
             Err(e) => tracker.unwatchable(&GroupKind::from(object), &e.to_string()),
         }
     }
     followers
+}
+
+fn resource_version(object: &Value) -> String {
+    let version = object.pointer("/metadata/resourceVersion");
+    version
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// What the reflectors of one wait share.
@@ -297,12 +305,20 @@ impl Tracker {
             .enumerate()
             .map(|(i, o)| (o.object.clone(), i))
             .collect();
-        Tracker {
+        let mut tracker = Tracker {
             objects,
             index,
             unwatched: BTreeSet::new(),
             followed,
+        };
+        // A watch from a version sends what happens after it: the create itself is
+        // the object's first state.
+        for w in wanted {
+            if let Some(first) = &w.since {
+                tracker.sight(&w.object, Sighting::Seen(Value::clone(first)));
+            }
         }
+        tracker
     }
 
     /// The kinds to list and watch: those of the objects not followed.
@@ -458,6 +474,48 @@ mod tests {
         );
         tracker.objects[1].health = Health::failed("no");
         assert!(tracker.is_decided());
+    }
+
+    fn job(conditions: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "migrate", "namespace": "ns", "resourceVersion": "7"},
+               "status": {"conditions": conditions}})
+    }
+
+    #[test]
+    fn a_followed_job_is_judged_by_what_it_did_before_it_was_deleted() {
+        let object = ObjectRef::of_live(&job(json!([]))).expect("a ref");
+        let created = WaitFor {
+            object: object.clone(),
+            since: Some(Arc::new(job(json!([])))),
+        };
+        let mut tracker = Tracker::new(&[created]);
+        assert!(tracker.kinds().is_empty(), "followed, not listed");
+        assert_eq!(tracker.objects[0].health.state, State::Progressing);
+        let complete = json!([{"type": "Complete", "status": "True"}]);
+        let mut reaped = job(complete);
+        reaped["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+        tracker.sight(&object, Sighting::Seen(reaped.clone()));
+        assert_eq!(
+            tracker.objects[0].health.state,
+            State::Ready,
+            "deleted, still complete"
+        );
+        tracker.sight(&object, Sighting::Gone(Some(reaped)));
+        assert_eq!(
+            tracker.objects[0].health,
+            Health::ready("completed (0 succeeded) (deleted since)")
+        );
+        tracker.sight(&object, Sighting::Gone(Some(job(json!([])))));
+        assert_eq!(tracker.objects[0].health.state, State::Missing);
+        assert_eq!(
+            tracker.objects[0].health.message,
+            "deleted before it finished"
+        );
+        let failed =
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]);
+        tracker.sight(&object, Sighting::Gone(Some(job(failed))));
+        assert_eq!(tracker.objects[0].health.state, State::Failed);
     }
 
     #[test]
