@@ -19,7 +19,10 @@
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
 //!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources;
 //!   [`github_signature`] signs webhooks.
+//! - [`audit`]: identities the API server's audit log records, and their requests
+//!   read back from it.
 
+pub mod audit;
 pub mod daemon;
 pub mod fault_proxy;
 pub mod git;

@@ -1,0 +1,151 @@
+//! The API server's audit log, read as an independent record of what a client did.
+//!
+//! `hack/controlplane.sh identity NAME` writes a kubeconfig for a client certificate
+//! (CN=NAME) whose every request the API server records at level Metadata in
+//! `$STATE/audit.log` (`$STATE`: the directory of the control plane's kubeconfig).
+//! [`Identity::new`] makes one; [`Identity::events`] reads back its requests in one
+//! namespace, in the order the log has them.
+
+use super::{TestEnv, assert_success, repo_root};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A client the audit log records: its user name and its kubeconfig.
+pub struct Identity {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    /// The control plane's state directory, where `audit.log` is.
+    state: PathBuf,
+}
+
+/// One completed request, as the audit log records it at level Metadata.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub verb: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+    pub code: u16,
+    pub request_uri: String,
+    pub stage_timestamp: String,
+}
+
+impl AuditEvent {
+    /// Answered with 2xx.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// A dry run (`?dryRun=All`): validated, never persisted.
+    pub fn is_dry_run(&self) -> bool {
+        self.request_uri.contains("dryRun=")
+    }
+
+    /// `resource/name`, e.g. `jobs/web-migrate`.
+    pub fn object(&self) -> String {
+        format!("{}/{}", self.resource, self.name)
+    }
+
+    fn from_json(event: &Value) -> Option<Self> {
+        let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
+        Some(AuditEvent {
+            verb: text("/verb")?.to_string(),
+            resource: text("/objectRef/resource").unwrap_or("").to_string(),
+            namespace: text("/objectRef/namespace").unwrap_or("").to_string(),
+            name: text("/objectRef/name").unwrap_or("").to_string(),
+            code: event
+                .pointer("/responseStatus/code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+            request_uri: text("/requestURI").unwrap_or("").to_string(),
+            stage_timestamp: text("/stageTimestamp").unwrap_or("").to_string(),
+        })
+    }
+}
+
+impl Identity {
+    /// The kubeconfig of identity `name` (lowercase letters, digits and `-`; unique
+    /// per test), made by `hack/controlplane.sh identity` for the test's plane.
+    pub fn new(env: &TestEnv, name: &str) -> Self {
+        let state = Path::new(&env.kubeconfig)
+            .parent()
+            .expect("the kubeconfig is in the control plane's state directory")
+            .to_path_buf();
+        let out = Command::new("bash")
+            .arg(repo_root().join("hack/controlplane.sh"))
+            .args(["identity", name])
+            .env("CONVERGE_CP_DIR", &state)
+            .output()
+            .expect("run hack/controlplane.sh identity");
+        assert_success(&format!("hack/controlplane.sh identity {name}"), &out);
+        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(kubeconfig.is_file(), "no kubeconfig at {kubeconfig:?}");
+        Identity {
+            name: name.to_string(),
+            kubeconfig,
+            state,
+        }
+    }
+
+    /// The kubeconfig as a command-line argument.
+    pub fn kubeconfig_arg(&self) -> &str {
+        self.kubeconfig.to_str().expect("a UTF-8 state directory")
+    }
+
+    /// Every completed request of this identity on objects in `namespace`, in the
+    /// order the log has them (a rotated `audit-*.log` first). Watches that are
+    /// still open are not there yet.
+    pub fn events(&self, namespace: &str) -> Vec<AuditEvent> {
+        self.log_files()
+            .iter()
+            .flat_map(|path| self.read(path))
+            .filter(|event| event.namespace == namespace)
+            .collect()
+    }
+
+    /// This identity's completed requests in one log file.
+    fn read(&self, path: &Path) -> Vec<AuditEvent> {
+        let file = std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("read the audit log {path:?}: {e}"));
+        let user = format!("\"username\":\"{}\"", self.name);
+        BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.contains(&user))
+            // A line cut short by a rotation does not parse.
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .filter(|json| {
+                json.pointer("/user/username").and_then(Value::as_str) == Some(self.name.as_str())
+                    && json["stage"] == "ResponseComplete"
+            })
+            .filter_map(|json| AuditEvent::from_json(&json))
+            .collect()
+    }
+
+    /// The rotated backups (oldest first), then the current log.
+    fn log_files(&self) -> Vec<PathBuf> {
+        let current = self.state.join("audit.log");
+        assert!(
+            current.is_file(),
+            "no audit log at {current:?}: the control plane was started without one \
+             (restart it with hack/controlplane.sh down && hack/controlplane.sh up)"
+        );
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(&self.state)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        name.starts_with("audit-") && name.ends_with(".log")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rotated.sort();
+        rotated.push(current);
+        rotated
+    }
+}
