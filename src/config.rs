@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::DriftRules;
 use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
+use crate::engine::{Adoption, DriftRules};
 use crate::kube::is_dns_label;
 use crate::manifest;
 use crate::render::{HelmSettings, Limits, RenderSettings, ToolPaths, Vars, VarsFrom, is_var_name};
@@ -267,6 +267,9 @@ pub struct SourceConfig {
     /// Create `namespace` when it does not exist (default false), as Helm's
     /// `--create-namespace`; never pruned.
     pub create_namespace: bool,
+    /// Take over objects another source owns (default false: only those annotated
+    /// `converge.dev/adopt: allowed`; others are shared or refused).
+    pub adopt: Adoption,
     /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
     /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
     pub drift: DriftRules,
@@ -508,6 +511,7 @@ struct RawSource {
     self_heal: Option<bool>,
     allow_mass_prune: Option<bool>,
     create_namespace: Option<bool>,
+    adopt: Option<bool>,
     drift_managers: Option<Vec<String>>,
     #[serde(default)]
     ignore: Vec<RawIgnore>,
@@ -788,6 +792,10 @@ impl Checker<'_> {
             self_heal: raw.self_heal.unwrap_or(true),
             allow_mass_prune: raw.allow_mass_prune.unwrap_or(false),
             create_namespace: raw.create_namespace.unwrap_or(false),
+            adopt: match raw.adopt {
+                Some(true) => Adoption::Always,
+                _ => Adoption::Annotated,
+            },
             drift,
             render,
             wave_timeout,

@@ -167,6 +167,11 @@ pub struct SyncArgs {
     /// pruned later.
     #[arg(long)]
     pub create_namespace: bool,
+    /// Take over objects another ApplySet (another source, another `--name`)
+    /// owns, instead of refusing them; one object may also say so with the
+    /// annotation converge.dev/adopt: allowed.
+    #[arg(long)]
+    pub adopt: bool,
     /// kubeconfig file. Default: $KUBECONFIG, else ~/.kube/config, else in-cluster.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -444,6 +449,7 @@ mod tests {
             prune: false,
             allow_mass_prune: false,
             create_namespace: false,
+            adopt: false,
             kubeconfig: None,
             context: None,
             request_timeout: std::time::Duration::from_secs(60),

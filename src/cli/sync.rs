@@ -7,8 +7,8 @@ use super::progress::ProgressLine;
 use super::render::{self, Cluster};
 use anyhow::Result;
 use converge::engine::ApplySet;
+use converge::engine::{Adoption, LoadedFrom, PlanOptions, check_not_empty};
 use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope, StageProgress};
-use converge::engine::{LoadedFrom, PlanOptions, check_not_empty};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,10 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
         create_namespace: args.create_namespace,
+        adoption: match args.adopt {
+            true => Adoption::Always,
+            false => Adoption::Annotated,
+        },
         dry_run,
         scope: Scope::Full,
         drift: args.drift_rules(),

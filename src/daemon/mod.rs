@@ -87,6 +87,7 @@ impl SourceSpec {
                 prune: config.prune,
                 allow_mass_prune: config.allow_mass_prune,
                 create_namespace: config.create_namespace,
+                adoption: config.adopt,
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
                 render: config.render.clone(),

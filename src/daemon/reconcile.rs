@@ -9,9 +9,9 @@ use crate::daemon::state::{Render, SourceState};
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
-use crate::engine::{DriftRules, Engine, EngineError, Outcome, RunOptions, Scope};
+use crate::engine::{Adoption, DriftRules, Engine, EngineError, Outcome, RunOptions, Scope};
 use crate::health::{self, Health, State};
-use crate::http::metrics::{ApplyAction, Metrics, ReconcileResult};
+use crate::http::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
 use crate::kube::watch::Change;
 use crate::manifest::{Limits, ManifestError, ObjectRef, Problem};
@@ -31,6 +31,8 @@ pub struct Settings {
     pub allow_mass_prune: bool,
     /// Create the namespace when it does not exist.
     pub create_namespace: bool,
+    /// Whether objects other sources own may be taken over.
+    pub adoption: Adoption,
     /// Write (heal) or only report drift.
     pub self_heal: bool,
     /// What counts as drift, and what converge may do about it.
@@ -80,7 +82,9 @@ impl ReconcileError {
     pub fn refused(&self) -> &[Problem] {
         match self {
             ReconcileError::Engine(
-                EngineError::Rejected(problems) | EngineError::RejectedAfterFirstStage(problems),
+                EngineError::Rejected(problems)
+                | EngineError::RejectedAfterFirstStage(problems)
+                | EngineError::Owned(problems),
             ) => problems,
             _ => &[],
         }
@@ -177,6 +181,7 @@ impl Reconciler {
             prune: settings.prune,
             allow_mass_prune: settings.allow_mass_prune,
             create_namespace: settings.create_namespace,
+            adoption: settings.adoption,
             dry_run: !settings.writes(),
             scope,
             drift: settings.drift.clone(),
@@ -305,7 +310,7 @@ impl Reconciler {
             drifted = s
                 .objects
                 .iter()
-                .filter(|o| o.state != ObjectState::InSync)
+                .filter(|o| !matches!(o.state, ObjectState::InSync | ObjectState::Shared))
                 .count();
             s.revision = Some(revision.to_string());
             s.attempted_revision = Some(revision.to_string());
@@ -327,6 +332,12 @@ impl Reconciler {
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Success, seconds);
         self.metrics.set_drifted(&settings.name, drifted as i64);
+        let name = &settings.name;
+        if scope.is_full() {
+            self.metrics
+                .set_foreign(name, Foreign::Shared, counts.shared);
+        }
+        self.metrics.set_foreign(name, Foreign::Conflict, 0);
         let unix = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -388,6 +399,11 @@ impl Reconciler {
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
+        if let ReconcileError::Engine(EngineError::Owned(conflicts)) = error {
+            let name = &settings.name;
+            self.metrics
+                .set_foreign(name, Foreign::Conflict, conflicts.len());
+        }
         if settings.duty == Duty::StandBy {
             return;
         }
@@ -473,6 +489,13 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
             ObjectState::InSync,
             Some("a hook: runs when a sync writes something".into()),
         ),
+        (Action::Shared, _) => (
+            ObjectState::Shared,
+            Some(format!(
+                "owned by {}, declared the same here: never written or pruned by this source",
+                step.owner.as_deref().unwrap_or("another source")
+            )),
+        ),
         (Action::Completed, _) => (
             ObjectState::InSync,
             Some("a run-once Job: completed, and deleted since; runs again when its manifest changes".into()),
@@ -511,7 +534,11 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
             Action::Configure => ApplyAction::Configure,
             Action::Recreate => ApplyAction::Recreate,
             Action::Prune => ApplyAction::Prune,
-            Action::Unchanged | Action::KeepPruneDisabled | Action::Run | Action::Completed => {
+            Action::Unchanged
+            | Action::KeepPruneDisabled
+            | Action::Run
+            | Action::Completed
+            | Action::Shared => {
                 continue;
             }
         };
@@ -561,6 +588,7 @@ mod tests {
             live_uid: None,
             takeover: None,
             placement: Default::default(),
+            owner: None,
         }
     }
 

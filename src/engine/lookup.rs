@@ -228,6 +228,41 @@ async fn list_by_name(
     Ok(((gk, ns), list.items.into_iter().collect()))
 }
 
+/// What an object the lookup did not find turns out to be.
+enum Absence {
+    /// Not in the cluster: the server's dry-run of its creation.
+    New(Value),
+    /// In the cluster outside the ApplySet, so not in the members' store (another
+    /// source's, or made with kubectl): read, to be compared and its owner
+    /// respected like any existing object.
+    Outside(Arc<Value>),
+}
+
+/// Dry-runs an object the lookup did not find. A dry-run apply over an existing
+/// object answers with its resourceVersion (a creation has none): then it is read.
+async fn absent_or_outside(
+    client: &Client,
+    resource: &ApiResource,
+    path: &str,
+    manifest: &Manifest,
+    lookup: &LiveLookup<'_>,
+) -> Result<Absence, KubeError> {
+    let dry_run = match lookup.remembered(manifest, None) {
+        Some(Memo {
+            dry_run: Some(dry_run),
+            ..
+        }) => dry_run.as_ref().clone(),
+        _ => send_to(client, resource, manifest, true).await?,
+    };
+    if live_version(Some(&dry_run)).is_empty() {
+        return Ok(Absence::New(dry_run));
+    }
+    match client.get_opt(path).await? {
+        Some(live) => Ok(Absence::Outside(Arc::new(live))),
+        None => Ok(Absence::New(dry_run)),
+    }
+}
+
 /// One object's live state and dry-run: from the cache when neither the manifest
 /// nor the live object changed since the last run, else from the server. (The store
 /// holds members only: an existing object that is not a member yet reads as absent
@@ -254,22 +289,20 @@ async fn fetch_one(
     };
     let ns = r.manifest.namespace();
     let path = resource.path(ns, Some(r.manifest.name()));
-    let live = match lookup.known(&r.manifest.object_ref()) {
+    let known = match lookup.known(&r.manifest.object_ref()) {
         Some(live) => live,
         None => client.get_opt(&path).await.map_err(reject)?.map(Arc::new),
     };
-    let Some(live) = live else {
-        // A new object: created as written (the ignore rules are for existing ones).
-        let dry_run = match lookup.remembered(&r.manifest, None) {
-            Some(Memo {
-                dry_run: Some(dry_run),
-                ..
-            }) => dry_run.as_ref().clone(),
-            _ => send_to(client, resource, &r.manifest, true)
-                .await
-                .map_err(reject)?,
-        };
-        return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));
+    let live = match known {
+        Some(live) => live,
+        None => match absent_or_outside(client, resource, &path, &r.manifest, lookup).await {
+            Ok(Absence::New(dry_run)) => {
+                // Created as written (the ignore rules are for existing ones).
+                return Ok(Desired::new(r.manifest, None, Evaluation::Server(dry_run)));
+            }
+            Ok(Absence::Outside(live)) => live,
+            Err(e) => return Err(reject(e)),
+        },
     };
     let existing = Existing::read(r.manifest, live, rules);
     if let Some(memo) = lookup.remembered(&existing.manifest, Some(existing.live())) {

@@ -109,7 +109,10 @@ pub(super) fn memo_seed(
                     // Proven in sync from managedFields: the live object is the answer.
                     None => Memo::in_sync(&d.manifest, d.live.as_deref()?),
                 },
-                Evaluation::Deferred | Evaluation::Recreate(_) | Evaluation::Completed => {
+                Evaluation::Deferred
+                | Evaluation::Recreate(_)
+                | Evaluation::Completed
+                | Evaluation::Shared(_) => {
                     return None;
                 }
             };

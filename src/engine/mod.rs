@@ -26,6 +26,7 @@ mod lookup;
 pub(crate) mod managed_fields;
 mod memo;
 pub(crate) mod order;
+pub(crate) mod ownership;
 pub(crate) mod plan;
 pub(crate) mod quantity;
 pub(crate) mod recreate;
@@ -37,6 +38,7 @@ mod target_namespace;
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
 pub use order::{StageKind, SyncKind};
+pub use ownership::{ADOPT_ANNOTATION, Adoption};
 pub use plan::{LoadedFrom, PlanOptions, apply_rank, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
@@ -79,6 +81,8 @@ pub struct RunOptions {
     pub allow_mass_prune: bool,
     /// Create `namespace` first when it does not exist (`--create-namespace`).
     pub create_namespace: bool,
+    /// Whether objects other ApplySets own may be taken over (`adopt`, `--adopt`).
+    pub adoption: Adoption,
     pub dry_run: bool,
     /// The whole set, or only the part of it the manifests are.
     pub scope: Scope,
@@ -170,6 +174,12 @@ pub enum EngineError {
     RejectedAfterFirstStage(Vec<Problem>),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(
+        "{} object(s) belong to another source; nothing was written:\n{}",
+        .0.len(),
+        .0.iter().map(|r| format!("  {r}")).collect::<Vec<_>>().join("\n")
+    )]
+    Owned(Vec<Problem>),
     #[error("{object}: {source}")]
     Api {
         object: String,
@@ -197,6 +207,7 @@ impl EngineError {
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Rejected(_)
+            | EngineError::Owned(_)
             | EngineError::RejectedAfterFirstStage(_)
             | EngineError::Plan(_)
             | EngineError::HookExists(_) => false,
@@ -344,6 +355,14 @@ impl Engine {
             &new_namespaces,
             cache.as_ref(),
             &options.drift,
+        )
+        .await?;
+        ownership::settle(
+            client,
+            &applyset,
+            &options.name,
+            options.adoption,
+            &mut desired,
         )
         .await?;
         let jobs = run_once::settle(client, &applyset, &mut desired).await?;

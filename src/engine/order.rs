@@ -780,6 +780,7 @@ mod tests {
             live_uid: None,
             takeover: None,
             placement,
+            owner: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub enum Action {
     /// A run-once Job that completed and was deleted since (its TTL): not created
     /// again until its manifest changes.
     Completed,
+    /// Owned by another source's ApplySet and declared the same here: never written
+    /// nor pruned by this source ([`crate::engine::ownership`]).
+    Shared,
 }
 
 impl fmt::Display for Action {
@@ -51,6 +54,7 @@ impl fmt::Display for Action {
             Action::Recreate => "recreated",
             Action::Run => "runs",
             Action::Completed => "completed",
+            Action::Shared => "shared",
         })
     }
 }
@@ -82,6 +86,8 @@ pub struct Step {
     pub takeover: Option<Takeover>,
     /// Its wave, or the hook phases it runs in (a prune: the live object's wave).
     pub placement: Placement,
+    /// For a shared object: the source that owns it.
+    pub owner: Option<String>,
 }
 
 impl Step {
@@ -146,6 +152,8 @@ pub enum Evaluation {
     /// A run-once Job that completed with this manifest and is gone since
     /// ([`crate::engine::run_once`]): nothing to do.
     Completed,
+    /// Owned by another source (named here) and declared the same: nothing to do.
+    Shared(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +240,8 @@ pub struct Counts {
     pub hooks: usize,
     /// Run-once Jobs that completed and are gone: not created again.
     pub completed: usize,
+    /// Objects another source owns and this one declares the same.
+    pub shared: usize,
 }
 
 impl Plan {
@@ -247,17 +257,20 @@ impl Plan {
                 Action::Recreate => counts.recreated += 1,
                 Action::Run => counts.hooks += 1,
                 Action::Completed => counts.completed += 1,
+                Action::Shared => counts.shared += 1,
             }
         }
         counts
     }
 
-    /// The desired objects that are live state (not hooks, which are steps): what
-    /// is tracked after a run, e.g. for health.
+    /// The desired objects that are live state this source keeps: what is tracked
+    /// after a run, e.g. for health and drift. Not hooks (steps), run-once Jobs
+    /// that completed and are gone, nor objects another source owns.
     pub fn named_desired(&self) -> impl Iterator<Item = &ObjectRef> {
         self.steps
             .iter()
             .filter(|s| s.manifest.is_some() && !s.placement.is_hook())
+            .filter(|s| !matches!(s.action, Action::Completed | Action::Shared))
             .map(|s| &s.object)
     }
 
@@ -355,6 +368,19 @@ fn desired_step(desired: Desired) -> Step {
             live_uid: None,
             takeover: None,
             placement,
+            owner: None,
+        };
+    }
+    if let Evaluation::Shared(owner) = &desired.dry_run {
+        return Step {
+            object,
+            action: Action::Shared,
+            diff: None,
+            live_uid: None,
+            takeover: None,
+            placement,
+            owner: Some(owner.clone()),
+            manifest: Some(desired.manifest),
         };
     }
     if matches!(desired.dry_run, Evaluation::Completed) && desired.live.is_none() {
@@ -366,6 +392,7 @@ fn desired_step(desired: Desired) -> Step {
             live_uid: None,
             takeover: None,
             placement,
+            owner: None,
         };
     }
     let live_uid = desired.live.as_deref().and_then(uid_of);
@@ -376,7 +403,10 @@ fn desired_step(desired: Desired) -> Step {
         Evaluation::Server(target) | Evaluation::Recreate(target) => {
             compare(&object, desired.live.as_deref(), target, &desired.ignored)
         }
-        Evaluation::InSync | Evaluation::Deferred | Evaluation::Completed => {
+        Evaluation::InSync
+        | Evaluation::Deferred
+        | Evaluation::Completed
+        | Evaluation::Shared(_) => {
             let target = Value::Object(desired.manifest.body.clone());
             compare(&object, desired.live.as_deref(), &target, &desired.ignored)
         }
@@ -395,6 +425,7 @@ fn desired_step(desired: Desired) -> Step {
         live_uid,
         takeover: desired.takeover,
         placement,
+        owner: None,
     }
 }
 
@@ -428,6 +459,7 @@ fn prune_step(object: ObjectRef, live: &Value) -> Step {
         live_uid: uid_of(live),
         takeover: None,
         placement: order::live_placement(live),
+        owner: None,
     }
 }
 

@@ -103,5 +103,8 @@ pub(super) async fn undo(client: &Client, name: &str, uid: &str) {
 /// Whether an error refuses the revision before anything of it was written (the
 /// namespace created for it then goes again).
 pub(super) fn refuses_revision(error: &EngineError) -> bool {
-    matches!(error, EngineError::Rejected(_) | EngineError::Plan(_))
+    matches!(
+        error,
+        EngineError::Rejected(_) | EngineError::Owned(_) | EngineError::Plan(_)
+    )
 }

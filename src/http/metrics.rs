@@ -92,6 +92,30 @@ struct HealthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnershipLabels {
+    source: String,
+    claim: Foreign,
+}
+
+/// Objects a source declares that another source owns: `shared` (declared the
+/// same, left to the owner) or `conflict` (declared differently: refused).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Foreign {
+    Shared,
+    Conflict,
+}
+
+impl EncodeLabelValue for Foreign {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let text = match self {
+            Foreign::Shared => "shared",
+            Foreign::Conflict => "conflict",
+        };
+        text.encode(encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbLabels {
     verb: String,
 }
@@ -130,6 +154,7 @@ pub struct Metrics {
     api_requests: Family<VerbLabels, Counter>,
     leader: Family<LeaseLabels, Gauge>,
     health_objects: Family<HealthLabels, Gauge>,
+    foreign_objects: Family<OwnershipLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
     render_duration: Histograms,
     alive_tasks: Gauge,
@@ -157,6 +182,7 @@ impl Metrics {
             api_requests: Family::default(),
             leader: Family::default(),
             health_objects: Family::default(),
+            foreign_objects: Family::default(),
             reconciled_objects: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
             alive_tasks: Gauge::default(),
@@ -222,6 +248,12 @@ impl Metrics {
             "health_objects",
             "Desired objects of a source by health (ready, progressing, failed, missing)",
             self.health_objects.clone(),
+        );
+        r.register(
+            "foreign_objects",
+            "Desired objects another source owns: shared (declared the same, left to it) or \
+             conflict (declared differently: the revision is refused)",
+            self.foreign_objects.clone(),
         );
         r.register(
             "reconciled_objects",
@@ -337,6 +369,17 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// How many of a source's objects another source owns, by claim.
+    pub fn set_foreign(&self, source_name: &str, claim: Foreign, objects: usize) {
+        let labels = OwnershipLabels {
+            source: source_name.to_owned(),
+            claim,
+        };
+        self.foreign_objects
+            .get_or_create(&labels)
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition, ending in `# EOF`.

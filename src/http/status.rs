@@ -413,6 +413,8 @@ pub struct ObjectStatus {
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectState {
     InSync,
+    /// Owned by another source and declared the same here: left to its owner.
+    Shared,
     Drifted,
     Missing,
     Pruned,
@@ -423,6 +425,7 @@ impl fmt::Display for ObjectState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ObjectState::InSync => "in-sync",
+            ObjectState::Shared => "shared",
             ObjectState::Drifted => "drifted",
             ObjectState::Missing => "missing",
             ObjectState::Pruned => "pruned",

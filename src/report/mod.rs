@@ -68,6 +68,9 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     if counts.kept > 0 {
         let _ = write!(out, ", {} kept (prune disabled)", counts.kept);
     }
+    if counts.shared > 0 {
+        let _ = write!(out, ", {} shared", counts.shared);
+    }
     if counts.completed > 0 {
         let _ = write!(out, ", {} completed (run once)", counts.completed);
     }
@@ -315,6 +318,7 @@ mod tests {
             live_uid: None,
             takeover: None,
             placement: Default::default(),
+            owner: None,
         }
     }
 
@@ -565,6 +569,7 @@ Deployment.apps/ns/web progressing: 0 of 1 replicas available
                 live_uid: None,
                 takeover: None,
                 placement: Default::default(),
+                owner: None,
             }],
         };
         let mut document = json(&plan, false);

@@ -3,7 +3,7 @@
 
 use super::evidence_text;
 use crate::engine::order::{Phase, StageKind};
-use crate::engine::plan::Step;
+use crate::engine::plan::{Action, Step};
 use crate::engine::{StageRun, SyncLog};
 use crate::health::{State, WaitedObject};
 use serde_json::Value;
@@ -27,7 +27,10 @@ pub(super) fn action_of(step: &Step) -> String {
         Some(hook) if hook.phases.keys().all(|p| *p == Phase::SyncFail) => {
             "runs if the sync fails".into()
         }
-        _ => step.action.to_string(),
+        _ => match (&step.action, &step.owner) {
+            (Action::Shared, Some(owner)) => format!("shared (owned by {owner})"),
+            _ => step.action.to_string(),
+        },
     }
 }
 

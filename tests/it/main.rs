@@ -21,6 +21,7 @@ mod kube_client;
 mod layout;
 mod leader;
 mod ordering;
+mod ownership;
 mod render;
 mod render_daemon;
 mod run_once;
