@@ -27,7 +27,8 @@ use serde::Deserialize;
 use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
-use crate::engine::{Adoption, DriftRules};
+use crate::engine::{Adoption, ClusterScoped, DriftRules, NamespacePattern, Tenancy};
+use crate::kube::Impersonation;
 use crate::kube::is_dns_label;
 use crate::manifest;
 use crate::render::{HelmSettings, Limits, RenderSettings, ToolPaths, Vars, VarsFrom, is_var_name};
@@ -270,6 +271,12 @@ pub struct SourceConfig {
     /// Take over objects another source owns (default false: only those annotated
     /// `converge.dev/adopt: allowed`; others are shared or refused).
     pub adopt: Adoption,
+    /// `service_account = "NS/NAME"` (or `[tenancy] default_service_account`): the
+    /// ServiceAccount every request for this source is authorized as.
+    pub acting_as: Option<Impersonation>,
+    /// `allowed_namespaces` and `allow_cluster_scoped` (default false with a
+    /// service account): what the source may write.
+    pub tenancy: Tenancy,
     /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
     /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
     pub drift: DriftRules,
@@ -396,6 +403,7 @@ impl Config {
             base: &base,
             env,
             problems: Vec::new(),
+            default_service_account: None,
         };
         let config = checker.config(raw, path.clone());
         if checker.problems.is_empty() {
@@ -433,6 +441,17 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     leader_election: RawLeaderElection,
+    #[serde(default)]
+    tenancy: RawTenancy,
+}
+
+/// `[tenancy]`: defaults every source shares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenancy {
+    /// Every source without a `service_account` acts as this ServiceAccount in its
+    /// own namespace (Flux's lockdown).
+    default_service_account: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -512,6 +531,9 @@ struct RawSource {
     allow_mass_prune: Option<bool>,
     create_namespace: Option<bool>,
     adopt: Option<bool>,
+    service_account: Option<String>,
+    allowed_namespaces: Option<Vec<String>>,
+    allow_cluster_scoped: Option<bool>,
     drift_managers: Option<Vec<String>>,
     #[serde(default)]
     ignore: Vec<RawIgnore>,
@@ -563,6 +585,8 @@ struct Checker<'a> {
     base: &'a Path,
     env: EnvLookup<'a>,
     problems: Vec<String>,
+    /// `[tenancy] default_service_account`, read before the sources.
+    default_service_account: Option<String>,
 }
 
 impl Checker<'_> {
@@ -584,6 +608,7 @@ impl Checker<'_> {
                  config.toml in the converge repository)",
             );
         }
+        self.default_service_account = raw.tenancy.default_service_account;
         let sources = self.sources(raw.sources);
         let render = self.render(raw.render);
         let limits = self.limits(raw.limits);
@@ -730,7 +755,102 @@ impl Checker<'_> {
             }
         }
         self.dependencies(&sources);
+        self.tenancy_reads(&sources);
         sources
+    }
+
+    /// The ServiceAccount a source acts as: its own `service_account = "NS/NAME"`,
+    /// else `[tenancy] default_service_account` in the source's namespace.
+    fn acting_as(
+        &mut self,
+        at: &str,
+        service_account: Option<&str>,
+        namespace: &str,
+    ) -> Option<Impersonation> {
+        if let Some(text) = service_account {
+            let parsed = text
+                .split_once('/')
+                .filter(|(ns, name)| is_dns_label(ns) && !name.is_empty());
+            return match parsed {
+                Some((ns, name)) => Some(Impersonation::service_account(ns, name)),
+                None => {
+                    self.problem(
+                        at,
+                        format!(
+                            "service_account = {text:?}: write NAMESPACE/NAME, e.g.                              \"team-a/deployer\""
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        let name = self.default_service_account.clone()?;
+        Some(Impersonation::service_account(namespace, &name))
+    }
+
+    /// `allowed_namespaces` (the source's own namespace must be among them) and
+    /// `allow_cluster_scoped` (default: false when the source acts as a
+    /// ServiceAccount).
+    fn tenancy(&mut self, at: &str, raw: &RawSource, namespace: &str, acting: bool) -> Tenancy {
+        let mut patterns = Vec::new();
+        for text in raw.allowed_namespaces.iter().flatten() {
+            match NamespacePattern::parse(text) {
+                Ok(pattern) => patterns.push(pattern),
+                Err(why) => self.problem(at, format!("allowed_namespaces: {why}")),
+            }
+        }
+        let tenancy = Tenancy {
+            namespaces: raw.allowed_namespaces.as_ref().map(|_| patterns),
+            cluster_scoped: match raw.allow_cluster_scoped.unwrap_or(!acting) {
+                true => ClusterScoped::Allowed,
+                false => ClusterScoped::Refused,
+            },
+        };
+        if !tenancy.allows_namespace(namespace) {
+            self.problem(
+                at,
+                format!(
+                    "namespace = {namespace:?} is not among its allowed_namespaces; the                      ApplySet parent lives there"
+                ),
+            );
+        }
+        tenancy
+    }
+
+    /// A source may only read what it may write: `depends_on` sources in its
+    /// namespaces, `vars_from` objects in them.
+    fn tenancy_reads(&mut self, sources: &[SourceConfig]) {
+        let namespaces: HashMap<&str, &str> = sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.namespace.as_str()))
+            .collect();
+        for source in sources {
+            let at = format!("source {:?}", source.name);
+            for dependency in &source.depends_on {
+                let Some(ns) = namespaces.get(dependency.as_str()) else {
+                    continue;
+                };
+                if !source.tenancy.allows_namespace(ns) {
+                    self.problem(
+                        &at,
+                        format!(
+                            "depends_on {dependency:?}: that source is in namespace {ns:?},                              outside this source's allowed_namespaces"
+                        ),
+                    );
+                }
+            }
+            for var in &source.render.vars_from {
+                if !source.tenancy.allows_namespace(&var.namespace) {
+                    self.problem(
+                        &at,
+                        format!(
+                            "vars_from {:?}: outside this source's allowed_namespaces",
+                            var.to_string()
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// Every `depends_on` names another source, and no chain of them comes back.
@@ -780,6 +900,8 @@ impl Checker<'_> {
             );
         }
         let kind = self.source_kind(at, &raw);
+        let acting_as = self.acting_as(at, raw.service_account.as_deref(), &namespace);
+        let tenancy = self.tenancy(at, &raw, &namespace, acting_as.is_some());
         let drift = self.drift(at, &raw);
         let render = self.source_render(at, &raw);
         Some(SourceConfig {
@@ -796,6 +918,8 @@ impl Checker<'_> {
                 Some(true) => Adoption::Always,
                 _ => Adoption::Annotated,
             },
+            acting_as: acting_as.clone(),
+            tenancy,
             drift,
             render,
             wave_timeout,
@@ -1627,6 +1751,65 @@ mod tests {
         assert_eq!(app.wave_timeout, Duration::from_secs(90));
         let bad = fx.problem(&dir_source("app", "wave_timeout = 30\n"));
         assert_contains(&bad, &["wave_timeout = 30: not a duration string"]);
+    }
+
+    #[test]
+    fn sources_act_as_service_accounts_within_their_namespaces() {
+        let fx = Fixture::new();
+        let text = dir_source(
+            "team",
+            "namespace = \"team-a\"\nservice_account = \"team-a/deployer\"\n\
+             allowed_namespaces = [\"team-a\", \"team-a-*\"]\n",
+        ) + "[tenancy]\ndefault_service_account = \"gitops\"\n"
+            + &dir_source("other", "namespace = \"team-b\"\n");
+        let config = fx.parse(&text).unwrap();
+        let team = config.source("team").unwrap();
+        let acting = team.acting_as.as_ref().map(|a| a.user.as_str());
+        assert_eq!(acting, Some("system:serviceaccount:team-a:deployer"));
+        assert_eq!(team.tenancy.cluster_scoped, ClusterScoped::Refused);
+        assert!(team.tenancy.allows_namespace("team-a-dev"));
+        assert!(!team.tenancy.allows_namespace("team-b"));
+        let other = config.source("other").unwrap();
+        let acting = other.acting_as.as_ref().map(|a| a.user.as_str());
+        assert_eq!(
+            acting,
+            Some("system:serviceaccount:team-b:gitops"),
+            "the default, in the source's own namespace"
+        );
+        assert!(other.tenancy.allows_namespace("anything"));
+        let open = fx.parse(DIR).unwrap();
+        assert_eq!(open.sources[0].acting_as, None);
+        assert_eq!(open.sources[0].tenancy, Tenancy::default());
+    }
+
+    #[test]
+    fn tenancy_settings_are_checked() {
+        let fx = Fixture::new();
+        let bad = fx.problem(&dir_source("app", "service_account = \"deployer\"\n"));
+        assert_contains(
+            &bad,
+            &["service_account = \"deployer\": write NAMESPACE/NAME"],
+        );
+        let outside = fx.problem(&dir_source(
+            "app",
+            "namespace = \"web\"\nallowed_namespaces = [\"team-*\"]\n",
+        ));
+        assert_contains(
+            &outside,
+            &["namespace = \"web\" is not among its allowed_namespaces"],
+        );
+        let reads = fx.problem(
+            &(dir_source("infra", "namespace = \"ops\"\n")
+                + &dir_source(
+                    "app",
+                    "namespace = \"team\"\nallowed_namespaces = [\"team\"]\n\
+                     depends_on = [\"infra\"]\n",
+                )),
+        );
+        assert_contains(
+            &reads,
+            &["depends_on \"infra\": that source is in namespace \"ops\""],
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::progress::ProgressLine;
 use super::render::{self, Cluster};
 use anyhow::Result;
 use converge::engine::ApplySet;
-use converge::engine::{Adoption, LoadedFrom, PlanOptions, check_not_empty};
+use converge::engine::{Adoption, LoadedFrom, PlanOptions, Tenancy, check_not_empty};
 use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope, StageProgress};
 use converge::health::{self, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
@@ -55,6 +55,7 @@ pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
             true => Adoption::Always,
             false => Adoption::Annotated,
         },
+        tenancy: Tenancy::default(),
         dry_run,
         scope: Scope::Full,
         drift: args.drift_rules(),
@@ -145,7 +146,7 @@ async fn wait_for_health(
     let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
     let mut line = ProgressLine::new();
     let mut waited = health::wait(
-        engine.client(),
+        engine.reader(),
         engine.discovery(),
         &selector,
         &objects,
@@ -154,7 +155,7 @@ async fn wait_for_health(
     )
     .await;
     line.clear();
-    health::explain(engine.client(), &mut waited).await;
+    health::explain(engine.reader(), &mut waited).await;
     if output == OutputFormat::Text {
         print!("\n{}", report::wait_text(&waited));
     }

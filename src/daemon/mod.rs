@@ -88,6 +88,8 @@ impl SourceSpec {
                 allow_mass_prune: config.allow_mass_prune,
                 create_namespace: config.create_namespace,
                 adoption: config.adopt,
+                tenancy: config.tenancy.clone(),
+                acting_as: config.acting_as.clone(),
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
                 render: config.render.clone(),
@@ -211,7 +213,9 @@ pub async fn run(
                 .remove(&spec.settings.name)
                 .unwrap_or_else(Leadership::sole),
         };
-        let task = SourceTask::new(reconciler.clone(), spec, inputs);
+        let mut acting = reconciler.clone();
+        acting.engine = acting.engine.acting_as(spec.settings.acting_as.clone());
+        let task = SourceTask::new(acting, spec, inputs);
         tasks.push(tokio::spawn(task.run()));
     }
     let state = ServerState {

@@ -9,10 +9,13 @@ use crate::daemon::state::{Render, SourceState};
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
-use crate::engine::{Adoption, DriftRules, Engine, EngineError, Outcome, RunOptions, Scope};
+use crate::engine::{
+    Adoption, DriftRules, Engine, EngineError, Outcome, RunOptions, Scope, Tenancy,
+};
 use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
+use crate::kube::Impersonation;
 use crate::kube::watch::Change;
 use crate::manifest::{Limits, ManifestError, ObjectRef, Problem};
 use crate::render::{RenderError, RenderSettings, Renderer};
@@ -33,6 +36,10 @@ pub struct Settings {
     pub create_namespace: bool,
     /// Whether objects other sources own may be taken over.
     pub adoption: Adoption,
+    /// The namespaces and scopes the source may write.
+    pub tenancy: Tenancy,
+    /// The ServiceAccount the source acts as, if any.
+    pub acting_as: Option<Impersonation>,
     /// Write (heal) or only report drift.
     pub self_heal: bool,
     /// What counts as drift, and what converge may do about it.
@@ -182,6 +189,7 @@ impl Reconciler {
             allow_mass_prune: settings.allow_mass_prune,
             create_namespace: settings.create_namespace,
             adoption: settings.adoption,
+            tenancy: settings.tenancy.clone(),
             dry_run: !settings.writes(),
             scope,
             drift: settings.drift.clone(),

@@ -299,7 +299,7 @@ impl SourceState {
                 continue;
             };
             let reflector = Reflector::spawn(
-                engine.client().clone(),
+                engine.reader().clone(),
                 resource,
                 applyset.member_selector(),
                 self.store.clone(),

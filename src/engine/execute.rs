@@ -44,6 +44,8 @@ pub(super) struct Target<'a> {
     pub(super) progress: Option<&'a StageProgress>,
     /// What the parent recorded before this run; `None`: there was no parent.
     pub(super) recorded: Option<&'a BTreeSet<GroupKind>>,
+    /// converge's own client, which watches what a stage waits for across namespaces.
+    pub(super) reader: &'a Client,
 }
 
 /// What carrying out a plan wrote, and how its stages went.
@@ -88,6 +90,7 @@ pub(super) async fn execute(
     }
     let mut sequence = Sequence {
         client,
+        reader: target.reader,
         discovery,
         selector: target.applyset.member_selector(),
         timeout: target.timeout,

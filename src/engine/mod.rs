@@ -34,6 +34,7 @@ pub(crate) mod run_once;
 mod sequence;
 pub(crate) mod takeover;
 mod target_namespace;
+pub(crate) mod tenancy;
 
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
@@ -43,6 +44,7 @@ pub use plan::{LoadedFrom, PlanOptions, apply_rank, check_not_empty};
 pub use recreate::{RECREATE_ANNOTATION, Recreate};
 pub use sequence::{Failure, StageRun, SyncLog};
 pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
+pub use tenancy::{ClusterScoped, NamespacePattern, Tenancy};
 
 use execute::{Executed, Target, deferred_objects, execute, parent_path, validate_hooks};
 pub use lookup::Cache;
@@ -54,7 +56,7 @@ use target_namespace::TargetNamespace;
 use crate::engine::applyset::GroupKind;
 use crate::engine::plan::{Desired, Plan, PlanError};
 use crate::health::{Progress, WaitFor};
-use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
+use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, Impersonation, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -83,6 +85,9 @@ pub struct RunOptions {
     pub create_namespace: bool,
     /// Whether objects other ApplySets own may be taken over (`adopt`, `--adopt`).
     pub adoption: Adoption,
+    /// The namespaces and scopes the source may write (`allowed_namespaces`,
+    /// `allow_cluster_scoped`); objects outside are refused before any request.
+    pub tenancy: Tenancy,
     pub dry_run: bool,
     /// The whole set, or only the part of it the manifests are.
     pub scope: Scope,
@@ -269,7 +274,12 @@ struct Resolved {
 /// The engine: a client and its discovery, shared by every run.
 #[derive(Clone)]
 pub struct Engine {
+    /// Everything about the objects (reads, dry-runs, writes): as the source's
+    /// identity when it acts as a ServiceAccount.
     client: Client,
+    /// converge's own identity, for what the daemon itself reads across the cluster:
+    /// the ApplySet's members in every namespace, watches, namespaces.
+    reader: Client,
     discovery: Discovery,
 }
 
@@ -279,11 +289,33 @@ impl Engine {
         let discovery = Discovery::new(&client)
             .await
             .map_err(EngineError::Discovery)?;
-        Ok(Engine { client, discovery })
+        Ok(Engine {
+            reader: client.clone(),
+            client,
+            discovery,
+        })
+    }
+
+    /// The engine whose requests about objects the API server authorizes as `who`
+    /// (a source's `service_account`), so that its RBAC decides what the source
+    /// may write; discovery and the cluster-wide reads stay converge's own.
+    pub fn acting_as(&self, who: Option<Impersonation>) -> Engine {
+        Engine {
+            client: match who {
+                Some(who) => self.reader.impersonating(who),
+                None => self.reader.clone(),
+            },
+            ..self.clone()
+        }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// converge's own client, for cluster-wide reads (see [`Engine::acting_as`]).
+    pub fn reader(&self) -> &Client {
+        &self.reader
     }
 
     pub fn discovery(&self) -> &Discovery {
@@ -313,8 +345,9 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let target = match options.create_namespace {
             true => {
-                let (client, namespace) = (&self.client, &options.namespace);
-                target_namespace::ensure(client, namespace, &options.name, options.dry_run).await?
+                let access = (&self.client, &self.reader);
+                let namespace = &options.namespace;
+                target_namespace::ensure(access, namespace, &options.name, options.dry_run).await?
             }
             false => TargetNamespace::Exists,
         };
@@ -345,7 +378,20 @@ impl Engine {
         let resolved = self
             .resolve_refreshing(manifests, &options.namespace, &applyset)
             .await?;
-        let mut new_namespaces = namespaces_created_here(client, &resolved, cache.as_ref()).await?;
+        let refused: Vec<Problem> = resolved
+            .iter()
+            .filter_map(|r| {
+                let manifest = &r.manifest;
+                options
+                    .tenancy
+                    .refusal(&manifest.object_ref(), &manifest.origin)
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(EngineError::Rejected(refused));
+        }
+        let reader = &self.reader;
+        let mut new_namespaces = namespaces_created_here(reader, &resolved, cache.as_ref()).await?;
         if *target == TargetNamespace::WouldCreate {
             new_namespaces.insert(options.namespace.clone());
         }
@@ -358,7 +404,7 @@ impl Engine {
         )
         .await?;
         ownership::settle(
-            client,
+            reader,
             &applyset,
             &options.name,
             options.adoption,
@@ -420,6 +466,7 @@ impl Engine {
             timeout: options.timeout,
             progress: options.progress.as_ref(),
             recorded: recorded.as_ref(),
+            reader,
         };
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;
@@ -499,7 +546,7 @@ impl Engine {
         };
         let to_list: BTreeSet<GroupKind> =
             kinds.iter().filter(|gk| !covered(gk)).cloned().collect();
-        let listed = list_members(&self.client, &self.discovery, applyset, &to_list).await?;
+        let listed = list_members(&self.reader, &self.discovery, applyset, &to_list).await?;
         members.extend(listed.into_iter().map(Arc::new));
         Ok(members)
     }

@@ -68,6 +68,8 @@ pub struct Failure {
 /// One sync's stages against the server.
 pub(super) struct Sequence<'a> {
     pub(super) client: &'a Client,
+    /// converge's own client: the waits watch across namespaces.
+    pub(super) reader: &'a Client,
     pub(super) discovery: &'a Discovery,
     /// Selects the ApplySet's members: hooks and objects are watched through it.
     pub(super) selector: String,
@@ -319,7 +321,7 @@ impl<'a> Sequence<'a> {
         let options = WaitOptions {
             timeout: self.timeout,
         };
-        let (client, discovery) = (self.client, self.discovery);
+        let (client, discovery) = (self.reader, self.discovery);
         let progress = |p: &health::Progress| {
             if let Some(StageProgress(show)) = self.progress {
                 show(stage, p);

@@ -42,15 +42,17 @@ fn namespace_ref(name: &str) -> ObjectRef {
 }
 
 /// Creates `name` unless it exists (a dry run only says that it would).
+/// `access` is the source's client (which creates it) and converge's own (which
+/// reads it).
 pub(super) async fn ensure(
-    client: &Client,
+    (client, reader): (&Client, &Client),
     name: &str,
     applyset: &str,
     dry_run: bool,
 ) -> Result<TargetNamespace, EngineError> {
     let object = namespace_ref(name);
     let path = ApiResource::namespaces().path(None, Some(name));
-    let live = client
+    let live = reader
         .get_opt(&path)
         .await
         .map_err(|e| api_error(&object, e))?;

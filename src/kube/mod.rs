@@ -58,8 +58,8 @@ pub(crate) mod watch;
 
 pub use auth::ExecError;
 pub use client::{
-    APPLY_PATCH, Client, ClientOptions, DEFAULT_REQUEST_TIMEOUT, ObjectList, RequestObserver,
-    WatchEvent, WatchStream,
+    APPLY_PATCH, Client, ClientOptions, DEFAULT_REQUEST_TIMEOUT, Impersonation, ObjectList,
+    RequestObserver, WatchEvent, WatchStream,
 };
 pub use config::{Auth, ClusterConfig, ClusterConfigError, ExecConfig, LoadEnv};
 pub use discovery::Discovery;

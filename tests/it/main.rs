@@ -31,4 +31,5 @@ mod shard;
 mod source_dir;
 mod source_git;
 mod symlinks;
+mod tenancy;
 mod yaml_kubectl;

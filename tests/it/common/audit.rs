@@ -30,6 +30,9 @@ pub struct AuditEvent {
     pub code: u16,
     pub request_uri: String,
     pub stage_timestamp: String,
+    /// Whom the request was authorized as (`Impersonate-User`), if not the
+    /// identity itself.
+    pub impersonated: Option<String>,
 }
 
 impl AuditEvent {
@@ -62,6 +65,7 @@ impl AuditEvent {
                 .unwrap_or(0),
             request_uri: text("/requestURI").unwrap_or("").to_string(),
             stage_timestamp: text("/stageTimestamp").unwrap_or("").to_string(),
+            impersonated: text("/impersonatedUser/username").map(str::to_string),
         })
     }
 }
