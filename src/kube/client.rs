@@ -93,15 +93,15 @@ pub struct Impersonation {
 }
 
 impl Impersonation {
-    /// The ServiceAccount `namespace/name`, with the groups its token would carry.
+    /// The ServiceAccount `namespace/name`. No groups are sent: the API server
+    /// gives an impersonated ServiceAccount the groups its token would carry
+    /// (`system:serviceaccounts`, `system:serviceaccounts:<ns>`,
+    /// `system:authenticated`), so converge needs `impersonate` on
+    /// `serviceaccounts` only, never on groups.
     pub fn service_account(namespace: &str, name: &str) -> Self {
         Impersonation {
             user: format!("system:serviceaccount:{namespace}:{name}"),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".into(),
-            ],
+            groups: Vec::new(),
         }
     }
 }
