@@ -13,6 +13,8 @@
 #   hack/controlplane.sh build    only build (or reuse) the cached binaries
 #   hack/controlplane.sh restart-apiserver   stop and start kube-apiserver (same
 #                                 port and state), for tests of reconnecting clients
+#   hack/controlplane.sh stop-apiserver | start-apiserver   the two halves of it:
+#                                 the plane looks down to its clients in between
 #   hack/controlplane.sh identity NAME   write a kubeconfig for a client certificate
 #                                 CN=NAME in system:masters and in the audited group
 #                                 (print its path): the API server's audit log
@@ -360,12 +362,23 @@ cmd_status() {
 }
 
 cmd_restart_apiserver() {
+  cmd_stop_apiserver
+  cmd_start_apiserver
+}
+
+# Stops kube-apiserver alone (the plane looks down to its clients); start-apiserver
+# brings it back on the same port and state.
+cmd_stop_apiserver() {
   running kube-apiserver || die "kube-apiserver is not running (hack/controlplane.sh up)"
   local pid; pid=$(pid_of kube-apiserver)
   kill "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   log "kube-apiserver stopped"
+}
+
+cmd_start_apiserver() {
+  [[ -f $STATE/apiserver.port ]] || die "no plane in $STATE (hack/controlplane.sh up)"
   CONVERGE_CP_PORT=$(cat "$STATE/apiserver.port") start_apiserver
 }
 
@@ -405,6 +418,8 @@ case ${1:-} in
   env) cmd_env ;;
   build) cmd_build ;;
   restart-apiserver) cmd_restart_apiserver ;;
+  stop-apiserver) cmd_stop_apiserver ;;
+  start-apiserver) cmd_start_apiserver ;;
   identity) shift; cmd_identity "$@" ;;
   *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -27,8 +27,18 @@ if ! bash hack/controlplane.sh status >/dev/null 2>&1; then
   bash hack/controlplane.sh up
   started=1
 fi
-# Stop the plane on exit only if this run started it.
-trap '((started)) && bash hack/controlplane.sh down' EXIT
+# A second, independent plane (its own state and ports) for the tests of sources
+# on several clusters (tests/it/clusters.rs).
+SECOND=${CONVERGE_SECOND_CP_DIR:-/tmp/converge-controlplane-$(id -u)-second}
+second_started=0
+if ! CONVERGE_CP_DIR=$SECOND bash hack/controlplane.sh status >/dev/null 2>&1; then
+  CONVERGE_CP_DIR=$SECOND CONVERGE_CP_NODES=1 bash hack/controlplane.sh up
+  second_started=1
+fi
+export CONVERGE_SECOND_CP_DIR=$SECOND
+# Stop the planes on exit only if this run started them.
+trap '((second_started)) && CONVERGE_CP_DIR=$SECOND bash hack/controlplane.sh down;
+      ((started)) && bash hack/controlplane.sh down' EXIT
 wait "$tools" || die "building kustomize and helm failed (see above)"
 eval "$(bash hack/controlplane.sh env)"
 

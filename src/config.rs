@@ -102,6 +102,20 @@ pub struct Config {
     pub limits: manifest::Limits,
     /// `[leader_election]`: which replica writes, when several run.
     pub leader_election: LeaderElectionConfig,
+    /// `[[clusters]]`: clusters other than `[cluster]` (the home cluster, where the
+    /// Leases stay) that sources may name with `cluster = "NAME"`.
+    pub clusters: Vec<ClusterEntry>,
+}
+
+/// One `[[clusters]]` entry: another cluster, reached with its own kubeconfig.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterEntry {
+    /// A DNS label that sources name.
+    pub name: String,
+    /// Its kubeconfig file (checked to exist).
+    pub kubeconfig: PathBuf,
+    /// The context to use instead of the file's `current-context`.
+    pub context: Option<String>,
 }
 
 /// `[leader_election]`: replicas elect who writes with `coordination.k8s.io/v1`
@@ -277,6 +291,8 @@ pub struct SourceConfig {
     /// `allowed_namespaces` and `allow_cluster_scoped` (default false with a
     /// service account): what the source may write.
     pub tenancy: Tenancy,
+    /// The `[[clusters]]` entry the source's objects go to; `None`: the home cluster.
+    pub cluster: Option<String>,
     /// `drift_managers` (default: the kubectl family), `[[source.ignore]]` and
     /// `recreate` (default false: only objects annotated `converge.dev/recreate`).
     pub drift: DriftRules,
@@ -443,6 +459,16 @@ struct RawConfig {
     leader_election: RawLeaderElection,
     #[serde(default)]
     tenancy: RawTenancy,
+    #[serde(default)]
+    clusters: Vec<RawClusterEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterEntry {
+    name: Option<String>,
+    kubeconfig: Option<String>,
+    context: Option<String>,
 }
 
 /// `[tenancy]`: defaults every source shares.
@@ -532,6 +558,7 @@ struct RawSource {
     create_namespace: Option<bool>,
     adopt: Option<bool>,
     service_account: Option<String>,
+    cluster: Option<String>,
     allowed_namespaces: Option<Vec<String>>,
     allow_cluster_scoped: Option<bool>,
     drift_managers: Option<Vec<String>>,
@@ -609,7 +636,9 @@ impl Checker<'_> {
             );
         }
         self.default_service_account = raw.tenancy.default_service_account;
+        let clusters = self.clusters(raw.clusters);
         let sources = self.sources(raw.sources);
+        self.source_clusters(&sources, &clusters);
         let render = self.render(raw.render);
         let limits = self.limits(raw.limits);
         let leader_election = self.leader_election(raw.leader_election, &sources);
@@ -622,6 +651,62 @@ impl Checker<'_> {
             render,
             limits,
             leader_election,
+            clusters,
+        }
+    }
+
+    /// `[[clusters]]`: unique names, existing kubeconfig files.
+    fn clusters(&mut self, raws: Vec<RawClusterEntry>) -> Vec<ClusterEntry> {
+        let mut clusters: Vec<ClusterEntry> = Vec::new();
+        for (index, raw) in raws.into_iter().enumerate() {
+            let at = format!("clusters[{index}]");
+            let name = match raw.name {
+                Some(name) if is_dns_label(&name) => name,
+                other => {
+                    self.problem(&at, format!("name = {other:?}: a DNS label is required"));
+                    continue;
+                }
+            };
+            if clusters.iter().any(|c| c.name == name) {
+                self.problem(
+                    &at,
+                    format!("name = {name:?}: already used; names must be unique"),
+                );
+            }
+            let Some(kubeconfig) = raw.kubeconfig.map(|k| self.resolve(&k)) else {
+                self.problem(
+                    &at,
+                    "kubeconfig is required: the file to reach the cluster with",
+                );
+                continue;
+            };
+            if !kubeconfig.is_file() {
+                self.problem(&at, format!("kubeconfig {kubeconfig:?}: no such file"));
+            }
+            clusters.push(ClusterEntry {
+                name,
+                kubeconfig,
+                context: raw.context,
+            });
+        }
+        clusters
+    }
+
+    /// Every source's `cluster` names a `[[clusters]]` entry.
+    fn source_clusters(&mut self, sources: &[SourceConfig], clusters: &[ClusterEntry]) {
+        for source in sources {
+            let Some(cluster) = &source.cluster else {
+                continue;
+            };
+            if !clusters.iter().any(|c| c.name == *cluster) {
+                let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                self.problem(
+                    &format!("source {:?}", source.name),
+                    format!(
+                        "cluster = {cluster:?}: no [[clusters]] entry is called so (there                          are: {names:?}); the home cluster is [cluster], named by leaving                          cluster out"
+                    ),
+                );
+            }
         }
     }
 
@@ -920,6 +1005,7 @@ impl Checker<'_> {
             },
             acting_as: acting_as.clone(),
             tenancy,
+            cluster: raw.cluster.clone(),
             drift,
             render,
             wave_timeout,

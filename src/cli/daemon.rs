@@ -8,6 +8,7 @@ use converge::daemon::{self, DaemonOptions, ElectionOptions, SourceSpec, shutdow
 use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::render::{Renderer, Tools};
+use std::collections::BTreeMap;
 
 /// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
 /// runs every source until a signal asks to stop.
@@ -28,6 +29,14 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
     } else {
         None
     };
+    let mut clusters = BTreeMap::new();
+    for entry in &config.clusters {
+        let context = entry.context.as_deref();
+        let remote = ClusterConfig::load(Some(&entry.kubeconfig), context)
+            .with_context(|| format!("[[clusters]] {:?}", entry.name))?;
+        let client = Client::with_options(remote, client_options.clone())?;
+        clusters.insert(entry.name.clone(), client);
+    }
     let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await
         .context("cannot reach the cluster")?;
@@ -50,6 +59,7 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
         dry_run: args.dry_run,
         renderer: Renderer::new(tools, config.render.limits),
         election,
+        clusters,
     };
     daemon::run(engine, specs, options, shutdown).await?;
     Ok(Exit::Ok)

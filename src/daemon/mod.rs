@@ -30,7 +30,7 @@ use crate::daemon::reconcile::{Reconciler, Settings};
 use crate::daemon::scheduler::Board;
 use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
-use crate::daemon::source_task::{Inputs, SourceTask};
+use crate::daemon::source_task::{Inputs, Remote, SourceTask};
 use crate::engine::Engine;
 use crate::http::metrics::Metrics;
 use crate::http::server::{self, Hook, ServerState};
@@ -65,6 +65,8 @@ pub struct SourceSpec {
     pub webhook_secret: Option<Vec<u8>>,
     /// Sources that must be synced and healthy before this one reconciles.
     pub depends_on: Vec<String>,
+    /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
+    pub cluster: Option<String>,
 }
 
 impl SourceSpec {
@@ -90,6 +92,7 @@ impl SourceSpec {
                 adoption: config.adopt,
                 tenancy: config.tenancy.clone(),
                 acting_as: config.acting_as.clone(),
+                cluster: config.cluster.clone(),
                 self_heal: config.self_heal,
                 drift: config.drift.clone(),
                 render: config.render.clone(),
@@ -103,6 +106,7 @@ impl SourceSpec {
             full_resync_every: config.full_resync_every,
             webhook_secret: source.webhook_secret().map(<[u8]>::to_vec),
             depends_on: config.depends_on.clone(),
+            cluster: config.cluster.clone(),
             source,
         })
     }
@@ -117,6 +121,9 @@ pub struct DaemonOptions {
     pub renderer: Renderer,
     /// Elect who writes among replicas; `None`: this one always writes.
     pub election: Option<ElectionOptions>,
+    /// A client for each `[[clusters]]` entry, by name; sources that name one
+    /// connect to it in their own task (a cluster that is down fails only them).
+    pub clusters: BTreeMap<String, Client>,
 }
 
 /// Leader election among replicas (`[leader_election]`, `--leader-elect`).
@@ -215,7 +222,14 @@ pub async fn run(
         };
         let mut acting = reconciler.clone();
         acting.engine = acting.engine.acting_as(spec.settings.acting_as.clone());
-        let task = SourceTask::new(acting, spec, inputs);
+        let remote = spec.cluster.as_ref().and_then(|name| {
+            let client = options.clusters.get(name)?.clone();
+            Some(Remote {
+                name: name.clone(),
+                client,
+            })
+        });
+        let task = SourceTask::new(acting, spec, inputs).on(remote);
         tasks.push(tokio::spawn(task.run()));
     }
     let state = ServerState {

@@ -14,7 +14,9 @@ use crate::engine::{
 };
 use crate::health::{self, Health, State};
 use crate::http::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
-use crate::http::status::{ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult};
+use crate::http::status::{
+    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult,
+};
 use crate::kube::Impersonation;
 use crate::kube::watch::Change;
 use crate::manifest::{Limits, ManifestError, ObjectRef, Problem};
@@ -52,6 +54,8 @@ pub struct Settings {
     pub wave_timeout: Duration,
     /// Whether this replica converges the source now or stands by (leader election).
     pub duty: Duty,
+    /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
+    pub cluster: Option<String>,
 }
 
 impl Settings {
@@ -340,6 +344,7 @@ impl Reconciler {
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Success, seconds);
         self.metrics.set_drifted(&settings.name, drifted as i64);
+        self.record_reach(settings, true);
         let name = &settings.name;
         if scope.is_full() {
             self.metrics
@@ -407,6 +412,9 @@ impl Reconciler {
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
+        if error.is_transient() {
+            self.record_reach(settings, false);
+        }
         if let ReconcileError::Engine(EngineError::Owned(conflicts)) = error {
             let name = &settings.name;
             self.metrics
@@ -422,6 +430,34 @@ impl Reconciler {
             EventReason::ReconcileFailed,
             &event,
         );
+    }
+
+    /// Whether the source's cluster (a `[[clusters]]` entry) answered: in `/status`
+    /// and `converge_cluster_reachable`.
+    pub fn record_reach(&self, settings: &Settings, reachable: bool) {
+        let Some(name) = &settings.cluster else {
+            return;
+        };
+        self.status.update(&settings.name, |s| {
+            s.cluster = Some(ClusterReach {
+                name: name.clone(),
+                reachable,
+            });
+        });
+        self.metrics.set_cluster_reachable(name, reachable);
+    }
+
+    /// The source's cluster could not be reached (discovery failed): reported; its
+    /// other sources' clusters are not affected.
+    pub fn record_unreachable(&self, settings: &Settings, error: &str) {
+        let cluster = settings.cluster.as_deref().unwrap_or("home");
+        let message = format!("cluster {cluster:?} cannot be reached: {error}");
+        self.status.update(&settings.name, |s| {
+            s.last_attempt = Some(SystemTime::now());
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+        });
+        self.record_reach(settings, false);
     }
 
     /// An unreachable remote or a wrong password: reported; the last good revision

@@ -12,10 +12,14 @@ use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, 
 use crate::daemon::scheduler::{Scheduler, Timing};
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
+use crate::engine::Engine;
 use crate::http::status::SourceType;
+use crate::kube::Client;
+use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
 use crate::source::{Snapshot, SourceError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
@@ -32,8 +36,16 @@ pub struct Inputs {
     pub leadership: Leadership,
 }
 
+/// A `[[clusters]]` entry a source writes to, not connected yet.
+pub struct Remote {
+    pub name: String,
+    pub client: Client,
+}
+
 pub struct SourceTask {
     reconciler: Reconciler,
+    /// The other cluster to connect to before the first reconcile (discovery).
+    remote: Option<Remote>,
     spec: SourceSpec,
     state: SourceState,
     scheduler: Scheduler,
@@ -63,6 +75,7 @@ impl SourceTask {
         let dependencies = (!spec.depends_on.is_empty()).then(|| inputs.board.subscribe());
         SourceTask {
             reconciler,
+            remote: None,
             spec,
             state,
             scheduler: Scheduler::new(timing, Instant::now()),
@@ -76,8 +89,19 @@ impl SourceTask {
         }
     }
 
+    /// The task for a source whose objects go to `remote` (`None`: home).
+    pub fn on(mut self, remote: Option<Remote>) -> Self {
+        self.remote = remote;
+        self
+    }
+
     pub async fn run(mut self) {
         self.record_owner();
+        if let Some(remote) = self.remote.take() {
+            if !self.connect(remote).await {
+                return;
+            }
+        }
         // Watch before the first fetch so that no change falls in between.
         let _watch = match self.spec.source.watch(self.source_changes_tx.clone()) {
             Ok(handle) => Some(handle),
@@ -98,6 +122,38 @@ impl SourceTask {
                 self.scheduler.hold(reason);
                 self.reconciler
                     .record_waiting(&self.spec.settings, &waiting);
+            }
+        }
+    }
+
+    /// Connects to the source's cluster (discovery), retrying with backoff while it
+    /// cannot be reached and saying so in `/status`; `false` on shutdown. A cluster
+    /// that is down keeps only its own sources waiting.
+    async fn connect(&mut self, remote: Remote) -> bool {
+        let mut delays = Backoff::WATCH.delays();
+        loop {
+            let attempt = tokio::select! {
+                _ = self.inputs.shutdown.wait() => return false,
+                attempt = Engine::connect(remote.client.clone()) => attempt,
+            };
+            let settings = &self.spec.settings;
+            match attempt {
+                Ok(engine) => {
+                    info!(source = %settings.name, cluster = %remote.name, "connected");
+                    self.reconciler.engine = engine.acting_as(settings.acting_as.clone());
+                    self.reconciler.record_reach(settings, true);
+                    return true;
+                }
+                Err(error) => {
+                    warn!(source = %settings.name, cluster = %remote.name, %error, "cannot reach the cluster; retrying");
+                    self.reconciler
+                        .record_unreachable(settings, &error.to_string());
+                }
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(20));
+            tokio::select! {
+                _ = self.inputs.shutdown.wait() => return false,
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }

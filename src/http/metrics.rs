@@ -92,6 +92,11 @@ struct HealthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnershipLabels {
     source: String,
     claim: Foreign,
@@ -155,6 +160,7 @@ pub struct Metrics {
     leader: Family<LeaseLabels, Gauge>,
     health_objects: Family<HealthLabels, Gauge>,
     foreign_objects: Family<OwnershipLabels, Gauge>,
+    cluster_reachable: Family<ClusterLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
     render_duration: Histograms,
     alive_tasks: Gauge,
@@ -183,6 +189,7 @@ impl Metrics {
             leader: Family::default(),
             health_objects: Family::default(),
             foreign_objects: Family::default(),
+            cluster_reachable: Family::default(),
             reconciled_objects: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
             alive_tasks: Gauge::default(),
@@ -248,6 +255,11 @@ impl Metrics {
             "health_objects",
             "Desired objects of a source by health (ready, progressing, failed, missing)",
             self.health_objects.clone(),
+        );
+        r.register(
+            "cluster_reachable",
+            "Whether a [[clusters]] entry answered at its sources' last attempt (1) or not (0)",
+            self.cluster_reachable.clone(),
         );
         r.register(
             "foreign_objects",
@@ -369,6 +381,16 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Whether the `[[clusters]]` entry `name` answered.
+    pub fn set_cluster_reachable(&self, name: &str, reachable: bool) {
+        let labels = ClusterLabels {
+            cluster: name.to_owned(),
+        };
+        self.cluster_reachable
+            .get_or_create(&labels)
+            .set(i64::from(reachable));
     }
 
     /// How many of a source's objects another source owns, by claim.

@@ -227,6 +227,18 @@ pub struct SourceStatus {
     /// The sources (`depends_on`) not yet synced and healthy, while this one waits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
+    /// The `[[clusters]]` entry its objects go to (`None`: the home cluster), and
+    /// whether that cluster answered at the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReach>,
+}
+
+/// A cluster a source writes to, and whether it could be reached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReach {
+    pub name: String,
+    pub reachable: bool,
 }
 
 impl SourceStatus {
@@ -247,6 +259,7 @@ impl SourceStatus {
             objects: Vec::new(),
             health: SourceHealth::default(),
             waiting_for: Vec::new(),
+            cluster: None,
         }
     }
 

@@ -5,8 +5,8 @@ use super::evidence_text;
 use super::style::Style;
 use crate::health::State;
 use crate::http::status::{
-    ElectionKind, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth, SourceStatus,
-    StatusReport, SyncResult,
+    ClusterReach, ElectionKind, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth,
+    SourceStatus, StatusReport, SyncResult,
 };
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -27,8 +27,9 @@ const OWNER_HEADER: &str = "OWNER";
 const RESULT_COLUMN: usize = 3;
 
 /// The order in which counts are listed in the OBJECTS column.
-const COUNT_ORDER: [ObjectState; 5] = [
+const COUNT_ORDER: [ObjectState; 6] = [
     ObjectState::InSync,
+    ObjectState::Shared,
     ObjectState::Drifted,
     ObjectState::Missing,
     ObjectState::Pruned,
@@ -66,7 +67,17 @@ fn status_text_at(report: &StatusReport, color: bool, now: SystemTime) -> String
     let mut out = String::new();
     push_replica(&mut out, report.replica.as_ref());
     push_row(&mut out, &headers, &widths, None);
-    for (source, cells) in report.sources.iter().zip(&rows) {
+    let mut order: Vec<usize> = (0..report.sources.len()).collect();
+    order.sort_by_key(|&i| report.sources[i].cluster.as_ref().map(|c| c.name.clone()));
+    let grouped = report.sources.iter().any(|s| s.cluster.is_some());
+    let mut group = None;
+    for i in order {
+        let (source, cells) = (&report.sources[i], &rows[i]);
+        let cluster = source.cluster.as_ref();
+        if grouped && group != Some(cluster.map(|c| &c.name)) {
+            group = Some(cluster.map(|c| &c.name));
+            push_cluster(&mut out, cluster);
+        }
         let tint = color.then(|| result_color(source.result));
         push_row(&mut out, cells, &widths, tint);
         push_error(&mut out, source);
@@ -76,6 +87,16 @@ fn status_text_at(report: &StatusReport, color: bool, now: SystemTime) -> String
         push_health_sections(&mut out, source);
     }
     out
+}
+
+/// `cluster edge-1 (unreachable)`: the heading of the sources of one cluster, when
+/// sources write to more than one.
+fn push_cluster(out: &mut String, cluster: Option<&ClusterReach>) {
+    let _ = match cluster {
+        None => writeln!(out, "cluster home ([cluster])"),
+        Some(c) if c.reachable => writeln!(out, "cluster {} (reachable)", c.name),
+        Some(c) => writeln!(out, "cluster {} (unreachable)", c.name),
+    };
 }
 
 /// `replica web-0 (follower; leader web-1, lease ops/converge)`: who answered.

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod clusters;
 mod controlplane;
 mod crash;
 mod daemon;
