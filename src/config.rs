@@ -112,10 +112,21 @@ pub struct Config {
 pub struct ClusterEntry {
     /// A DNS label that sources name.
     pub name: String,
-    /// Its kubeconfig file (checked to exist).
-    pub kubeconfig: PathBuf,
+    /// Where its kubeconfig is.
+    pub kubeconfig: KubeconfigFrom,
     /// The context to use instead of the file's `current-context`.
     pub context: Option<String>,
+}
+
+/// Where a `[[clusters]]` entry's kubeconfig is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeconfigFrom {
+    /// `kubeconfig = "PATH"` (checked to exist).
+    File(PathBuf),
+    /// `secret = "NAMESPACE/NAME"`: a Secret on the home cluster whose `value`
+    /// (Flux's key), `value.yaml` or `kubeconfig` entry holds it; read when the
+    /// cluster's sources connect.
+    Secret { namespace: String, name: String },
 }
 
 /// `[leader_election]`: replicas elect who writes with `coordination.k8s.io/v1`
@@ -468,6 +479,7 @@ struct RawConfig {
 struct RawClusterEntry {
     name: Option<String>,
     kubeconfig: Option<String>,
+    secret: Option<String>,
     context: Option<String>,
 }
 
@@ -673,16 +685,35 @@ impl Checker<'_> {
                     format!("name = {name:?}: already used; names must be unique"),
                 );
             }
-            let Some(kubeconfig) = raw.kubeconfig.map(|k| self.resolve(&k)) else {
-                self.problem(
-                    &at,
-                    "kubeconfig is required: the file to reach the cluster with",
-                );
-                continue;
+            let kubeconfig = match (raw.kubeconfig, raw.secret) {
+                (Some(file), None) => {
+                    let path = self.resolve(&file);
+                    if !path.is_file() {
+                        self.problem(&at, format!("kubeconfig {path:?}: no such file"));
+                    }
+                    KubeconfigFrom::File(path)
+                }
+                (None, Some(secret)) => match secret.split_once('/') {
+                    Some((ns, name)) if is_dns_label(ns) && !name.is_empty() => {
+                        KubeconfigFrom::Secret {
+                            namespace: ns.into(),
+                            name: name.into(),
+                        }
+                    }
+                    _ => {
+                        self.problem(&at, format!("secret = {secret:?}: write NAMESPACE/NAME"));
+                        continue;
+                    }
+                },
+                _ => {
+                    self.problem(
+                        &at,
+                        "give either kubeconfig (a file) or secret (NAMESPACE/NAME of a Secret \
+                         holding one)",
+                    );
+                    continue;
+                }
             };
-            if !kubeconfig.is_file() {
-                self.problem(&at, format!("kubeconfig {kubeconfig:?}: no such file"));
-            }
             clusters.push(ClusterEntry {
                 name,
                 kubeconfig,

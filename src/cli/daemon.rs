@@ -3,8 +3,8 @@
 use super::Exit;
 use super::args::RunArgs;
 use anyhow::{Context, Result};
-use converge::config::{Config, LeaderElectionConfig};
-use converge::daemon::{self, DaemonOptions, ElectionOptions, SourceSpec, shutdown};
+use converge::config::{Config, KubeconfigFrom, LeaderElectionConfig};
+use converge::daemon::{self, DaemonOptions, ElectionOptions, RemoteAccess, SourceSpec, shutdown};
 use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::render::{Renderer, Tools};
@@ -31,11 +31,21 @@ pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
     };
     let mut clusters = BTreeMap::new();
     for entry in &config.clusters {
-        let context = entry.context.as_deref();
-        let remote = ClusterConfig::load(Some(&entry.kubeconfig), context)
-            .with_context(|| format!("[[clusters]] {:?}", entry.name))?;
-        let client = Client::with_options(remote, client_options.clone())?;
-        clusters.insert(entry.name.clone(), client);
+        let context = entry.context.clone();
+        let access = match &entry.kubeconfig {
+            KubeconfigFrom::File(path) => {
+                let remote = ClusterConfig::load(Some(path), context.as_deref())
+                    .with_context(|| format!("[[clusters]] {:?}", entry.name))?;
+                RemoteAccess::Client(Client::with_options(remote, client_options.clone())?)
+            }
+            KubeconfigFrom::Secret { namespace, name } => RemoteAccess::Secret {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                context,
+                options: client_options.clone(),
+            },
+        };
+        clusters.insert(entry.name.clone(), access);
     }
     let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await

@@ -30,6 +30,7 @@ use crate::daemon::reconcile::{Reconciler, Settings};
 use crate::daemon::scheduler::Board;
 use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
+pub use crate::daemon::source_task::RemoteAccess;
 use crate::daemon::source_task::{Inputs, Remote, SourceTask};
 use crate::engine::Engine;
 use crate::http::metrics::Metrics;
@@ -121,9 +122,9 @@ pub struct DaemonOptions {
     pub renderer: Renderer,
     /// Elect who writes among replicas; `None`: this one always writes.
     pub election: Option<ElectionOptions>,
-    /// A client for each `[[clusters]]` entry, by name; sources that name one
+    /// How to reach each `[[clusters]]` entry, by name; sources that name one
     /// connect to it in their own task (a cluster that is down fails only them).
-    pub clusters: BTreeMap<String, Client>,
+    pub clusters: BTreeMap<String, RemoteAccess>,
 }
 
 /// Leader election among replicas (`[leader_election]`, `--leader-elect`).
@@ -223,10 +224,10 @@ pub async fn run(
         let mut acting = reconciler.clone();
         acting.engine = acting.engine.acting_as(spec.settings.acting_as.clone());
         let remote = spec.cluster.as_ref().and_then(|name| {
-            let client = options.clusters.get(name)?.clone();
+            let access = options.clusters.get(name)?.clone();
             Some(Remote {
                 name: name.clone(),
-                client,
+                access,
             })
         });
         let task = SourceTask::new(acting, spec, inputs).on(remote);

@@ -14,10 +14,11 @@ use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
 use crate::engine::Engine;
 use crate::http::status::SourceType;
-use crate::kube::Client;
 use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
+use crate::kube::{ApiResource, Client, ClientOptions, ClusterConfig};
 use crate::source::{Snapshot, SourceError};
+use base64::Engine as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -39,7 +40,59 @@ pub struct Inputs {
 /// A `[[clusters]]` entry a source writes to, not connected yet.
 pub struct Remote {
     pub name: String,
-    pub client: Client,
+    pub access: RemoteAccess,
+}
+
+/// How to reach another cluster.
+#[derive(Clone)]
+pub enum RemoteAccess {
+    /// With a client built from its kubeconfig file.
+    Client(Client),
+    /// With the kubeconfig in a Secret on the home cluster, read at each attempt
+    /// to connect (so a rotated one is picked up).
+    Secret {
+        namespace: String,
+        name: String,
+        context: Option<String>,
+        options: ClientOptions,
+    },
+}
+
+/// The Secret's entries that may hold a kubeconfig, Flux's first.
+const KUBECONFIG_KEYS: [&str; 3] = ["value", "value.yaml", "kubeconfig"];
+
+impl RemoteAccess {
+    /// The client; for a Secret, read with converge's own client on the home
+    /// cluster. Errors never quote the Secret's content.
+    async fn client(&self, home: &Client) -> Result<Client, String> {
+        let (namespace, name, context, options) = match self {
+            RemoteAccess::Client(client) => return Ok(client.clone()),
+            RemoteAccess::Secret {
+                namespace,
+                name,
+                context,
+                options,
+            } => (namespace, name, context, options),
+        };
+        let origin = format!("Secret {namespace}/{name}");
+        let path = ApiResource::secrets().path(Some(namespace), Some(name));
+        let secret = home
+            .get(&path)
+            .await
+            .map_err(|e| format!("{origin}: {e}"))?;
+        let encoded = KUBECONFIG_KEYS
+            .iter()
+            .find_map(|key| secret.pointer(&format!("/data/{key}"))?.as_str())
+            .ok_or_else(|| format!("{origin} has no {KUBECONFIG_KEYS:?} entry"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| format!("{origin}: the kubeconfig entry is not base64"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("{origin}: the kubeconfig is not UTF-8 text"))?;
+        let config = ClusterConfig::from_kubeconfig_text(&text, &origin, context.as_deref())
+            .map_err(|e| e.to_string())?;
+        Client::with_options(config, options.clone()).map_err(|e| e.to_string())
+    }
 }
 
 pub struct SourceTask {
@@ -61,6 +114,12 @@ pub struct SourceTask {
     dependencies: Option<watch::Receiver<Board>>,
     /// Whether the last reconcile succeeded (its dependents need that).
     last_ok: bool,
+}
+
+/// An engine on another cluster: its client, then discovery.
+async fn connect(access: &RemoteAccess, home: &Client) -> Result<Engine, String> {
+    let client = access.client(home).await?;
+    Engine::connect(client).await.map_err(|e| e.to_string())
 }
 
 impl SourceTask {
@@ -132,9 +191,10 @@ impl SourceTask {
     async fn connect(&mut self, remote: Remote) -> bool {
         let mut delays = Backoff::WATCH.delays();
         loop {
+            let home = self.reconciler.engine.reader().clone();
             let attempt = tokio::select! {
                 _ = self.inputs.shutdown.wait() => return false,
-                attempt = Engine::connect(remote.client.clone()) => attempt,
+                attempt = connect(&remote.access, &home) => attempt,
             };
             let settings = &self.spec.settings;
             match attempt {
@@ -146,8 +206,7 @@ impl SourceTask {
                 }
                 Err(error) => {
                     warn!(source = %settings.name, cluster = %remote.name, %error, "cannot reach the cluster; retrying");
-                    self.reconciler
-                        .record_unreachable(settings, &error.to_string());
+                    self.reconciler.record_unreachable(settings, &error);
                 }
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(20));

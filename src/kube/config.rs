@@ -339,6 +339,17 @@ impl ClusterConfig {
         })
     }
 
+    /// A kubeconfig held as text (a Secret's), named `origin` in errors; its
+    /// credentials must be inline (`*-data`, tokens), as no file is near it.
+    pub fn from_kubeconfig_text(
+        text: &str,
+        origin: &str,
+        context: Option<&str>,
+    ) -> Result<Self, ClusterConfigError> {
+        let file = KubeconfigFile::parse(text, Path::new(origin))?;
+        Merged { files: vec![file] }.resolve(context)
+    }
+
     /// Reads and merges kubeconfig files (first definition of a name wins) and
     /// resolves `context` (or the first current-context).
     pub fn from_kubeconfig_files(
@@ -466,10 +477,14 @@ impl KubeconfigFile {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ClusterConfigError> {
         let raw: RawKubeconfig = if text.trim().is_empty() {
             RawKubeconfig::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|e| ClusterConfigError::Parse {
+            serde_yaml::from_str(text).map_err(|e| ClusterConfigError::Parse {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?

@@ -154,3 +154,72 @@ fn a_cluster_that_is_down_fails_only_its_own_sources_and_converges_when_back() {
         &["delete", "namespace", &env.ns, "--wait=false"],
     );
 }
+
+#[test]
+fn a_cluster_reached_through_a_kubeconfig_in_a_secret_waits_for_the_secret() {
+    let dir = second_plane();
+    let env = TestEnv::new("clusters-secret");
+    let kubeconfig2 = dir.join("kubeconfig").display().to_string();
+    let (created, _) = kubectl2(&kubeconfig2, &["create", "namespace", &env.ns]);
+    assert!(
+        created,
+        "cannot create namespace {} on the second plane",
+        env.ns
+    );
+    let home = Manifests::with("cm.yaml", &configmap("home", "one"));
+    let edge = Manifests::with("cm.yaml", &configmap("edge", "one"));
+    let config = format!(
+        "state_dir = \"{{state}}\"\n\n[[clusters]]\nname = \"edge\"\n\
+         secret = \"{{ns}}/edge-kubeconfig\"\n\n\
+         [[source]]\nname = \"home\"\ndir = \"{}\"\nnamespace = \"{{ns}}\"\ninterval = \"2s\"\n\n\
+         [[source]]\nname = \"edge\"\ncluster = \"edge\"\ndir = \"{}\"\n\
+         namespace = \"{{ns}}\"\ninterval = \"2s\"\n",
+        home.path().display(),
+        edge.path().display()
+    );
+    let daemon = Daemon::start(&env, &config, &[]);
+    // No Secret yet: only the edge source waits, and says why.
+    let applied = env.wait_configmap_value("home", "one", Duration::from_secs(30));
+    assert!(
+        applied.is_some(),
+        "home did not converge:\n{}",
+        daemon.log()
+    );
+    let waiting = eventually(Duration::from_secs(30), || {
+        let status = daemon.status();
+        let edge = source(&status, "edge").clone();
+        (edge["cluster"]["reachable"] == false).then_some(edge)
+    });
+    let edge_status = waiting.map(|w| w.value).unwrap_or(Value::Null);
+    let error = edge_status["error"].as_str().unwrap_or_default();
+    let secret = format!("Secret {}/edge-kubeconfig", env.ns);
+    assert!(error.contains(&secret), "{edge_status:#}");
+
+    let from_file = format!("--from-file=value={kubeconfig2}");
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "edge-kubeconfig",
+        "-n",
+        &env.ns,
+        &from_file,
+    ]);
+    let converged = eventually(Duration::from_secs(60), || {
+        value2(&kubeconfig2, &env.ns, "edge").as_deref() == Some("one")
+    });
+    assert!(
+        converged.is_some(),
+        "edge did not converge:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        !log.contains("client-key"),
+        "the kubeconfig leaked into the log"
+    );
+    let _ = kubectl2(
+        &kubeconfig2,
+        &["delete", "namespace", &env.ns, "--wait=false"],
+    );
+}
