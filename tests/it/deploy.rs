@@ -393,3 +393,92 @@ fn in_cluster_configuration_connects() {
     assert_eq!(holder, "pod-0");
     assert_eq!(daemon.status()["replica"]["role"], "leader");
 }
+
+/// A container's securityContext that the namespace's Pod Security level
+/// (`restricted`, from examples/deploy) admits.
+const RESTRICTED: &str = "{runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: \
+                          false, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}";
+
+/// The whole daemon flow under nothing but the ServiceAccount's token: a wave that
+/// waits for a Deployment to be available (health watches, evidence reads), a
+/// pre-sync hook Job, a prune, shard Leases and Events. A permission missing from
+/// examples/deploy/rbac.yaml fails this with the API server's RBAC message.
+#[test]
+fn the_whole_daemon_flow_runs_under_its_service_account() {
+    let env = TestEnv::new("deploy-flow");
+    let deployed = Deployed::apply(&env);
+    let kubeconfig = deployed.kubeconfig();
+    let app = Manifests::with(
+        "web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  \
+         selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+         spec: {containers: [{name: web, image: example.com/web:1, securityContext: {RESTRICTED}}]}\n"
+            .replace("{RESTRICTED}", RESTRICTED)
+            .as_str(),
+    );
+    app.write(
+        "after.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations: \
+         {converge.dev/wave: \"1\"}\ndata: {value: '1'}\n",
+    );
+    app.write(
+        "migrate.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations: \
+         {converge.dev/hook: pre-sync}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      \
+         restartPolicy: Never\n      containers: [{name: m, image: example.com/migrate:1, \
+         securityContext: {RESTRICTED}}]\n"
+            .replace("{RESTRICTED}", RESTRICTED)
+            .as_str(),
+    );
+    app.write("old.yaml", &configmap("old", "1"));
+    let config = format!(
+        "state_dir = \"{{state}}\"\n\n[leader_election]\nenabled = true\nshard = true\n\n\
+         [[source]]\nname = \"app\"\ndir = \"{}\"\nnamespace = \"{{ns}}\"\ninterval = \"2s\"\n",
+        app.path().display()
+    );
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let daemon = Daemon::start(&env, &config, &["--kubeconfig", kubeconfig, "--id", "sa"]);
+    // Wave 1 is written only once wave 0's Deployment is available.
+    let after = env.wait_configmap_value("after", "1", Duration::from_secs(90));
+    assert!(
+        after.is_some(),
+        "wave 1 was never written:\n{}",
+        daemon.log()
+    );
+    let get = |args: &[&str]| env.kubectl(&[args, &["-n", &env.ns]].concat());
+    let available = get(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.status.availableReplicas}",
+    ]);
+    assert_eq!(available, "1", "wave 1 went before wave 0 was available");
+    let jobs = get(&["get", "jobs", "-o", "name"]);
+    assert!(jobs.contains("job.batch/migrate-"), "no hook Job: {jobs}");
+
+    app.remove("old.yaml");
+    let pruned = eventually(Duration::from_secs(30), || {
+        env.configmap_value("old").is_none()
+    });
+    assert!(pruned.is_some(), "old was not pruned:\n{}", daemon.log());
+
+    let holder = get(&[
+        "get",
+        "lease",
+        "converge-app",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "sa", "the source's shard Lease");
+    let leases = get(&["get", "leases", "-o", "name"]);
+    assert!(
+        leases.contains("converge.replica."),
+        "no heartbeat Lease: {leases}"
+    );
+    let selector = "involvedObject.name=converge-app";
+    let events = get(&["get", "events", "--field-selector", selector, "-o", "name"]);
+    assert!(!events.trim().is_empty(), "no Event on the ApplySet parent");
+    let log = daemon.log();
+    assert!(!log.contains("forbidden"), "a request was refused:\n{log}");
+}
