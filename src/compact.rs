@@ -12,21 +12,21 @@ use std::sync::Arc;
 
 /// One object's compact JSON text; cheap to clone (shared).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompactObject(Arc<str>);
+pub(crate) struct CompactObject(Arc<str>);
 
 impl CompactObject {
-    pub fn new(object: &Value) -> Self {
+    pub(crate) fn new(object: &Value) -> Self {
         // `Value`'s Display is its compact JSON and cannot fail.
         CompactObject(object.to_string().into())
     }
 
     /// The JSON text (to hash it).
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The object, parsed again (keys in their original order).
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         // The text is our own serialization of a `Value`, so it always parses; `Null`
         // only keeps this total.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// changes, 2 error, 3 `apply --wait`: something failed or was not ready in time.
 #[derive(Debug, Parser)]
 #[command(name = "converge", version, about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -27,7 +27,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Converge the cluster with the manifests: create, update and (with --prune)
     /// delete objects.
     ///
@@ -70,7 +70,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The daemon's configuration file.
     #[arg(
         long,
@@ -105,7 +105,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Where `converge run` serves its endpoints.
     #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
     pub addr: String,
@@ -118,13 +118,13 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
     /// Show what would change (like `diff`) and write nothing.
@@ -142,7 +142,7 @@ pub struct ApplyArgs {
 
 /// The options `apply` and `diff` share: what to converge and how to report it.
 #[derive(Debug, Args)]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     /// Manifest files or directories (YAML or JSON; directories are read
     /// recursively, hidden entries skipped).
     #[arg(required = true, value_name = "PATH")]
@@ -227,7 +227,7 @@ pub struct SyncArgs {
 /// ignore these).
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Helm charts")]
-pub struct RenderArgs {
+pub(crate) struct RenderArgs {
     /// A values file (repeatable; later files win).
     #[arg(long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
@@ -247,13 +247,13 @@ fn parse_set(value: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
+pub(crate) enum ColorChoice {
     Auto,
     Always,
     Never,
@@ -261,7 +261,7 @@ pub enum ColorChoice {
 
 impl ColorChoice {
     /// Whether stdout gets ANSI colors.
-    pub fn enabled(self) -> bool {
+    pub(crate) fn enabled(self) -> bool {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
@@ -275,7 +275,7 @@ impl ColorChoice {
 
 impl SyncArgs {
     /// The largest and deepest manifest file the flags allow.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_file_bytes: self.max_file_mib << 20,
             max_depth: self.max_depth,
@@ -283,7 +283,7 @@ impl SyncArgs {
     }
 
     /// The drift rules the flags describe.
-    pub fn drift_rules(&self) -> DriftRules {
+    pub(crate) fn drift_rules(&self) -> DriftRules {
         DriftRules {
             managers: DriftManagers::named_or_default(self.drift_managers.as_deref()),
             ignore: IgnoreRules(self.ignore.clone()),
@@ -293,7 +293,7 @@ impl SyncArgs {
 
     /// The ApplySet name: `--name`, else derived from the first path (`k8s/shop/`
     /// → `shop`, `app.yaml` → `app`).
-    pub fn applyset_name(&self) -> Result<String, String> {
+    pub(crate) fn applyset_name(&self) -> Result<String, String> {
         if let Some(name) = &self.name {
             return Ok(name.clone());
         }
@@ -356,7 +356,7 @@ fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The version line printed by `converge version`.
-pub fn version_line() -> String {
+pub(crate) fn version_line() -> String {
     format!(
         "converge {} ({} {})",
         env!("CARGO_PKG_VERSION"),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 /// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
 /// runs every source until a signal asks to stop.
-pub async fn run_daemon(args: RunArgs) -> Result<Exit> {
+pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
     let config = Config::load(&args.config)?;
     let kubeconfig = args
         .kubeconfig

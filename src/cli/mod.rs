@@ -2,22 +2,22 @@
 //! [`Exit`]. This is the edge of the program, so errors are `anyhow` here and typed
 //! (`thiserror`) everywhere below.
 
-pub mod args;
+pub(crate) mod args;
 mod daemon;
 mod progress;
 mod render;
 mod status;
 mod sync;
 
-pub use daemon::run_daemon;
-pub use render::version;
-pub use status::status;
-pub use sync::{Mode, sync};
+pub(crate) use daemon::run_daemon;
+pub(crate) use render::version;
+pub(crate) use status::status;
+pub(crate) use sync::{Mode, sync};
 
 /// How `converge` exits; scripts rely on these codes (`diff` follows `diff(1)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Exit {
+pub(crate) enum Exit {
     Ok = 0,
     /// `diff` found changes; `status`: a source is not synced.
     Changes = 1,

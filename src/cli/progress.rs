@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// A progress line redrawn in place on stderr, only in a terminal and only once
 /// the wait has lasted a moment (a wait that ends at once shows nothing).
-pub struct ProgressLine {
+pub(super) struct ProgressLine {
     enabled: bool,
     shown: bool,
     started: Instant,
@@ -14,7 +14,7 @@ pub struct ProgressLine {
 impl ProgressLine {
     const AFTER: Duration = Duration::from_secs(1);
 
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         ProgressLine {
             enabled: std::io::stderr().is_terminal(),
             shown: false,
@@ -22,7 +22,7 @@ impl ProgressLine {
         }
     }
 
-    pub fn show(&mut self, text: &str) {
+    pub(super) fn show(&mut self, text: &str) {
         if !self.enabled || self.started.elapsed() < Self::AFTER {
             return;
         }
@@ -34,7 +34,7 @@ impl ProgressLine {
         self.shown = true;
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         if self.shown {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }

@@ -16,7 +16,7 @@ use converge::render::{
 use std::path::{Path, PathBuf};
 
 /// `converge version`: converge's own version, then the rendering tools found.
-pub async fn version() -> Result<Exit> {
+pub(crate) async fn version() -> Result<Exit> {
     println!("{}", version_line());
     for tool in Tools::find(&ToolPaths::default()).await.status() {
         println!("{tool}");
@@ -25,13 +25,13 @@ pub async fn version() -> Result<Exit> {
 }
 
 /// The engine and the namespace of the command line's cluster.
-pub struct Cluster {
+pub(super) struct Cluster {
     pub engine: Engine,
     pub namespace: String,
 }
 
 impl Cluster {
-    pub async fn connect(args: &SyncArgs) -> Result<Cluster> {
+    pub(super) async fn connect(args: &SyncArgs) -> Result<Cluster> {
         let config = ClusterConfig::load(args.kubeconfig.as_deref(), args.context.as_deref())?;
         let namespace = args
             .namespace
@@ -47,7 +47,7 @@ impl Cluster {
 }
 
 /// The manifests of every PATH, and the cluster when rendering needed it.
-pub async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<Cluster>)> {
+pub(super) async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<Cluster>)> {
     if args
         .paths
         .iter()

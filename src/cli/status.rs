@@ -9,7 +9,7 @@ use converge::http::{SourceStatus, SyncResult};
 use converge::report;
 
 /// Prints the status; the exit code says the worst of it (see [`exit_for`]).
-pub async fn status(args: StatusArgs) -> Result<Exit> {
+pub(crate) async fn status(args: StatusArgs) -> Result<Exit> {
     let status = fetch_status(&args.addr).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 /// What a sync does with its plan.
 #[derive(Debug, Clone, Copy)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `diff`: show the plan; exit 1 when it has changes.
     Diff,
     /// `apply --dry-run`: show the plan, write nothing.
@@ -31,7 +31,7 @@ impl Mode {
     }
 }
 
-pub async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
+pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     let (manifests, cluster) = render::load(&args, &name).await?;
     let guard = PlanOptions {

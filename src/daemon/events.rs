@@ -14,13 +14,13 @@ use tracing::debug;
 
 /// An Event's `type`: the two the API defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
+pub(crate) enum EventType {
     Normal,
     Warning,
 }
 
 impl EventType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
@@ -31,7 +31,7 @@ impl EventType {
 /// An Event's `reason`: what converge did, in CamelCase as the API expects. Each
 /// reason has one type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventReason {
+pub(crate) enum EventReason {
     /// A revision was applied (something was created, configured or pruned).
     Applied,
     /// A revision could not be applied; the last good one stays.
@@ -39,14 +39,14 @@ pub enum EventReason {
 }
 
 impl EventReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventReason::Applied => "Applied",
             EventReason::ReconcileFailed => "ReconcileFailed",
         }
     }
 
-    pub fn event_type(self) -> EventType {
+    pub(crate) fn event_type(self) -> EventType {
         match self {
             EventReason::Applied => EventType::Normal,
             EventReason::ReconcileFailed => EventType::Warning,
@@ -56,14 +56,14 @@ impl EventReason {
 
 /// Posts Events; cheap to clone. A disabled one (for `run --dry-run`) writes nothing.
 #[derive(Clone)]
-pub struct Events {
+pub(crate) struct Events {
     client: Option<Client>,
     /// The last message posted per source, to drop repeats.
     last: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Events {
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Events {
             client: Some(client),
             last: Arc::default(),
@@ -71,7 +71,7 @@ impl Events {
     }
 
     /// Events that are never sent: a dry-run daemon must not write at all.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Events {
             client: None,
             last: Arc::default(),
@@ -80,7 +80,7 @@ impl Events {
 
     /// Posts an Event about `source`'s ApplySet parent in the background (an Event
     /// that cannot be posted is not worth failing a reconcile for).
-    pub fn emit(&self, source: &str, namespace: &str, reason: EventReason, message: &str) {
+    pub(crate) fn emit(&self, source: &str, namespace: &str, reason: EventReason, message: &str) {
         let Some(client) = self.client.clone() else {
             return;
         };

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 /// What this replica is for a Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub(super) enum Role {
     /// It holds the Lease: it writes.
     Leader,
     /// It stands by; `holder` writes, as last seen (`None`: nobody, or unknown).
@@ -45,7 +45,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn is_leader(&self) -> bool {
+    pub(super) fn is_leader(&self) -> bool {
         matches!(self, Role::Leader)
     }
 }
@@ -63,7 +63,7 @@ pub enum Duty {
 
 /// A source task's view of the election: whether this replica writes the source.
 #[derive(Clone)]
-pub struct Leadership {
+pub(super) struct Leadership {
     role: watch::Receiver<Role>,
     /// This replica's identity; `None` without an election.
     identity: Option<String>,
@@ -71,7 +71,7 @@ pub struct Leadership {
 
 impl Leadership {
     /// No election: this replica always writes.
-    pub fn sole() -> Self {
+    pub(super) fn sole() -> Self {
         let (_, role) = watch::channel(Role::Leader);
         Leadership {
             role,
@@ -79,7 +79,7 @@ impl Leadership {
         }
     }
 
-    pub fn new(role: watch::Receiver<Role>, identity: &str) -> Self {
+    pub(super) fn new(role: watch::Receiver<Role>, identity: &str) -> Self {
         Leadership {
             role,
             identity: Some(identity.to_owned()),
@@ -87,7 +87,7 @@ impl Leadership {
     }
 
     /// The duty of the moment.
-    pub fn duty(&self) -> Duty {
+    pub(super) fn duty(&self) -> Duty {
         match *self.role.borrow() {
             Role::Leader => Duty::Converge,
             Role::Follower { .. } => Duty::StandBy,
@@ -95,7 +95,7 @@ impl Leadership {
     }
 
     /// Who writes the source, as this replica knows it; `None` without an election.
-    pub fn owner(&self) -> Option<String> {
+    pub(super) fn owner(&self) -> Option<String> {
         let identity = self.identity.as_ref()?;
         match &*self.role.borrow() {
             Role::Leader => Some(identity.clone()),
@@ -105,7 +105,7 @@ impl Leadership {
 
     /// Waits until the role changes and returns the new duty. Never returns
     /// without an election.
-    pub async fn changed(&mut self) -> Duty {
+    pub(super) async fn changed(&mut self) -> Duty {
         if self.role.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
@@ -114,7 +114,7 @@ impl Leadership {
 
     /// Resolves once this replica must stop writing. Never resolves without an
     /// election.
-    pub async fn demoted(&mut self) {
+    pub(super) async fn demoted(&mut self) {
         if self.role.wait_for(|role| !role.is_leader()).await.is_err() {
             std::future::pending::<()>().await;
         }
@@ -123,7 +123,7 @@ impl Leadership {
 
 /// What to do about the Lease next, as [`Elector::next`] decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(super) enum Next {
     /// There is no Lease: create it, holding it.
     Create(Record),
     /// Write this record over the Lease seen: acquire it, or renew it.
@@ -141,14 +141,14 @@ struct Observed {
 
 /// client-go's `tryAcquireOrRenew` decisions for one Lease, without the requests.
 #[derive(Debug)]
-pub struct Elector {
+pub(super) struct Elector {
     identity: String,
     timing: LeaseTiming,
     observed: Option<Observed>,
 }
 
 impl Elector {
-    pub fn new(identity: &str, timing: LeaseTiming) -> Self {
+    pub(super) fn new(identity: &str, timing: LeaseTiming) -> Self {
         Elector {
             identity: identity.to_owned(),
             timing,
@@ -159,7 +159,7 @@ impl Elector {
     /// Takes in a read of the Lease (`None`: there is none). The time it was seen
     /// changes only when the record did: a holder that stopped renewing looks the
     /// same on every read, and its Lease runs out.
-    pub fn observe(&mut self, lease: Option<Lease>, now: Instant) {
+    pub(super) fn observe(&mut self, lease: Option<Lease>, now: Instant) {
         self.observed = lease.map(|lease| {
             let at = match &self.observed {
                 Some(seen) if seen.lease.record == lease.record => seen.at,
@@ -170,48 +170,48 @@ impl Elector {
     }
 
     /// Takes in the Lease as this replica just wrote it.
-    pub fn wrote(&mut self, lease: Lease, now: Instant) {
+    pub(super) fn wrote(&mut self, lease: Lease, now: Instant) {
         self.observed = Some(Observed { lease, at: now });
     }
 
     /// The Lease as last seen.
-    pub fn lease(&self) -> Option<&Lease> {
+    pub(super) fn lease(&self) -> Option<&Lease> {
         self.observed.as_ref().map(|o| &o.lease)
     }
 
     /// The holder as last seen.
-    pub fn holder(&self) -> Option<&str> {
+    pub(super) fn holder(&self) -> Option<&str> {
         self.lease()?.record.holder.as_deref()
     }
 
     /// Another replica that holds the Lease at `now`, as last seen.
-    pub fn other_holder(&self, now: Instant) -> Option<&str> {
+    pub(super) fn other_holder(&self, now: Instant) -> Option<&str> {
         let holder = self.holder()?;
         let valid = self.expires().is_some_and(|expires| expires > now);
         (holder != self.identity && valid).then_some(holder)
     }
 
     /// Whether this replica holds the Lease, as last seen (expired or not).
-    pub fn is_holder(&self) -> bool {
+    pub(super) fn is_holder(&self) -> bool {
         self.lease()
             .is_some_and(|lease| lease.record.held_by(&self.identity))
     }
 
     /// When the Lease as last seen runs out, by our clock.
-    pub fn expires(&self) -> Option<Instant> {
+    pub(super) fn expires(&self) -> Option<Instant> {
         let seen = self.observed.as_ref()?;
         Some(seen.at + seen.lease.record.duration)
     }
 
     /// client-go's fast path: the holder renews over what it wrote last, without
     /// reading first, while its Lease still holds.
-    pub fn renewal(&self, now: Instant, wall: SystemTime) -> Option<Record> {
+    pub(super) fn renewal(&self, now: Instant, wall: SystemTime) -> Option<Record> {
         let valid = self.expires().is_some_and(|expires| expires > now);
         (self.is_holder() && valid).then(|| self.claim(wall))
     }
 
     /// What to do now about the Lease last seen.
-    pub fn next(&self, now: Instant, wall: SystemTime) -> Next {
+    pub(super) fn next(&self, now: Instant, wall: SystemTime) -> Next {
         let Some(seen) = &self.observed else {
             return Next::Create(self.claim(wall));
         };
@@ -250,7 +250,7 @@ impl Elector {
 
     /// The record that gives the Lease up, if this replica holds it: no holder,
     /// one second (client-go's `release`).
-    pub fn release(&self, wall: SystemTime) -> Option<Record> {
+    pub(super) fn release(&self, wall: SystemTime) -> Option<Record> {
         let old = &self.lease()?.record;
         old.held_by(&self.identity).then(|| {
             let now = micro_time(wall);
@@ -267,7 +267,7 @@ impl Elector {
 
 /// How one try at a Lease went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(super) enum Attempt {
     /// This replica holds it (acquired or renewed).
     Won,
     /// Another holds it until `expires`.
@@ -277,35 +277,35 @@ pub enum Attempt {
 /// Until when a leader may write: `renew_deadline` after it sent its last successful
 /// renewal. Pure, so the fence is tested with a paused clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fence {
+pub(super) struct Fence {
     until: Option<Instant>,
 }
 
 impl Fence {
     /// A renewal sent at `sent` succeeded.
-    pub fn renewed(&mut self, sent: Instant, timing: &LeaseTiming) {
+    pub(super) fn renewed(&mut self, sent: Instant, timing: &LeaseTiming) {
         self.until = Some(sent + timing.renew_deadline);
     }
 
     /// This replica stopped holding the Lease.
-    pub fn drop_term(&mut self) {
+    pub(super) fn drop_term(&mut self) {
         self.until = None;
     }
 
     /// Whether this replica may write at `now`.
-    pub fn holds(&self, now: Instant) -> bool {
+    pub(super) fn holds(&self, now: Instant) -> bool {
         self.until.is_some_and(|until| now < until)
     }
 
     /// The end of the term, while there is one.
-    pub fn until(&self) -> Option<Instant> {
+    pub(super) fn until(&self) -> Option<Instant> {
         self.until
     }
 }
 
 /// Tries `elector`'s Lease `name` once: the fast-path renewal, else read, then
 /// create, write or wait, as client-go's `tryAcquireOrRenew`.
-pub async fn try_acquire_or_renew(
+pub(super) async fn try_acquire_or_renew(
     leases: &Leases,
     name: &str,
     kind: LeaseKind,
@@ -331,7 +331,7 @@ pub async fn try_acquire_or_renew(
 
 /// Acts on what `elector` last saw of Lease `name`: creates it, writes over it
 /// (acquire or renew), or reports who holds it.
-pub async fn claim(
+pub(super) async fn claim(
     leases: &Leases,
     name: &str,
     kind: LeaseKind,
@@ -353,7 +353,7 @@ pub async fn claim(
 }
 
 /// Gives up `elector`'s Lease if this replica holds it, within `bound`.
-pub async fn release(leases: &Leases, elector: &mut Elector, bound: std::time::Duration) {
+pub(super) async fn release(leases: &Leases, elector: &mut Elector, bound: std::time::Duration) {
     let Some(record) = elector.release(SystemTime::now()) else {
         return;
     };
@@ -375,7 +375,7 @@ pub async fn release(leases: &Leases, elector: &mut Elector, bound: std::time::D
 
 /// The election of one leader for the whole daemon: a task that keeps trying or
 /// renewing the Lease every `retry_period` and publishes this replica's [`Role`].
-pub struct LeaderElection {
+pub(super) struct LeaderElection {
     leases: Leases,
     name: String,
     elector: Elector,
@@ -391,7 +391,7 @@ pub struct LeaderElection {
 impl LeaderElection {
     /// An election for Lease `name`; the receiver follows this replica's role,
     /// which starts as a follower's.
-    pub fn new(
+    pub(super) fn new(
         leases: Leases,
         name: &str,
         identity: &str,
@@ -416,7 +416,7 @@ impl LeaderElection {
 
     /// Tries and renews until `stop`, then releases the Lease if it holds it. Stop
     /// it only once the source tasks have stopped writing.
-    pub async fn run(mut self, mut stop: Shutdown) {
+    pub(super) async fn run(mut self, mut stop: Shutdown) {
         info!(lease = %self.leases.describe(&self.name), "trying to acquire the leader Lease");
         loop {
             let next = self.round().await;

@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The label naming the election a Lease belongs to: `converge.dev/election=<name>`.
-pub const ELECTION_LABEL: &str = "converge.dev/election";
+pub(super) const ELECTION_LABEL: &str = "converge.dev/election";
 /// The label saying what a Lease is for: [`LeaseKind`].
-pub const KIND_LABEL: &str = "converge.dev/lease";
+pub(super) const KIND_LABEL: &str = "converge.dev/lease";
 
 /// What a Lease of an election is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseKind {
+pub(super) enum LeaseKind {
     /// The one Lease whose holder writes every source.
     Leader,
     /// The Lease of one source (shard mode).
@@ -31,7 +31,7 @@ pub enum LeaseKind {
 }
 
 impl LeaseKind {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             LeaseKind::Leader => "leader",
             LeaseKind::Source => "source",
@@ -42,7 +42,7 @@ impl LeaseKind {
 
 /// The election record a Lease's spec holds (client-go's `LeaderElectionRecord`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Record {
+pub(super) struct Record {
     /// Who holds the Lease; `None` once released (`""` on the wire).
     pub holder: Option<String>,
     /// How long the Lease holds after a renewal, as the others measure it.
@@ -58,7 +58,7 @@ pub struct Record {
 
 impl Record {
     /// Whether `identity` holds the Lease (expired or not).
-    pub fn held_by(&self, identity: &str) -> bool {
+    pub(super) fn held_by(&self, identity: &str) -> bool {
         self.holder.as_deref() == Some(identity)
     }
 
@@ -97,13 +97,13 @@ impl Record {
 }
 
 /// `metav1.MicroTime` text: RFC 3339 in UTC with microseconds.
-pub fn micro_time(time: SystemTime) -> String {
+pub(super) fn micro_time(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
 /// A Lease as last read or written: the record, and the object to write over.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Lease {
+pub(super) struct Lease {
     pub name: String,
     pub record: Record,
     /// The whole object, `metadata.resourceVersion` included: a PUT of it fails with
@@ -113,7 +113,7 @@ pub struct Lease {
 
 impl Lease {
     /// The Lease in a watch event.
-    pub fn from_object(object: Value) -> Lease {
+    pub(super) fn from_object(object: Value) -> Lease {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -128,7 +128,7 @@ impl Lease {
     }
 
     /// What the Lease is for, by its label.
-    pub fn kind(&self) -> Option<LeaseKind> {
+    pub(super) fn kind(&self) -> Option<LeaseKind> {
         let label = self
             .object
             .pointer("/metadata/labels")
@@ -153,7 +153,7 @@ impl Lease {
 
     /// A Lease as returned from a test's fake server.
     #[cfg(test)]
-    pub fn fake(name: &str, record: Record, resource_version: &str) -> Lease {
+    pub(super) fn fake(name: &str, record: Record, resource_version: &str) -> Lease {
         let mut spec = Map::new();
         record.write_into(&mut spec);
         Lease::from_object(json!({
@@ -165,7 +165,7 @@ impl Lease {
 
 /// The Leases of one election in one namespace.
 #[derive(Clone)]
-pub struct Leases {
+pub(super) struct Leases {
     client: Client,
     namespace: String,
     election: String,
@@ -173,7 +173,7 @@ pub struct Leases {
 
 impl Leases {
     /// The Leases of election `election` (its name) in `namespace`.
-    pub fn new(client: Client, namespace: &str, election: &str) -> Self {
+    pub(super) fn new(client: Client, namespace: &str, election: &str) -> Self {
         Leases {
             client,
             namespace: namespace.to_owned(),
@@ -182,7 +182,7 @@ impl Leases {
     }
 
     /// `namespace/name`, for people.
-    pub fn describe(&self, name: &str) -> String {
+    pub(super) fn describe(&self, name: &str) -> String {
         format!("{}/{name}", self.namespace)
     }
 
@@ -191,13 +191,13 @@ impl Leases {
     }
 
     /// The Lease `name`; `None` when there is none.
-    pub async fn get(&self, name: &str) -> Result<Option<Lease>, Error> {
+    pub(super) async fn get(&self, name: &str) -> Result<Option<Lease>, Error> {
         let object = self.client.get_opt(&self.path(Some(name))).await?;
         Ok(object.map(Lease::from_object))
     }
 
     /// Every Lease of this election, and the version to watch them from.
-    pub async fn list(&self) -> Result<(Vec<Lease>, String), Error> {
+    pub(super) async fn list(&self) -> Result<(Vec<Lease>, String), Error> {
         let params = ListParams::labels(&self.selector());
         let list = self.client.list(&self.path(None), &params).await?;
         let leases = list.items.into_iter().map(Lease::from_object).collect();
@@ -205,7 +205,7 @@ impl Leases {
     }
 
     /// Watches every Lease of this election from `version` (a list's).
-    pub async fn watch_all(&self, version: &str) -> Result<WatchStream, Error> {
+    pub(super) async fn watch_all(&self, version: &str) -> Result<WatchStream, Error> {
         let params = WatchParams {
             label_selector: Some(self.selector()),
             field_selector: None,
@@ -220,7 +220,7 @@ impl Leases {
 
     /// Creates Lease `name` holding `record` (409 AlreadyExists if another replica
     /// was first).
-    pub async fn create(
+    pub(super) async fn create(
         &self,
         name: &str,
         kind: LeaseKind,
@@ -247,7 +247,7 @@ impl Leases {
 
     /// Replaces `lease`'s record with `record`, at the version read (409 Conflict
     /// if anyone wrote it since).
-    pub async fn update(&self, lease: &Lease, record: &Record) -> Result<Lease, Error> {
+    pub(super) async fn update(&self, lease: &Lease, record: &Record) -> Result<Lease, Error> {
         let body = lease.with(record);
         let path = self.path(Some(&lease.name));
         let written = self
@@ -259,7 +259,7 @@ impl Leases {
 
     /// Deletes `lease` (a replica's heartbeat, once it is gone), only if it is still
     /// the object read.
-    pub async fn delete(&self, lease: &Lease) -> Result<(), Error> {
+    pub(super) async fn delete(&self, lease: &Lease) -> Result<(), Error> {
         let uid = lease
             .object
             .pointer("/metadata/uid")
@@ -278,7 +278,7 @@ impl Leases {
 
     /// Watches `lease` from the version read, so that a follower learns of its
     /// release at once instead of at its next try.
-    pub async fn watch(&self, lease: &Lease) -> Result<WatchStream, Error> {
+    pub(super) async fn watch(&self, lease: &Lease) -> Result<WatchStream, Error> {
         let version = lease
             .object
             .pointer("/metadata/resourceVersion")

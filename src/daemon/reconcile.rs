@@ -67,7 +67,7 @@ impl Settings {
 
 /// Why a reconcile failed. The last good state stays applied in every case.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     /// The source could not be fetched (no revision to reconcile).
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -90,7 +90,7 @@ impl ReconcileError {
     /// refused password) and repeats until the revision or the settings change.
     /// The objects the API server refused, each with its reason (a validation
     /// error, an admission webhook, RBAC's "cannot patch resource …").
-    pub fn refused(&self) -> &[Problem] {
+    pub(crate) fn refused(&self) -> &[Problem] {
         match self {
             ReconcileError::Engine(
                 EngineError::Rejected(problems)
@@ -101,7 +101,7 @@ impl ReconcileError {
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             ReconcileError::Source(e) => e.is_transient(),
             ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
@@ -115,7 +115,7 @@ impl ReconcileError {
 
 /// Runs reconciles and reports them. Cheap to clone.
 #[derive(Clone)]
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     pub engine: Engine,
     pub status: StatusBoard,
     pub metrics: Metrics,
@@ -129,7 +129,7 @@ impl Reconciler {
     /// `reason` and the changes allow, else everything. Records the result in
     /// status, metrics and (on news) Events. Success awaits the next change: the
     /// periodic tick is the scheduler's own.
-    pub async fn reconcile(
+    pub(crate) async fn reconcile(
         &self,
         settings: &Settings,
         state: &mut SourceState,
@@ -218,7 +218,7 @@ impl Reconciler {
 
     /// Re-assesses the health of every desired object from the store, after a
     /// reconcile. Costs no request (evidence aside, once per failure).
-    pub fn refresh_health(&self, settings: &Settings, state: &mut SourceState) {
+    pub(crate) fn refresh_health(&self, settings: &Settings, state: &mut SourceState) {
         let assessed: Vec<(ObjectRef, Health)> = state
             .desired
             .iter()
@@ -245,7 +245,12 @@ impl Reconciler {
 
     /// Re-assesses the object a reflector reported changed (a controller's status
     /// update, typically): how `/status` follows a rollout between reconciles.
-    pub fn observe_health(&self, settings: &Settings, state: &mut SourceState, change: &Change) {
+    pub(crate) fn observe_health(
+        &self,
+        settings: &Settings,
+        state: &mut SourceState,
+        change: &Change,
+    ) {
         if state.desired.contains(&change.object) {
             self.reassess(settings, state, &change.object);
         }
@@ -434,7 +439,7 @@ impl Reconciler {
 
     /// Whether the source's cluster (a `[[clusters]]` entry) answered: in `/status`
     /// and `converge_cluster_reachable`.
-    pub fn record_reach(&self, settings: &Settings, reachable: bool) {
+    pub(crate) fn record_reach(&self, settings: &Settings, reachable: bool) {
         let Some(name) = &settings.cluster else {
             return;
         };
@@ -449,7 +454,7 @@ impl Reconciler {
 
     /// The source's cluster could not be reached (discovery failed): reported; its
     /// other sources' clusters are not affected.
-    pub fn record_unreachable(&self, settings: &Settings, error: &str) {
+    pub(crate) fn record_unreachable(&self, settings: &Settings, error: &str) {
         let cluster = settings.cluster.as_deref().unwrap_or("home");
         let message = format!("cluster {cluster:?} cannot be reached: {error}");
         self.status.update(&settings.name, |s| {
@@ -462,7 +467,7 @@ impl Reconciler {
 
     /// An unreachable remote or a wrong password: reported; the last good revision
     /// stays applied.
-    pub fn record_fetch_failure(&self, settings: &Settings, error: &SourceError) {
+    pub(crate) fn record_fetch_failure(&self, settings: &Settings, error: &SourceError) {
         warn!(source = %settings.name, %error, "fetching the source failed; the last good revision stays applied");
         let now = SystemTime::now();
         let message = error.to_string();
@@ -479,7 +484,7 @@ impl Reconciler {
 
     /// A reconcile that came due waits for `dependencies` (not synced and healthy
     /// yet): `/status` says so.
-    pub fn record_waiting(&self, settings: &Settings, dependencies: &[String]) {
+    pub(crate) fn record_waiting(&self, settings: &Settings, dependencies: &[String]) {
         let mut news = false;
         self.status.update(&settings.name, |s| {
             news = s.waiting_for != dependencies;
@@ -492,12 +497,12 @@ impl Reconciler {
     }
 
     /// Whether every object the source applied is healthy (its dependents wait for it).
-    pub fn is_healthy(&self, settings: &Settings) -> bool {
+    pub(crate) fn is_healthy(&self, settings: &Settings) -> bool {
         self.status.health_state(&settings.name) == Some(State::Ready)
     }
 
     /// A quiet resync: nothing changed, so nothing ran.
-    pub fn record_skipped(&self, settings: &Settings, seconds: f64) {
+    pub(crate) fn record_skipped(&self, settings: &Settings, seconds: f64) {
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Skipped, seconds);
     }
@@ -604,7 +609,7 @@ fn health_counts(health: &crate::http::status::SourceHealth) -> Vec<(State, usiz
 }
 
 /// Git shas are long; logs and events show the first 12 characters.
-pub fn short(revision: &str) -> &str {
+pub(crate) fn short(revision: &str) -> &str {
     revision.get(..12).unwrap_or(revision)
 }
 

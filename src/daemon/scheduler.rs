@@ -34,7 +34,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Why a source is reconciled. Reasons that come together merge into the greatest
 /// (in declaration order): each does at least what the ones before it do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Live objects drifted: reconcile them from the last snapshot, no fetch.
     Drift,
     /// The directory watcher or the webhook: fetch; reconcile if anything changed.
@@ -55,14 +55,14 @@ pub enum Reason {
 impl Reason {
     /// Whether the reconcile must look at everything (which is what prunes and
     /// records the ApplySet); the others look only at what changed when they can.
-    pub fn requires_full(self) -> bool {
+    pub(crate) fn requires_full(self) -> bool {
         matches!(self, Reason::Start | Reason::Retry | Reason::FullResync)
     }
 }
 
 /// What to do after a reconcile, as kube-runtime's `Action` has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Reconcile again after this long.
     Requeue(Duration),
     /// Nothing until something changes: an event, or the periodic tick.
@@ -71,7 +71,7 @@ pub enum Action {
 
 /// What a fetch found, against what is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(super) enum Found {
     /// The revision last applied, and no drift pending.
     Nothing,
     /// A new revision (or one that failed last time), or drift pending.
@@ -80,7 +80,7 @@ pub enum Found {
 
 /// What a reason amounts to once the source is fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(super) enum Decision {
     /// A change signal that changed nothing: no reconcile.
     Nothing,
     /// A resync with nothing changed: counted, not run (the watches keep the live
@@ -92,7 +92,7 @@ pub enum Decision {
 
 /// A source's schedule settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(super) struct Timing {
     /// The periodic tick: Git poll and resync.
     pub interval: Duration,
     /// One quiet resync in this many is a full reconcile (at least 1).
@@ -101,7 +101,7 @@ pub struct Timing {
 
 /// What a source's dependents (`depends_on`) need to know of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Readiness {
+pub(super) struct Readiness {
     /// Its last reconcile succeeded, at the latest revision it fetched.
     pub synced: bool,
     /// Every object it applied is healthy.
@@ -110,11 +110,11 @@ pub struct Readiness {
 
 /// Every source's [`Readiness`], by name: what each source publishes and its
 /// dependents read.
-pub type Board = BTreeMap<String, Readiness>;
+pub(super) type Board = BTreeMap<String, Readiness>;
 
 /// The dependencies that are not synced and healthy yet, in the order given: a
 /// source reconciles only once this is empty.
-pub fn waiting_for(dependencies: &[String], board: &Board) -> Vec<String> {
+pub(super) fn waiting_for(dependencies: &[String], board: &Board) -> Vec<String> {
     dependencies
         .iter()
         .filter(|d| !board.get(*d).is_some_and(|r| r.synced && r.healthy))
@@ -131,7 +131,7 @@ struct Pending {
 
 /// The timers and counters of one source.
 #[derive(Debug)]
-pub struct Scheduler {
+pub(super) struct Scheduler {
     timing: Timing,
     /// The next periodic tick.
     resync_at: Instant,
@@ -158,7 +158,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A schedule whose first reconcile ([`Reason::Start`]) is due at `now`.
-    pub fn new(timing: Timing, now: Instant) -> Self {
+    pub(super) fn new(timing: Timing, now: Instant) -> Self {
         Scheduler {
             timing,
             resync_at: now + timing.interval,
@@ -180,19 +180,19 @@ impl Scheduler {
     }
 
     /// Keeps a due `reason` until the source's dependencies are ready.
-    pub fn hold(&mut self, reason: Reason) {
+    pub(super) fn hold(&mut self, reason: Reason) {
         self.held = Some(self.held.map_or(reason, |held| held.max(reason)));
     }
 
     /// The dependencies are ready: what was held runs after the settle window.
-    pub fn release(&mut self, now: Instant) {
+    pub(super) fn release(&mut self, now: Instant) {
         if let Some(reason) = self.held.take() {
             self.merge(reason, now);
         }
     }
 
     /// When the source task must wake up next if nothing happens.
-    pub fn next_wake(&self) -> Instant {
+    pub(super) fn next_wake(&self) -> Instant {
         [self.retry_at, self.pending.map(|p| p.at)]
             .into_iter()
             .flatten()
@@ -202,14 +202,14 @@ impl Scheduler {
     /// A change signal: [`Reason::Changed`] (watcher, webhook) or [`Reason::Drift`];
     /// or [`Reason::Start`] when this replica's duty changed.
     /// It runs once the settle window has let a burst of them arrive.
-    pub fn on_event(&mut self, reason: Reason, now: Instant) {
+    pub(super) fn on_event(&mut self, reason: Reason, now: Instant) {
         self.merge(reason, now);
     }
 
     /// The reason to reconcile for now, if one is due. Timers that are due join
     /// the pending reason first; the periodic tick re-arms itself here, and only
     /// here.
-    pub fn due(&mut self, now: Instant) -> Option<Reason> {
+    pub(super) fn due(&mut self, now: Instant) -> Option<Reason> {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             self.merge(Reason::Retry, now);
@@ -224,7 +224,7 @@ impl Scheduler {
     }
 
     /// What `reason` amounts to, given what the fetch `found`.
-    pub fn decide(&mut self, reason: Reason, found: Found) -> Decision {
+    pub(super) fn decide(&mut self, reason: Reason, found: Found) -> Decision {
         match (reason, found) {
             (Reason::Resync, Found::Nothing)
                 if self.quiet_resyncs + 1 >= self.timing.full_resync_every =>
@@ -242,7 +242,7 @@ impl Scheduler {
 
     /// Records how a reconcile for `reason` ended, after `took`, and returns what
     /// happens next: the reconcile's own action, or the error policy's.
-    pub fn finished(
+    pub(super) fn finished(
         &mut self,
         reason: Reason,
         result: Result<Action, &ReconcileError>,

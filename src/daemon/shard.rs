@@ -43,7 +43,7 @@ const FORGET_REPLICA_AFTER: Duration = Duration::from_secs(300);
 
 /// A source's Lease as a replica sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(super) enum Claim {
     /// No Lease yet, or released: a replica below its fair share takes it.
     Free,
     /// This replica's.
@@ -56,7 +56,7 @@ pub enum Claim {
 
 /// What one replica sees at the start of a round.
 #[derive(Debug, Clone)]
-pub struct View {
+pub(super) struct View {
     pub me: String,
     /// The live replicas, this one included.
     pub replicas: BTreeSet<String>,
@@ -66,7 +66,7 @@ pub struct View {
 
 /// What a replica does with the source Leases this round.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(super) struct Plan {
     pub renew: Vec<String>,
     pub acquire: Vec<String>,
     pub release: Vec<String>,
@@ -74,7 +74,7 @@ pub struct Plan {
 
 impl View {
     /// `ceil(sources / live replicas)`.
-    pub fn fair_share(&self) -> usize {
+    pub(super) fn fair_share(&self) -> usize {
         self.claims.len().div_ceil(self.replicas.len().max(1))
     }
 
@@ -94,7 +94,7 @@ impl View {
     /// holds two fewer (never while a dead replica's sources are still to move);
     /// take free sources up to the fair share when no other replica holds fewer,
     /// and expired ones up to one more.
-    pub fn plan(&self) -> Plan {
+    pub(super) fn plan(&self) -> Plan {
         let fair = self.fair_share();
         let floor = self.claims.len() / self.replicas.len().max(1);
         let mut mine = self.preferred(|claim| *claim == Claim::Mine);
@@ -163,7 +163,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 /// The heartbeat Lease of `identity`: a DNS subdomain whatever the identity, and
 /// never a source's Lease (`<name>-<source>` has no dot).
-pub fn heartbeat_name(name: &str, identity: &str) -> String {
+pub(super) fn heartbeat_name(name: &str, identity: &str) -> String {
     format!("{name}.replica.{:016x}", fnv1a(&[identity.as_bytes()]))
 }
 
@@ -176,7 +176,7 @@ struct Slot {
 }
 
 /// The shard election task of one replica.
-pub struct Shard {
+pub(super) struct Shard {
     leases: Leases,
     identity: String,
     timing: LeaseTiming,
@@ -190,7 +190,7 @@ pub struct Shard {
 
 impl Shard {
     /// A shard election over `sources`; returns each source's view of it.
-    pub fn new(
+    pub(super) fn new(
         leases: Leases,
         name: &str,
         identity: &str,
@@ -231,7 +231,7 @@ impl Shard {
 
     /// Rounds until `stop`; then leaves: heartbeat first, so the others count one
     /// replica fewer when the sources come free.
-    pub async fn run(mut self, mut stop: Shutdown) {
+    pub(super) async fn run(mut self, mut stop: Shutdown) {
         info!(replica = %self.heartbeat.0, sources = self.sources.len(), "sharding the sources");
         loop {
             let next = self.round().await;

@@ -26,7 +26,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
 
 /// The channels a source task listens on.
-pub struct Inputs {
+pub(super) struct Inputs {
     /// `POST /hooks/git/<source>`.
     pub hook: mpsc::Receiver<()>,
     pub shutdown: Shutdown,
@@ -38,7 +38,7 @@ pub struct Inputs {
 }
 
 /// A `[[clusters]]` entry a source writes to, not connected yet.
-pub struct Remote {
+pub(super) struct Remote {
     pub name: String,
     pub access: RemoteAccess,
 }
@@ -95,7 +95,7 @@ impl RemoteAccess {
     }
 }
 
-pub struct SourceTask {
+pub(super) struct SourceTask {
     reconciler: Reconciler,
     /// The other cluster to connect to before the first reconcile (discovery).
     remote: Option<Remote>,
@@ -123,7 +123,7 @@ async fn connect(access: &RemoteAccess, home: &Client) -> Result<Engine, String>
 }
 
 impl SourceTask {
-    pub fn new(reconciler: Reconciler, spec: SourceSpec, inputs: Inputs) -> Self {
+    pub(super) fn new(reconciler: Reconciler, spec: SourceSpec, inputs: Inputs) -> Self {
         let (changes_tx, drift) = mpsc::unbounded_channel();
         let (source_changes_tx, source_changes) = mpsc::channel(1);
         let timing = Timing {
@@ -149,12 +149,12 @@ impl SourceTask {
     }
 
     /// The task for a source whose objects go to `remote` (`None`: home).
-    pub fn on(mut self, remote: Option<Remote>) -> Self {
+    pub(super) fn on(mut self, remote: Option<Remote>) -> Self {
         self.remote = remote;
         self
     }
 
-    pub async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         self.record_owner();
         if let Some(remote) = self.remote.take() {
             if !self.connect(remote).await {

@@ -28,14 +28,14 @@ use tracing::info;
 /// What a load needs to render: the tools, the cluster (`vars_from`, Helm's
 /// capabilities) and where to count renders.
 #[derive(Clone, Copy)]
-pub struct Render<'a> {
+pub(crate) struct Render<'a> {
     pub renderer: &'a Renderer,
     pub engine: &'a Engine,
     pub metrics: &'a Metrics,
 }
 
 /// What a source remembers between reconciles.
-pub struct SourceState {
+pub(crate) struct SourceState {
     memo: HashMap<ObjectRef, Memo>,
     pub(super) store: Store,
     reflectors: BTreeMap<GroupKind, Reflector>,
@@ -68,7 +68,7 @@ pub struct SourceState {
 
 impl SourceState {
     /// Changes seen by this source's reflectors are sent to `changes`.
-    pub fn new(changes: mpsc::UnboundedSender<Change>, limits: Limits) -> Self {
+    pub(crate) fn new(changes: mpsc::UnboundedSender<Change>, limits: Limits) -> Self {
         SourceState {
             memo: HashMap::new(),
             store: Store::default(),
@@ -90,7 +90,7 @@ impl SourceState {
 
     /// Whether live objects drifted since the last run (a source event that changed
     /// nothing must not swallow them).
-    pub fn has_pending_drift(&self) -> bool {
+    pub(crate) fn has_pending_drift(&self) -> bool {
         !self.drifted.is_empty() || self.needs_full
     }
 
@@ -99,7 +99,7 @@ impl SourceState {
     /// loaded is not looked at again, except that a rendered one is checked at a
     /// full reconcile (a `vars_from` ConfigMap, or the cluster's API versions, may
     /// have changed); even then it renders only when its key differs.
-    pub async fn load(
+    pub(crate) async fn load(
         &mut self,
         snapshot: &Snapshot,
         settings: &Settings,
@@ -180,7 +180,7 @@ impl SourceState {
 
     /// What a reconcile for `reason` converges of the loaded revision: only what
     /// changed when the reason and the changes allow, else everything.
-    pub fn select(&self, reason: Reason, namespace: &str) -> Selection {
+    pub(crate) fn select(&self, reason: Reason, namespace: &str) -> Selection {
         let since = self
             .baseline
             .as_ref()
@@ -194,7 +194,7 @@ impl SourceState {
 
     /// What the engine may reuse: the store (for the kinds it covers), the member
     /// kinds recorded and the memo; `None` before the first successful run.
-    pub fn cache(&self) -> Option<Cache<'_>> {
+    pub(crate) fn cache(&self) -> Option<Cache<'_>> {
         let recorded = self.recorded.as_ref()?;
         let covered = self
             .reflectors
@@ -213,7 +213,7 @@ impl SourceState {
     /// Takes in what a successful run of `scope` learnt. A targeted run adds to
     /// the memo and the baseline; a full one replaces them, and watches exactly the
     /// kinds that may hold members now.
-    pub fn record_run(
+    pub(crate) fn record_run(
         &mut self,
         engine: &Engine,
         applyset: &ApplySet,
@@ -247,7 +247,7 @@ impl SourceState {
     /// An object's health from the store (no request); absent is missing only
     /// once its kind is listed. (An object in the store is assessed at once: the
     /// change that put it there may arrive before the list is marked complete.)
-    pub fn health_of(&self, object: &ObjectRef) -> Health {
+    pub(crate) fn health_of(&self, object: &ObjectRef) -> Health {
         if let Some(live) = self.store.get_shared(object) {
             return health::assess(&live);
         }
@@ -263,7 +263,7 @@ impl SourceState {
 
     /// Whether a change reported by a reflector is drift worth a reconcile: not the
     /// echo of our own write, and not a controller's status update.
-    pub fn is_drift(&mut self, change: &Change) -> bool {
+    pub(crate) fn is_drift(&mut self, change: &Change) -> bool {
         let drift = match self.memo.get_mut(&change.object) {
             // The version the last run ended with (a relist repeats it): no need to
             // read the object back from the store.

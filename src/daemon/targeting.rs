@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// What the last successful reconcile applied, file by file: what a new revision is
 /// compared with.
 #[derive(Debug, Default)]
-pub struct Baseline {
+pub(super) struct Baseline {
     files: HashMap<PathBuf, (Digest, Vec<ObjectRef>)>,
     /// Whether the source has hooks: a sync that writes runs every one of them, so
     /// only a full reconcile will do. (Only a full one can add or remove them.)
@@ -28,7 +28,7 @@ pub struct Baseline {
 
 impl Baseline {
     /// Every file of `files` as it is now, applied by a run whose plan `has_hooks`.
-    pub fn of(files: &FileCache, has_hooks: bool) -> Self {
+    pub(super) fn of(files: &FileCache, has_hooks: bool) -> Self {
         Baseline {
             files: files.parsed().map(|(path, p)| entry(path, p)).collect(),
             has_hooks,
@@ -36,7 +36,7 @@ impl Baseline {
     }
 
     /// Records the `changed` files of `files` as applied.
-    pub fn update(&mut self, files: &FileCache, changed: &[PathBuf]) {
+    pub(super) fn update(&mut self, files: &FileCache, changed: &[PathBuf]) {
         for (path, parsed) in files
             .parsed()
             .filter(|(p, _)| changed.iter().any(|c| c == p))
@@ -62,7 +62,7 @@ fn entry(path: &Path, parsed: &ParsedFile) -> (PathBuf, (Digest, Vec<ObjectRef>)
 
 /// The manifests one reconcile converges, and how much of the set they are.
 #[derive(Debug)]
-pub struct Selection {
+pub(crate) struct Selection {
     pub manifests: Vec<Manifest>,
     pub scope: Scope,
 }
@@ -78,7 +78,7 @@ impl Selection {
 }
 
 /// What changed since the last full reconcile: what a targeted one looks at.
-pub struct Since<'a> {
+pub(super) struct Since<'a> {
     pub baseline: &'a Baseline,
     /// Live objects that drifted.
     pub drifted: &'a BTreeSet<ObjectRef>,
@@ -88,7 +88,11 @@ pub struct Since<'a> {
 /// and worth it, else everything (always when `since` is `None`).
 /// `default_namespace` is where the source's objects without a namespace live
 /// (drifted objects are live ones).
-pub fn select(files: &FileCache, since: Option<Since<'_>>, default_namespace: &str) -> Selection {
+pub(super) fn select(
+    files: &FileCache,
+    since: Option<Since<'_>>,
+    default_namespace: &str,
+) -> Selection {
     since
         .and_then(|since| targeted(files, &since, default_namespace))
         .unwrap_or_else(|| Selection::full(files))

@@ -15,13 +15,13 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub const ID_LABEL: &str = "applyset.kubernetes.io/id";
-pub const PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
-pub const GROUP_KINDS_ANNOTATION: &str = "applyset.kubernetes.io/contains-group-kinds";
-pub const NAMESPACES_ANNOTATION: &str = "applyset.kubernetes.io/additional-namespaces";
-pub const TOOLING_ANNOTATION: &str = "applyset.kubernetes.io/tooling";
+pub(crate) const ID_LABEL: &str = "applyset.kubernetes.io/id";
+pub(crate) const PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
+pub(crate) const GROUP_KINDS_ANNOTATION: &str = "applyset.kubernetes.io/contains-group-kinds";
+pub(crate) const NAMESPACES_ANNOTATION: &str = "applyset.kubernetes.io/additional-namespaces";
+pub(crate) const TOOLING_ANNOTATION: &str = "applyset.kubernetes.io/tooling";
 /// `converge.dev/prune: disabled` on a live object keeps it from ever being pruned.
-pub const PRUNE_ANNOTATION: &str = "converge.dev/prune";
+pub(crate) const PRUNE_ANNOTATION: &str = "converge.dev/prune";
 
 /// A kind within its API group, the unit the ApplySet parent records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,7 +151,7 @@ impl ApplySet {
 }
 
 /// The group-kinds a live parent records (empty when there is no parent yet).
-pub fn recorded_group_kinds(parent: Option<&Value>) -> BTreeSet<GroupKind> {
+pub(crate) fn recorded_group_kinds(parent: Option<&Value>) -> BTreeSet<GroupKind> {
     let pointer = format!(
         "/metadata/annotations/{}",
         escape_pointer(GROUP_KINDS_ANNOTATION)
@@ -172,7 +172,7 @@ const ARGO_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
 /// `helm.sh/resource-policy: keep`, or Argo CD's `sync-options` with
 /// `Prune=false` or `Delete=false` (so that charts and Argo CD repositories keep
 /// what they kept there).
-pub fn prune_disabled(live: &Value) -> bool {
+pub(crate) fn prune_disabled(live: &Value) -> bool {
     let annotation = |key: &str| {
         live.pointer(&format!("/metadata/annotations/{}", escape_pointer(key)))
             .and_then(Value::as_str)

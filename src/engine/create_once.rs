@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::{info, warn};
 
 /// The label that tells one creation of a hook from any other.
-pub const ATTEMPT_LABEL: &str = "converge.dev/create-attempt";
+pub(super) const ATTEMPT_LABEL: &str = "converge.dev/create-attempt";
 
 /// POSTs of one hook at most: each but the last one's answer was lost.
 const MAX_POSTS: u32 = 4;
 
 /// What to do after a POST whose answer was lost, given the hooks found.
 #[derive(Debug, PartialEq)]
-pub enum AfterLostAnswer {
+pub(super) enum AfterLostAnswer {
     /// The POST was carried out: this is the hook it created.
     Adopt(Value),
     /// No hook of this creation exists: the POST never took effect.
@@ -33,7 +33,7 @@ impl AfterLostAnswer {
     /// Decides by the attempt label alone: an object of the same name without it
     /// is another creation's (an earlier sync's), and the POST again meets it with
     /// 409 AlreadyExists, as a first POST would.
-    pub fn of(found: Vec<Value>, attempt: &str) -> Self {
+    pub(super) fn of(found: Vec<Value>, attempt: &str) -> Self {
         let ours = |live: &Value| {
             live.pointer("/metadata/labels")
                 .and_then(|labels| labels.get(ATTEMPT_LABEL))
@@ -48,7 +48,7 @@ impl AfterLostAnswer {
 }
 
 /// Creates `manifest` (a hook's body) in `namespace` once: the created object.
-pub async fn create_once(
+pub(super) async fn create_once(
     client: &Client,
     resource: &ApiResource,
     namespace: Option<&str>,

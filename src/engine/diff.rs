@@ -24,14 +24,14 @@ use std::fmt::Write as _;
 
 /// The client-side apply annotation. It is not desired state under server-side apply
 /// and may embed a whole Secret, values included.
-pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub(crate) const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Marker for a Secret value that is the same on both sides of a diff.
-pub const MASK_UNCHANGED: &str = "*** (unchanged)";
+pub(crate) const MASK_UNCHANGED: &str = "*** (unchanged)";
 /// Marker for a Secret value on the live side that differs from (or is absent on) the desired side.
-pub const MASK_BEFORE: &str = "*** (before)";
+pub(crate) const MASK_BEFORE: &str = "*** (before)";
 /// Marker for a Secret value on the desired side that differs from (or is absent on) the live side.
-pub const MASK_AFTER: &str = "*** (after)";
+pub(crate) const MASK_AFTER: &str = "*** (after)";
 
 /// `metadata` fields the server rewrites on every write (or assigns once) that are
 /// bookkeeping, not desired state.
@@ -62,7 +62,7 @@ const SECRET_SECTIONS: &[&str] = &["data", "stringData"];
 /// may carry Secret data), so it goes too; `annotations` is removed if that leaves it
 /// empty, because an empty map and no map are the same object to the server.
 /// Everything else — labels, ApplySet labels/annotations, `spec`, `data` — is kept.
-pub fn normalize(obj: &Value) -> Value {
+pub(crate) fn normalize(obj: &Value) -> Value {
     let mut out = obj.clone();
     let Value::Object(root) = &mut out else {
         return out;
@@ -93,7 +93,7 @@ pub fn normalize(obj: &Value) -> Value {
 /// versions that differ only in noise such as `status` or `resourceVersion`. The
 /// daemon uses it to tell a controller's status update from real drift without
 /// asking the server.
-pub fn state_digest(obj: &Value) -> u64 {
+pub(crate) fn state_digest(obj: &Value) -> u64 {
     use std::hash::Hasher;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     hash_canonical(&normalize(obj), &mut hasher);
@@ -134,7 +134,7 @@ fn is_secret(obj: &Value) -> bool {
 /// from base64 where it is, JSON-escaped (as the API server quotes it), and each of
 /// its lines; none for other kinds. Texts shorter than 4 characters are left, so
 /// that a message stays readable.
-pub fn secret_texts(obj: &Value) -> Vec<String> {
+pub(crate) fn secret_texts(obj: &Value) -> Vec<String> {
     if !is_secret(obj) {
         return Vec::new();
     }
@@ -181,7 +181,7 @@ fn collect_strings(value: Option<&Value>, into: &mut Vec<String>) {
 /// can be brute-forced). Masking the pair keeps "equal before masking" and "equal
 /// after masking" the same thing, so the masked values can be compared directly.
 /// The last-applied annotation (which may embed the Secret) is masked the same way.
-pub fn mask_secret_pair(live: &Value, desired: &Value) -> (Value, Value) {
+pub(crate) fn mask_secret_pair(live: &Value, desired: &Value) -> (Value, Value) {
     if !is_secret(live) && !is_secret(desired) {
         return (live.clone(), desired.clone());
     }
@@ -300,7 +300,7 @@ fn mask_value(before: Option<&Value>, after: Option<&Value>) -> (Option<Value>, 
 /// real changes; sorting makes the output independent of the order the server (or a
 /// manifest author) happened to use. Rendering a JSON value cannot really fail; if it
 /// ever did, pretty JSON (which is also YAML) is returned instead of panicking.
-pub fn to_yaml(obj: &Value) -> String {
+pub(crate) fn to_yaml(obj: &Value) -> String {
     let sorted = sort_keys(obj);
     serde_yaml::to_string(&sorted)
         .unwrap_or_else(|_| serde_json::to_string_pretty(&sorted).unwrap_or_default() + "\n")
@@ -347,7 +347,7 @@ pub struct ObjectDiff {
 /// masked pairwise before anything is compared or rendered, and equality is semantic
 /// (JSON values, key order ignored), never textual, so there is no false drift and no
 /// Secret value in the output.
-pub fn diff_objects(
+pub(crate) fn diff_objects(
     object: &ObjectRef,
     live: Option<&Value>,
     desired: &Value,

@@ -26,7 +26,7 @@ use crate::engine::takeover::Ownership;
 /// Whether applying `desired` with field manager `manager` would leave `live` as
 /// it is. `ownership` is `live`'s; `protected` the fields ignore rules leave to
 /// their owners (not drift).
-pub fn apply_is_noop(
+pub(crate) fn apply_is_noop(
     desired: &Map<String, Value>,
     live: &Value,
     manager: &str,

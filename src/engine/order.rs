@@ -17,13 +17,13 @@ use std::fmt;
 
 /// `converge.dev/wave: "<int>"`: the wave an object is applied in (default 0), or a
 /// hook's order within its phase.
-pub const WAVE: &str = "converge.dev/wave";
+pub(crate) const WAVE: &str = "converge.dev/wave";
 /// `converge.dev/hook: pre-sync | sync | post-sync | sync-fail` (comma-separated for
 /// more than one phase).
-pub const HOOK: &str = "converge.dev/hook";
+pub(crate) const HOOK: &str = "converge.dev/hook";
 /// `converge.dev/hook-delete-policy: before-hook-creation | hook-succeeded |
 /// hook-failed` (comma-separated; default before-hook-creation).
-pub const HOOK_DELETE_POLICY: &str = "converge.dev/hook-delete-policy";
+pub(crate) const HOOK_DELETE_POLICY: &str = "converge.dev/hook-delete-policy";
 
 const ARGO_WAVE: &str = "argocd.argoproj.io/sync-wave";
 const ARGO_HOOK: &str = "argocd.argoproj.io/hook";
@@ -195,7 +195,7 @@ impl Placement {
 
 /// What an object's annotations make of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Placed(Placement),
     /// Never applied: Argo CD's `Skip`, or only Helm hooks a sync never runs
     /// (`test`, `pre-delete`, `pre-rollback`, …). The reason says which.
@@ -204,7 +204,7 @@ pub enum Role {
 
 /// Reads an object's ordering annotations: converge's own first, then Argo CD's,
 /// then Helm's. Errors name the annotation and the values it takes.
-pub fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
+pub(crate) fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
     let annotations = metadata
         .and_then(|m| m.get("annotations"))
         .and_then(Value::as_object);
@@ -246,7 +246,7 @@ pub fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
 
 /// The placement of an object (a manifest's body, or a live object: for prune
 /// order and to recognise hooks), with anything unreadable taken as wave 0.
-pub fn placement_of(object: &Map<String, Value>) -> Placement {
+pub(crate) fn placement_of(object: &Map<String, Value>) -> Placement {
     match role(object.get("metadata").and_then(Value::as_object)) {
         Ok(Role::Placed(placement)) => placement,
         Ok(Role::Skipped(_)) | Err(_) => Placement::default(),
@@ -254,12 +254,12 @@ pub fn placement_of(object: &Map<String, Value>) -> Placement {
 }
 
 /// [`placement_of`] a live object.
-pub fn live_placement(live: &Value) -> Placement {
+pub(crate) fn live_placement(live: &Value) -> Placement {
     live.as_object().map(placement_of).unwrap_or_default()
 }
 
 /// Whether a live object is a hook instance: never pruned, never drift.
-pub fn is_live_hook(live: &Value) -> bool {
+pub(crate) fn is_live_hook(live: &Value) -> bool {
     live_placement(live).is_hook()
 }
 
@@ -375,7 +375,7 @@ fn delete_policy<'a>(
 }
 
 /// The message for an object with only a `generateName` that is not a hook.
-pub fn generate_name_outside_hook() -> String {
+pub(crate) fn generate_name_outside_hook() -> String {
     format!(
         "metadata.generateName without a hook annotation: every sync would create another \
          object. Give it a metadata.name, or run it as a hook with `{HOOK}: pre-sync` (or \
@@ -405,7 +405,7 @@ impl fmt::Display for StageKind {
 
 /// How much of a stage must be healthy before the sync goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// Only the hooks it created must complete (nothing later depends on the rest).
     Hooks,
     /// Every object of the stage, and its hooks.
@@ -414,7 +414,7 @@ pub enum Wait {
 
 /// One stage of a sync: the plan's steps it covers, in plan order.
 #[derive(Debug, Clone)]
-pub struct Stage<'a> {
+pub(crate) struct Stage<'a> {
     pub kind: StageKind,
     pub steps: Vec<&'a Step>,
     pub wait: Wait,
@@ -423,7 +423,7 @@ pub struct Stage<'a> {
 impl<'a> Stage<'a> {
     /// The steps to write (the first-stage objects, Namespaces and CRDs, are written
     /// before every stage and left out).
-    pub fn writes(&self) -> impl Iterator<Item = &'a Step> + '_ {
+    pub(crate) fn writes(&self) -> impl Iterator<Item = &'a Step> + '_ {
         self.steps.iter().copied().filter(|s| {
             !s.placement.is_hook()
                 && matches!(
@@ -435,7 +435,7 @@ impl<'a> Stage<'a> {
     }
 
     /// The hooks it runs.
-    pub fn hooks(&self) -> impl Iterator<Item = &'a Step> + '_ {
+    pub(crate) fn hooks(&self) -> impl Iterator<Item = &'a Step> + '_ {
         self.steps.iter().copied().filter(|s| s.placement.is_hook())
     }
 
@@ -443,7 +443,7 @@ impl<'a> Stage<'a> {
     /// waited for until it completes, before the next group starts. Argo CD's hooks
     /// of one weight form one group (Argo CD runs a wave's hooks together); every
     /// other hook runs alone (Helm runs one at a time).
-    pub fn batches(&self) -> Vec<Vec<&'a Step>> {
+    pub(crate) fn batches(&self) -> Vec<Vec<&'a Step>> {
         let mut batches: Vec<Vec<&'a Step>> = Vec::new();
         for step in self.hooks() {
             let joins = |last: &&Step| {
@@ -467,7 +467,7 @@ impl<'a> Stage<'a> {
 /// does something; hooks are always waited for. Waves with nothing to write are
 /// kept only when a later stage must wait for them.
 #[derive(Debug, Clone, Default)]
-pub struct Stages<'a> {
+pub(crate) struct Stages<'a> {
     pub run: Vec<Stage<'a>>,
     pub on_failure: Vec<Stage<'a>>,
 }
@@ -500,7 +500,7 @@ fn hook_order(step: &Step) -> (i32, String, u16) {
 }
 
 impl<'a> Stages<'a> {
-    pub fn of(steps: &'a [Step]) -> Self {
+    pub(crate) fn of(steps: &'a [Step]) -> Self {
         let mut hooks: BTreeMap<Phase, Vec<&Step>> = BTreeMap::new();
         let mut waves: BTreeMap<i32, Vec<&Step>> = BTreeMap::new();
         for step in steps.iter().filter(|s| s.manifest.is_some()) {
@@ -555,7 +555,7 @@ impl<'a> Stages<'a> {
 
     /// Whether the sync has more than one stage or any hook: then its plan and
     /// report show waves and phases.
-    pub fn is_ordered(steps: &[Step]) -> bool {
+    pub(crate) fn is_ordered(steps: &[Step]) -> bool {
         let mut waves = steps
             .iter()
             .filter(|s| s.manifest.is_some())

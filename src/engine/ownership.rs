@@ -38,7 +38,7 @@ pub enum Adoption {
 
 /// What one desired object is to this source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// No other ApplySet owns it (or it does not exist).
     Free,
     /// Another owns it, and this source takes it over.
@@ -67,7 +67,7 @@ fn adopts(manifest: &Manifest, adoption: Adoption) -> bool {
 }
 
 /// Pure: the claim on one evaluated object, the other ApplySet given by its id.
-pub fn claim(desired: &Desired, ours: &str, adoption: Adoption) -> Claim {
+pub(crate) fn claim(desired: &Desired, ours: &str, adoption: Adoption) -> Claim {
     let Some(owner) = desired.live.as_deref().and_then(|l| foreign_id(l, ours)) else {
         return Claim::Free;
     };

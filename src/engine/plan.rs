@@ -107,7 +107,7 @@ impl Step {
 
 /// One desired object as the engine found it on the server.
 #[derive(Debug, Clone)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// The manifest with its namespace defaulted and ApplySet label set.
     pub manifest: Manifest,
     /// Without managedFields once the ownership proof has read them.
@@ -122,7 +122,7 @@ pub struct Desired {
 
 impl Desired {
     /// An object evaluated without ignore rules or a takeover.
-    pub fn new(manifest: Manifest, live: Option<Arc<Value>>, dry_run: Evaluation) -> Self {
+    pub(crate) fn new(manifest: Manifest, live: Option<Arc<Value>>, dry_run: Evaluation) -> Self {
         Desired {
             manifest,
             live,
@@ -135,7 +135,7 @@ impl Desired {
 
 /// What the server says the object would become if applied.
 #[derive(Debug, Clone)]
-pub enum Evaluation {
+pub(crate) enum Evaluation {
     /// The server's dry-run apply result.
     Server(Value),
     /// Known to equal the live object without asking: neither the manifest nor the
@@ -163,7 +163,7 @@ pub struct PlanOptions {
 }
 
 /// Share of the owned objects one revision may prune without `--allow-mass-prune`.
-pub const MAX_PRUNE_SHARE: f64 = 0.5;
+pub(crate) const MAX_PRUNE_SHARE: f64 = 0.5;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -303,7 +303,7 @@ impl Plan {
 }
 
 /// Decides every object's action. `owned` are the live members of the ApplySet.
-pub fn plan(
+pub(crate) fn plan(
     desired: Vec<Desired>,
     owned: &[impl Borrow<Value>],
     options: PlanOptions,
@@ -480,7 +480,7 @@ fn uid_of(live: &Value) -> Option<String> {
 
 /// Objects that must exist before anything else can be validated or applied:
 /// CRDs (their kinds) and Namespaces (their contents).
-pub fn is_first_stage(group: &str, kind: &str) -> bool {
+pub(crate) fn is_first_stage(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("apiextensions.k8s.io", "CustomResourceDefinition") | ("", "Namespace")

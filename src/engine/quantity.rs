@@ -6,7 +6,7 @@
 
 /// Whether `a` and `b` are the same quantity, written differently. `false` when
 /// either is not a quantity.
-pub fn same_value(a: &str, b: &str) -> bool {
+pub(crate) fn same_value(a: &str, b: &str) -> bool {
     matches!((parse(a), parse(b)), (Some(a), Some(b)) if a == b)
 }
 

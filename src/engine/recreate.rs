@@ -49,7 +49,7 @@ impl Recreate {
 }
 
 /// The fields a rejection says cannot change (empty: not such a rejection).
-pub fn immutable_fields(error: &KubeError) -> Vec<String> {
+pub(crate) fn immutable_fields(error: &KubeError) -> Vec<String> {
     let Some(status) = error.status().filter(|_| error.is_invalid()) else {
         return Vec::new();
     };
@@ -64,7 +64,7 @@ pub fn immutable_fields(error: &KubeError) -> Vec<String> {
 
 /// What to add to an immutable-field rejection: which fields, and how to let
 /// converge re-create the object.
-pub fn hint(fields: &[String]) -> String {
+pub(crate) fn hint(fields: &[String]) -> String {
     format!(
         "{} cannot change once set; to let converge delete and re-create the object, \
          annotate it `{RECREATE_ANNOTATION}: {ALLOWED}` (or set `recreate = true` on the \
@@ -76,7 +76,7 @@ pub fn hint(fields: &[String]) -> String {
 /// The manifest as a creation under a generated name: the server validates and
 /// defaults it (the real name is taken by the object to replace) and answers with
 /// what the new object will be.
-pub fn probe_body(manifest: &Manifest) -> Value {
+pub(crate) fn probe_body(manifest: &Manifest) -> Value {
     let mut body = Value::Object(manifest.body.clone());
     if let Some(Value::Object(metadata)) = body.get_mut("metadata") {
         metadata.remove("name");
@@ -89,7 +89,7 @@ pub fn probe_body(manifest: &Manifest) -> Value {
 }
 
 /// The probe's answer with the real name back: what the re-created object will be.
-pub fn as_named(mut answer: Value, manifest: &Manifest) -> Value {
+pub(crate) fn as_named(mut answer: Value, manifest: &Manifest) -> Value {
     if let Some(Value::Object(metadata)) = answer.get_mut("metadata") {
         metadata.remove("generateName");
         metadata.insert("name".into(), Value::String(manifest.name().to_string()));

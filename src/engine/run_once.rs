@@ -16,7 +16,7 @@
 //! - anything else (never created, deleted before it finished, a changed manifest):
 //!   created, as before.
 //!
-//! The decisions are pure; [`read`], [`completed_event`] and [`write`] do the I/O.
+//! The decisions are pure; [`read()`], [`completed_event()`] and [`write()`] do the I/O.
 
 use super::{EngineError, Scope, api_error};
 use crate::engine::applyset::ApplySet;
@@ -31,15 +31,15 @@ use std::collections::BTreeMap;
 use tracing::{debug, info};
 
 /// The parent's annotation holding the record (JSON).
-pub const RECORD_ANNOTATION: &str = "converge.dev/run-once-jobs";
+pub(crate) const RECORD_ANNOTATION: &str = "converge.dev/run-once-jobs";
 /// The field manager that writes the record.
-pub const RECORD_MANAGER: &str = "converge-run-once";
+pub(crate) const RECORD_MANAGER: &str = "converge-run-once";
 /// The reason of the job controller's Event when a Job completes.
 const COMPLETED_REASON: &str = "Completed";
 
 /// What converge knows of one Job it created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// [`digest`] of the manifest it was created from.
     pub digest: String,
     /// The uid the server gave it.
@@ -53,11 +53,11 @@ pub struct Entry {
 /// The record: `namespace/name` of each Job → what is known of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Record(BTreeMap<String, Entry>);
+pub(crate) struct Record(BTreeMap<String, Entry>);
 
 /// What the record says of one absent Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Completed with this manifest: not created again.
     Completed,
     /// Created from this manifest as `uid`; completed if its Event says so.
@@ -68,7 +68,7 @@ pub enum Verdict {
 
 impl Record {
     /// The record a parent carries (empty when it has none, or an unreadable one).
-    pub fn of_parent(parent: Option<&Value>) -> Record {
+    pub(crate) fn of_parent(parent: Option<&Value>) -> Record {
         let pointer = format!(
             "/metadata/annotations/{}",
             RECORD_ANNOTATION.replace('/', "~1")
@@ -87,7 +87,7 @@ impl Record {
     }
 
     /// What to do with an absent Job whose manifest has `digest`.
-    pub fn verdict(&self, object: &ObjectRef, digest: &str) -> Verdict {
+    pub(crate) fn verdict(&self, object: &ObjectRef, digest: &str) -> Verdict {
         match self.0.get(&key(object)) {
             Some(entry) if entry.digest == digest && entry.completed => Verdict::Completed,
             Some(Entry {
@@ -101,7 +101,12 @@ impl Record {
 
     /// The record after a run: Jobs it created (with their uid), Jobs found
     /// completed, and only Jobs still desired (a full run knows them all).
-    pub fn updated(&self, plan: &Plan, created: &[(ObjectRef, Value)], full: bool) -> Record {
+    pub(crate) fn updated(
+        &self,
+        plan: &Plan,
+        created: &[(ObjectRef, Value)],
+        full: bool,
+    ) -> Record {
         let mut next = self.clone();
         for step in plan.steps.iter().filter(|s| is_run_once(&s.object)) {
             let Some(manifest) = &step.manifest else {
@@ -154,7 +159,7 @@ impl Record {
 }
 
 /// Whether `object` is a Job (the only kind that runs once).
-pub fn is_run_once(object: &ObjectRef) -> bool {
+pub(crate) fn is_run_once(object: &ObjectRef) -> bool {
     object.group == "batch" && object.kind == "Job"
 }
 
@@ -168,7 +173,7 @@ fn key(object: &ObjectRef) -> String {
 
 /// A digest of a manifest that does not depend on the order of its keys: a
 /// changed manifest (any value) runs the Job once more; a reformatted one does not.
-pub fn digest(manifest: &Manifest) -> String {
+pub(crate) fn digest(manifest: &Manifest) -> String {
     let mut text = String::new();
     canonical(&Value::Object(manifest.body.clone()), &mut text);
     let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());

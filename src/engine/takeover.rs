@@ -104,7 +104,7 @@ fn entries(live: &Value) -> &[Value] {
 
 /// Who owns what in one live object.
 #[derive(Debug, Default)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     pub ours: FieldSet,
     /// What the drift managers own.
     pub theirs: FieldSet,
@@ -114,7 +114,7 @@ pub struct Ownership {
 
 impl Ownership {
     /// The ownership `live`'s managedFields record, `manager` being converge's.
-    pub fn of(live: &Value, manager: &str, drift: &DriftManagers) -> Ownership {
+    pub(crate) fn of(live: &Value, manager: &str, drift: &DriftManagers) -> Ownership {
         let mut ownership = Ownership::default();
         for entry in entries(live) {
             let set = match owner(entry, manager, drift) {
@@ -130,7 +130,7 @@ impl Ownership {
     /// What an apply removes once it has taken the drift managers' fields over:
     /// what only they own, `protected` (ignored fields) excepted. Empty when their
     /// edits change nothing converge would not keep anyway.
-    pub fn drift_only(&self, protected: &FieldSet) -> FieldSet {
+    pub(crate) fn drift_only(&self, protected: &FieldSet) -> FieldSet {
         self.theirs
             .without_subtrees(protected)
             .difference(&self.ours)
@@ -139,7 +139,7 @@ impl Ownership {
 
     /// What stays owned after that apply: converge's fields, everyone else's, and
     /// the `protected` ones the drift managers keep.
-    pub fn kept(&self, protected: &FieldSet) -> FieldSet {
+    pub(crate) fn kept(&self, protected: &FieldSet) -> FieldSet {
         let mut kept = self.ours.clone();
         kept.union(&self.others);
         kept.union(protected);
@@ -253,7 +253,7 @@ fn managed_fields_patch(resource_version: &str, entries: &[Value]) -> Value {
 /// refuses the merge of the manifest with their edits (two ports named `http`).
 /// Their fields go, then the manifest is merged in; lists merge by the keys
 /// managedFields names their elements with, and lists without are replaced.
-pub fn expected_after_takeover(
+pub(crate) fn expected_after_takeover(
     live: &Value,
     desired: &Map<String, Value>,
     ownership: &Ownership,

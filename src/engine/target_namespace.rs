@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 /// The annotation naming the ApplySet a created namespace was created for.
-pub const CREATED_FOR: &str = "converge.dev/created-for";
+pub(super) const CREATED_FOR: &str = "converge.dev/created-for";
 
 /// Where the target namespace stands for one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetNamespace {
+pub(super) enum TargetNamespace {
     /// It exists (or the run was not asked to create it).
     Exists,
     /// This run created it, with this uid.

@@ -20,11 +20,11 @@ use std::cmp::Reverse;
 use tracing::{Instrument, info_span};
 
 /// Pods of a workload examined at most.
-pub const MAX_PODS: usize = 3;
+pub(crate) const MAX_PODS: usize = 3;
 /// Events reported per object.
-pub const MAX_EVENTS: usize = 5;
+pub(crate) const MAX_EVENTS: usize = 5;
 /// Log lines reported per container.
-pub const LOG_LINES: usize = 20;
+pub(crate) const LOG_LINES: usize = 20;
 /// Bytes of log read per container, whatever the line length.
 const LOG_BYTES: usize = 16 * 1024;
 /// Items asked for in one page of Pods or Events: one request, never a full list.
@@ -165,7 +165,7 @@ fn warnings_first(events: &mut [EventInfo]) {
 }
 
 /// Every condition of `live`.
-pub fn condition_infos(live: &Value) -> Vec<ConditionInfo> {
+pub(crate) fn condition_infos(live: &Value) -> Vec<ConditionInfo> {
     conditions(live)
         .into_iter()
         .map(|c| ConditionInfo {
@@ -261,7 +261,7 @@ async fn events_about(
 }
 
 /// Up to `limit` Events, warnings first, newest first.
-pub fn recent_events(events: &[Value], limit: usize) -> Vec<EventInfo> {
+pub(crate) fn recent_events(events: &[Value], limit: usize) -> Vec<EventInfo> {
     let mut infos: Vec<EventInfo> = events.iter().map(event_info).collect();
     warnings_first(&mut infos);
     infos.truncate(limit);
@@ -270,7 +270,7 @@ pub fn recent_events(events: &[Value], limit: usize) -> Vec<EventInfo> {
 
 /// One Event, whether written through `core/v1` or `events.k8s.io/v1` (the
 /// scheduler's: `series` instead of `count`, `eventTime` instead of `lastTimestamp`).
-pub fn event_info(event: &Value) -> EventInfo {
+pub(crate) fn event_info(event: &Value) -> EventInfo {
     let count = event
         .pointer("/series/count")
         .or_else(|| event.pointer("/count"))
@@ -303,7 +303,7 @@ pub fn event_info(event: &Value) -> EventInfo {
 
 /// The Pods worth showing: those not ready (failed ones first, then the newest),
 /// at most [`MAX_PODS`]; and how many are ready.
-pub fn pick_pods(pods: Vec<Value>) -> (Vec<Value>, usize) {
+pub(crate) fn pick_pods(pods: Vec<Value>) -> (Vec<Value>, usize) {
     let (ready, mut failing): (Vec<Value>, Vec<Value>) = pods
         .into_iter()
         .partition(|p| is_ready(p) || text(p, "/status/phase") == "Succeeded");
@@ -364,7 +364,7 @@ async fn read_log(
 }
 
 /// The last `n` non-empty lines of `log`.
-pub fn last_lines(log: &str, n: usize) -> Vec<String> {
+pub(crate) fn last_lines(log: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
@@ -373,7 +373,7 @@ pub fn last_lines(log: &str, n: usize) -> Vec<String> {
 }
 
 /// A Pod's phase, node, unhealthy conditions and container states.
-pub fn pod_info(pod: &Value) -> PodInfo {
+pub(crate) fn pod_info(pod: &Value) -> PodInfo {
     let node = text(pod, "/spec/nodeName");
     PodInfo {
         name: text(pod, "/metadata/name").into(),
@@ -438,7 +438,7 @@ fn describe_state(state: Option<&Value>) -> Option<String> {
 /// first container that is not ready and has run (now or before a restart).
 /// `None` when no container ever started (unscheduled, image not pulled): there is
 /// no log to read.
-pub fn log_target(pod: &Value) -> Option<(String, bool)> {
+pub(crate) fn log_target(pod: &Value) -> Option<(String, bool)> {
     if text(pod, "/spec/nodeName").is_empty() {
         return None;
     }
@@ -464,7 +464,7 @@ pub fn log_target(pod: &Value) -> Option<(String, bool)> {
 /// A `LabelSelector` as the `labelSelector` query parameter: `matchLabels` and
 /// `matchExpressions` (In, NotIn, Exists, DoesNotExist). `None` for an empty or
 /// malformed selector, which would select every Pod in the namespace.
-pub fn label_selector(selector: &Value) -> Option<String> {
+pub(crate) fn label_selector(selector: &Value) -> Option<String> {
     let mut terms: Vec<String> = selector
         .get("matchLabels")
         .and_then(Value::as_object)

@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info_span};
 /// How often the progress callback is called while nothing changes.
 const TICK: Duration = Duration::from_secs(1);
 /// Objects whose evidence is gathered at most; more would bury the first ones.
-pub const MAX_EXPLAINED: usize = 10;
+pub(crate) const MAX_EXPLAINED: usize = 10;
 /// How long gathering evidence may take after the wait, all objects together.
 const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -84,7 +84,7 @@ pub async fn serve(
 
 /// All routes, with the body limit and a tracing span per request. Public so tests
 /// can drive it without a socket.
-pub fn router(state: ServerState) -> Router {
+pub(crate) fn router(state: ServerState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -454,7 +454,10 @@ mod rfc3339 {
     use std::fmt::Write;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        time: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let Some(time) = time else {
             return s.serialize_none();
         };
@@ -468,7 +471,9 @@ mod rfc3339 {
         s.serialize_some(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|text| humantime::parse_rfc3339(&text).map_err(de::Error::custom))
             .transpose()
@@ -481,7 +486,7 @@ pub(crate) mod test_support {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    pub fn board_with(names: &[&str]) -> StatusBoard {
+    pub(crate) fn board_with(names: &[&str]) -> StatusBoard {
         let board = StatusBoard::default();
         for name in names {
             board.register(name, SourceType::Git, "https://example.com/repo.git");
@@ -489,7 +494,7 @@ pub(crate) mod test_support {
         board
     }
 
-    pub fn object(name: &str, state: ObjectState) -> ObjectStatus {
+    pub(crate) fn object(name: &str, state: ObjectState) -> ObjectStatus {
         ObjectStatus {
             object: name.to_owned(),
             state,
@@ -499,7 +504,7 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn sample_report() -> StatusReport {
+    pub(crate) fn sample_report() -> StatusReport {
         let board = board_with(&["apps"]);
         board.update("apps", |s| {
             s.revision = Some("0123456789abcdef0123456789abcdef01234567".into());
@@ -526,7 +531,7 @@ pub(crate) mod test_support {
         board.report()
     }
 
-    pub fn healthy(object: &str, health: Health) -> ObjectHealth {
+    pub(crate) fn healthy(object: &str, health: Health) -> ObjectHealth {
         ObjectHealth {
             object: object.to_owned(),
             health,

@@ -9,7 +9,7 @@ use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 /// Delays from `min`, doubling up to `max`; backon stretches each by a random
 /// 0–100 %, so the mean of a step is 1.5 × its base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub min: Duration,
     pub max: Duration,
 }
@@ -17,21 +17,21 @@ pub struct Backoff {
 impl Backoff {
     /// Between attempts of one API request (429, 503, 504, a broken connection)
     /// when the server sent no `Retry-After`.
-    pub const REQUEST: Backoff = Backoff {
+    pub(crate) const REQUEST: Backoff = Backoff {
         min: Duration::from_millis(150),
         max: Duration::from_secs(4),
     };
 
     /// Before a reflector lists or watches again after an error (e.g. while the API
     /// server restarts).
-    pub const WATCH: Backoff = Backoff {
+    pub(crate) const WATCH: Backoff = Backoff {
         min: Duration::from_millis(400),
         max: Duration::from_secs(20),
     };
 
     /// The policy as a backon builder, without a limit of attempts (for
     /// `backon::Retryable`).
-    pub fn builder(self) -> ExponentialBuilder {
+    pub(crate) fn builder(self) -> ExponentialBuilder {
         ExponentialBuilder::new()
             .with_min_delay(self.min)
             .with_max_delay(self.max)
@@ -40,7 +40,7 @@ impl Backoff {
     }
 
     /// The endless sequence of delays; bound it with `take(n)`.
-    pub fn delays(self) -> Delays {
+    pub(crate) fn delays(self) -> Delays {
         Delays {
             policy: self,
             inner: self.builder().build(),
@@ -51,13 +51,13 @@ impl Backoff {
 /// The delays of one [`Backoff`]: start again from the shortest with
 /// [`Delays::reset`] after a success.
 #[derive(Debug)]
-pub struct Delays {
+pub(crate) struct Delays {
     policy: Backoff,
     inner: ExponentialBackoff,
 }
 
 impl Delays {
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = self.policy.delays();
     }
 }

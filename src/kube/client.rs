@@ -30,9 +30,9 @@ use super::tls;
 /// Content type of a server-side apply patch. The body is JSON, which is valid YAML.
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 /// The content type of a JSON patch (RFC 6902).
-pub const JSON_PATCH: &str = "application/json-patch+json";
+pub(super) const JSON_PATCH: &str = "application/json-patch+json";
 /// Requests in flight per client unless [`ClientOptions::max_in_flight`] says otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+pub(super) const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// A `Retry-After` longer than this is capped: the caller's own timeouts matter more.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -774,7 +774,7 @@ fn verb_of(method: &Method, query: &Query) -> &'static str {
 /// After which failures a request may be sent again: decided by what sending it
 /// twice would do, never by the caller's hopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(super) enum Retry {
     /// A POST, PUT or non-apply PATCH: it may have been carried out before the
     /// connection broke, so it is sent again only when it surely never reached a
     /// handler: the connection was refused, or the server answered 429 (the API
@@ -793,7 +793,7 @@ pub enum Retry {
 impl Retry {
     /// The policy of a request: reads, server-side apply and deletes with a uid
     /// precondition may be repeated; anything else only if it never arrived.
-    pub fn of(method: &Method, content_type: Option<&str>, body: Option<&Value>) -> Retry {
+    pub(super) fn of(method: &Method, content_type: Option<&str>, body: Option<&Value>) -> Retry {
         let uid_precondition = || {
             body.and_then(|b| b.pointer("/preconditions/uid"))
                 .and_then(Value::as_str)
@@ -950,7 +950,7 @@ fn is_or_wraps_rustls(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// `Retry-After` in seconds (the form the API server sends), capped at 30 s.
 /// HTTP-date values are ignored: the caller falls back to backoff.
-pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+pub(super) fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }

@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The default directory of the in-cluster service account files.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Overrides [`SERVICE_ACCOUNT_DIR`]: how the in-cluster configuration is tested
 /// outside a Pod, with a token and CA of a real service account.
-pub const SERVICE_ACCOUNT_DIR_ENV: &str = "CONVERGE_SERVICE_ACCOUNT_DIR";
+pub(super) const SERVICE_ACCOUNT_DIR_ENV: &str = "CONVERGE_SERVICE_ACCOUNT_DIR";
 
 /// Everything needed to talk to one API server.
 #[derive(Debug, Clone)]

@@ -143,13 +143,13 @@ impl Store {
 
 /// One change to the store: the object and its new resourceVersion (`None`: deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     pub object: ObjectRef,
     pub resource_version: Option<String>,
 }
 
 /// A running reflector; dropping it stops the watch.
-pub struct Reflector {
+pub(crate) struct Reflector {
     task: JoinHandle<()>,
     synced: watch::Receiver<bool>,
 }
@@ -163,7 +163,7 @@ impl Drop for Reflector {
 impl Reflector {
     /// Starts list + watch of `resource` (all namespaces) filtered by `selector`,
     /// filling `store` and sending every [`Change`] to `changes`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         client: Client,
         resource: ApiResource,
         selector: String,
@@ -179,12 +179,12 @@ impl Reflector {
     }
 
     /// Whether the first list has completed (the store is complete for this kind).
-    pub fn is_synced(&self) -> bool {
+    pub(crate) fn is_synced(&self) -> bool {
         *self.synced.borrow()
     }
 
     /// Waits until the first list has completed.
-    pub async fn wait_synced(&mut self) {
+    pub(crate) async fn wait_synced(&mut self) {
         let _ = self.synced.wait_for(|synced| *synced).await;
     }
 }
@@ -293,7 +293,7 @@ async fn follow(
 
 /// What a [`Follower`] saw of its one object.
 #[derive(Debug, Clone)]
-pub enum Sighting {
+pub(crate) enum Sighting {
     /// Its state now (created, changed).
     Seen(Value),
     /// Deleted: its last state (what it had become by then), or `None` when the
@@ -305,7 +305,7 @@ pub enum Sighting {
 /// (the answer to its create), so that nothing that happens to it is missed: a Job
 /// that completes and is deleted by its TTL within a second is seen completing,
 /// then deleted. A reflector lists first, and would only see it absent.
-pub struct Follower {
+pub(crate) struct Follower {
     task: JoinHandle<()>,
 }
 
@@ -317,7 +317,7 @@ impl Drop for Follower {
 
 impl Follower {
     /// Follows `object` (of `resource`) from `since`, sending what it sees.
-    pub fn spawn(
+    pub(crate) fn spawn(
         client: Client,
         resource: ApiResource,
         object: ObjectRef,

@@ -143,10 +143,10 @@ impl Manifest {
 /// Parsing helpers shared by the submodules' tests.
 #[cfg(test)]
 mod test_support {
-    pub use super::*;
-    pub use std::path::Path;
+    pub(super) use super::*;
+    pub(super) use std::path::Path;
 
-    pub fn parse(text: &str) -> Vec<Manifest> {
+    pub(super) fn parse(text: &str) -> Vec<Manifest> {
         match parse_str(text, Path::new("m.yaml")) {
             Ok(manifests) => manifests,
             Err(err) => panic!("unexpected error:\n{err}"),
@@ -154,22 +154,22 @@ mod test_support {
     }
 
     /// The problems of a text that must fail, as `file:line: …` strings.
-    pub fn problems(text: &str) -> Vec<String> {
+    pub(super) fn problems(text: &str) -> Vec<String> {
         match parse_str(text, Path::new("m.yaml")) {
             Ok(manifests) => panic!("expected problems, got {manifests:?}"),
             Err(err) => err.problems().iter().map(Problem::to_string).collect(),
         }
     }
 
-    pub fn lines(manifests: &[Manifest]) -> Vec<usize> {
+    pub(super) fn lines(manifests: &[Manifest]) -> Vec<usize> {
         manifests.iter().map(|m| m.origin.line).collect()
     }
 
-    pub fn names(manifests: &[Manifest]) -> Vec<&str> {
+    pub(super) fn names(manifests: &[Manifest]) -> Vec<&str> {
         manifests.iter().map(Manifest::name).collect()
     }
 
-    pub const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ";
+    pub(super) const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ";
 }
 
 #[cfg(test)]

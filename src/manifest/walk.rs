@@ -73,7 +73,7 @@ pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WalkError> {
 
 /// Where `path` (relative) leads from directory `root` once every link on the way
 /// is followed, refusing any step outside `root`; for a Git source's `path`.
-pub fn resolve_within(root: &Path, path: &Path) -> Result<PathBuf, WalkError> {
+pub(crate) fn resolve_within(root: &Path, path: &Path) -> Result<PathBuf, WalkError> {
     let root = Root::new(root)?;
     root.resolve(&root.canonical, path)
 }

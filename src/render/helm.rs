@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 /// A chart ready to render: checked, with everything it reads.
 #[derive(Debug)]
-pub struct Chart {
+pub(super) struct Chart {
     /// The chart directory, resolved.
     pub dir: PathBuf,
     /// `name` of Chart.yaml: Helm's `# Source:` paths start with it.
@@ -35,7 +35,11 @@ pub struct Chart {
 /// Checks the chart in `root` and lists what it reads. Relative `values_files` are
 /// looked up in the chart, then in the source root; absolute ones (the command
 /// line's, made absolute from its working directory) are taken as they are.
-pub fn prepare(root: &Path, base: &Base, values_files: &[PathBuf]) -> Result<Chart, RenderError> {
+pub(super) fn prepare(
+    root: &Path,
+    base: &Base,
+    values_files: &[PathBuf],
+) -> Result<Chart, RenderError> {
     let dir = inputs::canonical(root)?;
     let chart_file = dir.join("Chart.yaml");
     let chart = read_yaml(&chart_file, base)?;
@@ -140,7 +144,7 @@ fn values_file(
 }
 
 /// What `helm template` is told besides the chart.
-pub struct Options<'a> {
+pub(super) struct Options<'a> {
     pub release: &'a str,
     pub namespace: &'a str,
     pub kube_version: &'a str,
@@ -151,7 +155,7 @@ pub struct Options<'a> {
 }
 
 /// The command line of `helm template` for the chart in the working directory.
-pub fn args(options: &Options) -> Vec<String> {
+pub(super) fn args(options: &Options) -> Vec<String> {
     let mut args: Vec<String> = [
         "template",
         options.release,
@@ -179,7 +183,7 @@ pub fn args(options: &Options) -> Vec<String> {
 
 /// The rendered objects, `helm test` hooks left out, each located at the template
 /// its `# Source:` comment names.
-pub fn objects(
+pub(super) fn objects(
     text: &str,
     stream: &Path,
     chart: &Chart,
@@ -228,7 +232,7 @@ fn template_file(dir: &Path, name: &str, source: &str) -> PathBuf {
 }
 
 /// Whether `helm.sh/hook` names a `test` hook (`test`, `test-success`, …).
-pub fn is_test_hook(manifest: &Manifest) -> bool {
+pub(super) fn is_test_hook(manifest: &Manifest) -> bool {
     manifest
         .body
         .get("metadata")
@@ -241,7 +245,10 @@ pub fn is_test_hook(manifest: &Manifest) -> bool {
 /// Where a Helm error says the problem is: a `chart/…` path (with `:line` after
 /// it, or the last `line N` of the message), or the values file it could not load;
 /// and the message without Helm's hint about `--debug`.
-pub fn locate_error(message: &str, chart: &Chart) -> (Option<PathBuf>, Option<usize>, String) {
+pub(super) fn locate_error(
+    message: &str,
+    chart: &Chart,
+) -> (Option<PathBuf>, Option<usize>, String) {
     let message = message.trim().trim_start_matches("Error: ");
     let message = message.lines().next().unwrap_or_default().to_string();
     let in_chart = find_token(&message, &format!("{}/", chart.name)).map(|token| {
@@ -292,7 +299,7 @@ fn values_named(message: &str, chart: &Chart) -> Option<PathBuf> {
 }
 
 /// The tool's refusal, located.
-pub fn failure(root: &Path, error: RunError, chart: &Chart, base: &Base) -> RenderError {
+pub(super) fn failure(root: &Path, error: RunError, chart: &Chart, base: &Base) -> RenderError {
     let RunError::Failed(message) = error else {
         let root = root.to_path_buf();
         return RenderError::Run {

@@ -75,7 +75,7 @@ impl Base {
     }
 }
 
-pub fn canonical(path: &Path) -> Result<PathBuf, RenderError> {
+pub(super) fn canonical(path: &Path) -> Result<PathBuf, RenderError> {
     fs::canonicalize(path).map_err(|source| RenderError::Io {
         path: path.to_path_buf(),
         source,
@@ -85,20 +85,20 @@ pub fn canonical(path: &Path) -> Result<PathBuf, RenderError> {
 /// The files a render reads (resolved paths inside the base) and whatever else
 /// decides its output (tool versions, options, variables), hashed in a stable order.
 #[derive(Debug, Default)]
-pub struct Key {
+pub(super) struct Key {
     pub files: BTreeSet<PathBuf>,
     /// Settings as `name=value` lines.
     pub settings: Vec<String>,
 }
 
 impl Key {
-    pub fn setting(&mut self, name: &str, value: impl std::fmt::Display) {
+    pub(super) fn setting(&mut self, name: &str, value: impl std::fmt::Display) {
         self.settings.push(format!("{name}={value}"));
     }
 
     /// SHA-256 over every setting, then every file's path (relative to `base`) and
     /// content, each length-prefixed so no two different inputs hash alike.
-    pub fn digest(&self, base: &Base) -> Result<Digest, RenderError> {
+    pub(super) fn digest(&self, base: &Base) -> Result<Digest, RenderError> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut add = |bytes: &[u8]| {
             ctx.update(&(bytes.len() as u64).to_le_bytes());
@@ -125,7 +125,11 @@ impl Key {
 /// Every regular file under `dir` (hidden ones included, as a tool may read them;
 /// `.git` and editor droppings not), each checked to resolve inside `base`. Each directory is walked once,
 /// so links in a cycle are harmless.
-pub fn tree(dir: &Path, base: &Base, into: &mut BTreeSet<PathBuf>) -> Result<(), RenderError> {
+pub(super) fn tree(
+    dir: &Path,
+    base: &Base,
+    into: &mut BTreeSet<PathBuf>,
+) -> Result<(), RenderError> {
     walk(dir, base, into, &mut HashSet::new())
 }
 
@@ -162,7 +166,7 @@ fn walk(
 }
 
 /// `path` with `.` and `..` resolved lexically (kustomize reports paths so).
-pub fn normalize(path: &Path) -> PathBuf {
+pub(super) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -177,7 +181,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The relative path from directory `from` to `to`, both absolute and normalized.
-pub fn relative(from: &Path, to: &Path) -> PathBuf {
+pub(super) fn relative(from: &Path, to: &Path) -> PathBuf {
     let from: Vec<_> = from.components().collect();
     let to: Vec<_> = to.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();

@@ -26,19 +26,19 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The names kustomize reads a kustomization from, in its order.
-pub const FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(super) const FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// The annotation `buildMetadata: [originAnnotations]` adds.
 const ORIGIN_ANNOTATION: &str = "config.kubernetes.io/origin";
 
 /// The kustomization file of `dir`, if it has one.
-pub fn kustomization_file(dir: &Path) -> Option<PathBuf> {
+pub(super) fn kustomization_file(dir: &Path) -> Option<PathBuf> {
     FILES.iter().map(|f| dir.join(f)).find(|f| f.is_file())
 }
 
 /// What a kustomization tree reads.
 #[derive(Debug, Default)]
-pub struct Tree {
+pub(super) struct Tree {
     /// Every local file (kustomizations included), resolved.
     pub files: BTreeSet<PathBuf>,
     /// Whether a remote base is used (allowed): the files do not say everything.
@@ -47,7 +47,7 @@ pub struct Tree {
 
 /// Walks the kustomization in `root` and everything it names, refusing what leads
 /// outside `base` and (unless `allow_remote`) remote bases.
-pub fn reach(root: &Path, base: &Base, allow_remote: bool) -> Result<Tree, RenderError> {
+pub(super) fn reach(root: &Path, base: &Base, allow_remote: bool) -> Result<Tree, RenderError> {
     let mut walk = Walk {
         base,
         allow_remote,
@@ -214,7 +214,7 @@ fn items(value: Option<&Yaml>) -> &[Yaml] {
 
 /// What a wrapper kustomization builds.
 #[derive(Debug, Clone, Copy)]
-pub enum Wrapped<'a> {
+pub(super) enum Wrapped<'a> {
     /// A kustomization directory (resolved): its own loads stay root-only.
     Root(&'a Path),
     /// Files of a flat kustomization (resolved, checked to be inside it): a part.
@@ -224,7 +224,7 @@ pub enum Wrapped<'a> {
 /// Runs `kustomize build` on `what` through a wrapper kustomization; the rendered
 /// stream and the wrapper's directory (origins are relative to it; it is gone when
 /// this returns, only its name is needed).
-pub async fn build(
+pub(super) async fn build(
     program: &Program,
     what: Wrapped<'_>,
     limits: Limits,
@@ -288,7 +288,7 @@ fn wrapper_kustomization(resources: &[PathBuf]) -> String {
 
 /// The rendered objects, each with the origin kustomize recorded (the annotation
 /// removed); problems in the stream are located in `stream` (a name for it).
-pub fn objects(
+pub(super) fn objects(
     text: &str,
     stream: &Path,
     wrapper: &Path,
@@ -306,7 +306,7 @@ pub fn objects(
 
 /// Removes the origin annotation (and `annotations`, when it held nothing else);
 /// where it says the object came from.
-pub fn take_origin(
+pub(super) fn take_origin(
     manifest: &mut Manifest,
     wrapper: &Path,
     base: &Base,
@@ -338,7 +338,7 @@ pub fn take_origin(
 /// Where a kustomize error says the problem is: the last directory it named, the
 /// file in it (`in File: x.yaml`, else its kustomization) and the last `line N`;
 /// and the innermost message, without the chain of "accumulating …" around it.
-pub fn locate_error(message: &str) -> (Option<PathBuf>, Option<usize>, String) {
+pub(super) fn locate_error(message: &str) -> (Option<PathBuf>, Option<usize>, String) {
     let message = message.trim().trim_start_matches("Error: ");
     let message = message.lines().next().unwrap_or_default();
     let dir = last_quoted_after(message, "path '").map(PathBuf::from);
@@ -367,7 +367,7 @@ fn last_quoted_after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
 }
 
 /// The number after the last `line ` of a tool's message.
-pub fn last_line_number(message: &str) -> Option<usize> {
+pub(super) fn last_line_number(message: &str) -> Option<usize> {
     message.rmatch_indices("line ").find_map(|(at, _)| {
         let digits: String = message[at + 5..]
             .chars()
@@ -378,7 +378,7 @@ pub fn last_line_number(message: &str) -> Option<usize> {
 }
 
 /// The tool's refusal, located.
-pub fn failure(root: &Path, error: RunError, base: &Base) -> RenderError {
+pub(super) fn failure(root: &Path, error: RunError, base: &Base) -> RenderError {
     let RunError::Failed(message) = error else {
         let root = root.to_path_buf();
         return RenderError::Run {

@@ -705,7 +705,7 @@ pub(crate) mod test_support {
     use std::path::Path;
 
     /// Writes `text` to `dir/relative`, creating its directories.
-    pub fn write(dir: &Path, relative: &str, text: &str) {
+    pub(crate) fn write(dir: &Path, relative: &str, text: &str) {
         let path = dir.join(relative);
         fs::create_dir_all(path.parent().expect("a file inside dir")).expect("mkdir");
         fs::write(path, text).expect("write");

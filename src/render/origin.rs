@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The objects written in each file, read once per render.
 #[derive(Default)]
-pub struct Lines {
+pub(super) struct Lines {
     files: HashMap<PathBuf, Vec<Written>>,
 }
 
@@ -24,7 +24,7 @@ impl Lines {
     /// The origin of an object of `kind` named `name` (as rendered: a prefix,
     /// suffix or hash may have been added) written in `file`: the line of the same
     /// object, else of the only one of its kind, else the first of its kind, else 1.
-    pub fn origin(&mut self, file: &Path, kind: &str, name: &str) -> Origin {
+    pub(super) fn origin(&mut self, file: &Path, kind: &str, name: &str) -> Origin {
         let written = self
             .files
             .entry(file.to_path_buf())

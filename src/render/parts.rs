@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 
 /// About how many objects one part holds: where the per-run start-up (~8 ms) and
 /// the quadratic cost balance (a 1000-object root: 0.45 s in 17 parts, 0.87 s whole).
-pub const PART_OBJECTS: usize = 64;
+pub(super) const PART_OBJECTS: usize = 64;
 
 /// The fields a flat kustomization may have: anything else may transform.
 const FLAT_FIELDS: [&str; 3] = ["apiVersion", "kind", "resources"];
 
 /// The files of a flat kustomization in `root`, grouped into parts; `None` when the
 /// root is not flat or too small to gain from parts (one build is as fast).
-pub fn plan(root: &Path, base: &Base) -> Option<Vec<Vec<PathBuf>>> {
+pub(super) fn plan(root: &Path, base: &Base) -> Option<Vec<Vec<PathBuf>>> {
     let files = flat_resources(root, base)?;
     let counted: Vec<(PathBuf, usize)> = files
         .into_iter()
@@ -112,7 +112,7 @@ pub struct PartCache {
 
 /// One part's rendered text, as this render got it.
 #[derive(Debug)]
-pub enum Part {
+pub(super) enum Part {
     /// From the cache: its files are as they were.
     Reused(String),
     /// Built by kustomize now.
@@ -120,13 +120,13 @@ pub enum Part {
 }
 
 impl Part {
-    pub fn text(&self) -> &str {
+    pub(super) fn text(&self) -> &str {
         match self {
             Part::Reused(text) | Part::Built(text) => text,
         }
     }
 
-    pub fn into_text(self) -> String {
+    pub(super) fn into_text(self) -> String {
         match self {
             Part::Reused(text) | Part::Built(text) => text,
         }

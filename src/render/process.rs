@@ -52,14 +52,14 @@ pub enum RunError {
 }
 
 /// One command line to run: `program prefix… args…` in `dir`.
-pub struct Invocation<'a> {
+pub(super) struct Invocation<'a> {
     pub program: &'a Path,
     pub args: Vec<String>,
     pub dir: &'a Path,
 }
 
 /// Runs `invocation` to completion; its standard output.
-pub async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, RunError> {
+pub(super) async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, RunError> {
     let spawn_error = |source| RunError::Spawn {
         program: invocation.program.to_path_buf(),
         source,

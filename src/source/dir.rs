@@ -31,22 +31,22 @@ const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 /// A directory of manifests.
 #[derive(Debug, Clone)]
-pub struct DirSource {
+pub(crate) struct DirSource {
     path: PathBuf,
 }
 
 impl DirSource {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         DirSource { path }
     }
 
     /// The directory (as configured).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The directory's current revision; the engine loads from the directory itself.
-    pub fn snapshot(&self) -> Result<Snapshot, SourceError> {
+    pub(crate) fn snapshot(&self) -> Result<Snapshot, SourceError> {
         Ok(Snapshot {
             revision: revision(&self.path)?,
             root: self.path.clone(),
@@ -58,7 +58,7 @@ impl DirSource {
 /// `dir:` and the first 12 hex digits of a SHA-256 over each manifest file's relative
 /// path and contents, in walk order. Lengths are hashed too, so moving bytes between
 /// a name and a body cannot produce the same hash.
-pub fn revision(dir: &Path) -> Result<String, SourceError> {
+pub(crate) fn revision(dir: &Path) -> Result<String, SourceError> {
     let mut ctx = digest::Context::new(&digest::SHA256);
     for path in hashed_files(dir)? {
         let bytes = fs::read(&path).map_err(|error| io_error(&path, error))?;
@@ -95,7 +95,7 @@ fn hashed_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
 /// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,
 /// `4913`), backups (`x~`) and Emacs lock files (`.#x`). Events touching only these
 /// skip the rehash.
-pub fn is_editor_temp(path: &Path) -> bool {
+pub(crate) fn is_editor_temp(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -114,7 +114,7 @@ fn io_error(path: &Path, error: std::io::Error) -> SourceError {
 }
 
 /// A running directory watch; dropping it stops the watcher thread.
-pub struct DirWatcher {
+pub(crate) struct DirWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -123,7 +123,7 @@ pub struct DirWatcher {
 /// Every debounced burst of events rehashes the directory and compares with the last
 /// revision seen, so editor temp files, hidden files and no-op writes send nothing,
 /// while a `..data` symlink swap (all of whose events are on hidden names) does.
-pub fn watch(
+pub(crate) fn watch(
     dir: &Path,
     name: String,
     tx: mpsc::Sender<String>,

@@ -37,7 +37,7 @@ const IO_TIMEOUT_MS: i32 = 60_000;
 
 /// A configured Git source; cheap to clone into a blocking task.
 #[derive(Clone)]
-pub struct GitSource(Arc<Inner>);
+pub(crate) struct GitSource(Arc<Inner>);
 
 struct Inner {
     url: String,
@@ -75,7 +75,11 @@ impl fmt::Debug for Secret {
 
 impl GitSource {
     /// Resolves credentials from `env`; `checkout` is this source's state directory.
-    pub fn new(config: &GitConfig, checkout: PathBuf, env: EnvLookup) -> Result<Self, SourceError> {
+    pub(crate) fn new(
+        config: &GitConfig,
+        checkout: PathBuf,
+        env: EnvLookup,
+    ) -> Result<Self, SourceError> {
         let lookup = |key: &'static str, var: &Option<String>| -> Result<_, SourceError> {
             var.as_ref()
                 .map(|var| {
@@ -110,7 +114,7 @@ impl GitSource {
     }
 
     /// `git <url> <ref>[ path "<path>"]`, without credentials.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         let mut s = format!("git {} {}", self.0.display_url, self.0.reference);
         if let Some(path) = &self.0.path {
             s.push_str(&format!(" path {:?}", path.display().to_string()));
@@ -118,12 +122,12 @@ impl GitSource {
         s
     }
 
-    pub fn webhook_secret(&self) -> Option<&[u8]> {
+    pub(crate) fn webhook_secret(&self) -> Option<&[u8]> {
         self.0.webhook_secret.as_ref().map(|s| s.0.as_bytes())
     }
 
     /// Brings the checkout to the wanted commit and returns it. Blocking.
-    pub fn sync(&self) -> Result<Snapshot, SourceError> {
+    pub(crate) fn sync(&self) -> Result<Snapshot, SourceError> {
         set_timeouts();
         let repo = self.0.open_repo()?;
         let session = Session::new(&self.0);

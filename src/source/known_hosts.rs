@@ -15,7 +15,7 @@ use ring::{digest, hmac};
 
 /// The parsed entries of a known_hosts file.
 #[derive(Debug, Default)]
-pub struct KnownHosts {
+pub(crate) struct KnownHosts {
     entries: Vec<Entry>,
 }
 
@@ -35,7 +35,7 @@ enum Hosts {
 
 /// The verdict on a host key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The key is listed for the host.
     Trusted,
     /// The host has no key (of this type) listed.
@@ -48,19 +48,19 @@ pub enum Verdict {
 
 impl KnownHosts {
     /// Reads and parses a known_hosts file.
-    pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
+    pub(crate) fn load(path: &Path) -> std::io::Result<KnownHosts> {
         Ok(KnownHosts::parse(&std::fs::read_to_string(path)?))
     }
 
     /// Parses known_hosts text; malformed lines are skipped, as OpenSSH does.
-    pub fn parse(text: &str) -> KnownHosts {
+    pub(crate) fn parse(text: &str) -> KnownHosts {
         let entries = text.lines().filter_map(parse_line).collect();
         KnownHosts { entries }
     }
 
     /// Judges `key` (wire-format blob) offered by `host`, written as known_hosts
     /// writes it: `host` for port 22, else `[host]:port` (see [`host_pattern`]).
-    pub fn check(&self, host: &str, key: &[u8]) -> Verdict {
+    pub(crate) fn check(&self, host: &str, key: &[u8]) -> Verdict {
         let matching: Vec<&Entry> = self
             .entries
             .iter()
@@ -82,7 +82,7 @@ impl KnownHosts {
 }
 
 /// How known_hosts names a host: `host` on port 22, `[host]:port` otherwise.
-pub fn host_pattern(host: &str, port: u16) -> String {
+pub(crate) fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
     } else {
@@ -92,7 +92,7 @@ pub fn host_pattern(host: &str, port: u16) -> String {
 
 /// OpenSSH's fingerprint of a key blob: `SHA256:<unpadded base64>`, as `ssh-keygen -l`
 /// prints it, so users can compare with what their Git host publishes.
-pub fn fingerprint(key: &[u8]) -> String {
+pub(crate) fn fingerprint(key: &[u8]) -> String {
     let hash = digest::digest(&digest::SHA256, key);
     format!(
         "{} SHA256:{}",

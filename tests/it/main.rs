@@ -2,6 +2,10 @@
 //! harness in `common` compiled once. `cargo test --test it MODULE` runs one file's
 //! tests, e.g. `cargo test --test it daemon_git::`.
 
+// The crate's `unreachable_pub` lint keeps the library's API honest; in this test
+// crate nothing is exported, and the harness's `pub` is its interface to the tests.
+#![allow(unreachable_pub)]
+
 mod common;
 
 mod bad_input;

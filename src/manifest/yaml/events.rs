@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 /// A position in the parsed text (0-based, as libyaml counts; `index` in bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
+pub(crate) struct Mark {
     pub index: usize,
     pub line: usize,
     pub column: usize,
@@ -38,7 +38,7 @@ fn to_usize(n: u64) -> usize {
 
 /// What the parser reports, with the text's marks.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(super) enum Event {
     StreamStart,
     StreamEnd,
     DocumentStart,
@@ -53,13 +53,13 @@ pub enum Event {
 
 /// The anchor and tag a node may carry.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Properties {
+pub(super) struct Properties {
     pub anchor: Option<String>,
     pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scalar {
+pub(super) struct Scalar {
     pub properties: Properties,
     pub value: String,
     /// Plain and untagged (or tagged `!`): the only scalars whose type is guessed
@@ -70,7 +70,7 @@ pub struct Scalar {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Collection {
+pub(super) struct Collection {
     pub properties: Properties,
     /// `[…]` or `{…}` rather than indented lines.
     pub flow: bool,
@@ -78,7 +78,7 @@ pub struct Collection {
 
 /// A syntax error, located as libyaml located it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub problem: String,
     pub mark: Mark,
     pub context: Option<(String, Mark)>,
@@ -87,7 +87,7 @@ pub struct SyntaxError {
 impl SyntaxError {
     /// `did not find expected key at line 5 column 3, while parsing a block mapping
     /// at line 3 column 1`: 1-based, lines counted from `first_line` (0-based) on.
-    pub fn describe(&self, first_line: usize) -> String {
+    pub(crate) fn describe(&self, first_line: usize) -> String {
         let at = |m: Mark| format!("line {} column {}", first_line + m.line + 1, m.column + 1);
         let mut text = format!("{} at {}", self.problem, at(self.mark));
         if let Some((context, mark)) = &self.context {
@@ -104,14 +104,14 @@ impl SyntaxError {
 
 /// Parses `input` event by event. libyaml keeps a pointer to itself and to the
 /// input, so the parser lives in a box and borrows the input.
-pub struct Parser<'input> {
+pub(super) struct Parser<'input> {
     sys: Box<sys::yaml_parser_t>,
     input: &'input str,
     failed: bool,
 }
 
 impl<'input> Parser<'input> {
-    pub fn new(input: &'input str) -> Parser<'input> {
+    pub(super) fn new(input: &'input str) -> Parser<'input> {
         let mut raw = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
         // SAFETY: yaml_parser_initialize fills the whole struct (it zeroes it and
         // allocates its buffers; allocation failure aborts); the boxed parser never
@@ -131,7 +131,7 @@ impl<'input> Parser<'input> {
 
     /// The next event and where it starts; after an error, the same error again.
     /// A `\/` escape is refused here, as go-yaml v2 refuses it.
-    pub fn next_event(&mut self) -> Result<(Event, Mark), SyntaxError> {
+    pub(super) fn next_event(&mut self) -> Result<(Event, Mark), SyntaxError> {
         let parser: *mut sys::yaml_parser_t = &raw mut *self.sys;
         let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
         // SAFETY: the parser was initialized in `new`; a successful

@@ -17,11 +17,11 @@ const BOOL: &str = "tag:yaml.org,2002:bool";
 const NULL: &str = "tag:yaml.org,2002:null";
 const TIMESTAMP: &str = "tag:yaml.org,2002:timestamp";
 const BINARY: &str = "tag:yaml.org,2002:binary";
-pub const MERGE: &str = "tag:yaml.org,2002:merge";
+pub(super) const MERGE: &str = "tag:yaml.org,2002:merge";
 
 /// A scalar's value as go-yaml v2 decodes it into `interface{}`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
+pub(super) enum Scalar {
     Null,
     Bool(bool),
     Int(i64),
@@ -34,7 +34,7 @@ pub enum Scalar {
 
 /// Resolves a scalar. `implicit`: plain and untagged (or tagged `!`); other
 /// untagged scalars (quoted, block) are strings. Errors say what does not fit a tag.
-pub fn resolve(tag: Option<&str>, value: &str, implicit: bool) -> Result<Scalar, String> {
+pub(super) fn resolve(tag: Option<&str>, value: &str, implicit: bool) -> Result<Scalar, String> {
     let tag = tag.unwrap_or_default();
     if tag.is_empty() && !implicit {
         return Ok(Scalar::Str(value.to_string()));
@@ -283,7 +283,7 @@ fn is_zone(zone: &str) -> bool {
 // To JSON
 
 /// A scalar value as JSON, as the API server receives it from kubectl.
-pub fn to_json(scalar: Scalar) -> Result<Value, String> {
+pub(super) fn to_json(scalar: Scalar) -> Result<Value, String> {
     Ok(match scalar {
         Scalar::Null => Value::Null,
         Scalar::Bool(b) => Value::Bool(b),
@@ -299,7 +299,7 @@ pub fn to_json(scalar: Scalar) -> Result<Value, String> {
 /// digits, then zeros), and that text is read as an integer when it fits int64
 /// (`1.0` reaches the server as `1`, `-0.0` as `0`, but `-2^63` written as a float
 /// is `-9223372036854776000`, which does not fit).
-pub fn go_number(f: f64) -> Result<Value, String> {
+pub(super) fn go_number(f: f64) -> Result<Value, String> {
     if !f.is_finite() {
         let text = if f.is_nan() { ".nan" } else { "an infinity" };
         return Err(format!(
@@ -328,7 +328,7 @@ fn go_integer_text(f: f64) -> Option<i128> {
 
 /// A mapping key as sigs.k8s.io/yaml turns it into a JSON key: numbers and booleans
 /// become their text (floats at float32 precision, as go-yaml prints them).
-pub fn key_to_string(key: Scalar) -> Result<String, String> {
+pub(super) fn key_to_string(key: Scalar) -> Result<String, String> {
     match key {
         Scalar::Str(s) => Ok(s),
         Scalar::Int(i) => Ok(i.to_string()),

@@ -50,7 +50,7 @@ const REPAIR_BUDGET_BYTES: usize = 64 << 20;
 
 impl Tree {
     /// Parses the first document of `text`; the rest is not read.
-    pub fn parse(text: &str, max_depth: usize) -> Result<Tree, DecodeError> {
+    pub(super) fn parse(text: &str, max_depth: usize) -> Result<Tree, DecodeError> {
         let mut source = Cow::Borrowed(text);
         let mut repairs = 0;
         let stand_in_free = !text.contains(COLON_STAND_IN);
