@@ -149,7 +149,10 @@ fn only_the_lease_holder_writes() {
         .filter_map(|l| l.split_once(' '))
         .filter(|(name, time)| !name.starts_with("converge-") && !time.is_empty());
     for (name, time) in written {
-        assert!(time[..19] >= changed_at[..19], "{name}: {time} < {changed_at}");
+        assert!(
+            time[..19] >= changed_at[..19],
+            "{name}: {time} < {changed_at}"
+        );
     }
 }
 
