@@ -9,6 +9,7 @@
 mod common;
 
 mod bad_input;
+mod claims;
 mod clusters;
 mod controlplane;
 mod crash;
