@@ -8,11 +8,12 @@ use crate::daemon::reconcile::short;
 use crate::daemon::reconcile::{ReconcileError, Settings};
 use crate::daemon::scheduler::Reason;
 use crate::daemon::targeting::{self, Baseline, Selection, Since};
-use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::applyset::ApplySet;
 use crate::engine::order;
 use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
 use crate::http::metrics::Metrics;
+use crate::kube::GroupKind;
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{FileCache, Limits, ObjectRef};
 use crate::render::{

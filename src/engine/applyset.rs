@@ -9,11 +9,11 @@
 //! labels is never ours. This module only computes names, labels and bodies; it
 //! deletes nothing itself.
 
+use crate::kube::GroupKind;
 use crate::manifest::ObjectRef;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
-use std::fmt;
 
 pub(crate) const ID_LABEL: &str = "applyset.kubernetes.io/id";
 pub(crate) const PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
@@ -22,47 +22,6 @@ pub(crate) const NAMESPACES_ANNOTATION: &str = "applyset.kubernetes.io/additiona
 pub(crate) const TOOLING_ANNOTATION: &str = "applyset.kubernetes.io/tooling";
 /// `converge.dev/prune: disabled` on a live object keeps it from ever being pruned.
 pub(crate) const PRUNE_ANNOTATION: &str = "converge.dev/prune";
-
-/// A kind within its API group, the unit the ApplySet parent records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupKind {
-    pub group: String,
-    pub kind: String,
-}
-
-impl GroupKind {
-    /// Parses the annotation form: `Deployment.apps` or `Service` (core group).
-    pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        let (kind, group) = text.split_once('.').unwrap_or((text, ""));
-        Some(GroupKind {
-            group: group.into(),
-            kind: kind.into(),
-        })
-    }
-}
-
-impl From<&ObjectRef> for GroupKind {
-    fn from(object: &ObjectRef) -> Self {
-        GroupKind {
-            group: object.group.clone(),
-            kind: object.kind.clone(),
-        }
-    }
-}
-
-impl fmt::Display for GroupKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.group.is_empty() {
-            write!(f, "{}", self.kind)
-        } else {
-            write!(f, "{}.{}", self.kind, self.group)
-        }
-    }
-}
 
 /// One ApplySet: its parent ConfigMap and the id its members are labelled with.
 #[derive(Debug, Clone, PartialEq, Eq)]

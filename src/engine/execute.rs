@@ -7,12 +7,13 @@ use super::desired_kinds;
 use super::lookup::{Refusal, problems};
 use super::sequence::{Sequence, SyncLog};
 use super::{CONCURRENCY, EngineError, FIELD_MANAGER, Scope, StageProgress, api_error};
-use crate::engine::applyset::{ApplySet, GroupKind};
+use crate::engine::applyset::ApplySet;
 use crate::engine::diff::secret_texts;
 use crate::engine::plan;
 use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
 use crate::engine::recreate;
 use crate::engine::takeover::Takeover;
+use crate::kube::GroupKind;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
     Preconditions, PropagationPolicy,

@@ -53,9 +53,9 @@ pub use memo::Memo;
 use memo::{forget_unchanged_dry_runs, memo_seed, remember_writes};
 use target_namespace::TargetNamespace;
 
-use crate::engine::applyset::GroupKind;
 use crate::engine::plan::{Desired, Plan, PlanError};
 use crate::health::{Progress, WaitFor};
+use crate::kube::GroupKind;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, Impersonation, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
 use futures::FutureExt;

@@ -10,7 +10,7 @@
 //! [`explain`] gathers [`Evidence`] for every object that is not ready.
 
 use super::{Evidence, Health, State, assess, assess_gone, assess_opt};
-use crate::engine::applyset::GroupKind;
+use crate::kube::GroupKind;
 use crate::kube::watch::{Change, Follower, Reflector, Sighting, Store};
 use crate::kube::{Client, Discovery};
 use crate::manifest::ObjectRef;

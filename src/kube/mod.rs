@@ -51,6 +51,7 @@ mod config;
 mod discovery;
 mod error;
 mod group_version;
+mod identity;
 mod names;
 mod request;
 mod tls;
@@ -65,6 +66,7 @@ pub use config::{Auth, ClusterConfig, ClusterConfigError, ExecConfig, LoadEnv};
 pub use discovery::Discovery;
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
 pub use group_version::{GroupVersion, InvalidApiVersion};
+pub use identity::{GroupKind, ObjectRef};
 pub use names::is_dns_label;
 pub use request::{
     ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Preconditions,

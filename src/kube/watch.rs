@@ -7,10 +7,10 @@
 //! when the server closes the watch; relist on 410 Gone; back off on errors (e.g.
 //! while the API server restarts) instead of spinning.
 
+use super::ObjectRef;
 use super::backoff::{Backoff, Delays};
 use super::{ApiResource, Client, ListParams, WatchEvent, WatchParams};
 use crate::compact::CompactObject;
-use crate::manifest::ObjectRef;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

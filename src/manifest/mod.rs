@@ -23,14 +23,15 @@ mod validate;
 mod walk;
 mod yaml;
 
+pub use crate::kube::ObjectRef;
 pub use error::{ManifestError, Problem};
 pub use file_cache::{CachedManifest, Digest, FileCache, ParsedFile};
 pub use load::{load, load_with};
-pub use object_ref::{ObjectRef, Origin};
+pub use object_ref::Origin;
 pub use parse::parse_str;
 pub use validate::find_duplicates;
-pub(crate) use walk::resolve_within;
 pub use walk::{LinkError, WalkError, files};
+pub(crate) use walk::{is_editor_temp, resolve_within};
 
 use crate::kube::GroupVersion;
 use serde_json::{Map, Value};

@@ -277,6 +277,20 @@ fn io_error(path: &Path, source: io::Error) -> WalkError {
     }
 }
 
+/// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,
+/// `4913`), backups (`x~`) and Emacs lock files (`.#x`). Events touching only these
+/// skip the rehash.
+pub(crate) fn is_editor_temp(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name == "4913"
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || [".swp", ".swo", ".swx"].iter().any(|s| name.ends_with(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use super::error::RenderError;
 use crate::manifest::Digest;
-use crate::source::dir::is_editor_temp;
+use crate::manifest::is_editor_temp;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};

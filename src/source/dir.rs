@@ -8,6 +8,7 @@
 //! symlinks, swapped atomically by rename) is hashed through its symlinks, and a
 //! link to a file outside fails here as it would in the load, without reading it.
 
+use crate::manifest::is_editor_temp;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,20 +91,6 @@ fn hashed_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
         .iter()
         .map(|f| dir.join(f.strip_prefix(&canonical).unwrap_or(f)))
         .collect())
-}
-
-/// Editor droppings that never hold manifests: vim swap and probe files (`.x.swp`,
-/// `4913`), backups (`x~`) and Emacs lock files (`.#x`). Events touching only these
-/// skip the rehash.
-pub(crate) fn is_editor_temp(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    name == "4913"
-        || name.ends_with('~')
-        || name.starts_with(".#")
-        || [".swp", ".swo", ".swx"].iter().any(|s| name.ends_with(s))
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> SourceError {
