@@ -11,6 +11,7 @@
 //! - a rejected revision leaves no Namespace or CRD behind.
 
 use crate::common::daemon::Daemon;
+use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, assert_success, eventually};
 use serde_json::Value;
 use std::path::Path;
@@ -533,16 +534,6 @@ fn a_changed_selector_without_permission_names_the_field_and_the_annotation() {
     assert_ne!(setup.uid("deployment/web"), old_uid);
 }
 
-/// Whether `kubectl get <kind> <name>` (cluster-scoped) says NotFound within 60 s:
-/// a deleted Namespace is Terminating until its controller has emptied it.
-fn gone(env: &TestEnv, kind: &str, name: &str) -> bool {
-    let waited = eventually(Duration::from_secs(60), || {
-        let out = env.kubectl_output(&["get", kind, name], None);
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")
-    });
-    waited.is_some()
-}
-
 #[test]
 fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
     let setup = Setup::new("drift-rejected");
@@ -573,6 +564,9 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
             namespace(&extra)
         ),
     );
+    // Watches open before the run record what it creates and deletes.
+    let namespaces = Events::record(env, &["namespaces"], "");
+    let crds = Events::record(env, &["customresourcedefinitions"], "");
     let out = setup.converge(&["apply", setup.manifests.arg(), "--prune"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(ERROR), "{stderr}");
@@ -581,11 +575,8 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
         "{stderr}"
     );
     let started = Instant::now();
-    assert!(
-        gone(env, "namespace", &extra),
-        "namespace {extra} left behind"
-    );
-    assert!(gone(env, "crd", &crd), "CRD {crd} left behind");
+    namespaces.assert_created_then_deleted("namespace", &extra);
+    crds.assert_created_then_deleted("CRD", &crd);
     println!("cleaned up after {:?}", started.elapsed());
     let phase = env.kubectl(&["get", "namespace", &kept, "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Active", "a Namespace that existed before stays");

@@ -2,6 +2,7 @@
 //! with kubectl: exact diffs, no false drift, staged apply, safe prune, and bad
 //! input that changes nothing.
 
+use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, assert_success, configmap, corpus_microservices_demo};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -669,6 +670,9 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
              spec: {{ports: [{{port: 99999}}]}}\n"
         ),
     );
+    // Watches open before the run record what it creates and deletes.
+    let namespaces = Events::record(&env, &["namespaces"], "");
+    let configmaps = Events::record(&env, &["configmaps", "-n", &env.ns], "");
     let out = env.converge(&["apply", source.arg(), "--prune"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -681,19 +685,9 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
         !written.contains("fine") && !written.contains("bad"),
         "{written}"
     );
-    // The parent, written before the Namespace, goes again with it.
+    // The parent, written before the Namespace, goes again with it; so does the
+    // Namespace (see drift.rs).
     let parent = format!("converge-{}", env.ns);
-    let left = env.kubectl_output(&["get", "configmap", &parent, "-n", &env.ns], None);
-    assert!(
-        !left.status.success(),
-        "the refused first revision left its parent"
-    );
-    // The rejection deletes the Namespace it created (see drift.rs).
-    env.kubectl(&[
-        "delete",
-        "namespace",
-        &extra,
-        "--wait=false",
-        "--ignore-not-found",
-    ]);
+    configmaps.assert_created_then_deleted("the refused first revision's parent", &parent);
+    namespaces.assert_created_then_deleted("namespace", &extra);
 }

@@ -681,8 +681,9 @@ spec:
 ";
 
 /// Cuts every connection through `proxy` as soon as a new Job of the namespace
-/// exists (seen by a kubectl watch that bypasses the proxy): the answer to the
-/// POST that created it is then still held in the proxy, and is lost.
+/// exists (seen by a kubectl watch that bypasses the proxy, open when this
+/// returns): the answer to the POST that created it is then still held in the
+/// proxy, and is lost.
 fn cut_when_a_job_appears(env: &TestEnv, proxy: Arc<FaultProxy>) -> std::process::Child {
     let mut seen = BTreeSet::new();
     env.kubectl_watch("jobs", move |line| {
@@ -702,8 +703,8 @@ fn a_hook_whose_creation_answer_was_lost_is_looked_up_not_created_twice() {
     let kubeconfig = env.kubeconfig_via(dir.path(), &proxy.url());
     // Answers linger in the proxy far longer than the watch takes to see a Job.
     proxy.set_answer_latency(Duration::from_millis(300));
+    // Open once it returns: no Job created from now on is missed.
     let mut watch = cut_when_a_job_appears(&env, proxy.clone());
-    std::thread::sleep(Duration::from_secs(1)); // the watch is open
 
     let finished = spawn_apply(&env, Some(&kubeconfig), &dir).finish();
     let _ = watch.kill();
