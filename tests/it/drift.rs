@@ -593,6 +593,20 @@ fn daemon_config(dir: &Path, self_heal: bool, extra: &str) -> String {
     )
 }
 
+/// Whether `log` (the daemon's, from some point on) says that the live `object`
+/// changed and, after that, that a reconcile finished.
+fn reconciled_after_change(log: &str, object: &str) -> bool {
+    let object = format!("object={object}");
+    let seen = log
+        .lines()
+        .position(|l| l.contains("live object changed") && l.contains(&object));
+    seen.is_some_and(|at| {
+        log.lines()
+            .skip(at + 1)
+            .any(|l| l.contains(": reconciled "))
+    })
+}
+
 /// Every kubectl edit is healed by the daemon on its own, while replicas that an
 /// ignore rule leaves to another owner keep that owner's value.
 #[test]
@@ -624,6 +638,7 @@ fn the_daemon_heals_kubectl_edits_and_keeps_ignored_fields() {
         );
     }
 
+    let from = daemon.log().len();
     setup.kubectl(&[
         "patch",
         "deployment",
@@ -634,8 +649,22 @@ fn the_daemon_heals_kubectl_edits_and_keeps_ignored_fields() {
         r#"{"spec":{"replicas":5}}"#,
         "--field-manager=hpa-controller",
     ]);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(setup.get("deployment/web", "{.spec.replicas}"), "5");
+    // Only once the daemon has seen the change and reconciled after it does the
+    // value prove that the ignore rule held.
+    let web = format!("Deployment.apps/{}/web", setup.env.ns);
+    let acted = eventually(Duration::from_secs(30), || {
+        reconciled_after_change(&daemon.log()[from..], &web)
+    });
+    assert!(
+        acted.is_some(),
+        "the daemon never saw {web} change and reconciled:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        setup.get("deployment/web", "{.spec.replicas}"),
+        "5",
+        "the daemon overwrote replicas, which its ignore rule leaves to another owner"
+    );
     let synced = eventually(Duration::from_secs(10), || {
         daemon.source()["result"] == "synced"
     });
