@@ -191,7 +191,20 @@ fn stalls_and_latency_delay_an_apply_but_do_not_break_it() {
     wait_for_first_write(&mut apply);
     proxy.set_stalled(true);
     std::thread::sleep(Duration::from_secs(5));
+    // The stall caught the apply in flight: it held some of its traffic, and the
+    // apply was still waiting when the stall ended.
+    let stats = proxy.stats();
+    let waiting = apply.is_running();
     proxy.set_stalled(false);
+    println!("a 5 s stall held {} chunks: {stats:?}", stats.held);
+    assert!(
+        waiting,
+        "the apply ended before the stall did: nothing of it was in flight: {stats:?}"
+    );
+    assert!(
+        stats.held > 0,
+        "the stall held nothing of the running apply: {stats:?}"
+    );
     apply
         .finish()
         .assert_success("converge apply across a stall");
