@@ -593,20 +593,6 @@ fn daemon_config(dir: &Path, self_heal: bool, extra: &str) -> String {
     )
 }
 
-/// Whether `log` (the daemon's, from some point on) says that the live `object`
-/// changed and, after that, that a reconcile finished.
-fn reconciled_after_change(log: &str, object: &str) -> bool {
-    let object = format!("object={object}");
-    let seen = log
-        .lines()
-        .position(|l| l.contains("live object changed") && l.contains(&object));
-    seen.is_some_and(|at| {
-        log.lines()
-            .skip(at + 1)
-            .any(|l| l.contains(": reconciled "))
-    })
-}
-
 /// Every kubectl edit is healed by the daemon on its own, while replicas that an
 /// ignore rule leaves to another owner keep that owner's value.
 #[test]
@@ -653,7 +639,7 @@ fn the_daemon_heals_kubectl_edits_and_keeps_ignored_fields() {
     // value prove that the ignore rule held.
     let web = format!("Deployment.apps/{}/web", setup.env.ns);
     let acted = eventually(Duration::from_secs(30), || {
-        reconciled_after_change(&daemon.log()[from..], &web)
+        daemon.reconciled_after_change(from, &web)
     });
     assert!(
         acted.is_some(),

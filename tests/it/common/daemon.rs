@@ -113,6 +113,19 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
     }
 
+    /// Whether the log, past its first `from` bytes (an earlier `log().len()`),
+    /// says that the live `object` (e.g. `Deployment.apps/ns/web`) changed and,
+    /// after that, that a reconcile finished: the daemon has acted on the change.
+    pub fn reconciled_after_change(&self, from: usize, object: &str) -> bool {
+        let log = self.log();
+        let object = format!("object={object}");
+        let mut lines = log.get(from..).unwrap_or_default().lines();
+        let seen = lines
+            .by_ref()
+            .any(|l| l.contains("live object changed") && l.contains(&object));
+        seen && lines.any(|l| l.contains(": reconciled "))
+    }
+
     /// SIGKILL, as a crash or a lost node would stop it: nothing is cleaned up.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9 converge");
