@@ -384,8 +384,9 @@ fn the_api_servers_429s_are_waited_out() {
 fn an_unreachable_server_is_retried_only_for_the_request_timeout() {
     let env = TestEnv::new("fault-refused");
     let dir = Manifests::with("cms.yaml", &many_configmaps(1, "v1"));
-    let closed = crate::common::daemon::free_port();
-    let kubeconfig = env.kubeconfig_via(dir.path(), &format!("https://127.0.0.1:{closed}"));
+    let closed = crate::common::git_http::RefusingPort::new();
+    let server = format!("https://127.0.0.1:{}", closed.port);
+    let kubeconfig = env.kubeconfig_via(dir.path(), &server);
     let started = Instant::now();
     let out = converge(&env, Some(&kubeconfig), &["diff", dir.arg()])
         .args(["--request-timeout", "3s"])
