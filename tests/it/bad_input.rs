@@ -101,7 +101,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("missing-name.yaml", "metadata.name is missing"),
     ("name-invalid.yaml", "ConfigMap/{ns}/Bad_Name"),
     ("name-not-a-string.yaml", "metadata.name is a mapping"),
-    ("name-too-long.yaml", "metadata.name"),
+    ("name-too-long.yaml", "must be no more than 253 characters"),
     (
         "namespace-name-invalid.yaml",
         "namespaces \"Not_A_Namespace\" not found",
@@ -314,6 +314,34 @@ fn swap_in(source: &Path, case: &Path, previous: Option<PathBuf>) -> PathBuf {
     target
 }
 
+/// The revision `/status` reports for a flat directory of manifests, as
+/// `source::dir::revision` (crate-private) computes it: `dir:` and the first 12
+/// hex digits of a SHA-256 over each file's name and contents, each after its
+/// length (little-endian u64), in name order. The test checks it against the
+/// daemon's first revision before relying on it.
+fn dir_revision(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the source directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for name in names {
+        let bytes = std::fs::read(dir.join(&name)).expect("read a manifest");
+        ctx.update(&(name.len() as u64).to_le_bytes());
+        ctx.update(name.as_bytes());
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
+    }
+    let digest = ctx.finish();
+    let hex: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("dir:{hex}")
+}
+
 /// The daemon's side of the corpus: one daemon on a directory source with a good
 /// revision applied, each bad manifest swapped in as the next revision. Each must
 /// fail with the file and line (and what is wrong) in /status, keep the good
@@ -334,6 +362,11 @@ fn every_bad_manifest_fails_its_revision_in_the_daemon_and_the_good_one_stays() 
     })
     .expect("the good revision is applied")
     .value;
+    assert_eq!(
+        good,
+        dir_revision(source.path()).as_str(),
+        "the test's copy of the directory revision (source/dir.rs) is out of date"
+    );
     let before = snapshot(&env);
     let writes_before = writes(&daemon);
     let started = Instant::now();
@@ -344,18 +377,26 @@ fn every_bad_manifest_fails_its_revision_in_the_daemon_and_the_good_one_stays() 
         let file = name_of(&target);
         let (_, expected) = EXPECTED.iter().find(|(f, _)| *f == name).expect("listed");
         let expected = expected.replace("{ns}", &env.ns);
+        // This case's own revision: the previous case's error is still in /status
+        // until the daemon has tried this one.
+        let revision = dir_revision(source.path());
         let failed = eventually(Duration::from_secs(20), || {
             let status = daemon.source();
             let error = status["error"].as_str().unwrap_or_default().to_string();
-            (status["result"] == "failed" && error.contains(&expected)).then_some(error)
+            let this = status["attemptedRevision"] == revision.as_str();
+            (this && status["result"] == "failed").then_some(error)
         });
         let Some(failed) = failed else {
             panic!(
-                "{name}: no failed revision saying {expected:?}: {:#}",
+                "{name}: revision {revision} never failed: {:#}",
                 daemon.source()
             );
         };
         let error = failed.value;
+        assert!(
+            error.contains(&expected),
+            "{name}: revision {revision} failed without saying {expected:?}: {error}"
+        );
         let located = error
             .match_indices(&format!("{file}:"))
             .any(|(i, m)| error[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));

@@ -207,12 +207,27 @@ fn kill_during_a_large_apply_then_rerun_orphans_nothing() {
     let kubeconfig = env.kubeconfig_via(dir.path(), &proxy.url());
 
     // Killed after the first write (the Namespace, stage one), then again in the
-    // middle of the ConfigMaps (stage two).
-    for moment in ["applied", "object=ConfigMap/"] {
+    // middle of the ConfigMaps (stage two): each run wrote something and left
+    // something unwritten, or the kill proved nothing.
+    let total = desired(&env, Some(50), 500, 100).len();
+    let mut before = 0;
+    // (moment, the members it is in the middle of, how many of them there are)
+    for (moment, kind, all) in [
+        ("applied", "", total),
+        ("object=ConfigMap/", "ConfigMap ", 500),
+    ] {
         kill_at(apply(&env, Some(&kubeconfig), &dir), moment);
         assert_every_member_kind_recorded(&env, &format!("killed at {moment:?}"));
-        let written = labelled(&env).len();
-        println!("killed at {moment:?} with {written} of 651 objects written");
+        let members = labelled(&env);
+        let written = members.len();
+        let of_kind = members.iter().filter(|m| m.starts_with(kind)).count();
+        println!("killed at {moment:?} with {written} of {total} objects written");
+        assert!(
+            written > before && of_kind > 0 && of_kind < all,
+            "not killed mid-apply at {moment:?}: {written} of {total} objects written \
+             ({before} before this run), {of_kind} of {all} {kind:?}"
+        );
+        before = written;
     }
     apply(&env, None, &dir).finish().assert_success("the rerun");
     assert_converged(&env, &dir, &desired(&env, Some(50), 500, 100));

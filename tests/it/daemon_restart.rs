@@ -4,8 +4,9 @@
 //! The test takes the control plane exclusively ([`PlaneAccess::Exclusive`]), so the
 //! restart cannot disturb other tests running in the same process.
 
+use crate::common::audit::Identity;
 use crate::common::daemon::{Daemon, Drift, dir_config};
-use crate::common::{Manifests, PlaneAccess, TestEnv, configmap, restart_apiserver};
+use crate::common::{Manifests, PlaneAccess, TestEnv, configmap, eventually, restart_apiserver};
 use std::time::Duration;
 
 #[test]
@@ -17,8 +18,21 @@ fn watches_resume_after_an_apiserver_restart() {
         manifests.write(&format!("{name}.yaml"), &configmap(name, "desired"));
     }
     let config = dir_config(manifests.path(), "1h", Drift::Heal);
-    let daemon = Daemon::start(&env, &config, &[]);
+    // An audited identity: the API server's log says when the daemon's watch opens.
+    let identity = Identity::new(&env, &format!("restart-{ns}"));
+    let kubeconfig = [("KUBECONFIG", identity.kubeconfig_arg())];
+    let daemon = Daemon::start_with_env(&env, &config, &[], &kubeconfig);
     daemon.wait_ready(Duration::from_secs(30));
+    let watches = || {
+        let opened = identity.watches_opened();
+        opened.iter().filter(|w| w.resource == "configmaps").count()
+    };
+    let opened = eventually(Duration::from_secs(30), || {
+        let n = watches();
+        (n > 0).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("the daemon never watched ConfigMaps:\n{}", daemon.log()))
+    .value;
     let versions = || {
         env.kubectl(&[
             "get",
@@ -35,7 +49,14 @@ fn watches_resume_after_an_apiserver_restart() {
     let writes = daemon.metric("converge_apply_actions_total");
 
     restart_apiserver();
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: the daemon's ConfigMap watch is open again on the new API server,
+    // which has answered whatever the daemon asked on the way.
+    let resumed = eventually(Duration::from_secs(60), || watches() > opened);
+    assert!(
+        resumed.is_some(),
+        "the daemon's ConfigMap watch never reopened after the restart:\n{}",
+        daemon.log()
+    );
 
     assert_eq!(
         daemon.get("/healthz").0,

@@ -11,6 +11,7 @@
 //! - a rejected revision leaves no Namespace or CRD behind.
 
 use crate::common::daemon::Daemon;
+use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, assert_success, eventually};
 use serde_json::Value;
 use std::path::Path;
@@ -533,16 +534,6 @@ fn a_changed_selector_without_permission_names_the_field_and_the_annotation() {
     assert_ne!(setup.uid("deployment/web"), old_uid);
 }
 
-/// Whether `kubectl get <kind> <name>` (cluster-scoped) says NotFound within 60 s:
-/// a deleted Namespace is Terminating until its controller has emptied it.
-fn gone(env: &TestEnv, kind: &str, name: &str) -> bool {
-    let waited = eventually(Duration::from_secs(60), || {
-        let out = env.kubectl_output(&["get", kind, name], None);
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")
-    });
-    waited.is_some()
-}
-
 #[test]
 fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
     let setup = Setup::new("drift-rejected");
@@ -573,6 +564,9 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
             namespace(&extra)
         ),
     );
+    // Watches open before the run record what it creates and deletes.
+    let namespaces = Events::record(env, &["namespaces"], "");
+    let crds = Events::record(env, &["customresourcedefinitions"], "");
     let out = setup.converge(&["apply", setup.manifests.arg(), "--prune"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(ERROR), "{stderr}");
@@ -581,11 +575,8 @@ fn a_rejected_revision_leaves_no_namespace_or_crd_behind() {
         "{stderr}"
     );
     let started = Instant::now();
-    assert!(
-        gone(env, "namespace", &extra),
-        "namespace {extra} left behind"
-    );
-    assert!(gone(env, "crd", &crd), "CRD {crd} left behind");
+    namespaces.assert_created_then_deleted("namespace", &extra);
+    crds.assert_created_then_deleted("CRD", &crd);
     println!("cleaned up after {:?}", started.elapsed());
     let phase = env.kubectl(&["get", "namespace", &kept, "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Active", "a Namespace that existed before stays");
@@ -633,6 +624,7 @@ fn the_daemon_heals_kubectl_edits_and_keeps_ignored_fields() {
         );
     }
 
+    let from = daemon.log().len();
     setup.kubectl(&[
         "patch",
         "deployment",
@@ -643,8 +635,22 @@ fn the_daemon_heals_kubectl_edits_and_keeps_ignored_fields() {
         r#"{"spec":{"replicas":5}}"#,
         "--field-manager=hpa-controller",
     ]);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(setup.get("deployment/web", "{.spec.replicas}"), "5");
+    // Only once the daemon has seen the change and reconciled after it does the
+    // value prove that the ignore rule held.
+    let web = format!("Deployment.apps/{}/web", setup.env.ns);
+    let acted = eventually(Duration::from_secs(30), || {
+        daemon.reconciled_after_change(from, &web)
+    });
+    assert!(
+        acted.is_some(),
+        "the daemon never saw {web} change and reconciled:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        setup.get("deployment/web", "{.spec.replicas}"),
+        "5",
+        "the daemon overwrote replicas, which its ignore rule leaves to another owner"
+    );
     let synced = eventually(Duration::from_secs(10), || {
         daemon.source()["result"] == "synced"
     });

@@ -2,11 +2,15 @@
 //! with kubectl: exact diffs, no false drift, staged apply, safe prune, and bad
 //! input that changes nothing.
 
-use crate::common::{Manifests, TestEnv, assert_success, configmap, corpus_microservices_demo};
+use crate::common::watch::Events;
+use crate::common::{
+    Manifests, TestEnv, assert_success, configmap, corpus_microservices_demo, eventually,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 trait ConvergeExt {
     fn converge(&self, args: &[&str]) -> Output;
@@ -75,6 +79,32 @@ const DIFF: i32 = 1;
 
 const DEMO_KINDS: &str = "deployments,services,serviceaccounts,configmaps";
 
+/// The Deployments whose rollout the controller has not finished with, and
+/// why: it has not observed the latest generation, its replica counts differ,
+/// or its Progressing condition is not yet `NewReplicaSetAvailable` (the last
+/// status update of a rollout).
+fn unsettled_rollouts(env: &TestEnv) -> Vec<String> {
+    let template = "{range .items[*]}{.metadata.name} {.metadata.generation} \
+                    {.status.observedGeneration} {.spec.replicas} {.status.replicas} \
+                    {.status.updatedReplicas} {.status.readyReplicas} \
+                    {.status.availableReplicas} \
+                    {.status.conditions[?(@.type==\"Progressing\")].reason}{\"\\n\"}{end}";
+    let jsonpath = format!("jsonpath={template}");
+    let out = env.kubectl(&["get", "deployments", "-n", &env.ns, "-o", &jsonpath]);
+    out.lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [_, generation, observed, counts @ .., reason] = fields.as_slice() else {
+                return true;
+            };
+            generation != observed
+                || counts.iter().any(|c| *c != counts[0])
+                || *reason != "NewReplicaSetAvailable"
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn corpus_applies_once_then_nothing_changes() {
     let env = TestEnv::new("corpus");
@@ -83,17 +113,15 @@ fn corpus_applies_once_then_nothing_changes() {
     assert_eq!(first["summary"]["created"], 35, "{first:#}");
     // Controllers update Deployment status (and so resourceVersion) until rollouts
     // settle; only then does an unchanged resourceVersion prove we wrote nothing.
-    let ns = env.ns.as_str();
-    env.kubectl(&[
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Available",
-        "deployment",
-        "--all",
-        "--timeout=120s",
-    ]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let unsettled = eventually(Duration::from_secs(120), || {
+        let unsettled = unsettled_rollouts(&env);
+        unsettled.is_empty().then_some(())
+    });
+    assert!(
+        unsettled.is_some(),
+        "rollouts never settled: {:?}",
+        unsettled_rollouts(&env)
+    );
     let before = env.resource_versions(DEMO_KINDS);
     assert_eq!(
         before
@@ -669,6 +697,9 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
              spec: {{ports: [{{port: 99999}}]}}\n"
         ),
     );
+    // Watches open before the run record what it creates and deletes.
+    let namespaces = Events::record(&env, &["namespaces"], "");
+    let configmaps = Events::record(&env, &["configmaps", "-n", &env.ns], "");
     let out = env.converge(&["apply", source.arg(), "--prune"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -681,19 +712,9 @@ fn objects_in_a_new_namespace_are_validated_before_they_are_written() {
         !written.contains("fine") && !written.contains("bad"),
         "{written}"
     );
-    // The parent, written before the Namespace, goes again with it.
+    // The parent, written before the Namespace, goes again with it; so does the
+    // Namespace (see drift.rs).
     let parent = format!("converge-{}", env.ns);
-    let left = env.kubectl_output(&["get", "configmap", &parent, "-n", &env.ns], None);
-    assert!(
-        !left.status.success(),
-        "the refused first revision left its parent"
-    );
-    // The rejection deletes the Namespace it created (see drift.rs).
-    env.kubectl(&[
-        "delete",
-        "namespace",
-        &extra,
-        "--wait=false",
-        "--ignore-not-found",
-    ]);
+    configmaps.assert_created_then_deleted("the refused first revision's parent", &parent);
+    namespaces.assert_created_then_deleted("namespace", &extra);
 }

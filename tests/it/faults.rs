@@ -191,7 +191,20 @@ fn stalls_and_latency_delay_an_apply_but_do_not_break_it() {
     wait_for_first_write(&mut apply);
     proxy.set_stalled(true);
     std::thread::sleep(Duration::from_secs(5));
+    // The stall caught the apply in flight: it held some of its traffic, and the
+    // apply was still waiting when the stall ended.
+    let stats = proxy.stats();
+    let waiting = apply.is_running();
     proxy.set_stalled(false);
+    println!("a 5 s stall held {} chunks: {stats:?}", stats.held);
+    assert!(
+        waiting,
+        "the apply ended before the stall did: nothing of it was in flight: {stats:?}"
+    );
+    assert!(
+        stats.held > 0,
+        "the stall held nothing of the running apply: {stats:?}"
+    );
     apply
         .finish()
         .assert_success("converge apply across a stall");
@@ -371,8 +384,9 @@ fn the_api_servers_429s_are_waited_out() {
 fn an_unreachable_server_is_retried_only_for_the_request_timeout() {
     let env = TestEnv::new("fault-refused");
     let dir = Manifests::with("cms.yaml", &many_configmaps(1, "v1"));
-    let closed = crate::common::daemon::free_port();
-    let kubeconfig = env.kubeconfig_via(dir.path(), &format!("https://127.0.0.1:{closed}"));
+    let closed = crate::common::git_http::RefusingPort::new();
+    let server = format!("https://127.0.0.1:{}", closed.port);
+    let kubeconfig = env.kubeconfig_via(dir.path(), &server);
     let started = Instant::now();
     let out = converge(&env, Some(&kubeconfig), &["diff", dir.arg()])
         .args(["--request-timeout", "3s"])
@@ -681,8 +695,9 @@ spec:
 ";
 
 /// Cuts every connection through `proxy` as soon as a new Job of the namespace
-/// exists (seen by a kubectl watch that bypasses the proxy): the answer to the
-/// POST that created it is then still held in the proxy, and is lost.
+/// exists (seen by a kubectl watch that bypasses the proxy, open when this
+/// returns): the answer to the POST that created it is then still held in the
+/// proxy, and is lost.
 fn cut_when_a_job_appears(env: &TestEnv, proxy: Arc<FaultProxy>) -> std::process::Child {
     let mut seen = BTreeSet::new();
     env.kubectl_watch("jobs", move |line| {
@@ -702,8 +717,8 @@ fn a_hook_whose_creation_answer_was_lost_is_looked_up_not_created_twice() {
     let kubeconfig = env.kubeconfig_via(dir.path(), &proxy.url());
     // Answers linger in the proxy far longer than the watch takes to see a Job.
     proxy.set_answer_latency(Duration::from_millis(300));
+    // Open once it returns: no Job created from now on is missed.
     let mut watch = cut_when_a_job_appears(&env, proxy.clone());
-    std::thread::sleep(Duration::from_secs(1)); // the watch is open
 
     let finished = spawn_apply(&env, Some(&kubeconfig), &dir).finish();
     let _ = watch.kill();

@@ -454,11 +454,46 @@ spec:
     assert!(events.contains("FailedScheduling"), "{explained:#}");
     assert_eq!(daemon.source()["health"]["state"], "failed");
 
-    // Once: the evidence is not gathered again while the object stays failed.
-    let lists = || daemon.metric("converge_api_requests_total{verb=\"list\"}");
-    let before = lists();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(lists(), before, "requests sent while nothing changed");
+    // Once: the evidence is not gathered again while the object stays failed,
+    // even when it changes. Another manager labels it (a label, unlike an
+    // annotation, leaves a Deployment's generation, and so its rollout, alone);
+    // the daemon sees that change, and reconciles, before the count is taken.
+    let gathered = || {
+        let log = daemon.log();
+        let lines = log.lines();
+        lines
+            .filter(|l| l.contains("gathering evidence") && l.contains(&object))
+            .count()
+    };
+    assert_eq!(gathered(), 1, "{}", daemon.log());
+    let from = daemon.log().len();
+    env.kubectl(&[
+        "patch",
+        "deployment",
+        "stuck",
+        "-n",
+        &env.ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"example.com/touched":"yes"}}}"#,
+        "--field-manager=other-controller",
+    ]);
+    let acted = eventually(Duration::from_secs(30), || {
+        daemon.reconciled_after_change(from, &object)
+    });
+    assert!(
+        acted.is_some(),
+        "the daemon never saw {object} change and reconciled:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        object_health(&daemon, &object).map(|o| o["state"].clone()),
+        Some(serde_json::json!("failed")),
+        "{:#}",
+        daemon.source()
+    );
+    assert_eq!(gathered(), 1, "evidence gathered again:\n{}", daemon.log());
 
     let status = env
         .converge_command()

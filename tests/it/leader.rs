@@ -5,9 +5,9 @@
 //! one revision; SIGTERM hands over at once.
 
 use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, configmap, eventually};
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A namespace, the directory both replicas read, and the replicas.
@@ -156,31 +156,21 @@ fn only_the_lease_holder_writes() {
     }
 }
 
-/// Records every change to the namespace's ConfigMaps, as a watch sees them.
-struct Recorder {
-    child: Child,
-    file: tempfile::NamedTempFile,
-}
+/// Records every change to the namespace's ConfigMaps, as a watch sees them, from
+/// the moment it is started (the watch is open when it returns).
+struct Recorder(Events);
 
 impl Recorder {
     fn start(env: &TestEnv) -> Self {
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        let jsonpath = r#"jsonpath={.type} {.object.metadata.name} {.object.data.value}{"\n"}"#;
-        let child = env
-            .kubectl_command(&["get", "configmaps", "-n", &env.ns, "--watch-only"])
-            .args(["--output-watch-events", "-o", jsonpath])
-            .stdout(file.reopen().expect("reopen"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl get --watch");
-        std::thread::sleep(Duration::from_secs(1));
-        Recorder { child, file }
+        let what = ["configmaps", "-n", &env.ns, "--watch-only"];
+        Recorder(Events::record(env, &what, " {.object.data.value}"))
     }
 
     /// `(type, name, value)` of every event so far.
     fn events(&self) -> Vec<(String, String, String)> {
-        let text = std::fs::read_to_string(self.file.path()).unwrap_or_default();
-        text.lines()
+        self.0
+            .lines()
+            .iter()
             .filter_map(|line| {
                 let mut parts = line.splitn(3, ' ');
                 Some((
@@ -190,13 +180,6 @@ impl Recorder {
                 ))
             })
             .collect()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

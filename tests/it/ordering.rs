@@ -570,14 +570,15 @@ spec:
             )),
     );
     let daemon = Daemon::start(&env, &config, &[]);
-    let app_status = |daemon: &Daemon| {
+    let source_status = |daemon: &Daemon, name: &str| {
         let status = daemon.status();
         let sources = status["sources"].as_array().cloned().unwrap_or_default();
         sources
             .into_iter()
-            .find(|s| s["name"] == "app")
+            .find(|s| s["name"] == name)
             .unwrap_or_default()
     };
+    let app_status = |daemon: &Daemon| source_status(daemon, "app");
     let waiting = eventually(Duration::from_secs(30), || {
         app_status(&daemon)["result"] == "waiting"
     });
@@ -588,7 +589,20 @@ spec:
         serde_json::json!(["infra"]),
         "{status:#}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled: infra has applied its revision and found it not healthy, the last
+    // news app gets from it while the operator cannot be scheduled.
+    let infra_settled = eventually(Duration::from_secs(60), || {
+        let infra = source_status(&daemon, "infra");
+        let settled = infra["result"] == "synced" && infra["health"]["state"] == "progressing";
+        settled.then_some(infra)
+    });
+    assert!(
+        infra_settled.is_some(),
+        "infra never applied and reported its unschedulable operator progressing: {:#}",
+        source_status(&daemon, "infra")
+    );
+    let status = app_status(&daemon);
+    assert_eq!(status["result"], "waiting", "{status:#}");
     assert_eq!(env.configmap_value("app"), None, "app reconciled too early");
     let table = env
         .converge_command()

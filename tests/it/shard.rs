@@ -95,6 +95,30 @@ impl Cluster {
     }
 }
 
+/// The owner of each source, as `replica`'s /status tells it (empty: none).
+fn owners(replica: &Daemon) -> BTreeMap<String, String> {
+    source_field(replica, "owner")
+}
+
+/// The revision `replica` last tried of each source (`attemptedRevision` in its
+/// /status), by source name.
+fn attempted(replica: &Daemon) -> BTreeMap<String, String> {
+    source_field(replica, "attemptedRevision")
+}
+
+/// A string field of every source in `replica`'s /status, by source name.
+fn source_field(replica: &Daemon, field: &str) -> BTreeMap<String, String> {
+    let status = replica.status();
+    let sources = status["sources"].as_array().cloned().unwrap_or_default();
+    sources
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap_or_default().to_owned();
+            (name, s[field].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
 /// Writes `replica` made for `source` (creates, configures, prunes).
 fn writes(replica: &Daemon, source: &str) -> f64 {
     replica.metric(&format!(
@@ -110,28 +134,45 @@ fn replicas_share_the_sources_and_adopt_a_dead_ones() {
     let loads = settled.expect("the sources never settled").value;
     assert_eq!(loads, [3, 3, 3], "{:?}", cluster.holders());
 
-    // /status tells the owner of each source, the same on every replica.
+    // /status tells the owner of each source, the same on every replica (each
+    // learns the others' Leases from its own watch, soon after they are taken).
     let holders = cluster.holders();
     for replica in &replicas {
-        let status = replica.status();
-        assert_eq!(status["replica"]["election"], "shard");
-        for source in status["sources"].as_array().expect("sources") {
-            let name = source["name"].as_str().expect("a name");
-            assert_eq!(source["owner"], holders[name].as_str(), "{source}");
-        }
+        assert_eq!(replica.status()["replica"]["election"], "shard");
     }
+    let told = eventually(Duration::from_secs(15), || {
+        replicas.iter().all(|replica| owners(replica) == holders)
+    });
+    assert!(
+        told.is_some(),
+        "the replicas do not all tell the owners {holders:?}: {:?}",
+        replicas.iter().map(owners).collect::<Vec<_>>()
+    );
 
     // A change to every source is written by its owner, and only by it.
     let before: Vec<Vec<f64>> = replicas
         .iter()
         .map(|r| (0..SOURCES).map(|i| writes(r, &format!("s{i}"))).collect())
         .collect();
+    let tried_before: Vec<BTreeMap<String, String>> = replicas.iter().map(attempted).collect();
     cluster.write_all("2");
     let applied = eventually(Duration::from_secs(15), || {
         (0..SOURCES).all(|i| cluster.value(&format!("s{i}")).as_deref() == Some("2"))
     });
     assert!(applied.is_some(), "not every change was applied");
-    std::thread::sleep(Duration::from_secs(1));
+    // Settled: every replica has tried the new revision of every source (the
+    // others report-only), so any write one of them would make is counted.
+    let tried = eventually(Duration::from_secs(30), || {
+        replicas.iter().zip(&tried_before).all(|(replica, before)| {
+            let now = attempted(replica);
+            now.len() == SOURCES && now.iter().all(|(s, rev)| before.get(s) != Some(rev))
+        })
+    });
+    assert!(
+        tried.is_some(),
+        "not every replica tried every new revision: before {tried_before:?}, now {:?}",
+        replicas.iter().map(attempted).collect::<Vec<_>>()
+    );
     for i in 0..SOURCES {
         let source = format!("s{i}");
         let wrote: Vec<&str> = replicas

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::git::Upstream;
-use crate::common::git_http::{GitHttpServer, closed_port};
+use crate::common::git_http::{GitHttpServer, RefusingPort};
 use crate::common::sshd::Sshd;
 use converge::config::Config;
 use converge::source::{Source, SourceError};
@@ -163,7 +163,8 @@ async fn credentials_in_the_url_work_and_never_show() {
 #[tokio::test]
 async fn unreachable_remote_is_a_typed_error() {
     let state = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}/shop.git", closed_port());
+    let closed = RefusingPort::new();
+    let url = format!("http://127.0.0.1:{}/shop.git", closed.port);
     let err = source_for(&url, "", Some(PASSWORD), state.path())
         .fetch()
         .await

@@ -4,8 +4,9 @@
 //! Every file under `tests/fixtures/yaml-quirks/` exercises one quirk of YAML as
 //! sigs.k8s.io/yaml (go-yaml v2, YAML 1.1) reads it. Each is read by converge's
 //! library and by `kubectl create --dry-run=client -o json -f FILE` (the oracle): both
-//! must give the same objects, or both must reject the file (converge naming the file
-//! and a line). The fixture's first comment says what the quirk is.
+//! must give the same objects, or both must reject the file for the same reason
+//! ([`SAME_REASON`]; converge naming the file and a line). The fixture's first
+//! comment says what the quirk is.
 
 use crate::common::{Manifests, TestEnv, assert_success, repo_root};
 use converge::manifest::{self, ManifestError};
@@ -141,10 +142,169 @@ fn api_server_numbers(value: Value) -> Value {
     }
 }
 
-fn verdict(converge: &Result<Reading, String>, kubectl: &Reading) -> Result<(), String> {
+/// For each file both readers reject: what converge's error and what kubectl's
+/// must say, naming the same construct or field (in words of their own where
+/// they differ). Both rejecting for different reasons is a mismatch too.
+const SAME_REASON: &[(&str, &str, &str)] = &[
+    (
+        "alias-recursive.yaml",
+        "anchor 'x' value contains itself",
+        "anchor 'x' value contains itself",
+    ),
+    (
+        "alias-unknown.yaml",
+        "unknown anchor 'nope' referenced",
+        "unknown anchor 'nope' referenced",
+    ),
+    (
+        "control-character.yaml",
+        "control characters are not allowed",
+        "control characters are not allowed",
+    ),
+    (
+        "directive.yaml",
+        "did not find expected <document start>",
+        "did not find expected <document start>",
+    ),
+    (
+        "empty-flow-entries.yaml",
+        "did not find expected node content",
+        "did not find expected node content",
+    ),
+    (
+        "escape-slash.yaml",
+        "found unknown escape character",
+        "found unknown escape character",
+    ),
+    (
+        "float-inf.yaml",
+        "at data.a: an infinity cannot be represented in JSON",
+        "unsupported value: +Inf",
+    ),
+    (
+        "float-nan.yaml",
+        "at data.a: .nan cannot be represented in JSON",
+        "unsupported value: NaN",
+    ),
+    (
+        "float-negative-inf.yaml",
+        "at data.a: an infinity cannot be represented in JSON",
+        "unsupported value: -Inf",
+    ),
+    (
+        "flow-question-mark.yaml",
+        "did not find expected ','",
+        "did not find expected ','",
+    ),
+    (
+        "label-value-not-string.yaml",
+        "metadata.annotations.port is a number",
+        "metadata.annotations of type string",
+    ),
+    (
+        "line-separators.yaml",
+        "could not find expected ':'",
+        "could not find expected ':'",
+    ),
+    (
+        "long-simple-key.yaml",
+        "mapping values are not allowed in this context",
+        "mapping values are not allowed in this context",
+    ),
+    (
+        "mapping-key.yaml",
+        "at data: invalid map key: a sequence or mapping cannot be a key",
+        "invalid map key: map[",
+    ),
+    (
+        "merge-not-a-map.yaml",
+        "map merge requires map or sequence of maps as the value",
+        "map merge requires map or sequence of maps as the value",
+    ),
+    (
+        "name-is-number.yaml",
+        "metadata.name is a number",
+        "metadata.name of type string",
+    ),
+    (
+        "null-key.yaml",
+        "at data: a null map key",
+        "unsupported map key of type: %!s(<nil>)",
+    ),
+    (
+        "reserved-indicators.yaml",
+        "found character that cannot start any token",
+        "found character that cannot start any token",
+    ),
+    (
+        "separator-four-dashes.yaml",
+        "invalid document separator `----`",
+        "invalid Yaml document separator: -",
+    ),
+    (
+        "separator-with-content.yaml",
+        "invalid document separator `--- !!map`",
+        "invalid Yaml document separator: !!map",
+    ),
+    (
+        "sequence-key.yaml",
+        "at data: invalid map key: a sequence or mapping cannot be a key",
+        "invalid map key: []interface {}",
+    ),
+    (
+        "tab-indentation.yaml",
+        "found character that cannot start any token",
+        "found character that cannot start any token",
+    ),
+    (
+        "tag-directive.yaml",
+        "did not find expected <document start>",
+        "did not find expected <document start>",
+    ),
+    (
+        "tag-float-as-int.yaml",
+        "cannot decode !!float `1.5` as a !!int",
+        "cannot decode !!float `1.5` as a !!int",
+    ),
+    (
+        "tag-int-mismatch.yaml",
+        "cannot decode !!str `abc` as a !!int",
+        "cannot decode !!str `abc` as a !!int",
+    ),
+    (
+        "uint64-key.yaml",
+        "at data: the map key 18446744073709551615 is beyond int64",
+        "unsupported map key of type: uint64",
+    ),
+];
+
+/// Both rejected `name`: for the same reason, as [`SAME_REASON`] words it?
+fn same_reason(name: &str, ours: &str, theirs: &str) -> Result<(), String> {
+    let Some((_, converge_says, kubectl_says)) = SAME_REASON.iter().find(|(f, _, _)| *f == name)
+    else {
+        return Err(format!(
+            "both reject it, for a reason SAME_REASON does not list:\n      \
+             converge: {ours}\n      kubectl:  {theirs}"
+        ));
+    };
+    if ours.contains(converge_says) && theirs.contains(kubectl_says) {
+        return Ok(());
+    }
+    Err(format!(
+        "both reject it, not both for the reason listed \
+         (converge {converge_says:?}, kubectl {kubectl_says:?}):\n      \
+         converge: {ours}\n      kubectl:  {theirs}"
+    ))
+}
+
+fn verdict(
+    name: &str,
+    converge: &Result<Reading, String>,
+    kubectl: &Reading,
+) -> Result<(), String> {
     match (converge, kubectl) {
         (Err(why), _) => Err(why.clone()),
-        (Ok(Reading::Rejected(_)), Reading::Rejected(_)) => Ok(()),
+        (Ok(Reading::Rejected(ours)), Reading::Rejected(theirs)) => same_reason(name, ours, theirs),
         (Ok(Reading::Objects(ours)), Reading::Objects(theirs)) if ours == theirs => Ok(()),
         (Ok(Reading::Objects(ours)), Reading::Objects(theirs)) => Err(format!(
             "converge: {}\n      kubectl:  {}",
@@ -166,12 +326,16 @@ fn yaml_quirks_read_as_kubectl_reads_them() {
     assert!(files.len() >= 40, "only {} quirk files", files.len());
     let mut table = String::new();
     let mut mismatches = Vec::new();
+    let mut both_reject = Vec::new();
     for file in &files {
         let name = file.file_name().expect("file name").to_string_lossy();
         let ours = converge_reading(file);
         let theirs = kubectl_reading(&env, file);
         let shown = ours.as_ref().map_or_else(Clone::clone, Reading::summary);
-        let result = verdict(&ours, &theirs);
+        if let (Ok(Reading::Rejected(_)), Reading::Rejected(_)) = (&ours, &theirs) {
+            both_reject.push(name.to_string());
+        }
+        let result = verdict(&name, &ours, &theirs);
         let mark = if result.is_ok() { "ok" } else { "MISMATCH" };
         let dir = format!("{}/", file.parent().expect("in a directory").display());
         let line = format!(
@@ -184,6 +348,15 @@ fn yaml_quirks_read_as_kubectl_reads_them() {
         }
     }
     println!("{table}");
+    let stale: Vec<&str> = SAME_REASON
+        .iter()
+        .map(|(f, _, _)| *f)
+        .filter(|f| !both_reject.iter().any(|b| b == f))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "SAME_REASON lists files not rejected by both: {stale:?}"
+    );
     assert!(
         mismatches.is_empty(),
         "{} of {} quirk files are read differently from kubectl:\n{table}\n{}",

@@ -4,7 +4,8 @@
 //! (CN=NAME) whose every request the API server records at level Metadata in
 //! `$STATE/audit.log` (`$STATE`: the directory of the control plane's kubeconfig).
 //! [`Identity::new`] makes one; [`Identity::events`] reads back its requests in one
-//! namespace, in the order the log has them.
+//! namespace, in the order the log has them; [`Identity::watches_opened`] its
+//! watches as they were opened.
 
 use super::{TestEnv, assert_success, repo_root};
 use serde_json::Value;
@@ -105,13 +106,23 @@ impl Identity {
     pub fn events(&self, namespace: &str) -> Vec<AuditEvent> {
         self.log_files()
             .iter()
-            .flat_map(|path| self.read(path))
+            .flat_map(|path| self.read(path, "ResponseComplete"))
             .filter(|event| event.namespace == namespace)
             .collect()
     }
 
-    /// This identity's completed requests in one log file.
-    fn read(&self, path: &Path) -> Vec<AuditEvent> {
+    /// Every watch of this identity that the API server started answering (stage
+    /// ResponseStarted: the watch is open), in any namespace, in log order.
+    pub fn watches_opened(&self) -> Vec<AuditEvent> {
+        self.log_files()
+            .iter()
+            .flat_map(|path| self.read(path, "ResponseStarted"))
+            .filter(|event| event.verb == "watch")
+            .collect()
+    }
+
+    /// This identity's requests in one log file, at `stage`.
+    fn read(&self, path: &Path, stage: &str) -> Vec<AuditEvent> {
         let file = std::fs::File::open(path)
             .unwrap_or_else(|e| panic!("read the audit log {path:?}: {e}"));
         let user = format!("\"username\":\"{}\"", self.name);
@@ -123,7 +134,7 @@ impl Identity {
             .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
             .filter(|json| {
                 json.pointer("/user/username").and_then(Value::as_str) == Some(self.name.as_str())
-                    && json["stage"] == "ResponseComplete"
+                    && json["stage"] == stage
             })
             .filter_map(|json| AuditEvent::from_json(&json))
             .collect()

@@ -36,19 +36,21 @@ impl Daemon {
             .replace("{ns}", &env.ns)
             .replace("{state}", &state.display().to_string());
         std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("converge.log")).expect("log file");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = env
-            .converge_command()
-            .args(["-v", "run", "--config"])
-            .arg(&config_path)
-            .args(["--listen", &addr])
-            .args(extra_args)
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start converge run");
+        let log_path = dir.path().join("converge.log");
+        let spawn = |addr: &str| {
+            let log = std::fs::File::create(&log_path).expect("log file");
+            env.converge_command()
+                .args(["-v", "run", "--config"])
+                .arg(&config_path)
+                .args(["--listen", addr])
+                .args(extra_args)
+                .envs(vars.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start converge run")
+        };
+        let (child, addr) = start_listening(spawn, &log_path);
         let daemon = Daemon { child, addr, dir };
         let healthy = eventually(Duration::from_secs(20), || daemon.get("/healthz").0 == 200);
         assert!(
@@ -113,6 +115,19 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
     }
 
+    /// Whether the log, past its first `from` bytes (an earlier `log().len()`),
+    /// says that the live `object` (e.g. `Deployment.apps/ns/web`) changed and,
+    /// after that, that a reconcile finished: the daemon has acted on the change.
+    pub fn reconciled_after_change(&self, from: usize, object: &str) -> bool {
+        let log = self.log();
+        let object = format!("object={object}");
+        let mut lines = log.get(from..).unwrap_or_default().lines();
+        let seen = lines
+            .by_ref()
+            .any(|l| l.contains("live object changed") && l.contains(&object));
+        seen && lines.any(|l| l.contains(": reconciled "))
+    }
+
     /// SIGKILL, as a crash or a lost node would stop it: nothing is cleaned up.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9 converge");
@@ -161,6 +176,47 @@ fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Starts converge (`spawn` with a `--listen` address) on a free port until it
+/// serves there, as its log says: a port free when picked can be taken before
+/// the daemon binds it, and then the daemon exits saying it cannot listen, and
+/// another port is tried. Another process answering /healthz on that port is
+/// never taken for the daemon. The child and its address.
+fn start_listening(mut spawn: impl FnMut(&str) -> Child, log: &Path) -> (Child, String) {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = spawn(&addr);
+        let outcome = eventually(Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text
+                .lines()
+                .any(|l| l.contains("serving /healthz") && names_address(l, &addr))
+            {
+                return Some(true);
+            }
+            child.try_wait().ok().flatten().map(|_| false)
+        });
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        match outcome.map(|o| o.value) {
+            Some(true) => return (child, addr),
+            Some(false) if text.contains(&format!("cannot listen on {addr}")) => continue,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("converge run did not serve on {addr}:\n{text}");
+            }
+        }
+    }
+    panic!("converge run found no free port to listen on in {ATTEMPTS} attempts");
+}
+
+/// Whether `line` (text or JSON) names `addr`, not merely a longer port.
+fn names_address(line: &str, addr: &str) -> bool {
+    line.match_indices(addr)
+        .any(|(i, m)| !line[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// A port nothing listened on when asked: free to bind, for a moment only.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

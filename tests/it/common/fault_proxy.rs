@@ -32,6 +32,9 @@ pub struct Stats {
     pub resets: u64,
     /// Bytes of answers carried from the API server to converge.
     pub answer_bytes: u64,
+    /// Chunks that arrived while stalled and were held until the stall ended:
+    /// requests, answers, or the last bytes of a connection being closed.
+    pub held: u64,
 }
 
 struct Shared {
@@ -48,6 +51,7 @@ struct Shared {
     accepted: AtomicU64,
     resets: AtomicU64,
     answer_bytes: AtomicU64,
+    held: AtomicU64,
     seed: AtomicU64,
 }
 
@@ -74,6 +78,7 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             answer_bytes: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(addr.port())),
         });
         runtime.spawn(serve(listener, addr, shared.clone()));
@@ -138,6 +143,7 @@ impl FaultProxy {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             resets: self.shared.resets.load(Ordering::Relaxed),
             answer_bytes: self.shared.answer_bytes.load(Ordering::Relaxed),
+            held: self.shared.held.load(Ordering::Relaxed),
         }
     }
 }
@@ -253,7 +259,10 @@ impl Shared {
     /// forwarded.
     async fn gate(&self, answer: bool) {
         let mut stalled = self.stalled.subscribe();
-        let _ = stalled.wait_for(|s| !*s).await;
+        if *stalled.borrow_and_update() {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            let _ = stalled.wait_for(|s| !*s).await;
+        }
         let mut ms = self.latency_ms.load(Ordering::Relaxed);
         if answer {
             ms += self.answer_latency_ms.load(Ordering::Relaxed);

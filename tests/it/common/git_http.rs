@@ -99,10 +99,32 @@ impl GitHttpServer {
     }
 }
 
-/// A loopback port with nothing listening (bound, then released).
+/// A loopback port nothing listened on when asked (bound, then released): for a
+/// server of a test's own to bind, which must then check that it did.
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// A loopback port that refuses connections for as long as this is held: bound,
+/// never listening, so no other process can take it and answer instead.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl RefusingPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("the bound address").port();
+        RefusingPort {
+            port,
+            _socket: socket,
+        }
+    }
 }
 
 struct Request {

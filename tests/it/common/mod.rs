@@ -16,6 +16,8 @@
 //!   comes, to strike (restart, cut, `kill -9`) at a precise moment.
 //! - [`fault_proxy`]: a TCP proxy in front of the API server that refuses, resets,
 //!   stalls, delays and cuts watch streams.
+//! - [`watch`]: `kubectl get --watch`, returned once its watch is open; [`watch::Events`]
+//!   records every event.
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
 //!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources;
 //!   [`github_signature`] signs webhooks.
@@ -30,6 +32,7 @@ pub mod git_http;
 pub mod process;
 pub mod prometheus;
 pub mod sshd;
+pub mod watch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -187,27 +190,16 @@ impl TestEnv {
         cmd
     }
 
-    /// `kubectl get KINDS --watch -o name` in the test's namespace: every line it
-    /// prints goes to `on_line`, on a thread of its own. Kill the child when done.
+    /// `kubectl get KINDS --watch -o name` in the test's namespace, returned once
+    /// the watch is open ([`watch::open`]): every line it prints goes to `on_line`,
+    /// on a thread of its own. Kill the child when done.
     pub fn kubectl_watch(
         &self,
         kinds: &str,
-        mut on_line: impl FnMut(String) + Send + 'static,
+        on_line: impl FnMut(String) + Send + 'static,
     ) -> std::process::Child {
-        use std::io::{BufRead, BufReader};
-        let mut watch = self
-            .kubectl_command(&["get", kinds, "-n", &self.ns, "--watch", "-o", "name"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kubectl get --watch");
-        let stdout = watch.stdout.take().expect("stdout is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                on_line(line);
-            }
-        });
-        watch
+        let args = ["get", kinds, "-n", &self.ns, "--watch", "-o", "name"];
+        watch::open(self.kubectl_command(&args), on_line)
     }
 
     /// The `data.value` of ConfigMap `name` in the test's namespace (None: no such object).

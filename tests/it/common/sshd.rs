@@ -2,7 +2,6 @@
 //! one authorized client key, no passwords, logging in as the current user (Git runs
 //! `git-upload-pack` through that user's shell). Stopped when dropped.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,19 +57,9 @@ impl Sshd {
         // sshd running as root insists on its privilege-separation directory (a
         // non-root run cannot create it and does not need it).
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = closed_port();
-        let config = dir.join("sshd_config");
-        std::fs::write(&config, sshd_config(&dir, port)).expect("sshd_config");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd");
+        let (child, port) = start_listening(&dir);
         let host_key_pub = std::fs::read_to_string(dir.join("host_ed25519.pub")).expect("host key");
-        let sshd = Sshd {
+        Sshd {
             port,
             user: current_user(),
             host_key_pub: host_key_pub.trim().to_string(),
@@ -78,9 +67,7 @@ impl Sshd {
             dir,
             child,
             _tmp: tmp,
-        };
-        sshd.wait_ready();
-        sshd
+        }
     }
 
     /// `ssh://<user>@127.0.0.1:<port><absolute path>`.
@@ -123,21 +110,6 @@ impl Sshd {
             .expect("fingerprint")
             .to_string()
     }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "sshd did not listen on 127.0.0.1:{} within 10s (config in {})",
-            self.port,
-            self.dir.display()
-        );
-    }
 }
 
 impl Drop for Sshd {
@@ -147,12 +119,56 @@ impl Drop for Sshd {
     }
 }
 
+/// Starts sshd on a free port until one start listens there, as its log says: a
+/// port free when picked can be taken before sshd binds it, and then sshd exits
+/// saying so, and another port is tried. The child and its port.
+fn start_listening(dir: &Path) -> (Child, u16) {
+    const ATTEMPTS: usize = 5;
+    let log_path = dir.join("sshd.log");
+    for _ in 0..ATTEMPTS {
+        let port = closed_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(&config, sshd_config(dir, port)).expect("sshd_config");
+        let log = std::fs::File::create(&log_path).expect("sshd.log");
+        let mut child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        let listening = format!("Server listening on 127.0.0.1 port {port}.");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let exited = child.try_wait().ok().flatten().is_some();
+            if text.contains(&listening) || exited || Instant::now() >= deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if text.contains(&listening) {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !text.contains("Address already in use") {
+            panic!(
+                "sshd did not listen on 127.0.0.1:{port} within 10s (config in {}):\n{text}",
+                dir.display()
+            );
+        }
+    }
+    panic!("sshd found no free port to listen on in {ATTEMPTS} attempts");
+}
+
 fn sshd_config(dir: &Path, port: u16) -> String {
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
          PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
-         AllowTcpForwarding no\nX11Forwarding no\nLogLevel ERROR\n",
+         AllowTcpForwarding no\nX11Forwarding no\nLogLevel INFO\n",
         host = dir.join("host_ed25519").display(),
         auth = dir.join("authorized_keys").display(),
     )
