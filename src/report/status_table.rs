@@ -380,6 +380,28 @@ mod tests {
     }
 
     #[test]
+    fn sources_are_grouped_under_their_clusters() {
+        let board = board_with(&["apps", "edge-apps"]);
+        board.update("edge-apps", |s| {
+            s.cluster = Some(ClusterReach {
+                name: "edge-1".into(),
+                reachable: false,
+            });
+        });
+        let table = status_text_at(&board.report(), false, SystemTime::now());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[1], "cluster home ([cluster])", "{table}");
+        assert!(lines[2].starts_with("apps "), "{table}");
+        assert_eq!(lines[3], "cluster edge-1 (unreachable)", "{table}");
+        assert!(lines[4].starts_with("edge-apps "), "{table}");
+        let single = status_text_at(&board_with(&["apps"]).report(), false, SystemTime::now());
+        assert!(
+            !single.contains("cluster "),
+            "one cluster needs no heading: {single}"
+        );
+    }
+
+    #[test]
     fn replicas_show_who_answered_and_who_owns_each_source() {
         let mut report = sample_report();
         report.replica = Some(ReplicaStatus {
