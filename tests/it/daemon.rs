@@ -302,17 +302,29 @@ fn steady_state_sends_no_requests() {
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n",
     );
     let daemon = setup.start(Drift::Heal, "1s", &[]);
-    std::thread::sleep(Duration::from_secs(3)); // let the first resyncs and watches settle
+    // Settled: a whole resync went by without a request (the first ones warm what
+    // the daemon remembers of its objects, and its watches open).
+    let reconciles = || daemon.metric("converge_reconciles_total{source=");
+    let settled = eventually(Duration::from_secs(60), || {
+        let (requests, count) = (requests_by_verb(&daemon), reconciles());
+        let resynced = eventually(Duration::from_secs(10), || reconciles() > count);
+        resynced.is_some() && requests_by_verb(&daemon) == requests
+    });
+    assert!(
+        settled.is_some(),
+        "no resync went by without a request:\n{}",
+        daemon.log()
+    );
     let before = requests_by_verb(&daemon);
     // The daemon watches what it applies: a watch is a request, counted like any other.
     assert!(
         before.get("watch").is_some_and(|n| *n >= 1.0),
         "watches are not counted: {before:?}"
     );
-    let reconciles = daemon.metric("converge_reconciles_total{source=");
+    let idle_from = reconciles();
     std::thread::sleep(Duration::from_secs(5));
     let after = requests_by_verb(&daemon);
-    let resyncs = daemon.metric("converge_reconciles_total{source=") - reconciles;
+    let resyncs = reconciles() - idle_from;
     println!(
         "idle 5 s: {resyncs} resync reconciles; requests by verb before {before:?} after {after:?}"
     );

@@ -7,7 +7,7 @@
 use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, configmap, eventually};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// A namespace, the directory both replicas read, and the replicas.
@@ -163,23 +163,45 @@ struct Recorder(Events);
 impl Recorder {
     fn start(env: &TestEnv) -> Self {
         let what = ["configmaps", "-n", &env.ns, "--watch-only"];
-        Recorder(Events::record(env, &what, " {.object.data.value}"))
+        let fields = " {.object.metadata.resourceVersion} {.object.data.value}";
+        Recorder(Events::record(env, &what, fields))
     }
 
-    /// `(type, name, value)` of every event so far.
-    fn events(&self) -> Vec<(String, String, String)> {
+    /// `(type, name, resourceVersion, value)` of every event so far.
+    fn records(&self) -> Vec<(String, String, String, String)> {
         self.0
             .lines()
             .iter()
             .filter_map(|line| {
-                let mut parts = line.splitn(3, ' ');
+                let mut parts = line.splitn(4, ' ');
                 Some((
+                    parts.next()?.to_owned(),
                     parts.next()?.to_owned(),
                     parts.next()?.to_owned(),
                     parts.next().unwrap_or_default().to_owned(),
                 ))
             })
             .collect()
+    }
+
+    /// `(type, name, value)` of every event so far.
+    fn events(&self) -> Vec<(String, String, String)> {
+        let records = self.records().into_iter();
+        records
+            .map(|(kind, name, _, value)| (kind, name, value))
+            .collect()
+    }
+
+    /// Whether the watch has caught up with `live` (name → resourceVersion): it
+    /// has seen every object at its current version, so every write so far.
+    fn caught_up(&self, live: &BTreeMap<String, String>) -> bool {
+        let seen: BTreeSet<(String, String)> = self
+            .records()
+            .into_iter()
+            .map(|(_, name, version, _)| (name, version))
+            .collect();
+        live.iter()
+            .all(|(name, version)| seen.contains(&(name.clone(), version.clone())))
     }
 }
 
@@ -242,8 +264,24 @@ fn a_killed_leader_is_replaced_within_a_lease_duration_writing_nothing_twice() {
     assert_eq!(survivor.status()["replica"]["role"], "leader");
     assert_eq!(pair.holder(), if holder == "a" { "b" } else { "a" });
 
-    // Every object was written exactly once for revision 2, by one replica or the other.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every object was written exactly once for revision 2, by one replica or the
+    // other: counted once the watch has seen each object at its current version.
+    let jsonpath =
+        r#"jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion}{"\n"}{end}"#;
+    let live: BTreeMap<String, String> = pair
+        .env
+        .kubectl(&["get", "configmaps", "-n", &pair.env.ns, "-o", jsonpath])
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| name.starts_with("cm-"))
+        .map(|(name, version)| (name.to_owned(), version.to_owned()))
+        .collect();
+    let caught_up = eventually(Duration::from_secs(60), || recorder.caught_up(&live));
+    assert!(
+        caught_up.is_some(),
+        "the watch never saw every ConfigMap at its current version: {} events",
+        recorder.records().len()
+    );
     let mut writes: BTreeMap<String, usize> = BTreeMap::new();
     for (kind, name, value) in recorder.events() {
         if kind == "MODIFIED" && name.starts_with("cm-") {
