@@ -13,7 +13,11 @@ Run through hack/bench.sh, which starts the plane, builds converge and the peers
   loopback Git host: idle (>= 6 min, RSS and CPU every second, API requests from
   the API server's audit log), commit-to-converged with each one's fastest trigger,
   drift correction;
-- a kustomize-rendered source (converge only).
+- a kustomize-rendered source (converge only);
+- clusters (issue 24): converge's daemon owning the set on the home plane, idle;
+  then the same config plus a [[clusters]] entry and a second source of the same
+  size on a second plane (--second-plane, started when not up), idle; RSS, CPU and
+  the API requests per minute on each plane (each one's audit log), two / one.
 
 Writes bench/results/<date>-<commit>.json (every figure with the commit, versions and
 machine) and target/bench/summary.json, and prints the markdown BENCHMARKS.md

@@ -17,9 +17,19 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 WRITE_METRIC_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
 
 
-def cluster_writes():
+def cluster_writes(outage=60):
+    """Writes the API server counted since it started. A restart (another user's
+    test: hack/controlplane.sh restart-apiserver) is waited out for up to `outage` s."""
+    deadline = time.monotonic() + outage
+    while True:
+        _, proc = run(["kubectl", "get", "--raw", "/metrics"], check=False)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if proc.returncode != 0:
+        raise BenchError(f"kubectl get --raw /metrics failed ({proc.returncode}) for {outage} s:\n{proc.stderr[-2000:]}")
     total = 0.0
-    for line in kubectl("get", "--raw", "/metrics").splitlines():
+    for line in proc.stdout.splitlines():
         if line.startswith("apiserver_request_total{"):
             verb = re.search(r'verb="([^"]+)"', line).group(1)
             if verb in WRITE_METRIC_VERBS:
@@ -38,6 +48,8 @@ def wait_quiet(timeout, what, window=6, allowed=4):
     while True:
         time.sleep(2)
         history.append((time.monotonic(), cluster_writes()))
+        if history[-1][1] < history[-2][1]:
+            history = history[-1:]   # the API server restarted: its counts start again
         past = [h for h in history if h[0] <= history[-1][0] - window]
         if past and history[-1][1] - past[-1][1] <= allowed:
             took = time.monotonic() - started
@@ -45,7 +57,7 @@ def wait_quiet(timeout, what, window=6, allowed=4):
                 log(f"settled ({what}) after {took:.0f} s")
             return took
         if time.monotonic() > deadline:
-            rate = (history[-1][1] - history[0][1]) / (history[-1][0] - history[0][0])
+            rate = (history[-1][1] - history[0][1]) / max(history[-1][0] - history[0][0], 1e-9)
             raise BenchError(f"the cluster did not settle ({what}) within {timeout} s: still {rate:.1f} writes/s")
 
 
@@ -116,10 +128,11 @@ def written(changes):
 
 class Audit:
     """Requests of audited identities (hack/controlplane.sh identity NAME), from the
-    API server's audit log; `None` when the plane was started without one."""
+    API server's audit log; `None` when the plane was started without one. The
+    plane is $KUBECONFIG's, or the one whose state directory is `cp_dir`."""
 
-    def __init__(self):
-        state = Path(os.environ["KUBECONFIG"]).parent
+    def __init__(self, cp_dir=None):
+        state = Path(cp_dir) if cp_dir else Path(os.environ["KUBECONFIG"]).parent
         self.cp_dir = state
         self.path = state / "audit.log"
 

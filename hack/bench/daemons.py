@@ -93,15 +93,18 @@ def metric_sum(values, name, **labels):
 class ConvergeDaemon:
     user = "bench-converge"
 
-    def __init__(self, source, name, namespace, port, interval, kubeconfig=None, extra_config=""):
-        """`source`: a directory (Path) or a Git URL (str)."""
+    def __init__(self, source, name, namespace, port, interval, kubeconfig=None, extra_config="",
+                 more_config=""):
+        """`source`: a directory (Path) or a Git URL (str). `extra_config`: more keys
+        of that source; `more_config`: TOML after it (more `[[source]]`s, `[[clusters]]`).
+        Ready when every source of the config has synced."""
         self.name = name
         self.kubeconfig = kubeconfig
         self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
         where = f'git = "{source}"\n' if isinstance(source, str) else f'dir = "{source}"\n'
         (self.dir / "config.toml").write_text(
             f'state_dir = "{self.dir}/state"\n\n[[source]]\nname = "{name}"\n{where}'
-            f'namespace = "{namespace}"\ninterval = "{interval}"\n{extra_config}')
+            f'namespace = "{namespace}"\ninterval = "{interval}"\n{extra_config}{more_config}')
         self.addr = f"127.0.0.1:{port}"
         self.started = time.monotonic()
         self.log = open(self.dir / "converge.log", "w")
@@ -113,10 +116,12 @@ class ConvergeDaemon:
             if self.proc.poll() is not None:
                 raise BenchError(f"converge run exited ({self.proc.returncode}); log: {self.dir}/converge.log")
             try:
-                if self.get("/readyz")[0] == 200 and self.status()["sources"][0]["result"] == "synced":
+                sources = self.status()["sources"] if self.get("/readyz")[0] == 200 else []
+                if sources and all(s["result"] == "synced" for s in sources):
+                    self.sources = [s["name"] for s in sources]
                     self.synced_after = time.monotonic() - self.started
                     return
-            except (OSError, KeyError, IndexError, json.JSONDecodeError):
+            except (OSError, KeyError, json.JSONDecodeError):
                 pass
             time.sleep(0.2)
         raise BenchError(f"the daemon did not sync; log: {self.dir}/converge.log")
@@ -134,13 +139,14 @@ class ConvergeDaemon:
         return prometheus(self.get("/metrics")[1])
 
     def wait_observed(self, timeout=600):
-        """Until the watches have reported every object's health: the daemon at
-        rest, not its start-up."""
+        """Until the watches have reported every object's health, of every source:
+        the daemon at rest, not its start-up."""
+        def observed(health):
+            return health.get("objects") and not any(
+                o.get("message") == "not observed yet" for o in health["objects"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            health = self.status()["sources"][0].get("health", {})
-            if health.get("objects") and not any(
-                    o.get("message") == "not observed yet" for o in health["objects"]):
+            if all(observed(s.get("health", {})) for s in self.status()["sources"]):
                 return time.monotonic() - self.started
             time.sleep(0.5)
         raise BenchError(f"the daemon did not observe every object within {timeout} s")
@@ -156,10 +162,14 @@ class ConvergeDaemon:
         return metric_sum(metrics, "converge_api_requests_total")
 
     def idle_extra(self, before, after):
-        delta = lambda result: (metric_sum(after, "converge_reconciles_total", source=self.name, result=result)
-                                - metric_sum(before, "converge_reconciles_total", source=self.name, result=result))
-        full, skipped = delta("success"), delta("skipped")
-        return {"full_resyncs": full, "skipped_resyncs": skipped, "includes_full_resync": full >= 1}
+        """Full and skipped resyncs of every source; the window includes a full
+        resync when each source had one."""
+        def delta(source, result):
+            return (metric_sum(after, "converge_reconciles_total", source=source, result=result)
+                    - metric_sum(before, "converge_reconciles_total", source=source, result=result))
+        full = [delta(s, "success") for s in self.sources]
+        return {"full_resyncs": sum(full), "skipped_resyncs": sum(delta(s, "skipped") for s in self.sources),
+                "includes_full_resync": all(f >= 1 for f in full)}
 
     def stop(self):
         self.proc.terminate()
@@ -297,12 +307,14 @@ spec:
 
 # --- scenarios shared by both ------------------------------------------------------------
 
-def idle(daemon, seconds, audit, longest):
+def idle(daemon, seconds, audit, longest, other_planes=None):
     """RSS and CPU every second over `seconds`, and every API request the daemon
     sent meanwhile, by the API server's audit log (else by the daemon's own count).
     The window goes on past `seconds` (up to `longest`) until it holds a completed
     full pass: at 10000 objects Flux's Kustomization pass takes minutes, and a
-    window ending in its middle would count only its start."""
+    window ending in its middle would count only its start. `other_planes`
+    ({label: Audit}): more planes the daemon talks to as the same audited user
+    (a [[clusters]] entry), whose requests go to `requests_other_planes`."""
     before = daemon.metrics()
     since = time.time()
     with Sampler(daemon.pids()) as sampler:
@@ -318,17 +330,26 @@ def idle(daemon, seconds, audit, longest):
     # Both counts: when only one daemon can be audited, the two are compared by
     # what each says it sent (report.comparable_requests).
     out["requests_self_reported"] = daemon.self_reported_requests(after) - daemon.self_reported_requests(before)
+    time.sleep(1)  # the log is written when a request completes
     if not why_not:
-        time.sleep(1)  # the log is written when a request completes
         out["requests"] = audit.requests(daemon.user, since, until)
     else:
         out["requests"] = {"total": out["requests_self_reported"],
                            "source": f"self-reported by the daemon: {why_not}"}
+    if other_planes:
+        # The identity on those planes is the config's (a [[clusters]] kubeconfig),
+        # not the process's KUBECONFIG: only the log itself can be missing.
+        out["requests_other_planes"] = {
+            label: other.requests(daemon.user, since, until) if other.available() else
+            {"total": None, "source": f"{other.path} does not exist (a plane started before its audit log)"}
+            for label, other in other_planes.items()}
     out.update(daemon.idle_extra(before, after))
     req = out["requests"]
     log(f"idle {out['seconds']:.0f} s: RSS mean {out['rss_mib']:.1f} MiB (max {out['rss_mib_max']:.1f}), "
         f"CPU {out['cpu_percent']:.2f}% (max {out['cpu_percent_max']:.1f}%), requests {req['total']:.0f} "
         f"({req.get('by_verb_resource', req['source'])})")
+    for label, r in out.get("requests_other_planes", {}).items():
+        log(f"  on the {label} plane: requests {r['total']} ({r.get('by_verb_resource', r['source'])})")
     return out
 
 

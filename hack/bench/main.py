@@ -1,5 +1,6 @@
 """Orchestration: per size, the command-line tools (rotated between repetitions,
-each on a settled cluster), then the daemons, then the rendered-source scenarios."""
+each on a settled cluster), then the daemons, then the rendered-source scenarios,
+then converge's daemon with one cluster and with two."""
 
 import argparse
 import json
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import common, daemons, report
+from .clusters import clusters_scenario, default_second_plane
 from .cluster import Audit, delete_namespaces, present, settle, wait_quiet, written
 from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, kube_versions, log, machine, stats, tool_version)
 from .gitserver import GitServer, Repo
@@ -300,7 +302,12 @@ def parse(argv):
     p.add_argument("--tool-timeout", type=int, default=0,
                    help="seconds one command of a tool may take; a tool past it is reported as not finishing "
                         "and left out (default: no limit)")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: cli,converge,flux,kustomize")
+    p.add_argument("--skip", default="",
+                   help="comma-separated parts to leave out: cli,converge,flux,kustomize,clusters")
+    p.add_argument("--second-plane", default=default_second_plane(),
+                   help="state directory of the second plane for the clusters part, started there (one kwok "
+                        "node) when not up (default $CONVERGE_SECOND_CP_DIR, else "
+                        "/tmp/converge-controlplane-$UID-second, hack/test.sh's)")
     p.add_argument("--out", help="results file (default bench/results/<date>-<commit>.json)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # allows a short --idle
     args = p.parse_args(argv)
@@ -346,6 +353,8 @@ def main(argv=None):
             r["daemons"] = daemon_scenarios(args, n, work, audit, index)
             if "kustomize" not in args.skip:
                 r.update(kustomize_scenarios(args, n, work))
+            if "clusters" not in args.skip:
+                r["clusters"] = clusters_scenario(args, n, work)
         r["seconds"] = time.monotonic() - size_started
         results["sizes"][str(n)] = r
         out.write_text(json.dumps(results, indent=2))  # after every size: a crash keeps what was measured

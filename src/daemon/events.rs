@@ -71,6 +71,15 @@ impl Events {
     }
 
     /// Events that are never sent: a dry-run daemon must not write at all.
+    /// The same (enabled or not) for another cluster: a source on a `[[clusters]]`
+    /// entry posts its Events there, where its ApplySet parent is.
+    pub(crate) fn on(&self, client: Client) -> Self {
+        Events {
+            client: self.client.as_ref().map(|_| client),
+            last: Arc::default(),
+        }
+    }
+
     pub(crate) fn disabled() -> Self {
         Events {
             client: None,

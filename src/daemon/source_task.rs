@@ -200,6 +200,11 @@ impl SourceTask {
             match attempt {
                 Ok(engine) => {
                     info!(source = %settings.name, cluster = %remote.name, "connected");
+                    // Its requests count in the metrics; its Events go where its parent is.
+                    let metrics = self.reconciler.metrics.clone();
+                    let observer = move |verb| metrics.count_api_request(verb);
+                    engine.reader().observe_requests(Arc::new(observer));
+                    self.reconciler.events = self.reconciler.events.on(engine.reader().clone());
                     self.reconciler.engine = engine.acting_as(settings.acting_as.clone());
                     self.reconciler.record_reach(settings, true);
                     return true;

@@ -110,6 +110,26 @@ fn a_cluster_that_is_down_fails_only_its_own_sources_and_converges_when_back() {
         true,
         "{status:#}"
     );
+    // Its Events go to its own cluster, onto its ApplySet parent there.
+    let about = "involvedObject.name=converge-edge";
+    let events = [
+        "get",
+        "events",
+        "-n",
+        &env.ns,
+        "--field-selector",
+        about,
+        "-o",
+        "name",
+    ];
+    let posted = eventually(Duration::from_secs(20), || {
+        !kubectl2(&kubeconfig2, &events).1.is_empty()
+    });
+    assert!(
+        posted.is_some(),
+        "no Event on the edge cluster:\n{}",
+        daemon.log()
+    );
 
     second(&dir, "stop-apiserver");
     home.write("cm.yaml", &configmap("home", "two"));
