@@ -220,10 +220,16 @@ pub(super) async fn settle(
             && is_run_once(&d.manifest.object_ref())
             && !order::placement_of(&d.manifest.body).is_hook()
     };
-    if !desired.iter_mut().any(|d| absent(&d)) {
+    let finished = |d: &&mut Desired| {
+        d.live.as_deref().is_some_and(is_done)
+            && is_run_once(&d.manifest.object_ref())
+            && !order::placement_of(&d.manifest.body).is_hook()
+    };
+    if !desired.iter_mut().any(|d| absent(&d) || finished(&d)) {
         return Ok(None);
     }
     let record = read(client, applyset).await?;
+    leave_finished_jobs(desired, &record);
     for d in desired.iter_mut().filter(absent) {
         let object = d.manifest.object_ref();
         let done = match record.verdict(&object, &digest(&d.manifest)) {
@@ -237,6 +243,42 @@ pub(super) async fn settle(
         }
     }
     Ok(Some(record))
+}
+
+/// A run-once Job that is being deleted (its TTL), or has finished with the
+/// manifest it was created from, is not written again: a server-side apply is an
+/// upsert, and one sent just after the TTL controller deleted the Job would create
+/// it anew. Its controller's updates (status, finalizers, the deletion) are not
+/// drift. A finished Job whose manifest changed since is left to the usual rules.
+fn leave_finished_jobs(desired: &mut [Desired], record: &Record) {
+    for d in desired.iter_mut() {
+        let Some(live) = d.live.as_deref() else {
+            continue;
+        };
+        let job = d.manifest.object_ref();
+        if !is_run_once(&job) || order::placement_of(&d.manifest.body).is_hook() {
+            continue;
+        }
+        let deleting = live.pointer("/metadata/deletionTimestamp").is_some();
+        let recorded = record.0.get(&key(&job)).map(|e| e.digest.as_str());
+        let unchanged = recorded == Some(digest(&d.manifest).as_str());
+        if deleting || (is_done(live) && unchanged) {
+            d.dry_run = Evaluation::InSync;
+        }
+    }
+}
+
+/// Whether a live Job has finished (Complete or Failed) or is being deleted.
+fn is_done(live: &Value) -> bool {
+    let finished = live
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
+            })
+        });
+    finished || live.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 /// After a run that may write: records the run-once Jobs it created and those it
@@ -390,6 +432,59 @@ mod tests {
             entry.completed = true;
         }
         assert_eq!(record.verdict(&object, &d), Verdict::Completed);
+    }
+
+    #[test]
+    fn finished_or_deleted_jobs_are_never_written_again() {
+        let manifest = job("migrate", "db:1");
+        let live = |extra: Value| {
+            let mut live = Value::Object(manifest.body.clone());
+            if let (Some(obj), Some(more)) = (live.as_object_mut(), extra.as_object()) {
+                obj.extend(more.clone());
+            }
+            live
+        };
+        let desired = |live: Value| {
+            Desired::new(
+                manifest.clone(),
+                Some(std::sync::Arc::new(live)),
+                Evaluation::Server(json!({})),
+            )
+        };
+        let complete = json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}});
+        let deleting = json!({"metadata": {"name": "migrate", "namespace": "ns",
+                                           "deletionTimestamp": "2026-12-07T00:00:00Z"}});
+        let running = json!({"status": {"active": 1}});
+        let mut all = vec![
+            desired(live(complete.clone())),
+            desired(live(deleting)),
+            desired(live(running)),
+        ];
+        let mut record = Record::default();
+        record.0.insert(
+            "ns/migrate".into(),
+            Entry {
+                digest: digest(&manifest),
+                uid: None,
+                completed: false,
+            },
+        );
+        leave_finished_jobs(&mut all, &record);
+        assert!(matches!(all[0].dry_run, Evaluation::InSync), "complete");
+        assert!(
+            matches!(all[1].dry_run, Evaluation::InSync),
+            "being deleted"
+        );
+        assert!(
+            matches!(all[2].dry_run, Evaluation::Server(_)),
+            "still running"
+        );
+        let mut changed = vec![desired(live(complete))];
+        leave_finished_jobs(&mut changed, &Record::default());
+        assert!(
+            matches!(changed[0].dry_run, Evaluation::Server(_)),
+            "finished, but not from this manifest: the usual rules"
+        );
     }
 
     #[test]
