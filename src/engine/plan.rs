@@ -359,40 +359,24 @@ fn phase_rank(placement: &Placement) -> u8 {
 fn desired_step(desired: Desired) -> Step {
     let object = desired.manifest.object_ref();
     let placement = order::placement_of(&desired.manifest.body);
-    if placement.is_hook() {
+    // Hooks, objects another source owns and completed run-once Jobs are steps
+    // without a diff: nothing of them is compared or applied.
+    let untouched = match &desired.dry_run {
+        _ if placement.is_hook() => Some((Action::Run, None)),
+        Evaluation::Shared(owner) => Some((Action::Shared, Some(owner.clone()))),
+        Evaluation::Completed if desired.live.is_none() => Some((Action::Completed, None)),
+        _ => None,
+    };
+    if let Some((action, owner)) = untouched {
         return Step {
             object,
-            action: Action::Run,
+            action,
             diff: None,
             manifest: Some(desired.manifest),
             live_uid: None,
             takeover: None,
             placement,
-            owner: None,
-        };
-    }
-    if let Evaluation::Shared(owner) = &desired.dry_run {
-        return Step {
-            object,
-            action: Action::Shared,
-            diff: None,
-            live_uid: None,
-            takeover: None,
-            placement,
-            owner: Some(owner.clone()),
-            manifest: Some(desired.manifest),
-        };
-    }
-    if matches!(desired.dry_run, Evaluation::Completed) && desired.live.is_none() {
-        return Step {
-            object,
-            action: Action::Completed,
-            diff: None,
-            manifest: Some(desired.manifest),
-            live_uid: None,
-            takeover: None,
-            placement,
-            owner: None,
+            owner,
         };
     }
     let live_uid = desired.live.as_deref().and_then(uid_of);

@@ -220,8 +220,11 @@ pub(super) async fn settle(
             && is_run_once(&d.manifest.object_ref())
             && !order::placement_of(&d.manifest.body).is_hook()
     };
+    // Only a finished Job the run would evaluate again needs the record: one proven
+    // in sync costs no request (an idle daemon sends none).
     let finished = |d: &&mut Desired| {
-        d.live.as_deref().is_some_and(is_done)
+        !matches!(d.dry_run, Evaluation::InSync)
+            && d.live.as_deref().is_some_and(is_done)
             && is_run_once(&d.manifest.object_ref())
             && !order::placement_of(&d.manifest.body).is_hook()
     };

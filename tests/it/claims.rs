@@ -5,7 +5,7 @@
 //! masked in a report-only daemon's `/status` diff.
 
 use crate::common::daemon::Daemon;
-use crate::common::{Manifests, TestEnv, configmap, eventually};
+use crate::common::{Manifests, TestEnv, configmap, describe, eventually};
 use std::process::Output;
 use std::time::Duration;
 
@@ -16,15 +16,6 @@ fn converge(env: &TestEnv, args: &[&str]) -> Output {
         .args(all)
         .output()
         .expect("run converge")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn data(env: &TestEnv, name: &str) -> String {

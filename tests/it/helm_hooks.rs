@@ -10,7 +10,7 @@
 //! of them, each printing both sequences.
 
 use crate::common::audit::{AuditEvent, Identity};
-use crate::common::{TestEnv, eventually, repo_root};
+use crate::common::{TestEnv, describe, eventually, repo_root};
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -103,15 +103,6 @@ fn show(trail: &Trail) -> String {
         "  created: {}\n  deleted: {}",
         trail.created.join(", "),
         trail.deleted.join(", ")
-    )
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 

@@ -7,7 +7,7 @@
 //! refused (seen by a watch); Helm's and Argo CD's keep policies.
 
 use crate::common::daemon::Daemon;
-use crate::common::{Manifests, TestEnv, configmap, eventually};
+use crate::common::{Manifests, TestEnv, configmap, describe, eventually};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Output, Stdio};
@@ -22,15 +22,6 @@ fn ttl_job(name: &str, image: &str) -> String {
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  \
          ttlSecondsAfterFinished: 0\n  backoffLimit: 0\n  template:\n    spec:\n      \
          restartPolicy: Never\n      containers:\n      - name: run\n        image: {image}\n"
-    )
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 

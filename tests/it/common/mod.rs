@@ -415,6 +415,16 @@ pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// A command's exit code, stdout and stderr, for an assertion's message.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn assert_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
