@@ -38,7 +38,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod health;
-pub mod http;
 pub mod kube;
 pub mod manifest;
 pub mod render;

@@ -3,27 +3,35 @@
 use super::Exit;
 use super::args::RunArgs;
 use anyhow::{Context, Result};
-use converge::config::{Config, KubeconfigFrom, LeaderElectionConfig};
+use converge::config::{Config, KubeconfigFrom, LeaderElection, LeaderElectionConfig, Overrides};
 use converge::daemon::{self, DaemonOptions, ElectionOptions, RemoteAccess, SourceSpec, shutdown};
 use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::render::{Renderer, Tools};
 use std::collections::BTreeMap;
 
-/// Loads config.toml (flags override its `[cluster]` and `[server]`), connects, and
+/// Loads config.toml (flags laid over it by [`Config::with`]), connects, and
 /// runs every source until a signal asks to stop.
 pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
-    let config = Config::load(&args.config)?;
-    let kubeconfig = args
-        .kubeconfig
-        .or_else(|| config.cluster.kubeconfig.clone());
-    let context = args.context.or_else(|| config.cluster.context.clone());
-    let cluster = ClusterConfig::load(kubeconfig.as_deref(), context.as_deref())?;
+    let config = Config::load(&args.config)?.with(Overrides {
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+        listen: args.listen,
+        leader_election: if args.leader_elect {
+            LeaderElection::Enable
+        } else {
+            LeaderElection::Keep
+        },
+    });
+    let cluster = ClusterConfig::load(
+        config.cluster.kubeconfig.as_deref(),
+        config.cluster.context.as_deref(),
+    )?;
     let client_options = ClientOptions {
         request_timeout: config.cluster.request_timeout,
         ..ClientOptions::default()
     };
-    let election = if args.leader_elect || config.leader_election.enabled {
+    let election = if config.leader_election.enabled {
         let client = Client::with_options(cluster.clone(), client_options.clone())?;
         Some(election(&config.leader_election, client, args.id))
     } else {
@@ -65,7 +73,7 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
         tracing::info!(%tool, "rendering tool");
     }
     let options = DaemonOptions {
-        listen: args.listen.unwrap_or(config.server.listen),
+        listen: config.server.listen,
         dry_run: args.dry_run,
         renderer: Renderer::new(tools, config.render.limits),
         election,

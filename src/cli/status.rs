@@ -3,17 +3,15 @@
 use super::Exit;
 use super::args::{OutputFormat, StatusArgs};
 use anyhow::Result;
+use converge::daemon::{SourceStatus, SyncResult, fetch_status, status_text};
 use converge::health::State;
-use converge::http::fetch_status;
-use converge::http::{SourceStatus, SyncResult};
-use converge::report;
 
 /// Prints the status; the exit code says the worst of it (see [`exit_for`]).
 pub(crate) async fn status(args: StatusArgs) -> Result<Exit> {
     let status = fetch_status(&args.addr).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        OutputFormat::Text => print!("{}", report::status_text(&status, args.color.enabled())),
+        OutputFormat::Text => print!("{}", status_text(&status, args.color.enabled())),
     }
     Ok(exit_for(&status.sources))
 }

@@ -26,9 +26,9 @@
 
 use crate::config::LeaseTiming;
 use crate::daemon::lease::{Lease, LeaseKind, Leases, Record, micro_time};
+use crate::daemon::metrics::Metrics;
 use crate::daemon::shutdown::Shutdown;
-use crate::http::metrics::Metrics;
-use crate::http::status::{ReplicaRole, StatusBoard};
+use crate::daemon::status::{ReplicaRole, StatusBoard};
 use crate::kube::{Error, WatchEvent, WatchStream};
 use std::time::SystemTime;
 use tokio::sync::watch;

@@ -14,12 +14,15 @@
 pub(crate) mod events;
 mod leader;
 mod lease;
+mod metrics;
 pub(crate) mod reconcile;
 mod scheduler;
+mod server;
 mod shard;
 pub mod shutdown;
 mod source_task;
 mod state;
+mod status;
 mod targeting;
 
 use crate::config::{ElectionScope, LeaseTiming, SourceConfig, SourceKind as ConfigKind};
@@ -32,14 +35,17 @@ use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
 pub use crate::daemon::source_task::RemoteAccess;
 use crate::daemon::source_task::{Inputs, Remote, SourceTask};
+use crate::daemon::status::{ElectionKind, ReplicaRole, ReplicaStatus};
 use crate::engine::Engine;
-use crate::http::metrics::Metrics;
-use crate::http::server::{self, Hook, ServerState};
-use crate::http::status::{ElectionKind, ReplicaRole, ReplicaStatus, SourceType, StatusBoard};
 use crate::kube::Client;
 use crate::manifest::Limits;
 use crate::render::Renderer;
 use crate::source::{Source, SourceError};
+pub use metrics::{ApplyAction, Metrics, ReconcileResult};
+pub use server::{Hook, ServerState, fetch_status, serve};
+pub use status::{
+    ObjectState, ObjectStatus, SourceStatus, SourceType, StatusBoard, SyncResult, status_text,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;

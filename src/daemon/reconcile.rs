@@ -4,8 +4,12 @@
 
 use crate::daemon::events::{EventReason, Events};
 use crate::daemon::leader::Duty;
+use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::daemon::scheduler::{self, Reason};
 use crate::daemon::state::{Render, SourceState};
+use crate::daemon::status::{
+    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult,
+};
 use crate::daemon::targeting::Selection;
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan::{self, Action, LoadedFrom, PlanOptions, Step};
@@ -13,10 +17,6 @@ use crate::engine::{
     Adoption, DriftRules, Engine, EngineError, Outcome, RunOptions, Scope, Tenancy,
 };
 use crate::health::{self, Health, State};
-use crate::http::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
-use crate::http::status::{
-    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, StatusBoard, SyncResult,
-};
 use crate::kube::Impersonation;
 use crate::kube::watch::Change;
 use crate::manifest::{Limits, ManifestError, ObjectRef, Problem};
@@ -599,7 +599,7 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
 }
 
 /// Objects by health state, for the metrics.
-fn health_counts(health: &crate::http::status::SourceHealth) -> Vec<(State, usize)> {
+fn health_counts(health: &crate::daemon::status::SourceHealth) -> Vec<(State, usize)> {
     vec![
         (State::Ready, health.ready),
         (State::Progressing, health.progressing),

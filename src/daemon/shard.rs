@@ -27,8 +27,8 @@
 use crate::config::LeaseTiming;
 use crate::daemon::leader::{Attempt, Elector, Fence, Leadership, Role, claim, release};
 use crate::daemon::lease::{Lease, LeaseKind, Leases};
+use crate::daemon::metrics::Metrics;
 use crate::daemon::shutdown::Shutdown;
-use crate::http::metrics::Metrics;
 use crate::kube::{Error, WatchEvent, WatchStream};
 use futures::future::join_all;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -12,8 +12,8 @@ use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, 
 use crate::daemon::scheduler::{Scheduler, Timing};
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
+use crate::daemon::status::SourceType;
 use crate::engine::Engine;
-use crate::http::status::SourceType;
 use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
 use crate::kube::{ApiResource, Client, ClientOptions, ClusterConfig};

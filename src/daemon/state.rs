@@ -4,6 +4,7 @@
 //! (no request) and what lets an out-of-band change be told apart from the echo of
 //! our own write.
 
+use crate::daemon::metrics::Metrics;
 use crate::daemon::reconcile::short;
 use crate::daemon::reconcile::{ReconcileError, Settings};
 use crate::daemon::scheduler::Reason;
@@ -12,7 +13,6 @@ use crate::engine::applyset::ApplySet;
 use crate::engine::order;
 use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
 use crate::health::{self, Health};
-use crate::http::metrics::Metrics;
 use crate::kube::GroupKind;
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{FileCache, Limits, ObjectRef};

@@ -3,12 +3,13 @@
 //! decisions are made here.
 
 mod diff;
-mod status_table;
 mod style;
 mod sync;
 
 pub use diff::diff_text;
-pub use status_table::status_text;
+pub(crate) use style::Style;
+#[cfg(test)]
+pub(crate) use style::unstyled;
 pub use sync::{add_sync, stage_label, sync_text};
 
 use crate::engine::plan::{Action, Plan};

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// A style for one piece of text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Style {
+pub(crate) enum Style {
     Bold,
     Red,
     Green,
@@ -29,14 +29,14 @@ impl Style {
     }
 
     /// `text` in this style, reset right after it.
-    pub(super) fn paint(self, text: &str) -> Painted<'_> {
+    pub(crate) fn paint(self, text: &str) -> Painted<'_> {
         Painted { style: self, text }
     }
 }
 
 /// Text with a style, written with its escape codes around it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Painted<'a> {
+pub(crate) struct Painted<'a> {
     style: Style,
     text: &'a str,
 }
@@ -49,7 +49,7 @@ impl fmt::Display for Painted<'_> {
 
 /// `text` without any escape codes, for comparing styled output with plain output.
 #[cfg(test)]
-pub(super) fn unstyled(text: &str) -> String {
+pub(crate) fn unstyled(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('\x1b') {

@@ -3,7 +3,7 @@
 //! signed webhooks, and graceful shutdown.
 
 use crate::common::{github_signature, prometheus};
-use converge::http::{
+use converge::daemon::{
     self, ApplyAction, Hook, Metrics, ObjectState, ObjectStatus, ReconcileResult, ServerState,
     SourceType, StatusBoard, SyncResult,
 };
@@ -65,7 +65,7 @@ async fn start() -> Harness {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let served = tokio::spawn(http::serve(listener, state, shutdown));
+    let served = tokio::spawn(daemon::serve(listener, state, shutdown));
     Harness {
         addr,
         status,
@@ -191,7 +191,7 @@ async fn status_round_trips_through_fetch_status() {
             origin: Some("apps/settings.yaml:1".into()),
         }];
     });
-    let fetched = http::fetch_status(&h.addr).await.expect("fetch_status");
+    let fetched = daemon::fetch_status(&h.addr).await.expect("fetch_status");
     assert_eq!(fetched, h.status.report());
     let (status, content_type, _) = h.get("/status").await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
@@ -260,7 +260,7 @@ async fn fetch_status_from_a_closed_port_says_what_to_check() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr").to_string();
     drop(listener);
-    let error = http::fetch_status(&addr)
+    let error = daemon::fetch_status(&addr)
         .await
         .expect_err("nothing listens there");
     let message = error.to_string();

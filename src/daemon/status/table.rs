@@ -1,13 +1,12 @@
 //! The table `converge status` prints from the daemon's `/status`
-//! ([`crate::http::status`] is the model; this is only how people read it).
+//! ([`super`] is the model; this is only how people read it).
 
-use super::evidence_text;
-use super::style::Style;
-use crate::health::State;
-use crate::http::status::{
+use crate::daemon::status::{
     ClusterReach, ElectionKind, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth,
     SourceStatus, StatusReport, SyncResult,
 };
+use crate::health::State;
+use crate::report::{Style, evidence_text};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
@@ -274,10 +273,10 @@ fn relative_time(then: SystemTime, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::status::ObjectStatus;
+    use crate::daemon::status::test_support::{board_with, healthy, object, sample_report};
     use crate::health::{Evidence, Health};
-    use crate::http::status::ObjectStatus;
-    use crate::http::status::test_support::{board_with, healthy, object, sample_report};
-    use crate::report::style::unstyled;
+    use crate::report::unstyled;
     use std::time::UNIX_EPOCH;
 
     #[test]

@@ -6,6 +6,10 @@
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
 //! server can each hold one without threading references through tasks.
 
+mod table;
+
+pub use table::status_text;
+
 use crate::health::{Evidence, Health, State};
 use crate::render::ToolStatus;
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,8 @@
 //! No business logic here: handlers read the [`StatusBoard`] and [`Metrics`] the
 //! daemon writes, and a webhook only nudges the daemon through a channel.
 
-use crate::http::metrics::Metrics;
-use crate::http::status::{StatusBoard, StatusReport};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::status::{StatusBoard, StatusReport};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};

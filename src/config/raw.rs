@@ -1,0 +1,168 @@
+//! The TOML as written: loose shapes serde can always fill (`deny_unknown_fields`
+//! catches misspelt keys), checked into typed settings by [`super::check`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) cluster: RawCluster,
+    #[serde(default)]
+    pub(super) server: RawServer,
+    pub(super) state_dir: Option<String>,
+    #[serde(default, rename = "source")]
+    pub(super) sources: Vec<RawSource>,
+    #[serde(default)]
+    pub(super) render: RawRender,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) leader_election: RawLeaderElection,
+    #[serde(default)]
+    pub(super) tenancy: RawTenancy,
+    #[serde(default)]
+    pub(super) clusters: Vec<RawClusterEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClusterEntry {
+    pub(super) name: Option<String>,
+    pub(super) kubeconfig: Option<String>,
+    pub(super) secret: Option<String>,
+    pub(super) context: Option<String>,
+}
+
+/// `[tenancy]`: defaults every source shares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenancy {
+    /// Every source without a `service_account` acts as this ServiceAccount in its
+    /// own namespace (Flux's lockdown).
+    pub(super) default_service_account: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLeaderElection {
+    pub(super) enabled: Option<bool>,
+    pub(super) shard: Option<bool>,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) lease_duration: Option<toml::Value>,
+    pub(super) renew_deadline: Option<toml::Value>,
+    pub(super) retry_period: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_file_mib: Option<u64>,
+    pub(super) max_depth: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRender {
+    pub(super) kustomize: Option<String>,
+    pub(super) helm: Option<String>,
+    pub(super) timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHelm {
+    pub(super) release: Option<String>,
+    #[serde(default)]
+    pub(super) values_files: Vec<String>,
+    #[serde(default)]
+    pub(super) values: toml::Table,
+    #[serde(default)]
+    pub(super) set: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) kubeconfig: Option<String>,
+    pub(super) context: Option<String>,
+    pub(super) request_timeout: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) name: Option<String>,
+    pub(super) dir: Option<String>,
+    pub(super) git: Option<String>,
+    pub(super) branch: Option<String>,
+    pub(super) tag: Option<String>,
+    pub(super) commit: Option<String>,
+    pub(super) path: Option<String>,
+    /// A value, not a string, so `interval = 30` gets a helpful message of its own.
+    pub(super) interval: Option<toml::Value>,
+    pub(super) full_resync_every: Option<i64>,
+    pub(super) username_env: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) ssh_key_file: Option<String>,
+    pub(super) known_hosts_file: Option<String>,
+    pub(super) webhook_secret_env: Option<String>,
+    pub(super) namespace: Option<String>,
+    pub(super) prune: Option<bool>,
+    pub(super) self_heal: Option<bool>,
+    pub(super) allow_mass_prune: Option<bool>,
+    pub(super) create_namespace: Option<bool>,
+    pub(super) adopt: Option<bool>,
+    pub(super) service_account: Option<String>,
+    pub(super) cluster: Option<String>,
+    pub(super) allowed_namespaces: Option<Vec<String>>,
+    pub(super) allow_cluster_scoped: Option<bool>,
+    pub(super) drift_managers: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) ignore: Vec<RawIgnore>,
+    pub(super) recreate: Option<bool>,
+    pub(super) allow_remote_bases: Option<bool>,
+    pub(super) vars: Option<toml::Table>,
+    pub(super) vars_from: Option<Vec<String>>,
+    pub(super) helm: Option<RawHelm>,
+    pub(super) wave_timeout: Option<toml::Value>,
+    pub(super) depends_on: Option<Vec<String>>,
+}
+
+/// A `[[source.ignore]]` table: JSON pointers, and which objects they apply to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIgnore {
+    pub(super) kind: Option<String>,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) paths: Vec<String>,
+}
+
+impl RawSource {
+    /// The Git-only keys that are set, by name, for rejecting them on a dir source.
+    pub(super) fn git_only_keys(&self) -> Vec<(&'static str, &str)> {
+        let keys = [
+            ("branch", &self.branch),
+            ("tag", &self.tag),
+            ("commit", &self.commit),
+            ("path", &self.path),
+            ("username_env", &self.username_env),
+            ("password_env", &self.password_env),
+            ("ssh_key_file", &self.ssh_key_file),
+            ("known_hosts_file", &self.known_hosts_file),
+            ("webhook_secret_env", &self.webhook_secret_env),
+        ];
+        keys.into_iter()
+            .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+            .collect()
+    }
+}
