@@ -4,9 +4,9 @@
 //! ([`crate::engine::takeover`]) and immutable fields re-created when allowed
 //! ([`crate::engine::recreate`]).
 
-use super::execute::send_to;
-use super::lookup::Refusal;
 use super::memo::is_newer_base;
+use super::writes::Refusal;
+use super::writes::send_to;
 use super::{DriftRules, FIELD_MANAGER, Memo};
 use crate::engine::applyset::PRUNE_ANNOTATION;
 use crate::engine::diff::secret_texts;

@@ -4,8 +4,8 @@
 //! each; a managedFields proof or the memo spares the dry-run when it can.
 
 use super::evaluate::{Existing, Location};
-use super::execute::send_to;
 use super::memo::{desired_hash, live_version};
+use super::writes::{Refusal, problems, send_to};
 use super::{CONCURRENCY, DriftRules, EngineError, Memo, Resolved, api_error};
 use crate::compact::CompactObject;
 use crate::engine::order;
@@ -13,7 +13,7 @@ use crate::engine::plan::{Desired, Evaluation};
 use crate::kube::GroupKind;
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
-use crate::manifest::{Manifest, ObjectRef, Origin, Problem};
+use crate::manifest::{Manifest, ObjectRef};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -93,39 +93,6 @@ pub(super) async fn fetch_and_dry_run(
         return Err(EngineError::Rejected(rejected));
     }
     Ok(desired.into_iter().filter_map(Result::ok).collect())
-}
-
-/// Why one object could not be evaluated: its own fault (collected, so that the
-/// user sees every one), or the server's or the network's for now (the run stops and
-/// is retried: a 503 is not a verdict on the manifest).
-pub(super) enum Refusal {
-    Rejected(Problem),
-    Unavailable(EngineError),
-}
-
-impl Refusal {
-    pub(super) fn of(object: ObjectRef, origin: &Origin, error: KubeError) -> Self {
-        if error.is_transient() {
-            return Refusal::Unavailable(api_error(&object, error));
-        }
-        Refusal::Rejected(Problem {
-            object: Some(object.to_string()),
-            origin: origin.clone(),
-            message: error.to_string(),
-        })
-    }
-}
-
-/// The problems among `refusals`, or the first transient failure.
-pub(super) fn problems(
-    refusals: impl Iterator<Item = Refusal>,
-) -> Result<Vec<Problem>, EngineError> {
-    refusals
-        .map(|refusal| match refusal {
-            Refusal::Rejected(problem) => Ok(problem),
-            Refusal::Unavailable(error) => Err(error),
-        })
-        .collect()
 }
 
 /// Objects of one kind in one namespace at least this many are read with one LIST

@@ -32,9 +32,11 @@ pub(crate) mod quantity;
 pub(crate) mod recreate;
 pub(crate) mod run_once;
 mod sequence;
+mod stages;
 pub(crate) mod takeover;
 mod target_namespace;
 pub(crate) mod tenancy;
+mod writes;
 
 pub use applyset::ApplySet;
 pub use ignore::{IgnoreError, IgnoreRule, IgnoreRules, Pointer, Selector};
@@ -46,12 +48,13 @@ pub use sequence::{Failure, StageRun, SyncLog};
 pub use takeover::{DEFAULT_DRIFT_MANAGERS, DriftManagers};
 pub use tenancy::{ClusterScoped, NamespacePattern, Tenancy};
 
-use execute::{Executed, Target, deferred_objects, execute, parent_path, validate_hooks};
+use execute::{Executed, Target, deferred_objects, execute, validate_hooks};
 pub use lookup::Cache;
 use lookup::{fetch_and_dry_run, namespaces_created_here};
 pub use memo::Memo;
 use memo::{forget_unchanged_dry_runs, memo_seed, remember_writes};
 use target_namespace::TargetNamespace;
+use writes::parent_path;
 
 use crate::engine::plan::{Desired, Plan, PlanError};
 use crate::health::{Progress, WaitFor};

@@ -276,7 +276,13 @@ impl Plan {
 
     /// Whether the plan has hooks or more than one wave: its output shows them.
     pub fn is_ordered(&self) -> bool {
-        order::Stages::is_ordered(&self.steps)
+        let mut waves = self
+            .steps
+            .iter()
+            .filter(|s| s.manifest.is_some())
+            .map(|s| (s.placement.is_hook(), s.placement.wave));
+        let first = waves.next();
+        first.is_some_and(|f| f.0) || waves.any(|w| w.0 || Some(w) != first)
     }
 
     /// The plan as it runs at a sync of `sync`: Helm's `*-install` hooks only at

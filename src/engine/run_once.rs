@@ -319,7 +319,7 @@ pub(super) async fn remember(
 /// The record on the parent (empty when there is no parent).
 pub(super) async fn read(client: &Client, applyset: &ApplySet) -> Result<Record, EngineError> {
     let parent = client
-        .get_opt(&super::execute::parent_path(applyset))
+        .get_opt(&super::writes::parent_path(applyset))
         .await
         .map_err(|e| api_error(&applyset.parent_ref(), e))?;
     Ok(Record::of_parent(parent.as_ref()))
@@ -361,7 +361,7 @@ pub(super) async fn write(
     });
     let params = PatchParams::apply(RECORD_MANAGER).force();
     client
-        .apply(&super::execute::parent_path(applyset), &body, &params)
+        .apply(&super::writes::parent_path(applyset), &body, &params)
         .await
         .map_err(|e| api_error(&applyset.parent_ref(), e))?;
     info!(jobs = record.0.len(), "run-once record written");

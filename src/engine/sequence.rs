@@ -5,10 +5,11 @@
 //! a [`SyncLog`] for the report, `/status` and `apply --wait`.
 
 use super::create_once::create_once;
-use super::execute::{apply_all, delete, group_by_rank, object_path, prune};
+use super::writes::{apply_all, delete, group_by_rank, object_path, prune, wait_until_gone};
 use super::{EngineError, StageProgress, api_error};
-use crate::engine::order::{DeleteWhen, Phase, Stage, StageKind, Stages, Wait, is_live_hook};
+use crate::engine::order::{DeleteWhen, Phase, StageKind, is_live_hook};
 use crate::engine::plan::{Plan, Step};
+use crate::engine::stages::{Stage, Stages, Wait};
 use crate::health::{self, State, WaitFor, WaitOptions, WaitOutcome};
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::ObjectRef;
@@ -465,7 +466,7 @@ async fn delete_and_wait(
     };
     delete(client, discovery, object, uid.clone()).await?;
     info!(object = %object, "previous hook deleted (before-hook-creation)");
-    super::execute::wait_until_gone(client, &path, object, Some(&uid)).await
+    wait_until_gone(client, &path, object, Some(&uid)).await
 }
 
 fn uid_of(live: &Value) -> Option<String> {
