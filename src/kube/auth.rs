@@ -20,7 +20,6 @@ use serde_json::json;
 #[cfg(doc)]
 use super::config::ClusterConfig;
 use super::config::{Auth, ClusterConfigError, ExecConfig, parse_certs, parse_key};
-use super::error::Error;
 
 /// How long a token read from a file is trusted before it is read again, even if
 /// its modification time did not change (kubelet rewrites rotated tokens in place).
@@ -74,7 +73,7 @@ impl Authenticator {
     }
 
     /// The credential to send now, refreshing a rotated file or an expired plugin token.
-    pub(crate) async fn credential(&self) -> Result<Credential, Error> {
+    pub(crate) async fn credential(&self) -> Result<Credential, CredentialError> {
         match self {
             Authenticator::None => Ok(Credential::default()),
             Authenticator::Static(header) => Ok(Credential {
@@ -102,6 +101,16 @@ impl Authenticator {
             Authenticator::None | Authenticator::Static(_) => {}
         }
     }
+}
+
+/// Why no credential could be had: the token file could not be read, or the exec
+/// plugin failed. The client turns it into its [`super::Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    TokenFile(#[from] ClusterConfigError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
 }
 
 /// `Bearer <token>` as a sensitive header value; `None` if the token is not a valid
@@ -135,7 +144,7 @@ impl TokenFile {
 
     /// The token, re-read when the file changed or the cached copy is a minute old.
     /// Reading a small local file synchronously is cheaper than a blocking-pool hop.
-    fn current(&self) -> Result<HeaderValue, Error> {
+    fn current(&self) -> Result<HeaderValue, ClusterConfigError> {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
@@ -160,7 +169,7 @@ impl TokenFile {
                     tracing::warn!(error = %e, "re-reading the token file failed; keeping the previous token");
                     Ok(c.header.clone())
                 }
-                None => Err(e.into()),
+                None => Err(e),
             },
         }
     }
@@ -307,7 +316,7 @@ impl ExecPlugin {
 
     /// The cached credential, or a new one when none is cached or it expires soon.
     /// The async mutex makes concurrent requests wait for one plugin run.
-    pub(crate) async fn credential(&self) -> Result<Credential, Error> {
+    pub(crate) async fn credential(&self) -> Result<Credential, CredentialError> {
         let mut cache = self.cache.lock().await;
         if let Some(cached) = cache.as_ref().filter(|c| c.fresh()) {
             return Ok(cached.credential.clone());

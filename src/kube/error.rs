@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::ExecError;
+use super::auth::{CredentialError, ExecError};
 use super::config::ClusterConfigError;
 
 /// A `Status` object as returned by the API server for failed requests.
@@ -203,6 +203,15 @@ impl From<ClusterConfigError> for Error {
 impl From<ExecError> for Error {
     fn from(e: ExecError) -> Self {
         Error::Exec(Box::new(e))
+    }
+}
+
+impl From<CredentialError> for Error {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::TokenFile(e) => e.into(),
+            CredentialError::Exec(e) => e.into(),
+        }
     }
 }
 
