@@ -11,13 +11,16 @@
 //! writes the source or stands by reconciling report-only; `lease` does the Lease
 //! requests. On shutdown the sources stop first, then the Leases are released.
 
+mod error;
 pub(crate) mod events;
 mod leader;
 mod lease;
 mod metrics;
 pub(crate) mod reconcile;
+mod record;
 mod scheduler;
 mod server;
+mod settings;
 mod shard;
 pub mod shutdown;
 mod source_task;
@@ -25,12 +28,14 @@ mod state;
 mod status;
 mod targeting;
 
-use crate::config::{ElectionScope, LeaseTiming, SourceConfig, SourceKind as ConfigKind};
+use crate::config::{ElectionScope, LeaseTiming};
 use crate::daemon::events::Events;
-use crate::daemon::leader::{Duty, LeaderElection, Leadership};
+use crate::daemon::leader::{LeaderElection, Leadership};
 use crate::daemon::lease::Leases;
-use crate::daemon::reconcile::{Reconciler, Settings};
+use crate::daemon::reconcile::Reconciler;
+use crate::daemon::record::Recorder;
 use crate::daemon::scheduler::Board;
+pub use crate::daemon::settings::SourceSpec;
 use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
 pub use crate::daemon::source_task::RemoteAccess;
@@ -38,9 +43,7 @@ use crate::daemon::source_task::{Inputs, Remote, SourceTask};
 use crate::daemon::status::{ElectionKind, ReplicaRole, ReplicaStatus};
 use crate::engine::Engine;
 use crate::kube::Client;
-use crate::manifest::Limits;
 use crate::render::Renderer;
-use crate::source::{Source, SourceError};
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
 pub use server::{Hook, ServerState, fetch_status, serve};
 pub use status::{
@@ -48,7 +51,6 @@ pub use status::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -57,67 +59,6 @@ use tracing::{info, warn};
 
 /// How long an in-flight reconcile may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-
-/// One source as the daemon runs it.
-pub struct SourceSpec {
-    pub settings: Settings,
-    pub source: Source,
-    pub kind: SourceType,
-    /// Where it comes from, for people: a directory or a Git URL (no credentials).
-    pub location: String,
-    /// Resync interval (and Git poll interval).
-    pub interval: Duration,
-    /// One quiet resync in this many is a full reconcile.
-    pub full_resync_every: u32,
-    pub webhook_secret: Option<Vec<u8>>,
-    /// Sources that must be synced and healthy before this one reconciles.
-    pub depends_on: Vec<String>,
-    /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
-    pub cluster: Option<String>,
-}
-
-impl SourceSpec {
-    /// The daemon's view of one `[[source]]` table. Git checkouts go under `state_dir`;
-    /// manifest files are read within `limits` (`[limits]`).
-    pub fn from_config(
-        config: &SourceConfig,
-        state_dir: &Path,
-        limits: Limits,
-    ) -> Result<Self, SourceError> {
-        let source = Source::new(config, state_dir)?;
-        let kind = match config.kind {
-            ConfigKind::Dir { .. } => SourceType::Dir,
-            ConfigKind::Git(_) => SourceType::Git,
-        };
-        Ok(SourceSpec {
-            settings: Settings {
-                name: config.name.clone(),
-                namespace: config.namespace.clone(),
-                prune: config.prune,
-                allow_mass_prune: config.allow_mass_prune,
-                create_namespace: config.create_namespace,
-                adoption: config.adopt,
-                tenancy: config.tenancy.clone(),
-                acting_as: config.acting_as.clone(),
-                cluster: config.cluster.clone(),
-                self_heal: config.self_heal,
-                drift: config.drift.clone(),
-                render: config.render.clone(),
-                limits,
-                wave_timeout: config.wave_timeout,
-                duty: Duty::Converge,
-            },
-            kind,
-            location: source.location(),
-            interval: config.interval,
-            full_resync_every: config.full_resync_every,
-            webhook_secret: source.webhook_secret().map(<[u8]>::to_vec),
-            depends_on: config.depends_on.clone(),
-            cluster: config.cluster.clone(),
-            source,
-        })
-    }
-}
 
 #[derive(Clone)]
 pub struct DaemonOptions {
@@ -183,22 +124,25 @@ pub async fn run(
         .client()
         .observe_requests(Arc::new(move |verb| observer.count_api_request(verb)));
     let reconciler = Reconciler {
-        events: if options.dry_run {
-            Events::disabled()
-        } else {
-            Events::new(engine.client().clone())
+        record: Recorder {
+            events: if options.dry_run {
+                Events::disabled()
+            } else {
+                Events::new(engine.client().clone())
+            },
+            status: StatusBoard::default(),
+            metrics: metrics.clone(),
         },
         engine,
-        status: StatusBoard::default(),
-        metrics: metrics.clone(),
         renderer: options.renderer.clone(),
     };
     reconciler
+        .record
         .status
         .set_tools(reconciler.renderer.tools().status());
     let names: Vec<String> = specs.iter().map(|s| s.settings.name.clone()).collect();
     let (election, mut leadership) = match options.election {
-        Some(election) => start_election(election, &names, &reconciler.status, &metrics),
+        Some(election) => start_election(election, &names, &reconciler.record.status, &metrics),
         None => (None, BTreeMap::new()),
     };
     let mut hooks = HashMap::new();
@@ -209,6 +153,7 @@ pub async fn run(
             spec.settings.self_heal = false;
         }
         reconciler
+            .record
             .status
             .register(&spec.settings.name, spec.kind, &spec.location);
         let (hook_tx, hook_rx) = mpsc::channel(1);
@@ -240,7 +185,7 @@ pub async fn run(
         tasks.push(tokio::spawn(task.run()));
     }
     let state = ServerState {
-        status: reconciler.status.clone(),
+        status: reconciler.record.status.clone(),
         metrics,
         hooks: Arc::new(hooks),
     };

@@ -18,7 +18,7 @@
 //! decisions (which reason, which action, which delay) are unit-tested with a
 //! paused Tokio clock.
 
-use crate::daemon::reconcile::ReconcileError;
+use crate::daemon::error::ReconcileError;
 use crate::kube::backoff::{Backoff, Delays};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,11 +5,13 @@
 //! Inputs: the directory watcher (a Git source has none: the scheduler's tick
 //! polls it), the webhook, the reflectors' changes (drift), and shutdown.
 
-use crate::daemon::SourceSpec;
+use crate::daemon::settings::SourceSpec;
+use crate::daemon::error::ReconcileError;
 use crate::daemon::leader::{Duty, Leadership};
-use crate::daemon::reconcile::{ReconcileError, Reconciler, Settings, short};
+use crate::daemon::reconcile::Reconciler;
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
 use crate::daemon::scheduler::{Scheduler, Timing};
+use crate::daemon::settings::Settings;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
 use crate::daemon::status::SourceType;
@@ -17,6 +19,7 @@ use crate::engine::Engine;
 use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
 use crate::kube::{ApiResource, Client, ClientOptions, ClusterConfig};
+use crate::source::short_revision;
 use crate::source::{Snapshot, SourceError};
 use base64::Engine as _;
 use std::sync::Arc;
@@ -180,7 +183,8 @@ impl SourceTask {
             } else {
                 self.scheduler.hold(reason);
                 self.reconciler
-                    .record_waiting(&self.spec.settings, &waiting);
+                    .record
+                    .waiting(&self.spec.settings, &waiting);
             }
         }
     }
@@ -201,17 +205,18 @@ impl SourceTask {
                 Ok(engine) => {
                     info!(source = %settings.name, cluster = %remote.name, "connected");
                     // Its requests count in the metrics; its Events go where its parent is.
-                    let metrics = self.reconciler.metrics.clone();
+                    let metrics = self.reconciler.record.metrics.clone();
                     let observer = move |verb| metrics.count_api_request(verb);
                     engine.reader().observe_requests(Arc::new(observer));
-                    self.reconciler.events = self.reconciler.events.on(engine.reader().clone());
+                    self.reconciler.record.events =
+                        self.reconciler.record.events.on(engine.reader().clone());
                     self.reconciler.engine = engine.acting_as(settings.acting_as.clone());
-                    self.reconciler.record_reach(settings, true);
+                    self.reconciler.record.reach(settings, true);
                     return true;
                 }
                 Err(error) => {
                     warn!(source = %settings.name, cluster = %remote.name, %error, "cannot reach the cluster; retrying");
-                    self.reconciler.record_unreachable(settings, &error);
+                    self.reconciler.record.unreachable(settings, &error);
                 }
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(20));
@@ -236,7 +241,7 @@ impl SourceTask {
         let fetched = self.last_snapshot.as_ref().map(|s| s.revision.as_str());
         let readiness = Readiness {
             synced: self.last_ok && applied.is_some() && applied == fetched,
-            healthy: self.reconciler.is_healthy(&self.spec.settings),
+            healthy: self.reconciler.record.is_healthy(&self.spec.settings),
         };
         let name = &self.spec.settings.name;
         self.inputs
@@ -282,6 +287,7 @@ impl SourceTask {
     fn record_owner(&self) {
         let owner = self.inputs.leadership.owner();
         self.reconciler
+            .record
             .status
             .update(&self.spec.settings.name, |s| s.owner = owner);
     }
@@ -316,7 +322,8 @@ impl SourceTask {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 self.reconciler
-                    .record_fetch_failure(&self.spec.settings, &error);
+                    .record
+                    .fetch_failure(&self.spec.settings, &error);
                 return self.finished(reason, Err(error.into()), started);
             }
         };
@@ -332,7 +339,7 @@ impl SourceTask {
             Decision::Nothing => return,
             Decision::Quiet => {
                 let seconds = started.elapsed().as_secs_f64();
-                return self.reconciler.record_skipped(&self.spec.settings, seconds);
+                return self.reconciler.record.skipped(&self.spec.settings, seconds);
             }
             Decision::Reconcile(reason) => reason,
         };
@@ -340,7 +347,7 @@ impl SourceTask {
             duty: self.inputs.leadership.duty(),
             ..self.spec.settings.clone()
         };
-        info!(source = %settings.name, revision = %short(&snapshot.revision), ?reason, duty = ?settings.duty, "reconciling");
+        info!(source = %settings.name, revision = %short_revision(&snapshot.revision), ?reason, duty = ?settings.duty, "reconciling");
         let mut leadership = self.inputs.leadership.clone();
         let reconcile = self
             .reconciler
@@ -371,7 +378,7 @@ impl SourceTask {
         let result = self.spec.source.fetch().await;
         if self.spec.kind == SourceType::Git {
             let seconds = started.elapsed().as_secs_f64();
-            self.reconciler.metrics.observe_git_fetch(
+            self.reconciler.record.metrics.observe_git_fetch(
                 &self.spec.settings.name,
                 seconds,
                 result.is_ok(),

@@ -4,10 +4,10 @@
 //! (no request) and what lets an out-of-band change be told apart from the echo of
 //! our own write.
 
+use crate::daemon::error::ReconcileError;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::reconcile::short;
-use crate::daemon::reconcile::{ReconcileError, Settings};
 use crate::daemon::scheduler::Reason;
+use crate::daemon::settings::Settings;
 use crate::daemon::targeting::{self, Baseline, Selection, Since};
 use crate::engine::applyset::ApplySet;
 use crate::engine::order;
@@ -21,6 +21,7 @@ use crate::render::{
     Vars, resolve_vars,
 };
 use crate::source::Snapshot;
+use crate::source::short_revision;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -118,7 +119,7 @@ impl SourceState {
         if plain {
             self.rendered = None;
             self.files.refresh(std::slice::from_ref(&snapshot.root))?;
-            info!(revision = %short(revision), parsed_files = self.files.parsed_last, "manifests loaded");
+            info!(revision = %short_revision(revision), parsed_files = self.files.parsed_last, "manifests loaded");
         } else {
             let target = Target {
                 root: &snapshot.root,

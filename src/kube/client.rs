@@ -593,7 +593,12 @@ impl Client {
 
     async fn attempt(&self, req: &Req<'_>, url: &Url) -> Result<Vec<u8>, Failure> {
         // Fetch the credential first: a slow exec plugin must not hold a permit.
-        let credential = self.inner.auth.credential().await.map_err(|e| Failure::Other(e.into()))?;
+        let credential = self
+            .inner
+            .auth
+            .credential()
+            .await
+            .map_err(|e| Failure::Other(e.into()))?;
         let http = self
             .http(credential.identity.as_deref())
             .map_err(Failure::Other)?;

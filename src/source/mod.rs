@@ -33,6 +33,12 @@ pub struct Snapshot {
     pub base: PathBuf,
 }
 
+/// A revision as people read it in logs and Events: Git ids are long, so the first
+/// 12 characters (a directory's `dir:` revision is short already).
+pub(crate) fn short_revision(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
+
 /// Why a source could not produce a snapshot or be watched. Messages never contain a
 /// password or token, and say what to check.
 #[derive(Debug, thiserror::Error)]
@@ -242,4 +248,15 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| SourceError::Worker(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_are_shortened_for_people() {
+        assert_eq!(short_revision("0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(short_revision("dir:abc"), "dir:abc");
+    }
 }

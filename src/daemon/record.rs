@@ -1,0 +1,435 @@
+//! How reconciles are written down: the source's `/status`, the metrics and, on
+//! news, Kubernetes Events. Pure bookkeeping: it decides nothing and sends no
+//! request but the Events.
+
+use crate::daemon::error::ReconcileError;
+use crate::daemon::events::{EventReason, Events};
+use crate::daemon::leader::Duty;
+use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
+use crate::daemon::settings::Settings;
+use crate::daemon::status::{
+    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncResult,
+};
+use crate::engine::plan::{Action, Step};
+use crate::engine::{EngineError, Outcome, Scope};
+use crate::health::{Health, State};
+use crate::manifest::ObjectRef;
+use crate::source::{SourceError, short_revision};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use tracing::{info, warn};
+
+/// Where the daemon records what its sources did. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    pub status: StatusBoard,
+    pub metrics: Metrics,
+    pub events: Events,
+}
+
+impl Recorder {
+    /// A targeted `scope`: the outcome covers only the objects the run looked at.
+    pub(crate) fn success(
+        &self,
+        settings: &Settings,
+        revision: &str,
+        outcome: &Outcome,
+        seconds: f64,
+        scope: &Scope,
+    ) {
+        // Hooks are steps of the sync, not live state.
+        let objects: Vec<ObjectStatus> = outcome
+            .plan
+            .steps
+            .iter()
+            .filter(|step| !step.placement.is_hook())
+            .map(|step| object_status(step, outcome.applied))
+            .collect();
+        let now = SystemTime::now();
+        let mut drifted = 0;
+        self.status.update(&settings.name, |s| {
+            match scope {
+                Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
+                Scope::Full => s.objects = objects,
+            }
+            drifted = s
+                .objects
+                .iter()
+                .filter(|o| !matches!(o.state, ObjectState::InSync | ObjectState::Shared))
+                .count();
+            s.revision = Some(revision.to_string());
+            s.attempted_revision = Some(revision.to_string());
+            s.last_attempt = Some(now);
+            s.last_success = Some(now);
+            s.result = match drifted {
+                0 => SyncResult::Synced,
+                _ => SyncResult::Drifted,
+            };
+            s.error = None;
+            s.reconciles += 1;
+            s.dry_run = !settings.self_heal;
+            s.waiting_for.clear();
+        });
+        let counts = outcome.plan.counts();
+        info!(source = %settings.name, revision = %short_revision(revision), applied = outcome.applied,
+              created = counts.created, configured = counts.configured, pruned = counts.pruned,
+              unchanged = counts.unchanged, drifted, seconds, "reconciled");
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Success, seconds);
+        self.metrics.set_drifted(&settings.name, drifted as i64);
+        self.reach(settings, true);
+        let name = &settings.name;
+        if scope.is_full() {
+            self.metrics
+                .set_foreign(name, Foreign::Shared, counts.shared);
+        }
+        self.metrics.set_foreign(name, Foreign::Conflict, 0);
+        let unix = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.set_last_success(&settings.name, unix);
+        if outcome.applied {
+            debug_assert!(settings.writes(), "a stand-by replica applied");
+            for (kind, action, n) in action_counts(&outcome.plan.steps) {
+                self.metrics.count_action(&settings.name, &kind, action, n);
+            }
+            let message = format!(
+                "revision {}: {} created, {} configured, {} pruned",
+                short_revision(revision),
+                counts.created,
+                counts.configured,
+                counts.pruned
+            );
+            self.events.emit(
+                &settings.name,
+                &settings.namespace,
+                EventReason::Applied,
+                &message,
+            );
+        }
+    }
+
+    pub(crate) fn failure(
+        &self,
+        settings: &Settings,
+        revision: &str,
+        error: &ReconcileError,
+        seconds: f64,
+    ) {
+        warn!(source = %settings.name, revision = %short_revision(revision), error = %error,
+              "reconcile failed; the last good revision stays applied");
+        let now = SystemTime::now();
+        let message = error.to_string();
+        let refused = error
+            .refused()
+            .iter()
+            .filter_map(|problem| {
+                Some(ObjectStatus {
+                    object: problem.object.clone()?,
+                    state: ObjectState::Failed,
+                    diff: None,
+                    reason: Some(problem.message.clone()),
+                    origin: Some(problem.origin.to_string()),
+                })
+            })
+            .collect();
+        self.status.update(&settings.name, |s| {
+            s.attempted_revision = Some(revision.to_string());
+            s.last_attempt = Some(now);
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+            s.reconciles += 1;
+            s.waiting_for.clear();
+            merge_objects(&mut s.objects, refused);
+        });
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
+        if error.is_transient() {
+            self.reach(settings, false);
+        }
+        if let ReconcileError::Engine(EngineError::Owned(conflicts)) = error {
+            let name = &settings.name;
+            self.metrics
+                .set_foreign(name, Foreign::Conflict, conflicts.len());
+        }
+        if settings.duty == Duty::StandBy {
+            return;
+        }
+        let event = format!(
+            "revision {} not applied: {message}",
+            short_revision(revision)
+        );
+        self.events.emit(
+            &settings.name,
+            &settings.namespace,
+            EventReason::ReconcileFailed,
+            &event,
+        );
+    }
+
+    /// Whether the source's cluster (a `[[clusters]]` entry) answered: in `/status`
+    /// and `converge_cluster_reachable`.
+    pub(crate) fn reach(&self, settings: &Settings, reachable: bool) {
+        let Some(name) = &settings.cluster else {
+            return;
+        };
+        self.status.update(&settings.name, |s| {
+            s.cluster = Some(ClusterReach {
+                name: name.clone(),
+                reachable,
+            });
+        });
+        self.metrics.set_cluster_reachable(name, reachable);
+    }
+
+    /// The source's cluster could not be reached (discovery failed): reported; its
+    /// other sources' clusters are not affected.
+    pub(crate) fn unreachable(&self, settings: &Settings, error: &str) {
+        let cluster = settings.cluster.as_deref().unwrap_or("home");
+        let message = format!("cluster {cluster:?} cannot be reached: {error}");
+        self.status.update(&settings.name, |s| {
+            s.last_attempt = Some(SystemTime::now());
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+        });
+        self.reach(settings, false);
+    }
+
+    /// An unreachable remote or a wrong password: reported; the last good revision
+    /// stays applied.
+    pub(crate) fn fetch_failure(&self, settings: &Settings, error: &SourceError) {
+        warn!(source = %settings.name, %error, "fetching the source failed; the last good revision stays applied");
+        let now = SystemTime::now();
+        let message = error.to_string();
+        self.status.update(&settings.name, |s| {
+            s.last_attempt = Some(now);
+            s.result = SyncResult::Failed;
+            s.error = Some(message.clone());
+            s.reconciles += 1;
+            s.waiting_for.clear();
+        });
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Failure, 0.0);
+    }
+
+    /// A reconcile that came due waits for `dependencies` (not synced and healthy
+    /// yet): `/status` says so.
+    pub(crate) fn waiting(&self, settings: &Settings, dependencies: &[String]) {
+        let mut news = false;
+        self.status.update(&settings.name, |s| {
+            news = s.waiting_for != dependencies;
+            s.result = SyncResult::Waiting;
+            s.waiting_for = dependencies.to_vec();
+        });
+        if news {
+            info!(source = %settings.name, waiting_for = %dependencies.join(", "), "waiting for its dependencies");
+        }
+    }
+
+    /// Whether every object the source applied is healthy (its dependents wait for it).
+    pub(crate) fn is_healthy(&self, settings: &Settings) -> bool {
+        self.status.health_state(&settings.name) == Some(State::Ready)
+    }
+
+    /// A quiet resync: nothing changed, so nothing ran.
+    pub(crate) fn skipped(&self, settings: &Settings, seconds: f64) {
+        self.metrics
+            .observe_reconcile(&settings.name, ReconcileResult::Skipped, seconds);
+    }
+
+    /// The health of every desired object, after a full reconcile.
+    pub(crate) fn health(&self, settings: &Settings, objects: Vec<ObjectHealth>) {
+        let mut counts = Vec::new();
+        self.status.update(&settings.name, |s| {
+            s.health.set_objects(objects);
+            counts = health_counts(&s.health);
+        });
+        self.metrics.set_health(&settings.name, &counts);
+    }
+
+    /// The health of one object, as it changed.
+    pub(crate) fn object_health(&self, settings: &Settings, object: &ObjectRef, health: Health) {
+        let key = object.to_string();
+        let mut counts = Vec::new();
+        self.status.update(&settings.name, |s| {
+            s.health.set(&key, health);
+            counts = health_counts(&s.health);
+        });
+        self.metrics.set_health(&settings.name, &counts);
+    }
+}
+
+/// How an object stands after a run: applied changes are in sync; changes a
+/// report-only source did not make are drift.
+fn object_status(step: &Step, applied: bool) -> ObjectStatus {
+    let (state, reason) = match (step.action, applied) {
+        (Action::Unchanged, _) | (Action::Create | Action::Configure, true) => {
+            (ObjectState::InSync, None)
+        }
+        (Action::Recreate, true) => (
+            ObjectState::InSync,
+            Some("recreated: an immutable field changed".into()),
+        ),
+        (Action::Recreate, false) => (
+            ObjectState::Drifted,
+            Some("an immutable field changed; would be recreated".into()),
+        ),
+        (Action::Create, false) => (ObjectState::Missing, None),
+        (Action::Configure, false) => (ObjectState::Drifted, None),
+        (Action::Prune, true) => (ObjectState::Pruned, None),
+        (Action::Prune, false) => (
+            ObjectState::Drifted,
+            Some("no longer in the source; would be pruned".into()),
+        ),
+        (Action::KeepPruneDisabled, _) => (
+            ObjectState::InSync,
+            Some("no longer in the source; kept (converge.dev/prune: disabled)".into()),
+        ),
+        (Action::Run, _) => (
+            ObjectState::InSync,
+            Some("a hook: runs when a sync writes something".into()),
+        ),
+        (Action::Shared, _) => (
+            ObjectState::Shared,
+            Some(format!(
+                "owned by {}, declared the same here: never written or pruned by this source",
+                step.owner.as_deref().unwrap_or("another source")
+            )),
+        ),
+        (Action::Completed, _) => (
+            ObjectState::InSync,
+            Some("a run-once Job: completed, and deleted since; runs again when its manifest changes".into()),
+        ),
+    };
+    let diff = (state != ObjectState::InSync)
+        .then(|| step.diff.as_ref().map(|d| d.unified.clone()))
+        .flatten();
+    ObjectStatus {
+        object: step.object.to_string(),
+        state,
+        diff,
+        reason,
+        origin: step.origin().map(ToString::to_string),
+    }
+}
+
+/// Replaces the statuses of the objects a targeted run looked at.
+fn merge_objects(objects: &mut Vec<ObjectStatus>, updates: Vec<ObjectStatus>) {
+    let mut updates: BTreeMap<String, ObjectStatus> =
+        updates.into_iter().map(|o| (o.object.clone(), o)).collect();
+    for object in objects.iter_mut() {
+        if let Some(update) = updates.remove(&object.object) {
+            *object = update;
+        }
+    }
+    objects.extend(updates.into_values());
+}
+
+/// Writes by (kind, action) for the actions metric.
+fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
+    let mut counts: BTreeMap<(String, ApplyAction), u64> = BTreeMap::new();
+    for step in steps {
+        let action = match step.action {
+            Action::Create => ApplyAction::Create,
+            Action::Configure => ApplyAction::Configure,
+            Action::Recreate => ApplyAction::Recreate,
+            Action::Prune => ApplyAction::Prune,
+            Action::Unchanged
+            | Action::KeepPruneDisabled
+            | Action::Run
+            | Action::Completed
+            | Action::Shared => {
+                continue;
+            }
+        };
+        *counts
+            .entry((step.object.kind.clone(), action))
+            .or_default() += 1;
+    }
+    counts.into_iter().map(|((k, a), n)| (k, a, n)).collect()
+}
+
+/// Objects by health state, for the metrics.
+fn health_counts(health: &SourceHealth) -> Vec<(State, usize)> {
+    vec![
+        (State::Ready, health.ready),
+        (State::Progressing, health.progressing),
+        (State::Failed, health.failed),
+        (State::Missing, health.missing),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::diff::ObjectDiff;
+
+    fn step(action: Action) -> Step {
+        let object = ObjectRef {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: Some("ns".into()),
+            name: "web".into(),
+        };
+        Step {
+            diff: Some(ObjectDiff {
+                object: object.clone(),
+                unified: "-a\n+b\n".into(),
+                changed_paths: vec!["spec.replicas".into()],
+            }),
+            object,
+            action,
+            manifest: None,
+            live_uid: None,
+            takeover: None,
+            placement: Default::default(),
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn report_only_changes_are_drift_with_their_diff() {
+        let drifted = object_status(&step(Action::Configure), false);
+        assert_eq!(drifted.state, ObjectState::Drifted);
+        assert_eq!(drifted.diff.as_deref(), Some("-a\n+b\n"));
+        assert_eq!(
+            object_status(&step(Action::Create), false).state,
+            ObjectState::Missing
+        );
+        assert_eq!(
+            object_status(&step(Action::Prune), false).state,
+            ObjectState::Drifted
+        );
+    }
+
+    #[test]
+    fn applied_changes_are_in_sync_without_diffs() {
+        for action in [Action::Create, Action::Configure, Action::Unchanged] {
+            let status = object_status(&step(action), true);
+            assert_eq!(status.state, ObjectState::InSync, "{action:?}");
+            assert!(status.diff.is_none());
+        }
+        assert_eq!(
+            object_status(&step(Action::Prune), true).state,
+            ObjectState::Pruned
+        );
+    }
+
+    #[test]
+    fn actions_are_counted_by_kind() {
+        let steps = [
+            step(Action::Create),
+            step(Action::Create),
+            step(Action::Unchanged),
+            step(Action::Prune),
+        ];
+        assert_eq!(
+            action_counts(&steps),
+            [
+                ("Deployment".to_string(), ApplyAction::Create, 2),
+                ("Deployment".to_string(), ApplyAction::Prune, 1)
+            ]
+        );
+    }
+}
