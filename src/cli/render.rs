@@ -10,8 +10,8 @@ use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::manifest::{self, Manifest, ManifestError};
 use converge::render::{
-    self, Capabilities, HelmSettings, Limits, PartCache, Prepared, RenderSettings, RootKind,
-    Target, ToolPaths, Tools,
+    self, Capabilities, HelmSettings, PartCache, Prepared, RenderSettings, RootKind, Target,
+    ToolLimits, ToolPaths, Tools,
 };
 use std::path::{Path, PathBuf};
 
@@ -86,7 +86,7 @@ pub(super) async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, 
         target.namespace = namespace;
     }
     let tools = Tools::find(&ToolPaths::default()).await;
-    let renderer = render::Renderer::new(tools, Limits::default());
+    let renderer = render::Renderer::new(tools, ToolLimits::default());
     let mut manifests = Vec::new();
     for (target, prepared) in targets.iter().zip(&prepared) {
         manifests.extend(

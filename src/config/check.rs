@@ -8,7 +8,7 @@ use super::raw::*;
 use super::*;
 use crate::kube::is_dns_label;
 use crate::manifest;
-use crate::render::{Limits, ToolPaths};
+use crate::render::{ToolLimits, ToolPaths};
 
 /// Turns raw settings into typed ones, recording every problem instead of stopping.
 pub(super) struct Checker<'a> {
@@ -317,7 +317,7 @@ impl Checker<'_> {
     }
 
     pub(super) fn render(&mut self, raw: RawRender) -> RenderConfig {
-        let mut limits = Limits::default();
+        let mut limits = ToolLimits::default();
         if let Some(text) = &raw.timeout {
             match parse_duration(text) {
                 Ok(timeout) if !timeout.is_zero() => limits.timeout = timeout,

@@ -291,7 +291,7 @@ impl Checker<'_> {
         }
     }
 
-    fn source_kind(&mut self, at: &str, raw: &RawSource) -> Option<SourceKind> {
+    fn source_kind(&mut self, at: &str, raw: &RawSource) -> Option<SourceLocation> {
         match (&raw.dir, &raw.git) {
             (Some(_), Some(_)) => {
                 self.problem(
@@ -308,11 +308,11 @@ impl Checker<'_> {
                 None
             }
             (Some(dir), None) => self.dir_source(at, dir, raw),
-            (None, Some(url)) => self.git_source(at, url, raw).map(SourceKind::Git),
+            (None, Some(url)) => self.git_source(at, url, raw).map(SourceLocation::Git),
         }
     }
 
-    fn dir_source(&mut self, at: &str, dir: &str, raw: &RawSource) -> Option<SourceKind> {
+    fn dir_source(&mut self, at: &str, dir: &str, raw: &RawSource) -> Option<SourceLocation> {
         for (key, value) in raw.git_only_keys() {
             self.problem(
                 at,
@@ -323,7 +323,7 @@ impl Checker<'_> {
             );
         }
         let path = self.existing_dir(&format!("{at}: dir = {dir:?}"), dir);
-        Some(SourceKind::Dir { path })
+        Some(SourceLocation::Dir { path })
     }
 
     fn git_source(&mut self, at: &str, url: &str, raw: &RawSource) -> Option<GitConfig> {

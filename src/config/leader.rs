@@ -32,12 +32,14 @@ impl Default for LeaderElectionConfig {
     }
 }
 
-/// What one Lease elects a writer for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one Lease elects a writer for; `/status` shows it as `election`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ElectionScope {
     /// One leader writes every source; the others stand by (`shard = false`).
+    #[serde(rename = "leader")]
     Daemon,
     /// Every source has its own Lease and replicas share them out (`shard = true`).
+    #[serde(rename = "shard")]
     Source,
 }
 

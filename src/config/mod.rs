@@ -34,14 +34,16 @@ mod tests;
 pub use duration::{InvalidDuration, parse_duration};
 pub use leader::{ElectionScope, LeaderElectionConfig, LeaseTiming};
 pub use overrides::{LeaderElection, Overrides};
-pub use source::{GitConfig, GitRef, SourceConfig, SourceKind, Transport, redact_url, transport};
+pub use source::{
+    GitConfig, GitRef, SourceConfig, SourceLocation, Transport, redact_url, transport,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::manifest;
-use crate::render::{Limits, ToolPaths};
+use crate::render::{ToolLimits, ToolPaths};
 use check::Checker;
 use raw::RawConfig;
 
@@ -146,7 +148,7 @@ pub enum KubeconfigFrom {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RenderConfig {
     pub tools: ToolPaths,
-    pub limits: Limits,
+    pub limits: ToolLimits,
 }
 
 /// `[cluster]`: which cluster to converge. Both unset means `$KUBECONFIG`, else the

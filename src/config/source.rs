@@ -14,7 +14,7 @@ pub struct SourceConfig {
     /// Unique DNS label; becomes the ApplySet name and the webhook path part.
     pub name: String,
     /// A local directory or a Git repository.
-    pub kind: SourceKind,
+    pub kind: SourceLocation,
     /// Git poll interval and, for every source, the resync interval (default 30s).
     pub interval: Duration,
     /// One resync in this many is a full reconcile even when nothing changed: the
@@ -57,7 +57,7 @@ pub struct SourceConfig {
 
 /// Where a source's manifests live.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SourceKind {
+pub enum SourceLocation {
     /// A local directory (absolute, checked to exist), watched for changes.
     Dir { path: PathBuf },
     /// A Git repository, polled at the source's interval and on webhook calls.

@@ -73,7 +73,7 @@ fn minimal_dir_source_gets_every_default() {
     assert_eq!(source.name, "app");
     assert_eq!(
         source.kind,
-        SourceKind::Dir {
+        SourceLocation::Dir {
             path: fx.dir.path().join("manifests")
         }
     );
@@ -235,7 +235,7 @@ fn ignore_rules_need_json_pointers() {
 fn git_source_defaults_to_branch_main() {
     let fx = Fixture::new();
     let config = fx.parse(GIT).unwrap();
-    let SourceKind::Git(git) = &config.sources[0].kind else {
+    let SourceLocation::Git(git) = &config.sources[0].kind else {
         panic!("not git")
     };
     assert_eq!(git.reference, GitRef::Branch("main".into()));
@@ -254,7 +254,7 @@ fn full_git_source_is_read() {
     );
     let config = fx.parse(&text).unwrap();
     let source = &config.sources[0];
-    let SourceKind::Git(git) = &source.kind else {
+    let SourceLocation::Git(git) = &source.kind else {
         panic!("not git")
     };
     assert_eq!(git.reference, GitRef::Tag("v1.2.0".into()));
@@ -271,7 +271,7 @@ fn commit_pin_is_lowercased() {
     let fx = Fixture::new();
     let sha = "ABCDEF0123456789abcdef0123456789ABCDEF01";
     let config = fx.parse(&format!("{GIT}commit = \"{sha}\"\n")).unwrap();
-    let SourceKind::Git(git) = &config.sources[0].kind else {
+    let SourceLocation::Git(git) = &config.sources[0].kind else {
         panic!("not git")
     };
     assert_eq!(git.reference, GitRef::Commit(sha.to_ascii_lowercase()));
@@ -283,7 +283,7 @@ fn ssh_source_with_key_and_known_hosts() {
     let text = "[[source]]\nname = \"s\"\ngit = \"git@github.com:org/repo.git\"\n\
                 ssh_key_file = \"id_ed25519\"\nknown_hosts_file = \"known_hosts\"\n";
     let config = fx.parse(text).unwrap();
-    let SourceKind::Git(git) = &config.sources[0].kind else {
+    let SourceLocation::Git(git) = &config.sources[0].kind else {
         panic!("not git")
     };
     assert!(git.is_ssh());
@@ -643,7 +643,7 @@ fn repository_config_toml_is_valid() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let source = config.source("examples").expect("source \"examples\"");
     let guestbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guestbook");
-    assert_eq!(source.kind, SourceKind::Dir { path: guestbook });
+    assert_eq!(source.kind, SourceLocation::Dir { path: guestbook });
     assert_eq!(source.namespace, "default");
     assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
 }

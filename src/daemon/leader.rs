@@ -35,18 +35,19 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
-/// What this replica is for a Lease.
+/// Who holds a Lease, as this replica sees it. A source task turns it into its
+/// [`Duty`]; `/status` into the replica's [`ReplicaRole`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Role {
-    /// It holds the Lease: it writes.
-    Leader,
+pub(super) enum Holding {
+    /// This replica holds it: it writes.
+    Ours,
     /// It stands by; `holder` writes, as last seen (`None`: nobody, or unknown).
-    Follower { holder: Option<String> },
+    Theirs { holder: Option<String> },
 }
 
-impl Role {
-    pub(super) fn is_leader(&self) -> bool {
-        matches!(self, Role::Leader)
+impl Holding {
+    pub(super) fn is_ours(&self) -> bool {
+        matches!(self, Holding::Ours)
     }
 }
 
@@ -64,7 +65,7 @@ pub enum Duty {
 /// A source task's view of the election: whether this replica writes the source.
 #[derive(Clone)]
 pub(super) struct Leadership {
-    role: watch::Receiver<Role>,
+    role: watch::Receiver<Holding>,
     /// This replica's identity; `None` without an election.
     identity: Option<String>,
 }
@@ -72,14 +73,14 @@ pub(super) struct Leadership {
 impl Leadership {
     /// No election: this replica always writes.
     pub(super) fn sole() -> Self {
-        let (_, role) = watch::channel(Role::Leader);
+        let (_, role) = watch::channel(Holding::Ours);
         Leadership {
             role,
             identity: None,
         }
     }
 
-    pub(super) fn new(role: watch::Receiver<Role>, identity: &str) -> Self {
+    pub(super) fn new(role: watch::Receiver<Holding>, identity: &str) -> Self {
         Leadership {
             role,
             identity: Some(identity.to_owned()),
@@ -89,8 +90,8 @@ impl Leadership {
     /// The duty of the moment.
     pub(super) fn duty(&self) -> Duty {
         match *self.role.borrow() {
-            Role::Leader => Duty::Converge,
-            Role::Follower { .. } => Duty::StandBy,
+            Holding::Ours => Duty::Converge,
+            Holding::Theirs { .. } => Duty::StandBy,
         }
     }
 
@@ -98,8 +99,8 @@ impl Leadership {
     pub(super) fn owner(&self) -> Option<String> {
         let identity = self.identity.as_ref()?;
         match &*self.role.borrow() {
-            Role::Leader => Some(identity.clone()),
-            Role::Follower { holder } => holder.clone(),
+            Holding::Ours => Some(identity.clone()),
+            Holding::Theirs { holder } => holder.clone(),
         }
     }
 
@@ -115,7 +116,7 @@ impl Leadership {
     /// Resolves once this replica must stop writing. Never resolves without an
     /// election.
     pub(super) async fn demoted(&mut self) {
-        if self.role.wait_for(|role| !role.is_leader()).await.is_err() {
+        if self.role.wait_for(|role| !role.is_ours()).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -374,7 +375,7 @@ pub(super) async fn release(leases: &Leases, elector: &mut Elector, bound: std::
 }
 
 /// The election of one leader for the whole daemon: a task that keeps trying or
-/// renewing the Lease every `retry_period` and publishes this replica's [`Role`].
+/// renewing the Lease every `retry_period` and publishes this replica's [`Holding`].
 pub(super) struct LeaderElection {
     leases: Leases,
     name: String,
@@ -383,7 +384,7 @@ pub(super) struct LeaderElection {
     watch: Option<WatchStream>,
     timing: LeaseTiming,
     fence: Fence,
-    role: watch::Sender<Role>,
+    role: watch::Sender<Holding>,
     status: StatusBoard,
     metrics: Metrics,
 }
@@ -398,8 +399,8 @@ impl LeaderElection {
         timing: LeaseTiming,
         status: StatusBoard,
         metrics: Metrics,
-    ) -> (Self, watch::Receiver<Role>) {
-        let (role, receiver) = watch::channel(Role::Follower { holder: None });
+    ) -> (Self, watch::Receiver<Holding>) {
+        let (role, receiver) = watch::channel(Holding::Theirs { holder: None });
         let election = LeaderElection {
             leases,
             name: name.to_owned(),
@@ -431,7 +432,7 @@ impl LeaderElection {
         }
         self.fence.drop_term();
         release(&self.leases, &mut self.elector, self.timing.renew_deadline).await;
-        self.publish(Role::Follower { holder: None });
+        self.publish(Holding::Theirs { holder: None });
     }
 
     /// One try, bounded by the fence while leading; returns when to try next.
@@ -452,12 +453,12 @@ impl LeaderElection {
         match result {
             Ok(Ok(Attempt::Won)) => {
                 self.fence.renewed(sent, &self.timing);
-                self.publish(Role::Leader);
+                self.publish(Holding::Ours);
                 sent + self.timing.retry_period
             }
             Ok(Ok(Attempt::Held { holder, expires })) => {
                 self.fence.drop_term();
-                self.publish(Role::Follower {
+                self.publish(Holding::Theirs {
                     holder: Some(holder),
                 });
                 expires.min(now + self.timing.retry_period)
@@ -470,7 +471,7 @@ impl LeaderElection {
                 }
                 if !self.fence.holds(now) {
                     self.fence.drop_term();
-                    self.publish(Role::Follower { holder: None });
+                    self.publish(Holding::Theirs { holder: None });
                 }
                 let retry = now + self.timing.retry_period;
                 self.fence.until().map_or(retry, |until| retry.min(until))
@@ -480,7 +481,7 @@ impl LeaderElection {
 
     /// Keeps a watch of the Lease open while another replica holds it.
     async fn follow(&mut self) {
-        let following = matches!(*self.role.borrow(), Role::Follower { holder: Some(_) });
+        let following = matches!(*self.role.borrow(), Holding::Theirs { holder: Some(_) });
         if !following {
             self.watch = None;
             return;
@@ -500,7 +501,7 @@ impl LeaderElection {
     }
 
     /// Tells the source tasks, `/status` and `/metrics`, on a change only.
-    fn publish(&self, role: Role) {
+    fn publish(&self, role: Holding) {
         let changed = self.role.send_if_modified(|current| {
             let changed = *current != role;
             *current = role.clone();
@@ -511,23 +512,23 @@ impl LeaderElection {
         }
         let lease = self.leases.describe(&self.name);
         match &role {
-            Role::Leader => info!(%lease, "became the leader: converging"),
-            Role::Follower {
+            Holding::Ours => info!(%lease, "became the leader: converging"),
+            Holding::Theirs {
                 holder: Some(holder),
             } => {
                 info!(%lease, %holder, "following: reconciling report-only")
             }
-            Role::Follower { holder: None } => {
+            Holding::Theirs { holder: None } => {
                 warn!(%lease, "not the leader: stopped writing")
             }
         }
         let leader = match &role {
-            Role::Leader => self.elector.holder().map(str::to_owned),
-            Role::Follower { holder } => holder.clone(),
+            Holding::Ours => self.elector.holder().map(str::to_owned),
+            Holding::Theirs { holder } => holder.clone(),
         };
         let replica_role = match role {
-            Role::Leader => ReplicaRole::Leader,
-            Role::Follower { .. } => ReplicaRole::Follower,
+            Holding::Ours => ReplicaRole::Leader,
+            Holding::Theirs { .. } => ReplicaRole::Follower,
         };
         self.status.set_leader(replica_role, leader);
         self.metrics

@@ -40,14 +40,14 @@ use crate::daemon::shard::Shard;
 use crate::daemon::shutdown::Shutdown;
 pub use crate::daemon::source_task::RemoteAccess;
 use crate::daemon::source_task::{Inputs, Remote, SourceTask};
-use crate::daemon::status::{ElectionKind, ReplicaRole, ReplicaStatus};
+use crate::daemon::status::{ReplicaRole, ReplicaStatus};
 use crate::engine::Engine;
 use crate::kube::Client;
 use crate::render::Renderer;
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
-pub use server::{Hook, ServerState, fetch_status, serve};
+pub use server::{ServerState, Webhook, fetch_status, serve};
 pub use status::{
-    ObjectState, ObjectStatus, SourceStatus, SourceType, StatusBoard, SyncResult, status_text,
+    ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, SyncResult, status_text,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -159,7 +159,7 @@ pub async fn run(
         let (hook_tx, hook_rx) = mpsc::channel(1);
         hooks.insert(
             spec.settings.name.clone(),
-            Hook {
+            Webhook {
                 secret: spec.webhook_secret.take(),
                 trigger: hook_tx,
             },
@@ -249,7 +249,7 @@ fn start_leader(
 ) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
     status.set_replica(ReplicaStatus {
         identity: options.identity.clone(),
-        election: ElectionKind::Leader,
+        election: ElectionScope::Daemon,
         lease: leases.describe(&options.name),
         role: Some(ReplicaRole::Follower),
         leader: None,
@@ -281,7 +281,7 @@ fn start_shard(
 ) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
     status.set_replica(ReplicaStatus {
         identity: options.identity.clone(),
-        election: ElectionKind::Shard,
+        election: ElectionScope::Source,
         lease: leases.describe(&format!("{}-*", options.name)),
         role: None,
         leader: None,

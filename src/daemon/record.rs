@@ -10,7 +10,7 @@ use crate::daemon::settings::Settings;
 use crate::daemon::status::{
     ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncResult,
 };
-use crate::engine::plan::{Action, Step};
+use crate::engine::plan::{Step, StepAction};
 use crate::engine::{EngineError, Outcome, Scope};
 use crate::health::{Health, State};
 use crate::manifest::ObjectRef;
@@ -264,40 +264,40 @@ impl Recorder {
 /// report-only source did not make are drift.
 fn object_status(step: &Step, applied: bool) -> ObjectStatus {
     let (state, reason) = match (step.action, applied) {
-        (Action::Unchanged, _) | (Action::Create | Action::Configure, true) => {
+        (StepAction::Unchanged, _) | (StepAction::Create | StepAction::Configure, true) => {
             (ObjectState::InSync, None)
         }
-        (Action::Recreate, true) => (
+        (StepAction::Recreate, true) => (
             ObjectState::InSync,
             Some("recreated: an immutable field changed".into()),
         ),
-        (Action::Recreate, false) => (
+        (StepAction::Recreate, false) => (
             ObjectState::Drifted,
             Some("an immutable field changed; would be recreated".into()),
         ),
-        (Action::Create, false) => (ObjectState::Missing, None),
-        (Action::Configure, false) => (ObjectState::Drifted, None),
-        (Action::Prune, true) => (ObjectState::Pruned, None),
-        (Action::Prune, false) => (
+        (StepAction::Create, false) => (ObjectState::Missing, None),
+        (StepAction::Configure, false) => (ObjectState::Drifted, None),
+        (StepAction::Prune, true) => (ObjectState::Pruned, None),
+        (StepAction::Prune, false) => (
             ObjectState::Drifted,
             Some("no longer in the source; would be pruned".into()),
         ),
-        (Action::KeepPruneDisabled, _) => (
+        (StepAction::KeepPruneDisabled, _) => (
             ObjectState::InSync,
             Some("no longer in the source; kept (converge.dev/prune: disabled)".into()),
         ),
-        (Action::Run, _) => (
+        (StepAction::Run, _) => (
             ObjectState::InSync,
             Some("a hook: runs when a sync writes something".into()),
         ),
-        (Action::Shared, _) => (
+        (StepAction::Shared, _) => (
             ObjectState::Shared,
             Some(format!(
                 "owned by {}, declared the same here: never written or pruned by this source",
                 step.owner.as_deref().unwrap_or("another source")
             )),
         ),
-        (Action::Completed, _) => (
+        (StepAction::Completed, _) => (
             ObjectState::InSync,
             Some("a run-once Job: completed, and deleted since; runs again when its manifest changes".into()),
         ),
@@ -331,15 +331,15 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
     let mut counts: BTreeMap<(String, ApplyAction), u64> = BTreeMap::new();
     for step in steps {
         let action = match step.action {
-            Action::Create => ApplyAction::Create,
-            Action::Configure => ApplyAction::Configure,
-            Action::Recreate => ApplyAction::Recreate,
-            Action::Prune => ApplyAction::Prune,
-            Action::Unchanged
-            | Action::KeepPruneDisabled
-            | Action::Run
-            | Action::Completed
-            | Action::Shared => {
+            StepAction::Create => ApplyAction::Create,
+            StepAction::Configure => ApplyAction::Configure,
+            StepAction::Recreate => ApplyAction::Recreate,
+            StepAction::Prune => ApplyAction::Prune,
+            StepAction::Unchanged
+            | StepAction::KeepPruneDisabled
+            | StepAction::Run
+            | StepAction::Completed
+            | StepAction::Shared => {
                 continue;
             }
         };
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
     use crate::engine::diff::ObjectDiff;
 
-    fn step(action: Action) -> Step {
+    fn step(action: StepAction) -> Step {
         let object = ObjectRef {
             group: "apps".into(),
             kind: "Deployment".into(),
@@ -390,28 +390,32 @@ mod tests {
 
     #[test]
     fn report_only_changes_are_drift_with_their_diff() {
-        let drifted = object_status(&step(Action::Configure), false);
+        let drifted = object_status(&step(StepAction::Configure), false);
         assert_eq!(drifted.state, ObjectState::Drifted);
         assert_eq!(drifted.diff.as_deref(), Some("-a\n+b\n"));
         assert_eq!(
-            object_status(&step(Action::Create), false).state,
+            object_status(&step(StepAction::Create), false).state,
             ObjectState::Missing
         );
         assert_eq!(
-            object_status(&step(Action::Prune), false).state,
+            object_status(&step(StepAction::Prune), false).state,
             ObjectState::Drifted
         );
     }
 
     #[test]
     fn applied_changes_are_in_sync_without_diffs() {
-        for action in [Action::Create, Action::Configure, Action::Unchanged] {
+        for action in [
+            StepAction::Create,
+            StepAction::Configure,
+            StepAction::Unchanged,
+        ] {
             let status = object_status(&step(action), true);
             assert_eq!(status.state, ObjectState::InSync, "{action:?}");
             assert!(status.diff.is_none());
         }
         assert_eq!(
-            object_status(&step(Action::Prune), true).state,
+            object_status(&step(StepAction::Prune), true).state,
             ObjectState::Pruned
         );
     }
@@ -419,10 +423,10 @@ mod tests {
     #[test]
     fn actions_are_counted_by_kind() {
         let steps = [
-            step(Action::Create),
-            step(Action::Create),
-            step(Action::Unchanged),
-            step(Action::Prune),
+            step(StepAction::Create),
+            step(StepAction::Create),
+            step(StepAction::Unchanged),
+            step(StepAction::Prune),
         ];
         assert_eq!(
             action_counts(&steps),

@@ -44,13 +44,13 @@ const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 pub struct ServerState {
     pub status: StatusBoard,
     pub metrics: Metrics,
-    pub hooks: Arc<HashMap<String, Hook>>,
+    pub hooks: Arc<HashMap<String, Webhook>>,
 }
 
 /// The webhook of one Git source: an optional shared secret and the channel on
 /// which the daemon waits for "fetch now".
 #[derive(Clone)]
-pub struct Hook {
+pub struct Webhook {
     /// When set, requests must carry a valid `X-Hub-Signature-256`.
     pub secret: Option<Vec<u8>>,
     /// A bounded channel (capacity 1 is enough): one queued fetch covers any number
@@ -58,10 +58,10 @@ pub struct Hook {
     pub trigger: tokio::sync::mpsc::Sender<()>,
 }
 
-impl fmt::Debug for Hook {
+impl fmt::Debug for Webhook {
     /// Never prints the secret, so a `{:?}` in a log line cannot leak it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hook")
+        f.debug_struct("Webhook")
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn hook_debug_hides_the_secret() {
         let (trigger, _rx) = tokio::sync::mpsc::channel(1);
-        let hook = Hook {
+        let hook = Webhook {
             secret: Some(b"hunter2".to_vec()),
             trigger,
         };

@@ -1,9 +1,9 @@
 //! How one source is converged: its `[[source]]` table and the daemon's flags,
 //! resolved once for every reconcile.
 
-use crate::config::{SourceConfig, SourceKind as ConfigKind};
+use crate::config::{SourceConfig, SourceLocation as ConfigKind};
 use crate::daemon::leader::Duty;
-use crate::daemon::status::SourceType;
+use crate::daemon::status::SourceKind;
 use crate::engine::{Adoption, DriftRules, Tenancy};
 use crate::kube::Impersonation;
 use crate::manifest::Limits;
@@ -54,7 +54,7 @@ impl Settings {
 pub struct SourceSpec {
     pub settings: Settings,
     pub source: Source,
-    pub kind: SourceType,
+    pub kind: SourceKind,
     /// Where it comes from, for people: a directory or a Git URL (no credentials).
     pub location: String,
     /// Resync interval (and Git poll interval).
@@ -78,8 +78,8 @@ impl SourceSpec {
     ) -> Result<Self, SourceError> {
         let source = Source::new(config, state_dir)?;
         let kind = match config.kind {
-            ConfigKind::Dir { .. } => SourceType::Dir,
-            ConfigKind::Git(_) => SourceType::Git,
+            ConfigKind::Dir { .. } => SourceKind::Dir,
+            ConfigKind::Git(_) => SourceKind::Git,
         };
         Ok(SourceSpec {
             settings: Settings {

@@ -25,7 +25,7 @@
 //! [`View::plan`] is the pure part, tested with many replicas in a simulated world.
 
 use crate::config::LeaseTiming;
-use crate::daemon::leader::{Attempt, Elector, Fence, Leadership, Role, claim, release};
+use crate::daemon::leader::{Attempt, Elector, Fence, Holding, Leadership, claim, release};
 use crate::daemon::lease::{Lease, LeaseKind, Leases};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::shutdown::Shutdown;
@@ -66,7 +66,7 @@ pub(super) struct View {
 
 /// What a replica does with the source Leases this round.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Plan {
+pub(super) struct Round {
     pub renew: Vec<String>,
     pub acquire: Vec<String>,
     pub release: Vec<String>,
@@ -94,7 +94,7 @@ impl View {
     /// holds two fewer (never while a dead replica's sources are still to move);
     /// take free sources up to the fair share when no other replica holds fewer,
     /// and expired ones up to one more.
-    pub(super) fn plan(&self) -> Plan {
+    pub(super) fn plan(&self) -> Round {
         let fair = self.fair_share();
         let floor = self.claims.len() / self.replicas.len().max(1);
         let mut mine = self.preferred(|claim| *claim == Claim::Mine);
@@ -126,7 +126,7 @@ impl View {
                 }
             }
         }
-        Plan {
+        Round {
             renew: mine,
             acquire,
             release,
@@ -172,7 +172,7 @@ struct Slot {
     lease: String,
     elector: Elector,
     fence: Fence,
-    role: watch::Sender<Role>,
+    role: watch::Sender<Holding>,
 }
 
 /// The shard election task of one replica.
@@ -201,7 +201,7 @@ impl Shard {
         let mut slots = BTreeMap::new();
         let mut leadership = BTreeMap::new();
         for source in sources {
-            let (role, receiver) = watch::channel(Role::Follower { holder: None });
+            let (role, receiver) = watch::channel(Holding::Theirs { holder: None });
             slots.insert(
                 source.clone(),
                 Slot {
@@ -468,10 +468,10 @@ impl Shard {
     fn publish(&self, now: Instant) {
         for (source, slot) in &self.sources {
             let role = if slot.fence.holds(now) {
-                Role::Leader
+                Holding::Ours
             } else {
                 let holder = slot.elector.other_holder(now).map(str::to_owned);
-                Role::Follower { holder }
+                Holding::Theirs { holder }
             };
             let changed = slot.role.send_if_modified(|current| {
                 let changed = *current != role;
@@ -480,13 +480,13 @@ impl Shard {
             });
             if changed {
                 match &role {
-                    Role::Leader => info!(%source, "converging the source: its Lease is ours"),
-                    Role::Follower { holder } => {
+                    Holding::Ours => info!(%source, "converging the source: its Lease is ours"),
+                    Holding::Theirs { holder } => {
                         info!(%source, holder = holder.as_deref().unwrap_or("nobody"), "standing by for the source")
                     }
                 }
                 let lease = self.leases.describe(&slot.lease);
-                self.metrics.set_leader(&lease, role.is_leader());
+                self.metrics.set_leader(&lease, role.is_ours());
             }
         }
     }
@@ -563,7 +563,7 @@ mod tests {
 
         /// One round of `me`: releases, then acquisitions that are still possible
         /// (a Lease someone took first is a 409).
-        fn round(&mut self, me: &str, replicas: &[&str]) -> Plan {
+        fn round(&mut self, me: &str, replicas: &[&str]) -> Round {
             let view = self.view(me, replicas);
             let plan = view.plan();
             assert!(

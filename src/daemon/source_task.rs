@@ -5,16 +5,16 @@
 //! Inputs: the directory watcher (a Git source has none: the scheduler's tick
 //! polls it), the webhook, the reflectors' changes (drift), and shutdown.
 
-use crate::daemon::settings::SourceSpec;
 use crate::daemon::error::ReconcileError;
 use crate::daemon::leader::{Duty, Leadership};
 use crate::daemon::reconcile::Reconciler;
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
 use crate::daemon::scheduler::{Scheduler, Timing};
 use crate::daemon::settings::Settings;
+use crate::daemon::settings::SourceSpec;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
-use crate::daemon::status::SourceType;
+use crate::daemon::status::SourceKind;
 use crate::engine::Engine;
 use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
@@ -376,7 +376,7 @@ impl SourceTask {
         }
         let started = Instant::now();
         let result = self.spec.source.fetch().await;
-        if self.spec.kind == SourceType::Git {
+        if self.spec.kind == SourceKind::Git {
             let seconds = started.elapsed().as_secs_f64();
             self.reconciler.record.metrics.observe_git_fetch(
                 &self.spec.settings.name,

@@ -9,7 +9,7 @@ use super::writes::{Refusal, apply_all, apply_params, delete, parent_path, probl
 use super::{CONCURRENCY, EngineError, Scope, StageProgress, api_error};
 use crate::engine::applyset::ApplySet;
 use crate::engine::plan;
-use crate::engine::plan::{Action, Desired, Evaluation, Plan, Step};
+use crate::engine::plan::{Desired, Evaluation, Plan, Step, StepAction};
 use crate::engine::recreate;
 use crate::kube::GroupKind;
 use crate::kube::{
@@ -68,7 +68,7 @@ pub(super) async fn execute(
         .filter(|s| {
             matches!(
                 s.action,
-                Action::Create | Action::Configure | Action::Recreate | Action::Run
+                StepAction::Create | StepAction::Configure | StepAction::Recreate | StepAction::Run
             )
         })
         .partition(|s| {
@@ -167,7 +167,7 @@ async fn undo_first_stage(
         .collect();
     let mut nothing_left = true;
     for step in first.iter().rev() {
-        let (Action::Create, Some(uid)) = (step.action, uids.get(&step.object)) else {
+        let (StepAction::Create, Some(uid)) = (step.action, uids.get(&step.object)) else {
             nothing_left = false;
             continue;
         };
@@ -207,7 +207,7 @@ async fn restore_parent(
             let existing = plan
                 .steps
                 .iter()
-                .filter(|s| s.action != Action::Create)
+                .filter(|s| s.action != StepAction::Create)
                 .filter_map(|s| s.object.namespace.clone())
                 .collect();
             write_parent(client, applyset, kinds, &existing)

@@ -5,7 +5,7 @@
 
 use crate::engine::diff;
 use crate::engine::order;
-use crate::engine::plan::{Action, Desired, Evaluation, Plan};
+use crate::engine::plan::{Desired, Evaluation, Plan, StepAction};
 use crate::manifest::{Manifest, ObjectRef};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -123,7 +123,11 @@ pub(super) fn memo_seed(
 
 /// Unchanged objects' dry-runs equal the live object: keep no copy of them.
 pub(super) fn forget_unchanged_dry_runs(plan: &Plan, memo: &mut HashMap<ObjectRef, Memo>) {
-    for step in plan.steps.iter().filter(|s| s.action == Action::Unchanged) {
+    for step in plan
+        .steps
+        .iter()
+        .filter(|s| s.action == StepAction::Unchanged)
+    {
         if let Some(entry) = memo.get_mut(&step.object) {
             entry.dry_run = None;
         }
@@ -146,7 +150,7 @@ pub(super) fn remember_writes(
             memo.insert(object, Memo::in_sync(manifest, &live));
         }
     }
-    for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
+    for step in plan.steps.iter().filter(|s| s.action == StepAction::Prune) {
         memo.remove(&step.object);
     }
 }

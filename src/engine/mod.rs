@@ -638,11 +638,11 @@ fn check_role(manifest: &Manifest) -> Result<(), Option<Problem>> {
     let metadata = manifest.body.get("metadata").and_then(Value::as_object);
     match order::role(metadata) {
         Err(message) => Err(problem(message)),
-        Ok(order::Role::Skipped(why)) => {
+        Ok(order::Disposition::Skipped(why)) => {
             info!(object = %manifest.object_ref(), origin = %manifest.origin, %why, "not applied");
             Err(None)
         }
-        Ok(order::Role::Placed(placement)) => {
+        Ok(order::Disposition::Placed(placement)) => {
             if manifest.name().is_empty() && !placement.is_hook() {
                 return Err(problem(order::generate_name_outside_hook()));
             }

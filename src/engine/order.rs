@@ -195,7 +195,7 @@ impl Placement {
 
 /// What an object's annotations make of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Role {
+pub(crate) enum Disposition {
     Placed(Placement),
     /// Never applied: Argo CD's `Skip`, or only Helm hooks a sync never runs
     /// (`test`, `pre-delete`, `pre-rollback`, …). The reason says which.
@@ -204,7 +204,7 @@ pub(crate) enum Role {
 
 /// Reads an object's ordering annotations: converge's own first, then Argo CD's,
 /// then Helm's. Errors name the annotation and the values it takes.
-pub(crate) fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String> {
+pub(crate) fn role(metadata: Option<&Map<String, Value>>) -> Result<Disposition, String> {
     let annotations = metadata
         .and_then(|m| m.get("annotations"))
         .and_then(Value::as_object);
@@ -213,12 +213,12 @@ pub(crate) fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String
         (Some(value), _, _) => converge_phases(value)?.map(|p| (every(p), Dialect::Converge)),
         (None, Some(value), _) => match argo_phases(value)? {
             Some(phases) => Some((every(phases), Dialect::ArgoCd)),
-            None => return Ok(Role::Skipped(format!("{ARGO_HOOK}: {value}"))),
+            None => return Ok(Disposition::Skipped(format!("{ARGO_HOOK}: {value}"))),
         },
         (None, None, Some(value)) => match helm_phases(value) {
             Some(phases) => Some((phases, Dialect::Helm)),
             None => {
-                return Ok(Role::Skipped(format!(
+                return Ok(Disposition::Skipped(format!(
                     "{HELM_HOOK}: {value} (hooks a sync never runs)"
                 )));
             }
@@ -241,15 +241,15 @@ pub(crate) fn role(metadata: Option<&Map<String, Value>>) -> Result<Role, String
         }),
         None => None,
     };
-    Ok(Role::Placed(Placement { wave, hook }))
+    Ok(Disposition::Placed(Placement { wave, hook }))
 }
 
 /// The placement of an object (a manifest's body, or a live object: for prune
 /// order and to recognise hooks), with anything unreadable taken as wave 0.
 pub(crate) fn placement_of(object: &Map<String, Value>) -> Placement {
     match role(object.get("metadata").and_then(Value::as_object)) {
-        Ok(Role::Placed(placement)) => placement,
-        Ok(Role::Skipped(_)) | Err(_) => Placement::default(),
+        Ok(Disposition::Placed(placement)) => placement,
+        Ok(Disposition::Skipped(_)) | Err(_) => Placement::default(),
     }
 }
 
@@ -408,14 +408,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn role_of(annotations: Value) -> Result<Role, String> {
+    fn role_of(annotations: Value) -> Result<Disposition, String> {
         let metadata = json!({"name": "x", "annotations": annotations});
         role(metadata.as_object())
     }
 
     fn placed(annotations: Value) -> Placement {
         match role_of(annotations) {
-            Ok(Role::Placed(p)) => p,
+            Ok(Disposition::Placed(p)) => p,
             other => panic!("not placed: {other:?}"),
         }
     }
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn objects_without_annotations_are_wave_zero() {
-        assert_eq!(role(None), Ok(Role::Placed(Placement::default())));
+        assert_eq!(role(None), Ok(Disposition::Placed(Placement::default())));
         assert_eq!(placed(json!({"other": "x"})), Placement::default());
         assert_eq!(placed(json!({WAVE: "-2"})).wave, -2);
         assert_eq!(placed(json!({ARGO_WAVE: " 5 "})).wave, 5);
@@ -507,11 +507,11 @@ mod tests {
         );
         assert!(matches!(
             role_of(json!({ARGO_HOOK: "Skip"})),
-            Ok(Role::Skipped(_))
+            Ok(Disposition::Skipped(_))
         ));
         assert!(matches!(
             role_of(json!({ARGO_HOOK: "PostDelete"})),
-            Ok(Role::Skipped(_))
+            Ok(Disposition::Skipped(_))
         ));
         assert!(role_of(json!({ARGO_HOOK: "presync"})).is_err());
         // converge's annotation wins.
@@ -568,7 +568,10 @@ mod tests {
             "crd-install",
         ] {
             assert!(
-                matches!(role_of(json!({HELM_HOOK: value})), Ok(Role::Skipped(_))),
+                matches!(
+                    role_of(json!({HELM_HOOK: value})),
+                    Ok(Disposition::Skipped(_))
+                ),
                 "{value}"
             );
         }

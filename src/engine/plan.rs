@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// What the engine will do (or, with `--dry-run`, would do) with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Action {
+pub enum StepAction {
     Create,
     Configure,
     Unchanged,
@@ -42,30 +42,30 @@ pub enum Action {
     Shared,
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for StepAction {
     /// The past tense kubectl users read in output: `created`, `configured`, …
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Action::Create => "created",
-            Action::Configure => "configured",
-            Action::Unchanged => "unchanged",
-            Action::Prune => "pruned",
-            Action::KeepPruneDisabled => "kept (prune disabled)",
-            Action::Recreate => "recreated",
-            Action::Run => "runs",
-            Action::Completed => "completed",
-            Action::Shared => "shared",
+            StepAction::Create => "created",
+            StepAction::Configure => "configured",
+            StepAction::Unchanged => "unchanged",
+            StepAction::Prune => "pruned",
+            StepAction::KeepPruneDisabled => "kept (prune disabled)",
+            StepAction::Recreate => "recreated",
+            StepAction::Run => "runs",
+            StepAction::Completed => "completed",
+            StepAction::Shared => "shared",
         })
     }
 }
 
-impl Action {
+impl StepAction {
     /// Whether carrying the action out writes to the cluster. A hook's run does not
     /// count: hooks run only when something else is written.
     pub fn writes(self) -> bool {
         matches!(
             self,
-            Action::Create | Action::Configure | Action::Recreate | Action::Prune
+            StepAction::Create | StepAction::Configure | StepAction::Recreate | StepAction::Prune
         )
     }
 }
@@ -74,7 +74,7 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub object: ObjectRef,
-    pub action: Action,
+    pub action: StepAction,
     pub diff: Option<ObjectDiff>,
     /// The desired manifest (absent for prune steps).
     pub manifest: Option<Manifest>,
@@ -249,15 +249,15 @@ impl Plan {
         let mut counts = Counts::default();
         for step in &self.steps {
             match step.action {
-                Action::Create => counts.created += 1,
-                Action::Configure => counts.configured += 1,
-                Action::Unchanged => counts.unchanged += 1,
-                Action::Prune => counts.pruned += 1,
-                Action::KeepPruneDisabled => counts.kept += 1,
-                Action::Recreate => counts.recreated += 1,
-                Action::Run => counts.hooks += 1,
-                Action::Completed => counts.completed += 1,
-                Action::Shared => counts.shared += 1,
+                StepAction::Create => counts.created += 1,
+                StepAction::Configure => counts.configured += 1,
+                StepAction::Unchanged => counts.unchanged += 1,
+                StepAction::Prune => counts.pruned += 1,
+                StepAction::KeepPruneDisabled => counts.kept += 1,
+                StepAction::Recreate => counts.recreated += 1,
+                StepAction::Run => counts.hooks += 1,
+                StepAction::Completed => counts.completed += 1,
+                StepAction::Shared => counts.shared += 1,
             }
         }
         counts
@@ -270,7 +270,7 @@ impl Plan {
         self.steps
             .iter()
             .filter(|s| s.manifest.is_some() && !s.placement.is_hook())
-            .filter(|s| !matches!(s.action, Action::Completed | Action::Shared))
+            .filter(|s| !matches!(s.action, StepAction::Completed | StepAction::Shared))
             .map(|s| &s.object)
     }
 
@@ -368,9 +368,9 @@ fn desired_step(desired: Desired) -> Step {
     // Hooks, objects another source owns and completed run-once Jobs are steps
     // without a diff: nothing of them is compared or applied.
     let untouched = match &desired.dry_run {
-        _ if placement.is_hook() => Some((Action::Run, None)),
-        Evaluation::Shared(owner) => Some((Action::Shared, Some(owner.clone()))),
-        Evaluation::Completed if desired.live.is_none() => Some((Action::Completed, None)),
+        _ if placement.is_hook() => Some((StepAction::Run, None)),
+        Evaluation::Shared(owner) => Some((StepAction::Shared, Some(owner.clone()))),
+        Evaluation::Completed if desired.live.is_none() => Some((StepAction::Completed, None)),
         _ => None,
     };
     if let Some((action, owner)) = untouched {
@@ -402,10 +402,10 @@ fn desired_step(desired: Desired) -> Step {
         }
     };
     let action = match (&desired.live, &diff, &desired.dry_run) {
-        (None, _, _) => Action::Create,
-        (Some(_), _, Evaluation::Recreate(_)) => Action::Recreate,
-        (Some(_), Some(_), _) => Action::Configure,
-        (Some(_), None, _) => Action::Unchanged,
+        (None, _, _) => StepAction::Create,
+        (Some(_), _, Evaluation::Recreate(_)) => StepAction::Recreate,
+        (Some(_), Some(_), _) => StepAction::Configure,
+        (Some(_), None, _) => StepAction::Unchanged,
     };
     Step {
         object,
@@ -437,9 +437,9 @@ fn compare(
 
 fn prune_step(object: ObjectRef, live: &Value) -> Step {
     let action = if applyset::prune_disabled(live) {
-        Action::KeepPruneDisabled
+        StepAction::KeepPruneDisabled
     } else {
-        Action::Prune
+        StepAction::Prune
     };
     Step {
         object,
@@ -454,7 +454,10 @@ fn prune_step(object: ObjectRef, live: &Value) -> Step {
 }
 
 fn check_mass_prune(prunes: &[Step], owned: usize, options: PlanOptions) -> Result<(), PlanError> {
-    let would_prune = prunes.iter().filter(|s| s.action == Action::Prune).count();
+    let would_prune = prunes
+        .iter()
+        .filter(|s| s.action == StepAction::Prune)
+        .count();
     if options.allow_mass_prune || would_prune == 0 {
         return Ok(());
     }
@@ -497,7 +500,7 @@ pub fn apply_rank(group: &str, kind: &str) -> u16 {
         "PersistentVolumeClaim",
         "ClusterRole",
         "ClusterRoleBinding",
-        "Role",
+        "Disposition",
         "RoleBinding",
         "Service",
         "DaemonSet",
@@ -592,7 +595,7 @@ mod tests {
             PRUNE,
         )
         .expect("plan");
-        let actions: Vec<(String, Action)> = plan
+        let actions: Vec<(String, StepAction)> = plan
             .steps
             .iter()
             .map(|s| (s.object.name.clone(), s.action))
@@ -600,9 +603,9 @@ mod tests {
         assert_eq!(
             actions,
             [
-                ("changed".to_string(), Action::Configure),
-                ("new".to_string(), Action::Create),
-                ("same".to_string(), Action::Unchanged)
+                ("changed".to_string(), StepAction::Configure),
+                ("new".to_string(), StepAction::Create),
+                ("same".to_string(), StepAction::Unchanged)
             ]
         );
         let changed = plan.steps[0].diff.as_ref().expect("diff");
@@ -627,7 +630,7 @@ mod tests {
             Evaluation::InSync,
         );
         let plan = plan(vec![known], NONE, PRUNE).expect("plan");
-        assert_eq!(plan.steps[0].action, Action::Unchanged);
+        assert_eq!(plan.steps[0].action, StepAction::Unchanged);
         assert!(plan.steps[0].diff.is_none());
     }
 
@@ -635,7 +638,7 @@ mod tests {
     fn deferred_objects_compare_as_written() {
         let deferred = Desired::new(manifest(configmap("a", "blue")), None, Evaluation::Deferred);
         let plan = plan(vec![deferred], NONE, PRUNE).expect("plan");
-        assert_eq!(plan.steps[0].action, Action::Create);
+        assert_eq!(plan.steps[0].action, StepAction::Create);
         assert!(
             plan.steps[0]
                 .diff
@@ -655,7 +658,7 @@ mod tests {
             PRUNE,
         )
         .expect("plan");
-        assert_eq!(plan.steps[0].action, Action::Unchanged);
+        assert_eq!(plan.steps[0].action, StepAction::Unchanged);
         assert!(!plan.has_changes());
     }
 
@@ -681,7 +684,7 @@ mod tests {
         let pruned: Vec<(&str, Option<&str>)> = plan
             .steps
             .iter()
-            .filter(|s| s.action == Action::Prune)
+            .filter(|s| s.action == StepAction::Prune)
             .map(|s| (s.object.name.as_str(), s.live_uid.as_deref()))
             .collect();
         assert_eq!(
@@ -700,7 +703,7 @@ mod tests {
         kept["metadata"]["annotations"] = json!({"converge.dev/prune": "disabled"});
         let wanted = vec![desired(configmap("a", "b"), Some(configmap("a", "b")))];
         let plan = plan(wanted, &[configmap("a", "b"), kept], PRUNE).expect("plan");
-        assert_eq!(plan.steps[1].action, Action::KeepPruneDisabled);
+        assert_eq!(plan.steps[1].action, StepAction::KeepPruneDisabled);
         assert!(!plan.has_changes());
     }
 
@@ -841,7 +844,7 @@ mod tests {
             .expect("plan")
         };
         let plan = plan_of(None);
-        let order: Vec<(&str, Action, i32)> = plan
+        let order: Vec<(&str, StepAction, i32)> = plan
             .steps
             .iter()
             .map(|s| (s.object.name.as_str(), s.action, s.placement.wave))
@@ -849,11 +852,11 @@ mod tests {
         assert_eq!(
             order,
             [
-                ("migrate", Action::Run, 0),
-                ("c", Action::Create, -1),
-                ("b", Action::Create, 0),
-                ("a", Action::Create, 1),
-                ("smoke", Action::Run, 0),
+                ("migrate", StepAction::Run, 0),
+                ("c", StepAction::Create, -1),
+                ("b", StepAction::Create, 0),
+                ("a", StepAction::Create, 1),
+                ("smoke", StepAction::Run, 0),
             ]
         );
         assert!(plan.is_ordered());
@@ -904,7 +907,7 @@ mod tests {
         let pruned: Vec<&str> = plan
             .steps
             .iter()
-            .filter(|s| s.action == Action::Prune)
+            .filter(|s| s.action == StepAction::Prune)
             .map(|s| s.object.name.as_str())
             .collect();
         assert_eq!(pruned, ["late", "plain", "early"]);

@@ -21,8 +21,8 @@
 use super::{EngineError, Scope, api_error};
 use crate::engine::applyset::ApplySet;
 use crate::engine::order;
-use crate::engine::plan::{Action, Plan};
 use crate::engine::plan::{Desired, Evaluation};
+use crate::engine::plan::{Plan, StepAction};
 use crate::kube::{ApiResource, Client, ListParams, PatchParams};
 use crate::manifest::{Manifest, ObjectRef};
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ impl Record {
             let digest = digest(manifest);
             let key = key(&step.object);
             match step.action {
-                Action::Completed => {
+                StepAction::Completed => {
                     let entry = next.0.entry(key).or_insert_with(|| Entry {
                         digest: digest.clone(),
                         uid: None,
@@ -126,7 +126,7 @@ impl Record {
                     });
                     entry.completed = entry.digest == digest || entry.completed;
                 }
-                Action::Create | Action::Recreate | Action::Configure => {
+                StepAction::Create | StepAction::Recreate | StepAction::Configure => {
                     let uid = created
                         .iter()
                         .find(|(o, _)| *o == step.object)
@@ -299,7 +299,10 @@ pub(super) async fn remember(
             && !s.placement.is_hook()
             && matches!(
                 s.action,
-                Action::Completed | Action::Create | Action::Recreate | Action::Configure
+                StepAction::Completed
+                    | StepAction::Create
+                    | StepAction::Recreate
+                    | StepAction::Configure
             )
     });
     if !touched {

@@ -6,7 +6,7 @@
 //! Pure: unit-tested here; [`super::sequence`] carries the stages out.
 
 use crate::engine::order::{Dialect, Phase, StageKind};
-use crate::engine::plan::{Action, Step, apply_rank, is_first_stage};
+use crate::engine::plan::{Step, StepAction, apply_rank, is_first_stage};
 use std::collections::BTreeMap;
 
 /// How much of a stage must be healthy before the sync goes on.
@@ -34,7 +34,7 @@ impl<'a> Stage<'a> {
             !s.placement.is_hook()
                 && matches!(
                     s.action,
-                    Action::Create | Action::Configure | Action::Recreate
+                    StepAction::Create | StepAction::Configure | StepAction::Recreate
                 )
                 && !is_first_stage(&s.object.group, &s.object.kind)
         })
@@ -177,7 +177,7 @@ mod tests {
         .is_ordered()
     }
 
-    fn step(name: &str, action: Action, annotations: Value) -> Step {
+    fn step(name: &str, action: StepAction, annotations: Value) -> Step {
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "annotations": annotations}});
         let placement = placement_of(
@@ -229,13 +229,17 @@ mod tests {
     #[test]
     fn stages_run_pre_sync_waves_then_post_sync_and_waves_wait_for_what_follows() {
         let steps = vec![
-            step("migrate", Action::Run, json!({HOOK: "pre-sync"})),
-            step("schema", Action::Run, json!({HOOK: "pre-sync", WAVE: "-1"})),
-            step("config", Action::Create, json!({})),
-            step("web", Action::Configure, json!({WAVE: "1"})),
-            step("seed", Action::Run, json!({HOOK: "sync", WAVE: "1"})),
-            step("smoke", Action::Run, json!({HOOK: "post-sync"})),
-            step("notify", Action::Run, json!({HOOK: "sync-fail"})),
+            step("migrate", StepAction::Run, json!({HOOK: "pre-sync"})),
+            step(
+                "schema",
+                StepAction::Run,
+                json!({HOOK: "pre-sync", WAVE: "-1"}),
+            ),
+            step("config", StepAction::Create, json!({})),
+            step("web", StepAction::Configure, json!({WAVE: "1"})),
+            step("seed", StepAction::Run, json!({HOOK: "sync", WAVE: "1"})),
+            step("smoke", StepAction::Run, json!({HOOK: "post-sync"})),
+            step("notify", StepAction::Run, json!({HOOK: "sync-fail"})),
         ];
         let stages = Stages::of(&steps);
         assert_eq!(
@@ -254,16 +258,16 @@ mod tests {
     #[test]
     fn the_last_wave_waits_only_for_its_hooks_and_quiet_waves_only_when_waited_for() {
         let steps = vec![
-            step("a", Action::Unchanged, json!({WAVE: "-1"})),
-            step("b", Action::Create, json!({})),
-            step("c", Action::Unchanged, json!({WAVE: "2"})),
+            step("a", StepAction::Unchanged, json!({WAVE: "-1"})),
+            step("b", StepAction::Create, json!({})),
+            step("c", StepAction::Unchanged, json!({WAVE: "2"})),
         ];
         let stages = Stages::of(&steps);
         assert_eq!(summary(&stages.run), ["wave -1 (wait): a", "wave 0: b"]);
         let steps = vec![
-            step("a", Action::Create, json!({})),
-            step("b", Action::Unchanged, json!({WAVE: "1"})),
-            step("smoke", Action::Run, json!({HOOK: "post-sync"})),
+            step("a", StepAction::Create, json!({})),
+            step("b", StepAction::Unchanged, json!({WAVE: "1"})),
+            step("smoke", StepAction::Run, json!({HOOK: "post-sync"})),
         ];
         assert_eq!(
             summary(&Stages::of(&steps).run),
@@ -279,16 +283,16 @@ mod tests {
     #[test]
     fn one_wave_without_hooks_is_not_ordered() {
         let steps = vec![
-            step("a", Action::Create, json!({})),
-            step("b", Action::Create, json!({})),
+            step("a", StepAction::Create, json!({})),
+            step("b", StepAction::Create, json!({})),
         ];
         assert!(!is_ordered(&steps));
         assert_eq!(summary(&Stages::of(&steps).run), ["wave 0: a b"]);
-        let steps = vec![step("a", Action::Create, json!({WAVE: "3"}))];
+        let steps = vec![step("a", StepAction::Create, json!({WAVE: "3"}))];
         assert!(!is_ordered(&steps), "one wave, whatever its number");
         let steps = vec![
-            step("a", Action::Create, json!({})),
-            step("b", Action::Create, json!({WAVE: "1"})),
+            step("a", StepAction::Create, json!({})),
+            step("b", StepAction::Create, json!({WAVE: "1"})),
         ];
         assert!(is_ordered(&steps));
     }
@@ -313,10 +317,13 @@ mod tests {
     fn helm_hooks_run_one_at_a_time_by_weight_then_name() {
         let helm = |weight: &str| json!({HELM_HOOK: "post-install", HELM_WEIGHT: weight});
         let steps = vec![
-            step("web-job", Action::Run, helm("1")),
-            with_kind(step("web-sa", Action::Run, helm("-5")), "ServiceAccount"),
-            with_kind(step("web-role", Action::Run, helm("-5")), "Role"),
-            with_kind(step("web-rb", Action::Run, helm("-5")), "RoleBinding"),
+            step("web-job", StepAction::Run, helm("1")),
+            with_kind(
+                step("web-sa", StepAction::Run, helm("-5")),
+                "ServiceAccount",
+            ),
+            with_kind(step("web-role", StepAction::Run, helm("-5")), "Disposition"),
+            with_kind(step("web-rb", StepAction::Run, helm("-5")), "RoleBinding"),
         ];
         let stages = Stages::of(&steps);
         assert_eq!(
@@ -330,10 +337,13 @@ mod tests {
     fn converge_hooks_run_one_at_a_time_by_weight_kind_then_name() {
         let ours = |weight: &str| json!({HOOK: "post-sync", WAVE: weight});
         let steps = vec![
-            step("web-job", Action::Run, ours("1")),
-            with_kind(step("web-sa", Action::Run, ours("-5")), "ServiceAccount"),
-            with_kind(step("web-role", Action::Run, ours("-5")), "Role"),
-            with_kind(step("web-rb", Action::Run, ours("-5")), "RoleBinding"),
+            step("web-job", StepAction::Run, ours("1")),
+            with_kind(
+                step("web-sa", StepAction::Run, ours("-5")),
+                "ServiceAccount",
+            ),
+            with_kind(step("web-role", StepAction::Run, ours("-5")), "Disposition"),
+            with_kind(step("web-rb", StepAction::Run, ours("-5")), "RoleBinding"),
         ];
         let stages = Stages::of(&steps);
         assert_eq!(
@@ -346,10 +356,10 @@ mod tests {
     fn argo_cd_hooks_of_one_wave_run_together() {
         let argo = |wave: &str| json!({ARGO_HOOK: "PreSync", ARGO_WAVE: wave});
         let steps = vec![
-            step("b", Action::Run, argo("0")),
-            step("a", Action::Run, argo("0")),
-            step("c", Action::Run, argo("1")),
-            step("d", Action::Run, json!({HOOK: "pre-sync", WAVE: "1"})),
+            step("b", StepAction::Run, argo("0")),
+            step("a", StepAction::Run, argo("0")),
+            step("c", StepAction::Run, argo("1")),
+            step("d", StepAction::Run, json!({HOOK: "pre-sync", WAVE: "1"})),
         ];
         let stages = Stages::of(&steps);
         assert_eq!(batch_names(&stages.run[0]), ["a+b", "c", "d"]);
@@ -360,8 +370,8 @@ mod tests {
     #[test]
     fn a_hook_in_two_phases_runs_in_both() {
         let steps = vec![
-            step("page", Action::Run, json!({HOOK: "pre-sync,post-sync"})),
-            step("a", Action::Create, json!({})),
+            step("page", StepAction::Run, json!({HOOK: "pre-sync,post-sync"})),
+            step("a", StepAction::Create, json!({})),
         ];
         assert_eq!(
             summary(&Stages::of(&steps).run),

@@ -8,7 +8,7 @@ use super::{CONCURRENCY, EngineError, FIELD_MANAGER, api_error};
 use crate::engine::applyset::ApplySet;
 use crate::engine::diff::secret_texts;
 use crate::engine::plan;
-use crate::engine::plan::{Action, Plan, Step};
+use crate::engine::plan::{Plan, Step, StepAction};
 use crate::engine::takeover::Takeover;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
@@ -92,7 +92,7 @@ async fn apply_one(
     let Some(manifest) = &step.manifest else {
         return Ok(None);
     };
-    if step.action == Action::Recreate {
+    if step.action == StepAction::Recreate {
         delete_for_recreate(client, discovery, step).await?;
     }
     let taken = match &step.takeover {
@@ -288,7 +288,7 @@ pub(super) async fn prune(
     discovery: &Discovery,
     plan: &Plan,
 ) -> Result<(), EngineError> {
-    for step in plan.steps.iter().filter(|s| s.action == Action::Prune) {
+    for step in plan.steps.iter().filter(|s| s.action == StepAction::Prune) {
         let object = &step.object;
         let path = object_path(discovery, object)?;
         let params = DeleteParams {

@@ -379,7 +379,7 @@ struct RawKubeconfig {
 struct NamedCluster {
     name: String,
     #[serde(default)]
-    cluster: RawCluster,
+    cluster: KubeconfigCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,7 +398,7 @@ struct NamedContext {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct RawCluster {
+struct KubeconfigCluster {
     server: Option<String>,
     certificate_authority: Option<String>,
     certificate_authority_data: Option<String>,
@@ -530,7 +530,7 @@ impl Merged {
         })
     }
 
-    fn cluster(&self, name: &str) -> Option<(&KubeconfigFile, &RawCluster)> {
+    fn cluster(&self, name: &str) -> Option<(&KubeconfigFile, &KubeconfigCluster)> {
         self.files.iter().find_map(|f| {
             let found = f.raw.clusters.iter().flatten().find(|c| c.name == name);
             found.map(|c| (f, &c.cluster))
@@ -630,7 +630,7 @@ struct ClusterTls {
 fn resolve_cluster(
     file: &KubeconfigFile,
     name: &str,
-    raw: &RawCluster,
+    raw: &KubeconfigCluster,
 ) -> Result<ClusterTls, ClusterConfigError> {
     let entity = format!("cluster \"{name}\"");
     let field_err = |field: &'static str, problem: String| ClusterConfigError::Field {

@@ -18,7 +18,7 @@
 use super::error::RenderError;
 use super::inputs::{Base, normalize, relative};
 use super::origin::Lines;
-use super::process::{self, Invocation, Limits, RunError};
+use super::process::{self, Invocation, RunError, ToolLimits};
 use super::tools::{Program, Tool};
 use crate::manifest::{Manifest, Origin, parse_str};
 use serde_yaml::Value as Yaml;
@@ -227,7 +227,7 @@ pub(super) enum Wrapped<'a> {
 pub(super) async fn build(
     program: &Program,
     what: Wrapped<'_>,
-    limits: Limits,
+    limits: ToolLimits,
 ) -> Result<(String, PathBuf), RunError> {
     let spawn = |source| RunError::Spawn {
         program: program.path.clone(),

@@ -34,7 +34,7 @@ mod vars;
 
 pub use error::RenderError;
 pub use parts::PartCache;
-pub use process::Limits;
+pub use process::ToolLimits;
 pub use substitute::{Missing, Vars, is_var_name, substitute};
 pub use tools::{Program, Tool, ToolPaths, ToolStatus, Tools};
 pub use vars::{VarsFrom, VarsKind, resolve as resolve_vars};
@@ -171,13 +171,13 @@ impl Target<'_> {
 /// what it reads listed.
 #[derive(Debug)]
 pub struct Prepared {
-    plan: Plan,
+    build: Build,
     base: Base,
     files: Key,
 }
 
 #[derive(Debug)]
-enum Plan {
+enum Build {
     /// Plain manifests: the files to read.
     Plain(Vec<PathBuf>),
     Kustomize {
@@ -192,14 +192,14 @@ enum Plan {
 pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
     let base = Base::new(target.base)?;
     let mut files = Key::default();
-    let plan = match detect(target.root) {
+    let build = match detect(target.root) {
         RootKind::Plain => {
             let paths = manifest::files(&[target.root.to_path_buf()])
                 .map_err(manifest::ManifestError::from)?;
             files
                 .files
                 .extend(paths.iter().filter_map(|p| p.canonicalize().ok()));
-            Plan::Plain(paths)
+            Build::Plain(paths)
         }
         RootKind::Kustomize => {
             let tree = kustomize::reach(target.root, &base, target.settings.allow_remote_bases)?;
@@ -207,7 +207,7 @@ pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
             let parts = (!tree.remote)
                 .then(|| parts::plan(target.root, &base))
                 .flatten();
-            Plan::Kustomize {
+            Build::Kustomize {
                 remote: tree.remote,
                 parts,
             }
@@ -216,25 +216,25 @@ pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
             let helm = &target.settings.helm;
             let chart = helm::prepare(target.root, &base, &helm.values_files)?;
             files.files.clone_from(&chart.files);
-            Plan::Helm(chart)
+            Build::Helm(chart)
         }
     };
-    Ok(Prepared { plan, base, files })
+    Ok(Prepared { build, base, files })
 }
 
 impl Prepared {
     pub fn kind(&self) -> RootKind {
-        match self.plan {
-            Plan::Plain(_) => RootKind::Plain,
-            Plan::Kustomize { .. } => RootKind::Kustomize,
-            Plan::Helm(_) => RootKind::Helm,
+        match self.build {
+            Build::Plain(_) => RootKind::Plain,
+            Build::Kustomize { .. } => RootKind::Kustomize,
+            Build::Helm(_) => RootKind::Helm,
         }
     }
 
     /// The same root built in one run, never in parts: what a render in parts is
     /// checked against.
     pub fn whole(mut self) -> Self {
-        if let Plan::Kustomize { parts, .. } = &mut self.plan {
+        if let Build::Kustomize { parts, .. } = &mut self.build {
             *parts = None;
         }
         self
@@ -242,8 +242,8 @@ impl Prepared {
 
     /// How many parts a kustomization is built in (1: whole).
     pub fn parts(&self) -> usize {
-        match &self.plan {
-            Plan::Kustomize {
+        match &self.build {
+            Build::Kustomize {
                 parts: Some(parts), ..
             } => parts.len(),
             _ => 1,
@@ -252,10 +252,10 @@ impl Prepared {
 
     /// The tool rendering needs, if any.
     pub fn tool(&self) -> Option<Tool> {
-        match self.plan {
-            Plan::Plain(_) => None,
-            Plan::Kustomize { .. } => Some(Tool::Kustomize),
-            Plan::Helm(_) => Some(Tool::Helm),
+        match self.build {
+            Build::Plain(_) => None,
+            Build::Kustomize { .. } => Some(Tool::Kustomize),
+            Build::Helm(_) => Some(Tool::Helm),
         }
     }
 
@@ -268,7 +268,7 @@ impl Prepared {
         cluster: &Capabilities,
         vars: &Vars,
     ) -> RenderKey {
-        if matches!(self.plan, Plan::Kustomize { remote: true, .. }) {
+        if matches!(self.build, Build::Kustomize { remote: true, .. }) {
             return RenderKey::Unknown;
         }
         let mut key = Key {
@@ -279,7 +279,7 @@ impl Prepared {
             let version = renderer.tools.get(tool).map_or("", |p| p.version.as_str());
             key.setting(&tool.to_string(), version);
         }
-        if let Plan::Helm(_) = self.plan {
+        if let Build::Helm(_) = self.build {
             let helm = &target.settings.helm;
             key.setting("release", target.release());
             key.setting("namespace", target.namespace);
@@ -316,11 +316,11 @@ impl RenderKey {
 #[derive(Debug, Clone)]
 pub struct Renderer {
     tools: Tools,
-    limits: Limits,
+    limits: ToolLimits,
 }
 
 impl Renderer {
-    pub fn new(tools: Tools, limits: Limits) -> Self {
+    pub fn new(tools: Tools, limits: ToolLimits) -> Self {
         Renderer { tools, limits }
     }
 
@@ -339,16 +339,16 @@ impl Renderer {
         vars: Option<&Vars>,
         cache: &mut PartCache,
     ) -> Result<Vec<Manifest>, RenderError> {
-        match &prepared.plan {
-            Plan::Plain(files) => plain(files, vars),
-            Plan::Kustomize {
+        match &prepared.build {
+            Build::Plain(files) => plain(files, vars),
+            Build::Kustomize {
                 parts: Some(parts), ..
             } => {
                 self.kustomize_parts(parts, prepared, target, vars, cache)
                     .await
             }
-            Plan::Kustomize { .. } => self.kustomize(prepared, target, vars).await,
-            Plan::Helm(chart) => self.helm(chart, prepared, target, cluster, vars).await,
+            Build::Kustomize { .. } => self.kustomize(prepared, target, vars).await,
+            Build::Helm(chart) => self.helm(chart, prepared, target, cluster, vars).await,
         }
     }
 
@@ -671,7 +671,7 @@ mod tests {
         };
         let renderer = Renderer::new(
             Tools::with(Ok(kustomize("v5.8.1")), Err("none".into())),
-            Limits::default(),
+            ToolLimits::default(),
         );
         let cluster = Capabilities::default();
         let key = |renderer: &Renderer, vars: &Vars| match prepare(&target)
@@ -692,7 +692,7 @@ mod tests {
         assert_ne!(key(&renderer, &vars), edited);
         let newer = Renderer::new(
             Tools::with(Ok(kustomize("v5.9.0")), Err("none".into())),
-            Limits::default(),
+            ToolLimits::default(),
         );
         assert_ne!(key(&newer, &Vars::default()), edited);
     }

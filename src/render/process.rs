@@ -13,17 +13,17 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tracing::debug;
 
-/// Limits for one tool run.
+/// ToolLimits for one tool run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct ToolLimits {
     pub timeout: Duration,
     /// Bytes of standard output; more is refused.
     pub max_output: u64,
 }
 
-impl Default for Limits {
+impl Default for ToolLimits {
     fn default() -> Self {
-        Limits {
+        ToolLimits {
             timeout: Duration::from_secs(60),
             max_output: 64 << 20,
         }
@@ -59,7 +59,10 @@ pub(super) struct Invocation<'a> {
 }
 
 /// Runs `invocation` to completion; its standard output.
-pub(super) async fn run(invocation: Invocation<'_>, limits: Limits) -> Result<Vec<u8>, RunError> {
+pub(super) async fn run(
+    invocation: Invocation<'_>,
+    limits: ToolLimits,
+) -> Result<Vec<u8>, RunError> {
     let spawn_error = |source| RunError::Spawn {
         program: invocation.program.to_path_buf(),
         source,
@@ -160,8 +163,8 @@ mod tests {
         }
     }
 
-    fn limits(timeout_ms: u64, max_output: u64) -> Limits {
-        Limits {
+    fn limits(timeout_ms: u64, max_output: u64) -> ToolLimits {
+        ToolLimits {
             timeout: Duration::from_millis(timeout_ms),
             max_output,
         }
@@ -201,7 +204,7 @@ mod tests {
             args: vec![],
             dir: Path::new("/"),
         };
-        let err = run(missing, Limits::default()).await.unwrap_err();
+        let err = run(missing, ToolLimits::default()).await.unwrap_err();
         assert!(matches!(err, RunError::Spawn { .. }), "{err:?}");
     }
 }

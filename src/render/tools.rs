@@ -5,7 +5,7 @@
 //! `PATH`. A tool that is not found is remembered as such, so that only a source that
 //! needs it fails, with a message saying how to get it.
 
-use super::process::{self, Invocation, Limits};
+use super::process::{self, Invocation, ToolLimits};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -195,7 +195,7 @@ async fn ask(program: &Path, args: &[&str]) -> Result<String, String> {
         args: args.iter().map(|a| a.to_string()).collect(),
         dir: Path::new("/"),
     };
-    let limits = Limits {
+    let limits = ToolLimits {
         timeout: VERSION_TIMEOUT,
         max_output: 1 << 20,
     };

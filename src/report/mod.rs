@@ -12,7 +12,7 @@ pub(crate) use style::Style;
 pub(crate) use style::unstyled;
 pub use sync::{add_sync, stage_label, sync_text};
 
-use crate::engine::plan::{Action, Plan};
+use crate::engine::plan::{Plan, StepAction};
 use crate::health::evidence::{ConditionInfo, Evidence, PodInfo};
 use crate::health::{Progress, State, WaitOutcome};
 use serde_json::{Value, json};
@@ -39,8 +39,8 @@ pub fn text(plan: &Plan, options: TextOptions) -> String {
     let listed = plan
         .steps
         .iter()
-        .filter(|s| s.action != Action::Unchanged)
-        .filter(|s| s.action != Action::Run || hooks_run);
+        .filter(|s| s.action != StepAction::Unchanged)
+        .filter(|s| s.action != StepAction::Run || hooks_run);
     for step in listed {
         if ordered {
             let _ = write!(out, "[{}] ", sync::stage_of(step));
@@ -299,7 +299,7 @@ mod tests {
     use crate::engine::plan::Step;
     use crate::manifest::ObjectRef;
 
-    fn step(name: &str, action: Action, changed: Option<&str>) -> Step {
+    fn step(name: &str, action: StepAction, changed: Option<&str>) -> Step {
         let object = ObjectRef {
             group: String::new(),
             kind: "ConfigMap".into(),
@@ -326,9 +326,9 @@ mod tests {
     fn sample() -> Plan {
         Plan {
             steps: vec![
-                step("a", Action::Configure, Some("data.color")),
-                step("b", Action::Unchanged, None),
-                step("c", Action::Prune, None),
+                step("a", StepAction::Configure, Some("data.color")),
+                step("b", StepAction::Unchanged, None),
+                step("c", StepAction::Prune, None),
             ],
         }
     }
@@ -372,13 +372,13 @@ mod tests {
         let notify = serde_json::json!({"converge.dev/hook": "sync-fail"});
         let mut plan = Plan {
             steps: vec![
-                placed(step("migrate", Action::Run, None), hook),
-                placed(step("a", Action::Create, None), serde_json::json!({})),
+                placed(step("migrate", StepAction::Run, None), hook),
+                placed(step("a", StepAction::Create, None), serde_json::json!({})),
                 placed(
-                    step("b", Action::Configure, None),
+                    step("b", StepAction::Configure, None),
                     serde_json::json!({"converge.dev/wave": "1"}),
                 ),
-                placed(step("notify", Action::Run, None), notify),
+                placed(step("notify", StepAction::Run, None), notify),
             ],
         };
         let options = TextOptions {
@@ -400,8 +400,8 @@ mod tests {
 "
         );
         for s in &mut plan.steps {
-            if s.action != Action::Run {
-                s.action = Action::Unchanged;
+            if s.action != StepAction::Run {
+                s.action = StepAction::Unchanged;
             }
         }
         assert_eq!(
@@ -535,7 +535,7 @@ mod tests {
                 Some(scheduling_evidence()),
             ),
             (
-                step("c", Action::Create, None).object,
+                step("c", StepAction::Create, None).object,
                 crate::health::Health::ready("exists"),
                 None,
             ),
@@ -564,7 +564,7 @@ Deployment.apps/ns/web progressing: 0 of 1 replicas available
         let plan = Plan {
             steps: vec![Step {
                 object: deployment(),
-                action: Action::Create,
+                action: StepAction::Create,
                 diff: None,
                 manifest: None,
                 live_uid: None,

@@ -3,7 +3,7 @@
 
 use super::evidence_text;
 use crate::engine::order::{Phase, StageKind};
-use crate::engine::plan::{Action, Step};
+use crate::engine::plan::{Step, StepAction};
 use crate::engine::{StageRun, SyncLog};
 use crate::health::{State, WaitedObject};
 use serde_json::Value;
@@ -28,7 +28,7 @@ pub(super) fn action_of(step: &Step) -> String {
             "runs if the sync fails".into()
         }
         _ => match (&step.action, &step.owner) {
-            (Action::Shared, Some(owner)) => format!("shared (owned by {owner})"),
+            (StepAction::Shared, Some(owner)) => format!("shared (owned by {owner})"),
             _ => step.action.to_string(),
         },
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::config::{EnvLookup, SourceConfig, SourceKind, process_env};
+use crate::config::{EnvLookup, SourceConfig, SourceLocation, process_env};
 use crate::manifest::{LinkError, WalkError};
 
 pub use webhook::{verify_github_signature, verify_token};
@@ -175,8 +175,8 @@ impl Source {
         env: EnvLookup,
     ) -> Result<Source, SourceError> {
         let kind = match &config.kind {
-            SourceKind::Dir { path } => Kind::Dir(dir::DirSource::new(path.clone())),
-            SourceKind::Git(git) => {
+            SourceLocation::Dir { path } => Kind::Dir(dir::DirSource::new(path.clone())),
+            SourceLocation::Git(git) => {
                 let checkout = state_dir.join(&config.name);
                 Kind::Git(git::GitSource::new(git, checkout, env)?)
             }

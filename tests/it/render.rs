@@ -352,7 +352,8 @@ fn flat_kustomization(files: usize) -> Manifests {
 #[test]
 fn a_large_flat_kustomization_built_in_parts_is_exactly_its_whole_build() {
     use converge::render::{
-        self, Capabilities, Limits, PartCache, RenderSettings, Renderer, Target, ToolPaths, Tools,
+        self, Capabilities, PartCache, RenderSettings, Renderer, Target, ToolLimits, ToolPaths,
+        Tools,
     };
     let repo = flat_kustomization(6);
     let settings = RenderSettings::default();
@@ -365,7 +366,7 @@ fn a_large_flat_kustomization_built_in_parts_is_exactly_its_whole_build() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let tools = runtime.block_on(Tools::find(&ToolPaths::default()));
-    let renderer = Renderer::new(tools, Limits::default());
+    let renderer = Renderer::new(tools, ToolLimits::default());
     let render = |prepared, cache: &mut PartCache| {
         runtime
             .block_on(renderer.render(&prepared, &target, &Capabilities::default(), None, cache))

@@ -4,8 +4,8 @@
 
 use crate::common::{github_signature, prometheus};
 use converge::daemon::{
-    self, ApplyAction, Hook, Metrics, ObjectState, ObjectStatus, ReconcileResult, ServerState,
-    SourceType, StatusBoard, SyncResult,
+    self, ApplyAction, Metrics, ObjectState, ObjectStatus, ReconcileResult, ServerState,
+    SourceKind, StatusBoard, SyncResult, Webhook,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,22 +30,22 @@ struct Harness {
 
 async fn start() -> Harness {
     let status = StatusBoard::default();
-    status.register("signed", SourceType::Git, "https://example.com/signed.git");
-    status.register("open", SourceType::Git, "https://example.com/open.git");
-    status.register("local", SourceType::Dir, "/srv/manifests");
+    status.register("signed", SourceKind::Git, "https://example.com/signed.git");
+    status.register("open", SourceKind::Git, "https://example.com/open.git");
+    status.register("local", SourceKind::Dir, "/srv/manifests");
     let (signed_tx, signed) = mpsc::channel(1);
     let (open_tx, open) = mpsc::channel(1);
     let hooks = HashMap::from([
         (
             "signed".to_owned(),
-            Hook {
+            Webhook {
                 secret: Some(SECRET.to_vec()),
                 trigger: signed_tx,
             },
         ),
         (
             "open".to_owned(),
-            Hook {
+            Webhook {
                 secret: None,
                 trigger: open_tx,
             },

@@ -10,6 +10,7 @@ mod table;
 
 pub use table::status_text;
 
+use crate::config::ElectionScope;
 use crate::health::{Evidence, Health, State};
 use crate::render::ToolStatus;
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ impl StatusBoard {
     /// Records a source at start-up with result [`SyncResult::Pending`], so `/readyz`
     /// waits for it. Registering a known name again only updates its kind and
     /// location: the history of a source survives a configuration reload.
-    pub fn register(&self, name: &str, kind: SourceType, location: &str) {
+    pub fn register(&self, name: &str, kind: SourceKind, location: &str) {
         let mut sources = self.write();
         let entry = sources
             .entry(name.to_owned())
@@ -123,16 +124,16 @@ impl StatusBoard {
 /// Where a source's manifests come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceType {
+pub enum SourceKind {
     Dir,
     Git,
 }
 
-impl fmt::Display for SourceType {
+impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SourceType::Dir => "dir",
-            SourceType::Git => "git",
+            SourceKind::Dir => "dir",
+            SourceKind::Git => "git",
         })
     }
 }
@@ -158,7 +159,7 @@ pub struct StatusReport {
 pub struct ReplicaStatus {
     /// This replica's identity (`--id`), as the Leases name their holders.
     pub identity: String,
-    pub election: ElectionKind,
+    pub election: ElectionScope,
     /// `namespace/name` of the leader Lease; in shard mode, of the per-source
     /// Leases' prefix (`namespace/converge-*`).
     pub lease: String,
@@ -167,16 +168,6 @@ pub struct ReplicaStatus {
     pub role: Option<ReplicaRole>,
     /// Leader mode: who writes, as this replica last saw the Lease.
     pub leader: Option<String>,
-}
-
-/// How replicas share the work.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ElectionKind {
-    /// One Lease: its holder writes every source, the others stand by.
-    Leader,
-    /// One Lease per source, shared out among the replicas.
-    Shard,
 }
 
 /// A replica's part in a one-leader election.
@@ -203,7 +194,7 @@ impl fmt::Display for ReplicaRole {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    pub kind: SourceType,
+    pub kind: SourceKind,
     /// The repository URL or directory path, as configured.
     pub location: String,
     /// The last revision applied successfully (the "last good" one).
@@ -246,7 +237,7 @@ pub struct ClusterReach {
 }
 
 impl SourceStatus {
-    fn new(name: &str, kind: SourceType, location: &str) -> Self {
+    fn new(name: &str, kind: SourceKind, location: &str) -> Self {
         SourceStatus {
             name: name.to_owned(),
             kind,
@@ -493,7 +484,7 @@ pub(crate) mod test_support {
     pub(crate) fn board_with(names: &[&str]) -> StatusBoard {
         let board = StatusBoard::default();
         for name in names {
-            board.register(name, SourceType::Git, "https://example.com/repo.git");
+            board.register(name, SourceKind::Git, "https://example.com/repo.git");
         }
         board
     }
@@ -581,11 +572,11 @@ mod tests {
     fn register_again_keeps_history() {
         let board = board_with(&["apps"]);
         board.update("apps", |s| s.reconciles = 3);
-        board.register("apps", SourceType::Dir, "/srv/apps");
+        board.register("apps", SourceKind::Dir, "/srv/apps");
         let source = &board.report().sources[0];
         assert_eq!(
             (source.kind, source.location.as_str(), source.reconciles),
-            (SourceType::Dir, "/srv/apps", 3)
+            (SourceKind::Dir, "/srv/apps", 3)
         );
     }
 
@@ -600,7 +591,7 @@ mod tests {
 
     #[test]
     fn counts_objects_by_state() {
-        let mut source = SourceStatus::new("apps", SourceType::Git, "x");
+        let mut source = SourceStatus::new("apps", SourceKind::Git, "x");
         source.objects = vec![
             object("a", ObjectState::InSync),
             object("b", ObjectState::InSync),
@@ -705,11 +696,11 @@ mod tests {
 
     #[test]
     fn bad_timestamps_are_errors_not_panics() {
-        let mut source = SourceStatus::new("apps", SourceType::Dir, "/srv");
+        let mut source = SourceStatus::new("apps", SourceKind::Dir, "/srv");
         source.last_success = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
         assert!(serde_json::to_string(&source).is_err());
         let mut json =
-            serde_json::to_value(SourceStatus::new("a", SourceType::Dir, "/")).expect("serializes");
+            serde_json::to_value(SourceStatus::new("a", SourceKind::Dir, "/")).expect("serializes");
         json["lastSuccess"] = "yesterday".into();
         assert!(serde_json::from_value::<SourceStatus>(json).is_err());
     }

@@ -1,9 +1,10 @@
 //! The table `converge status` prints from the daemon's `/status`
 //! ([`super`] is the model; this is only how people read it).
 
+use crate::config::ElectionScope;
 use crate::daemon::status::{
-    ClusterReach, ElectionKind, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth,
-    SourceStatus, StatusReport, SyncResult,
+    ClusterReach, ObjectState, ReplicaRole, ReplicaStatus, SourceHealth, SourceStatus,
+    StatusReport, SyncResult,
 };
 use crate::health::State;
 use crate::report::{Style, evidence_text};
@@ -102,12 +103,12 @@ fn push_cluster(out: &mut String, cluster: Option<&ClusterReach>) {
 fn push_replica(out: &mut String, replica: Option<&ReplicaStatus>) {
     let Some(replica) = replica else { return };
     let role = match (replica.election, replica.role) {
-        (ElectionKind::Shard, _) => "shard".to_owned(),
-        (ElectionKind::Leader, Some(ReplicaRole::Follower)) => {
+        (ElectionScope::Source, _) => "shard".to_owned(),
+        (ElectionScope::Daemon, Some(ReplicaRole::Follower)) => {
             let leader = replica.leader.as_deref().unwrap_or("none");
             format!("follower; leader {leader}")
         }
-        (ElectionKind::Leader, _) => "leader".to_owned(),
+        (ElectionScope::Daemon, _) => "leader".to_owned(),
     };
     let _ = writeln!(
         out,
@@ -405,7 +406,7 @@ mod tests {
         let mut report = sample_report();
         report.replica = Some(ReplicaStatus {
             identity: "web-0".into(),
-            election: ElectionKind::Leader,
+            election: ElectionScope::Daemon,
             lease: "ops/converge".into(),
             role: Some(ReplicaRole::Follower),
             leader: Some("web-1".into()),
