@@ -8,11 +8,12 @@ mod progress;
 mod render;
 mod status;
 mod sync;
+mod version;
 
 pub(crate) use daemon::run_daemon;
-pub(crate) use render::version;
 pub(crate) use status::status;
 pub(crate) use sync::{Mode, sync};
+pub(crate) use version::version;
 
 /// How `converge` exits; scripts rely on these codes (`diff` follows `diff(1)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,7 @@
 //! without the cluster; a chart needs it for its capabilities, so the engine is
 //! connected first then.
 
-use super::Exit;
-use super::args::{SyncArgs, version_line};
+use super::args::SyncArgs;
 use anyhow::Result;
 use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
@@ -14,15 +13,6 @@ use converge::render::{
     ToolLimits, ToolPaths, Tools,
 };
 use std::path::{Path, PathBuf};
-
-/// `converge version`: converge's own version, then the rendering tools found.
-pub(crate) async fn version() -> Result<Exit> {
-    println!("{}", version_line());
-    for tool in Tools::find(&ToolPaths::default()).await.status() {
-        println!("{tool}");
-    }
-    Ok(Exit::Ok)
-}
 
 /// The engine and the namespace of the command line's cluster.
 pub(super) struct Cluster {
