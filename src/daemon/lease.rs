@@ -4,6 +4,7 @@
 //! `resourceVersion` read, so of two replicas writing the same Lease one gets 409
 //! Conflict: optimistic concurrency, the only arbiter an election needs.
 
+use crate::kube::Meta;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Error, ListParams, Method, PostParams, Preconditions,
     WatchParams, WatchStream,
@@ -114,11 +115,7 @@ pub(super) struct Lease {
 impl Lease {
     /// The Lease in a watch event.
     pub(super) fn from_object(object: Value) -> Lease {
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let name = object.name().unwrap_or_default().to_owned();
         let record = Record::from_spec(object.get("spec").unwrap_or(&Value::Null));
         Lease {
             name,
@@ -131,7 +128,7 @@ impl Lease {
     pub(super) fn kind(&self) -> Option<LeaseKind> {
         let label = self
             .object
-            .pointer("/metadata/labels")
+            .labels()
             .and_then(|labels| labels.get(KIND_LABEL))
             .and_then(Value::as_str)?;
         [LeaseKind::Leader, LeaseKind::Source, LeaseKind::Replica]
@@ -260,11 +257,7 @@ impl Leases {
     /// Deletes `lease` (a replica's heartbeat, once it is gone), only if it is still
     /// the object read.
     pub(super) async fn delete(&self, lease: &Lease) -> Result<(), Error> {
-        let uid = lease
-            .object
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let uid = lease.object.uid().unwrap_or_default();
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: uid.to_owned(),
@@ -279,11 +272,7 @@ impl Leases {
     /// Watches `lease` from the version read, so that a follower learns of its
     /// release at once instead of at its next try.
     pub(super) async fn watch(&self, lease: &Lease) -> Result<WatchStream, Error> {
-        let version = lease
-            .object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let version = lease.object.resource_version().unwrap_or_default();
         let params = WatchParams {
             label_selector: None,
             field_selector: Some(format!("metadata.name={}", lease.name)),

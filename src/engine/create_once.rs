@@ -8,6 +8,7 @@
 //! (GET) or, for a `generateName`, by that label (LIST), and adopted when found.
 //! Only a hook that is surely not there is sent again.
 
+use crate::kube::Meta;
 use crate::kube::backoff::Backoff;
 use crate::kube::{ApiResource, Client, Error as KubeError, ListParams, PostParams};
 use serde_json::Value;
@@ -35,7 +36,7 @@ impl AfterLostAnswer {
     /// 409 AlreadyExists, as a first POST would.
     pub(super) fn of(found: Vec<Value>, attempt: &str) -> Self {
         let ours = |live: &Value| {
-            live.pointer("/metadata/labels")
+            live.labels()
                 .and_then(|labels| labels.get(ATTEMPT_LABEL))
                 .and_then(Value::as_str)
                 == Some(attempt)
@@ -93,10 +94,7 @@ async fn look_up(
     body: &Value,
     attempt: &str,
 ) -> Result<Vec<Value>, KubeError> {
-    let name = body
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .filter(|name| !name.is_empty());
+    let name = body.name().filter(|name| !name.is_empty());
     if let Some(name) = name {
         let live = client
             .get_opt(&resource.path(namespace, Some(name)))

@@ -16,6 +16,7 @@ use crate::engine::managed_fields;
 use crate::engine::plan::{Desired, Evaluation};
 use crate::engine::recreate;
 use crate::engine::takeover::{self, Ownership, Takeover};
+use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, Error as KubeError, PostParams};
 use crate::manifest::{Manifest, Problem};
 use serde_json::Value;
@@ -260,7 +261,7 @@ fn protected(ignored: &Ignored, object: &Value, owners: &[&FieldSet]) -> FieldSe
 }
 
 fn has_managed_fields(live: &Value) -> bool {
-    live.pointer("/metadata/managedFields").is_some()
+    live.managed_fields().is_some()
 }
 
 /// `live` without its managedFields, which nothing reads once the ownership proof

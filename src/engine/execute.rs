@@ -12,6 +12,7 @@ use crate::engine::plan;
 use crate::engine::plan::{Desired, Evaluation, Plan, Step, StepAction};
 use crate::engine::recreate;
 use crate::kube::GroupKind;
+use crate::kube::Meta;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PostParams, Preconditions,
     PropagationPolicy,
@@ -163,7 +164,7 @@ async fn undo_first_stage(
 ) -> EngineError {
     let uids: BTreeMap<&ObjectRef, &str> = written
         .iter()
-        .filter_map(|(object, answer)| Some((object, answer.pointer("/metadata/uid")?.as_str()?)))
+        .filter_map(|(object, answer)| Some((object, answer.uid()?)))
         .collect();
     let mut nothing_left = true;
     for step in first.iter().rev() {
@@ -215,7 +216,7 @@ async fn restore_parent(
                 .map(drop)
         }
         None => {
-            let uid = written.pointer("/metadata/uid").and_then(Value::as_str);
+            let uid = written.uid();
             let uid = uid.unwrap_or_default().to_string();
             let parent = applyset.parent_ref();
             let path = parent_path(applyset);

@@ -11,6 +11,7 @@ use crate::compact::CompactObject;
 use crate::engine::order;
 use crate::engine::plan::{Desired, Evaluation};
 use crate::kube::GroupKind;
+use crate::kube::Meta;
 use crate::kube::watch::Store;
 use crate::kube::{ApiResource, Client, Error as KubeError, ListParams};
 use crate::manifest::{Manifest, ObjectRef};
@@ -182,7 +183,7 @@ async fn list_by_name(
     path: String,
 ) -> Result<((GroupKind, Option<String>), HashMap<String, CompactObject>), EngineError> {
     let named = |item: Value| {
-        let name = item.pointer("/metadata/name")?.as_str()?.to_string();
+        let name = item.name()?.to_string();
         Some((name, CompactObject::new(&item)))
     };
     let list = client

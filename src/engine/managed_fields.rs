@@ -16,6 +16,7 @@
 //! the one applied, a `null`) makes it answer `false`, and the engine asks the
 //! server with a dry-run as before. It can save requests; it cannot hide a change.
 
+use crate::kube::Meta;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -40,7 +41,7 @@ pub(crate) fn apply_is_noop(
     let (Some(api_version), Some(live_map)) = (api_version, live.as_object()) else {
         return false;
     };
-    if live.pointer("/metadata/deletionTimestamp").is_some() {
+    if live.is_deleting() {
         return false;
     }
     let Some(owned) = applied_fields(live, manager, api_version) else {
@@ -61,7 +62,7 @@ fn applied_fields<'a>(
     manager: &str,
     api_version: &str,
 ) -> Option<&'a Map<String, Value>> {
-    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
+    let entries = live.managed_fields()?;
     let mut ours = entries.iter().filter(|e| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("subresource")

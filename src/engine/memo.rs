@@ -6,6 +6,7 @@
 use crate::engine::diff;
 use crate::engine::order;
 use crate::engine::plan::{Desired, Evaluation, Plan, StepAction};
+use crate::kube::Meta;
 use crate::manifest::{Manifest, ObjectRef};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -73,8 +74,7 @@ pub(super) fn is_newer_base(answer: &Value, live: Option<&Value>) -> bool {
 }
 
 pub(super) fn live_version(live: Option<&Value>) -> String {
-    live.and_then(|l| l.pointer("/metadata/resourceVersion"))
-        .and_then(Value::as_str)
+    live.and_then(|l| l.resource_version())
         .unwrap_or_default()
         .to_string()
 }

@@ -16,6 +16,7 @@ use super::{EngineError, api_error};
 use crate::engine::applyset::{ApplySet, ID_LABEL, PART_OF_LABEL};
 use crate::engine::diff;
 use crate::engine::plan::{Desired, Evaluation};
+use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, ListParams};
 use crate::manifest::{Manifest, Problem};
 use serde_json::Value;
@@ -51,7 +52,7 @@ pub(crate) enum Claim {
 
 /// The ApplySet id a live object belongs to, when it is not `ours`.
 fn foreign_id(live: &Value, ours: &str) -> Option<String> {
-    let labels = live.pointer("/metadata/labels")?.as_object()?;
+    let labels = live.labels()?;
     let id = labels.get(PART_OF_LABEL)?.as_str()?;
     (!id.is_empty() && id != ours).then(|| id.to_string())
 }
@@ -206,8 +207,8 @@ fn applyset_ref(id: &str) -> crate::manifest::ObjectRef {
 }
 
 fn parent_name(parent: &Value) -> Option<String> {
-    let name = parent.pointer("/metadata/name")?.as_str()?;
-    let namespace = parent.pointer("/metadata/namespace")?.as_str()?;
+    let name = parent.name()?;
+    let namespace = parent.namespace()?;
     let source = name.strip_prefix("converge-").unwrap_or(name);
     Some(format!(
         "source {source:?} (ApplySet parent ConfigMap {namespace}/{name})"

@@ -9,6 +9,7 @@ use crate::engine::diff::{self, ObjectDiff};
 use crate::engine::ignore::Ignored;
 use crate::engine::order::{self, Phase, Placement, SyncKind};
 use crate::engine::takeover::Takeover;
+use crate::kube::Meta;
 use crate::manifest::{Manifest, ObjectRef, Origin};
 use serde::Serialize;
 use serde_json::Value;
@@ -385,7 +386,10 @@ fn desired_step(desired: Desired) -> Step {
             owner,
         };
     }
-    let live_uid = desired.live.as_deref().and_then(uid_of);
+    let live_uid = desired
+        .live
+        .as_deref()
+        .and_then(|live| live.uid().map(str::to_string));
     // What the object would become: the server's answer when it has one, else our
     // manifest as written (only for objects the server cannot evaluate yet).
     let diff = match &desired.dry_run {
@@ -446,7 +450,7 @@ fn prune_step(object: ObjectRef, live: &Value) -> Step {
         action,
         diff: None,
         manifest: None,
-        live_uid: uid_of(live),
+        live_uid: live.uid().map(str::to_string),
         takeover: None,
         placement: order::live_placement(live),
         owner: None,
@@ -465,10 +469,6 @@ fn check_mass_prune(prunes: &[Step], owned: usize, options: PlanOptions) -> Resu
         return Err(PlanError::MassPrune { would_prune, owned });
     }
     Ok(())
-}
-
-fn uid_of(live: &Value) -> Option<String> {
-    live.pointer("/metadata/uid")?.as_str().map(str::to_string)
 }
 
 /// Objects that must exist before anything else can be validated or applied:

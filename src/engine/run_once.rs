@@ -23,6 +23,7 @@ use crate::engine::applyset::ApplySet;
 use crate::engine::order;
 use crate::engine::plan::{Desired, Evaluation};
 use crate::engine::plan::{Plan, StepAction};
+use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, ListParams, PatchParams};
 use crate::manifest::{Manifest, ObjectRef};
 use serde::{Deserialize, Serialize};
@@ -130,8 +131,7 @@ impl Record {
                     let uid = created
                         .iter()
                         .find(|(o, _)| *o == step.object)
-                        .and_then(|(_, answer)| answer.pointer("/metadata/uid"))
-                        .and_then(Value::as_str)
+                        .and_then(|(_, answer)| answer.uid())
                         .map(str::to_string);
                     next.0.insert(
                         key,
@@ -262,7 +262,7 @@ fn leave_finished_jobs(desired: &mut [Desired], record: &Record) {
         if !is_run_once(&job) || order::placement_of(&d.manifest.body).is_hook() {
             continue;
         }
-        let deleting = live.pointer("/metadata/deletionTimestamp").is_some();
+        let deleting = live.is_deleting();
         let recorded = record.0.get(&key(&job)).map(|e| e.digest.as_str());
         let unchanged = recorded == Some(digest(&d.manifest).as_str());
         if deleting || (is_done(live) && unchanged) {
@@ -281,7 +281,7 @@ fn is_done(live: &Value) -> bool {
                 matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
             })
         });
-    finished || live.pointer("/metadata/deletionTimestamp").is_some()
+    finished || live.is_deleting()
 }
 
 /// After a run that may write: records the run-once Jobs it created and those it

@@ -11,6 +11,7 @@ use crate::engine::order::{DeleteWhen, Phase, StageKind, is_live_hook};
 use crate::engine::plan::{Plan, Step};
 use crate::engine::stages::{Stage, Stages, Wait};
 use crate::health::{self, State, WaitFor, WaitOptions, WaitOutcome};
+use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::ObjectRef;
 use serde::Serialize;
@@ -259,7 +260,9 @@ impl<'a> Sequence<'a> {
             .map(|(object, step)| {
                 let result = waited.objects.iter().find(|o| o.object == object);
                 Ran {
-                    uid: result.and_then(|r| r.live.as_deref()).and_then(uid_of),
+                    uid: result
+                        .and_then(|r| r.live.as_deref())
+                        .and_then(|live| live.uid().map(str::to_string)),
                     succeeded: result.is_some_and(|r| r.health.state == State::Ready),
                     object,
                     step,
@@ -390,14 +393,13 @@ impl<'a> Sequence<'a> {
             .list(&path, &members)
             .await
             .map_err(|e| api_error(object, e))?;
-        let previous = list.items.iter().filter(|live| {
-            live.pointer("/metadata/generateName")
-                .and_then(Value::as_str)
-                == Some(prefix)
-                && is_live_hook(live)
-        });
+        let previous = list
+            .items
+            .iter()
+            .filter(|live| live.generate_name() == Some(prefix) && is_live_hook(live));
         for live in previous {
-            let (Some(old), Some(uid)) = (ObjectRef::of_live(live), uid_of(live)) else {
+            let (Some(old), Some(uid)) = (ObjectRef::of_live(live), live.uid().map(str::to_string))
+            else {
                 continue;
             };
             delete(self.client, self.discovery, &old, uid).await?;
@@ -461,16 +463,12 @@ async fn delete_and_wait(
     else {
         return Ok(());
     };
-    let Some(uid) = uid_of(&live) else {
+    let Some(uid) = live.uid().map(str::to_string) else {
         return Ok(());
     };
     delete(client, discovery, object, uid.clone()).await?;
     info!(object = %object, "previous hook deleted (before-hook-creation)");
     wait_until_gone(client, &path, object, Some(&uid)).await
-}
-
-fn uid_of(live: &Value) -> Option<String> {
-    live.pointer("/metadata/uid")?.as_str().map(str::to_string)
 }
 
 /// An object just applied, to wait for: a Job is followed from the version its

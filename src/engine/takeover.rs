@@ -13,6 +13,7 @@
 //! stay theirs. Status is never taken: converge does not apply it.
 
 use crate::engine::fieldset::FieldSet;
+use crate::kube::Meta;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
@@ -97,9 +98,7 @@ fn fields(entry: &Value) -> FieldSet {
 }
 
 fn entries(live: &Value) -> &[Value] {
-    live.pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+    live.managed_fields().map_or(&[], Vec::as_slice)
 }
 
 /// Who owns what in one live object.
@@ -208,9 +207,7 @@ impl Takeover {
         let mut fields_now = fields(&kept[index]);
         fields_now.union(&taken);
         kept[index]["fieldsV1"] = fields_now.to_fields_v1();
-        let version = live
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str);
+        let version = live.resource_version();
         Some(Takeover {
             patch: managed_fields_patch(version.unwrap_or_default(), &kept),
             original: entries(live).to_vec(),

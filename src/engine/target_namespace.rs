@@ -10,11 +10,12 @@
 //! refused revision leaves nothing behind.
 
 use super::{EngineError, api_error};
+use crate::kube::Meta;
 use crate::kube::{
     ApiResource, Client, DeleteParams, PostParams, Preconditions, PropagationPolicy,
 };
 use crate::manifest::ObjectRef;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{info, warn};
 
 /// The annotation naming the ApplySet a created namespace was created for.
@@ -76,11 +77,7 @@ pub(super) async fn ensure(
         Err(e) if e.is_already_exists() => return Ok(TargetNamespace::Exists),
         Err(e) => return Err(api_error(&object, e)),
     };
-    let uid = created
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let uid = created.uid().unwrap_or_default().to_string();
     info!(namespace = name, "namespace created (--create-namespace)");
     Ok(TargetNamespace::Created { uid })
 }

@@ -10,6 +10,7 @@ use crate::engine::diff::secret_texts;
 use crate::engine::plan;
 use crate::engine::plan::{Plan, Step, StepAction};
 use crate::engine::takeover::Takeover;
+use crate::kube::Meta;
 use crate::kube::{
     ApiResource, Client, DeleteParams, Discovery, Error as KubeError, PatchParams, PostParams,
     Preconditions, PropagationPolicy,
@@ -131,7 +132,10 @@ async fn take_over(
         match client.patch_json(&path, takeover.patch()).await {
             Ok(answer) => {
                 info!(object = %step.object, "took over the kubectl family's fields");
-                return Ok(Some((takeover, resource_version(&answer))));
+                return Ok(Some((
+                    takeover,
+                    answer.resource_version().unwrap_or_default().to_string(),
+                )));
             }
             Err(e) if e.is_conflict() && attempt < PINNED_ATTEMPTS => {
                 let live = client.get(&path).await;
@@ -166,7 +170,7 @@ async fn give_back(
             Ok(_) => return,
             Err(e) if e.is_conflict() && attempt < PINNED_ATTEMPTS => {
                 match client.get(&path).await {
-                    Ok(live) => version = resource_version(&live),
+                    Ok(live) => version = live.resource_version().unwrap_or_default().to_string(),
                     Err(_) => return,
                 }
             }
@@ -176,14 +180,6 @@ async fn give_back(
             }
         }
     }
-}
-
-fn resource_version(object: &Value) -> String {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Deletes the object a re-create replaces (its uid as precondition; foreground,
@@ -221,9 +217,7 @@ pub(super) async fn wait_until_gone(
             .get_opt(path)
             .await
             .map_err(|e| api_error(object, e))?;
-        let same = live
-            .as_ref()
-            .and_then(|l| l.pointer("/metadata/uid")?.as_str());
+        let same = live.as_ref().and_then(|l| l.uid());
         if same.is_none() || same != uid {
             return Ok(());
         }

@@ -13,6 +13,7 @@
 //! [`Evidence::notes`], with the server's error.
 
 use super::{conditions, text};
+use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, ListParams, LogParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -109,7 +110,7 @@ pub async fn gather(client: &Client, live: &Value) -> Evidence {
     let span = info_span!(
         "evidence",
         kind = text(live, "/kind"),
-        name = text(live, "/metadata/name")
+        name = live.name().unwrap_or_default()
     );
     gather_inner(client, live).instrument(span).await
 }
@@ -119,7 +120,7 @@ async fn gather_inner(client: &Client, live: &Value) -> Evidence {
         conditions: condition_infos(live),
         ..Evidence::default()
     };
-    let namespace = live.pointer("/metadata/namespace").and_then(Value::as_str);
+    let namespace = live.namespace();
     let mut about = vec![live.clone()];
     if text(live, "/kind") == "Deployment" {
         match newest_replica_set(client, live).await {
@@ -192,7 +193,7 @@ async fn workload_pods(client: &Client, live: &Value) -> Result<Vec<Value>, Stri
     let Some(selector) = live.pointer("/spec/selector").and_then(label_selector) else {
         return Ok(Vec::new());
     };
-    let path = ApiResource::pods().path(Some(text(live, "/metadata/namespace")), None);
+    let path = ApiResource::pods().path(Some(live.namespace().unwrap_or_default()), None);
     let page = client
         .list_page(&path, &ListParams::labels(&selector).limit(PAGE))
         .await
@@ -209,13 +210,16 @@ async fn newest_replica_set(client: &Client, deployment: &Value) -> Result<Optio
     else {
         return Ok(None);
     };
-    let namespace = text(deployment, "/metadata/namespace");
+    let namespace = deployment.namespace().unwrap_or_default();
     let path = ApiResource::replica_sets().path(Some(namespace), None);
     let page = client
         .list_page(&path, &ListParams::labels(&selector).limit(PAGE))
         .await
         .map_err(|e| format!("cannot list its ReplicaSets: {e}"))?;
-    Ok(newest_owned(page.items, text(deployment, "/metadata/uid")))
+    Ok(newest_owned(
+        page.items,
+        deployment.uid().unwrap_or_default(),
+    ))
 }
 
 /// The owned ReplicaSet with the highest `deployment.kubernetes.io/revision`.
@@ -231,8 +235,7 @@ fn newest_owned(replica_sets: Vec<Value>, owner_uid: &str) -> Option<Value> {
     replica_sets
         .into_iter()
         .filter(|rs| {
-            rs.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
+            rs.owner_references()
                 .is_some_and(|owners| owners.iter().any(|o| text(o, "/uid") == owner_uid))
         })
         .max_by_key(revision)
@@ -244,7 +247,7 @@ async fn events_about(
     namespace: Option<&str>,
     object: &Value,
 ) -> Result<Vec<EventInfo>, String> {
-    let uid = text(object, "/metadata/uid");
+    let uid = object.uid().unwrap_or_default();
     if uid.is_empty() {
         return Ok(Vec::new());
     }
@@ -254,7 +257,7 @@ async fn events_about(
         format!(
             "cannot read the Events of {}/{}: {e}",
             text(object, "/kind"),
-            text(object, "/metadata/name")
+            object.name().unwrap_or_default()
         )
     })?;
     Ok(recent_events(&page.items, MAX_EVENTS))
@@ -311,7 +314,7 @@ pub(crate) fn pick_pods(pods: Vec<Value>) -> (Vec<Value>, usize) {
         let failed = super::assess(p).state == super::State::Failed;
         (
             Reverse(failed),
-            Reverse(text(p, "/metadata/creationTimestamp").to_string()),
+            Reverse(p.creation_timestamp().unwrap_or_default().to_string()),
         )
     });
     failing.truncate(MAX_PODS);
@@ -330,7 +333,7 @@ async fn pod_with_log(client: &Client, pod: &Value, notes: &mut Vec<String>) -> 
     let Some((container, previous)) = log_target(pod) else {
         return info;
     };
-    let name = text(pod, "/metadata/name");
+    let name = pod.name().unwrap_or_default();
     match read_log(client, pod, &container, previous).await {
         Ok(lines) => {
             if let Some(c) = info.containers.iter_mut().find(|c| c.name == container) {
@@ -356,9 +359,9 @@ async fn read_log(
         limit_bytes: Some(LOG_BYTES),
         previous,
     };
-    let namespace = text(pod, "/metadata/namespace");
+    let namespace = pod.namespace().unwrap_or_default();
     let log = client
-        .logs(namespace, text(pod, "/metadata/name"), &params)
+        .logs(namespace, pod.name().unwrap_or_default(), &params)
         .await?;
     Ok(last_lines(&log, LOG_LINES))
 }
@@ -376,7 +379,7 @@ pub(crate) fn last_lines(log: &str, n: usize) -> Vec<String> {
 pub(crate) fn pod_info(pod: &Value) -> PodInfo {
     let node = text(pod, "/spec/nodeName");
     PodInfo {
-        name: text(pod, "/metadata/name").into(),
+        name: pod.name().unwrap_or_default().into(),
         phase: text(pod, "/status/phase").into(),
         node: (!node.is_empty()).then(|| node.to_string()),
         conditions: condition_infos(pod)
@@ -576,7 +579,10 @@ mod tests {
         let extra = pod("extra", "2024-01-01T00:00:00Z", json!({"phase": "Pending"}));
         let (picked, ready_count) =
             pick_pods(vec![ready, pending_old, pending_new, crashing, extra]);
-        let names: Vec<&str> = picked.iter().map(|p| text(p, "/metadata/name")).collect();
+        let names: Vec<&str> = picked
+            .iter()
+            .map(|p| p.name().unwrap_or_default())
+            .collect();
         assert_eq!(names, ["crashing", "pending-new", "pending-old"]);
         assert_eq!(ready_count, 1);
     }
@@ -650,7 +656,7 @@ mod tests {
             "d1",
         );
         assert_eq!(
-            newest.map(|r| text(&r, "/metadata/name").to_string()),
+            newest.map(|r| r.name().unwrap_or_default().to_string()),
             Some("b".into())
         );
     }

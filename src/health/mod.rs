@@ -22,6 +22,7 @@ pub use wait::{Progress, WaitFor, WaitOptions, WaitOutcome, WaitedObject};
 pub use wait::{explain, wait};
 
 use crate::kube::GroupVersion;
+use crate::kube::Meta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -104,7 +105,7 @@ impl fmt::Display for Health {
 /// kstatus conventions (`observedGeneration`, `Ready`/`Available`/`Stalled`
 /// conditions), and a kind without status is ready once it exists.
 pub fn assess(live: &Value) -> Health {
-    if live.pointer("/metadata/deletionTimestamp").is_some() {
+    if live.is_deleting() {
         // A run-to-completion object's outcome stands while it is deleted (a Job
         // reaped by its TTL); anything else is on its way out.
         return finished(live).unwrap_or_else(|| Health::progressing("being deleted"));
@@ -236,7 +237,7 @@ fn desired_replicas(live: &Value) -> i64 {
 /// Progressing while the controller has not yet seen the latest spec: until then
 /// the status describes an older generation and proves nothing.
 fn generation_pending(live: &Value, controller: &str) -> Option<Health> {
-    let generation = int(live, "/metadata/generation")?;
+    let generation = live.generation()?;
     match int(live, "/status/observedGeneration") {
         Some(observed) if observed >= generation => None,
         _ => Some(Health::progressing(format!(

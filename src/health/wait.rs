@@ -11,6 +11,7 @@
 
 use super::{Evidence, Health, State, assess, assess_gone, assess_opt};
 use crate::kube::GroupKind;
+use crate::kube::Meta;
 use crate::kube::watch::{Change, Follower, Reflector, Sighting, Store};
 use crate::kube::{Client, Discovery};
 use crate::manifest::ObjectRef;
@@ -205,7 +206,11 @@ fn follow(
 ) -> Vec<Follower> {
     let mut followers = Vec::new();
     for wanted in objects {
-        let Some(version) = wanted.since.as_deref().map(resource_version) else {
+        let Some(version) = wanted
+            .since
+            .as_deref()
+            .map(|since| since.resource_version().unwrap_or_default().to_string())
+        else {
             continue;
         };
         let object = &wanted.object;
@@ -221,14 +226,6 @@ fn follow(
         }
     }
     followers
-}
-
-fn resource_version(object: &Value) -> String {
-    let version = object.pointer("/metadata/resourceVersion");
-    version
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// What the reflectors of one wait share.

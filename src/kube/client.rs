@@ -7,6 +7,7 @@
 //! tripping the server's priority-and-fairness limits. Every request runs in a
 //! `tracing` span named after its verb and path.
 
+use super::meta::Meta;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -746,11 +747,7 @@ fn decode_event(line: &[u8], describe: &str) -> Result<WatchEvent, Error> {
         Some("MODIFIED") => Ok(WatchEvent::Modified(object)),
         Some("DELETED") => Ok(WatchEvent::Deleted(object)),
         Some("BOOKMARK") => Ok(WatchEvent::Bookmark(
-            object
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            object.resource_version().unwrap_or_default().to_string(),
         )),
         Some("ERROR") => {
             let code = object.get("code").and_then(Value::as_u64).unwrap_or(500);
@@ -997,7 +994,7 @@ fn collect_page<T>(
             .to_string()
     };
     if list.resource_version.is_empty() {
-        list.resource_version = text(&page, "/metadata/resourceVersion");
+        list.resource_version = page.resource_version().unwrap_or_default().to_string();
     }
     let api_version = text(&page, "/apiVersion");
     let kind = text(&page, "/kind");

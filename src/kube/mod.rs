@@ -52,6 +52,7 @@ mod discovery;
 mod error;
 mod group_version;
 mod identity;
+mod meta;
 mod names;
 mod request;
 mod tls;
@@ -67,6 +68,7 @@ pub use discovery::Discovery;
 pub use error::{Error, Status, StatusCause, StatusDetails, UnservedVersion};
 pub use group_version::{GroupVersion, InvalidApiVersion};
 pub use identity::{GroupKind, ObjectRef};
+pub use meta::Meta;
 pub use names::is_dns_label;
 pub use request::{
     ApiResource, DeleteParams, ListParams, LogParams, PatchParams, PostParams, Preconditions,

@@ -9,6 +9,7 @@
 
 use super::ObjectRef;
 use super::backoff::{Backoff, Delays};
+use super::meta::Meta;
 use super::{ApiResource, Client, ListParams, WatchEvent, WatchParams};
 use crate::compact::CompactObject;
 use serde_json::Value;
@@ -90,7 +91,7 @@ impl Store {
         }
         let key = ObjectRef::of_live(&object)?;
         let entry = Entry {
-            resource_version: resource_version(&object).into(),
+            resource_version: object.resource_version().unwrap_or_default().into(),
             object: CompactObject::new(&object),
         };
         Some((key, entry))
@@ -264,11 +265,11 @@ async fn follow(
         backoff.reset();
         let change = match event {
             WatchEvent::Added(object) | WatchEvent::Modified(object) => {
-                version = resource_version(&object);
+                version = object.resource_version().unwrap_or_default().to_string();
                 store.upsert(object)
             }
             WatchEvent::Deleted(object) => {
-                version = resource_version(&object);
+                version = object.resource_version().unwrap_or_default().to_string();
                 store.remove(&object)
             }
             WatchEvent::Bookmark(v) => {
@@ -362,7 +363,7 @@ async fn follow_one(
         loop {
             match stream.next().await {
                 Ok(Some(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                    since = resource_version(&o);
+                    since = o.resource_version().unwrap_or_default().to_string();
                     if !send(Sighting::Seen(o)) {
                         return;
                     }
@@ -405,14 +406,6 @@ async fn look_up(client: &Client, resource: &ApiResource, object: &ObjectRef) ->
             Sighting::Gone(None)
         }
     }
-}
-
-fn resource_version(object: &Value) -> String {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Sleeps the backoff's next delay (the sequence is endless).
