@@ -16,10 +16,11 @@
 //! - [`engine`]: manifests + live objects → a plan → server-side applies and prunes.
 //! - [`health`]: whether applied objects work, `apply --wait`, and the evidence.
 //! - [`report`]: a run, a diff or the daemon's status, for people and for scripts.
-//! - [`daemon`]: one scheduler per source, reconciles, drift, Events, shutdown.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, webhooks.
+//! - [`daemon`]: one scheduler per source, reconciles, drift, Events, shutdown, and
+//!   its face: `/healthz`, `/readyz`, `/metrics`, `/status`, webhooks.
 //! - [`kube`]: converge's own small Kubernetes client.
-//! - [`config`]: `config.toml`. `compact` keeps objects small between reconciles.
+//! - [`config`]: `config.toml`, and the command line's flags laid over it.
+//!   `compact` keeps objects small between reconciles.
 //!
 //! Modules are private by default; each room's `mod.rs` re-exports what the binary
 //! (`src/main.rs`, `src/cli/`) and the integration tests use, so that dead code

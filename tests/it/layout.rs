@@ -1,4 +1,4 @@
-//! docs/ARCHITECTURE.md describes `src/` as it is: every folder and top-level file
+//! docs/ARCHITECTURE.md describes `src/` as it is: every folder (nested ones too) and top-level file
 //! is named there, and every `src/…` path it names exists. A new room without a
 //! line in the map, or a map line for a file that moved, fails here.
 
@@ -15,20 +15,38 @@ fn architecture() -> String {
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// `src/` entries as the map names them: `src/engine/` for folders, `src/lib.rs`
-/// for files.
+/// `src/` entries as the map names them, nested folders included: `src/engine/`
+/// and `src/manifest/yaml/` for folders, `src/lib.rs` for files at the top.
 fn src_entries() -> BTreeSet<String> {
-    fs::read_dir(root().join("src"))
-        .expect("src/ is readable")
-        .map(|entry| {
-            let entry = entry.expect("src/ entry");
-            let name = entry.file_name().to_string_lossy().into_owned();
-            match entry.path().is_dir() {
-                true => format!("src/{name}/"),
-                false => format!("src/{name}"),
+    let mut entries = BTreeSet::new();
+    let top = root().join("src");
+    for entry in fs::read_dir(&top).expect("src/ is readable") {
+        let entry = entry.expect("src/ entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match entry.path().is_dir() {
+            true => folders_under(&entry.path(), &format!("src/{name}/"), &mut entries),
+            false => {
+                entries.insert(format!("src/{name}"));
             }
-        })
-        .collect()
+        }
+    }
+    entries
+}
+
+/// `folder` (named `label`) and every folder below it, as `src/a/b/`.
+fn folders_under(folder: &Path, label: &str, entries: &mut BTreeSet<String>) {
+    entries.insert(label.to_string());
+    for entry in fs::read_dir(folder).expect("readable folder") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            let name = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            folders_under(&path, &format!("{label}{name}/"), entries);
+        }
+    }
 }
 
 #[test]
@@ -44,6 +62,10 @@ fn every_room_of_src_is_in_the_architecture_map() {
         "docs/ARCHITECTURE.md's module map does not name {missing:?}; add a line for each"
     );
     let top_files = entries.iter().filter(|e| !e.ends_with('/')).count();
+    assert!(
+        entries.contains("src/daemon/status/") && entries.contains("src/manifest/yaml/"),
+        "nested folders are checked too: {entries:?}"
+    );
     assert!(
         top_files <= 8,
         "at most 8 files at the top of src/: {entries:?}"
