@@ -52,11 +52,7 @@ impl Recorder {
                 Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
                 Scope::Full => s.objects = objects,
             }
-            drifted = s
-                .objects
-                .iter()
-                .filter(|o| !matches!(o.state, ObjectState::InSync | ObjectState::Shared))
-                .count();
+            drifted = drift_count(&s.objects);
             s.revision = Some(revision.to_string());
             s.attempted_revision = Some(revision.to_string());
             s.last_attempt = Some(now);
@@ -350,6 +346,18 @@ fn action_counts(steps: &[Step]) -> Vec<(String, ApplyAction, u64)> {
     counts.into_iter().map(|((k, a), n)| (k, a, n)).collect()
 }
 
+/// How many objects differ from the source. A pruned object is done, not drift: a
+/// revision that pruned something is synced, not `drifted` until the next full run.
+fn drift_count(objects: &[ObjectStatus]) -> usize {
+    let settled = |state| {
+        matches!(
+            state,
+            ObjectState::InSync | ObjectState::Shared | ObjectState::Pruned
+        )
+    };
+    objects.iter().filter(|o| !settled(o.state)).count()
+}
+
 /// Objects by health state, for the metrics.
 fn health_counts(health: &SourceHealth) -> Vec<(State, usize)> {
     vec![
@@ -418,6 +426,21 @@ mod tests {
             object_status(&step(StepAction::Prune), true).state,
             ObjectState::Pruned
         );
+    }
+
+    #[test]
+    fn an_applied_prune_is_not_drift_and_a_pending_one_is() {
+        let applied: Vec<ObjectStatus> =
+            [StepAction::Create, StepAction::Prune, StepAction::Unchanged]
+                .into_iter()
+                .map(|action| object_status(&step(action), true))
+                .collect();
+        assert_eq!(drift_count(&applied), 0);
+        let report_only: Vec<ObjectStatus> = [StepAction::Prune, StepAction::Unchanged]
+            .into_iter()
+            .map(|action| object_status(&step(action), false))
+            .collect();
+        assert_eq!(drift_count(&report_only), 1);
     }
 
     #[test]
