@@ -2,13 +2,18 @@
 //! client-go's default timings (15 s lease, 10 s renew deadline, 2 s retry). One
 //! holds the Lease and is the only one to write; `kill -9` of it hands the writing
 //! to the other within one lease duration, without writing any object twice for
-//! one revision; SIGTERM hands over at once.
+//! one revision; SIGTERM hands over at once; a leader that cannot renew stops
+//! writing a renew deadline after its last renewal, before anyone may take over.
 
+use crate::common::audit::{AuditEvent, Identity};
 use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::watch::Events;
-use crate::common::{Manifests, TestEnv, configmap, eventually};
+use crate::common::{Manifests, TestEnv, configmap, eventually, kubectl_bin};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A namespace, the directory both replicas read, and the replicas.
 struct Pair {
@@ -26,11 +31,21 @@ impl Pair {
 
     /// One replica, `--leader-elect --id <id>`, its Lease in the test's namespace.
     fn start(&self, id: &str) -> Daemon {
+        self.start_as(id, None)
+    }
+
+    /// [`Pair::start`] with `identity`'s credentials, which the audit log records.
+    fn start_as(&self, id: &str, identity: Option<&Identity>) -> Daemon {
         let config = format!(
             "{}\n[leader_election]\nnamespace = \"{{ns}}\"\n",
             dir_config(self.manifests.path(), "1h", Drift::Heal)
         );
-        let daemon = Daemon::start(&self.env, &config, &["--leader-elect", "--id", id]);
+        let args = ["--leader-elect", "--id", id];
+        let vars: Vec<(&str, &str)> = identity
+            .map(|i| ("KUBECONFIG", i.kubeconfig_arg()))
+            .into_iter()
+            .collect();
+        let daemon = Daemon::start_with_env(&self.env, &config, &args, &vars);
         daemon.wait_ready(Duration::from_secs(30));
         daemon
     }
@@ -328,4 +343,241 @@ fn sigterm_hands_the_lease_over_at_once() {
         pair.values().values().all(|v| v == "2")
     });
     assert!(applied.is_some(), "{}", follower.log());
+}
+
+/// A ValidatingAdmissionPolicy refusing every write of one user to Leases: a leader
+/// that cannot renew while everything else it sends still reaches the API server,
+/// so the audit log records any write it makes past its fence. (A network partition
+/// would hide those writes: they could not arrive either.) Lifted when dropped.
+struct LeaseRefused<'a> {
+    env: &'a TestEnv,
+    name: String,
+}
+
+impl<'a> LeaseRefused<'a> {
+    fn start(env: &'a TestEnv, user: &str) -> Self {
+        let name = format!("refuse-lease-{}", env.ns);
+        let policy = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\n\
+             metadata: {{name: {name}}}\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    \
+             resourceRules:\n    - apiGroups: [coordination.k8s.io]\n      apiVersions: [\"*\"]\n      \
+             operations: [CREATE, UPDATE]\n      resources: [leases]\n  validations:\n  \
+             - expression: \"request.userInfo.username != '{user}'\"\n    \
+             message: partitioned from its Lease\n---\n\
+             apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\n\
+             metadata: {{name: {name}}}\nspec:\n  policyName: {name}\n  validationActions: [Deny]\n"
+        );
+        env.kubectl_stdin(&["apply", "-f", "-"], &policy);
+        LeaseRefused { env, name }
+    }
+
+    fn lift(&self) {
+        let binding = format!("validatingadmissionpolicybinding/{}", self.name);
+        let policy = format!("validatingadmissionpolicy/{}", self.name);
+        self.env
+            .kubectl(&["delete", &binding, &policy, "--ignore-not-found"]);
+    }
+}
+
+impl Drop for LeaseRefused<'_> {
+    fn drop(&mut self) {
+        let binding = format!("validatingadmissionpolicybinding/{}", self.name);
+        let policy = format!("validatingadmissionpolicy/{}", self.name);
+        let args = ["delete", &binding, &policy, "--ignore-not-found"];
+        let _ = self.env.kubectl_output(&args, None);
+    }
+}
+
+/// Edits ConfigMap `cm-0` out of band, over and over, until dropped: a steady
+/// demand for writes (self-heals) from whichever replica leads.
+struct Drifter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drifter {
+    fn start(env: &TestEnv) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kubeconfig, ns, flag) = (env.kubeconfig.clone(), env.ns.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                let patch = format!(r#"{{"data":{{"value":"drift-{n}"}}}}"#);
+                let _ = std::process::Command::new(kubectl_bin())
+                    .args(["--kubeconfig", &kubeconfig, "patch", "configmap", "cm-0"])
+                    .args(["-n", &ns, "-p", &patch])
+                    .output();
+                // Pacing, not settling: a few edits a second is demand enough.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        Drifter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Drifter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Writes to anything but the Lease: objects and Events.
+fn object_writes(events: &[AuditEvent]) -> Vec<&AuditEvent> {
+    events
+        .iter()
+        .filter(|e| e.is_write() && e.resource != "leases")
+        .collect()
+}
+
+/// Successful writes of the Lease (acquire, renew, release).
+fn lease_writes(events: &[AuditEvent]) -> Vec<&AuditEvent> {
+    events
+        .iter()
+        .filter(|e| e.is_write() && e.resource == "leases" && e.succeeded())
+        .collect()
+}
+
+fn since(t: SystemTime, origin: SystemTime) -> f64 {
+    match t.duration_since(origin) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// The time at the head of a text log line (`2026-01-01T00:00:00.000000Z  WARN …`).
+fn logged_at(line: &str) -> SystemTime {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    humantime::parse_rfc3339_weak(stamp).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
+    const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+    const LEASE_DURATION: Duration = Duration::from_secs(15);
+    // A write sent just before the fence may reach the API server this much later.
+    const IN_FLIGHT: Duration = Duration::from_secs(2);
+    let pair = Pair::new("leader-fence");
+    pair.manifests.write("all.yaml", &many(3, "1"));
+    let ids = [
+        Identity::new(&pair.env, &format!("fence-a-{}", pair.env.ns)),
+        Identity::new(&pair.env, &format!("fence-b-{}", pair.env.ns)),
+    ];
+    let a = pair.start_as("a", Some(&ids[0]));
+    assert_eq!(pair.holder(), "a");
+    let b = pair.start_as("b", Some(&ids[1]));
+    let following = eventually(Duration::from_secs(20), || {
+        b.status()["replica"]["leader"] == "a"
+    });
+    assert!(following.is_some(), "{}", b.log());
+
+    // The leader heals every edit of cm-0 while it can renew.
+    let drifter = Drifter::start(&pair.env);
+    let healing = eventually(Duration::from_secs(30), || {
+        let events = ids[0].events(&pair.env.ns);
+        let heals = object_writes(&events);
+        (heals.iter().filter(|e| e.resource == "configmaps").count() >= 2).then_some(())
+    });
+    assert!(
+        healing.is_some(),
+        "the leader never healed cm-0:\n{}",
+        a.log()
+    );
+
+    // Its Lease writes are refused from now on; its other requests still arrive.
+    let refused = LeaseRefused::start(&pair.env, &ids[0].name);
+    let denied = eventually(Duration::from_secs(30), || {
+        let events = ids[0].events(&pair.env.ns);
+        events
+            .iter()
+            .any(|e| e.is_write() && e.resource == "leases" && !e.succeeded())
+    });
+    assert!(denied.is_some(), "the leader's renewals were never refused");
+    let took_over = eventually(Duration::from_secs(40), || {
+        pair.lease_field("{.spec.holderIdentity}").as_deref() == Some("b")
+    });
+    assert!(took_over.is_some(), "b never took over:\n{}", b.log());
+    // b heals from then on: the demand for writes went on past the takeover.
+    let b_heals = |n: usize| {
+        eventually(Duration::from_secs(30), || {
+            let events = ids[1].events(&pair.env.ns);
+            object_writes(&events).len() >= n
+        })
+    };
+    assert!(b_heals(2).is_some(), "b never healed cm-0:\n{}", b.log());
+
+    // Healed: a reads the Lease again, follows b, and writes nothing.
+    refused.lift();
+    let follows = eventually(Duration::from_secs(30), || {
+        a.status()["replica"]["leader"] == "b"
+    });
+    assert!(follows.is_some(), "a never followed b:\n{}", a.log());
+    let healed_by_b = object_writes(&ids[1].events(&pair.env.ns)).len();
+    assert!(b_heals(healed_by_b + 3).is_some(), "{}", b.log());
+    drop(drifter);
+
+    let (a_events, b_events) = (ids[0].events(&pair.env.ns), ids[1].events(&pair.env.ns));
+    let renewed = lease_writes(&a_events)
+        .last()
+        .map(|e| e.received_at())
+        .expect("a renewed its Lease");
+    let acquired = lease_writes(&b_events)
+        .first()
+        .map(|e| e.received_at())
+        .expect("b acquired the Lease");
+    let a_writes = object_writes(&a_events);
+    let last_write = a_writes.last().expect("a wrote").received_at();
+    let b_first = object_writes(&b_events)
+        .first()
+        .expect("b wrote")
+        .received_at();
+    let log = a.log();
+    // a says so when it demotes itself at its fence (not when it sees b's Lease).
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("not the leader: stopped writing"))
+        .map(logged_at);
+    eprintln!(
+        "from a's last renewal: a last wrote at +{:.2}s (said it stopped at {}), b acquired \
+         at +{:.2}s and wrote at +{:.2}s",
+        since(last_write, renewed),
+        stopped.map_or("never".into(), |t| format!("+{:.2}s", since(t, renewed))),
+        since(acquired, renewed),
+        since(b_first, renewed),
+    );
+    // The fence: nothing from a past a renew deadline after its last renewal (sent
+    // before the API server received it), well before anyone may take over.
+    for write in &a_writes {
+        assert!(
+            write.received_at() <= renewed + RENEW_DEADLINE + IN_FLIGHT,
+            "a wrote {} {} {:.2}s after its last renewal, past its fence:\n{log}",
+            write.verb,
+            write.object(),
+            since(write.received_at(), renewed)
+        );
+    }
+    let stopped = stopped.unwrap_or_else(|| panic!("a never said it stopped writing:\n{log}"));
+    assert!(
+        stopped <= renewed + RENEW_DEADLINE + IN_FLIGHT,
+        "a stopped leading {:.2}s after its last renewal:\n{log}",
+        since(stopped, renewed)
+    );
+    // No two writers: b took over after a had stopped, a's Lease having run out.
+    assert!(
+        acquired >= renewed + LEASE_DURATION - IN_FLIGHT,
+        "b acquired {:.2}s after a's last renewal",
+        since(acquired, renewed)
+    );
+    assert!(last_write < acquired && last_write < b_first && stopped < acquired);
+    assert_eq!(
+        log.matches("became the leader").count(),
+        1,
+        "a led again:\n{log}"
+    );
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 /// A client the audit log records: its user name and its kubeconfig.
 pub struct Identity {
@@ -30,6 +31,8 @@ pub struct AuditEvent {
     pub name: String,
     pub code: u16,
     pub request_uri: String,
+    /// When the API server received the request (RFC 3339, microseconds).
+    pub request_received: String,
     pub stage_timestamp: String,
     /// Whom the request was authorized as (`Impersonate-User`), if not the
     /// identity itself.
@@ -45,6 +48,20 @@ impl AuditEvent {
     /// A dry run (`?dryRun=All`): validated, never persisted.
     pub fn is_dry_run(&self) -> bool {
         self.request_uri.contains("dryRun=")
+    }
+
+    /// When the API server received the request, by the machine's clock.
+    pub fn received_at(&self) -> SystemTime {
+        humantime::parse_rfc3339_weak(&self.request_received)
+            .unwrap_or_else(|e| panic!("requestReceivedTimestamp {:?}: {e}", self.request_received))
+    }
+
+    /// A request that changes something (dry runs aside), answered or refused.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) && !self.is_dry_run()
     }
 
     /// `resource/name`, e.g. `jobs/web-migrate`.
@@ -65,6 +82,7 @@ impl AuditEvent {
                 .and_then(|c| u16::try_from(c).ok())
                 .unwrap_or(0),
             request_uri: text("/requestURI").unwrap_or("").to_string(),
+            request_received: text("/requestReceivedTimestamp").unwrap_or("").to_string(),
             stage_timestamp: text("/stageTimestamp").unwrap_or("").to_string(),
             impersonated: text("/impersonatedUser/username").map(str::to_string),
         })
