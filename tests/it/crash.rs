@@ -1,14 +1,18 @@
 //! `kill -9` of converge in the middle of an apply and in the middle of a prune,
-//! then a rerun: everything converges and no owned object is orphaned. The
+//! then a rerun: everything converges and no owned object is orphaned; the same for
+//! `converge run` killed mid-reconcile and restarted, which creates nothing twice
+//! and never brings back what the new revision dropped (the audit log tells). The
 //! invariant that makes this so (KEP-3659): the ApplySet parent records the
 //! group-kind of every member before the member is written, so whatever a killed
 //! run left behind is found, and pruned, by the next.
 
+use crate::common::audit::{AuditEvent, Identity};
+use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::fault_proxy::FaultProxy;
 use crate::common::process::Running;
-use crate::common::{Manifests, TestEnv};
+use crate::common::{Manifests, TestEnv, eventually};
 use crate::faults::converge;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -261,4 +265,152 @@ fn kill_during_a_prune_then_rerun_finishes_it() {
 
     apply(&env, None, &dir).finish().assert_success("the rerun");
     assert_converged(&env, &dir, &desired(&env, None, 350, 0));
+}
+
+/// A daemon with `identity`'s credentials (through `proxy` if given), converging
+/// `dir` into the test's namespace under the ApplySet the CLI helpers use.
+fn daemon(env: &TestEnv, dir: &Manifests, identity: &Identity, via: Option<&Path>) -> Daemon {
+    let kubeconfig = via.unwrap_or(&identity.kubeconfig);
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 kubeconfig path");
+    let config = dir_config(dir.path(), "1h", Drift::Heal);
+    let daemon = Daemon::start_with_env(env, &config, &[], &[("KUBECONFIG", kubeconfig)]);
+    daemon.wait_ready(Duration::from_secs(60));
+    daemon
+}
+
+/// The identity's writes that created a ConfigMap or Secret (201), by
+/// `resource/name` (Events have generated names).
+fn creations(events: &[AuditEvent]) -> BTreeMap<String, usize> {
+    let mut created = BTreeMap::new();
+    let members = |e: &&AuditEvent| ["configmaps", "secrets"].contains(&e.resource.as_str());
+    for event in events
+        .iter()
+        .filter(members)
+        .filter(|e| e.is_write() && e.code == 201)
+    {
+        *created.entry(event.object()).or_default() += 1;
+    }
+    created
+}
+
+#[test]
+fn kill_the_daemon_mid_reconcile_then_restart_finishes_without_orphans_or_recreations() {
+    let env = TestEnv::new("crash-daemon");
+    let dir = Manifests::with("all.yaml", &manifests(&env, None, 100, 100));
+    let identity = Identity::new(&env, &format!("crash-{}", env.ns));
+    // Latency widens every gap between two writes, so the kill lands in one.
+    let proxy = FaultProxy::start(env.apiserver_addr());
+    let via = Manifests::new();
+    let kubeconfig = identity.kubeconfig_via(via.path(), &proxy.url());
+    let mut first = daemon(&env, &dir, &identity, Some(&kubeconfig));
+    let applied = eventually(Duration::from_secs(60), || {
+        labelled(&env) == desired(&env, None, 100, 100)
+    });
+    assert!(
+        applied.is_some(),
+        "revision 1 never applied:\n{}",
+        first.log()
+    );
+
+    // Revision 2 drops the Secrets and adds 500 ConfigMaps; the daemon dies once it
+    // has applied the first of them, before its prune.
+    proxy.set_latency(Duration::from_millis(50));
+    let from = first.log().len();
+    dir.write("all.yaml", &manifests(&env, None, 600, 0));
+    let striking = first.wait_for_log(
+        from,
+        &["applied", "object=ConfigMap/", "action=created"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        striking,
+        "the daemon never applied revision 2:\n{}",
+        first.log()
+    );
+    first.kill();
+    let killed_log = first.log();
+    drop(first);
+    assert_every_member_kind_recorded(&env, "the daemon killed mid-apply");
+    let members = labelled(&env);
+    let new = members
+        .iter()
+        .filter(|m| m.starts_with("ConfigMap ") && !desired(&env, None, 100, 0).contains(*m))
+        .count();
+    let secrets = members.iter().filter(|m| m.starts_with("Secret ")).count();
+    println!(
+        "the daemon was killed with {new} of 500 new ConfigMaps written, {secrets} Secrets left"
+    );
+    assert!(
+        new > 0 && new < 500 && secrets == 100,
+        "not killed mid-apply: {new} of 500 new ConfigMaps written, {secrets} of 100 Secrets \
+         left to prune:\n{killed_log}"
+    );
+    let written_before = identity.events(&env.ns).len();
+
+    // Restarted (directly, no latency): it finishes revision 2, prune included.
+    let second = daemon(&env, &dir, &identity, None);
+    let want = desired(&env, None, 600, 0);
+    let finished = eventually(Duration::from_secs(120), || labelled(&env) == want);
+    assert!(
+        finished.is_some(),
+        "the restarted daemon never finished revision 2:\n{}",
+        second.log()
+    );
+    let synced = eventually(Duration::from_secs(60), || {
+        second.source()["result"] == "synced"
+    });
+    assert!(synced.is_some(), "{:#}", second.source());
+    assert_converged(&env, &dir, &want);
+
+    // The audit log: across both daemons every object was created at most once, and
+    // after the kill nothing the new revision dropped was written but its deletion.
+    let events = identity.events(&env.ns);
+    let twice: Vec<_> = creations(&events)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "created more than once: {twice:?}");
+    let after_kill = &events[written_before..];
+    let revived: Vec<String> = after_kill
+        .iter()
+        .filter(|e| e.is_write() && e.resource == "secrets" && e.verb != "delete")
+        .map(|e| format!("{} {} {}", e.verb, e.object(), e.code))
+        .collect();
+    assert!(
+        revived.is_empty(),
+        "the restarted daemon wrote Secrets that revision 2 dropped: {revived:?}"
+    );
+    // What existed at the kill is updated, never created again. (The kill's own
+    // requests in flight may land yet are logged 504: the client went away.)
+    let existing: BTreeSet<String> = members
+        .iter()
+        .filter_map(|m| {
+            let (kind, object) = m.split_once(' ')?;
+            let name = object.rsplit('/').next()?;
+            Some(format!("{}s/{name}", kind.to_ascii_lowercase()))
+        })
+        .collect();
+    let recreated: Vec<String> = after_kill
+        .iter()
+        .filter(|e| e.is_write() && e.code == 201 && existing.contains(&e.object()))
+        .map(AuditEvent::object)
+        .collect();
+    assert!(
+        recreated.is_empty(),
+        "the restarted daemon created again what existed: {recreated:?}"
+    );
+    let pruned = after_kill
+        .iter()
+        .filter(|e| e.verb == "delete" && e.resource == "secrets" && e.succeeded())
+        .count();
+    assert_eq!(pruned, 100, "each dropped Secret is deleted once");
+    let deleted_configmaps: Vec<String> = events
+        .iter()
+        .filter(|e| e.verb == "delete" && e.resource == "configmaps")
+        .map(AuditEvent::object)
+        .collect();
+    assert!(
+        deleted_configmaps.is_empty(),
+        "ConfigMaps were deleted: {deleted_configmaps:?}"
+    );
 }

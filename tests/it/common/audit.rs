@@ -118,6 +118,12 @@ impl Identity {
         self.kubeconfig.to_str().expect("a UTF-8 state directory")
     }
 
+    /// A copy of this identity's kubeconfig in `dir` whose cluster is at `server`
+    /// (a fault proxy: TLS passes through, so the audit log still names it).
+    pub fn kubeconfig_via(&self, dir: &Path, server: &str) -> PathBuf {
+        super::kubeconfig_via(&self.kubeconfig, dir, server)
+    }
+
     /// Every completed request of this identity on objects in `namespace`, in the
     /// order the log has them (a rotated `audit-*.log` first). Watches that are
     /// still open are not there yet.

@@ -115,6 +115,24 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("converge.log")).unwrap_or_default()
     }
 
+    /// Waits until a line of the log past its first `from` bytes (an earlier
+    /// `log().len()`) contains every one of `needles`; polls every 10 ms, so a test
+    /// can strike (`kill -9`) close to that moment. False after `timeout`.
+    pub fn wait_for_log(&self, from: usize, needles: &[&str], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let mut lines = log.get(from..).unwrap_or_default().lines();
+            if lines.any(|l| needles.iter().all(|n| l.contains(n))) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether the log, past its first `from` bytes (an earlier `log().len()`),
     /// says that the live `object` (e.g. `Deployment.apps/ns/web`) changed and,
     /// after that, that a reconcile finished: the daemon has acted on the change.

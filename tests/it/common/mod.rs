@@ -271,17 +271,7 @@ impl TestEnv {
     /// A copy of the test's kubeconfig in `dir` whose cluster is at `server` (e.g. a
     /// fault proxy in front of the API server); credentials and CA stay the same.
     pub fn kubeconfig_via(&self, dir: &Path, server: &str) -> PathBuf {
-        let text = std::fs::read_to_string(&self.kubeconfig).expect("read the kubeconfig");
-        let rewritten: String = text
-            .lines()
-            .map(|line| match line.split_once("server: ") {
-                Some((indent, _)) => format!("{indent}server: {server}\n"),
-                None => format!("{line}\n"),
-            })
-            .collect();
-        let path = dir.join("kubeconfig");
-        std::fs::write(&path, rewritten).expect("write the kubeconfig");
-        path
+        kubeconfig_via(Path::new(&self.kubeconfig), dir, server)
     }
 
     /// A `converge` command (the binary under test) with the test's kubeconfig.
@@ -392,6 +382,22 @@ impl Manifests {
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.dir.path().join(file)).expect("remove manifest");
     }
+}
+
+/// A copy of `kubeconfig` as `dir/kubeconfig` whose cluster is at `server`;
+/// credentials and CA stay the same.
+pub fn kubeconfig_via(kubeconfig: &Path, dir: &Path, server: &str) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
+    let rewritten: String = text
+        .lines()
+        .map(|line| match line.split_once("server: ") {
+            Some((indent, _)) => format!("{indent}server: {server}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, rewritten).expect("write the kubeconfig");
+    path
 }
 
 /// Stops and starts kube-apiserver (same port and state) with
