@@ -2,14 +2,17 @@
 //! client-go's default timings (15 s lease, 10 s renew deadline, 2 s retry). One
 //! holds the Lease and is the only one to write; `kill -9` of it hands the writing
 //! to the other within one lease duration, without writing any object twice for
-//! one revision; SIGTERM hands over at once; a leader that cannot renew stops
-//! writing a renew deadline after its last renewal, before anyone may take over.
+//! one revision; SIGTERM hands over at once; a leader that cannot renew (its Lease
+//! writes refused, or cut from the API server by the fault proxy) stops writing a
+//! renew deadline after its last renewal, before anyone may take over.
 
 use crate::common::audit::{AuditEvent, Identity};
 use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::fault_proxy::FaultProxy;
 use crate::common::watch::Events;
 use crate::common::{Manifests, TestEnv, configmap, eventually, kubectl_bin};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -34,17 +37,15 @@ impl Pair {
         self.start_as(id, None)
     }
 
-    /// [`Pair::start`] with `identity`'s credentials, which the audit log records.
-    fn start_as(&self, id: &str, identity: Option<&Identity>) -> Daemon {
+    /// [`Pair::start`] with another kubeconfig (an audited identity's).
+    fn start_as(&self, id: &str, kubeconfig: Option<&Path>) -> Daemon {
         let config = format!(
             "{}\n[leader_election]\nnamespace = \"{{ns}}\"\n",
             dir_config(self.manifests.path(), "1h", Drift::Heal)
         );
         let args = ["--leader-elect", "--id", id];
-        let vars: Vec<(&str, &str)> = identity
-            .map(|i| ("KUBECONFIG", i.kubeconfig_arg()))
-            .into_iter()
-            .collect();
+        let kubeconfig = kubeconfig.map(|k| k.to_str().expect("a UTF-8 kubeconfig path"));
+        let vars: Vec<(&str, &str)> = kubeconfig.map(|k| ("KUBECONFIG", k)).into_iter().collect();
         let daemon = Daemon::start_with_env(&self.env, &config, &args, &vars);
         daemon.wait_ready(Duration::from_secs(30));
         daemon
@@ -457,21 +458,49 @@ fn logged_at(line: &str) -> SystemTime {
     humantime::parse_rfc3339_weak(stamp).unwrap_or_else(|e| panic!("{line:?}: {e}"))
 }
 
+/// How the leader is cut from its Lease.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Its Lease writes are refused ([`LeaseRefused`]); all else still arrives.
+    LeaseRefused,
+    /// The fault proxy in front of it refuses connections: nothing arrives.
+    Network,
+}
+
 #[test]
 fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
+    leader_cut_from_its_lease("leader-fence", Cut::LeaseRefused);
+}
+
+#[test]
+fn a_partitioned_leader_stops_at_its_fence_and_writes_nothing_once_healed() {
+    leader_cut_from_its_lease("leader-partition", Cut::Network);
+}
+
+/// Replica a leads and heals a steady drift; it is cut from its Lease (`cut`); b
+/// takes over; the cut heals and a follows b. The audit log and a's log must show a
+/// stopping at its fence, a renew deadline after its last renewal, before its
+/// Lease expired and b acquired it, and a writing nothing after.
+fn leader_cut_from_its_lease(test: &str, cut: Cut) {
     const RENEW_DEADLINE: Duration = Duration::from_secs(10);
     const LEASE_DURATION: Duration = Duration::from_secs(15);
     // A write sent just before the fence may reach the API server this much later.
     const IN_FLIGHT: Duration = Duration::from_secs(2);
-    let pair = Pair::new("leader-fence");
+    let pair = Pair::new(test);
     pair.manifests.write("all.yaml", &many(3, "1"));
     let ids = [
-        Identity::new(&pair.env, &format!("fence-a-{}", pair.env.ns)),
-        Identity::new(&pair.env, &format!("fence-b-{}", pair.env.ns)),
+        Identity::new(&pair.env, &format!("{test}-a-{}", pair.env.ns)),
+        Identity::new(&pair.env, &format!("{test}-b-{}", pair.env.ns)),
     ];
-    let a = pair.start_as("a", Some(&ids[0]));
+    let proxy = FaultProxy::start(pair.env.apiserver_addr());
+    let via = Manifests::new();
+    let a_kubeconfig = match cut {
+        Cut::Network => ids[0].kubeconfig_via(via.path(), &proxy.url()),
+        Cut::LeaseRefused => ids[0].kubeconfig.clone(),
+    };
+    let a = pair.start_as("a", Some(&a_kubeconfig));
     assert_eq!(pair.holder(), "a");
-    let b = pair.start_as("b", Some(&ids[1]));
+    let b = pair.start_as("b", Some(&ids[1].kubeconfig));
     let following = eventually(Duration::from_secs(20), || {
         b.status()["replica"]["leader"] == "a"
     });
@@ -490,15 +519,23 @@ fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
         a.log()
     );
 
-    // Its Lease writes are refused from now on; its other requests still arrive.
-    let refused = LeaseRefused::start(&pair.env, &ids[0].name);
-    let denied = eventually(Duration::from_secs(30), || {
-        let events = ids[0].events(&pair.env.ns);
-        events
-            .iter()
-            .any(|e| e.is_write() && e.resource == "leases" && !e.succeeded())
-    });
-    assert!(denied.is_some(), "the leader's renewals were never refused");
+    let refused = match cut {
+        Cut::LeaseRefused => {
+            let refused = LeaseRefused::start(&pair.env, &ids[0].name);
+            let denied = eventually(Duration::from_secs(30), || {
+                let events = ids[0].events(&pair.env.ns);
+                events
+                    .iter()
+                    .any(|e| e.is_write() && e.resource == "leases" && !e.succeeded())
+            });
+            assert!(denied.is_some(), "the leader's renewals were never refused");
+            Some(refused)
+        }
+        Cut::Network => {
+            proxy.set_down(true);
+            None
+        }
+    };
     let took_over = eventually(Duration::from_secs(40), || {
         pair.lease_field("{.spec.holderIdentity}").as_deref() == Some("b")
     });
@@ -513,7 +550,11 @@ fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
     assert!(b_heals(2).is_some(), "b never healed cm-0:\n{}", b.log());
 
     // Healed: a reads the Lease again, follows b, and writes nothing.
-    refused.lift();
+    match &refused {
+        Some(refused) => refused.lift(),
+        None => proxy.set_down(false),
+    }
+    let healed = SystemTime::now();
     let follows = eventually(Duration::from_secs(30), || {
         a.status()["replica"]["leader"] == "b"
     });
@@ -575,6 +616,7 @@ fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
         since(acquired, renewed)
     );
     assert!(last_write < acquired && last_write < b_first && stopped < acquired);
+    assert!(last_write < healed, "a wrote after the heal");
     assert_eq!(
         log.matches("became the leader").count(),
         1,
