@@ -208,6 +208,15 @@ impl HealthModel {
         }
     }
 
+    /// `rules` over converge's own, without discovery (no kind is known to have a
+    /// status subresource): for tools and benchmarks that run without a cluster.
+    pub fn with_rules(rules: HealthRules) -> Self {
+        HealthModel {
+            rules,
+            status_kinds: StatusKinds::Unknown,
+        }
+    }
+
     pub fn rules(&self) -> &HealthRules {
         &self.rules
     }

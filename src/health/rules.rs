@@ -123,18 +123,14 @@ impl Expression {
         })
     }
 
-    /// The expression's value with `self` bound to `live`.
-    fn evaluate(&self, live: &Cel) -> Result<Cel, String> {
-        ROOT.with(|root| {
-            let mut scope = root.new_inner_scope();
-            scope.add_variable_from_value("self", live.clone());
-            self.program.execute(&scope).map_err(|e| e.to_string())
-        })
+    /// The expression's value in `scope`, where `self` is bound.
+    fn evaluate(&self, scope: &Context) -> Result<Cel, String> {
+        self.program.execute(scope).map_err(|e| e.to_string())
     }
 
-    /// The expression as a condition: `Ok(true)` only for the boolean true.
-    pub fn holds(&self, live: &Cel) -> Result<bool, String> {
-        match self.evaluate(live)? {
+    /// The expression as a condition in `scope`: `Ok(true)` only for the boolean true.
+    fn holds(&self, scope: &Context) -> Result<bool, String> {
+        match self.evaluate(scope)? {
             Cel::Bool(b) => Ok(b),
             other => Err(format!("not a boolean: {other:?}")),
         }
@@ -142,8 +138,19 @@ impl Expression {
 
     /// [`Expression::holds`] on a JSON object.
     pub fn holds_for(&self, live: &Value) -> Result<bool, String> {
-        self.holds(&to_cel(live)?)
+        let live = to_cel(live)?;
+        with_self(live, |scope| self.holds(scope))
     }
+}
+
+/// Runs `f` in a scope of the standard environment where `self` is `live`: one
+/// scope per object, however many expressions read it.
+fn with_self<T>(live: Cel, f: impl FnOnce(&Context) -> T) -> T {
+    ROOT.with(|root| {
+        let mut scope = root.new_inner_scope();
+        scope.add_variable_from_value("self", live);
+        f(&scope)
+    })
 }
 
 /// `live` as a CEL value.
@@ -336,11 +343,15 @@ impl CompiledRule {
     /// Flux's order: in_progress, failed, current; none true: progressing. The
     /// first expression that cannot be evaluated makes it progressing, saying why.
     fn assess(&self, live: &Value) -> Health {
+        match to_cel(live) {
+            Ok(cel) => with_self(cel, |scope| self.decide(scope)),
+            Err(e) => self.undecided(format!("cannot read the object: {e}")),
+        }
+    }
+
+    /// The checks in order, in a scope where `self` is bound.
+    fn decide(&self, cel: &Context) -> Health {
         let decided_by = |key: &Arc<str>| Rule::User(key.clone());
-        let cel = match to_cel(live) {
-            Ok(cel) => cel,
-            Err(e) => return self.undecided(format!("cannot read the object: {e}")),
-        };
         let checks = [
             (Check::InProgress, &self.in_progress),
             (Check::Failed, &self.failed),
@@ -350,11 +361,11 @@ impl CompiledRule {
             let Some(expression) = expression else {
                 continue;
             };
-            match expression.holds(&cel) {
+            match expression.holds(cel) {
                 Ok(false) => {}
                 Ok(true) => {
                     let message = self
-                        .message(&cel)
+                        .message(cel)
                         .unwrap_or_else(|| format!("{} is true", check.name()));
                     return Health {
                         state: check.state(),
@@ -372,7 +383,7 @@ impl CompiledRule {
             }
         }
         self.undecided(
-            self.message(&cel)
+            self.message(cel)
                 .unwrap_or_else(|| "no check is true yet".into()),
         )
     }
@@ -394,8 +405,8 @@ impl CompiledRule {
 
     /// The `message` expression's value, as text; `None` when unset, empty or
     /// failing (a message never changes the state).
-    fn message(&self, live: &Cel) -> Option<String> {
-        let value = self.message.as_ref()?.evaluate(live).ok()?;
+    fn message(&self, scope: &Context) -> Option<String> {
+        let value = self.message.as_ref()?.evaluate(scope).ok()?;
         let text = match value {
             Cel::String(s) => s.to_string(),
             Cel::List(items) => items
