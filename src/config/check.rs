@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::raw::*;
 use super::*;
-use crate::kube::is_dns_label;
 use crate::health::{HealthRuleSpec, HealthRules};
+use crate::kube::is_dns_label;
 use crate::manifest;
 use crate::render::{ToolLimits, ToolPaths};
 

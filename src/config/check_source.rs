@@ -10,8 +10,8 @@ use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
 use crate::engine::{Adoption, ClusterScoped, DriftRules, NamespacePattern, Tenancy};
-use crate::kube::Impersonation;
 use crate::health::dependency::Dependencies;
+use crate::kube::Impersonation;
 use crate::kube::is_dns_label;
 use crate::render::{HelmSettings, RenderSettings, Vars, VarsFrom, is_var_name};
 
@@ -190,9 +190,12 @@ impl Checker<'_> {
         let render = self.source_render(at, &raw);
         let global = self.health.clone();
         let health = self.health_rules(&format!("{at}: health"), &raw.health, &global);
-        let (dependencies, problems) =
-            Dependencies::read(&format!("{at}: depends_on"), raw.depends_on.unwrap_or_default());
-        self.problems.extend(problems.iter().map(ToString::to_string));
+        let (dependencies, problems) = Dependencies::read(
+            &format!("{at}: depends_on"),
+            raw.depends_on.unwrap_or_default(),
+        );
+        self.problems
+            .extend(problems.iter().map(ToString::to_string));
         Some(SourceConfig {
             name: name?,
             kind: kind?,

@@ -268,7 +268,8 @@ impl SourceTask {
             self.scheduler.release(Instant::now());
         } else if self.held {
             self.reconciler
-                .record.waiting(&self.spec.settings, &waiting);
+                .record
+                .waiting(&self.spec.settings, &waiting);
         }
     }
 
