@@ -16,6 +16,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 if [[ ${1:-} == report ]]; then exec python3 hack/bench.py "$@"; fi
+# The cost of health evaluation (issue 25): 1000 objects, 10 CEL rules loaded, against
+# the built-in rules alone; no cluster needed (health is pure).
+#   hack/bench.sh health        only this
+health_eval() {
+  cargo build --release --quiet --example health_eval
+  mkdir -p target/bench
+  ./target/release/examples/health_eval 1000 9 | tee target/bench/health.json
+}
+if [[ ${1:-} == health ]]; then health_eval; exit; fi
 bash hack/install-deps.sh
 bash hack/controlplane.sh up
 eval "$(bash hack/tools.sh env)"   # kustomize, for the kustomize source scenario
@@ -49,4 +58,6 @@ else
 fi
 echo "bench: building converge (release)" >&2
 cargo build --release --quiet --bin converge --example raw_apply
+echo "bench: health evaluation, ms per 1000 objects (10 CEL rules / built-in only):" >&2
+health_eval >&2
 exec python3 hack/bench.py "$@"

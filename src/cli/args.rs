@@ -189,6 +189,12 @@ pub(crate) struct SyncArgs {
     /// Color diffs: auto (in a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// A TOML file of [[health]] rules: CEL expressions that say when objects of a
+    /// kind are in progress, failed or ready (see config.toml). They decide before
+    /// converge's own rules, for waves, hooks and --wait. Repeatable; the first
+    /// rule for a kind wins.
+    #[arg(long = "health", value_name = "FILE")]
+    pub health: Vec<PathBuf>,
     /// A field converge neither reports nor writes in existing objects, because
     /// another controller owns it (a source's [[source.ignore]]). RULE is a JSON
     /// pointer, for every object, or KIND:POINTER, KIND/NAME:POINTER or
@@ -455,6 +461,7 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(60),
             output: OutputFormat::Text,
             color: ColorChoice::Never,
+            health: Vec::new(),
             ignore: Vec::new(),
             drift_managers: None,
             recreate: false,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use converge::engine::ApplySet;
 use converge::engine::{Adoption, LoadedFrom, PlanOptions, Tenancy, check_not_empty};
 use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope, StageProgress};
-use converge::health::{self, WaitOptions, WaitOutcome};
+use converge::health::{self, HealthRules, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,8 @@ impl Mode {
 
 pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
+    // Before anything is read or written: a rule that does not compile is refused.
+    let rules = health_rules(&args.health)?;
     let (manifests, cluster) = render::load(&args, &name).await?;
     let guard = PlanOptions {
         prune: args.prune,
@@ -43,6 +45,7 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         Some(cluster) => cluster,
         None => Cluster::connect(&args).await?,
     };
+    let engine = engine.with_health_rules(rules);
     let dry_run = mode.dry_run();
     let line = Arc::new(Mutex::new(ProgressLine::new()));
     let options = RunOptions {
@@ -127,6 +130,25 @@ fn stage_progress(line: &Arc<Mutex<ProgressLine>>) -> StageProgress {
 }
 
 /// The progress line; a panic while it was held leaves it usable.
+/// The rules of every `--health FILE`, in order; every problem of every file at once.
+fn health_rules(files: &[std::path::PathBuf]) -> Result<HealthRules> {
+    let mut rules = HealthRules::default();
+    let mut problems = Vec::new();
+    for file in files {
+        match HealthRules::load(file) {
+            Ok(more) => rules = rules.then(&more),
+            Err(errors) => problems.extend(errors.iter().map(ToString::to_string)),
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(rules),
+        false => Err(anyhow::anyhow!(
+            "health rules refused:\n  {}",
+            problems.join("\n  ")
+        )),
+    }
+}
+
 fn lock(line: &Mutex<ProgressLine>) -> std::sync::MutexGuard<'_, ProgressLine> {
     line.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -148,6 +170,7 @@ async fn wait_for_health(
     let mut waited = health::wait(
         engine.reader(),
         engine.discovery(),
+        &engine.health_model(),
         &selector,
         &objects,
         wait,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::raw::*;
 use super::*;
+use crate::health::{HealthRuleSpec, HealthRules};
 use crate::kube::is_dns_label;
 use crate::manifest;
 use crate::render::{ToolLimits, ToolPaths};
@@ -17,6 +18,8 @@ pub(super) struct Checker<'a> {
     pub(super) problems: Vec<String>,
     /// `[tenancy] default_service_account`, read before the sources.
     pub(super) default_service_account: Option<String>,
+    /// `[[health]]`, compiled before the sources (whose own rules come first).
+    pub(super) health: HealthRules,
 }
 
 impl Checker<'_> {
@@ -39,6 +42,7 @@ impl Checker<'_> {
             );
         }
         self.default_service_account = raw.tenancy.default_service_account;
+        self.health = self.health_rules("health", &raw.health, &HealthRules::default());
         let clusters = self.clusters(raw.clusters);
         let sources = self.sources(raw.sources);
         self.source_clusters(&sources, &clusters);
@@ -55,6 +59,24 @@ impl Checker<'_> {
             limits,
             leader_election,
             clusters,
+            health: self.health.clone(),
+        }
+    }
+
+    /// `rules` compiled (every expression that does not parse is a problem, named
+    /// by its key and position), before `fallback`.
+    pub(super) fn health_rules(
+        &mut self,
+        at: &str,
+        rules: &[HealthRuleSpec],
+        fallback: &HealthRules,
+    ) -> HealthRules {
+        match HealthRules::compile(at, rules) {
+            Ok(rules) => rules.then(fallback),
+            Err(errors) => {
+                self.problems.extend(errors.iter().map(ToString::to_string));
+                fallback.clone()
+            }
         }
     }
 

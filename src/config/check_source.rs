@@ -10,6 +10,7 @@ use crate::engine::ignore::{IgnoreRule, IgnoreRules, Selector};
 use crate::engine::recreate::Recreate;
 use crate::engine::takeover::DriftManagers;
 use crate::engine::{Adoption, ClusterScoped, DriftRules, NamespacePattern, Tenancy};
+use crate::health::dependency::Dependencies;
 use crate::kube::Impersonation;
 use crate::kube::is_dns_label;
 use crate::render::{HelmSettings, RenderSettings, Vars, VarsFrom, is_var_name};
@@ -187,6 +188,14 @@ impl Checker<'_> {
         let tenancy = self.tenancy(at, &raw, &namespace, acting_as.is_some());
         let drift = self.drift(at, &raw);
         let render = self.source_render(at, &raw);
+        let global = self.health.clone();
+        let health = self.health_rules(&format!("{at}: health"), &raw.health, &global);
+        let (dependencies, problems) = Dependencies::read(
+            &format!("{at}: depends_on"),
+            raw.depends_on.unwrap_or_default(),
+        );
+        self.problems
+            .extend(problems.iter().map(ToString::to_string));
         Some(SourceConfig {
             name: name?,
             kind: kind?,
@@ -207,7 +216,9 @@ impl Checker<'_> {
             drift,
             render,
             wave_timeout,
-            depends_on: raw.depends_on.unwrap_or_default(),
+            depends_on: dependencies.sources,
+            depends_on_objects: dependencies.objects,
+            health,
         })
     }
 

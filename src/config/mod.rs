@@ -42,6 +42,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::health::HealthRules;
 use crate::manifest;
 use crate::render::{ToolLimits, ToolPaths};
 use check::Checker;
@@ -119,6 +120,8 @@ pub struct Config {
     /// `[[clusters]]`: clusters other than `[cluster]` (the home cluster, where the
     /// Leases stay) that sources may name with `cluster = "NAME"`.
     pub clusters: Vec<ClusterEntry>,
+    /// `[[health]]`: the user's health rules for every source.
+    pub health: HealthRules,
 }
 
 /// One `[[clusters]]` entry: another cluster, reached with its own kubeconfig.
@@ -221,6 +224,7 @@ impl Config {
             env,
             problems: Vec::new(),
             default_service_account: None,
+            health: HealthRules::default(),
         };
         let config = checker.config(raw, path.clone());
         if checker.problems.is_empty() {

@@ -1,6 +1,8 @@
 //! The TOML as written: loose shapes serde can always fill (`deny_unknown_fields`
 //! catches misspelt keys), checked into typed settings by [`super::check`].
 
+use crate::health::HealthRuleSpec;
+use crate::health::dependency::DependencySpec;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) tenancy: RawTenancy,
     #[serde(default)]
     pub(super) clusters: Vec<RawClusterEntry>,
+    #[serde(default)]
+    pub(super) health: Vec<HealthRuleSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +137,9 @@ pub(super) struct RawSource {
     pub(super) vars_from: Option<Vec<String>>,
     pub(super) helm: Option<RawHelm>,
     pub(super) wave_timeout: Option<toml::Value>,
-    pub(super) depends_on: Option<Vec<String>>,
+    pub(super) depends_on: Option<Vec<DependencySpec>>,
+    #[serde(default)]
+    pub(super) health: Vec<HealthRuleSpec>,
 }
 
 /// A `[[source.ignore]]` table: JSON pointers, and which objects they apply to.

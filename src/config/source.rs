@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::{Adoption, DriftRules, Tenancy};
+use crate::health::HealthRules;
+use crate::health::dependency::ObjectDependency;
 use crate::kube::Impersonation;
 use crate::render::RenderSettings;
 
@@ -53,6 +55,11 @@ pub struct SourceConfig {
     /// Sources that must be synced at their current revision and healthy before
     /// this one reconciles (checked to exist, without cycles).
     pub depends_on: Vec<String>,
+    /// Objects that must be ready (by their health or their `ready` expression)
+    /// before this one reconciles: `depends_on`'s `{ object = … }` entries.
+    pub depends_on_objects: Vec<ObjectDependency>,
+    /// Its `[[source.health]]` rules, then the global `[[health]]` ones.
+    pub health: HealthRules,
 }
 
 /// Where a source's manifests live.

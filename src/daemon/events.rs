@@ -36,6 +36,8 @@ pub(crate) enum EventReason {
     Applied,
     /// A revision could not be applied; the last good one stays.
     ReconcileFailed,
+    /// A reconcile is held until the source's dependencies are ready.
+    DependencyNotReady,
 }
 
 impl EventReason {
@@ -43,12 +45,13 @@ impl EventReason {
         match self {
             EventReason::Applied => "Applied",
             EventReason::ReconcileFailed => "ReconcileFailed",
+            EventReason::DependencyNotReady => "DependencyNotReady",
         }
     }
 
     pub(crate) fn event_type(self) -> EventType {
         match self {
-            EventReason::Applied => EventType::Normal,
+            EventReason::Applied | EventReason::DependencyNotReady => EventType::Normal,
             EventReason::ReconcileFailed => EventType::Warning,
         }
     }

@@ -16,6 +16,7 @@ pub(crate) mod events;
 mod leader;
 mod lease;
 mod metrics;
+mod needs;
 pub(crate) mod reconcile;
 mod record;
 mod scheduler;
@@ -173,7 +174,8 @@ pub async fn run(
                 .unwrap_or_else(Leadership::sole),
         };
         let mut acting = reconciler.clone();
-        acting.engine = acting.engine.acting_as(spec.settings.acting_as.clone());
+        acting.engine = (acting.engine.acting_as(spec.settings.acting_as.clone()))
+            .with_health_rules(spec.settings.health.clone());
         let remote = spec.cluster.as_ref().and_then(|name| {
             let access = options.clusters.get(name)?.clone();
             Some(Remote {

@@ -129,10 +129,11 @@ impl Reconciler {
     /// Re-assesses the health of every desired object from the store, after a
     /// reconcile. Costs no request (evidence aside, once per failure).
     pub(crate) fn refresh_health(&self, settings: &Settings, state: &mut SourceState) {
+        let model = self.engine.health_model();
         let assessed: Vec<(ObjectRef, Health)> = state
             .desired
             .iter()
-            .map(|object| (object.clone(), state.health_of(object)))
+            .map(|object| (object.clone(), state.health_of(object, &model)))
             .collect();
         let objects = assessed
             .iter()
@@ -163,7 +164,7 @@ impl Reconciler {
 
     /// Re-assesses one desired object's health from the store.
     fn reassess(&self, settings: &Settings, state: &mut SourceState, object: &ObjectRef) {
-        let health = state.health_of(object);
+        let health = state.health_of(object, &self.engine.health_model());
         let health_state = health.state;
         self.record.object_health(settings, object, health);
         self.explain_once(settings, state, object, health_state);

@@ -219,7 +219,14 @@ impl Recorder {
             s.waiting_for = dependencies.to_vec();
         });
         if news {
-            info!(source = %settings.name, waiting_for = %dependencies.join(", "), "waiting for its dependencies");
+            let waiting_for = dependencies.join("; ");
+            info!(source = %settings.name, %waiting_for, "waiting for its dependencies");
+            self.events.emit(
+                &settings.name,
+                &settings.namespace,
+                EventReason::DependencyNotReady,
+                &format!("waiting for {waiting_for}"),
+            );
         }
     }
 

@@ -5,6 +5,8 @@ use crate::config::{SourceConfig, SourceLocation as ConfigKind};
 use crate::daemon::leader::Duty;
 use crate::daemon::status::SourceKind;
 use crate::engine::{Adoption, DriftRules, Tenancy};
+use crate::health::HealthRules;
+use crate::health::dependency::ObjectDependency;
 use crate::kube::Impersonation;
 use crate::manifest::Limits;
 use crate::render::RenderSettings;
@@ -41,6 +43,8 @@ pub struct Settings {
     pub duty: Duty,
     /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
     pub cluster: Option<String>,
+    /// Its `[[source.health]]` rules, then the global `[[health]]` ones.
+    pub health: HealthRules,
 }
 
 impl Settings {
@@ -64,6 +68,8 @@ pub struct SourceSpec {
     pub webhook_secret: Option<Vec<u8>>,
     /// Sources that must be synced and healthy before this one reconciles.
     pub depends_on: Vec<String>,
+    /// Objects that must be ready before this one reconciles.
+    pub depends_on_objects: Vec<ObjectDependency>,
     /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
     pub cluster: Option<String>,
 }
@@ -98,6 +104,7 @@ impl SourceSpec {
                 limits,
                 wave_timeout: config.wave_timeout,
                 duty: Duty::Converge,
+                health: config.health.clone(),
             },
             kind,
             location: source.location(),
@@ -105,6 +112,7 @@ impl SourceSpec {
             full_resync_every: config.full_resync_every,
             webhook_secret: source.webhook_secret().map(<[u8]>::to_vec),
             depends_on: config.depends_on.clone(),
+            depends_on_objects: config.depends_on_objects.clone(),
             cluster: config.cluster.clone(),
             source,
         })

@@ -7,6 +7,7 @@
 
 use crate::daemon::error::ReconcileError;
 use crate::daemon::leader::{Duty, Leadership};
+use crate::daemon::needs::ObjectNeeds;
 use crate::daemon::reconcile::Reconciler;
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
 use crate::daemon::scheduler::{Scheduler, Timing};
@@ -115,6 +116,12 @@ pub(super) struct SourceTask {
     last_snapshot: Option<Snapshot>,
     /// Changes of the readiness board, when the source has dependencies.
     dependencies: Option<watch::Receiver<Board>>,
+    /// The objects it waits for (`depends_on = [{ object = … }]`), watched once
+    /// the source's cluster is connected.
+    needs: Option<ObjectNeeds>,
+    /// Whether a due reconcile is held for its dependencies (then `/status` says
+    /// what it waits for, and follows each change of why).
+    held: bool,
     /// Whether the last reconcile succeeded (its dependents need that).
     last_ok: bool,
 }
@@ -147,6 +154,8 @@ impl SourceTask {
             drift,
             last_snapshot: None,
             dependencies,
+            needs: None,
+            held: false,
             last_ok: false,
         }
     }
@@ -164,6 +173,15 @@ impl SourceTask {
                 return;
             }
         }
+        if !self.spec.depends_on_objects.is_empty() {
+            let engine = &self.reconciler.engine;
+            let namespace = &self.spec.settings.namespace;
+            self.needs = Some(ObjectNeeds::start(
+                engine,
+                &self.spec.depends_on_objects,
+                namespace,
+            ));
+        }
         // Watch before the first fetch so that no change falls in between.
         let _watch = match self.spec.source.watch(self.source_changes_tx.clone()) {
             Ok(handle) => Some(handle),
@@ -177,6 +195,7 @@ impl SourceTask {
                 continue;
             };
             let waiting = self.waiting_for();
+            self.held = !waiting.is_empty();
             if waiting.is_empty() {
                 self.attempt(reason).await;
                 self.publish();
@@ -210,7 +229,8 @@ impl SourceTask {
                     engine.reader().observe_requests(Arc::new(observer));
                     self.reconciler.record.events =
                         self.reconciler.record.events.on(engine.reader().clone());
-                    self.reconciler.engine = engine.acting_as(settings.acting_as.clone());
+                    self.reconciler.engine = (engine.acting_as(settings.acting_as.clone()))
+                        .with_health_rules(settings.health.clone());
                     self.reconciler.record.reach(settings, true);
                     return true;
                 }
@@ -227,11 +247,29 @@ impl SourceTask {
         }
     }
 
-    /// The dependencies (`depends_on`) that are not synced and healthy yet.
+    /// The dependencies (`depends_on`) that are not synced and healthy yet: the
+    /// sources by name, then the objects with why.
     fn waiting_for(&self) -> Vec<String> {
-        match &self.dependencies {
+        let mut waiting = match &self.dependencies {
             Some(board) => scheduler::waiting_for(&self.spec.depends_on, &board.borrow()),
             None => Vec::new(),
+        };
+        if let Some(needs) = &self.needs {
+            waiting.extend(needs.waiting_for());
+        }
+        waiting
+    }
+
+    /// A dependency changed: run what was held once none is left; otherwise say
+    /// what is still awaited, and why, while a reconcile is held.
+    fn dependencies_changed(&mut self) {
+        let waiting = self.waiting_for();
+        if waiting.is_empty() {
+            self.scheduler.release(Instant::now());
+        } else if self.held {
+            self.reconciler
+                .record
+                .waiting(&self.spec.settings, &waiting);
         }
     }
 
@@ -265,11 +303,8 @@ impl SourceTask {
                 }
                 self.publish();
             }
-            true = board_changed(&mut self.dependencies) => {
-                if self.waiting_for().is_empty() {
-                    self.scheduler.release(Instant::now());
-                }
-            }
+            true = board_changed(&mut self.dependencies) => self.dependencies_changed(),
+            true = needs_changed(&mut self.needs) => self.dependencies_changed(),
             _ = sleep_until(wake) => {}
         }
         true
@@ -421,6 +456,14 @@ impl SourceTask {
 async fn board_changed(board: &mut Option<watch::Receiver<Board>>) -> bool {
     match board {
         Some(board) => board.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether an object dependency's verdict changed; never, for a source without.
+async fn needs_changed(needs: &mut Option<ObjectNeeds>) -> bool {
+    match needs {
+        Some(needs) => needs.changed().await,
         None => std::future::pending().await,
     }
 }

@@ -12,7 +12,7 @@ use crate::daemon::targeting::{self, Baseline, Selection, Since};
 use crate::engine::applyset::ApplySet;
 use crate::engine::order;
 use crate::engine::{Cache, Engine, Memo, Outcome, Scope};
-use crate::health::{self, Health};
+use crate::health::{Health, HealthModel};
 use crate::kube::GroupKind;
 use crate::kube::watch::{Change, Reflector, Store};
 use crate::manifest::{FileCache, Limits, ObjectRef};
@@ -249,9 +249,9 @@ impl SourceState {
     /// An object's health from the store (no request); absent is missing only
     /// once its kind is listed. (An object in the store is assessed at once: the
     /// change that put it there may arrive before the list is marked complete.)
-    pub(crate) fn health_of(&self, object: &ObjectRef) -> Health {
+    pub(crate) fn health_of(&self, object: &ObjectRef, model: &HealthModel) -> Health {
         if let Some(live) = self.store.get_shared(object) {
-            return health::assess(&live);
+            return model.assess(&live);
         }
         let listed = self
             .reflectors

@@ -11,6 +11,7 @@ use crate::engine::applyset::ApplySet;
 use crate::engine::plan;
 use crate::engine::plan::{Desired, Evaluation, Plan, Step, StepAction};
 use crate::engine::recreate;
+use crate::health::HealthModel;
 use crate::kube::GroupKind;
 use crate::kube::Meta;
 use crate::kube::{
@@ -39,6 +40,8 @@ pub(super) struct Target<'a> {
     pub(super) recorded: Option<&'a BTreeSet<GroupKind>>,
     /// converge's own client, which watches what a stage waits for across namespaces.
     pub(super) reader: &'a Client,
+    /// How the stages judge health.
+    pub(super) health: HealthModel,
 }
 
 /// What carrying out a plan wrote, and how its stages went.
@@ -87,6 +90,7 @@ pub(super) async fn execute(
         discovery,
         selector: target.applyset.member_selector(),
         timeout: target.timeout,
+        health: &target.health,
         progress: target.progress,
         log: SyncLog::default(),
         written,

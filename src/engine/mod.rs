@@ -57,7 +57,7 @@ use target_namespace::TargetNamespace;
 use writes::parent_path;
 
 use crate::engine::plan::{Desired, Plan, PlanError};
-use crate::health::{Progress, WaitFor};
+use crate::health::{HealthModel, HealthRules, Progress, WaitFor};
 use crate::kube::GroupKind;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, Impersonation, ListParams};
 use crate::manifest::{self, Manifest, ObjectRef, Problem};
@@ -284,6 +284,8 @@ pub struct Engine {
     /// the ApplySet's members in every namespace, watches, namespaces.
     reader: Client,
     discovery: Discovery,
+    /// The user's health rules (`[[health]]`, `--health`) for every wait.
+    health_rules: HealthRules,
 }
 
 impl Engine {
@@ -296,7 +298,22 @@ impl Engine {
             reader: client.clone(),
             client,
             discovery,
+            health_rules: HealthRules::default(),
         })
+    }
+
+    /// The engine that judges health with `rules` before converge's own.
+    pub fn with_health_rules(&self, rules: HealthRules) -> Engine {
+        Engine {
+            health_rules: rules,
+            ..self.clone()
+        }
+    }
+
+    /// How this engine judges health: its rules, and discovery's knowledge of
+    /// which kinds have a status subresource.
+    pub fn health_model(&self) -> HealthModel {
+        HealthModel::new(self.health_rules.clone(), self.discovery.clone())
     }
 
     /// The engine whose requests about objects the API server authorizes as `who`
@@ -470,6 +487,7 @@ impl Engine {
             progress: options.progress.as_ref(),
             recorded: recorded.as_ref(),
             reader,
+            health: self.health_model(),
         };
         let Executed { written, log } =
             execute(client, &self.discovery, &target, &plan, &deferred).await?;

@@ -10,7 +10,7 @@ use super::{EngineError, StageProgress, api_error};
 use crate::engine::order::{DeleteWhen, Phase, StageKind, is_live_hook};
 use crate::engine::plan::{Plan, Step};
 use crate::engine::stages::{Stage, Stages, Wait};
-use crate::health::{self, State, WaitFor, WaitOptions, WaitOutcome};
+use crate::health::{self, HealthModel, State, WaitFor, WaitOptions, WaitOutcome};
 use crate::kube::Meta;
 use crate::kube::{ApiResource, Client, Discovery, Error as KubeError, ListParams};
 use crate::manifest::ObjectRef;
@@ -77,6 +77,8 @@ pub(super) struct Sequence<'a> {
     pub(super) selector: String,
     /// How long each stage may take to become healthy.
     pub(super) timeout: Duration,
+    /// How health is judged: the same model as `--wait` and `/status`.
+    pub(super) health: &'a HealthModel,
     pub(super) progress: Option<&'a StageProgress>,
     pub(super) log: SyncLog,
     pub(super) written: Vec<(ObjectRef, Value)>,
@@ -334,6 +336,7 @@ impl<'a> Sequence<'a> {
         let mut waited = health::wait(
             client,
             discovery,
+            self.health,
             &self.selector,
             objects,
             options,

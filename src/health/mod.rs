@@ -14,18 +14,22 @@
 //!
 //! Nothing here mutates the cluster.
 
+pub mod dependency;
 pub(crate) mod evidence;
+pub(crate) mod rules;
 pub(crate) mod wait;
 
 pub use evidence::{Evidence, gather};
+pub use rules::{Expression, HealthRuleSpec, HealthRules, RuleError};
 pub use wait::{Progress, WaitFor, WaitOptions, WaitOutcome, WaitedObject};
 pub use wait::{explain, wait};
 
-use crate::kube::GroupVersion;
 use crate::kube::Meta;
+use crate::kube::{Discovery, GroupVersion};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// How far an object is from doing what its manifest asks.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,11 +59,56 @@ impl fmt::Display for State {
     }
 }
 
-/// The health of one object: its state and, in a few words, why.
+/// The health of one object: its state, in a few words why, and which rule said so.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Health {
     pub state: State,
     pub message: String,
+    /// The rule that decided: people reading `/status` or a failed `--wait` need to
+    /// know whether converge, kstatus or their own expression judged the object.
+    #[serde(default)]
+    pub rule: Rule,
+}
+
+/// What decided an object's health.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Rule {
+    /// converge's own rule for the kind (Deployment, Job, …), or the object's
+    /// presence (missing, being deleted).
+    #[default]
+    BuiltIn,
+    /// The kstatus conventions, for kinds converge has no rule for.
+    Kstatus,
+    /// A user's `[[health]]` expression (or the rule as a whole when none of its
+    /// checks held): its config key, `health[0].current`.
+    User(Arc<str>),
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rule::BuiltIn => "built-in",
+            Rule::Kstatus => "kstatus",
+            Rule::User(key) => key,
+        })
+    }
+}
+
+impl From<Rule> for String {
+    fn from(rule: Rule) -> String {
+        rule.to_string()
+    }
+}
+
+impl From<String> for Rule {
+    fn from(text: String) -> Rule {
+        match text.as_str() {
+            "built-in" | "" => Rule::BuiltIn,
+            "kstatus" => Rule::Kstatus,
+            _ => Rule::User(text.into()),
+        }
+    }
 }
 
 impl Health {
@@ -67,6 +116,7 @@ impl Health {
         Health {
             state: State::Ready,
             message: message.into(),
+            rule: Rule::BuiltIn,
         }
     }
 
@@ -74,6 +124,7 @@ impl Health {
         Health {
             state: State::Progressing,
             message: message.into(),
+            rule: Rule::BuiltIn,
         }
     }
 
@@ -81,6 +132,7 @@ impl Health {
         Health {
             state: State::Failed,
             message: message.into(),
+            rule: Rule::BuiltIn,
         }
     }
 
@@ -89,7 +141,15 @@ impl Health {
         Health {
             state: State::Missing,
             message: "not found in the cluster".into(),
+            rule: Rule::BuiltIn,
         }
+    }
+}
+
+impl Health {
+    /// This health, as decided by `rule`.
+    pub fn by(self, rule: Rule) -> Self {
+        Health { rule, ..self }
     }
 }
 
@@ -99,18 +159,150 @@ impl fmt::Display for Health {
     }
 }
 
-/// The health of `live`, an object as the API server returns it.
-///
-/// Kinds with known semantics get their own rule; any other kind is judged by the
-/// kstatus conventions (`observedGeneration`, `Ready`/`Available`/`Stalled`
-/// conditions), and a kind without status is ready once it exists.
+/// The health of `live` by converge's rules and kstatus alone, without knowing
+/// which kinds have a status subresource (see [`HealthModel`]).
 pub fn assess(live: &Value) -> Health {
-    if live.is_deleting() {
-        // A run-to-completion object's outcome stands while it is deleted (a Job
-        // reaped by its TTL); anything else is on its way out.
-        return finished(live).unwrap_or_else(|| Health::progressing("being deleted"));
+    HealthModel::default().assess(live)
+}
+
+/// One health model for every caller (waves, hooks, `--wait`, `depends_on`,
+/// `/status`, metrics): the user's rules, then converge's built-in ones, then
+/// kstatus, made strict for custom resources whose CRD declares a status
+/// subresource (discovery says which).
+#[derive(Clone, Debug, Default)]
+pub struct HealthModel {
+    rules: HealthRules,
+    status_kinds: StatusKinds,
+}
+
+/// Which kinds the API server serves with a `status` subresource.
+#[derive(Clone, Debug, Default)]
+enum StatusKinds {
+    /// Not known: every kind is judged as if it had none.
+    #[default]
+    Unknown,
+    Discovered(Discovery),
+    /// A fixed list of (group, kind), for unit tests.
+    #[cfg(test)]
+    Listed(Vec<(String, String)>),
+}
+
+impl StatusKinds {
+    fn has_status(&self, group: &str, kind: &str) -> bool {
+        match self {
+            StatusKinds::Unknown => false,
+            StatusKinds::Discovered(discovery) => discovery.has_status_subresource(group, kind),
+            #[cfg(test)]
+            StatusKinds::Listed(list) => list.iter().any(|(g, k)| g == group && k == kind),
+        }
     }
-    assess_kind(live)
+}
+
+impl HealthModel {
+    /// `rules` over converge's own, with discovery telling custom resources that
+    /// have a status subresource.
+    pub fn new(rules: HealthRules, discovery: Discovery) -> Self {
+        HealthModel {
+            rules,
+            status_kinds: StatusKinds::Discovered(discovery),
+        }
+    }
+
+    /// `rules` over converge's own, without discovery (no kind is known to have a
+    /// status subresource): for tools and benchmarks that run without a cluster.
+    pub fn with_rules(rules: HealthRules) -> Self {
+        HealthModel {
+            rules,
+            status_kinds: StatusKinds::Unknown,
+        }
+    }
+
+    pub fn rules(&self) -> &HealthRules {
+        &self.rules
+    }
+
+    /// The health of `live`, an object as the API server returns it.
+    ///
+    /// A user's rule for the kind decides first; then kinds with known semantics
+    /// get converge's rule; any other kind is judged by the kstatus conventions
+    /// (`observedGeneration`, `Ready`/`Available`/`Stalled` conditions). A custom
+    /// resource whose CRD declares a status subresource is ready only once its
+    /// controller wrote a status saying so; any other kind without status is ready
+    /// once it exists.
+    pub fn assess(&self, live: &Value) -> Health {
+        if live.is_deleting() {
+            // A run-to-completion object's outcome stands while it is deleted (a Job
+            // reaped by its TTL); anything else is on its way out.
+            return finished(live).unwrap_or_else(|| Health::progressing("being deleted"));
+        }
+        let (group, kind) = kind_of(live);
+        if let Some(health) = self.rules.assess(group, kind, live) {
+            return health;
+        }
+        let custom = !is_builtin_group(group) && self.status_kinds.has_status(group, kind);
+        match custom {
+            true => custom_resource(live),
+            false => assess_kind(live),
+        }
+    }
+
+    /// The health of an object that may be absent.
+    pub fn assess_opt(&self, live: Option<&Value>) -> Health {
+        live.map_or_else(Health::missing, |live| self.assess(live))
+    }
+}
+
+/// The groups the Kubernetes API server serves itself (kinds whose status, if
+/// any, is written by built-in controllers, or by none: an Ingress without an
+/// ingress controller). Custom resources live in other groups (a CRD in a
+/// `*.k8s.io` group needs an API-review approval, as Gateway API has: those are
+/// custom too, hence the exact list).
+const BUILTIN_GROUPS: [&str; 24] = [
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "extensions",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
+
+fn is_builtin_group(group: &str) -> bool {
+    BUILTIN_GROUPS.contains(&group) || group == "metrics.k8s.io"
+}
+
+/// What the controller of a custom resource must have said: a status at all (one
+/// without is `progressing` until a controller writes one — CRs are not ready the
+/// moment they are stored), then kstatus; a status without `Ready` or `Available`
+/// is kstatus' Current.
+fn custom_resource(live: &Value) -> Health {
+    let written = live
+        .pointer("/status")
+        .and_then(Value::as_object)
+        .is_some_and(|status| !status.is_empty());
+    if !written {
+        return Health::progressing("no status yet (is its controller running?)").by(Rule::Kstatus);
+    }
+    kstatus(live).unwrap_or_else(|| {
+        Health::ready("status written, no Ready or Available condition").by(Rule::Kstatus)
+    })
 }
 
 /// The outcome of a Job or Pod that has finished (completed or failed); `None` for
@@ -137,6 +329,7 @@ pub fn assess_gone(last: Option<&Value>) -> Health {
         None => Health {
             state: State::Missing,
             message: "deleted before it finished".into(),
+            rule: Rule::BuiltIn,
         },
     }
 }
@@ -160,11 +353,6 @@ fn assess_kind(live: &Value) -> Health {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => custom_resource_definition(live),
         _ => generic(live),
     }
-}
-
-/// The health of an object that may be absent.
-pub fn assess_opt(live: Option<&Value>) -> Health {
-    live.map_or_else(Health::missing, assess)
 }
 
 /// One entry of `status.conditions`.
@@ -506,27 +694,43 @@ fn custom_resource_definition(live: &Value) -> Health {
     }
 }
 
-/// kstatus for kinds converge has no rule for: the controller must have observed the
-/// latest generation (when it reports `observedGeneration`), `Stalled` means failed,
-/// `Reconciling` means progressing, and `Ready` (else `Available`) decides.
+/// kstatus for kinds converge has no rule for; a kind without status (or without
+/// the conditions kstatus reads) is ready once it exists.
 fn generic(live: &Value) -> Health {
+    kstatus(live).unwrap_or_else(|| Health::ready("exists").by(Rule::Kstatus))
+}
+
+/// kstatus: the controller must have observed the latest generation (when it
+/// reports `observedGeneration`), `Stalled` means failed, `Reconciling` means
+/// progressing, and `Ready` (else `Available`) decides; `None` when none of that
+/// is there to read.
+fn kstatus(live: &Value) -> Option<Health> {
+    kstatus_says(live).map(|health| health.by(Rule::Kstatus))
+}
+
+fn kstatus_says(live: &Value) -> Option<Health> {
     if live.pointer("/status/observedGeneration").is_some()
         && let Some(pending) = generation_pending(live, "its")
     {
-        return pending;
+        return Some(pending);
     }
     let all = conditions(live);
     let find = |t: &str| all.iter().find(|c| c.type_ == t);
     if let Some(c) = find("Stalled").filter(|c| c.is_true()) {
-        return Health::failed(c.explanation());
+        return Some(Health::failed(c.explanation()));
     }
     if let Some(c) = find("Reconciling").filter(|c| c.is_true()) {
-        return Health::progressing(c.explanation());
+        return Some(Health::progressing(c.explanation()));
     }
     match find("Ready").or_else(|| find("Available")) {
-        Some(c) if c.is_true() => Health::ready(format!("{} is True", c.type_)),
-        Some(c) => Health::progressing(format!("{} is {}: {}", c.type_, c.status, c.explanation())),
-        None => Health::ready("exists"),
+        Some(c) if c.is_true() => Some(Health::ready(format!("{} is True", c.type_))),
+        Some(c) => Some(Health::progressing(format!(
+            "{} is {}: {}",
+            c.type_,
+            c.status,
+            c.explanation()
+        ))),
+        None => None,
     }
 }
 
@@ -818,7 +1022,10 @@ mod tests {
             json!({"apiVersion": "example.com/v1", "kind": "Widget",
                    "metadata": {"name": "w", "generation": generation}, "status": status})
         };
-        assert_eq!(assess(&cr(1, json!({}))), Health::ready("exists"));
+        assert_eq!(
+            assess(&cr(1, json!({}))),
+            Health::ready("exists").by(Rule::Kstatus)
+        );
         assert_eq!(
             assess(&cr(2, json!({"observedGeneration": 1}))).state,
             State::Progressing
@@ -829,28 +1036,108 @@ mod tests {
         );
         assert_eq!(
             assess(&not_ready),
-            Health::progressing("Ready is False: Waiting: dependency")
+            Health::progressing("Ready is False: Waiting: dependency").by(Rule::Kstatus)
         );
         let available = cr(
             1,
             json!({"conditions": [{"type": "Available", "status": "True"}]}),
         );
-        assert_eq!(assess(&available), Health::ready("Available is True"));
+        assert_eq!(assess(&available).message, "Available is True");
         let stalled = cr(
             1,
             json!({"conditions": [{"type": "Ready", "status": "False"},
                                   {"type": "Stalled", "status": "True", "reason": "InvalidSpec"}]}),
         );
-        assert_eq!(assess(&stalled), Health::failed("InvalidSpec"));
+        assert_eq!(
+            assess(&stalled),
+            Health::failed("InvalidSpec").by(Rule::Kstatus)
+        );
+    }
+
+    fn strict() -> HealthModel {
+        HealthModel {
+            rules: HealthRules::default(),
+            status_kinds: StatusKinds::Listed(vec![
+                ("example.com".into(), "Widget".into()),
+                ("networking.k8s.io".into(), "Ingress".into()),
+            ]),
+        }
+    }
+
+    #[test]
+    fn a_custom_resource_with_a_status_subresource_needs_its_controllers_word() {
+        let cr = |generation: i64, status: Value| {
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                   "metadata": {"name": "w", "generation": generation}, "status": status})
+        };
+        let model = strict();
+        let fresh = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                           "metadata": {"name": "w", "generation": 1}});
+        assert_eq!(
+            model.assess(&fresh),
+            Health::progressing("no status yet (is its controller running?)").by(Rule::Kstatus)
+        );
+        assert_eq!(model.assess(&cr(1, json!({}))).state, State::Progressing);
+        let stale = cr(
+            2,
+            json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}),
+        );
+        assert_eq!(model.assess(&stale).state, State::Progressing);
+        let ready = cr(
+            2,
+            json!({"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}),
+        );
+        assert_eq!(
+            model.assess(&ready),
+            Health::ready("Ready is True").by(Rule::Kstatus)
+        );
+        let observed = cr(2, json!({"observedGeneration": 2}));
+        assert_eq!(
+            model.assess(&observed).state,
+            State::Ready,
+            "kstatus: Current"
+        );
+        // A kind without a status subresource, and a built-in one, keep "exists".
+        let gadget =
+            json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}});
+        assert_eq!(model.assess(&gadget).message, "exists");
+        let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                             "metadata": {"name": "i"}});
+        assert_eq!(model.assess(&ingress).message, "exists");
+    }
+
+    #[test]
+    fn a_users_rule_wins_over_the_built_in_ones() {
+        let spec = HealthRuleSpec {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            current: Some("self.data.ready == 'yes'".into()),
+            ..HealthRuleSpec::default()
+        };
+        let model = HealthModel {
+            rules: HealthRules::compile("health", &[spec]).expect("compiles"),
+            ..strict()
+        };
+        let cm = |ready: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                   "data": {"ready": ready}})
+        };
+        assert_eq!(model.assess(&cm("no")).state, State::Progressing);
+        let health = model.assess(&cm("yes"));
+        assert_eq!(health.state, State::Ready);
+        assert_eq!(health.rule.to_string(), "health[0].current");
     }
 
     #[test]
     fn objects_without_status_are_ready_and_deleted_ones_are_not() {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
-        assert_eq!(assess(&cm), Health::ready("exists"));
+        assert_eq!(assess(&cm), Health::ready("exists").by(Rule::Kstatus));
         let mut going = cm.clone();
         going["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
         assert_eq!(assess(&going), Health::progressing("being deleted"));
-        assert_eq!(assess_opt(None).state, State::Missing);
+        assert_eq!(
+            HealthModel::default().assess_opt(None).state,
+            State::Missing
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! is decided and the user wants to know now), or at the timeout. Then
 //! [`explain`] gathers [`Evidence`] for every object that is not ready.
 
-use super::{Evidence, Health, State, assess, assess_gone, assess_opt};
+use super::{Evidence, Health, HealthModel, State, assess_gone};
 use crate::kube::GroupKind;
 use crate::kube::Meta;
 use crate::kube::watch::{Change, Follower, Reflector, Sighting, Store};
@@ -124,26 +124,31 @@ impl WaitOutcome {
 }
 
 /// Waits until every one of `objects` (members of the ApplySet that `selector`
-/// selects) is ready, one has failed, or `options.timeout` has passed. Calls
-/// `progress` at every change and every second.
+/// selects) is ready by `model`, one has failed, or `options.timeout` has passed.
+/// Calls `progress` at every change and every second.
 pub async fn wait(
     client: &Client,
     discovery: &Discovery,
+    model: &HealthModel,
     selector: &str,
     objects: &[WaitFor],
     options: WaitOptions,
     progress: impl FnMut(&Progress),
 ) -> WaitOutcome {
     let span = info_span!("wait", objects = objects.len(), timeout = ?options.timeout);
-    wait_inner(client, discovery, selector, objects, options, progress)
-        .instrument(span)
-        .await
+    let tracker = Tracker::new(objects, model.clone());
+    wait_inner(
+        client, discovery, selector, tracker, objects, options, progress,
+    )
+    .instrument(span)
+    .await
 }
 
 async fn wait_inner(
     client: &Client,
     discovery: &Discovery,
     selector: &str,
+    mut tracker: Tracker,
     objects: &[WaitFor],
     options: WaitOptions,
     mut progress: impl FnMut(&Progress),
@@ -153,7 +158,6 @@ async fn wait_inner(
     let store = Store::default();
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let (sightings_tx, mut sightings) = mpsc::unbounded_channel();
-    let mut tracker = Tracker::new(objects);
     let _followers = follow(client, discovery, objects, &sightings_tx, &mut tracker);
     let watch = Watch {
         client,
@@ -275,10 +279,11 @@ struct Tracker {
     unwatched: BTreeSet<GroupKind>,
     /// Objects followed from their create: judged by what their follower saw.
     followed: HashSet<ObjectRef>,
+    model: HealthModel,
 }
 
 impl Tracker {
-    fn new(wanted: &[WaitFor]) -> Self {
+    fn new(wanted: &[WaitFor], model: HealthModel) -> Self {
         let followed = wanted
             .iter()
             .filter(|w| w.since.is_some())
@@ -307,6 +312,7 @@ impl Tracker {
             index,
             unwatched: BTreeSet::new(),
             followed,
+            model,
         };
         // A watch from a version sends what happens after it: the create itself is
         // the object's first state.
@@ -334,7 +340,7 @@ impl Tracker {
         };
         let entry = &mut self.objects[i];
         let (health, live) = match sighting {
-            Sighting::Seen(live) => (assess(&live), Some(live)),
+            Sighting::Seen(live) => (self.model.assess(&live), Some(live)),
             Sighting::Gone(last) => (assess_gone(last.as_ref()), last),
         };
         if health != entry.health {
@@ -378,7 +384,7 @@ impl Tracker {
         }
         let entry = &mut self.objects[i];
         entry.live = store.get_shared(object);
-        let health = assess_opt(entry.live.as_deref());
+        let health = self.model.assess_opt(entry.live.as_deref());
         if health != entry.health {
             debug!(object = %object, state = %health.state, message = %health.message, "health");
         }
@@ -450,8 +456,10 @@ mod tests {
 
     #[test]
     fn tracker_is_decided_when_all_ready_or_one_failed() {
-        let mut tracker =
-            Tracker::new(&[WaitFor::listed(cm_ref("a")), WaitFor::listed(cm_ref("b"))]);
+        let mut tracker = Tracker::new(
+            &[WaitFor::listed(cm_ref("a")), WaitFor::listed(cm_ref("b"))],
+            HealthModel::default(),
+        );
         assert_eq!(tracker.kinds().len(), 1);
         assert!(!tracker.is_decided());
         let store = Store::default();
@@ -486,7 +494,7 @@ mod tests {
             object: object.clone(),
             since: Some(Arc::new(job(json!([])))),
         };
-        let mut tracker = Tracker::new(&[created]);
+        let mut tracker = Tracker::new(&[created], HealthModel::default());
         assert!(tracker.kinds().is_empty(), "followed, not listed");
         assert_eq!(tracker.objects[0].health.state, State::Progressing);
         let complete = json!([{"type": "Complete", "status": "True"}]);
@@ -517,7 +525,7 @@ mod tests {
 
     #[test]
     fn unwatchable_kinds_fail_their_objects() {
-        let mut tracker = Tracker::new(&[WaitFor::listed(cm_ref("a"))]);
+        let mut tracker = Tracker::new(&[WaitFor::listed(cm_ref("a"))], HealthModel::default());
         let configmaps = GroupKind {
             group: String::new(),
             kind: "ConfigMap".into(),
@@ -545,7 +553,7 @@ mod tests {
         let value = serde_json::to_value(&outcome).expect("serializes");
         assert_eq!(
             value,
-            json!({"objects": [{"object": "ConfigMap/ns/a", "state": "ready", "message": "exists"}],
+            json!({"objects": [{"object": "ConfigMap/ns/a", "state": "ready", "message": "exists", "rule": "built-in"}],
                    "elapsed": 1.2, "timedOut": false})
         );
         assert!(outcome.all_ready());

@@ -6,7 +6,7 @@
 //! group-version. The catalog is a snapshot: call [`Discovery::refresh`] after
 //! creating CRDs so their kinds resolve.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
@@ -28,6 +28,9 @@ const LEGACY_CONCURRENCY: usize = 8;
 #[derive(Debug, Default)]
 struct Catalog {
     groups: HashMap<String, Group>,
+    /// (group, kind) served with a `status` subresource at some version: its
+    /// status is written by a controller, not by whoever writes the spec.
+    with_status: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +138,14 @@ impl Discovery {
         }
     }
 
+    /// Whether `kind` in `group` has a `status` subresource (a CRD that declares
+    /// `subresources: {status: {}}`): health needs its controller's word.
+    pub fn has_status_subresource(&self, group: &str, kind: &str) -> bool {
+        self.snapshot()
+            .with_status
+            .contains(&(group.to_string(), kind.to_string()))
+    }
+
     /// [`Discovery::resolve`] from a manifest's `apiVersion` (`apps/v1`, `v1`).
     pub fn resolve_api_version(&self, api_version: &str, kind: &str) -> Result<ApiResource, Error> {
         let gv =
@@ -235,6 +246,14 @@ struct ResourceDiscovery {
     scope: String,
     #[serde(default)]
     verbs: Vec<String>,
+    #[serde(default)]
+    subresources: Vec<SubresourceDiscovery>,
+}
+
+#[derive(Deserialize)]
+struct SubresourceDiscovery {
+    #[serde(default)]
+    subresource: String,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +278,10 @@ fn add_aggregated(catalog: &mut Catalog, doc: Value) -> Result<(), Error> {
                 let Some(kind) = r.response_kind.map(|k| k.kind).filter(|k| !k.is_empty()) else {
                     continue;
                 };
+                if r.subresources.iter().any(|s| s.subresource == "status") {
+                    let key = (item.metadata.name.clone(), kind.clone());
+                    catalog.with_status.insert(key);
+                }
                 group.insert(ApiResource {
                     group: item.metadata.name.clone(),
                     version: version.version.clone(),
@@ -367,6 +390,20 @@ fn add_legacy(catalog: &mut Catalog, group: &str, version: &str, doc: Value) {
     if !entry.versions.iter().any(|v| v == version) {
         entry.versions.push(version.to_string());
     }
+    // `widgets/status` names the kind of `widgets`.
+    let kinds: HashMap<&str, &str> = list
+        .resources
+        .iter()
+        .filter(|r| !r.name.contains('/'))
+        .map(|r| (r.name.as_str(), r.kind.as_str()))
+        .collect();
+    for r in &list.resources {
+        if let Some(kind) = r.name.strip_suffix("/status").and_then(|p| kinds.get(p)) {
+            catalog
+                .with_status
+                .insert((group.to_string(), kind.to_string()));
+        }
+    }
     for r in list.resources {
         // Subresources (`deployments/scale`) are not kinds of their own.
         if r.name.contains('/') || r.kind.is_empty() {
@@ -402,7 +439,8 @@ mod tests {
             {"metadata": {"name": "example.com"}, "versions": [
                 {"version": "v2", "resources": [
                     {"resource": "widgets", "responseKind": {"group": "", "version": "", "kind": "Widget"},
-                     "scope": "Namespaced", "verbs": ["get", "list"]}]},
+                     "scope": "Namespaced", "verbs": ["get", "list"],
+                     "subresources": [{"subresource": "status", "responseKind": {"kind": "Widget"}}]}]},
                 {"version": "v1", "resources": [
                     {"resource": "widgets", "responseKind": {"kind": "Widget"}, "scope": "Namespaced", "verbs": []},
                     {"resource": "gadgets", "responseKind": {"kind": "Gadget"}, "scope": "Cluster", "verbs": []}]}]}]});
@@ -463,6 +501,8 @@ mod tests {
             "unknown kind Widget in group nope.io: is its CRD installed?"
         );
         assert_eq!(d.preferred_resources().len(), 3);
+        assert!(d.has_status_subresource("example.com", "Widget"));
+        assert!(!d.has_status_subresource("example.com", "Gadget"));
     }
 
     #[test]
@@ -479,9 +519,12 @@ mod tests {
         );
         let doc = json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
             {"name": "deployments", "namespaced": true, "kind": "Deployment", "verbs": ["get", "patch"]},
-            {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "verbs": ["get"]}]});
+            {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "verbs": ["get"]},
+            {"name": "deployments/status", "namespaced": true, "kind": "Deployment", "verbs": ["get"]}]});
         add_legacy(&mut catalog, "apps", "v1", doc);
         let d = discovery(catalog);
+        assert!(d.has_status_subresource("apps", "Deployment"));
+        assert!(!d.has_status_subresource("apps", "Scale"));
         let r = d.resolve("apps", "v1", "Deployment").unwrap();
         assert_eq!(r.plural, "deployments");
         assert!(r.namespaced);

@@ -150,8 +150,8 @@ pub fn wait_text(outcome: &WaitOutcome) -> String {
     {
         let _ = writeln!(
             out,
-            "\n{} {}: {}",
-            object.object, object.health.state, object.health.message
+            "\n{} {}: {}\n  decided by: {}",
+            object.object, object.health.state, object.health.message, object.health.rule
         );
         if let Some(evidence) = &object.evidence {
             out.push_str(&evidence_text(evidence));
@@ -279,6 +279,7 @@ pub fn add_wait(document: &mut Value, outcome: &WaitOutcome) {
                 entry["health"] = json!({
                     "state": found.health.state,
                     "message": found.health.message,
+                    "rule": found.health.rule,
                     "evidence": found.evidence,
                 });
             }
@@ -544,6 +545,7 @@ mod tests {
         let expected = "Not ready after 60.0s (timed out): 1 progressing, 1 ready of 2 objects.
 
 Deployment.apps/ns/web progressing: 0 of 1 replicas available
+  decided by: built-in
   conditions:
     Available=False MinimumReplicasUnavailable
   events:

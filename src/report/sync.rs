@@ -116,7 +116,8 @@ fn push_stage(out: &mut String, run: &StageRun) {
         .filter(|o| o.health.state != State::Ready)
     {
         if !is_hook_of(run, object) {
-            let _ = writeln!(out, "  {} {}", object.object, object.health);
+            let health = &object.health;
+            let _ = writeln!(out, "  {} {health} (by {})", object.object, health.rule);
         }
         if let Some(evidence) = &object.evidence {
             out.push_str(&evidence_text(evidence));
@@ -229,7 +230,7 @@ mod tests {
             "[pre-sync] Job.batch/ns/migrate-x7k2p ready after 1.0s: completed (1 succeeded); \
              deleted by its delete policy\n\
              [wave 0] 1 of 2 objects ready after 5.0s (timed out)\n  \
-             ConfigMap/ns/b progressing: not yet\n\
+             ConfigMap/ns/b progressing: not yet (by built-in)\n\
              sync failed: wave 0: ConfigMap/ns/b progressing: not yet (not ready after 5s)\n\
              not run: wave 1\n"
         );

@@ -21,6 +21,7 @@ mod drift;
 mod engine;
 mod faults;
 mod health;
+mod health_rules;
 mod helm_hooks;
 mod hostile;
 mod kube_client;

@@ -231,7 +231,12 @@ fn push_health_sections(out: &mut String, source: &SourceStatus) {
         .iter()
         .filter(|o| o.health.state == State::Failed)
     {
-        let _ = writeln!(out, "\n{} failed: {}", object.object, object.health.message);
+        let health = &object.health;
+        let _ = writeln!(
+            out,
+            "\n{} failed: {}\n  decided by: {}",
+            object.object, health.message, health.rule
+        );
         if let Some(evidence) = &object.evidence {
             out.push_str(&evidence_text(evidence));
         }
