@@ -25,12 +25,13 @@
 //! status goes, and the watches see the preferred one).
 
 use super::{Health, Rule, State};
-use crate::kube::GroupVersion;
+use crate::kube::{GroupVersion, Meta};
 use cel::{Context, Program, Value as Cel};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// One `[[health]]` table as written.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -186,9 +187,43 @@ struct CompiledRule {
 
 /// Every user health rule in force for a source: its own first, then the global
 /// ones. Cheap to clone.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct HealthRules {
     rules: Arc<Vec<CompiledRule>>,
+    /// Verdicts already reached, by object: a CEL verdict is a pure function of the
+    /// object, so an object whose resourceVersion has not moved is not evaluated
+    /// again (a full resync re-assesses every object; most did not change).
+    verdicts: Arc<Verdicts>,
+}
+
+impl PartialEq for HealthRules {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
+}
+
+/// The last verdict of each object a user rule judged, by uid, with the
+/// resourceVersion it was reached at. Bounded: past [`Verdicts::MAX`] objects it
+/// starts again empty (deleted objects are never removed one by one).
+#[derive(Debug, Default)]
+struct Verdicts(Mutex<HashMap<String, (String, Health)>>);
+
+impl Verdicts {
+    const MAX: usize = 65_536;
+
+    fn get(&self, uid: &str, version: &str) -> Option<Health> {
+        let verdicts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, health) = verdicts.get(uid)?;
+        (at == version).then(|| health.clone())
+    }
+
+    fn put(&self, uid: &str, version: &str, health: &Health) {
+        let mut verdicts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if verdicts.len() >= Self::MAX && !verdicts.contains_key(uid) {
+            verdicts.clear();
+        }
+        verdicts.insert(uid.to_owned(), (version.to_owned(), health.clone()));
+    }
 }
 
 impl HealthRules {
@@ -206,6 +241,7 @@ impl HealthRules {
         match problems.is_empty() {
             true => Ok(HealthRules {
                 rules: Arc::new(rules),
+                verdicts: Arc::default(),
             }),
             false => Err(problems),
         }
@@ -232,6 +268,7 @@ impl HealthRules {
         rules.extend(fallback.rules.iter().cloned());
         HealthRules {
             rules: Arc::new(rules),
+            verdicts: Arc::default(),
         }
     }
 
@@ -244,9 +281,18 @@ impl HealthRules {
     }
 
     /// The health of `live` by the first rule for its kind; `None` when no rule is.
+    /// An object seen before at the same resourceVersion gets its verdict again.
     pub(crate) fn assess(&self, group: &str, kind: &str, live: &Value) -> Option<Health> {
         let rule = self.rules.iter().find(|r| r.target.matches(group, kind))?;
-        Some(rule.assess(live))
+        let seen = live.uid().zip(live.resource_version());
+        if let Some(health) = seen.and_then(|(uid, version)| self.verdicts.get(uid, version)) {
+            return Some(health);
+        }
+        let health = rule.assess(live);
+        if let Some((uid, version)) = seen {
+            self.verdicts.put(uid, version, &health);
+        }
+        Some(health)
     }
 }
 
@@ -485,6 +531,29 @@ mod tests {
         let health = assess(&pending);
         assert_eq!(health.state, State::Progressing);
         assert_eq!(health.rule.to_string(), "health[0]");
+    }
+
+    #[test]
+    fn an_object_is_judged_again_only_when_its_resource_version_moves() {
+        let rules = rules();
+        let at = |version: &str, ready: &str| {
+            let mut live = certificate(json!([{"type": "Ready", "status": ready}]));
+            live["metadata"]["uid"] = json!("u-1");
+            live["metadata"]["resourceVersion"] = json!(version);
+            live
+        };
+        let judge = |live: &Value| rules.assess("cert-manager.io", "Certificate", live);
+        assert_eq!(judge(&at("1", "True")).map(|h| h.state), Some(State::Ready));
+        // The same version with another body: the first verdict stands (a version
+        // names one content; this shows the memo answered).
+        assert_eq!(
+            judge(&at("1", "False")).map(|h| h.state),
+            Some(State::Ready)
+        );
+        assert_eq!(
+            judge(&at("2", "False")).map(|h| h.state),
+            Some(State::Progressing)
+        );
     }
 
     #[test]
