@@ -15,6 +15,8 @@
 //! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
 //! - [`engine`]: manifests + live objects → a plan → server-side applies and prunes.
 //! - [`health`]: whether applied objects work, `apply --wait`, and the evidence.
+//! - [`preview`]: a Git revision previewed for a pull request: against the
+//!   cluster or another revision, as text, JSON or a Markdown comment.
 //! - [`report`]: a run, a diff or the daemon's status, for people and for scripts.
 //! - [`daemon`]: one scheduler per source, reconciles, drift, Events, shutdown, and
 //!   its face: `/healthz`, `/readyz`, `/metrics`, `/status`, webhooks.
@@ -41,6 +43,7 @@ pub mod engine;
 pub mod health;
 pub mod kube;
 pub mod manifest;
+pub mod preview;
 pub mod render;
 pub mod report;
 pub mod source;

@@ -131,6 +131,9 @@ pub enum GitRef {
     Tag(String),
     /// Pin one commit (full hex id, lowercase); never changes.
     Commit(String),
+    /// A full ref name as the remote lists it (`refs/pull/12/head`, `HEAD`): what
+    /// `converge diff --ref` may name; config files name branches, tags or commits.
+    Ref(String),
 }
 
 impl fmt::Display for GitRef {
@@ -139,6 +142,7 @@ impl fmt::Display for GitRef {
             GitRef::Branch(b) => write!(f, "branch {b:?}"),
             GitRef::Tag(t) => write!(f, "tag {t:?}"),
             GitRef::Commit(c) => write!(f, "commit {c}"),
+            GitRef::Ref(r) => write!(f, "ref {r:?}"),
         }
     }
 }

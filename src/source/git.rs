@@ -135,6 +135,7 @@ impl GitSource {
             GitRef::Commit(sha) => session.ensure_commit(&repo, sha)?,
             GitRef::Branch(b) => session.follow(&repo, &format!("refs/heads/{b}"))?,
             GitRef::Tag(t) => session.follow(&repo, &format!("refs/tags/{t}"))?,
+            GitRef::Ref(r) => session.follow(&repo, r)?,
         };
         self.0.checkout(&repo, commit)?;
         self.0.snapshot(commit)
