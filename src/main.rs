@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
         Command::Diff(args) => {
             init_logging(cli.verbose, LogFormat::Text, Level::WARN);
-            block_on(cli::sync(args, Mode::Diff))
+            block_on(cli::diff(args))
         }
         Command::Run(args) => {
             // A daemon says what it does and why by default.

@@ -47,9 +47,20 @@ pub(crate) enum Command {
     Apply(ApplyArgs),
     /// Show what `apply` would change, as unified diffs computed by the server's
     /// dry-run. Exit code 0: no changes, 1: changes, 2: error.
+    ///
+    /// Pull-request previews: --git URL --ref REF renders a revision of a
+    /// repository (a URL or a local clone) as a source would (kustomize, Helm,
+    /// --var) and diffs it against the cluster; with --base REF, against another
+    /// revision instead, offline: no cluster needed, for CI without cluster access.
+    /// `-o markdown` writes a pull-request comment: counts, objects created,
+    /// changed and pruned, the hooks that would run, each diff folded, Secret
+    /// values masked, at most --max-bytes long.
     #[command(after_help = "Examples:\n  converge diff examples/guestbook\n  \
-                            converge diff k8s/ --prune -o json")]
-    Diff(SyncArgs),
+                            converge diff k8s/ --prune -o json\n  \
+                            converge diff --git https://github.com/acme/deploy --ref feature --path shop --prune\n  \
+                            converge diff --git . --ref HEAD --base origin/main --path shop -o markdown > comment.md\n  \
+                            converge diff --git . --ref refs/pull/12/head --prune -o markdown --max-bytes 60000")]
+    Diff(DiffArgs),
     /// Run the daemon: keep every source in config.toml converged, watch for drift,
     /// and serve /healthz, /readyz, /metrics, /status and /hooks/git/<source>.
     ///
@@ -123,6 +134,49 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// `diff`'s own flags, on top of those it shares with `apply`.
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+    /// Compare the --git revision with this revision of the same repository,
+    /// object by object, without a cluster (no kubeconfig is read). Server
+    /// defaults and admission are not applied, so the live diff can be smaller.
+    #[arg(
+        long,
+        value_name = "REF",
+        requires = "git",
+        help_heading = "Git revision"
+    )]
+    pub base: Option<String>,
+    /// `-o markdown`: the most bytes the comment may take (GitHub's limit is
+    /// 65536 characters); diffs that do not fit are left out, and a note says so.
+    #[arg(long, value_name = "BYTES", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(converge::preview::MIN_MARKDOWN_BYTES as u64..))]
+    pub max_bytes: u64,
+    /// `-o markdown`: the comment's heading. Default: says what was compared.
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+}
+
+/// Where `apply` and `diff` read a Git revision instead of PATHs.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Git revision")]
+pub(crate) struct RevisionArgs {
+    /// Read the manifests from a Git revision instead of PATHs: a URL (https,
+    /// http, ssh, file) or a local repository's directory. Fetched with the
+    /// daemon's own Git client into a scratch directory.
+    #[arg(long, value_name = "URL|DIR", conflicts_with = "paths")]
+    pub git: Option<String>,
+    /// The revision: a branch (else a tag of that name), a commit id, or a full
+    /// ref as the remote lists it (refs/pull/12/head, HEAD). Default: HEAD.
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    pub reference: Option<String>,
+    /// The manifests' directory inside the repository (as a source's `path`).
+    #[arg(long, value_name = "DIR", requires = "git")]
+    pub path: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ApplyArgs {
     #[command(flatten)]
@@ -145,7 +199,7 @@ pub(crate) struct ApplyArgs {
 pub(crate) struct SyncArgs {
     /// Manifest files or directories (YAML or JSON; directories are read
     /// recursively, hidden entries skipped).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "git", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Name of the ApplySet that records what these manifests own (its parent is
     /// the ConfigMap converge-NAME). Default: the first path's directory name.
@@ -183,9 +237,9 @@ pub(crate) struct SyncArgs {
     /// backoff until then; rejections are not. E.g. 60s, 5m.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub request_timeout: std::time::Duration,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format (markdown: `diff` only, a pull-request comment).
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
     /// Color diffs: auto (in a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -227,6 +281,8 @@ pub(crate) struct SyncArgs {
     pub max_depth: usize,
     #[command(flatten)]
     pub render: RenderArgs,
+    #[command(flatten)]
+    pub revision: RevisionArgs,
 }
 
 /// How a PATH holding a Helm chart is rendered (a kustomization or plain manifests
@@ -243,6 +299,22 @@ pub(crate) struct RenderArgs {
     /// The release name. Default: the ApplySet name (--name).
     #[arg(long, value_name = "NAME")]
     pub release: Option<String>,
+    /// A variable for `${NAME}` post-build substitution, as a source's
+    /// [source.vars] (repeatable; turns substitution on for every root).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var,
+          help_heading = "Substitution")]
+    pub vars: Vec<(String, String)>,
+}
+
+fn parse_var(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, text)) if converge::render::is_var_name(name) => {
+            Ok((name.to_string(), text.to_string()))
+        }
+        _ => Err(format!(
+            "{value:?} is not NAME=VALUE with NAME of letters, digits and '_'"
+        )),
+    }
 }
 
 fn parse_set(value: &str) -> Result<String, String> {
@@ -256,6 +328,15 @@ fn parse_set(value: &str) -> Result<String, String> {
 pub(crate) enum OutputFormat {
     Text,
     Json,
+}
+
+/// How `apply` and `diff` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Text,
+    Json,
+    /// A pull-request comment (`diff` only).
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -303,6 +384,9 @@ impl SyncArgs {
         if let Some(name) = &self.name {
             return Ok(name.clone());
         }
+        if let Some(url) = &self.revision.git {
+            return revision_name(url, self.revision.path.as_deref());
+        }
         let first = self.paths.first().ok_or("no path given")?;
         let derived = derive_name(first).ok_or_else(|| {
             format!(
@@ -312,6 +396,32 @@ impl SyncArgs {
         })?;
         parse_name(&derived).map_err(|e| format!("{e}; pass --name"))
     }
+}
+
+/// The ApplySet name of a revision: its --path's last directory, else the
+/// repository's name (`https://host/acme/deploy.git` → `deploy`).
+fn revision_name(url: &str, path: Option<&Path>) -> Result<String, String> {
+    let from_path = path
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let from_url = || {
+        let trimmed = url.trim_end_matches('/');
+        let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
+        let last = last.strip_suffix(".git").unwrap_or(last);
+        match last {
+            "" | "." | ".." => derive_name(Path::new(url)),
+            _ => Some(last.to_string()),
+        }
+    };
+    let derived = from_path
+        .or_else(from_url)
+        .ok_or_else(|| format!("cannot derive an ApplySet name from {url}; pass --name"))?;
+    let name: String = derived
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    parse_name(name.trim_matches('-')).map_err(|e| format!("{e}; pass --name"))
 }
 
 /// A name from a path: the directory's own name, or the file's stem.
@@ -394,7 +504,7 @@ mod tests {
         let parse = |args: &[&str]| -> Result<DriftRules, clap::Error> {
             let cli = Cli::try_parse_from([&["converge", "diff", "k8s/"], args].concat())?;
             match cli.command {
-                Command::Diff(sync) => Ok(sync.drift_rules()),
+                Command::Diff(diff) => Ok(diff.sync.drift_rules()),
                 _ => panic!("not diff"),
             }
         };
@@ -426,7 +536,7 @@ mod tests {
             let mut args = vec!["converge", "diff", "k8s/"];
             args.extend(extra);
             Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::Diff(sync) => sync.request_timeout,
+                Command::Diff(diff) => diff.sync.request_timeout,
                 other => panic!("not diff: {other:?}"),
             })
         };
@@ -459,7 +569,7 @@ mod tests {
             kubeconfig: None,
             context: None,
             request_timeout: std::time::Duration::from_secs(60),
-            output: OutputFormat::Text,
+            output: ReportFormat::Text,
             color: ColorChoice::Never,
             health: Vec::new(),
             ignore: Vec::new(),
@@ -468,6 +578,7 @@ mod tests {
             max_file_mib: 16,
             max_depth: 100,
             render: RenderArgs::default(),
+            revision: RevisionArgs::default(),
         };
         assert_eq!(
             args(vec![shop.clone()], None).applyset_name(),

@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 mod daemon;
+mod preview;
 mod progress;
 mod render;
 mod status;
@@ -11,6 +12,7 @@ mod sync;
 mod version;
 
 pub(crate) use daemon::run_daemon;
+pub(crate) use preview::diff;
 pub(crate) use status::status;
 pub(crate) use sync::{Mode, sync};
 pub(crate) use version::version;

@@ -5,12 +5,13 @@
 
 use super::args::SyncArgs;
 use anyhow::Result;
+use converge::config::DEFAULT_NAMESPACE;
 use converge::engine::Engine;
 use converge::kube::{Client, ClientOptions, ClusterConfig};
 use converge::manifest::{self, Manifest, ManifestError};
 use converge::render::{
     self, Capabilities, HelmSettings, PartCache, Prepared, RenderSettings, RootKind, Target,
-    ToolLimits, ToolPaths, Tools,
+    ToolLimits, ToolPaths, Tools, Vars,
 };
 use std::path::{Path, PathBuf};
 
@@ -38,22 +39,54 @@ impl Cluster {
 
 /// The manifests of every PATH, and the cluster when rendering needed it.
 pub(super) async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, Option<Cluster>)> {
-    if args
+    let roots: Vec<Root> = args
         .paths
         .iter()
-        .all(|p| render::detect(p) == RootKind::Plain)
-    {
-        return Ok((manifest::load_with(&args.paths, args.limits())?, None));
-    }
+        .map(|p| Root {
+            root: p.clone(),
+            base: base_of(p),
+        })
+        .collect();
+    load_roots(args, name, &roots, Reach::Cluster).await
+}
+
+/// One root to load and what its render may read.
+pub(super) struct Root {
+    pub root: PathBuf,
+    pub base: PathBuf,
+}
+
+/// Whether loading may connect to the cluster (a chart's capabilities, a
+/// kustomization's nothing): `diff --base` must work without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    Cluster,
+    Offline,
+}
+
+/// The manifests of every root: plain ones read as they are, the rest rendered
+/// (kustomize, Helm, `--var` substitution), as a source's are.
+pub(super) async fn load_roots(
+    args: &SyncArgs,
+    name: &str,
+    roots: &[Root],
+    reach: Reach,
+) -> Result<(Vec<Manifest>, Option<Cluster>)> {
     let settings = settings(args)?;
-    let bases: Vec<PathBuf> = args.paths.iter().map(|p| base_of(p)).collect();
-    let mut targets: Vec<Target> = args
-        .paths
+    let substitutes = settings.substitutes();
+    if !substitutes
+        && roots
+            .iter()
+            .all(|r| render::detect(&r.root) == RootKind::Plain)
+    {
+        let paths: Vec<PathBuf> = roots.iter().map(|r| r.root.clone()).collect();
+        return Ok((manifest::load_with(&paths, args.limits())?, None));
+    }
+    let mut targets: Vec<Target> = roots
         .iter()
-        .zip(&bases)
-        .map(|(root, base)| Target {
-            root,
-            base,
+        .map(|r| Target {
+            root: &r.root,
+            base: &r.base,
             namespace: "",
             name,
             settings: &settings,
@@ -63,20 +96,27 @@ pub(super) async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, 
         .iter()
         .map(render::prepare)
         .collect::<Result<Vec<Prepared>, _>>()?;
-    let cluster = match prepared.iter().any(|p| p.kind() == RootKind::Helm) {
-        true => Some(Cluster::connect(args).await?),
-        false => None,
+    let helm = prepared.iter().any(|p| p.kind() == RootKind::Helm);
+    let cluster = match (helm, reach) {
+        (true, Reach::Cluster) => Some(Cluster::connect(args).await?),
+        _ => None,
     };
     let capabilities = match &cluster {
         Some(c) => Capabilities::discover(c.engine.client(), c.engine.discovery()).await?,
         None => Capabilities::default(),
     };
-    let namespace = cluster.as_ref().map_or("", |c| c.namespace.as_str());
+    let offline_namespace = args.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let namespace = match (&cluster, reach) {
+        (Some(c), _) => c.namespace.as_str(),
+        (None, Reach::Offline) => offline_namespace,
+        (None, Reach::Cluster) => "",
+    };
     for target in &mut targets {
         target.namespace = namespace;
     }
     let tools = Tools::find(&ToolPaths::default()).await;
     let renderer = render::Renderer::new(tools, ToolLimits::default());
+    let vars = substitutes.then_some(&settings.vars);
     let mut manifests = Vec::new();
     for (target, prepared) in targets.iter().zip(&prepared) {
         manifests.extend(
@@ -85,7 +125,7 @@ pub(super) async fn load(args: &SyncArgs, name: &str) -> Result<(Vec<Manifest>, 
                     prepared,
                     target,
                     &capabilities,
-                    None,
+                    vars,
                     &mut PartCache::default(),
                 )
                 .await?,
@@ -115,6 +155,15 @@ fn settings(args: &SyncArgs) -> Result<RenderSettings> {
             set: args.render.set.clone(),
             ..HelmSettings::default()
         },
+        vars: args
+            .render
+            .vars
+            .iter()
+            .cloned()
+            .fold(Vars::default(), |mut vars, (k, v)| {
+                vars.insert(k, v);
+                vars
+            }),
         ..RenderSettings::default()
     })
 }

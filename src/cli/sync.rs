@@ -2,9 +2,10 @@
 //! unless previewing, report, and (`apply --wait`) wait for health.
 
 use super::Exit;
-use super::args::{OutputFormat, SyncArgs};
+use super::args::{ReportFormat, SyncArgs};
+use super::preview::{self, Comment};
 use super::progress::ProgressLine;
-use super::render::{self, Cluster};
+use super::render::{self, Cluster, Reach};
 use anyhow::Result;
 use converge::engine::ApplySet;
 use converge::engine::{Adoption, LoadedFrom, PlanOptions, Tenancy, check_not_empty};
@@ -14,10 +15,11 @@ use converge::report::{self, TextOptions};
 use std::sync::{Arc, Mutex};
 
 /// What a sync does with its plan.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Mode {
-    /// `diff`: show the plan; exit 1 when it has changes.
-    Diff,
+    /// `diff`: show the plan (`-o markdown`: as this comment); exit 1 when it
+    /// has changes.
+    Diff(Comment),
     /// `apply --dry-run`: show the plan, write nothing.
     Preview,
     /// `apply`: carry the plan out, then (`--wait`) wait for health; exit 3 when
@@ -26,21 +28,40 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    fn dry_run(self) -> bool {
+    fn dry_run(&self) -> bool {
         !matches!(self, Mode::Apply { .. })
     }
 }
 
 pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
+    let comment = match (&mode, args.output) {
+        (Mode::Diff(comment), _) => Some(comment.clone()),
+        (_, ReportFormat::Markdown) => anyhow::bail!("-o markdown is for `converge diff`"),
+        _ => None,
+    };
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     // Before anything is read or written: a rule that does not compile is refused.
     let rules = health_rules(&args.health)?;
-    let (manifests, cluster) = render::load(&args, &name).await?;
+    let scratch = tempfile::tempdir()?;
+    let (manifests, cluster, loaded_from, revision) = match &args.revision.git {
+        None => {
+            let (manifests, cluster) = render::load(&args, &name).await?;
+            let from = LoadedFrom::Paths(args.paths.clone());
+            (manifests, cluster, from, None)
+        }
+        Some(_) => {
+            let head = preview::head(&args);
+            let loaded = preview::load(&args, &name, &head, scratch.path(), Reach::Cluster).await?;
+            let from = LoadedFrom::Source(loaded.snapshot.root.clone());
+            let revision = preview::describe(&args, &head, &loaded.snapshot);
+            (loaded.manifests, loaded.cluster, from, Some(revision))
+        }
+    };
     let guard = PlanOptions {
         prune: args.prune,
         allow_mass_prune: args.allow_mass_prune,
     };
-    check_not_empty(&manifests, guard, LoadedFrom::Paths(args.paths.clone()))?;
+    check_not_empty(&manifests, guard, loaded_from)?;
     let Cluster { engine, namespace } = match cluster {
         Some(cluster) => cluster,
         None => Cluster::connect(&args).await?,
@@ -62,7 +83,7 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         dry_run,
         scope: Scope::Full,
         drift: args.drift_rules(),
-        timeout: match mode {
+        timeout: match &mode {
             Mode::Apply { wait: Some(wait) } => wait.timeout,
             _ => DEFAULT_STAGE_TIMEOUT,
         },
@@ -71,7 +92,16 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     let outcome = engine.run(manifests, &options, None).await;
     lock(&line).clear();
     let outcome = outcome?;
-    if args.output == OutputFormat::Text {
+    if let Some(revision) = &revision {
+        eprintln!("{revision}: against the cluster");
+    }
+    if let (ReportFormat::Markdown, Some(comment)) = (args.output, &comment) {
+        let target = revision.as_deref().unwrap_or("the manifests");
+        let title = comment.title(&format!("{target} against the cluster"));
+        let plan = converge::preview::Preview::from_plan(&outcome.plan);
+        print!("{}", comment.write(&plan, title));
+    }
+    if args.output == ReportFormat::Text {
         let text_options = TextOptions {
             diffs: dry_run,
             color: args.color.enabled(),
@@ -91,13 +121,13 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         }
     }
     // A failed hook or wave stopped the sync: there is nothing more to wait for.
-    let waited = match (mode, outcome.failure()) {
+    let waited = match (&mode, outcome.failure()) {
         (Mode::Apply { wait: Some(wait) }, None) => {
-            Some(wait_for_health(&engine, &options, &outcome, wait, args.output).await)
+            Some(wait_for_health(&engine, &options, &outcome, *wait, args.output).await)
         }
         _ => None,
     };
-    if args.output == OutputFormat::Json {
+    if args.output == ReportFormat::Json {
         let mut document = report::json(&outcome.plan, dry_run);
         if let Some(namespace) = &outcome.created_namespace {
             document["createdNamespace"] = serde_json::Value::String(namespace.clone());
@@ -111,7 +141,7 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
     Ok(match (mode, waited) {
         _ if outcome.failure().is_some() => Exit::NotReady,
         (_, Some(waited)) if !waited.all_ready() => Exit::NotReady,
-        (Mode::Diff, _) if outcome.plan.has_changes() => Exit::Changes,
+        (Mode::Diff(_), _) if outcome.plan.has_changes() => Exit::Changes,
         _ => Exit::Ok,
     })
 }
@@ -162,7 +192,7 @@ async fn wait_for_health(
     options: &RunOptions,
     outcome: &Outcome,
     wait: WaitOptions,
-    output: OutputFormat,
+    output: ReportFormat,
 ) -> WaitOutcome {
     let objects = outcome.wait_list();
     let selector = ApplySet::new(&options.name, &options.namespace).member_selector();
@@ -179,7 +209,7 @@ async fn wait_for_health(
     .await;
     line.clear();
     health::explain(engine.reader(), &mut waited).await;
-    if output == OutputFormat::Text {
+    if output == ReportFormat::Text {
         print!("\n{}", report::wait_text(&waited));
     }
     waited
