@@ -42,6 +42,13 @@ fn main() -> ExitCode {
             init_logging(cli.verbose, LogFormat::Text, Level::WARN);
             block_on(cli::status(args))
         }
+        // What is deployed, and the command line for shells and man.
+        Command::Get(args) => {
+            init_logging(cli.verbose, LogFormat::Text, Level::WARN);
+            block_on(cli::get(args))
+        }
+        Command::Completions { shell } => cli::completions(shell),
+        Command::Man { out_dir } => cli::man(out_dir.as_deref()),
     };
     let exit = outcome.unwrap_or_else(|error| {
         eprintln!("error: {}", describe(&error));

@@ -78,6 +78,72 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Print converge's version and build information.
     Version,
+    // `get`, `completions` and `man`: reading what is deployed, and the shell's
+    // and man's view of this command line.
+    /// List what the daemon deploys: its sources (revision, result, health,
+    /// drift, the replica that writes each) or their objects, from its /status.
+    /// Exit code 0: listed, 2: the daemon cannot be reached or the source is
+    /// unknown.
+    #[command(after_help = "Examples:\n  converge get sources\n  \
+                            converge get objects shop\n  \
+                            converge get objects -o json | jq '.[] | select(.drift == \"drifted\")'")]
+    Get(GetArgs),
+    /// Print a completion script for a shell.
+    #[command(after_help = "Examples:\n  \
+        converge completions bash > /etc/bash_completion.d/converge\n  \
+        converge completions zsh > \"${fpath[1]}/_converge\"\n  \
+        converge completions fish > ~/.config/fish/completions/converge.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff), generated from this command line's definitions.
+    #[command(
+        after_help = "Examples:\n  converge man > converge.1 && man -l converge.1\n  \
+                            converge man --out-dir docs/man    # converge.1, converge-diff.1, …"
+    )]
+    Man {
+        /// Write one page per command into this directory instead (converge.1,
+        /// converge-apply.1, converge-diff.1, …).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(subcommand)]
+    pub what: GetWhat,
+    /// Where `converge run` serves its endpoints.
+    #[arg(
+        long,
+        env = "CONVERGE_ADDR",
+        default_value = "127.0.0.1:9476",
+        global = true
+    )]
+    pub addr: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GetWhat {
+    /// One row per source: revision, result, health, drift, owner replica.
+    Sources,
+    /// One row per object: its source, drift, health, revision and origin.
+    Objects {
+        /// Only this source's objects.
+        source: Option<String>,
+    },
+}
+
+/// The shells `converge completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -166,10 +232,13 @@ pub(crate) struct RevisionArgs {
     /// Read the manifests from a Git revision instead of PATHs: a URL (https,
     /// http, ssh, file) or a local repository's directory. Fetched with the
     /// daemon's own Git client into a scratch directory.
-    #[arg(long, value_name = "URL|DIR", conflicts_with = "paths")]
+    // Not with PATHs, checked by `SyncArgs::check_source`: clap's `conflicts_with`
+    // here would let --ref, --path and --base go without --git.
+    #[arg(long, value_name = "URL|DIR")]
     pub git: Option<String>,
-    /// The revision: a branch (else a tag of that name), a commit id, or a full
-    /// ref as the remote lists it (refs/pull/12/head, HEAD). Default: HEAD.
+    /// The revision: a branch (else a tag, else a remote-tracking branch such as
+    /// origin/main, of that name), a commit id, or a full ref as the remote lists
+    /// it (refs/pull/12/head, HEAD). Default: HEAD.
     #[arg(long = "ref", value_name = "REF", requires = "git")]
     pub reference: Option<String>,
     /// The manifests' directory inside the repository (as a source's `path`).
@@ -366,6 +435,14 @@ impl SyncArgs {
         Limits {
             max_file_bytes: self.max_file_mib << 20,
             max_depth: self.max_depth,
+        }
+    }
+
+    /// Where the manifests come from: PATHs or a Git revision, not both.
+    pub(crate) fn check_source(&self) -> Result<(), String> {
+        match (&self.revision.git, self.paths.is_empty()) {
+            (Some(_), false) => Err("give PATHs or --git, not both".into()),
+            _ => Ok(()),
         }
     }
 
@@ -613,6 +690,73 @@ mod tests {
         assert!(
             Cli::try_parse_from(["converge", "apply", "x", "--wait", "--timeout", "soon"]).is_err()
         );
+    }
+
+    #[test]
+    fn a_git_revision_replaces_paths_for_diff() {
+        let cli = Cli::try_parse_from([
+            "converge",
+            "diff",
+            "--git",
+            "https://example.com/acme/deploy.git",
+            "--ref",
+            "feature",
+            "--base",
+            "main",
+            "-o",
+            "markdown",
+            "--var",
+            "ENV=prod",
+        ])
+        .expect("valid");
+        let Command::Diff(diff) = cli.command else {
+            panic!("not diff")
+        };
+        assert_eq!(diff.base.as_deref(), Some("main"));
+        assert_eq!(diff.sync.output, ReportFormat::Markdown);
+        assert_eq!(diff.sync.render.vars, [("ENV".into(), "prod".into())]);
+        assert_eq!(diff.sync.applyset_name(), Ok("deploy".into()));
+        assert_eq!(diff.sync.check_source(), Ok(()));
+        let both = Cli::try_parse_from(["converge", "diff", "k8s/", "--git", "."]).expect("parsed");
+        let Command::Diff(both) = both.command else {
+            panic!("not diff")
+        };
+        assert!(both.sync.check_source().is_err());
+        // Neither PATHs nor --git; both; --base or --ref without --git; a bad var.
+        for bad in [
+            &["converge", "diff"][..],
+            &["converge", "diff", "k8s/", "--base", "main"],
+            &["converge", "diff", "k8s/", "--ref", "main"],
+            &["converge", "diff", "k8s/", "--var", "1X=y"],
+            &["converge", "diff", "--git", ".", "--max-bytes", "10"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_revision_is_named_after_its_path_or_repository() {
+        let name = |url: &str, path: Option<&str>| revision_name(url, path.map(Path::new));
+        assert_eq!(name("https://h/acme/deploy.git", None), Ok("deploy".into()));
+        assert_eq!(name("git@h:acme/Deploy_It", None), Ok("deploy-it".into()));
+        assert_eq!(
+            name("https://h/acme/deploy", Some("apps/shop")),
+            Ok("shop".into())
+        );
+    }
+
+    #[test]
+    fn get_completions_and_man_parse() {
+        let cli = Cli::try_parse_from(["converge", "get", "objects", "shop", "-o", "json"])
+            .expect("valid");
+        let Command::Get(get) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(get.output, OutputFormat::Json);
+        assert!(matches!(get.what, GetWhat::Objects { source: Some(ref s) } if s == "shop"));
+        assert!(Cli::try_parse_from(["converge", "completions", "tcsh"]).is_err());
+        assert!(Cli::try_parse_from(["converge", "completions", "fish"]).is_ok());
+        assert!(Cli::try_parse_from(["converge", "man", "--out-dir", "x"]).is_ok());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! (`thiserror`) everywhere below.
 
 pub(crate) mod args;
+mod completions;
 mod daemon;
+mod get;
 mod preview;
 mod progress;
 mod render;
@@ -11,7 +13,9 @@ mod status;
 mod sync;
 mod version;
 
+pub(crate) use completions::{completions, man};
 pub(crate) use daemon::run_daemon;
+pub(crate) use get::get;
 pub(crate) use preview::diff;
 pub(crate) use status::status;
 pub(crate) use sync::{Mode, sync};

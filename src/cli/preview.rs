@@ -123,6 +123,7 @@ pub(super) fn describe(args: &SyncArgs, revision: &GitRevision, snapshot: &Snaps
 /// `diff --base`: both revisions rendered without a cluster and compared object
 /// by object.
 async fn diff_revisions(args: SyncArgs, base: &str, comment: &Comment) -> Result<Exit> {
+    args.check_source().map_err(anyhow::Error::msg)?;
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     let scratch = tempfile::tempdir()?;
     let head_revision = head(&args);

@@ -39,6 +39,7 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
         (_, ReportFormat::Markdown) => anyhow::bail!("-o markdown is for `converge diff`"),
         _ => None,
     };
+    args.check_source().map_err(anyhow::Error::msg)?;
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     // Before anything is read or written: a rule that does not compile is refused.
     let rules = health_rules(&args.health)?;

@@ -47,6 +47,7 @@ use crate::kube::Client;
 use crate::render::Renderer;
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
 pub use server::{ServerState, Webhook, fetch_status, serve};
+pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use status::{
     ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, SyncResult, status_text,
 };

@@ -15,7 +15,8 @@ pub enum RefSpec {
     Commit(String),
     /// `refs/…` or `HEAD`: as the remote lists it (`refs/pull/12/head`).
     Full(String),
-    /// A short name: a branch, else a tag of that name.
+    /// A short name: a branch, else a tag, else a remote-tracking branch of
+    /// that name (`origin/main` in a local clone).
     Short(String),
 }
 
@@ -36,7 +37,11 @@ impl RefSpec {
         match self {
             RefSpec::Commit(c) => vec![GitRef::Commit(c.clone())],
             RefSpec::Full(r) => vec![GitRef::Ref(r.clone())],
-            RefSpec::Short(s) => vec![GitRef::Branch(s.clone()), GitRef::Tag(s.clone())],
+            RefSpec::Short(s) => vec![
+                GitRef::Branch(s.clone()),
+                GitRef::Tag(s.clone()),
+                GitRef::Ref(format!("refs/remotes/{s}")),
+            ],
         }
     }
 }
@@ -133,7 +138,8 @@ mod tests {
             short.candidates(),
             [
                 GitRef::Branch("feature/x".into()),
-                GitRef::Tag("feature/x".into())
+                GitRef::Tag("feature/x".into()),
+                GitRef::Ref("refs/remotes/feature/x".into()),
             ]
         );
     }

@@ -6,8 +6,10 @@
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
 //! server can each hold one without threading references through tasks.
 
+mod listing;
 mod table;
 
+pub use listing::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use table::status_text;
 
 use crate::config::ElectionScope;

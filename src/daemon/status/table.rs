@@ -146,7 +146,7 @@ fn row(source: &SourceStatus, now: SystemTime, elected: bool) -> Vec<String> {
     cells
 }
 
-fn column_widths(headers: &[String], rows: &[Vec<String>]) -> Vec<usize> {
+pub(super) fn column_widths(headers: &[String], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for cells in rows {
         for (width, cell) in widths.iter_mut().zip(cells) {
@@ -158,7 +158,7 @@ fn column_widths(headers: &[String], rows: &[Vec<String>]) -> Vec<usize> {
 
 /// Writes one aligned line. Padding is computed on the plain text and added outside
 /// the color codes, so colored and plain tables line up the same way.
-fn push_row(out: &mut String, cells: &[String], widths: &[usize], tint: Option<Style>) {
+pub(super) fn push_row(out: &mut String, cells: &[String], widths: &[usize], tint: Option<Style>) {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
         if i > 0 {
@@ -244,7 +244,7 @@ fn push_health_sections(out: &mut String, source: &SourceStatus) {
 }
 
 /// Git revisions are 40 hex digits; 12 identify a commit in any real repository.
-fn short_revision(revision: &str) -> String {
+pub(super) fn short_revision(revision: &str) -> String {
     revision.chars().take(12).collect()
 }
 
