@@ -145,7 +145,7 @@ pub fn compare(
             true => SyncKind::Install,
             false => SyncKind::Upgrade,
         };
-        let mut hooks: Vec<HookRun> = head_hooks
+        let hooks: Vec<HookRun> = head_hooks
             .into_iter()
             .filter_map(|(label, placement)| {
                 let runs = placement.hook.as_ref()?.at(sync)?;
@@ -156,8 +156,8 @@ pub fn compare(
                 HookRun::of(label, &placement)
             })
             .collect();
-        hooks.sort_by(|a, b| (&a.phases, a.wave, &a.object).cmp(&(&b.phases, b.wave, &b.object)));
         preview.hooks = hooks;
+        preview.sort_hooks();
     }
     Ok(preview)
 }

@@ -159,7 +159,14 @@ impl Preview {
                 diff: step.diff.clone(),
             });
         }
+        preview.sort_hooks();
         preview
+    }
+
+    /// Hooks in the order they run: by phase, then weight, then name.
+    pub(crate) fn sort_hooks(&mut self) {
+        self.hooks
+            .sort_by(|a, b| (&a.phases, a.wave, &a.object).cmp(&(&b.phases, b.wave, &b.object)));
     }
 
     /// Whether merging would write anything (`diff`'s exit code 1).

@@ -94,6 +94,8 @@ pub fn json(plan: &Plan, dry_run: bool) -> Value {
         .map(|step| {
             json!({
                 "object": step.object.to_string(),
+                // A hook with only a generateName: `Job.batch/shop/migrate-*`.
+                "label": step.label(),
                 "group": step.object.group,
                 "kind": step.object.kind,
                 "namespace": step.object.namespace,

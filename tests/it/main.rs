@@ -29,6 +29,7 @@ mod layout;
 mod leader;
 mod ordering;
 mod ownership;
+mod preview;
 mod render;
 mod render_daemon;
 mod run_once;
