@@ -19,10 +19,16 @@ pub(crate) fn completions(shell: CompletionShell) -> Result<Exit> {
     };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "converge", &mut out);
-    std::io::stdout()
-        .write_all(&out)
-        .context("cannot write the completion script")?;
+    write_stdout(&out).context("cannot write the completion script")?;
     Ok(Exit::Ok)
+}
+
+/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Writes converge(1) to stdout, or with `out_dir` one page per command there
@@ -40,9 +46,7 @@ pub(crate) fn man(out_dir: Option<&Path>) -> Result<Exit> {
             clap_mangen::Man::new(Cli::command())
                 .render(&mut out)
                 .context("cannot render the man page")?;
-            std::io::stdout()
-                .write_all(&out)
-                .context("cannot write the man page")?;
+            write_stdout(&out).context("cannot write the man page")?;
         }
     }
     Ok(Exit::Ok)
