@@ -500,7 +500,7 @@ pub fn apply_rank(group: &str, kind: &str) -> u16 {
         "PersistentVolumeClaim",
         "ClusterRole",
         "ClusterRoleBinding",
-        "Disposition",
+        "Role",
         "RoleBinding",
         "Service",
         "DaemonSet",

@@ -322,7 +322,7 @@ mod tests {
                 step("web-sa", StepAction::Run, helm("-5")),
                 "ServiceAccount",
             ),
-            with_kind(step("web-role", StepAction::Run, helm("-5")), "Disposition"),
+            with_kind(step("web-role", StepAction::Run, helm("-5")), "Role"),
             with_kind(step("web-rb", StepAction::Run, helm("-5")), "RoleBinding"),
         ];
         let stages = Stages::of(&steps);
@@ -342,7 +342,7 @@ mod tests {
                 step("web-sa", StepAction::Run, ours("-5")),
                 "ServiceAccount",
             ),
-            with_kind(step("web-role", StepAction::Run, ours("-5")), "Disposition"),
+            with_kind(step("web-role", StepAction::Run, ours("-5")), "Role"),
             with_kind(step("web-rb", StepAction::Run, ours("-5")), "RoleBinding"),
         ];
         let stages = Stages::of(&steps);
