@@ -244,6 +244,21 @@ pub(crate) struct RevisionArgs {
     /// The manifests' directory inside the repository (as a source's `path`).
     #[arg(long, value_name = "DIR", requires = "git")]
     pub path: Option<PathBuf>,
+    /// HTTPS: the environment variable holding the user name (default `git`),
+    /// as a source's username_env.
+    #[arg(long, value_name = "VAR", requires = "git_password_env")]
+    pub git_username_env: Option<String>,
+    /// HTTPS: the environment variable holding the password or token, as a
+    /// source's password_env (e.g. GITHUB_TOKEN in CI).
+    #[arg(long, value_name = "VAR", requires = "git")]
+    pub git_password_env: Option<String>,
+    /// SSH: the private key file, as a source's ssh_key_file.
+    #[arg(long, value_name = "FILE", requires = "git")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// SSH: the known_hosts file the server's key is checked against. Default:
+    /// ~/.ssh/known_hosts.
+    #[arg(long, value_name = "FILE", requires = "git_ssh_key")]
+    pub git_known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use converge::config::{DEFAULT_NAMESPACE, redact_url};
 use converge::manifest::Manifest;
 use converge::preview::{
-    self, CompareOptions, GitRevision, MarkdownOptions, Preview, Prune, RefSpec,
+    self, CompareOptions, Credentials, GitRevision, MarkdownOptions, Preview, Prune, RefSpec,
 };
 use converge::source::{Snapshot, SourceError};
 use std::path::Path;
@@ -59,10 +59,17 @@ pub(super) fn head(args: &SyncArgs) -> GitRevision {
 }
 
 fn revision(args: &SyncArgs, reference: &str) -> GitRevision {
+    let flags = &args.revision;
     GitRevision {
-        url: args.revision.git.clone().unwrap_or_default(),
+        url: flags.git.clone().unwrap_or_default(),
         reference: RefSpec::parse(reference),
-        path: args.revision.path.clone(),
+        path: flags.path.clone(),
+        credentials: Credentials {
+            username_env: flags.git_username_env.clone(),
+            password_env: flags.git_password_env.clone(),
+            ssh_key_file: flags.git_ssh_key.clone(),
+            known_hosts_file: flags.git_known_hosts.clone(),
+        },
     }
 }
 

@@ -20,7 +20,7 @@ mod revision;
 
 pub use compare::{CompareError, CompareOptions, Prune, compare};
 pub use markdown::{MIN_MARKDOWN_BYTES, MarkdownOptions, markdown};
-pub use revision::{GitRevision, RefSpec, checkout};
+pub use revision::{Credentials, GitRevision, RefSpec, checkout};
 
 use crate::engine::diff::ObjectDiff;
 use crate::engine::order::{Phase, Placement};

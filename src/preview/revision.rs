@@ -54,6 +54,18 @@ pub struct GitRevision {
     pub reference: RefSpec,
     /// The manifests' directory inside the repository (relative, no `..`).
     pub path: Option<PathBuf>,
+    pub credentials: Credentials,
+}
+
+/// How a private repository is reached, as a Git source's settings name them:
+/// HTTPS credentials by environment variable, an SSH key and known_hosts by file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub ssh_key_file: Option<PathBuf>,
+    /// For SSH; default `~/.ssh/known_hosts`.
+    pub known_hosts_file: Option<PathBuf>,
 }
 
 /// Fetches `revision` into `scratch/<name>` (created if needed, reused when it is
@@ -77,16 +89,23 @@ pub fn checkout(
             });
         }
     }
+    let credentials = &revision.credentials;
+    let known_hosts = match transport(&url) {
+        Some(Transport::Ssh) => credentials.known_hosts_file.clone().or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssh/known_hosts"))
+        }),
+        _ => None,
+    };
     let mut last = None;
     for reference in revision.reference.candidates() {
         let config = GitConfig {
             url: url.clone(),
             reference,
             path: revision.path.clone(),
-            username_env: None,
-            password_env: None,
-            ssh_key_file: None,
-            known_hosts_file: None,
+            username_env: credentials.username_env.clone(),
+            password_env: credentials.password_env.clone(),
+            ssh_key_file: credentials.ssh_key_file.clone(),
+            known_hosts_file: known_hosts.clone(),
             webhook_secret_env: None,
         };
         let source = GitSource::new(&config, scratch.join(name), &crate::config::process_env)?;
@@ -151,6 +170,7 @@ mod tests {
             url: scratch.path().display().to_string(),
             reference: RefSpec::parse("main"),
             path: Some("../etc".into()),
+            credentials: Credentials::default(),
         };
         let error = checkout(&revision, scratch.path(), "x").expect_err("refused");
         assert!(error.to_string().contains("without `..`"), "{error}");

@@ -589,3 +589,89 @@ fn table_rows(parsed: &Value, index: usize) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A private repository over HTTP: credentials by environment variable, as a Git
+/// source names them; without them the preview fails (2) and never shows the
+/// password. The revision is a kustomization with `${VAR}` substitution, rendered
+/// as a source would render it.
+#[test]
+fn a_private_kustomization_is_previewed_with_credentials_and_vars() {
+    use crate::common::git_http::GitHttpServer;
+    let upstream = Upstream::new("private");
+    upstream.commit(
+        &[
+            ("app/kustomization.yaml", "resources: [settings.yaml]\nnamePrefix: p-\n"),
+            (
+                "app/settings.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {env: \"${ENV}\"}\n",
+            ),
+        ],
+        "base",
+    );
+    upstream.git(&["checkout", "-q", "-b", "feature"]);
+    upstream.commit(
+        &[(
+            "app/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {env: \"${ENV}-2\"}\n",
+        )],
+        "feature",
+    );
+    upstream.git(&["push", "-q", "origin", "feature"]);
+    let server = GitHttpServer::start(upstream.root.clone(), "ci", "s3cret-token");
+    let url = server.url("private.git");
+    let preview = |extra: &[&str]| {
+        let mut args = vec![
+            "diff", "--git", &url, "--ref", "feature", "--base", "main", "--path", "app", "--var",
+            "ENV=prod", "-o", "json",
+        ];
+        args.extend(extra);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
+        command
+            .args(&args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env("PREVIEW_USER", "ci")
+            .env("PREVIEW_TOKEN", "s3cret-token");
+        command.output().expect("run converge")
+    };
+    let out = preview(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no credentials: {}",
+        describe(&out)
+    );
+    let out = preview(&[
+        "--git-username-env",
+        "PREVIEW_USER",
+        "--git-password-env",
+        "PREVIEW_TOKEN",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let compared = json(&out);
+    let change = &compared["changes"][0];
+    assert_eq!(
+        change["object"], "ConfigMap/default/p-settings",
+        "{compared:#}"
+    );
+    assert_eq!(change["action"], "change");
+    let diff = change["diff"].as_str().unwrap_or_default();
+    assert!(diff.contains("-  env: prod\n+  env: prod-2"), "{diff}");
+    // A wrong token: refused, and the token is not in the message.
+    let out = preview(&[
+        "--git-username-env",
+        "PREVIEW_USER",
+        "--git-password-env",
+        "WRONG",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("WRONG"),
+        "the missing variable is named: {all}"
+    );
+    assert!(!all.contains("s3cret-token"), "{all}");
+}
