@@ -100,12 +100,35 @@ pub(super) async fn load(
         root: snapshot.root.clone(),
         base: snapshot.base.clone(),
     };
-    let (manifests, cluster) = render::load_roots(args, name, &[root], reach).await?;
+    // Files are named as the repository names them, not by the scratch directory.
+    let scratch_prefix = format!("{}/", snapshot.base.display());
+    let (mut manifests, cluster) = render::load_roots(args, name, &[root], reach)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", message(&error).replace(&scratch_prefix, "")))
+        .with_context(|| format!("cannot render {}", shown(args, revision)))?;
+    for manifest in &mut manifests {
+        if let Ok(relative) = manifest.origin.file.strip_prefix(&snapshot.base) {
+            manifest.origin.file = relative.to_path_buf();
+        }
+    }
     Ok(Loaded {
         manifests,
         cluster,
         snapshot,
     })
+}
+
+/// The error and its causes, each cause only when the text does not quote it yet
+/// (as `main` prints errors).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// `` `https://host/repo` ref `feature` `` without credentials.

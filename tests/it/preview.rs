@@ -675,3 +675,30 @@ fn a_private_kustomization_is_previewed_with_credentials_and_vars() {
     );
     assert!(!all.contains("s3cret-token"), "{all}");
 }
+
+/// A revision that does not load names the file as the repository has it, not
+/// the scratch directory it was checked out into: exit 2.
+#[test]
+fn a_broken_revision_names_the_repository_file() {
+    let upstream = repository();
+    upstream.git(&["checkout", "-q", "feature"]);
+    upstream.commit(
+        &[(
+            "shop/broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: [\n",
+        )],
+        "broken",
+    );
+    upstream.git(&["checkout", "-q", "main"]);
+    let url = git_url(&upstream);
+    let out = converge_offline(&[
+        "diff", "--git", &url, "--ref", "feature", "--base", "main", "--path", "shop",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shop/broken.yaml"), "{stderr}");
+    assert!(
+        !stderr.contains("checkout-"),
+        "the scratch directory shows: {stderr}"
+    );
+}
