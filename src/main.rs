@@ -49,6 +49,19 @@ fn main() -> ExitCode {
         }
         Command::Completions { shell } => cli::completions(shell),
         Command::Man { out_dir } => cli::man(out_dir.as_deref()),
+        // The daemon's control API.
+        Command::Suspend(args) => {
+            init_logging(cli.verbose, LogFormat::Text, Level::WARN);
+            block_on(cli::suspend(args))
+        }
+        Command::Resume(args) => {
+            init_logging(cli.verbose, LogFormat::Text, Level::WARN);
+            block_on(cli::resume(args))
+        }
+        Command::Reconcile(args) => {
+            init_logging(cli.verbose, LogFormat::Text, Level::WARN);
+            block_on(cli::reconcile(args))
+        }
     };
     let exit = outcome.unwrap_or_else(|error| {
         eprintln!("error: {}", describe(&error));

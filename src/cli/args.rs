@@ -76,6 +76,22 @@ pub(crate) enum Command {
     /// drifted, failed or is pending, 2: the daemon cannot be reached, 3: synced, but
     /// an object failed (a rollout past its deadline, a crash loop) or went missing.
     Status(StatusArgs),
+    // The daemon's control API (src/cli/control.rs): suspend, resume, reconcile.
+    /// Suspend a source: the daemon stops writing it (no apply, no healing) but keeps
+    /// reporting its drift in /status. The suspension is kept in the cluster (on the
+    /// source's ApplySet parent), so it outlives restarts and failovers.
+    /// Exit code 0: suspended, 2: refused (a follower names the leader) or unreachable.
+    #[command(after_help = "Examples:\n  converge suspend shop --reason \"incident 4711\"")]
+    Suspend(SuspendArgs),
+    /// Resume a suspended source: the daemon converges it at once.
+    /// Exit code 0: resumed, 2: refused or unreachable.
+    Resume(ControlArgs),
+    /// Fetch and reconcile a source now, and print what was written and its health.
+    /// Exit codes as `apply`: 0 converged (with --wait: and ready), 2 error,
+    /// 3 an object failed, or (with --wait) was not ready before --timeout.
+    #[command(after_help = "Examples:\n  converge reconcile shop\n  \
+                            converge reconcile shop --wait --timeout 2m")]
+    Reconcile(ReconcileArgs),
     /// Print converge's version and build information.
     Version,
     // `get`, `completions` and `man`: reading what is deployed, and the shell's
@@ -146,6 +162,46 @@ pub(crate) enum CompletionShell {
     Fish,
 }
 
+/// Which daemon, and which of its sources.
+#[derive(Debug, Args)]
+pub(crate) struct ControlArgs {
+    /// The source's name in config.toml.
+    pub source: String,
+    /// Where `converge run` serves its endpoints.
+    #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
+    pub addr: String,
+    /// A file holding the daemon's bearer token (its [server] token_file).
+    #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SuspendArgs {
+    #[command(flatten)]
+    pub target: ControlArgs,
+    /// Why, for whoever reads /status next.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who suspends it. Default: $USER@hostname.
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReconcileArgs {
+    #[command(flatten)]
+    pub target: ControlArgs,
+    /// Then wait until every object is ready (or one failed).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "wait")]
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The daemon's configuration file.
@@ -186,6 +242,9 @@ pub(crate) struct StatusArgs {
     /// Where `converge run` serves its endpoints.
     #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
     pub addr: String,
+    /// A file holding the daemon's bearer token (its [server] token_file).
+    #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

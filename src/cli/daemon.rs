@@ -2,6 +2,7 @@
 
 use super::Exit;
 use super::args::RunArgs;
+use super::reload;
 use anyhow::{Context, Result};
 use converge::config::{Config, KubeconfigFrom, LeaderElection, LeaderElectionConfig, Overrides};
 use converge::daemon::{self, DaemonOptions, ElectionOptions, RemoteAccess, SourceSpec, shutdown};
@@ -13,16 +14,17 @@ use std::collections::BTreeMap;
 /// Loads config.toml (flags laid over it by [`Config::with`]), connects, and
 /// runs every source until a signal asks to stop.
 pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
-    let config = Config::load(&args.config)?.with(Overrides {
-        kubeconfig: args.kubeconfig,
-        context: args.context,
+    let overrides = Overrides {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
         listen: args.listen,
         leader_election: if args.leader_elect {
             LeaderElection::Enable
         } else {
             LeaderElection::Keep
         },
-    });
+    };
+    let config = Config::load(&args.config)?.with(overrides.clone());
     let cluster = ClusterConfig::load(
         config.cluster.kubeconfig.as_deref(),
         config.cluster.context.as_deref(),
@@ -58,11 +60,8 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
     let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await
         .context("cannot reach the cluster")?;
-    let specs = config
-        .sources
-        .iter()
-        .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
-        .collect::<Result<Vec<_>, _>>()?;
+    let specs = specs_of(&config)?;
+    let token = read_token(config.server.token_file.as_deref())?;
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {
         shutdown::signal().await;
@@ -78,9 +77,31 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
         renderer: Renderer::new(tools, config.render.limits),
         election,
         clusters,
+        token,
+        reload: Some(reload::watch(config, overrides)?),
     };
     daemon::run(engine, specs, options, shutdown).await?;
     Ok(Exit::Ok)
+}
+
+/// The daemon's view of each `[[source]]`.
+pub(super) fn specs_of(config: &Config) -> Result<Vec<SourceSpec>> {
+    let specs = config
+        .sources
+        .iter()
+        .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(specs)
+}
+
+/// The token of `[server] token_file`, if set; an empty file is refused (it would
+/// let anyone in who sends `Bearer `).
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    let token = super::control::read_token(path)?;
+    if token.as_deref() == Some("") {
+        anyhow::bail!("[server] token_file is empty");
+    }
+    Ok(token)
 }
 
 /// The election `[leader_election]` describes, with a client of its own; the

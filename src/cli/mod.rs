@@ -4,16 +4,19 @@
 
 pub(crate) mod args;
 mod completions;
+mod control;
 mod daemon;
 mod get;
 mod preview;
 mod progress;
+mod reload;
 mod render;
 mod status;
 mod sync;
 mod version;
 
 pub(crate) use completions::{completions, man};
+pub(crate) use control::{reconcile, resume, suspend};
 pub(crate) use daemon::run_daemon;
 pub(crate) use get::get;
 pub(crate) use preview::diff;

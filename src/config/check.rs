@@ -245,11 +245,18 @@ impl Checker<'_> {
     }
 
     pub(super) fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let token_file = raw.token_file.map(|value| {
+            let at = format!("[server] token_file = {value:?}");
+            self.existing_file(&at, &value)
+        });
         let Some(listen) = raw.listen else {
-            return ServerConfig::default();
+            return ServerConfig {
+                token_file,
+                ..ServerConfig::default()
+            };
         };
         match listen.parse() {
-            Ok(listen) => ServerConfig { listen },
+            Ok(listen) => ServerConfig { listen, token_file },
             Err(_) => {
                 self.problem(
                     &format!("[server] listen = {listen:?}"),

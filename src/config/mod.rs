@@ -181,12 +181,18 @@ impl Default for ClusterSettings {
 pub struct ServerConfig {
     /// The address to listen on (default 127.0.0.1:9476: loopback only, on purpose).
     pub listen: SocketAddr,
+    /// A file holding the bearer token that `/status`, `/metrics` and the control
+    /// API (`converge suspend`, `resume`, `reconcile`) require (checked to exist).
+    /// Without one those are open on loopback, and the control API is refused on
+    /// any other address.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9476)),
+            token_file: None,
         }
     }
 }

@@ -98,6 +98,7 @@ pub(super) struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
+    pub(super) token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

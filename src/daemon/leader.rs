@@ -60,6 +60,9 @@ pub enum Duty {
     /// Stand by: reconcile report-only, so that the watches, the store and the memo
     /// are warm at takeover, and write nothing.
     StandBy,
+    /// Suspended by a person (`converge suspend`): reconcile report-only, so that
+    /// `/status` shows the drift, and write nothing, Events included.
+    Suspended,
 }
 
 /// A source task's view of the election: whether this replica writes the source.

@@ -10,7 +10,14 @@
 //! source) tells each source task, through its `Leadership`, whether this replica
 //! writes the source or stands by reconciling report-only; `lease` does the Lease
 //! requests. On shutdown the sources stop first, then the Leases are released.
+//!
+//! People steer a source through `control` (the API behind `converge suspend`,
+//! `resume` and `reconcile`), which the source task answers; a suspension is kept
+//! on the source's ApplySet parent by `suspend`. A configuration reload ([`Reload`])
+//! stops removed sources, restarts changed ones and starts added ones; the tasks
+//! of the others, with their watches and caches, are not touched.
 
+mod control;
 mod error;
 pub(crate) mod events;
 mod leader;
@@ -27,6 +34,7 @@ pub mod shutdown;
 mod source_task;
 mod state;
 mod status;
+mod suspend;
 mod targeting;
 
 use crate::config::{ElectionScope, LeaseTiming};
@@ -46,23 +54,25 @@ use crate::engine::Engine;
 use crate::kube::Client;
 use crate::render::Renderer;
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
+pub use control::{ApiError, ControlCallError, ControlClient, SuspendRequest};
+use server::{Access, Registry, SourceHandle};
 pub use server::{ServerState, Webhook, fetch_status, serve};
 pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use status::{
-    ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, SyncResult, status_text,
+    ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, Suspension, SyncCounts,
+    SyncResult, Written, status_text,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 /// How long an in-flight reconcile may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-#[derive(Clone)]
 pub struct DaemonOptions {
     pub listen: SocketAddr,
     /// Report drift, never write (`converge run --dry-run`).
@@ -74,6 +84,10 @@ pub struct DaemonOptions {
     /// How to reach each `[[clusters]]` entry, by name; sources that name one
     /// connect to it in their own task (a cluster that is down fails only them).
     pub clusters: BTreeMap<String, RemoteAccess>,
+    /// `[server] token_file`'s token: the API's bearer token.
+    pub token: Option<String>,
+    /// Where reload requests come from (`None`: never reloaded).
+    pub reload: Option<Reload>,
 }
 
 /// Leader election among replicas (`[leader_election]`, `--leader-elect`).
@@ -107,7 +121,8 @@ pub enum DaemonError {
 }
 
 /// Runs every source until `shutdown`, then lets in-flight reconciles finish
-/// (bounded) and returns.
+/// (bounded) and returns. Each `reload` request ([`Reload`]) applies the
+/// configuration's sources anew.
 pub async fn run(
     engine: Engine,
     specs: Vec<SourceSpec>,
@@ -143,54 +158,28 @@ pub async fn run(
         .status
         .set_tools(reconciler.renderer.tools().status());
     let names: Vec<String> = specs.iter().map(|s| s.settings.name.clone()).collect();
-    let (election, mut leadership) = match options.election {
+    let (election, leadership) = match options.election.clone() {
         Some(election) => start_election(election, &names, &reconciler.record.status, &metrics),
-        None => (None, BTreeMap::new()),
+        None => (None, Elected::Sole),
     };
-    let mut hooks = HashMap::new();
-    let mut tasks = Vec::new();
-    let board = Arc::new(watch::Sender::new(Board::new()));
-    for mut spec in specs {
-        if options.dry_run {
-            spec.settings.self_heal = false;
-        }
-        reconciler
-            .record
-            .status
-            .register(&spec.settings.name, spec.kind, &spec.location);
-        let (hook_tx, hook_rx) = mpsc::channel(1);
-        hooks.insert(
-            spec.settings.name.clone(),
-            Webhook {
-                secret: spec.webhook_secret.take(),
-                trigger: hook_tx,
-            },
-        );
-        let inputs = Inputs {
-            hook: hook_rx,
-            shutdown: shutdown.clone(),
-            board: board.clone(),
-            leadership: leadership
-                .remove(&spec.settings.name)
-                .unwrap_or_else(Leadership::sole),
-        };
-        let mut acting = reconciler.clone();
-        acting.engine = (acting.engine.acting_as(spec.settings.acting_as.clone()))
-            .with_health_rules(spec.settings.health.clone());
-        let remote = spec.cluster.as_ref().and_then(|name| {
-            let access = options.clusters.get(name)?.clone();
-            Some(Remote {
-                name: name.clone(),
-                access,
-            })
-        });
-        let task = SourceTask::new(acting, spec, inputs).on(remote);
-        tasks.push(tokio::spawn(task.run()));
+    let access = Access::new(options.listen, options.token.clone());
+    let mut sources = Supervisor {
+        reconciler,
+        board: Arc::new(watch::Sender::new(Board::new())),
+        registry: Registry::default(),
+        leadership,
+        dry_run: options.dry_run,
+        clusters: options.clusters.clone(),
+        running: BTreeMap::new(),
+    };
+    for spec in specs {
+        sources.start(spec);
     }
     let state = ServerState {
-        status: reconciler.record.status.clone(),
+        status: sources.reconciler.record.status.clone(),
         metrics,
-        hooks: Arc::new(hooks),
+        sources: sources.registry.clone(),
+        access,
     };
     let mut server_shutdown = shutdown.clone();
     let server = tokio::spawn(server::serve(listener, state, async move {
@@ -198,16 +187,16 @@ pub async fn run(
     }));
 
     let mut waiting = shutdown.clone();
-    waiting.wait().await;
-    info!("shutting down: letting in-flight reconciles finish");
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    for mut task in tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            warn!("a reconcile did not finish within the shutdown grace period; stopping it");
-            task.abort();
-            let _ = task.await;
+    let mut reload = options.reload;
+    loop {
+        tokio::select! {
+            _ = waiting.wait() => break,
+            Some(specs) = next_reload(&mut reload) => sources.reload(specs).await,
         }
     }
+    info!("shutting down: letting in-flight reconciles finish");
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    sources.stop_all(deadline).await;
     // Only now that nothing writes may the Lease go to another replica.
     if let Some((stop, task)) = election {
         stop.fire();
@@ -218,8 +207,221 @@ pub async fn run(
     Ok(())
 }
 
+/// How the daemon reads its configuration again: `requests` fire on SIGHUP or a
+/// change of config.toml; `load` reads and validates it and returns its sources,
+/// `Ok(None)` when the file did not change, or the error (naming the key) that
+/// keeps the running configuration.
+pub struct Reload {
+    pub requests: mpsc::Receiver<()>,
+    pub load: Box<dyn FnMut() -> Result<Option<Vec<SourceSpec>>, String> + Send>,
+}
+
+/// The sources of the next reload that loads; never without a [`Reload`].
+async fn next_reload(reload: &mut Option<Reload>) -> Option<Vec<SourceSpec>> {
+    let Some(reload) = reload else {
+        return std::future::pending().await;
+    };
+    loop {
+        reload.requests.recv().await?;
+        let span = info_span!("reload");
+        let _entered = span.enter();
+        match (reload.load)() {
+            Ok(Some(specs)) => return Some(specs),
+            Ok(None) => debug!("config.toml unchanged"),
+            Err(error) => warn!(%error, "the new configuration is refused; the running one stays"),
+        }
+    }
+}
+
+/// Each source's view of the election.
+enum Elected {
+    /// No election: every source is written by this replica.
+    Sole,
+    /// One Lease for the daemon: every source shares the one view.
+    Leader(Leadership),
+    /// One Lease per source, started with the daemon: a source added by a reload
+    /// has none, and waits for a restart.
+    Shard(BTreeMap<String, Leadership>),
+}
+
+impl Elected {
+    /// The view for `source`; `None` in shard mode for a source without a Lease.
+    fn take(&mut self, source: &str) -> Option<Leadership> {
+        match self {
+            Elected::Sole => Some(Leadership::sole()),
+            Elected::Leader(shared) => Some(shared.clone()),
+            Elected::Shard(map) => map.remove(source),
+        }
+    }
+}
+
+/// One running source task and how to stop it.
+struct Running {
+    spec_key: SourceSpecKey,
+    stop: shutdown::Trigger,
+    task: JoinHandle<()>,
+    /// Handed to the task that replaces it after a change.
+    leadership: Leadership,
+}
+
+/// What a reload compares to tell a changed source from an unchanged one.
+struct SourceSpecKey {
+    config: crate::config::SourceConfig,
+    limits: crate::manifest::Limits,
+}
+
+/// Starts, stops and replaces the source tasks.
+struct Supervisor {
+    reconciler: Reconciler,
+    board: Arc<watch::Sender<Board>>,
+    registry: Registry,
+    leadership: Elected,
+    dry_run: bool,
+    clusters: BTreeMap<String, RemoteAccess>,
+    running: BTreeMap<String, Running>,
+}
+
+impl Supervisor {
+    /// Starts the task of `spec` with its own stop trigger.
+    fn start(&mut self, spec: SourceSpec) {
+        let name = spec.settings.name.clone();
+        let Some(leadership) = self.leadership.take(&name) else {
+            error!(source = %name, "a source added by a reload has no Lease in shard mode; restart the daemon to start it");
+            return;
+        };
+        self.start_with(spec, leadership);
+    }
+
+    fn start_with(&mut self, mut spec: SourceSpec, leadership: Leadership) {
+        if self.dry_run {
+            spec.settings.self_heal = false;
+        }
+        let name = spec.settings.name.clone();
+        let status = &self.reconciler.record.status;
+        status.register(&name, spec.kind, &spec.location);
+        let (hook_tx, hook_rx) = mpsc::channel(1);
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let webhook = Webhook {
+            secret: spec.webhook_secret.take(),
+            trigger: hook_tx,
+        };
+        let (stop, stopped) = shutdown::channel();
+        let inputs = Inputs {
+            hook: hook_rx,
+            control: control_rx,
+            shutdown: stopped,
+            board: self.board.clone(),
+            leadership: leadership.clone(),
+        };
+        let mut acting = self.reconciler.clone();
+        acting.engine = (acting.engine.acting_as(spec.settings.acting_as.clone()))
+            .with_health_rules(spec.settings.health.clone());
+        let remote = spec.cluster.as_ref().and_then(|cluster| {
+            let access = self.clusters.get(cluster)?.clone();
+            Some(Remote {
+                name: cluster.clone(),
+                access,
+            })
+        });
+        let spec_key = SourceSpecKey {
+            config: spec.config.clone(),
+            limits: spec.settings.limits,
+        };
+        let task = SourceTask::new(acting, spec, inputs).on(remote);
+        let task = tokio::spawn(task.run());
+        self.registry.insert(
+            &name,
+            SourceHandle {
+                webhook,
+                control: control_tx,
+            },
+        );
+        let running = Running {
+            spec_key,
+            stop,
+            task,
+            leadership,
+        };
+        self.running.insert(name, running);
+    }
+
+    /// Applies a new configuration's sources: removed ones stop, changed ones
+    /// restart, added ones start; the others (and their watches) run on.
+    async fn reload(&mut self, specs: Vec<SourceSpec>) {
+        let wanted: BTreeSet<String> = specs.iter().map(|s| s.settings.name.clone()).collect();
+        let removed: Vec<String> = (self.running.keys())
+            .filter(|name| !wanted.contains(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            info!(source = %name, "removed from the configuration: stopping");
+            self.stop(&name).await;
+            self.reconciler.record.status.remove(&name);
+            self.board.send_modify(|board| {
+                board.remove(&name);
+            });
+        }
+        let (mut added, mut changed, mut unchanged) = (0, 0, 0);
+        for spec in specs {
+            let name = spec.settings.name.clone();
+            match self.running.get(&name) {
+                None => {
+                    info!(source = %name, "added to the configuration: starting");
+                    added += 1;
+                    self.start(spec);
+                }
+                Some(running) if running.spec_key.differs(&spec) => {
+                    info!(source = %name, "changed in the configuration: restarting it");
+                    changed += 1;
+                    if let Some(leadership) = self.stop(&name).await {
+                        self.start_with(spec, leadership);
+                    }
+                }
+                Some(_) => unchanged += 1,
+            }
+        }
+        info!(added, changed, unchanged, "configuration reloaded");
+    }
+
+    /// Stops one source's task (bounded by the shutdown grace); its Leadership.
+    async fn stop(&mut self, name: &str) -> Option<Leadership> {
+        let running = self.running.remove(name)?;
+        self.registry.remove(name);
+        running.stop.fire();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        finish(running.task, deadline).await;
+        Some(running.leadership)
+    }
+
+    /// Stops every task, letting in-flight reconciles finish until `deadline`.
+    async fn stop_all(&mut self, deadline: tokio::time::Instant) {
+        let running = std::mem::take(&mut self.running);
+        for task in running.values() {
+            task.stop.fire();
+        }
+        for (_, task) in running {
+            finish(task.task, deadline).await;
+        }
+    }
+}
+
+impl SourceSpecKey {
+    fn differs(&self, spec: &SourceSpec) -> bool {
+        self.config != spec.config || self.limits != spec.settings.limits
+    }
+}
+
+/// Waits for a stopping task until `deadline`, then aborts it.
+async fn finish(mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        warn!("a reconcile did not finish within the shutdown grace period; stopping it");
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 /// A running election: its stop trigger and task.
-type Running = (shutdown::Trigger, JoinHandle<()>);
+type Election = (shutdown::Trigger, JoinHandle<()>);
 
 /// Starts the election task; returns it and each source's view of it.
 fn start_election(
@@ -227,7 +429,7 @@ fn start_election(
     sources: &[String],
     status: &StatusBoard,
     metrics: &Metrics,
-) -> (Option<Running>, BTreeMap<String, Leadership>) {
+) -> (Option<Election>, Elected) {
     let observer = metrics.clone();
     options
         .client
@@ -235,7 +437,7 @@ fn start_election(
     let leases = Leases::new(options.client.clone(), &options.namespace, &options.name);
     let (trigger, stop) = shutdown::channel();
     let (task, leadership) = match options.scope {
-        ElectionScope::Daemon => start_leader(&options, leases, sources, status, metrics, stop),
+        ElectionScope::Daemon => start_leader(&options, leases, status, metrics, stop),
         ElectionScope::Source => start_shard(&options, leases, sources, status, metrics, stop),
     };
     (Some((trigger, task)), leadership)
@@ -245,11 +447,10 @@ fn start_election(
 fn start_leader(
     options: &ElectionOptions,
     leases: Leases,
-    sources: &[String],
     status: &StatusBoard,
     metrics: &Metrics,
     stop: Shutdown,
-) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
+) -> (JoinHandle<()>, Elected) {
     status.set_replica(ReplicaStatus {
         identity: options.identity.clone(),
         election: ElectionScope::Daemon,
@@ -266,11 +467,7 @@ fn start_leader(
         metrics.clone(),
     );
     let shared = Leadership::new(role, &options.identity);
-    let leadership = sources
-        .iter()
-        .map(|source| (source.clone(), shared.clone()))
-        .collect();
-    (tokio::spawn(election.run(stop)), leadership)
+    (tokio::spawn(election.run(stop)), Elected::Leader(shared))
 }
 
 /// One Lease per source, shared out among the replicas.
@@ -281,7 +478,7 @@ fn start_shard(
     status: &StatusBoard,
     metrics: &Metrics,
     stop: Shutdown,
-) -> (JoinHandle<()>, BTreeMap<String, Leadership>) {
+) -> (JoinHandle<()>, Elected) {
     status.set_replica(ReplicaStatus {
         identity: options.identity.clone(),
         election: ElectionScope::Source,
@@ -297,5 +494,5 @@ fn start_shard(
         sources,
         metrics.clone(),
     );
-    (tokio::spawn(shard.run(stop)), leadership)
+    (tokio::spawn(shard.run(stop)), Elected::Shard(leadership))
 }

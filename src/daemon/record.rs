@@ -8,7 +8,8 @@ use crate::daemon::leader::Duty;
 use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::daemon::settings::Settings;
 use crate::daemon::status::{
-    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncResult,
+    ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncCounts,
+    SyncResult, Written,
 };
 use crate::engine::plan::{Step, StepAction};
 use crate::engine::{EngineError, Outcome, Scope};
@@ -47,7 +48,20 @@ impl Recorder {
             .collect();
         let now = SystemTime::now();
         let mut drifted = 0;
+        let counts = outcome.plan.counts();
+        let last_sync = SyncCounts {
+            written: if outcome.applied {
+                Written::Applied
+            } else {
+                Written::ReportOnly
+            },
+            created: counts.created,
+            configured: counts.configured + counts.recreated,
+            pruned: counts.pruned,
+            unchanged: counts.unchanged,
+        };
         self.status.update(&settings.name, |s| {
+            s.last_sync = Some(last_sync);
             match scope {
                 Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
                 Scope::Full => s.objects = objects,
@@ -66,7 +80,6 @@ impl Recorder {
             s.dry_run = !settings.self_heal;
             s.waiting_for.clear();
         });
-        let counts = outcome.plan.counts();
         info!(source = %settings.name, revision = %short_revision(revision), applied = outcome.applied,
               created = counts.created, configured = counts.configured, pruned = counts.pruned,
               unchanged = counts.unchanged, drifted, seconds, "reconciled");
@@ -149,7 +162,8 @@ impl Recorder {
             self.metrics
                 .set_foreign(name, Foreign::Conflict, conflicts.len());
         }
-        if settings.duty == Duty::StandBy {
+        // Events are writes: only the replica that converges the source posts them.
+        if settings.duty != Duty::Converge {
             return;
         }
         let event = format!(

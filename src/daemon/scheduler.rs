@@ -14,11 +14,16 @@
 //! error, rejection, mass-prune refusal, missing ref) waits for the next revision
 //! or tick, since retrying it would only fail again.
 //!
+//! A suspended source ([`Mode::Suspended`]) keeps every timer and reason: what
+//! changes is the duty its reconciles run with ([`Scheduler::duty`]), report-only,
+//! so drift still shows; resuming runs a full reconcile at once.
+//!
 //! Pure: the source task hands in events and the clock and does the I/O; the
 //! decisions (which reason, which action, which delay) are unit-tested with a
 //! paused Tokio clock.
 
 use crate::daemon::error::ReconcileError;
+use crate::daemon::leader::Duty;
 use crate::kube::backoff::{Backoff, Delays};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,8 +52,10 @@ pub(crate) enum Reason {
     FullResync,
     /// After a transient failure: fetch, everything.
     Retry,
-    /// The first reconcile, and the first after this replica became the one that
-    /// writes (leader election): fetch, everything.
+    /// A person asked for it (`converge reconcile`): fetch, everything.
+    Requested,
+    /// The first reconcile, the first after this replica became the one that
+    /// writes (leader election), and the first after a resume: fetch, everything.
     Start,
 }
 
@@ -56,8 +63,20 @@ impl Reason {
     /// Whether the reconcile must look at everything (which is what prunes and
     /// records the ApplySet); the others look only at what changed when they can.
     pub(crate) fn requires_full(self) -> bool {
-        matches!(self, Reason::Start | Reason::Retry | Reason::FullResync)
+        matches!(
+            self,
+            Reason::Start | Reason::Requested | Reason::Retry | Reason::FullResync
+        )
     }
+}
+
+/// Whether a person suspended the source (`converge suspend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Its reconciles write, when this replica is the one that writes.
+    Active,
+    /// Its reconciles are report-only until it is resumed.
+    Suspended,
 }
 
 /// What to do after a reconcile, as kube-runtime's `Action` has it.
@@ -154,6 +173,7 @@ pub(super) struct Scheduler {
     /// A reason that came due while dependencies were not ready: it runs once
     /// they are ([`Scheduler::release`]).
     held: Option<Reason>,
+    mode: Mode,
 }
 
 impl Scheduler {
@@ -176,6 +196,37 @@ impl Scheduler {
             settle: DEBOUNCE,
             last_end: None,
             held: None,
+            mode: Mode::Active,
+        }
+    }
+
+    /// Whether the source is suspended.
+    pub(super) fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// From now on, reconciles are report-only; the timers run on, so drift and
+    /// new revisions are still compared and shown.
+    pub(super) fn suspend(&mut self) {
+        self.mode = Mode::Suspended;
+    }
+
+    /// Reconciles write again, starting with a full one at once: whatever came in
+    /// while suspended (commits, drift) is converged by it.
+    pub(super) fn resume(&mut self, now: Instant) {
+        if self.mode == Mode::Suspended {
+            self.mode = Mode::Active;
+            self.merge(Reason::Start, now);
+        }
+    }
+
+    /// The duty a reconcile runs with: the election's (`elected`), unless the
+    /// source is suspended.
+    pub(super) fn duty(&self, elected: Duty) -> Duty {
+        match (self.mode, elected) {
+            (Mode::Active, elected) => elected,
+            (Mode::Suspended, Duty::StandBy) => Duty::StandBy,
+            (Mode::Suspended, _) => Duty::Suspended,
         }
     }
 
@@ -604,6 +655,43 @@ mod tests {
         assert_eq!(next(&mut s).await, (Some(Reason::Start), DEBOUNCE));
         s.release(Instant::now());
         assert_eq!(s.next_wake(), Instant::now() + INTERVAL - DEBOUNCE, "once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspended_source_keeps_its_timers_but_only_reports() {
+        let started = Instant::now();
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        ok(&mut s, Reason::Start);
+        s.suspend();
+        assert_eq!(s.mode(), Mode::Suspended);
+        assert_eq!(s.duty(Duty::Converge), Duty::Suspended);
+        assert_eq!(s.duty(Duty::StandBy), Duty::StandBy, "a follower stays one");
+        s.on_event(Reason::Drift, Instant::now());
+        assert_eq!(next(&mut s).await.0, Some(Reason::Drift), "drift still runs");
+        assert_eq!(
+            s.decide(Reason::Drift, Found::Changes),
+            Decision::Reconcile(Reason::Drift)
+        );
+        ok(&mut s, Reason::Drift);
+        assert_eq!(s.next_wake(), started + INTERVAL, "no sleep, no new timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resuming_runs_a_full_reconcile_at_once_and_writes_again() {
+        let mut s = scheduler(10);
+        next(&mut s).await;
+        ok(&mut s, Reason::Start);
+        s.resume(Instant::now());
+        assert_eq!(s.next_wake(), Instant::now() + INTERVAL, "not suspended: nothing");
+        s.suspend();
+        s.on_event(Reason::Changed, Instant::now());
+        s.resume(Instant::now());
+        assert_eq!(s.duty(Duty::Converge), Duty::Converge);
+        let (due, waited) = next(&mut s).await;
+        assert_eq!(due, Some(Reason::Start), "the change merges into a full one");
+        assert!(waited <= DEBOUNCE);
+        assert!(Reason::Start.requires_full() && Reason::Requested.requires_full());
     }
 
     #[tokio::test(start_paused = true)]

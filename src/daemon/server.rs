@@ -7,15 +7,25 @@
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /status` | the [`StatusReport`] as JSON |
 //! | `POST /hooks/git/{source}` | queue a fetch of a Git source (GitHub-style signed webhook) |
+//! | `POST /api/v1/sources/{source}/{suspend,resume,reconcile}` | the control API ([`super::control`]) |
 //!
 //! No business logic here: handlers read the [`StatusBoard`] and [`Metrics`] the
-//! daemon writes, and a webhook only nudges the daemon through a channel.
+//! daemon writes, and a webhook or a control request only hands the source's task
+//! a message through a channel.
+//!
+//! Who may ask ([`Access`]): with `[server] token_file`, `/status`, `/metrics` and
+//! the control API need `Authorization: Bearer <token>`; without one they are open
+//! on a loopback address, and a daemon listening beyond it refuses the control API
+//! (its reads stay open, as before the token existed). `/healthz`, `/readyz` and
+//! the webhooks (HMAC-signed) are never behind the token: kubelet and Git hosts
+//! do not carry it.
 
+use crate::daemon::control::{ApiError, Command, ControlError, SuspendRequest};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::status::{StatusBoard, StatusReport};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Json, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,9 +33,10 @@ use axum::routing::{get, post};
 use rustls_platform_verifier::BuilderVerifierExt;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 /// Webhook payloads are a few KiB; the limit stops a client from making us buffer
@@ -38,13 +49,107 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// The header GitHub (and Gitea, Forgejo) sign the raw body into.
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
-/// What the handlers share: the daemon's status and metrics, and one webhook per
-/// Git source, keyed by source name.
+/// What the handlers share: the daemon's status and metrics, the running sources'
+/// channels, and who may ask.
 #[derive(Clone, Debug)]
 pub struct ServerState {
     pub status: StatusBoard,
     pub metrics: Metrics,
-    pub hooks: Arc<HashMap<String, Webhook>>,
+    pub(crate) sources: Registry,
+    pub(crate) access: Access,
+}
+
+impl ServerState {
+    /// A server for sources that only have webhooks (no control API behind them:
+    /// it answers 503), open as on loopback. Tests drive the server with it.
+    pub fn new(status: StatusBoard, metrics: Metrics, hooks: HashMap<String, Webhook>) -> Self {
+        let sources = Registry::default();
+        for (name, webhook) in hooks {
+            let (control, _) = mpsc::channel(1);
+            sources.insert(&name, SourceHandle { webhook, control });
+        }
+        ServerState {
+            status,
+            metrics,
+            sources,
+            access: Access::Loopback,
+        }
+    }
+
+    /// The access of a server on `listen`, with `[server] token_file`'s token.
+    pub fn with_token(mut self, listen: std::net::SocketAddr, token: Option<String>) -> Self {
+        self.access = Access::new(listen, token);
+        self
+    }
+}
+
+/// The channels of every running source, by name; a configuration reload adds
+/// and removes entries while the server runs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Registry(Arc<RwLock<HashMap<String, SourceHandle>>>);
+
+/// How the server reaches one source's task.
+#[derive(Clone, Debug)]
+pub(crate) struct SourceHandle {
+    pub webhook: Webhook,
+    pub control: mpsc::Sender<Command>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, name: &str, handle: SourceHandle) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.insert(name.to_owned(), handle);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.remove(name);
+    }
+
+    fn get(&self, name: &str) -> Option<SourceHandle> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+}
+
+/// Who may use the protected endpoints (see the module's documentation).
+#[derive(Clone)]
+pub(crate) enum Access {
+    /// Listening on loopback without a token: whoever can connect is local.
+    Loopback,
+    /// `[server] token_file`: the bearer token every protected request carries.
+    Token(Arc<str>),
+    /// Listening beyond loopback without a token: reads open, control refused.
+    ReadOnly,
+}
+
+impl fmt::Debug for Access {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Loopback => "Loopback",
+            Access::Token(_) => "Token(<redacted>)",
+            Access::ReadOnly => "ReadOnly",
+        })
+    }
+}
+
+impl Access {
+    /// The access of a server on `listen` with `token` (`[server] token_file`).
+    pub(crate) fn new(listen: std::net::SocketAddr, token: Option<String>) -> Self {
+        match token {
+            Some(token) => Access::Token(token.into()),
+            None if listen.ip().is_loopback() => Access::Loopback,
+            None => Access::ReadOnly,
+        }
+    }
+}
+
+/// Whether a request is a read or a control request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protected {
+    Read,
+    Control,
 }
 
 /// The webhook of one Git source: an optional shared secret and the channel on
@@ -75,7 +180,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz, /readyz, /metrics, /status, /hooks");
+        tracing::info!(%addr, access = ?state.access, "serving /healthz, /readyz, /metrics, /status, /hooks, /api");
     }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -85,12 +190,24 @@ pub async fn serve(
 /// All routes, with the body limit and a tracing span per request. Public so tests
 /// can drive it without a socket.
 pub(crate) fn router(state: ServerState) -> Router {
+    let reads = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize_read));
+    let control = Router::new()
+        .route("/api/v1/sources/{source}/suspend", post(suspend))
+        .route("/api/v1/sources/{source}/resume", post(resume))
+        .route("/api/v1/sources/{source}/reconcile", post(reconcile))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_control,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
         .route("/hooks/git/{source}", post(git_hook))
+        .merge(reads)
+        .merge(control)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
@@ -111,6 +228,96 @@ async fn trace_request(request: Request, next: Next) -> Response {
     let elapsed_ms = started.elapsed().as_millis();
     span.in_scope(|| tracing::debug!(elapsed_ms, "request served"));
     response
+}
+
+async fn authorize_read(state: State<ServerState>, request: Request, next: Next) -> Response {
+    authorize(&state.access, Protected::Read, request, next).await
+}
+
+async fn authorize_control(state: State<ServerState>, request: Request, next: Next) -> Response {
+    authorize(&state.access, Protected::Control, request, next).await
+}
+
+/// Lets the request through, or answers 401 (no or a wrong token) or 403 (the
+/// control API of a daemon listening beyond loopback without a token).
+async fn authorize(access: &Access, what: Protected, request: Request, next: Next) -> Response {
+    let refusal = match access {
+        Access::Loopback => None,
+        Access::ReadOnly if what == Protected::Read => None,
+        Access::ReadOnly => Some((
+            StatusCode::FORBIDDEN,
+            "this daemon listens beyond loopback: its control API needs a bearer token \
+             ([server] token_file)",
+        )),
+        Access::Token(token) => {
+            let offered = bearer(request.headers());
+            (!offered.is_some_and(|offered| same_secret(offered.as_bytes(), token.as_bytes())))
+                .then_some((StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        }
+    };
+    match refusal {
+        None => next.run(request).await,
+        Some((code, message)) => {
+            tracing::warn!(path = %request.uri().path(), "refused: {message}");
+            api_error(code, message.to_owned(), None)
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Compares in time independent of where the first difference is, so the answer's
+/// timing tells nothing about the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn api_error(code: StatusCode, error: String, leader: Option<String>) -> Response {
+    (code, axum::Json(ApiError { error, leader })).into_response()
+}
+
+async fn suspend(
+    State(state): State<ServerState>,
+    Path(source): Path<String>,
+    Json(request): Json<SuspendRequest>,
+) -> Response {
+    control(&state, &source, |reply| Command::Suspend(request, reply)).await
+}
+
+async fn resume(State(state): State<ServerState>, Path(source): Path<String>) -> Response {
+    control(&state, &source, Command::Resume).await
+}
+
+async fn reconcile(State(state): State<ServerState>, Path(source): Path<String>) -> Response {
+    control(&state, &source, Command::Reconcile).await
+}
+
+/// Hands `command` to the source's task and answers what it replies.
+async fn control<T: serde::Serialize>(
+    state: &ServerState,
+    source: &str,
+    command: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Command,
+) -> Response {
+    let Some(handle) = state.sources.get(source) else {
+        return api_error(StatusCode::NOT_FOUND, format!("no source {source:?}"), None);
+    };
+    let (reply, answer) = oneshot::channel();
+    if handle.control.send(command(reply)).await.is_err() {
+        return refused(&ControlError::Gone);
+    }
+    match answer.await {
+        Ok(Ok(body)) => axum::Json(body).into_response(),
+        Ok(Err(error)) => refused(&error),
+        Err(_) => refused(&ControlError::Gone),
+    }
+}
+
+fn refused(error: &ControlError) -> Response {
+    (error.status_code(), axum::Json(error.body())).into_response()
 }
 
 /// Liveness: answering at all is the signal.
@@ -146,7 +353,7 @@ async fn git_hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    let Some(hook) = state.hooks.get(&source) else {
+    let Some(SourceHandle { webhook: hook, .. }) = state.sources.get(&source) else {
         return (StatusCode::NOT_FOUND, "no such git source");
     };
     if let Some(secret) = &hook.secret {
@@ -201,15 +408,22 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client side of `converge status`: `GET http://<addr>/status`. `addr` is the
 /// daemon's listen address (`127.0.0.1:8080`) or a full base URL.
-pub async fn fetch_status(addr: &str) -> Result<StatusReport, StatusFetchError> {
+pub async fn fetch_status(
+    addr: &str,
+    token: Option<&str>,
+) -> Result<StatusReport, StatusFetchError> {
     let url = status_url(addr);
-    let client = http_client()?;
+    let client = http_client(FETCH_TIMEOUT)?;
     let unreachable = |source| StatusFetchError::Unreachable {
         addr: addr.to_owned(),
         url: url.clone(),
         source,
     };
-    let response = client.get(&url).send().await.map_err(unreachable)?;
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status();
     let body = response.bytes().await.map_err(unreachable)?;
     if !status.is_success() {
@@ -222,7 +436,7 @@ pub async fn fetch_status(addr: &str) -> Result<StatusReport, StatusFetchError> 
 /// reqwest is built without a default crypto provider (see `kube::tls`), so it gets
 /// a ring-based TLS config: plain `http://` needs none, but an `https://` address
 /// (the daemon behind a TLS proxy) is checked against the system trust store.
-fn http_client() -> Result<reqwest::Client, StatusFetchError> {
+pub(super) fn http_client(timeout: Duration) -> Result<reqwest::Client, StatusFetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -232,17 +446,22 @@ fn http_client() -> Result<reqwest::Client, StatusFetchError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(FETCH_TIMEOUT)
-        .timeout(FETCH_TIMEOUT)
+        .timeout(timeout)
         .build()
         .map_err(|e| StatusFetchError::Client(e.to_string()))
 }
 
 fn status_url(addr: &str) -> String {
+    format!("{}/status", base_url(addr))
+}
+
+/// `http://ADDR` for an address, the URL itself (without a trailing `/`) for a URL.
+pub(super) fn base_url(addr: &str) -> String {
     let base = addr.trim_end_matches('/');
     if base.starts_with("http://") || base.starts_with("https://") {
-        format!("{base}/status")
+        base.to_owned()
     } else {
-        format!("http://{base}/status")
+        format!("http://{base}")
     }
 }
 
@@ -257,6 +476,19 @@ mod tests {
             status_url("http://converge:80/"),
             "http://converge:80/status"
         );
+    }
+
+    #[test]
+    fn access_follows_the_address_and_the_token() {
+        let local: std::net::SocketAddr = ([127, 0, 0, 1], 9476).into();
+        let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
+        assert!(matches!(Access::new(local, None), Access::Loopback));
+        assert!(matches!(Access::new(all, None), Access::ReadOnly));
+        let token = Access::new(all, Some("s3cret".into()));
+        assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
     }
 
     #[test]

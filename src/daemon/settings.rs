@@ -72,6 +72,9 @@ pub struct SourceSpec {
     pub depends_on_objects: Vec<ObjectDependency>,
     /// The `[[clusters]]` entry it writes to; `None`: the home cluster.
     pub cluster: Option<String>,
+    /// The `[[source]]` table it was made from: a configuration reload restarts
+    /// the source only when this (or `[limits]`) changed.
+    pub config: SourceConfig,
 }
 
 impl SourceSpec {
@@ -114,6 +117,7 @@ impl SourceSpec {
             depends_on: config.depends_on.clone(),
             depends_on_objects: config.depends_on_objects.clone(),
             cluster: config.cluster.clone(),
+            config: config.clone(),
             source,
         })
     }

@@ -3,20 +3,24 @@
 //! decision (when, why, how much, what next) is the scheduler's.
 //!
 //! Inputs: the directory watcher (a Git source has none: the scheduler's tick
-//! polls it), the webhook, the reflectors' changes (drift), and shutdown.
+//! polls it), the webhook, the control API (suspend, resume, reconcile now), the
+//! reflectors' changes (drift), and shutdown.
 
+use crate::daemon::control::{Command, ControlError, Reply, SuspendRequest};
 use crate::daemon::error::ReconcileError;
 use crate::daemon::leader::{Duty, Leadership};
 use crate::daemon::needs::ObjectNeeds;
 use crate::daemon::reconcile::Reconciler;
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
-use crate::daemon::scheduler::{Scheduler, Timing};
+use crate::daemon::scheduler::{Mode, Scheduler, Timing};
 use crate::daemon::settings::Settings;
 use crate::daemon::settings::SourceSpec;
 use crate::daemon::shutdown::Shutdown;
 use crate::daemon::state::SourceState;
-use crate::daemon::status::SourceKind;
+use crate::daemon::status::{SourceKind, SourceStatus, Suspension};
+use crate::daemon::suspend;
 use crate::engine::Engine;
+use crate::engine::applyset::ApplySet;
 use crate::kube::backoff::Backoff;
 use crate::kube::watch::Change;
 use crate::kube::{ApiResource, Client, ClientOptions, ClusterConfig};
@@ -24,7 +28,7 @@ use crate::source::short_revision;
 use crate::source::{Snapshot, SourceError};
 use base64::Engine as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
@@ -33,6 +37,8 @@ use tracing::{info, warn};
 pub(super) struct Inputs {
     /// `POST /hooks/git/<source>`.
     pub hook: mpsc::Receiver<()>,
+    /// The control API: suspend, resume, reconcile now.
+    pub control: mpsc::Receiver<Command>,
     pub shutdown: Shutdown,
     /// Every source's readiness: this one's is published there, and its
     /// dependencies' are read from it.
@@ -124,6 +130,18 @@ pub(super) struct SourceTask {
     held: bool,
     /// Whether the last reconcile succeeded (its dependents need that).
     last_ok: bool,
+    /// `converge reconcile` calls waiting for the next reconcile to end.
+    waiters: Vec<Reply<SourceStatus>>,
+    /// Whether the suspension on the ApplySet parent has been read.
+    suspension: Recorded,
+}
+
+/// Whether a source task knows if its source is suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Not read yet (or the read failed): read before the next reconcile.
+    Unread,
+    Read,
 }
 
 /// An engine on another cluster: its client, then discovery.
@@ -157,6 +175,8 @@ impl SourceTask {
             needs: None,
             held: false,
             last_ok: false,
+            waiters: Vec::new(),
+            suspension: Recorded::Unread,
         }
     }
 
@@ -205,7 +225,138 @@ impl SourceTask {
                     .record
                     .waiting(&self.spec.settings, &waiting);
             }
+            self.answer_waiters();
         }
+    }
+
+    /// Answers the `converge reconcile` calls with the status after the reconcile
+    /// (or, held for dependencies, with what it waits for).
+    fn answer_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(status.clone().ok_or(ControlError::Gone));
+        }
+    }
+
+    /// The source's ApplySet parent, where its suspension is kept.
+    fn applyset(&self) -> ApplySet {
+        ApplySet::new(&self.spec.settings.name, &self.spec.settings.namespace)
+    }
+
+    /// Reads the suspension from the ApplySet parent (at start, and when this
+    /// replica becomes the writer: the last one may have suspended the source).
+    /// A failed read is retried before the next reconcile.
+    async fn read_suspension(&mut self) {
+        let client = self.reconciler.engine.reader().clone();
+        let name = self.spec.settings.name.clone();
+        match suspend::read(&client, &self.applyset()).await {
+            Ok(suspension) => {
+                self.suspension = Recorded::Read;
+                if let Some(s) = &suspension {
+                    info!(source = %name, by = %s.by, reason = s.reason.as_deref().unwrap_or(""), "suspended: reconciles are report-only");
+                }
+                self.set_suspension(suspension);
+            }
+            Err(error) => {
+                self.suspension = Recorded::Unread;
+                warn!(source = %name, %error, "cannot read whether the source is suspended; reading again before the next reconcile");
+            }
+        }
+    }
+
+    /// Sets the scheduler's mode and `/status` to `suspension`.
+    fn set_suspension(&mut self, suspension: Option<Suspension>) {
+        match suspension {
+            Some(_) => self.scheduler.suspend(),
+            None => self.scheduler.resume(Instant::now()),
+        }
+        self.reconciler
+            .record
+            .status
+            .update(&self.spec.settings.name, |s| s.suspended = suspension);
+    }
+
+    /// A request of the control API. Only the replica that writes the source acts.
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Suspend(request, reply) => {
+                let answer = self.suspend(request).await;
+                let _ = reply.send(answer);
+            }
+            Command::Resume(reply) => {
+                let answer = self.resume().await;
+                let _ = reply.send(answer);
+            }
+            Command::Reconcile(reply) => match self.may_reconcile() {
+                Ok(()) => {
+                    info!(source = %self.spec.settings.name, "reconcile requested");
+                    self.scheduler.on_event(Reason::Requested, Instant::now());
+                    self.waiters.push(reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+        }
+    }
+
+    /// This replica writes the source, or the error naming the one that does.
+    fn must_lead(&self) -> Result<(), ControlError> {
+        match self.inputs.leadership.duty() {
+            Duty::StandBy => Err(ControlError::NotLeader {
+                name: self.spec.settings.name.clone(),
+                leader: self.inputs.leadership.owner(),
+            }),
+            Duty::Converge | Duty::Suspended => Ok(()),
+        }
+    }
+
+    fn may_reconcile(&self) -> Result<(), ControlError> {
+        self.must_lead()?;
+        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        match (self.scheduler.mode(), status.and_then(|s| s.suspended)) {
+            (Mode::Suspended, Some(suspension)) => Err(ControlError::Suspended {
+                name: self.spec.settings.name.clone(),
+                suspension,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn suspend(&mut self, request: SuspendRequest) -> Result<Suspension, ControlError> {
+        self.must_lead()?;
+        let suspension = Suspension {
+            by: request.by,
+            at: Some(SystemTime::now()),
+            reason: request.reason,
+        };
+        self.persist(Some(&suspension)).await?;
+        info!(source = %self.spec.settings.name, by = %suspension.by, reason = suspension.reason.as_deref().unwrap_or(""), "suspended: reconciles are report-only");
+        self.set_suspension(Some(suspension.clone()));
+        Ok(suspension)
+    }
+
+    async fn resume(&mut self) -> Result<SourceStatus, ControlError> {
+        self.must_lead()?;
+        self.persist(None).await?;
+        info!(source = %self.spec.settings.name, "resumed: converging at once");
+        self.set_suspension(None);
+        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        status.ok_or(ControlError::Gone)
+    }
+
+    /// Writes the suspension (or its absence) on the ApplySet parent.
+    async fn persist(&self, suspension: Option<&Suspension>) -> Result<(), ControlError> {
+        let client = self.reconciler.engine.reader().clone();
+        suspend::write(&client, &self.applyset(), suspension)
+            .await
+            .map_err(|e| ControlError::Persist {
+                name: self.spec.settings.name.clone(),
+                detail: e.to_string(),
+            })
     }
 
     /// Connects to the source's cluster (discovery), retrying with backoff while it
@@ -294,8 +445,9 @@ impl SourceTask {
         tokio::select! {
             biased;
             _ = self.inputs.shutdown.wait() => return false,
-            duty = self.inputs.leadership.changed() => self.on_duty(duty),
+            duty = self.inputs.leadership.changed() => self.on_duty(duty).await,
             Some(()) = self.inputs.hook.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
+            Some(command) = self.inputs.control.recv() => self.on_command(command).await,
             Some(_) = self.source_changes.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
             Some(change) = self.drift.recv() => {
                 if self.take_change(&change) {
@@ -312,9 +464,10 @@ impl SourceTask {
 
     /// This replica started or stopped writing the source. A new leader reconciles
     /// everything at once: its warm state knows what the old one left undone.
-    fn on_duty(&mut self, duty: Duty) {
+    async fn on_duty(&mut self, duty: Duty) {
         self.record_owner();
         if duty == Duty::Converge {
+            self.read_suspension().await;
             self.scheduler.on_event(Reason::Start, Instant::now());
         }
     }
@@ -345,6 +498,9 @@ impl SourceTask {
     /// idle daemon kept that (and the reflectors' first lists) until the next
     /// reconcile, that is, for as long as nothing changes.
     async fn attempt(&mut self, reason: Reason) {
+        if self.suspension == Recorded::Unread {
+            self.read_suspension().await;
+        }
         self.fetch_and_reconcile(reason).await;
         release_free_memory();
     }
@@ -379,7 +535,7 @@ impl SourceTask {
             Decision::Reconcile(reason) => reason,
         };
         let settings = Settings {
-            duty: self.inputs.leadership.duty(),
+            duty: self.scheduler.duty(self.inputs.leadership.duty()),
             ..self.spec.settings.clone()
         };
         info!(source = %settings.name, revision = %short_revision(&snapshot.revision), ?reason, duty = ?settings.duty, "reconciling");
@@ -393,7 +549,7 @@ impl SourceTask {
                 result = reconcile => Some(result),
                 () = leadership.demoted() => None,
             },
-            Duty::StandBy => Some(reconcile.await),
+            Duty::StandBy | Duty::Suspended => Some(reconcile.await),
         };
         let Some(result) = result else {
             warn!(source = %settings.name, "no longer the leader: the reconcile stopped before it finished");

@@ -52,11 +52,7 @@ async fn start() -> Harness {
         ),
     ]);
     let metrics = Metrics::new();
-    let state = ServerState {
-        status: status.clone(),
-        metrics: metrics.clone(),
-        hooks: Arc::new(hooks),
-    };
+    let state = ServerState::new(status.clone(), metrics.clone(), hooks);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -191,7 +187,7 @@ async fn status_round_trips_through_fetch_status() {
             origin: Some("apps/settings.yaml:1".into()),
         }];
     });
-    let fetched = daemon::fetch_status(&h.addr).await.expect("fetch_status");
+    let fetched = daemon::fetch_status(&h.addr, None).await.expect("fetch_status");
     assert_eq!(fetched, h.status.report());
     let (status, content_type, _) = h.get("/status").await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
@@ -260,7 +256,7 @@ async fn fetch_status_from_a_closed_port_says_what_to_check() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr").to_string();
     drop(listener);
-    let error = daemon::fetch_status(&addr)
+    let error = daemon::fetch_status(&addr, None)
         .await
         .expect_err("nothing listens there");
     let message = error.to_string();

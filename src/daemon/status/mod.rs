@@ -46,6 +46,16 @@ impl StatusBoard {
         location.clone_into(&mut entry.location);
     }
 
+    /// Forgets a source removed from the configuration (a reload).
+    pub fn remove(&self, name: &str) {
+        self.write().remove(name);
+    }
+
+    /// One source's status, as `/status` would serve it.
+    pub fn source(&self, name: &str) -> Option<SourceStatus> {
+        self.read().get(name).cloned()
+    }
+
     /// Applies `f` to the named source. Unknown names are ignored: a reconcile that
     /// finishes after its source was removed from the configuration must not
     /// resurrect it.
@@ -228,6 +238,47 @@ pub struct SourceStatus {
     /// whether that cluster answered at the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterReach>,
+    /// Set while a person has suspended the source (`converge suspend`): it
+    /// reconciles report-only, so drift still shows, and writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
+    /// What the last reconcile that finished wrote (or, report-only, would have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<SyncCounts>,
+}
+
+/// Who suspended a source, when and why. Kept on the source's ApplySet parent
+/// (annotation `converge.dev/suspended`), so it outlives the replica that took it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspension {
+    /// Whoever `converge suspend` said it was (`user@host` by default).
+    pub by: String,
+    #[serde(with = "rfc3339")]
+    pub at: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether a reconcile wrote what it planned.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Written {
+    /// It converged the cluster.
+    Applied,
+    /// It only compared (suspended, standing by, `self_heal = false`, `--dry-run`).
+    ReportOnly,
+}
+
+/// The counts of one reconcile's plan: what `converge reconcile` prints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncCounts {
+    pub written: Written,
+    pub created: usize,
+    pub configured: usize,
+    pub pruned: usize,
+    pub unchanged: usize,
 }
 
 /// A cluster a source writes to, and whether it could be reached.
@@ -257,6 +308,8 @@ impl SourceStatus {
             health: SourceHealth::default(),
             waiting_for: Vec::new(),
             cluster: None,
+            suspended: None,
+            last_sync: None,
         }
     }
 
