@@ -5,8 +5,8 @@ use super::Exit;
 use super::args::{ControlArgs, OutputFormat, ReconcileArgs, SuspendArgs};
 use anyhow::{Context, Result};
 use converge::daemon::{
-    ControlCallError, ControlClient, SourceStatus, SuspendRequest, Suspension, SyncResult,
-    Written, fetch_status,
+    ControlCallError, ControlClient, SourceStatus, SuspendRequest, Suspension, SyncResult, Written,
+    fetch_status,
 };
 use converge::health::State;
 use std::path::Path;
@@ -122,7 +122,10 @@ fn suspended_text(source: &str, suspension: &Suspension) -> String {
 
 /// What `converge reconcile` prints: revision, what was written, health, error.
 fn outcome_text(status: &SourceStatus) -> String {
-    let revision = status.revision.as_deref().map_or("-", |r| &r[..r.len().min(12)]);
+    let revision = status
+        .revision
+        .as_deref()
+        .map_or("-", |r| &r[..r.len().min(12)]);
     let mut out = format!("source {} at {revision}: {}\n", status.name, status.result);
     if let Some(sync) = &status.last_sync {
         let verb = match sync.written {
@@ -140,11 +143,18 @@ fn outcome_text(status: &SourceStatus) -> String {
         "  health: {state} ({} ready, {} progressing, {} failed, {} missing)\n",
         health.ready, health.progressing, health.failed, health.missing
     ));
-    for object in health.objects.iter().filter(|o| o.health.state != State::Ready) {
+    for object in health
+        .objects
+        .iter()
+        .filter(|o| o.health.state != State::Ready)
+    {
         out.push_str(&format!("    {}: {}\n", object.object, object.health.state));
     }
     if !status.waiting_for.is_empty() {
-        out.push_str(&format!("  waiting for {}\n", status.waiting_for.join(", ")));
+        out.push_str(&format!(
+            "  waiting for {}\n",
+            status.waiting_for.join(", ")
+        ));
     }
     if let Some(error) = &status.error {
         out.push_str(&format!("  error: {error}\n"));

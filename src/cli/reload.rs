@@ -32,8 +32,9 @@ pub(crate) fn watch(config: Config, overrides: Overrides) -> Result<Reload> {
         if text == last_text {
             return Ok(None);
         }
+        // One log line: each problem, with its key, after the file's name.
         let config = Config::parse(&text, &path)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string().replace("\n  ", " | "))?
             .with(overrides.clone());
         let specs = super::daemon::specs_of(&config).map_err(|e| format!("{e:#}"))?;
         warn_restart_needed(&running, &config);
@@ -92,14 +93,20 @@ fn warn_restart_needed(running: &Config, new: &Config) {
     let sections = [
         ("[cluster]", running.cluster != new.cluster),
         ("[server]", running.server != new.server),
-        ("[leader_election]", running.leader_election != new.leader_election),
+        (
+            "[leader_election]",
+            running.leader_election != new.leader_election,
+        ),
         ("[[clusters]]", running.clusters != new.clusters),
         ("[render]", running.render != new.render),
         ("state_dir", running.state_dir != new.state_dir),
     ];
     for (section, changed) in sections {
         if changed {
-            warn!(section, "changed, but only read at start-up: restart the daemon to apply it");
+            warn!(
+                section,
+                "changed, but only read at start-up: restart the daemon to apply it"
+            );
         }
     }
 }

@@ -435,6 +435,8 @@ fn missing_files_are_reported_with_the_resolved_path() {
         &problem,
         &["[cluster] kubeconfig = \"~/missing\": no such file"],
     );
+    let problem = fx.problem(&format!("[server]\ntoken_file = \"token\"\n{DIR}"));
+    assert_contains(&problem, &["[server] token_file = \"token\": no such file"]);
     let text = "[[source]]\nname = \"s\"\ngit = \"ssh://git@host/repo.git\"\n\
                 ssh_key_file = \"nokey\"\nknown_hosts_file = \"/no/known_hosts\"\n";
     let problems = fx.problems(text);

@@ -69,9 +69,7 @@ fn leader_hint(leader: &Option<String>) -> String {
 impl ControlError {
     pub(crate) fn status_code(&self) -> StatusCode {
         match self {
-            ControlError::NotLeader { .. } | ControlError::Suspended { .. } => {
-                StatusCode::CONFLICT
-            }
+            ControlError::NotLeader { .. } | ControlError::Suspended { .. } => StatusCode::CONFLICT,
             ControlError::Persist { .. } => StatusCode::BAD_GATEWAY,
             ControlError::Gone => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -668,7 +668,11 @@ mod tests {
         assert_eq!(s.duty(Duty::Converge), Duty::Suspended);
         assert_eq!(s.duty(Duty::StandBy), Duty::StandBy, "a follower stays one");
         s.on_event(Reason::Drift, Instant::now());
-        assert_eq!(next(&mut s).await.0, Some(Reason::Drift), "drift still runs");
+        assert_eq!(
+            next(&mut s).await.0,
+            Some(Reason::Drift),
+            "drift still runs"
+        );
         assert_eq!(
             s.decide(Reason::Drift, Found::Changes),
             Decision::Reconcile(Reason::Drift)
@@ -683,13 +687,21 @@ mod tests {
         next(&mut s).await;
         ok(&mut s, Reason::Start);
         s.resume(Instant::now());
-        assert_eq!(s.next_wake(), Instant::now() + INTERVAL, "not suspended: nothing");
+        assert_eq!(
+            s.next_wake(),
+            Instant::now() + INTERVAL,
+            "not suspended: nothing"
+        );
         s.suspend();
         s.on_event(Reason::Changed, Instant::now());
         s.resume(Instant::now());
         assert_eq!(s.duty(Duty::Converge), Duty::Converge);
         let (due, waited) = next(&mut s).await;
-        assert_eq!(due, Some(Reason::Start), "the change merges into a full one");
+        assert_eq!(
+            due,
+            Some(Reason::Start),
+            "the change merges into a full one"
+        );
         assert!(waited <= DEBOUNCE);
         assert!(Reason::Start.requires_full() && Reason::Requested.requires_full());
     }

@@ -193,7 +193,10 @@ pub(crate) fn router(state: ServerState) -> Router {
     let reads = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize_read));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_read,
+        ));
     let control = Router::new()
         .route("/api/v1/sources/{source}/suspend", post(suspend))
         .route("/api/v1/sources/{source}/resume", post(resume))

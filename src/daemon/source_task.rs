@@ -235,7 +235,11 @@ impl SourceTask {
         if self.waiters.is_empty() {
             return;
         }
-        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        let status = self
+            .reconciler
+            .record
+            .status
+            .source(&self.spec.settings.name);
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(status.clone().ok_or(ControlError::Gone));
         }
@@ -316,7 +320,11 @@ impl SourceTask {
 
     fn may_reconcile(&self) -> Result<(), ControlError> {
         self.must_lead()?;
-        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        let status = self
+            .reconciler
+            .record
+            .status
+            .source(&self.spec.settings.name);
         match (self.scheduler.mode(), status.and_then(|s| s.suspended)) {
             (Mode::Suspended, Some(suspension)) => Err(ControlError::Suspended {
                 name: self.spec.settings.name.clone(),
@@ -344,7 +352,11 @@ impl SourceTask {
         self.persist(None).await?;
         info!(source = %self.spec.settings.name, "resumed: converging at once");
         self.set_suspension(None);
-        let status = self.reconciler.record.status.source(&self.spec.settings.name);
+        let status = self
+            .reconciler
+            .record
+            .status
+            .source(&self.spec.settings.name);
         status.ok_or(ControlError::Gone)
     }
 

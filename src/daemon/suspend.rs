@@ -38,13 +38,11 @@ pub(super) async fn read(
 fn of_parent(parent: Option<&Value>) -> Option<Suspension> {
     let annotations = parent?.pointer("/metadata/annotations")?;
     let text = annotations.get(SUSPEND_ANNOTATION)?.as_str()?;
-    Some(
-        serde_json::from_str(text).unwrap_or_else(|_| Suspension {
-            by: "an annotation".into(),
-            at: None,
-            reason: Some(text.to_owned()),
-        }),
-    )
+    Some(serde_json::from_str(text).unwrap_or_else(|_| Suspension {
+        by: "an annotation".into(),
+        at: None,
+        reason: Some(text.to_owned()),
+    }))
 }
 
 /// Records `suspension` on the parent (creating the parent if the source never

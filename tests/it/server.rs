@@ -187,7 +187,9 @@ async fn status_round_trips_through_fetch_status() {
             origin: Some("apps/settings.yaml:1".into()),
         }];
     });
-    let fetched = daemon::fetch_status(&h.addr, None).await.expect("fetch_status");
+    let fetched = daemon::fetch_status(&h.addr, None)
+        .await
+        .expect("fetch_status");
     assert_eq!(fetched, h.status.report());
     let (status, content_type, _) = h.get("/status").await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));

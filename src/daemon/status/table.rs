@@ -80,6 +80,7 @@ fn status_text_at(report: &StatusReport, color: bool, now: SystemTime) -> String
         }
         let tint = color.then(|| result_color(source.result));
         push_row(&mut out, cells, &widths, tint);
+        push_suspended(&mut out, source, now);
         push_error(&mut out, source);
     }
     for source in &report.sources {
@@ -124,6 +125,7 @@ fn row(source: &SourceStatus, now: SystemTime, elected: bool) -> Vec<String> {
         .as_deref()
         .map_or_else(|| "-".to_owned(), short_revision);
     let result = match (&source.waiting_for[..], source.dry_run) {
+        _ if source.suspended.is_some() => format!("{} (suspended)", source.result),
         ([], false) => source.result.to_string(),
         ([], true) => format!("{} (dry run)", source.result),
         (waiting, _) => format!("waiting for {}", waiting.join(", ")),
@@ -183,6 +185,23 @@ fn result_color(result: SyncResult) -> Style {
         SyncResult::Drifted | SyncResult::Pending | SyncResult::Waiting => Style::Yellow,
         SyncResult::Failed => Style::Red,
     }
+}
+
+/// Who suspended the source, when and why, indented under its row.
+fn push_suspended(out: &mut String, source: &SourceStatus, now: SystemTime) {
+    let Some(suspension) = &source.suspended else {
+        return;
+    };
+    let when = suspension.at.map_or_else(
+        || "at an unknown time".to_owned(),
+        |t| relative_time(t, now),
+    );
+    let reason = suspension.reason.as_deref().unwrap_or("no reason given");
+    let _ = writeln!(
+        out,
+        "  suspended by {} {when}: {reason} (drift is reported, not healed; `converge resume {}`)",
+        suspension.by, source.name
+    );
 }
 
 /// The error of a failed source, indented under its row, with the revision that

@@ -61,6 +61,42 @@ impl Daemon {
         daemon
     }
 
+    /// The config file it was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Replaces its config file (`{ns}` and `{state}` as in [`Daemon::start`]) the
+    /// way editors and ConfigMap volumes do: a new file renamed over the old one.
+    pub fn rewrite_config(&self, env: &TestEnv, config: &str) {
+        let state = self.dir.path().join("state");
+        let config = config
+            .replace("{ns}", &env.ns)
+            .replace("{state}", &state.display().to_string());
+        let staged = self.dir.path().join(".config.toml.new");
+        std::fs::write(&staged, config).expect("write the new config");
+        std::fs::rename(&staged, self.config_path()).expect("rename the new config");
+    }
+
+    /// `converge ARGS --addr <this daemon>` (a client command: status, suspend…).
+    pub fn converge(&self, env: &TestEnv, args: &[&str]) -> std::process::Output {
+        env.converge_command()
+            .args(args)
+            .args(["--addr", &self.addr])
+            .output()
+            .expect("run converge")
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
     /// GET `path`: (HTTP status, body); status 0 when nothing answers.
     pub fn get(&self, path: &str) -> (u16, String) {
         curl(&[&format!("http://{}{path}", self.addr)])
