@@ -101,6 +101,16 @@ fn an_added_source_starts_and_the_others_keep_their_watches() {
     );
     assert_eq!(daemon.status()["sources"].as_array().map(Vec::len), Some(2));
 
+    // Changed: only that source restarts.
+    let from = daemon.log().len();
+    daemon.rewrite_config(&env, &with_extra(&config, &extra, "interval = \"2h\"\n"));
+    let restarted = ["configuration reloaded", "added=0 changed=1 unchanged=1"];
+    assert!(
+        daemon.wait_for_log(from, &restarted, Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+
     // Removed: its status goes, the first source still runs on its watches.
     daemon.rewrite_config(&env, &config);
     let removed = eventually(Duration::from_secs(10), || {

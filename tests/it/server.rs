@@ -29,6 +29,11 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with(|state| state).await
+}
+
+/// [`start`] with the server's state changed by `adjust` (its access, say).
+async fn start_with(adjust: impl FnOnce(ServerState) -> ServerState) -> Harness {
     let status = StatusBoard::default();
     status.register("signed", SourceKind::Git, "https://example.com/signed.git");
     status.register("open", SourceKind::Git, "https://example.com/open.git");
@@ -52,7 +57,7 @@ async fn start() -> Harness {
         ),
     ]);
     let metrics = Metrics::new();
-    let state = ServerState::new(status.clone(), metrics.clone(), hooks);
+    let state = adjust(ServerState::new(status.clone(), metrics.clone(), hooks));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -122,6 +127,62 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client")
+}
+
+/// POST to the control API with an optional bearer token: (status, body).
+async fn control(h: &Harness, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = client().post(h.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST reaches the server");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn the_token_guards_status_metrics_and_control_but_not_probes_or_hooks() {
+    let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
+    let h = start_with(|s| s.with_token(all, Some("s3cret".into()))).await;
+    assert_eq!(h.get("/status").await.0, 401);
+    assert_eq!(h.get("/metrics").await.0, 401);
+    let resume = "/api/v1/sources/open/resume";
+    let (code, body) = control(&h, resume, None).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    assert_eq!(control(&h, resume, Some("wrong")).await.0, 401);
+    let (code, body) = control(&h, resume, Some("s3cret")).await;
+    assert_eq!(
+        code, 503,
+        "past the guard, to a source with no task: {body}"
+    );
+    assert_eq!(
+        control(&h, "/api/v1/sources/nope/resume", Some("s3cret"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(h.get("/healthz").await.0, 200);
+    assert_eq!(h.get("/readyz").await.0, 503, "answers, unguarded");
+    assert_eq!(h.post_hook("open", None).await.0, 202);
+    let fetched = daemon::fetch_status(&h.addr, Some("s3cret")).await;
+    assert!(fetched.is_ok(), "{fetched:?}");
+}
+
+#[tokio::test]
+async fn beyond_loopback_without_a_token_the_control_api_is_refused() {
+    let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
+    let h = start_with(|s| s.with_token(all, None)).await;
+    let (code, body) = control(&h, "/api/v1/sources/open/suspend", None).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("[server] token_file"), "{body}");
+    assert_eq!(h.get("/status").await.0, 200, "reads stay open as before");
+    let local: std::net::SocketAddr = ([127, 0, 0, 1], 9476).into();
+    let h = start_with(|s| s.with_token(local, None)).await;
+    assert_eq!(
+        control(&h, "/api/v1/sources/open/resume", None).await.0,
+        503
+    );
 }
 
 #[tokio::test]
