@@ -301,6 +301,7 @@ impl Supervisor {
         status.register(&name, spec.kind, &spec.location);
         let (hook_tx, hook_rx) = mpsc::channel(1);
         let (control_tx, control_rx) = mpsc::channel(8);
+        let (urgent_tx, urgent_rx) = mpsc::channel(8);
         let webhook = Webhook {
             secret: spec.webhook_secret.take(),
             trigger: hook_tx,
@@ -309,6 +310,7 @@ impl Supervisor {
         let inputs = Inputs {
             hook: hook_rx,
             control: control_rx,
+            urgent: urgent_rx,
             shutdown: stopped,
             board: self.board.clone(),
             leadership: leadership.clone(),
@@ -334,6 +336,7 @@ impl Supervisor {
             SourceHandle {
                 webhook,
                 control: control_tx,
+                urgent: urgent_tx,
             },
         );
         let running = Running {

@@ -66,7 +66,13 @@ impl ServerState {
         let sources = Registry::default();
         for (name, webhook) in hooks {
             let (control, _) = mpsc::channel(1);
-            sources.insert(&name, SourceHandle { webhook, control });
+            let urgent = control.clone();
+            let handle = SourceHandle {
+                webhook,
+                control,
+                urgent,
+            };
+            sources.insert(&name, handle);
         }
         ServerState {
             status,
@@ -93,6 +99,19 @@ pub(crate) struct Registry(Arc<RwLock<HashMap<String, SourceHandle>>>);
 pub(crate) struct SourceHandle {
     pub webhook: Webhook,
     pub control: mpsc::Sender<Command>,
+    /// Suspend requests, which the task also reads while it reconciles.
+    pub urgent: mpsc::Sender<Command>,
+}
+
+impl SourceHandle {
+    /// Hands `command` to the task on its channel; `false` when the task is gone.
+    async fn send(&self, command: Command) -> bool {
+        let channel = match command {
+            Command::Suspend(..) => &self.urgent,
+            Command::Resume(_) | Command::Reconcile(_) => &self.control,
+        };
+        channel.send(command).await.is_ok()
+    }
 }
 
 impl Registry {
@@ -309,7 +328,7 @@ async fn control<T: serde::Serialize>(
         return api_error(StatusCode::NOT_FOUND, format!("no source {source:?}"), None);
     };
     let (reply, answer) = oneshot::channel();
-    if handle.control.send(command(reply)).await.is_err() {
+    if !handle.send(command(reply)).await {
         return refused(&ControlError::Gone);
     }
     match answer.await {

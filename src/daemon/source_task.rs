@@ -37,8 +37,10 @@ use tracing::{info, warn};
 pub(super) struct Inputs {
     /// `POST /hooks/git/<source>`.
     pub hook: mpsc::Receiver<()>,
-    /// The control API: suspend, resume, reconcile now.
+    /// The control API: resume, reconcile now.
     pub control: mpsc::Receiver<Command>,
+    /// The control API's suspend, apart: it also stops a reconcile in flight.
+    pub urgent: mpsc::Receiver<Command>,
     pub shutdown: Shutdown,
     /// Every source's readiness: this one's is published there, and its
     /// dependencies' are read from it.
@@ -134,6 +136,15 @@ pub(super) struct SourceTask {
     waiters: Vec<Reply<SourceStatus>>,
     /// Whether the suspension on the ApplySet parent has been read.
     suspension: Recorded,
+}
+
+/// How a reconcile in flight ended.
+enum Ended {
+    Finished(Result<Action, ReconcileError>),
+    /// This replica stopped holding the Lease.
+    Demoted,
+    /// A suspend arrived; it is handled once the reconcile is dropped.
+    Interrupted(Command),
 }
 
 /// Whether a source task knows if its source is suspended.
@@ -459,6 +470,7 @@ impl SourceTask {
             _ = self.inputs.shutdown.wait() => return false,
             duty = self.inputs.leadership.changed() => self.on_duty(duty).await,
             Some(()) = self.inputs.hook.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
+            Some(command) = self.inputs.urgent.recv() => self.on_command(command).await,
             Some(command) = self.inputs.control.recv() => self.on_command(command).await,
             Some(_) = self.source_changes.recv() => self.scheduler.on_event(Reason::Changed, Instant::now()),
             Some(change) = self.drift.recv() => {
@@ -555,20 +567,29 @@ impl SourceTask {
         let reconcile = self
             .reconciler
             .reconcile(&settings, &mut self.state, &snapshot, reason);
-        // Fencing: a leader whose term ends mid-reconcile stops at once.
-        let result = match settings.duty {
+        // Fencing: a leader whose term ends mid-reconcile stops at once; so does a
+        // source suspended mid-reconcile (a wave may wait minutes for health, and a
+        // person suspending during an incident wants the writing to stop now).
+        let ended = match settings.duty {
             Duty::Converge => tokio::select! {
-                result = reconcile => Some(result),
-                () = leadership.demoted() => None,
+                result = reconcile => Ended::Finished(result),
+                () = leadership.demoted() => Ended::Demoted,
+                Some(command) = self.inputs.urgent.recv() => Ended::Interrupted(command),
             },
-            Duty::StandBy | Duty::Suspended => Some(reconcile.await),
+            Duty::StandBy | Duty::Suspended => Ended::Finished(reconcile.await),
         };
-        let Some(result) = result else {
-            warn!(source = %settings.name, "no longer the leader: the reconcile stopped before it finished");
-            self.scheduler.on_event(Reason::Start, Instant::now());
-            return;
-        };
-        self.finished(reason, result, started);
+        match ended {
+            Ended::Finished(result) => self.finished(reason, result, started),
+            Ended::Demoted => {
+                warn!(source = %settings.name, "no longer the leader: the reconcile stopped before it finished");
+                self.scheduler.on_event(Reason::Start, Instant::now());
+            }
+            Ended::Interrupted(command) => {
+                warn!(source = %settings.name, "suspended: the reconcile stopped before it finished");
+                self.scheduler.on_event(Reason::Start, Instant::now());
+                self.on_command(command).await;
+            }
+        }
     }
 
     /// The snapshot to reconcile for `reason`: drift is healed from the last one,

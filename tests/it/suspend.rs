@@ -258,3 +258,62 @@ fn a_suspension_survives_a_leader_failover_and_a_follower_names_the_leader() {
     let took = resume_and_time(follower, &env, "1", "1");
     eprintln!("resume on the new leader → converged in {took:?}");
 }
+
+/// A PersistentVolumeClaim of a storage class nobody provides: pending, so
+/// progressing, for ever.
+const PENDING_CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\n\
+    metadata: {name: never-bound}\n\
+    spec: {storageClassName: converge-none, accessModes: [ReadWriteOnce], \
+    resources: {requests: {storage: 1Mi}}}\n";
+
+#[test]
+fn suspending_stops_a_reconcile_that_waits_for_a_wave() {
+    let env = TestEnv::new("suspend-mid-wave");
+    let after = configmap("after", "1").replace(
+        "metadata: {name: after}",
+        "metadata: {name: after, annotations: {converge.dev/wave: '1'}}",
+    );
+    let manifests = Manifests::with("claim.yaml", PENDING_CLAIM);
+    manifests.write("after.yaml", &after);
+    let identity = Identity::new(&env, &format!("suspend-wave-{}", env.ns));
+    let vars = [("KUBECONFIG", identity.kubeconfig_arg())];
+    let config = dir_config(manifests.path(), "1h", Drift::Heal);
+    let daemon = Daemon::start_with_env(&env, &config, &[], &vars);
+    // Wave 0 is written; the reconcile now waits (up to 5m) for the claim.
+    let claim = ["get", "persistentvolumeclaim", "never-bound", "-n", &env.ns];
+    let written = eventually(Duration::from_secs(30), || {
+        env.kubectl_output(&claim, None).status.success()
+    });
+    assert!(written.is_some(), "wave 0 never written:\n{}", daemon.log());
+    assert_eq!(
+        daemon.source()["result"],
+        "pending",
+        "still in its first reconcile"
+    );
+
+    let started = Instant::now();
+    suspend(&daemon, &env);
+    let took = started.elapsed();
+    let suspended_at = SystemTime::now();
+    eprintln!("suspend during a wave's wait answered in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "suspend waited for the wave: {took:?}"
+    );
+    // The report-only reconcile that follows says what wave 1 would create.
+    let reported = eventually(Duration::from_secs(30), || {
+        let source = daemon.source();
+        (source["result"] != "pending" && !source["suspended"].is_null()).then_some(source)
+    });
+    let source = reported
+        .unwrap_or_else(|| panic!("no report:\n{}", daemon.log()))
+        .value;
+    assert_eq!(
+        object_state(&source, "after").as_deref(),
+        Some("missing"),
+        "{source}"
+    );
+    assert_eq!(env.configmap_value("after"), None, "wave 1 was written");
+    let during = writes_since(&identity, &env.ns, suspended_at);
+    assert!(during.is_empty(), "written while suspended: {during:#?}");
+}
