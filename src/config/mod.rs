@@ -183,8 +183,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// A file holding the bearer token that `/status`, `/metrics` and the control
     /// API (`converge suspend`, `resume`, `reconcile`) require (checked to exist).
-    /// Without one those are open on loopback, and the control API is refused on
-    /// any other address.
+    /// Without one those are open on loopback; listening beyond it, the control API
+    /// answers only clients that connect from loopback.
     pub token_file: Option<PathBuf>,
 }
 

@@ -15,8 +15,9 @@
 //!
 //! Who may ask ([`Access`]): with `[server] token_file`, `/status`, `/metrics` and
 //! the control API need `Authorization: Bearer <token>`; without one they are open
-//! on a loopback address, and a daemon listening beyond it refuses the control API
-//! (its reads stay open, as before the token existed). `/healthz`, `/readyz` and
+//! on a loopback address, and a daemon listening beyond it answers the control API
+//! only to clients on loopback (`kubectl port-forward` reaches the Pod that way;
+//! its reads stay open to all, as before the token existed). `/healthz`, `/readyz` and
 //! the webhooks (HMAC-signed) are never behind the token: kubelet and Git hosts
 //! do not carry it.
 
@@ -138,7 +139,8 @@ pub(crate) enum Access {
     Loopback,
     /// `[server] token_file`: the bearer token every protected request carries.
     Token(Arc<str>),
-    /// Listening beyond loopback without a token: reads open, control refused.
+    /// Listening beyond loopback without a token: reads open, control only to
+    /// clients connecting from loopback.
     ReadOnly,
 }
 
@@ -201,7 +203,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, access = ?state.access, "serving /healthz, /readyz, /metrics, /status, /hooks, /api");
     }
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -265,11 +268,11 @@ async fn authorize_control(state: State<ServerState>, request: Request, next: Ne
 async fn authorize(access: &Access, what: Protected, request: Request, next: Next) -> Response {
     let refusal = match access {
         Access::Loopback => None,
-        Access::ReadOnly if what == Protected::Read => None,
+        Access::ReadOnly if what == Protected::Read || from_loopback(&request) => None,
         Access::ReadOnly => Some((
             StatusCode::FORBIDDEN,
-            "this daemon listens beyond loopback: its control API needs a bearer token \
-             ([server] token_file)",
+            "this daemon listens beyond loopback: its control API answers other clients \
+             only with a bearer token ([server] token_file)",
         )),
         Access::Token(token) => {
             let offered = bearer(request.headers());
@@ -284,6 +287,14 @@ async fn authorize(access: &Access, what: Protected, request: Request, next: Nex
             api_error(code, message.to_owned(), None)
         }
     }
+}
+
+/// Whether the client connected from a loopback address (unknown: no).
+fn from_loopback(request: &Request) -> bool {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    peer.is_some_and(|peer| peer.0.ip().is_loopback())
 }
 
 /// The token of an `Authorization: Bearer` header.

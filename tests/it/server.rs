@@ -34,6 +34,12 @@ async fn start() -> Harness {
 
 /// [`start`] with the server's state changed by `adjust` (its access, say).
 async fn start_with(adjust: impl FnOnce(ServerState) -> ServerState) -> Harness {
+    start_on("127.0.0.1", adjust).await
+}
+
+/// [`start_with`] listening on `ip`, reached at `ip` (for `0.0.0.0`: at this
+/// machine's outward address, so that the server sees a client beyond loopback).
+async fn start_on(ip: &str, adjust: impl FnOnce(ServerState) -> ServerState) -> Harness {
     let status = StatusBoard::default();
     status.register("signed", SourceKind::Git, "https://example.com/signed.git");
     status.register("open", SourceKind::Git, "https://example.com/open.git");
@@ -58,10 +64,14 @@ async fn start_with(adjust: impl FnOnce(ServerState) -> ServerState) -> Harness 
     ]);
     let metrics = Metrics::new();
     let state = adjust(ServerState::new(status.clone(), metrics.clone(), hooks));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind((ip, 0))
         .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr").to_string();
+        .expect("bind a free port");
+    let port = listener.local_addr().expect("local addr").port();
+    let addr = match ip {
+        "0.0.0.0" => format!("{}:{port}", outward_ip()),
+        ip => format!("{ip}:{port}"),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stopped.await;
@@ -129,6 +139,17 @@ fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// The address this machine would send from to another host (no packet is sent).
+fn outward_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket
+        .connect("192.0.2.1:9")
+        .expect("a route off this machine");
+    let ip = socket.local_addr().expect("local addr").ip();
+    assert!(!ip.is_loopback(), "no address beyond loopback: {ip}");
+    ip
+}
+
 /// POST to the control API with an optional bearer token: (status, body).
 async fn control(h: &Harness, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = client().post(h.url(path));
@@ -170,19 +191,16 @@ async fn the_token_guards_status_metrics_and_control_but_not_probes_or_hooks() {
 }
 
 #[tokio::test]
-async fn beyond_loopback_without_a_token_the_control_api_is_refused() {
+async fn beyond_loopback_without_a_token_the_control_api_answers_only_local_clients() {
     let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
-    let h = start_with(|s| s.with_token(all, None)).await;
+    let h = start_on("0.0.0.0", |s| s.with_token(all, None)).await;
     let (code, body) = control(&h, "/api/v1/sources/open/suspend", None).await;
-    assert_eq!(code, 403, "{body}");
+    assert_eq!(code, 403, "from {}: {body}", h.addr);
     assert!(body.contains("[server] token_file"), "{body}");
     assert_eq!(h.get("/status").await.0, 200, "reads stay open as before");
-    let local: std::net::SocketAddr = ([127, 0, 0, 1], 9476).into();
-    let h = start_with(|s| s.with_token(local, None)).await;
-    assert_eq!(
-        control(&h, "/api/v1/sources/open/resume", None).await.0,
-        503
-    );
+    let h = start_with(|s| s.with_token(all, None)).await;
+    let (code, body) = control(&h, "/api/v1/sources/open/resume", None).await;
+    assert_eq!(code, 503, "from loopback (a port-forward): through: {body}");
 }
 
 #[tokio::test]
