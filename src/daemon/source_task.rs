@@ -522,7 +522,10 @@ impl SourceTask {
     /// idle daemon kept that (and the reflectors' first lists) until the next
     /// reconcile, that is, for as long as nothing changes.
     async fn attempt(&mut self, reason: Reason) {
-        if self.suspension == Recorded::Unread {
+        // A follower reads it before each reconcile: the leader may have suspended
+        // or resumed the source meanwhile, and the follower's /status should say so.
+        let standing_by = self.inputs.leadership.duty() == Duty::StandBy;
+        if self.suspension == Recorded::Unread || standing_by {
             self.read_suspension().await;
         }
         self.fetch_and_reconcile(reason).await;

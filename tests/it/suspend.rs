@@ -236,6 +236,10 @@ fn a_suspension_survives_a_leader_failover_and_a_follower_names_the_leader() {
 
     suspend(leader, &env);
     let suspended_at = SystemTime::now();
+    // The follower reads the suspension before its next (report-only) reconcile.
+    env.edit_configmap_value("cm-b", "edited");
+    let seen = wait_suspended_drift(follower, &["cm-b"]);
+    assert_eq!(seen["suspended"]["by"], "ana", "{seen}");
     leader.kill();
     let other = if holder == "a" { "b" } else { "a" };
     let took_over = eventually(Duration::from_secs(40), || {
@@ -246,8 +250,9 @@ fn a_suspension_survives_a_leader_failover_and_a_follower_names_the_leader() {
         "{other} never led:\n{}",
         follower.log()
     );
-    env.edit_configmap_value("cm-b", "edited");
-    let source = wait_suspended_drift(follower, &["cm-b"]);
+    // Drift seen after the takeover is seen by the new leader's own reconciles.
+    env.edit_configmap_value("cm-a", "edited");
+    let source = wait_suspended_drift(follower, &["cm-a", "cm-b"]);
     assert_eq!(source["owner"], other, "{source}");
     assert_eq!(source["suspended"]["reason"], REASON, "{source}");
     let during = writes_since(follower_id, &env.ns, suspended_at);
@@ -255,6 +260,7 @@ fn a_suspension_survives_a_leader_failover_and_a_follower_names_the_leader() {
         during.is_empty(),
         "the new leader wrote while suspended: {during:#?}"
     );
+    assert_eq!(env.configmap_value("cm-a").as_deref(), Some("edited"));
     let took = resume_and_time(follower, &env, "1", "1");
     eprintln!("resume on the new leader → converged in {took:?}");
 }
