@@ -138,6 +138,9 @@ pub(crate) struct GetArgs {
         global = true
     )]
     pub addr: String,
+    /// A file holding the daemon's bearer token (its [server] token_file).
+    #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,

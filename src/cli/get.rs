@@ -9,7 +9,8 @@ use converge::daemon::{fetch_status, object_rows, objects_table, source_rows, so
 /// Prints the listing; 2 (an error) when the daemon cannot be reached or the
 /// source named is not one of its.
 pub(crate) async fn get(args: GetArgs) -> Result<Exit> {
-    let report = fetch_status(&args.addr).await?;
+    let token = super::control::read_token(args.token_file.as_deref())?;
+    let report = fetch_status(&args.addr, token.as_deref()).await?;
     match args.what {
         GetWhat::Sources => {
             let rows = source_rows(&report);
