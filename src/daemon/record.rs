@@ -148,6 +148,8 @@ impl Recorder {
             s.last_attempt = Some(now);
             s.result = SyncResult::Failed;
             s.error = Some(message.clone());
+            // Nothing of the last success's counts was written by this attempt.
+            s.last_sync = None;
             s.reconciles += 1;
             s.waiting_for.clear();
             merge_objects(&mut s.objects, refused);
