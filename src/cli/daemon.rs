@@ -60,7 +60,7 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
     let engine = Engine::connect(Client::with_options(cluster, client_options)?)
         .await
         .context("cannot reach the cluster")?;
-    let specs = specs_of(&config)?;
+    let specs = SourceSpec::all(&config)?;
     let token = read_token(config.server.token_file.as_deref())?;
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {
@@ -82,16 +82,6 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
     };
     daemon::run(engine, specs, options, shutdown).await?;
     Ok(Exit::Ok)
-}
-
-/// The daemon's view of each `[[source]]`.
-pub(super) fn specs_of(config: &Config) -> Result<Vec<SourceSpec>> {
-    let specs = config
-        .sources
-        .iter()
-        .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(specs)
 }
 
 /// The token of `[server] token_file`, if set; an empty file is refused (it would

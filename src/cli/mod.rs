@@ -11,6 +11,7 @@ mod preview;
 mod progress;
 mod reload;
 mod render;
+mod revision;
 mod status;
 mod sync;
 mod version;

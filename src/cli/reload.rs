@@ -36,7 +36,7 @@ pub(crate) fn watch(config: Config, overrides: Overrides) -> Result<Reload> {
         let config = Config::parse(&text, &path)
             .map_err(|e| e.to_string().replace("\n  ", " | "))?
             .with(overrides.clone());
-        let specs = super::daemon::specs_of(&config).map_err(|e| format!("{e:#}"))?;
+        let specs = SourceSpec::all(&config).map_err(|e| e.to_string())?;
         warn_restart_needed(&running, &config);
         info!(path = %path.display(), sources = specs.len(), "reloading the configuration");
         last_text = text;

@@ -3,9 +3,9 @@
 
 use super::Exit;
 use super::args::{ReportFormat, SyncArgs};
-use super::preview::{self, Comment};
 use super::progress::ProgressLine;
 use super::render::{self, Cluster, Reach};
+use super::revision;
 use anyhow::Result;
 use converge::engine::ApplySet;
 use converge::engine::{Adoption, LoadedFrom, PlanOptions, Tenancy, check_not_empty};
@@ -13,6 +13,32 @@ use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope
 use converge::health::{self, HealthRules, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
 use std::sync::{Arc, Mutex};
+
+/// `-o markdown`'s settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Comment {
+    pub max_bytes: usize,
+    pub title: Option<String>,
+}
+
+impl Comment {
+    /// `--title`, else `converge diff: ` and what was compared.
+    pub(super) fn title(&self, compared: &str) -> String {
+        self.title
+            .clone()
+            .unwrap_or_else(|| format!("converge diff: {compared}"))
+    }
+
+    pub(super) fn write(&self, preview: &converge::preview::Preview, title: String) -> String {
+        converge::preview::markdown(
+            preview,
+            &converge::preview::MarkdownOptions {
+                title,
+                max_bytes: self.max_bytes,
+            },
+        )
+    }
+}
 
 /// What a sync does with its plan.
 #[derive(Debug, Clone)]
@@ -51,10 +77,11 @@ pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
             (manifests, cluster, from, None)
         }
         Some(_) => {
-            let head = preview::head(&args);
-            let loaded = preview::load(&args, &name, &head, scratch.path(), Reach::Cluster).await?;
+            let head = revision::head(&args);
+            let loaded =
+                revision::load(&args, &name, &head, scratch.path(), Reach::Cluster).await?;
             let from = LoadedFrom::Source(loaded.snapshot.root.clone());
-            let revision = preview::describe(&args, &head, &loaded.snapshot);
+            let revision = revision::describe(&args, &head, &loaded.snapshot);
             (loaded.manifests, loaded.cluster, from, Some(revision))
         }
     };

@@ -137,10 +137,10 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(addr: &str, token: Option<String>) -> Result<Self, ControlCallError> {
-        let http = super::server::http_client(CALL_TIMEOUT)
+        let http = super::client::http_client(CALL_TIMEOUT)
             .map_err(|e| ControlCallError::Client(e.to_string()))?;
         Ok(ControlClient {
-            base: super::server::base_url(addr),
+            base: super::client::base_url(addr),
             token,
             http,
         })

@@ -17,6 +17,7 @@
 //! stops removed sources, restarts changed ones and starts added ones; the tasks
 //! of the others, with their watches and caches, are not touched.
 
+mod client;
 mod control;
 mod error;
 pub(crate) mod events;
@@ -53,10 +54,11 @@ use crate::daemon::status::{ReplicaRole, ReplicaStatus};
 use crate::engine::Engine;
 use crate::kube::Client;
 use crate::render::Renderer;
+pub use client::fetch_status;
 pub use control::{ApiError, ControlCallError, ControlClient, SuspendRequest};
 pub use metrics::{ApplyAction, Metrics, ReconcileResult};
 use server::{Access, Registry, SourceHandle};
-pub use server::{ServerState, Webhook, fetch_status, serve};
+pub use server::{ServerState, Webhook, serve};
 pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use status::{
     ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, Suspension, SyncCounts,

@@ -78,6 +78,15 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
+    /// The daemon's view of every `[[source]]` of `config`.
+    pub fn all(config: &crate::config::Config) -> Result<Vec<Self>, SourceError> {
+        config
+            .sources
+            .iter()
+            .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
+            .collect()
+    }
+
     /// The daemon's view of one `[[source]]` table. Git checkouts go under `state_dir`;
     /// manifest files are read within `limits` (`[limits]`).
     pub fn from_config(
