@@ -126,10 +126,10 @@ pub(crate) enum Command {
     },
 }
 
+/// Where `converge run` serves its API, and the token it asks for: the same flags
+/// for `status`, `get` and the control verbs.
 #[derive(Debug, Args)]
-pub(crate) struct GetArgs {
-    #[command(subcommand)]
-    pub what: GetWhat,
+pub(crate) struct DaemonAddr {
     /// Where `converge run` serves its endpoints.
     #[arg(
         long,
@@ -141,6 +141,22 @@ pub(crate) struct GetArgs {
     /// A file holding the daemon's bearer token (its [server] token_file).
     #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl DaemonAddr {
+    /// The daemon's `/status`, asked with the token when there is one.
+    pub(crate) async fn status(&self) -> anyhow::Result<converge::daemon::StatusReport> {
+        let token = super::control::read_token(self.token_file.as_deref())?;
+        Ok(converge::daemon::fetch_status(&self.addr, token.as_deref()).await?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(subcommand)]
+    pub what: GetWhat,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
@@ -170,12 +186,8 @@ pub(crate) enum CompletionShell {
 pub(crate) struct ControlArgs {
     /// The source's name in config.toml.
     pub source: String,
-    /// Where `converge run` serves its endpoints.
-    #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
-    pub addr: String,
-    /// A file holding the daemon's bearer token (its [server] token_file).
-    #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -242,12 +254,8 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Where `converge run` serves its endpoints.
-    #[arg(long, env = "CONVERGE_ADDR", default_value = "127.0.0.1:9476")]
-    pub addr: String,
-    /// A file holding the daemon's bearer token (its [server] token_file).
-    #[arg(long, env = "CONVERGE_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemon: DaemonAddr,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

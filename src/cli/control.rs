@@ -24,8 +24,8 @@ pub(crate) fn read_token(path: Option<&Path>) -> Result<Option<String>> {
 }
 
 fn client(target: &ControlArgs) -> Result<ControlClient> {
-    let token = read_token(target.token_file.as_deref())?;
-    Ok(ControlClient::new(&target.addr, token)?)
+    let token = read_token(target.daemon.token_file.as_deref())?;
+    Ok(ControlClient::new(&target.daemon.addr, token)?)
 }
 
 pub(crate) async fn suspend(args: SuspendArgs) -> Result<Exit> {
@@ -79,11 +79,11 @@ async fn wait_settled(
     mut status: SourceStatus,
     timeout: Duration,
 ) -> Result<SourceStatus> {
-    let token = read_token(target.token_file.as_deref())?;
+    let token = read_token(target.daemon.token_file.as_deref())?;
     let deadline = Instant::now() + timeout;
     while !settled(&status) && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
-        let report = fetch_status(&target.addr, token.as_deref()).await?;
+        let report = fetch_status(&target.daemon.addr, token.as_deref()).await?;
         if let Some(now) = report.sources.into_iter().find(|s| s.name == target.source) {
             status = now;
         }

@@ -4,13 +4,12 @@
 use super::Exit;
 use super::args::{GetArgs, GetWhat, OutputFormat};
 use anyhow::{Result, bail};
-use converge::daemon::{fetch_status, object_rows, objects_table, source_rows, sources_table};
+use converge::daemon::{object_rows, objects_table, source_rows, sources_table};
 
 /// Prints the listing; 2 (an error) when the daemon cannot be reached or the
 /// source named is not one of its.
 pub(crate) async fn get(args: GetArgs) -> Result<Exit> {
-    let token = super::control::read_token(args.token_file.as_deref())?;
-    let report = fetch_status(&args.addr, token.as_deref()).await?;
+    let report = args.daemon.status().await?;
     match args.what {
         GetWhat::Sources => {
             let rows = source_rows(&report);
@@ -26,7 +25,7 @@ pub(crate) async fn get(args: GetArgs) -> Result<Exit> {
                 let known: Vec<&str> = report.sources.iter().map(|s| s.name.as_str()).collect();
                 bail!(
                     "the daemon at {} has no source {name:?}; its sources: {}",
-                    args.addr,
+                    args.daemon.addr,
                     known.join(", ")
                 );
             }

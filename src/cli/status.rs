@@ -3,13 +3,12 @@
 use super::Exit;
 use super::args::{OutputFormat, StatusArgs};
 use anyhow::Result;
-use converge::daemon::{SourceStatus, SyncResult, fetch_status, status_text};
+use converge::daemon::{SourceStatus, SyncResult, status_text};
 use converge::health::State;
 
 /// Prints the status; the exit code says the worst of it (see [`exit_for`]).
 pub(crate) async fn status(args: StatusArgs) -> Result<Exit> {
-    let token = super::control::read_token(args.token_file.as_deref())?;
-    let status = fetch_status(&args.addr, token.as_deref()).await?;
+    let status = args.daemon.status().await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Text => print!("{}", status_text(&status, args.color.enabled())),

@@ -61,8 +61,8 @@ use server::{Access, Registry, SourceHandle};
 pub use server::{ServerState, Webhook, serve};
 pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use status::{
-    ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, Suspension, SyncCounts,
-    SyncResult, Written, status_text,
+    ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, StatusReport, Suspension,
+    SyncCounts, SyncResult, Written, status_text,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

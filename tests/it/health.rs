@@ -6,7 +6,6 @@
 use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::{Manifests, TestEnv, assert_success, corpus_microservices_demo, eventually};
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,20 +15,6 @@ const NOT_READY: i32 = 3;
 /// A new directory with `text` as `app.yaml`.
 fn manifests(text: &str) -> Manifests {
     Manifests::with("app.yaml", text)
-}
-
-/// `converge apply PATH -n NS --wait ARGS…`: its output and how long it took.
-fn apply_wait(env: &TestEnv, path: &Path, args: &[&str]) -> (Output, Duration) {
-    let started = Instant::now();
-    let out = env
-        .converge_command()
-        .arg("apply")
-        .arg(path)
-        .args(["-n", &env.ns, "--wait"])
-        .args(args)
-        .output()
-        .expect("run converge apply --wait");
-    (out, started.elapsed())
 }
 
 fn stdout(out: &Output) -> String {
@@ -48,7 +33,7 @@ fn describe(out: &Output) -> String {
 #[test]
 fn corpus_wait_exits_zero_once_every_deployment_is_available() {
     let env = TestEnv::new("health-corpus");
-    let (out, took) = apply_wait(&env, &corpus_microservices_demo(), &["--timeout", "3m"]);
+    let (out, took) = env.apply_wait(&corpus_microservices_demo(), &["--timeout", "3m"]);
     assert_success("converge apply --wait (corpus)", &out);
     let text = stdout(&out);
     let verdict = text
@@ -97,7 +82,7 @@ spec:
 fn unschedulable_deployment_fails_the_wait_with_failed_scheduling() {
     let env = TestEnv::new("health-unschedulable");
     let dir = manifests(UNSCHEDULABLE);
-    let (out, took) = apply_wait(&env, dir.path(), &["--timeout", "60s"]);
+    let (out, took) = env.apply_wait(dir.path(), &["--timeout", "60s"]);
     let text = stdout(&out);
     println!("{text}");
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
@@ -121,7 +106,7 @@ fn unschedulable_deployment_fails_the_wait_with_failed_scheduling() {
     assert!(!text.contains("hunter2"), "a Secret value leaked:\n{text}");
 
     // The same as JSON, for scripts: health per object, evidence, the wait summary.
-    let (out, _) = apply_wait(&env, dir.path(), &["--timeout", "3s", "-o", "json"]);
+    let (out, _) = env.apply_wait(dir.path(), &["--timeout", "3s", "-o", "json"]);
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
     let json: Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(json["wait"]["timedOut"], true, "{json:#}");
@@ -163,7 +148,7 @@ spec:
       containers: [{name: migrate, image: example.com/migrate:1}]
 ",
     );
-    let (out, took) = apply_wait(&env, dir.path(), &["--timeout", "60s"]);
+    let (out, took) = env.apply_wait(dir.path(), &["--timeout", "60s"]);
     let text = stdout(&out);
     println!("{text}");
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
@@ -286,7 +271,7 @@ spec:
       containers: [{name: api, image: example.com/api:1}]
 ",
     );
-    let (out, _) = apply_wait(&env, dir.path(), &["--timeout", "60s"]);
+    let (out, _) = env.apply_wait(dir.path(), &["--timeout", "60s"]);
     assert_success("converge apply --wait (healthy first)", &out);
     let pod = env.kubectl(&["get", "pods", "-n", &env.ns, "-l", "app=api", "-o", "name"]);
     let pod = pod.trim();
@@ -322,7 +307,7 @@ spec:
         n.trim() == "1"
     });
     assert!(unavailable.is_some(), "the Deployment stayed available");
-    let (out, _) = apply_wait(&env, dir.path(), &["--timeout", "5s", "-o", "json"]);
+    let (out, _) = env.apply_wait(dir.path(), &["--timeout", "5s", "-o", "json"]);
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
     let json: Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     let evidence = &json["objects"][0]["health"]["evidence"];

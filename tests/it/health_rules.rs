@@ -93,19 +93,6 @@ fn write_status(env: &TestEnv, resource: &str, status: &str) {
     ]);
 }
 
-fn apply_wait(env: &TestEnv, path: &Path, args: &[&str]) -> (Output, Duration) {
-    let started = Instant::now();
-    let out = env
-        .converge_command()
-        .arg("apply")
-        .arg(path)
-        .args(["-n", &env.ns, "--wait"])
-        .args(args)
-        .output()
-        .expect("run converge apply --wait");
-    (out, started.elapsed())
-}
-
 fn spawn_apply_wait(env: &TestEnv, path: &Path, args: &[&str]) -> Child {
     env.converge_command()
         .arg("apply")
@@ -129,7 +116,7 @@ fn a_custom_resource_is_ready_only_once_its_controller_says_so() {
     let manifests = Manifests::with("widget.yaml", &crd.object("Widget", "w"));
 
     // No controller has written a status: not ready, with that evidence.
-    let (out, took) = apply_wait(&env, manifests.path(), &["--timeout", "6s"]);
+    let (out, took) = env.apply_wait(manifests.path(), &["--timeout", "6s"]);
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
     assert!(took >= Duration::from_secs(6), "returned after {took:?}");
     let text = stdout(&out);
@@ -146,7 +133,7 @@ fn a_custom_resource_is_ready_only_once_its_controller_says_so() {
         &resource,
         r#"{"observedGeneration": 0, "conditions": [{"type": "Ready", "status": "True", "reason": "Old", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}"#,
     );
-    let (out, _) = apply_wait(&env, manifests.path(), &["--timeout", "5s"]);
+    let (out, _) = env.apply_wait(manifests.path(), &["--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(NOT_READY), "{}", describe(&out));
     assert!(
         stdout(&out).contains("controller to observe generation 1"),
@@ -217,8 +204,7 @@ fn a_users_cel_rule_decides_in_progress_failed_and_current() {
     let resource = format!("certificates.{}/web", crd.group);
 
     // Created, no status: the rule's first check cannot be evaluated yet.
-    let (out, _) = apply_wait(
-        &env,
+    let (out, _) = env.apply_wait(
         manifests.path(),
         &[&health[..], &["--timeout", "4s"]].concat(),
     );
@@ -232,8 +218,7 @@ fn a_users_cel_rule_decides_in_progress_failed_and_current() {
         &resource,
         &format!(r#"{{"conditions": [{issuing}, {old_ready}]}}"#),
     );
-    let (out, _) = apply_wait(
-        &env,
+    let (out, _) = env.apply_wait(
         manifests.path(),
         &[&health[..], &["--timeout", "4s"]].concat(),
     );
@@ -251,8 +236,7 @@ fn a_users_cel_rule_decides_in_progress_failed_and_current() {
     // failed: exit 3 at once (not at the timeout), with the message.
     let broken = condition("Ready", "False", "Failed", "issuer example-ca is not ready");
     write_status(&env, &resource, &format!(r#"{{"conditions": [{broken}]}}"#));
-    let (out, took) = apply_wait(
-        &env,
+    let (out, took) = env.apply_wait(
         manifests.path(),
         &[&health[..], &["--timeout", "2m"]].concat(),
     );
@@ -271,8 +255,7 @@ fn a_users_cel_rule_decides_in_progress_failed_and_current() {
     // current.
     let ready = condition("Ready", "True", "Ready", "certificate is up to date");
     write_status(&env, &resource, &format!(r#"{{"conditions": [{ready}]}}"#));
-    let (out, _) = apply_wait(
-        &env,
+    let (out, _) = env.apply_wait(
         manifests.path(),
         &[&health[..], &["--timeout", "2m"]].concat(),
     );

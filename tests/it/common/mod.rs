@@ -280,6 +280,20 @@ impl TestEnv {
         cmd.env("KUBECONFIG", &self.kubeconfig).env("NO_COLOR", "1");
         cmd
     }
+
+    /// `converge apply PATH -n NS --wait ARGS…`: its output and how long it took.
+    pub fn apply_wait(&self, path: &Path, args: &[&str]) -> (Output, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let out = self
+            .converge_command()
+            .arg("apply")
+            .arg(path)
+            .args(["-n", &self.ns, "--wait"])
+            .args(args)
+            .output()
+            .expect("run converge apply --wait");
+        (out, started.elapsed())
+    }
 }
 
 impl Drop for TestEnv {
