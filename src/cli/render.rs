@@ -80,7 +80,9 @@ pub(super) async fn load_roots(
             .all(|r| render::detect(&r.root) == RootKind::Plain)
     {
         let paths: Vec<PathBuf> = roots.iter().map(|r| r.root.clone()).collect();
-        return Ok((manifest::load_with(&paths, args.limits())?, None));
+        let keys = args.age_keys()?;
+        let manifests = manifest::load_decrypting(&paths, args.limits(), &keys)?;
+        return Ok((manifests, None));
     }
     let mut targets: Vec<Target> = roots
         .iter()

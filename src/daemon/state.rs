@@ -116,6 +116,11 @@ impl SourceState {
             return Ok(());
         }
         self.loaded_revision = None;
+        let decryption = &settings.render.decryption;
+        if !decryption.is_empty() {
+            let keys = decryption.keys(render.engine.client()).await?;
+            self.files.set_keys(std::sync::Arc::new(keys));
+        }
         if plain {
             self.rendered = None;
             self.files.refresh(std::slice::from_ref(&snapshot.root))?;

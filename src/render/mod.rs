@@ -92,6 +92,8 @@ pub struct RenderSettings {
     pub allow_remote_bases: bool,
     pub vars: Vars,
     pub vars_from: Vec<VarsFrom>,
+    /// `[source.decryption]`: the keys SOPS files are decrypted with.
+    pub decryption: crate::sops::Decryption,
 }
 
 impl RenderSettings {

@@ -6,18 +6,22 @@
 //! AES-256-GCM, its path as additional data (`cipher`), the document MAC is
 //! recomputed over the plaintext and compared (`tree`), and the `sops` metadata is
 //! removed (`format`, `metadata`). What is decrypted lives only in memory; the
-//! errors (`error`) name the file and the key path, never a value.
+//! errors (`error`) name the file and the key path, never a value. A source's
+//! keys come from `[source.decryption]` (`decryption`: key files and a Secret's
+//! `*.agekey` entries) or the command line.
 //!
 //! Why native rather than running `sops`: no plaintext on a pipe or in a child's
 //! memory, no binary to pin, and a failure that says exactly which file and key.
 
 mod cipher;
+mod decryption;
 mod error;
 mod format;
 mod keys;
 mod metadata;
 mod tree;
 
+pub use decryption::{Decryption, KeysError, SecretRef};
 pub use error::{Failure, SopsError};
 pub use format::Format;
 pub use keys::{AgeKeys, KeyError};

@@ -470,3 +470,309 @@ fn bad_files_fail_naming_the_file_and_never_a_value() {
             .contains("encrypted only for pgp")
     );
 }
+
+// ---- On the control plane: a directory source of SOPS files. ----
+
+use crate::common::daemon::{Daemon, Drift, dir_config};
+use crate::common::{Manifests, TestEnv, eventually};
+use crate::secrets::{Channel, add_markers, assert_no_marker, daemon_texts, files_channel, run_as};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The plaintext values of the encrypted Secrets (what must never be seen).
+const PASSWORD: &str = "sops-marker-db-password-5e1f";
+const TOKEN: &str = "sops-marker-api-token-07aa";
+const CHANGED: &str = "sops-marker-changed-pass-c3d9";
+
+fn secret(name: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{app: shop}}\ntype: Opaque\n\
+         stringData:\n  password: {password}\n  user: admin\n"
+    )
+}
+
+fn two_secrets() -> String {
+    format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: api}}\ndata:\n  token: {}\n",
+        secret("db", PASSWORD),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, TOKEN)
+    )
+}
+
+fn markers() -> BTreeSet<String> {
+    let mut markers = BTreeSet::new();
+    for value in [PASSWORD, TOKEN, CHANGED] {
+        add_markers(value, &mut markers);
+    }
+    markers
+}
+
+/// `data.<key>` of a Secret, decoded.
+fn stored(env: &TestEnv, name: &str, key: &str) -> String {
+    let jsonpath = format!("jsonpath={{.data.{key}}}");
+    let b64 = env.kubectl(&["get", "secret", name, "-n", &env.ns, "-o", &jsonpath]);
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim()).unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn versions(env: &TestEnv) -> String {
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}";
+    let secrets = env.kubectl(&["get", "secrets,configmaps", "-n", &env.ns, "-o", jsonpath]);
+    secrets
+        .split_whitespace()
+        .filter(|e| !e.starts_with("kube-root-ca"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `apply` and `diff` of a directory of SOPS files with `--age-key-file`: the
+/// decrypted Secrets are applied, `diff` is 0, a re-encryption (new IVs, same
+/// values) changes nothing, a changed value is a masked change; a tampered value,
+/// a tampered MAC, the wrong key and a truncated file each fail the revision
+/// naming the file, with 0 writes. No plaintext in any stream at -vvv.
+#[test]
+fn sops_directory_source_applies_decrypted_secrets() {
+    let env = TestEnv::new("sops-dir");
+    let keys = Keys::new();
+    let one = keys.recipients[0].as_str();
+    let key_file = keys.identities[0].to_str().unwrap().to_string();
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    let dir = Manifests::new();
+    let encrypted = keys.encrypt("secrets.yaml", &two_secrets(), &[one], &regex);
+    dir.write("secrets.yaml", &encrypted);
+    dir.write(
+        "json-secret.json",
+        &keys.encrypt("s.json", &secret_json(), &[one], &[]),
+    );
+    dir.write("plain.yaml", &crate::common::configmap("plain", "v"));
+    let mut channels = Vec::new();
+    let ns = env.ns.clone();
+    let with_key = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--age-key-file".to_string(), key_file.clone()]);
+        all
+    };
+    let sync = |args: Vec<String>, code: i32, channels: &mut Vec<Channel>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_as(&env, &ns, &args, code, channels);
+    };
+    sync(with_key(&["-vvv", "apply", dir.arg()]), 0, &mut channels);
+    assert_eq!(stored(&env, "db", "password"), PASSWORD);
+    assert_eq!(stored(&env, "api", "token"), TOKEN);
+    assert_eq!(stored(&env, "from-json", "key"), PASSWORD);
+    sync(with_key(&["-vvv", "diff", dir.arg()]), 0, &mut channels);
+
+    // Re-encrypted: new IVs and data key, the same values: no change, no write.
+    let before = versions(&env);
+    let again = keys.encrypt("secrets.yaml", &two_secrets(), &[one], &regex);
+    assert_ne!(again, encrypted);
+    dir.write("secrets.yaml", &again);
+    sync(with_key(&["-vvv", "diff", dir.arg()]), 0, &mut channels);
+    sync(with_key(&["-vvv", "apply", dir.arg()]), 0, &mut channels);
+    assert_eq!(versions(&env), before, "a re-encryption wrote");
+
+    // A changed value: a masked change in the diff.
+    let changed = two_secrets().replace(PASSWORD, CHANGED);
+    dir.write(
+        "secrets.yaml",
+        &keys.encrypt("secrets.yaml", &changed, &[one], &regex),
+    );
+    sync(with_key(&["-vvv", "diff", dir.arg()]), 1, &mut channels);
+    dir.write("secrets.yaml", &again);
+
+    // Bad input: each fails naming the file (and the key path), writes nothing,
+    // not even the new ConfigMap of the same revision.
+    dir.write(
+        "new.yaml",
+        &crate::common::configmap("new-in-bad-revision", "v"),
+    );
+    let line = again
+        .lines()
+        .find(|l| l.trim_start().starts_with("password: ENC["))
+        .unwrap();
+    let at = line.find("data:").unwrap() + 6;
+    let mut bad_line = line.to_string();
+    let flipped = if &line[at..=at] == "A" { "B" } else { "A" };
+    bad_line.replace_range(at..=at, flipped);
+    let mac = again
+        .lines()
+        .find(|l| l.trim_start().starts_with("mac: ENC["))
+        .unwrap();
+    let other = keys.encrypt("o.yaml", "x: 1\n", &[one], &[]);
+    let other_mac = other
+        .lines()
+        .find(|l| l.trim_start().starts_with("mac: ENC["))
+        .unwrap();
+    let wrong_key = keys.encrypt(
+        "secrets.yaml",
+        &two_secrets(),
+        &[&keys.recipients[1]],
+        &regex,
+    );
+    let cases = [
+        (
+            "tampered value",
+            again.replace(line, &bad_line),
+            "stringData.password",
+        ),
+        (
+            "tampered MAC",
+            again.replace(mac, other_mac),
+            "MAC mismatch",
+        ),
+        ("wrong key", wrong_key, "no configured age identity"),
+        (
+            "truncated",
+            again[..again.find("lastmodified").unwrap() + 20].to_string(),
+            "not a valid SOPS",
+        ),
+        (
+            "unencrypted value changed",
+            again.replace("app: shop", "app: shoq"),
+            "MAC mismatch",
+        ),
+    ];
+    let before = versions(&env);
+    for (what, text, expected) in cases {
+        dir.write("secrets.yaml", &text);
+        let out = env
+            .converge_command()
+            .args(with_key(&[
+                "-vvv",
+                "apply",
+                dir.arg(),
+                "-n",
+                &env.ns,
+                "--name",
+                &env.ns,
+            ]))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("secrets.yaml:1: SOPS: "),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+        channels.push(Channel {
+            name: format!("stderr of apply, {what}"),
+            text: stderr,
+        });
+        channels.push(Channel {
+            name: format!("stdout of apply, {what}"),
+            text: String::from_utf8_lossy(&out.stdout).into(),
+        });
+        assert_eq!(versions(&env), before, "{what}: something was written");
+    }
+    // No key at all: a SOPS file is never applied as it is.
+    let out = env
+        .converge_command()
+        .args(["apply", dir.arg(), "-n", &env.ns, "--name", &env.ns])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(versions(&env), before);
+    assert_no_marker(&channels, &markers());
+}
+
+fn secret_json() -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "from-json"},
+        "stringData": {"key": PASSWORD}
+    })
+    .to_string()
+}
+
+/// The daemon with `[source.decryption] secret = "NS/NAME"` (an `identity.agekey`
+/// entry, as Flux reads it): it applies the decrypted Secrets; a tampered revision
+/// fails in /status naming the file and the key path and keeps the last good one;
+/// no plaintext in its trace-level JSON log, /status, /metrics, `converge status`,
+/// Events or the state directory.
+#[test]
+fn sops_daemon_decrypts_with_the_keys_of_a_secret() {
+    let env = TestEnv::new("sops-daemon");
+    let keys = Keys::new();
+    let one = keys.recipients[0].as_str();
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    let dir = Manifests::new();
+    let good = keys.encrypt("secrets.yaml", &two_secrets(), &[one], &regex);
+    dir.write("secrets.yaml", &good);
+    let key_arg = format!(
+        "--from-file=identity.agekey={}",
+        keys.identities[0].display()
+    );
+    env.kubectl(&[
+        "create", "secret", "generic", "sops-age", "-n", &env.ns, &key_arg,
+    ]);
+    let config = format!(
+        "{}\n[source.decryption]\nprovider = \"sops\"\nsecret = \"{{ns}}/sops-age\"\n",
+        dir_config(dir.path(), "1h", Drift::Heal)
+    );
+    let daemon = Daemon::start(&env, &config, &["-vvv", "--log-format", "json"]);
+    daemon.wait_ready(Duration::from_secs(30));
+    let applied = eventually(Duration::from_secs(30), || {
+        env.kubectl_output(&["get", "secret", "db", "-n", &env.ns], None)
+            .status
+            .success()
+    });
+    assert!(applied.is_some(), "not applied:\n{}", daemon.log());
+    assert_eq!(stored(&env, "db", "password"), PASSWORD);
+    let before = versions(&env);
+
+    // A changed value, then a tampered one: the change applies, the tampered
+    // revision fails and the last good stays.
+    let changed = two_secrets().replace(PASSWORD, CHANGED);
+    dir.write(
+        "secrets.yaml",
+        &keys.encrypt("secrets.yaml", &changed, &[one], &regex),
+    );
+    let healed = eventually(Duration::from_secs(30), || {
+        stored(&env, "db", "password") == CHANGED
+    });
+    assert!(
+        healed.is_some(),
+        "the change was not applied:\n{}",
+        daemon.log()
+    );
+    let good = std::fs::read_to_string(dir.path().join("secrets.yaml")).unwrap();
+    let before_bad = versions(&env);
+    assert_ne!(before, before_bad);
+    let line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("password: ENC["))
+        .unwrap();
+    let at = line.find("data:").unwrap() + 6;
+    let mut bad_line = line.to_string();
+    let flipped = if &line[at..=at] == "A" { "B" } else { "A" };
+    bad_line.replace_range(at..=at, flipped);
+    dir.write("secrets.yaml", &good.replace(line, &bad_line));
+    let failed = eventually(Duration::from_secs(30), || {
+        daemon.source()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stringData.password"))
+    });
+    assert!(
+        failed.is_some(),
+        "no failed revision:\n{}",
+        daemon.get("/status").1
+    );
+    assert_eq!(versions(&env), before_bad, "the failed revision wrote");
+    assert_eq!(
+        stored(&env, "db", "password"),
+        CHANGED,
+        "the last good revision stays"
+    );
+
+    let mut channels = daemon_texts(&env, &daemon, "the decrypting daemon");
+    let events = env.kubectl(&["get", "events", "-n", &env.ns, "-o", "json"]);
+    assert!(events.contains("converge"), "no Events posted:\n{events}");
+    channels.push(Channel {
+        name: "Events".into(),
+        text: events,
+    });
+    channels.push(files_channel(&daemon.state_dir(), "the state directory"));
+    assert_no_marker(&channels, &markers());
+}
