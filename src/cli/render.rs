@@ -116,6 +116,7 @@ pub(super) async fn load_roots(
     for target in &mut targets {
         target.namespace = namespace;
     }
+    let keys = args.age_keys()?;
     let tools = Tools::find(&ToolPaths::default()).await;
     let renderer = render::Renderer::new(tools, ToolLimits::default());
     let vars = substitutes.then_some(&settings.vars);
@@ -129,6 +130,7 @@ pub(super) async fn load_roots(
                     &capabilities,
                     vars,
                     &mut PartCache::default(),
+                    &keys,
                 )
                 .await?,
         );

@@ -776,3 +776,101 @@ fn sops_daemon_decrypts_with_the_keys_of_a_secret() {
     channels.push(files_channel(&daemon.state_dir(), "the state directory"));
     assert_no_marker(&channels, &markers());
 }
+
+/// A kustomize overlay whose base has an encrypted Secret and whose
+/// `secretGenerator` reads an encrypted dotenv (`envs`) and an encrypted JSON file
+/// (`files`): applied decrypted, `diff` 0, a re-encryption no change; the private
+/// copy is gone after each run; a tampered generator file fails naming it.
+#[test]
+fn sops_kustomize_overlay_with_secret_generator() {
+    let env = TestEnv::new("sops-kustomize");
+    let keys = Keys::new();
+    let one = keys.recipients[0].as_str();
+    let key_file = keys.identities[0].to_str().unwrap().to_string();
+    let dir = Manifests::new();
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    dir.write("base/kustomization.yaml", "resources: [secret.yaml]\n");
+    dir.write(
+        "base/secret.yaml",
+        &keys.encrypt("secret.yaml", &secret("db", PASSWORD), &[one], &regex),
+    );
+    dir.write(
+        "kustomization.yaml",
+        "resources: [base]\ngeneratorOptions: {disableNameSuffixHash: true}\nsecretGenerator:\n\
+         - name: creds\n  envs: [creds.env]\n  files: [settings.json]\n",
+    );
+    let env_file = format!("API_TOKEN={TOKEN}\nUSER=admin\n");
+    dir.write(
+        "creds.env",
+        &keys.encrypt("creds.env", &env_file, &[one], &[]),
+    );
+    let json = format!("{{\"password\": \"{CHANGED}\"}}");
+    dir.write(
+        "settings.json",
+        &keys.encrypt("settings.json", &json, &[one], &[]),
+    );
+    // The overlay is the directory's root (a command line's render stays inside it).
+    let overlay = dir.arg();
+    let copies = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("converge-sops-")
+            })
+            .count()
+    };
+    let mut channels = Vec::new();
+    let args =
+        |verb: &'static str| vec!["-vvv", verb, overlay, "--age-key-file", key_file.as_str()];
+    run_as(&env, &env.ns, &args("apply"), 0, &mut channels);
+    assert_eq!(stored(&env, "db", "password"), PASSWORD);
+    assert_eq!(stored(&env, "creds", "API_TOKEN"), TOKEN);
+    let settings_json = stored(&env, "creds", "settings\\.json");
+    let settings: Value = serde_json::from_str(&settings_json).unwrap();
+    assert_eq!(settings["password"], CHANGED);
+    run_as(&env, &env.ns, &args("diff"), 0, &mut channels);
+    let before = versions(&env);
+    dir.write(
+        "creds.env",
+        &keys.encrypt("creds.env", &env_file, &[one], &[]),
+    );
+    dir.write(
+        "base/secret.yaml",
+        &keys.encrypt("secret.yaml", &secret("db", PASSWORD), &[one], &regex),
+    );
+    run_as(&env, &env.ns, &args("diff"), 0, &mut channels);
+    run_as(&env, &env.ns, &args("apply"), 0, &mut channels);
+    assert_eq!(versions(&env), before, "a re-encryption wrote");
+    let left = copies();
+
+    let good = std::fs::read_to_string(dir.path().join("creds.env")).unwrap();
+    dir.write(
+        "creds.env",
+        &good.replace(
+            "sops_mac=ENC[AES256_GCM,data:",
+            "sops_mac=ENC[AES256_GCM,data:AA",
+        ),
+    );
+    let out = env
+        .converge_command()
+        .args(args("apply"))
+        .args(["-n", &env.ns, "--name", &env.ns])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("creds.env") && stderr.contains("MAC"),
+        "{stderr}"
+    );
+    channels.push(Channel {
+        name: "stderr of a tampered apply".into(),
+        text: stderr,
+    });
+    assert_eq!(versions(&env), before, "the failed revision wrote");
+    assert_eq!(copies(), left, "a private copy was left behind");
+    assert_no_marker(&channels, &markers());
+}
