@@ -65,7 +65,10 @@ impl Metadata {
 
 /// The age stanzas of the file, from `sops.age` or its single key group; several key
 /// groups (Shamir's secret sharing) are refused.
-fn keys(node: &Node) -> Result<(Vec<(String, String)>, Vec<&'static str>), Failure> {
+/// Age stanzas (recipient, armored data key) and the other key types named.
+type Keys = (Vec<(String, String)>, Vec<&'static str>);
+
+fn keys(node: &Node) -> Result<Keys, Failure> {
     let group = match node.get("key_groups") {
         Some(Node::List(groups)) if groups.len() > 1 => {
             return Err(Failure::Feature {
@@ -99,7 +102,7 @@ fn last_modified(node: &Node) -> Result<String, Failure> {
         return Ok(raw.to_string());
     };
     let zone = raw[dot..]
-        .find(|c: char| c == 'Z' || c == '+' || c == '-')
+        .find(['Z', '+', '-'])
         .map_or("", |at| &raw[dot + at..]);
     Ok(format!("{}{zone}", &raw[..dot]))
 }
