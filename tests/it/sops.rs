@@ -562,6 +562,25 @@ fn sops_directory_source_applies_decrypted_secrets() {
     assert_eq!(stored(&env, "api", "token"), TOKEN);
     assert_eq!(stored(&env, "from-json", "key"), PASSWORD);
     sync(with_key(&["-vvv", "diff", dir.arg()]), 0, &mut channels);
+    // The key from SOPS_AGE_KEY_FILE, or as text in SOPS_AGE_KEY, as sops reads them.
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    for (var, value) in [
+        ("SOPS_AGE_KEY_FILE", key_file.as_str()),
+        ("SOPS_AGE_KEY", key_text.as_str()),
+    ] {
+        let out = env
+            .converge_command()
+            .args(["diff", dir.arg(), "-n", &env.ns, "--name", &env.ns])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{var}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // Re-encrypted: new IVs and data key, the same values: no change, no write.
     let before = versions(&env);
