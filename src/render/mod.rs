@@ -353,7 +353,7 @@ impl Renderer {
                 self.kustomize_decrypted(prepared, target, vars, encrypted, keys)
                     .await
             }
-            Build::Plain(files) => plain(files, vars),
+            Build::Plain(files) => plain(files, vars, keys),
             Build::Kustomize {
                 parts: Some(parts), ..
             } => {
@@ -575,13 +575,22 @@ fn stream_name(root: &Path, tool: Tool) -> PathBuf {
 }
 
 /// Plain files, each substituted and parsed, located as written.
-fn plain(files: &[PathBuf], vars: Option<&Vars>) -> Result<Vec<Manifest>, RenderError> {
+/// Plain files substituted: a SOPS file decrypted first (substitution runs on the
+/// plaintext, as Flux substitutes after decrypting).
+fn plain(
+    files: &[PathBuf],
+    vars: Option<&Vars>,
+    keys: &crate::sops::AgeKeys,
+) -> Result<Vec<Manifest>, RenderError> {
     let mut all = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|source| RenderError::Io {
+        let mut text = std::fs::read_to_string(file).map_err(|source| RenderError::Io {
             path: file.clone(),
             source,
         })?;
+        if let Some(plain) = crate::sops::decrypt(file, &text, keys)? {
+            text = plain.text();
+        }
         let objects = |text: &str| Ok(parse_str(text, file)?);
         all.extend(substituted(&text, vars, &objects, Some(file))?);
     }
@@ -680,12 +689,22 @@ mod tests {
         fs::write(&file, text).unwrap();
         let mut vars = Vars::default();
         vars.insert("ENV".into(), "prod".into());
-        let objects = plain(std::slice::from_ref(&file), Some(&vars)).unwrap();
+        let objects = plain(
+            std::slice::from_ref(&file),
+            Some(&vars),
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(objects[0].body["data"]["env"], "prod");
         assert_eq!(objects[1].body["data"]["r"], "eu");
         assert_eq!(objects[1].body["data"]["x"], "${ENV}");
         assert_eq!(objects[1].origin.line, 6);
-        let err = plain(std::slice::from_ref(&file), Some(&Vars::default())).unwrap_err();
+        let err = plain(
+            std::slice::from_ref(&file),
+            Some(&Vars::default()),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string().split(';').next().unwrap(),
             format!(
@@ -693,7 +712,7 @@ mod tests {
                 file.display()
             )
         );
-        let literal = plain(&[file], None).unwrap();
+        let literal = plain(&[file], None, &Default::default()).unwrap();
         assert_eq!(literal[0].body["data"]["env"], "${ENV}");
     }
 

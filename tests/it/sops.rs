@@ -893,3 +893,35 @@ fn sops_kustomize_overlay_with_secret_generator() {
     assert_eq!(copies(), left, "a private copy was left behind");
     assert_no_marker(&channels, &markers());
 }
+
+/// A plain source with `[source.vars]` (rendered: substituted) and `key_files`:
+/// the SOPS file is decrypted, then substituted, and applied.
+#[test]
+fn sops_daemon_with_key_files_substitutes_after_decrypting() {
+    let env = TestEnv::new("sops-vars");
+    let keys = Keys::new();
+    let dir = Manifests::new();
+    let text = secret("db", PASSWORD).replace("user: admin", "user: ${DB_USER}");
+    let regex = ["--encrypted-regex", "^(data|stringData)$"];
+    dir.write(
+        "secrets.yaml",
+        &keys.encrypt("secrets.yaml", &text, &[&keys.recipients[1]], &regex),
+    );
+    let config = format!(
+        "{}\n[source.vars]\nDB_USER = \"shop-owner\"\n[source.decryption]\nprovider = \"sops\"\nkey_files = [\"{}\"]\n",
+        dir_config(dir.path(), "1h", Drift::Heal),
+        keys.identities[1].display()
+    );
+    let daemon = Daemon::start(&env, &config, &["-vvv", "--log-format", "json"]);
+    let applied = eventually(Duration::from_secs(30), || {
+        env.kubectl_output(&["get", "secret", "db", "-n", &env.ns], None)
+            .status
+            .success()
+    });
+    assert!(applied.is_some(), "not applied:\n{}", daemon.log());
+    assert_eq!(stored(&env, "db", "password"), PASSWORD);
+    assert_eq!(stored(&env, "db", "user"), "shop-owner");
+    let mut channels = daemon_texts(&env, &daemon, "the substituting daemon");
+    channels.push(files_channel(&daemon.state_dir(), "the state directory"));
+    assert_no_marker(&channels, &markers());
+}
