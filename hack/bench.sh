@@ -25,6 +25,29 @@ health_eval() {
   ./target/release/examples/health_eval 1000 9 | tee target/bench/health.json
 }
 if [[ ${1:-} == health ]]; then health_eval; exit; fi
+# The cost of SOPS decryption (issue 26): 1000 Secrets, one a file, encrypted by the
+# real sops for an age key, loaded against the same Secrets in plain text; no
+# cluster needed (decryption happens before anything is sent).
+#   hack/bench.sh sops          only this
+sops_decrypt() {
+  eval "$(bash hack/sops-tools.sh)"
+  local dir=target/bench/sops n=1000
+  if [[ ! -f $dir/done-$n ]]; then
+    rm -rf "$dir" && mkdir -p "$dir/plain" "$dir/encrypted"
+    age-keygen -o "$dir/bench.agekey" 2>/dev/null   # a throw-away test key
+    local recipient; recipient=$(age-keygen -y "$dir/bench.agekey")
+    for ((i = 0; i < n; i++)); do
+      printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: s%04d\n  labels: {app: bench}\nstringData:\n  password: bench-%04d-%s\n  user: admin\n' \
+        "$i" "$i" "$RANDOM$RANDOM" >"$dir/plain/s$i.yaml"
+    done
+    ls "$dir/plain" | xargs -P 2 -I{} sops encrypt --age "$recipient" \
+      --encrypted-regex '^(data|stringData)$' --output "$dir/encrypted/{}" "$dir/plain/{}"
+    touch "$dir/done-$n"
+  fi
+  cargo build --release --quiet --example sops_decrypt
+  ./target/release/examples/sops_decrypt "$dir/encrypted" "$dir/plain" "$dir/bench.agekey" 5 | tee target/bench/sops.json
+}
+if [[ ${1:-} == sops ]]; then sops_decrypt; exit; fi
 bash hack/install-deps.sh
 bash hack/controlplane.sh up
 eval "$(bash hack/tools.sh env)"   # kustomize, for the kustomize source scenario
@@ -60,4 +83,6 @@ echo "bench: building converge (release)" >&2
 cargo build --release --quiet --bin converge --example raw_apply
 echo "bench: health evaluation, ms per 1000 objects (10 CEL rules / built-in only):" >&2
 health_eval >&2
+echo "bench: SOPS decryption, ms per 1000 encrypted Secrets:" >&2
+sops_decrypt >&2
 exec python3 hack/bench.py "$@"

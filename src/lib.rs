@@ -13,6 +13,7 @@
 //!
 //! - [`source`]: Git repositories and directories → a revision and a directory.
 //! - [`manifest`]: YAML/JSON documents → objects with identity and origin.
+//! - [`sops`]: SOPS files (age) decrypted in memory before they are parsed.
 //! - [`engine`]: manifests + live objects → a plan → server-side applies and prunes.
 //! - [`health`]: whether applied objects work, `apply --wait`, and the evidence.
 //! - [`preview`]: a Git revision previewed for a pull request: against the
@@ -46,4 +47,5 @@ pub mod manifest;
 pub mod preview;
 pub mod render;
 pub mod report;
+pub mod sops;
 pub mod source;

@@ -433,6 +433,15 @@ pub(crate) struct SyncArgs {
     #[arg(long, value_name = "LEVELS", default_value_t = converge::manifest::MAX_DEPTH,
           value_parser = parse_depth)]
     pub max_depth: usize,
+    /// An age key file (or OpenSSH private key) to decrypt SOPS files with; may be
+    /// repeated. `SOPS_AGE_KEY` may hold identities too, as for sops.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOPS_AGE_KEY_FILE",
+        hide_env_values = true
+    )]
+    pub age_key_file: Vec<PathBuf>,
     #[command(flatten)]
     pub render: RenderArgs,
     #[command(flatten)]
@@ -529,6 +538,20 @@ impl SyncArgs {
             (Some(_), false) => Err("give PATHs or --git, not both".into()),
             _ => Ok(()),
         }
+    }
+
+    /// The age identities of `--age-key-file` (`SOPS_AGE_KEY_FILE`) and of the
+    /// `SOPS_AGE_KEY` variable, as sops reads them.
+    pub(crate) fn age_keys(&self) -> Result<converge::sops::AgeKeys, converge::sops::KeyError> {
+        let mut keys = converge::sops::AgeKeys::default();
+        for file in &self.age_key_file {
+            keys.add_file(file)?;
+        }
+        if let Ok(text) = std::env::var("SOPS_AGE_KEY") {
+            let text = zeroize::Zeroizing::new(text);
+            keys.add(&text, "SOPS_AGE_KEY")?;
+        }
+        Ok(keys)
     }
 
     /// The drift rules the flags describe.
@@ -739,6 +762,7 @@ mod tests {
             recreate: false,
             max_file_mib: 16,
             max_depth: 100,
+            age_key_file: Vec::new(),
             render: RenderArgs::default(),
             revision: RevisionArgs::default(),
         };

@@ -80,7 +80,9 @@ pub(super) async fn load_roots(
             .all(|r| render::detect(&r.root) == RootKind::Plain)
     {
         let paths: Vec<PathBuf> = roots.iter().map(|r| r.root.clone()).collect();
-        return Ok((manifest::load_with(&paths, args.limits())?, None));
+        let keys = args.age_keys()?;
+        let manifests = manifest::load_decrypting(&paths, args.limits(), &keys)?;
+        return Ok((manifests, None));
     }
     let mut targets: Vec<Target> = roots
         .iter()
@@ -114,6 +116,7 @@ pub(super) async fn load_roots(
     for target in &mut targets {
         target.namespace = namespace;
     }
+    let keys = args.age_keys()?;
     let tools = Tools::find(&ToolPaths::default()).await;
     let renderer = render::Renderer::new(tools, ToolLimits::default());
     let vars = substitutes.then_some(&settings.vars);
@@ -127,6 +130,7 @@ pub(super) async fn load_roots(
                     &capabilities,
                     vars,
                     &mut PartCache::default(),
+                    &keys,
                 )
                 .await?,
         );

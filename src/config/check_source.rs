@@ -14,6 +14,7 @@ use crate::health::dependency::Dependencies;
 use crate::kube::Impersonation;
 use crate::kube::is_dns_label;
 use crate::render::{HelmSettings, RenderSettings, Vars, VarsFrom, is_var_name};
+use crate::sops::{Decryption, SecretRef};
 
 impl Checker<'_> {
     pub(super) fn sources(&mut self, raws: Vec<RawSource>) -> Vec<SourceConfig> {
@@ -582,12 +583,56 @@ impl Checker<'_> {
             .as_ref()
             .map(|h| self.helm(at, h))
             .unwrap_or_default();
+        let decryption = raw
+            .decryption
+            .as_ref()
+            .map(|d| self.decryption(at, d))
+            .unwrap_or_default();
         RenderSettings {
             helm,
             allow_remote_bases: raw.allow_remote_bases.unwrap_or(false),
             vars,
             vars_from,
+            decryption,
         }
+    }
+
+    /// `[source.decryption]`: `provider = "sops"`, a `secret` and/or `key_files`.
+    fn decryption(&mut self, at: &str, raw: &RawDecryption) -> Decryption {
+        match raw.provider.as_deref() {
+            Some("sops") => {}
+            Some(other) => self.problem(
+                at,
+                format!("decryption.provider = {other:?}: only \"sops\" is supported"),
+            ),
+            None => self.problem(
+                at,
+                "decryption.provider is missing; write provider = \"sops\"",
+            ),
+        }
+        let secret = raw
+            .secret
+            .as_deref()
+            .and_then(|text| match SecretRef::parse(text) {
+                Ok(secret) => Some(secret),
+                Err(why) => {
+                    self.problem(at, format!("decryption.secret: {why}"));
+                    None
+                }
+            });
+        let key_files: Vec<PathBuf> = raw
+            .key_files
+            .iter()
+            .flatten()
+            .map(|v| self.existing_file(&format!("{at}: decryption.key_files {v:?}"), v))
+            .collect();
+        if secret.is_none() && key_files.is_empty() {
+            self.problem(
+                at,
+                "decryption needs a secret = \"NAMESPACE/NAME\" or key_files",
+            );
+        }
+        Decryption { key_files, secret }
     }
 
     fn helm(&mut self, at: &str, raw: &RawHelm) -> HelmSettings {

@@ -74,6 +74,15 @@ pub(super) struct RawRender {
     pub(super) timeout: Option<String>,
 }
 
+/// `[source.decryption]`: SOPS files decrypted with age identities.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDecryption {
+    pub(super) provider: Option<String>,
+    pub(super) secret: Option<String>,
+    pub(super) key_files: Option<Vec<String>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHelm {
@@ -137,6 +146,7 @@ pub(super) struct RawSource {
     pub(super) vars: Option<toml::Table>,
     pub(super) vars_from: Option<Vec<String>>,
     pub(super) helm: Option<RawHelm>,
+    pub(super) decryption: Option<RawDecryption>,
     pub(super) wave_timeout: Option<toml::Value>,
     pub(super) depends_on: Option<Vec<DependencySpec>>,
     #[serde(default)]

@@ -756,6 +756,49 @@ fn render_settings_are_read_and_checked() {
 }
 
 #[test]
+fn decryption_is_read_and_checked() {
+    let fx = Fixture::new();
+    let text = format!(
+        "{DIR}[source.decryption]\nprovider = \"sops\"\nsecret = \"flux-system/sops-age\"\n"
+    );
+    let config = fx.parse(&text).unwrap();
+    let decryption = &config.sources[0].render.decryption;
+    assert_eq!(
+        decryption
+            .secret
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("flux-system/sops-age")
+    );
+    assert!(decryption.key_files.is_empty());
+    assert!(
+        fx.parse(DIR).unwrap().sources[0]
+            .render
+            .decryption
+            .is_empty()
+    );
+
+    let bad = format!(
+        "{DIR}[source.decryption]\nprovider = \"vault\"\nsecret = \"no-namespace\"\nkey_files = [\"/no/such.agekey\"]\n"
+    );
+    let problems = fx.problems(&bad).join("\n");
+    for part in [
+        "decryption.provider = \"vault\": only \"sops\" is supported",
+        "decryption.secret: \"no-namespace\" is not NAMESPACE/NAME",
+        "decryption.key_files \"/no/such.agekey\"",
+    ] {
+        assert!(problems.contains(part), "{part:?} not in {problems}");
+    }
+    let none = format!("{DIR}[source.decryption]\nprovider = \"sops\"\n");
+    assert!(
+        fx.problems(&none)
+            .join("\n")
+            .contains("decryption needs a secret")
+    );
+}
+
+#[test]
 fn leader_election_is_off_with_client_go_defaults() {
     let fx = Fixture::new();
     let election = fx.parse(DIR).unwrap().leader_election;

@@ -18,6 +18,9 @@ pub(crate) enum ReconcileError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// `[source.decryption]`'s keys could not be gathered.
+    #[error(transparent)]
+    Keys(#[from] crate::sops::KeysError),
     /// A hook or a wave failed: the sync stopped there. The message has the
     /// stages as they ran and the evidence.
     #[error("{0}")]
@@ -48,6 +51,7 @@ impl ReconcileError {
             ReconcileError::Manifest(e) => matches!(e, ManifestError::Io { .. }),
             ReconcileError::Render(e) => e.is_transient(),
             ReconcileError::Engine(e) => e.is_transient(),
+            ReconcileError::Keys(e) => e.is_transient(),
             // The revision's own until shown otherwise: the next tick tries again.
             ReconcileError::Sync(_) => false,
         }

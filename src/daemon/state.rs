@@ -60,6 +60,8 @@ pub(crate) struct SourceState {
     /// The parts of the last render of a large flat kustomization: a one-file
     /// commit builds only its own part again.
     parts: PartCache,
+    /// The age identities of `[source.decryption]`, gathered at each load.
+    keys: std::sync::Arc<crate::sops::AgeKeys>,
     /// What the last successful run applied; `None` before the first full one.
     baseline: Option<Baseline>,
     /// Desired objects that drifted since the last run.
@@ -79,6 +81,7 @@ impl SourceState {
             loaded_revision: None,
             rendered: None,
             parts: PartCache::default(),
+            keys: std::sync::Arc::default(),
             baseline: None,
             drifted: BTreeSet::new(),
             needs_full: false,
@@ -116,6 +119,11 @@ impl SourceState {
             return Ok(());
         }
         self.loaded_revision = None;
+        let decryption = &settings.render.decryption;
+        if !decryption.is_empty() {
+            self.keys = std::sync::Arc::new(decryption.keys(render.engine.client()).await?);
+            self.files.set_keys(self.keys.clone());
+        }
         if plain {
             self.rendered = None;
             self.files.refresh(std::slice::from_ref(&snapshot.root))?;
@@ -170,7 +178,14 @@ impl SourceState {
         let started = Instant::now();
         let manifests = render
             .renderer
-            .render(prepared, target, &cluster, vars.as_ref(), &mut self.parts)
+            .render(
+                prepared,
+                target,
+                &cluster,
+                vars.as_ref(),
+                &mut self.parts,
+                &self.keys,
+            )
             .await?;
         let seconds = started.elapsed().as_secs_f64();
         render.metrics.observe_render(target.name, seconds);

@@ -1,14 +1,16 @@
 //! Parsed files kept between loads of a source.
 
-use super::load::{decode_text, read};
+use super::load::{decode_text, decrypted, read};
 use super::parse::{Parsed, parse_into};
 use super::validate::find_duplicates;
 use super::walk::files;
 use super::{Limits, Manifest, ManifestError, ObjectRef, Origin, Problem};
 use crate::compact::CompactObject;
+use crate::sops::AgeKeys;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A file's content digest (SHA-256).
 pub type Digest = [u8; 32];
@@ -24,6 +26,8 @@ pub struct FileCache {
     /// How many files the latest refresh had to parse.
     pub parsed_last: usize,
     limits: Limits,
+    /// The age identities SOPS files are decrypted with (none: a SOPS file fails).
+    keys: Arc<AgeKeys>,
 }
 
 /// One file as last read: its digest and what it holds.
@@ -88,6 +92,15 @@ impl FileCache {
         }
     }
 
+    /// Decrypts SOPS files with `keys` from now on. Files already parsed keep what
+    /// they gave until their content changes; a key change therefore clears the cache.
+    pub fn set_keys(&mut self, keys: Arc<AgeKeys>) {
+        if !Arc::ptr_eq(&self.keys, &keys) {
+            self.files.clear();
+            self.keys = keys;
+        }
+    }
+
     /// Reads every manifest file under `paths` (as [`super::load()`] does), parsing only those
     /// whose content changed since the last refresh, and reports every problem,
     /// duplicates across files included.
@@ -102,7 +115,7 @@ impl FileCache {
                 Some(parsed) if parsed.digest == digest => parsed,
                 _ => {
                     self.parsed_last += 1;
-                    parse_file(file, bytes, digest, self.limits)
+                    parse_file(file, bytes, digest, self.limits, &self.keys)
                 }
             };
             files.insert(file.clone(), parsed);
@@ -195,10 +208,18 @@ fn rendered_digest(manifests: &[CachedManifest]) -> Digest {
     out
 }
 
-fn parse_file(file: &Path, bytes: Vec<u8>, digest: Digest, limits: Limits) -> ParsedFile {
+fn parse_file(
+    file: &Path,
+    bytes: Vec<u8>,
+    digest: Digest,
+    limits: Limits,
+    keys: &AgeKeys,
+) -> ParsedFile {
     let mut parsed = Parsed::within(limits);
     if let Some(text) = decode_text(file, bytes, limits.max_file_bytes, &mut parsed.problems) {
-        parse_into(&text, file, &mut parsed);
+        if let Some(text) = decrypted(file, text, keys, &mut parsed.problems) {
+            parse_into(&text, file, &mut parsed);
+        }
     }
     ParsedFile {
         digest,

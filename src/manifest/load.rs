@@ -4,6 +4,7 @@ use super::error::problem;
 use super::parse::{Parsed, parse_into};
 use super::walk::files;
 use super::{Limits, Manifest, ManifestError, Problem};
+use crate::sops::{self, AgeKeys};
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -21,14 +22,48 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
 
 /// [`load`] within `limits` instead of the defaults.
 pub fn load_with(paths: &[PathBuf], limits: Limits) -> Result<Vec<Manifest>, ManifestError> {
+    load_decrypting(paths, limits, &AgeKeys::default())
+}
+
+/// [`load_with`], SOPS files decrypted with `keys` (in memory) before they are parsed.
+pub fn load_decrypting(
+    paths: &[PathBuf],
+    limits: Limits,
+    keys: &AgeKeys,
+) -> Result<Vec<Manifest>, ManifestError> {
     let mut parsed = Parsed::within(limits);
     for file in files(paths)? {
         let bytes = read(&file, limits.max_file_bytes)?;
         if let Some(text) = decode_text(&file, bytes, limits.max_file_bytes, &mut parsed.problems) {
-            parse_into(&text, &file, &mut parsed);
+            if let Some(text) = decrypted(&file, text, keys, &mut parsed.problems) {
+                parse_into(&text, &file, &mut parsed);
+            }
         }
     }
     parsed.finish()
+}
+
+/// The text to parse: a SOPS file's plaintext (its documents as JSON, one a line),
+/// any other file as it is. A SOPS file that cannot be decrypted is a problem in
+/// the file, never sent as it is: the API server would store the ciphertext.
+pub(super) fn decrypted(
+    file: &Path,
+    text: String,
+    keys: &AgeKeys,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    if !sops::may_be_encrypted(&text) {
+        return Some(text);
+    }
+    match sops::decrypt(file, &text, keys) {
+        Ok(Some(plain)) => Some(plain.text()),
+        Ok(None) => Some(text),
+        Err(error) => {
+            let message = format!("SOPS: {}", error.failure);
+            problems.push(problem(file, 1, None, message));
+            None
+        }
+    }
 }
 
 /// A file's bytes, at most one more than `max_bytes` ([`super::MAX_FILE_BYTES`] by default): a

@@ -26,7 +26,7 @@ mod yaml;
 pub use crate::kube::ObjectRef;
 pub use error::{ManifestError, Problem};
 pub use file_cache::{CachedManifest, Digest, FileCache, ParsedFile};
-pub use load::{load, load_with};
+pub use load::{load, load_decrypting, load_with};
 pub use object_ref::Origin;
 pub use parse::parse_str;
 pub use validate::find_duplicates;

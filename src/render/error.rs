@@ -29,6 +29,9 @@ pub enum RenderError {
         line: Option<usize>,
         message: String,
     },
+    /// A SOPS file the kustomization reads could not be decrypted.
+    #[error(transparent)]
+    Decrypt(#[from] crate::sops::SopsError),
     /// The tool could not be run, ran too long or wrote too much.
     #[error("{tool} on {}: {error}", root.display())]
     Run {
@@ -118,6 +121,7 @@ impl RenderError {
             }
             RenderError::Manifest(error) => matches!(error, ManifestError::Io { .. }),
             RenderError::ToolMissing { .. }
+            | RenderError::Decrypt(_)
             | RenderError::ToolFailed { .. }
             | RenderError::Escapes { .. }
             | RenderError::NotLocal { .. }

@@ -21,6 +21,7 @@
 //! - `inputs`: the source root, containment, the cache key;
 //! - `origin`: the line of a rendered object in its file; `error`: [`RenderError`].
 
+mod decrypt;
 mod error;
 mod helm;
 mod inputs;
@@ -92,6 +93,8 @@ pub struct RenderSettings {
     pub allow_remote_bases: bool,
     pub vars: Vars,
     pub vars_from: Vec<VarsFrom>,
+    /// `[source.decryption]`: the keys SOPS files are decrypted with.
+    pub decryption: crate::sops::Decryption,
 }
 
 impl RenderSettings {
@@ -184,6 +187,8 @@ enum Build {
         remote: bool,
         /// A flat kustomization's files in parts (`parts`); `None`: built whole.
         parts: Option<Vec<Vec<PathBuf>>>,
+        /// The SOPS files it reads: decrypted into a private copy, built whole.
+        encrypted: Vec<PathBuf>,
     },
     Helm(helm::Chart),
 }
@@ -204,12 +209,14 @@ pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
         RootKind::Kustomize => {
             let tree = kustomize::reach(target.root, &base, target.settings.allow_remote_bases)?;
             files.files = tree.files;
-            let parts = (!tree.remote)
+            let encrypted = decrypt::encrypted(&files.files);
+            let parts = (!tree.remote && encrypted.is_empty())
                 .then(|| parts::plan(target.root, &base))
                 .flatten();
             Build::Kustomize {
                 remote: tree.remote,
                 parts,
+                encrypted,
             }
         }
         RootKind::Helm => {
@@ -331,6 +338,7 @@ impl Renderer {
     /// The objects of a prepared root, with origins in the files they were written
     /// in, `${VAR}`s substituted when `vars` is given. Parts of a kustomization
     /// found in `cache` are not built again; `cache` then holds this render's.
+    /// SOPS files a kustomization reads are decrypted with `keys`.
     pub async fn render(
         &self,
         prepared: &Prepared,
@@ -338,9 +346,14 @@ impl Renderer {
         cluster: &Capabilities,
         vars: Option<&Vars>,
         cache: &mut PartCache,
+        keys: &crate::sops::AgeKeys,
     ) -> Result<Vec<Manifest>, RenderError> {
         match &prepared.build {
-            Build::Plain(files) => plain(files, vars),
+            Build::Kustomize { encrypted, .. } if !encrypted.is_empty() => {
+                self.kustomize_decrypted(prepared, target, vars, encrypted, keys)
+                    .await
+            }
+            Build::Plain(files) => plain(files, vars, keys),
             Build::Kustomize {
                 parts: Some(parts), ..
             } => {
@@ -376,6 +389,42 @@ impl Renderer {
         let stream = stream_name(target.root, Tool::Kustomize);
         let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, &prepared.base);
         substituted(&text, vars, &objects, None)
+    }
+
+    /// [`Self::kustomize`] on a private copy whose SOPS files are decrypted; the
+    /// copy is removed as soon as kustomize has run and origins name the base again.
+    async fn kustomize_decrypted(
+        &self,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        vars: Option<&Vars>,
+        encrypted: &[PathBuf],
+        keys: &crate::sops::AgeKeys,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        let program = self.program(Tool::Kustomize, target)?;
+        let base = &prepared.base;
+        let root = inputs::canonical(target.root)?;
+        let mirror = decrypt::Mirror::new(base, &prepared.files.files, encrypted, keys)?;
+        let built = kustomize::build(
+            program,
+            Wrapped::Root(&mirror.path_of(base, &root)),
+            self.limits,
+        )
+        .await;
+        let (text, wrapper) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                mirror.remove();
+                return Err(kustomize::failure(&root, error, base));
+            }
+        };
+        let stream = stream_name(target.root, Tool::Kustomize);
+        let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, base);
+        // On an error the copy goes with `mirror`'s drop.
+        let mut manifests = substituted(&text, vars, &objects, None)?;
+        mirror.restore_origins(base, &mut manifests);
+        mirror.remove();
+        Ok(manifests)
     }
 
     /// A flat kustomization built part by part (two at a time, as the machine
@@ -526,13 +575,22 @@ fn stream_name(root: &Path, tool: Tool) -> PathBuf {
 }
 
 /// Plain files, each substituted and parsed, located as written.
-fn plain(files: &[PathBuf], vars: Option<&Vars>) -> Result<Vec<Manifest>, RenderError> {
+/// Plain files substituted: a SOPS file decrypted first (substitution runs on the
+/// plaintext, as Flux substitutes after decrypting).
+fn plain(
+    files: &[PathBuf],
+    vars: Option<&Vars>,
+    keys: &crate::sops::AgeKeys,
+) -> Result<Vec<Manifest>, RenderError> {
     let mut all = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|source| RenderError::Io {
+        let mut text = std::fs::read_to_string(file).map_err(|source| RenderError::Io {
             path: file.clone(),
             source,
         })?;
+        if let Some(plain) = crate::sops::decrypt(file, &text, keys)? {
+            text = plain.text();
+        }
         let objects = |text: &str| Ok(parse_str(text, file)?);
         all.extend(substituted(&text, vars, &objects, Some(file))?);
     }
@@ -631,12 +689,22 @@ mod tests {
         fs::write(&file, text).unwrap();
         let mut vars = Vars::default();
         vars.insert("ENV".into(), "prod".into());
-        let objects = plain(std::slice::from_ref(&file), Some(&vars)).unwrap();
+        let objects = plain(
+            std::slice::from_ref(&file),
+            Some(&vars),
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(objects[0].body["data"]["env"], "prod");
         assert_eq!(objects[1].body["data"]["r"], "eu");
         assert_eq!(objects[1].body["data"]["x"], "${ENV}");
         assert_eq!(objects[1].origin.line, 6);
-        let err = plain(std::slice::from_ref(&file), Some(&Vars::default())).unwrap_err();
+        let err = plain(
+            std::slice::from_ref(&file),
+            Some(&Vars::default()),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string().split(';').next().unwrap(),
             format!(
@@ -644,7 +712,7 @@ mod tests {
                 file.display()
             )
         );
-        let literal = plain(&[file], None).unwrap();
+        let literal = plain(&[file], None, &Default::default()).unwrap();
         assert_eq!(literal[0].body["data"]["env"], "${ENV}");
     }
 

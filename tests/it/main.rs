@@ -40,6 +40,7 @@ mod run_once;
 mod secrets;
 mod server;
 mod shard;
+mod sops;
 mod source_dir;
 mod source_git;
 mod suspend;

@@ -369,7 +369,14 @@ fn a_large_flat_kustomization_built_in_parts_is_exactly_its_whole_build() {
     let renderer = Renderer::new(tools, ToolLimits::default());
     let render = |prepared, cache: &mut PartCache| {
         runtime
-            .block_on(renderer.render(&prepared, &target, &Capabilities::default(), None, cache))
+            .block_on(renderer.render(
+                &prepared,
+                &target,
+                &Capabilities::default(),
+                None,
+                cache,
+                &Default::default(),
+            ))
             .expect("kustomize on PATH (hack/tools.sh env) renders the fixture")
     };
     let prepared = render::prepare(&target).expect("prepare");

@@ -114,7 +114,7 @@ fn fixture_words(text: &str) -> Vec<String> {
 }
 
 /// A value, each line of it, its `fixture-…` words and their base64 forms.
-fn add_markers(value: &str, markers: &mut BTreeSet<String>) {
+pub fn add_markers(value: &str, markers: &mut BTreeSet<String>) {
     let mut texts: Vec<String> = vec![value.to_string()];
     texts.extend(value.lines().map(|l| l.trim().to_string()));
     texts.extend(fixture_words(value));
@@ -125,12 +125,29 @@ fn add_markers(value: &str, markers: &mut BTreeSet<String>) {
 }
 
 /// One channel's text, for the report of a leak.
-struct Channel {
-    name: String,
-    text: String,
+pub struct Channel {
+    pub name: String,
+    pub text: String,
 }
 
-fn assert_no_marker(channels: &[Channel], markers: &BTreeSet<String>) {
+/// Every file under `dir` (the daemon's state directory), read as text.
+pub fn files_channel(dir: &Path, name: &str) -> Channel {
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        collect_files(dir, &mut files);
+    }
+    let text = files
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    Channel {
+        name: format!("{name} ({} files)", files.len()),
+        text,
+    }
+}
+
+pub fn assert_no_marker(channels: &[Channel], markers: &BTreeSet<String>) {
     for channel in channels {
         for marker in markers {
             assert!(
@@ -148,7 +165,7 @@ fn run(env: &TestEnv, args: &[&str], code: i32, channels: &mut Vec<Channel>) {
 }
 
 /// [`run`] for the ApplySet `name`.
-fn run_as(env: &TestEnv, name: &str, args: &[&str], code: i32, channels: &mut Vec<Channel>) {
+pub fn run_as(env: &TestEnv, name: &str, args: &[&str], code: i32, channels: &mut Vec<Channel>) {
     let out = env
         .converge_command()
         .args(args)
@@ -506,7 +523,7 @@ fn rendered_daemon_channels(
 }
 
 /// A daemon's log, `/status`, `/metrics` and `converge status`.
-fn daemon_texts(env: &TestEnv, daemon: &Daemon, which: &str) -> Vec<Channel> {
+pub fn daemon_texts(env: &TestEnv, daemon: &Daemon, which: &str) -> Vec<Channel> {
     let status = env
         .converge_command()
         .args(["status", "--addr", &daemon.addr])

@@ -97,6 +97,11 @@ impl Daemon {
         assert!(sent.success(), "kill -{signal} {pid} failed");
     }
 
+    /// The daemon's state directory (`{state}` in its config).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// GET `path`: (HTTP status, body); status 0 when nothing answers.
     pub fn get(&self, path: &str) -> (u16, String) {
         curl(&[&format!("http://{}{path}", self.addr)])
