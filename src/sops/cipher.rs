@@ -3,7 +3,6 @@
 //! (getsops/sops `aes/cipher.go`).
 
 use super::error::Failure;
-use super::tree::Leaf;
 use aes_gcm::aead::consts::U32;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
@@ -11,6 +10,43 @@ use aes_gcm::{AesGcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
+
+/// `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest form that reads back, never
+/// with an exponent (Rust's `Display` agrees but for the infinities).
+fn go_float(f: f64) -> String {
+    match f {
+        f64::INFINITY => "+Inf".into(),
+        f64::NEG_INFINITY => "-Inf".into(),
+        _ => f.to_string(),
+    }
+}
+
+/// A scalar, typed as sops types it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Leaf {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// A comment sops wrote as a sequence item (`type:comment`): not in the MAC,
+    /// not in the plaintext (`sops -d` prints it as a comment again).
+    Comment(String),
+}
+
+impl Leaf {
+    /// The bytes the MAC hashes (`sops.ToBytes`): Go's `strconv` forms, booleans as
+    /// `True`/`False`.
+    pub(super) fn mac_bytes(&self) -> Vec<u8> {
+        match self {
+            Leaf::Str(s) => s.as_bytes().to_vec(),
+            Leaf::Int(i) => i.to_string().into_bytes(),
+            Leaf::Float(f) => go_float(*f).into_bytes(),
+            Leaf::Bool(true) => b"True".to_vec(),
+            Leaf::Bool(false) => b"False".to_vec(),
+            Leaf::Comment(_) => Vec::new(),
+        }
+    }
+}
 
 /// AES-256-GCM with SOPS's 32-byte nonce.
 type Cipher = AesGcm<Aes256, U32>;

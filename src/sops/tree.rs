@@ -2,6 +2,7 @@
 //! the walk that decrypts it and computes its MAC (getsops/sops `sops.go`:
 //! `walkBranch`, `shouldBeEncrypted`, `Tree.Decrypt`, `ToBytes`).
 
+pub(super) use super::cipher::Leaf;
 use super::cipher::{self, DataKey};
 use super::error::Failure;
 use regex::Regex;
@@ -17,43 +18,6 @@ pub(super) enum Node {
     Leaf(Leaf),
     /// `null`: never encrypted, not in the MAC.
     Null,
-}
-
-/// A scalar, typed as sops types it.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Leaf {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// A comment sops wrote as a sequence item (`type:comment`): not in the MAC,
-    /// not in the plaintext (`sops -d` prints it as a comment again).
-    Comment(String),
-}
-
-impl Leaf {
-    /// The bytes the MAC hashes (`sops.ToBytes`): Go's `strconv` forms, booleans as
-    /// `True`/`False`.
-    fn mac_bytes(&self) -> Vec<u8> {
-        match self {
-            Leaf::Str(s) => s.as_bytes().to_vec(),
-            Leaf::Int(i) => i.to_string().into_bytes(),
-            Leaf::Float(f) => go_float(*f).into_bytes(),
-            Leaf::Bool(true) => b"True".to_vec(),
-            Leaf::Bool(false) => b"False".to_vec(),
-            Leaf::Comment(_) => Vec::new(),
-        }
-    }
-}
-
-/// `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest form that reads back, never
-/// with an exponent (Rust's `Display` agrees but for the infinities).
-fn go_float(f: f64) -> String {
-    match f {
-        f64::INFINITY => "+Inf".into(),
-        f64::NEG_INFINITY => "-Inf".into(),
-        _ => f.to_string(),
-    }
 }
 
 /// Which values of a file are encrypted: `unencrypted_suffix` (default
