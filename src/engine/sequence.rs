@@ -1,4 +1,4 @@
-//! Carrying out the stages of a sync ([`super::order::Stages`]): hooks created and waited
+//! Carrying out the stages of a sync ([`super::stages::Stages`]): hooks created and waited
 //! for until they complete, waves applied by kind rank and waited for until healthy
 //! when a later stage depends on them, prunes before the post-sync hooks, delete
 //! policies, and the sync-fail hooks when something fails. What happened is kept in

@@ -5,8 +5,8 @@
 //! re-created and pruned, each with its (masked) diff, and the hooks that would run
 //! with the phase and weight they run in. It comes either from the engine's plan
 //! against the live cluster ([`Preview::from_plan`], the server's dry-run) or from
-//! two revisions compared offline, object by object ([`compare`], no cluster: for
-//! CI without cluster access). [`markdown`] writes it as a pull-request comment
+//! two revisions compared offline, object by object ([`compare()`], no cluster: for
+//! CI without cluster access). [`markdown()`] writes it as a pull-request comment
 //! within a size limit; [`text`] and [`Preview::json`] as `diff` does.
 //!
 //! - `revision`: a Git URL or local repository at a ref → a [`crate::source::Snapshot`],

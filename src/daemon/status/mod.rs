@@ -1,6 +1,6 @@
 //! The drift/sync status model: what the daemon knows about each source, shared between
 //! the reconcile loop (which writes it) and the HTTP server (which serves it as
-//! `/status` and `/readyz`); [`crate::report::status_text`] renders it as the table
+//! `/status` and `/readyz`); [`table::status_text`] renders it as the table
 //! `converge status` prints.
 //!
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
