@@ -606,14 +606,7 @@ fn sops_directory_source_applies_decrypted_secrets() {
         "new.yaml",
         &crate::common::configmap("new-in-bad-revision", "v"),
     );
-    let line = again
-        .lines()
-        .find(|l| l.trim_start().starts_with("password: ENC["))
-        .unwrap();
-    let at = line.find("data:").unwrap() + 6;
-    let mut bad_line = line.to_string();
-    let flipped = if &line[at..=at] == "A" { "B" } else { "A" };
-    bad_line.replace_range(at..=at, flipped);
+    let tampered_value = tamper_password(&again);
     let mac = again
         .lines()
         .find(|l| l.trim_start().starts_with("mac: ENC["))
@@ -630,11 +623,7 @@ fn sops_directory_source_applies_decrypted_secrets() {
         &regex,
     );
     let cases = [
-        (
-            "tampered value",
-            again.replace(line, &bad_line),
-            "stringData.password",
-        ),
+        ("tampered value", tampered_value, "stringData.password"),
         (
             "tampered MAC",
             again.replace(mac, other_mac),
@@ -759,15 +748,7 @@ fn sops_daemon_decrypts_with_the_keys_of_a_secret() {
     let good = std::fs::read_to_string(dir.path().join("secrets.yaml")).unwrap();
     let before_bad = versions(&env);
     assert_ne!(before, before_bad);
-    let line = good
-        .lines()
-        .find(|l| l.trim_start().starts_with("password: ENC["))
-        .unwrap();
-    let at = line.find("data:").unwrap() + 6;
-    let mut bad_line = line.to_string();
-    let flipped = if &line[at..=at] == "A" { "B" } else { "A" };
-    bad_line.replace_range(at..=at, flipped);
-    dir.write("secrets.yaml", &good.replace(line, &bad_line));
+    dir.write("secrets.yaml", &tamper_password(&good));
     let failed = eventually(Duration::from_secs(30), || {
         daemon.source()["error"]
             .as_str()
@@ -924,4 +905,18 @@ fn sops_daemon_with_key_files_substitutes_after_decrypting() {
     let mut channels = daemon_texts(&env, &daemon, "the substituting daemon");
     channels.push(files_channel(&daemon.state_dir(), "the state directory"));
     assert_no_marker(&channels, &markers());
+}
+
+/// `text` with one character of the `password` value's ciphertext changed: a
+/// tampered value the MAC and the GCM tag must catch.
+fn tamper_password(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("password: ENC["))
+        .expect("an encrypted password line");
+    let at = line.find("data:").expect("its data") + 6;
+    let mut tampered = line.to_string();
+    let flipped = if &line[at..=at] == "A" { "B" } else { "A" };
+    tampered.replace_range(at..=at, flipped);
+    text.replace(line, &tampered)
 }
