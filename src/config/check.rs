@@ -47,6 +47,7 @@ impl Checker<'_> {
         let sources = self.sources(raw.sources);
         self.source_clusters(&sources, &clusters);
         let render = self.render(raw.render);
+        let artifact_limits = self.artifact_limits(&raw.limits);
         let limits = self.limits(raw.limits);
         let leader_election = self.leader_election(raw.leader_election, &sources);
         Config {
@@ -57,6 +58,7 @@ impl Checker<'_> {
             sources,
             render,
             limits,
+            artifact_limits,
             leader_election,
             clusters,
             health: self.health.clone(),
@@ -341,6 +343,32 @@ impl Checker<'_> {
                 ),
             ),
             None => {}
+        }
+        limits
+    }
+
+    /// `[limits]`: how large a downloaded artifact (a chart, an OCI layer) and its
+    /// unpacked content may be, in MiB (1 to 4096 each).
+    pub(super) fn artifact_limits(&mut self, raw: &RawLimits) -> ArtifactLimits {
+        let mut limits = ArtifactLimits::default();
+        let keys = [
+            (
+                "max_artifact_mib",
+                raw.max_artifact_mib,
+                &mut limits.max_download_bytes,
+            ),
+            (
+                "max_unpacked_mib",
+                raw.max_unpacked_mib,
+                &mut limits.max_unpacked_bytes,
+            ),
+        ];
+        for (key, value, bytes) in keys {
+            match value {
+                Some(mib @ 1..=4096) => *bytes = mib << 20,
+                Some(mib) => self.problem("[limits]", format!("{key} = {mib}: use 1 to 4096")),
+                None => {}
+            }
         }
         limits
     }

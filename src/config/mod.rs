@@ -115,6 +115,8 @@ pub struct Config {
     pub render: RenderConfig,
     /// `[limits]`: the largest and deepest manifest file converge reads.
     pub limits: manifest::Limits,
+    /// `[limits]`: the largest artifact (chart, OCI layer) downloaded and unpacked.
+    pub artifact_limits: ArtifactLimits,
     /// `[leader_election]`: which replica writes, when several run.
     pub leader_election: LeaderElectionConfig,
     /// `[[clusters]]`: clusters other than `[cluster]` (the home cluster, where the
@@ -122,6 +124,27 @@ pub struct Config {
     pub clusters: Vec<ClusterEntry>,
     /// `[[health]]`: the user's health rules for every source.
     pub health: HealthRules,
+}
+
+/// How much an artifact fetched from a registry may weigh: the download itself
+/// (checked while it streams in) and what unpacking it writes, which stops a
+/// decompression bomb at the byte that crosses the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactLimits {
+    pub max_download_bytes: u64,
+    pub max_unpacked_bytes: u64,
+    /// Entries (files, directories, links) in one archive.
+    pub max_entries: u64,
+}
+
+impl Default for ArtifactLimits {
+    fn default() -> Self {
+        ArtifactLimits {
+            max_download_bytes: 64 << 20,
+            max_unpacked_bytes: 256 << 20,
+            max_entries: 100_000,
+        }
+    }
 }
 
 /// One `[[clusters]]` entry: another cluster, reached with its own kubeconfig.

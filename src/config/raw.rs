@@ -64,6 +64,8 @@ pub(super) struct RawLeaderElection {
 pub(super) struct RawLimits {
     pub(super) max_file_mib: Option<u64>,
     pub(super) max_depth: Option<usize>,
+    pub(super) max_artifact_mib: Option<u64>,
+    pub(super) max_unpacked_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

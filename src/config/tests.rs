@@ -361,6 +361,29 @@ fn interval_in_words_is_accepted() {
 }
 
 #[test]
+fn artifact_limits_are_mib_within_bounds() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse(&format!(
+            "[limits]\nmax_artifact_mib = 8\nmax_unpacked_mib = 32\n{GIT}"
+        ))
+        .unwrap();
+    assert_eq!(config.artifact_limits.max_download_bytes, 8 << 20);
+    assert_eq!(config.artifact_limits.max_unpacked_bytes, 32 << 20);
+    let problems = fx.problems(&format!(
+        "[limits]\nmax_artifact_mib = 0\nmax_unpacked_mib = 5000\n{GIT}"
+    ));
+    assert!(
+        problems.contains(&"[limits]: max_artifact_mib = 0: use 1 to 4096".to_string()),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&"[limits]: max_unpacked_mib = 5000: use 1 to 4096".to_string()),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn limits_are_read_and_bounded() {
     let fx = Fixture::new();
     let config = fx.parse(GIT).unwrap();

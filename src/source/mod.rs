@@ -5,6 +5,9 @@
 //! from) and subscribes to changes with [`Source::watch`]. Sources never parse YAML:
 //! that is [`crate::manifest`]'s job.
 
+// Used by the chart and OCI sources being built (issue 29); the attribute goes with them.
+#[allow(dead_code, unused_imports)]
+pub(crate) mod artifact;
 pub(crate) mod dir;
 pub(crate) mod git;
 pub(crate) mod known_hosts;
