@@ -8,11 +8,14 @@
 //!   leading outside, no decompression bomb) and a directory packed reproducibly.
 //! - [`cache`]: blobs by digest, verified on the way in and out, and their unpacked
 //!   trees.
+//! - [`version`]: Helm's version constraints, choosing among published versions.
 
 pub(crate) mod archive;
 pub(crate) mod cache;
 pub(crate) mod digest;
+pub(crate) mod version;
 
 pub(crate) use archive::{ArchiveError, pack_dir, unpack};
 pub(crate) use cache::{ArtifactCache, CacheError};
 pub(crate) use digest::{Digest, DigestError};
+pub(crate) use version::{VersionConstraint, VersionError};
