@@ -447,7 +447,11 @@ impl Engine {
         };
         let owned = match scope {
             Scope::Targeted { .. } => Vec::new(),
-            Scope::Full => self.members(&applyset, &kinds, cache.as_ref()).await?,
+            Scope::Full => {
+                let parsed = parsed_lives(&desired);
+                self.members(&applyset, &kinds, cache.as_ref(), &parsed)
+                    .await?
+            }
         };
         let mut memo = memo_seed(&desired, cache.as_ref().map(|c| c.memo));
         let deferred = deferred_objects(&desired);
@@ -548,19 +552,22 @@ impl Engine {
         Ok(parent.map(|p| applyset::recorded_group_kinds(Some(&p))))
     }
 
-    /// The live members: from the store for kinds it covers, listed otherwise.
+    /// The live members: from the store for kinds it covers (sharing the copies
+    /// the desired objects hold, `parsed`), listed otherwise.
     async fn members(
         &self,
         applyset: &ApplySet,
         kinds: &BTreeSet<GroupKind>,
         cache: Option<&Cache<'_>>,
+        parsed: &HashMap<ObjectRef, Arc<Value>>,
     ) -> Result<Vec<Arc<Value>>, EngineError> {
         let covered = |gk: &GroupKind| cache.is_some_and(|c| c.covered.contains(gk));
+        let shared = |object: &ObjectRef| parsed.get(object).cloned();
         let mut members: Vec<Arc<Value>> = match cache {
             Some(cache) => kinds
                 .iter()
                 .filter(|gk| covered(gk))
-                .flat_map(|gk| cache.store.of_kind(&gk.group, &gk.kind))
+                .flat_map(|gk| cache.store.of_kind_sharing(&gk.group, &gk.kind, shared))
                 .filter(|live| applyset.is_member(live))
                 .collect(),
             None => Vec::new(),
@@ -571,6 +578,14 @@ impl Engine {
         members.extend(listed.into_iter().map(Arc::new));
         Ok(members)
     }
+}
+
+/// The live copies the desired objects already hold, by identity.
+fn parsed_lives(desired: &[Desired]) -> HashMap<ObjectRef, Arc<Value>> {
+    desired
+        .iter()
+        .filter_map(|d| Some((d.manifest.object_ref(), d.live.clone()?)))
+        .collect()
 }
 
 fn desired_kinds(plan: &Plan) -> BTreeSet<GroupKind> {

@@ -51,13 +51,29 @@ impl Store {
 
     /// Every stored object of one kind.
     pub fn of_kind(&self, group: &str, kind: &str) -> Vec<Arc<Value>> {
-        let compact: Vec<CompactObject> = self
+        self.of_kind_sharing(group, kind, |_| None)
+    }
+
+    /// Every stored object of one kind, taking the caller's copy where `parsed` has
+    /// one. Why: a full reconcile has already parsed each desired object's live
+    /// copy; parsing the store's text again for the member list held a second tree
+    /// of every object at the reconcile's peak.
+    pub fn of_kind_sharing(
+        &self,
+        group: &str,
+        kind: &str,
+        parsed: impl Fn(&ObjectRef) -> Option<Arc<Value>>,
+    ) -> Vec<Arc<Value>> {
+        let entries: Vec<(ObjectRef, CompactObject)> = self
             .read()
             .iter()
             .filter(|(k, _)| k.group == group && k.kind == kind)
-            .map(|(_, e)| e.object.clone())
+            .map(|(k, e)| (k.clone(), e.object.clone()))
             .collect();
-        compact.iter().map(|c| Arc::new(c.value())).collect()
+        entries
+            .into_iter()
+            .map(|(key, compact)| parsed(&key).unwrap_or_else(|| Arc::new(compact.value())))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -475,6 +491,24 @@ mod tests {
         let read = store.get(&key).unwrap();
         assert_eq!(read["data"]["k"], "v");
         assert!(read["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn members_of_a_kind_share_the_callers_copies() {
+        let store = Store::default();
+        store.upsert(cm("desired", "1"));
+        store.upsert(cm("orphan", "1"));
+        let desired_key = ObjectRef::of_live(&cm("desired", "1")).unwrap();
+        let held = Arc::new(store.get(&desired_key).unwrap());
+        let parsed = |key: &ObjectRef| (*key == desired_key).then(|| held.clone());
+        let members = store.of_kind_sharing("", "ConfigMap", parsed);
+        assert_eq!(members.len(), 2);
+        let shared = members.iter().filter(|m| Arc::ptr_eq(m, &held)).count();
+        assert_eq!(
+            shared, 1,
+            "the desired object's copy is reused, not parsed again"
+        );
+        assert!(members.iter().any(|m| m["metadata"]["name"] == "orphan"));
     }
 
     #[test]
