@@ -36,11 +36,19 @@ if ! CONVERGE_CP_DIR=$SECOND bash hack/controlplane.sh status >/dev/null 2>&1; t
   second_started=1
 fi
 export CONVERGE_SECOND_CP_DIR=$SECOND
-# Stop the planes on exit only if this run started them.
-trap '((second_started)) && CONVERGE_CP_DIR=$SECOND bash hack/controlplane.sh down;
+# A local OCI registry (and crane) for the OCI source tests (tests/it/oci.rs).
+registry_started=0
+if ! bash hack/registry.sh status >/dev/null 2>&1; then
+  bash hack/registry.sh up
+  registry_started=1
+fi
+# Stop the planes and the registry on exit only if this run started them.
+trap '((registry_started)) && bash hack/registry.sh down;
+      ((second_started)) && CONVERGE_CP_DIR=$SECOND bash hack/controlplane.sh down;
       ((started)) && bash hack/controlplane.sh down' EXIT
 wait "$tools" || die "building kustomize and helm failed (see above)"
 eval "$(bash hack/controlplane.sh env)"
+eval "$(bash hack/registry.sh env)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
