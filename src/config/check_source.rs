@@ -304,6 +304,9 @@ impl Checker<'_> {
     }
 
     fn source_kind(&mut self, at: &str, raw: &RawSource) -> Option<SourceLocation> {
+        if let Some(location) = self.oci_location(at, raw) {
+            return location;
+        }
         match (&raw.dir, &raw.git) {
             (Some(_), Some(_)) => {
                 self.problem(

@@ -22,6 +22,7 @@
 //!   `overrides`: command-line flags laid over the file.
 
 mod check;
+mod check_oci;
 mod check_source;
 mod duration;
 mod leader;
@@ -35,7 +36,8 @@ pub use duration::{InvalidDuration, parse_duration};
 pub use leader::{ElectionScope, LeaderElectionConfig, LeaseTiming};
 pub use overrides::{LeaderElection, Overrides};
 pub use source::{
-    GitConfig, GitRef, SourceConfig, SourceLocation, Transport, redact_url, transport,
+    GitConfig, GitRef, Insecure, OciConfig, OciPick, SourceConfig, SourceLocation, Transport,
+    redact_url, transport,
 };
 
 use std::net::SocketAddr;

@@ -122,6 +122,18 @@ pub(super) struct RawSource {
     pub(super) tag: Option<String>,
     pub(super) commit: Option<String>,
     pub(super) path: Option<String>,
+    /// `oci = "oci://…"`: a manifests artifact (check_oci.rs).
+    pub(super) oci: Option<String>,
+    /// `chart = "oci://…"` (check_oci.rs); other charts are Helm repositories'.
+    pub(super) chart: Option<String>,
+    /// A chart's version constraint.
+    pub(super) version: Option<String>,
+    /// An oci artifact's version constraint over its tags.
+    pub(super) semver: Option<String>,
+    /// An oci artifact's pinned manifest digest.
+    pub(super) digest: Option<String>,
+    /// Plain HTTP to an OCI registry beyond loopback.
+    pub(super) insecure: Option<bool>,
     /// A value, not a string, so `interval = 30` gets a helpful message of its own.
     pub(super) interval: Option<toml::Value>,
     pub(super) full_resync_every: Option<i64>,

@@ -69,6 +69,52 @@ pub enum SourceLocation {
     Dir { path: PathBuf },
     /// A Git repository, polled at the source's interval and on webhook calls.
     Git(GitConfig),
+    /// `oci = "oci://…"`: a manifests artifact in an OCI registry, polled at the
+    /// source's interval.
+    OciArtifact(OciConfig),
+    /// `chart = "oci://…"`: a Helm chart in an OCI registry (as `helm push` writes
+    /// it), polled at the source's interval.
+    OciChart(OciConfig),
+}
+
+/// An OCI source's settings. Credentials are named by environment variable and read
+/// by [`crate::source`], never stored here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciConfig {
+    /// `oci://REGISTRY/REPOSITORY` as written (checked to parse, without tag or
+    /// digest: those are [`OciConfig::pick`]).
+    pub url: String,
+    /// Which manifest of the repository to follow.
+    pub pick: OciPick,
+    /// Plain HTTP beyond loopback (`insecure = true`).
+    pub insecure: Insecure,
+    /// Environment variable with the registry user name.
+    pub username_env: Option<String>,
+    /// Environment variable with the registry password or token.
+    pub password_env: Option<String>,
+}
+
+/// Which manifest an OCI source follows (the texts are checked to parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OciPick {
+    /// `tag = "latest"`: a moved tag is a new revision.
+    Tag(String),
+    /// `semver = ">=1.0"` (or a chart's `version`): the highest matching tag.
+    Semver(String),
+    /// A chart without `version`: the highest stable version among the tags.
+    LatestStable,
+    /// `digest = "sha256:…"`: one manifest, pinned.
+    Digest(String),
+}
+
+/// Whether an OCI registry beyond loopback may be reached over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Insecure {
+    /// HTTPS unless the registry is on loopback (the default).
+    #[default]
+    No,
+    /// `insecure = true`: plain HTTP wherever the registry is.
+    AllowPlainHttp,
 }
 
 /// A Git source's settings. Credentials are named by environment variable and read

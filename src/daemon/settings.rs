@@ -1,7 +1,7 @@
 //! How one source is converged: its `[[source]]` table and the daemon's flags,
 //! resolved once for every reconcile.
 
-use crate::config::{SourceConfig, SourceLocation as ConfigKind};
+use crate::config::{ArtifactLimits, SourceConfig, SourceLocation as ConfigKind};
 use crate::daemon::leader::Duty;
 use crate::daemon::status::SourceKind;
 use crate::engine::{Adoption, DriftRules, Tenancy};
@@ -83,21 +83,31 @@ impl SourceSpec {
         config
             .sources
             .iter()
-            .map(|source| SourceSpec::from_config(source, &config.state_dir, config.limits))
+            .map(|source| {
+                SourceSpec::from_config(
+                    source,
+                    &config.state_dir,
+                    config.limits,
+                    &config.artifact_limits,
+                )
+            })
             .collect()
     }
 
     /// The daemon's view of one `[[source]]` table. Git checkouts go under `state_dir`;
-    /// manifest files are read within `limits` (`[limits]`).
+    /// manifest files are read within `limits` and OCI artifacts within
+    /// `artifact_limits` (`[limits]`).
     pub fn from_config(
         config: &SourceConfig,
         state_dir: &Path,
         limits: Limits,
+        artifact_limits: &ArtifactLimits,
     ) -> Result<Self, SourceError> {
-        let source = Source::new(config, state_dir)?;
+        let source = Source::with_limits(config, state_dir, artifact_limits)?;
         let kind = match config.kind {
             ConfigKind::Dir { .. } => SourceKind::Dir,
             ConfigKind::Git(_) => SourceKind::Git,
+            ConfigKind::OciArtifact(_) | ConfigKind::OciChart(_) => SourceKind::Oci,
         };
         Ok(SourceSpec {
             settings: Settings {

@@ -5,19 +5,18 @@
 //! from) and subscribes to changes with [`Source::watch`]. Sources never parse YAML:
 //! that is [`crate::manifest`]'s job.
 
-// Used by the chart and OCI sources being built (issue 29); the attribute goes with them.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod artifact;
 pub(crate) mod dir;
 pub(crate) mod git;
 pub(crate) mod known_hosts;
+pub mod oci;
 mod webhook;
 
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::config::{EnvLookup, SourceConfig, SourceLocation, process_env};
+use crate::config::{ArtifactLimits, EnvLookup, SourceConfig, SourceLocation, process_env};
 use crate::manifest::{LinkError, WalkError};
 
 pub use webhook::{verify_github_signature, verify_token};
@@ -99,6 +98,13 @@ pub enum SourceError {
     /// A symlink leads outside the source (or its `path` does), or never ends.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// An OCI reference that does not parse (from the command line; the config's
+    /// are checked when it is read).
+    #[error("{reference:?}: {detail}")]
+    InvalidReference { reference: String, detail: String },
+    /// Pulling from or pushing to an OCI registry failed.
+    #[error(transparent)]
+    Oci(oci::OciFailure),
     /// Any other libgit2 failure (corrupt state directory, disk full, …).
     #[error("git error for {url}: {detail}")]
     Git { url: String, detail: String },
@@ -120,6 +126,7 @@ impl SourceError {
             | SourceError::Unreachable { .. }
             | SourceError::Git { .. }
             | SourceError::Worker(_) => true,
+            SourceError::Oci(error) => error.is_transient(),
             SourceError::MissingEnv { .. }
             | SourceError::AuthFailed { .. }
             | SourceError::HostKeyUnknown { .. }
@@ -127,6 +134,7 @@ impl SourceError {
             | SourceError::RefNotFound { .. }
             | SourceError::PathNotFound { .. }
             | SourceError::Link(_)
+            | SourceError::InvalidReference { .. }
             | SourceError::Watch { .. } => false,
         }
     }
@@ -162,6 +170,7 @@ impl std::fmt::Debug for Source {
 enum Kind {
     Dir(dir::DirSource),
     Git(git::GitSource),
+    Oci(oci::OciSource),
 }
 
 impl Source {
@@ -171,11 +180,30 @@ impl Source {
         Source::with_env(config, state_dir, &process_env)
     }
 
+    /// Like [`Source::new`], with OCI artifacts capped by `limits` (`[limits]`
+    /// `max_artifact_mib`, `max_unpacked_mib`) instead of the defaults.
+    pub fn with_limits(
+        config: &SourceConfig,
+        state_dir: &Path,
+        artifact_limits: &ArtifactLimits,
+    ) -> Result<Source, SourceError> {
+        Source::build(config, state_dir, &process_env, artifact_limits)
+    }
+
     /// Like [`Source::new`] with environment lookups answered by `env` (for tests).
     pub fn with_env(
         config: &SourceConfig,
         state_dir: &Path,
         env: EnvLookup,
+    ) -> Result<Source, SourceError> {
+        Source::build(config, state_dir, env, &ArtifactLimits::default())
+    }
+
+    fn build(
+        config: &SourceConfig,
+        state_dir: &Path,
+        env: EnvLookup,
+        artifact_limits: &ArtifactLimits,
     ) -> Result<Source, SourceError> {
         let kind = match &config.kind {
             SourceLocation::Dir { path } => Kind::Dir(dir::DirSource::new(path.clone())),
@@ -183,6 +211,20 @@ impl Source {
                 let checkout = state_dir.join(&config.name);
                 Kind::Git(git::GitSource::new(git, checkout, env)?)
             }
+            SourceLocation::OciArtifact(config) => Kind::Oci(oci::OciSource::new(
+                config,
+                artifact::oci::ArtifactKind::Manifests,
+                state_dir,
+                *artifact_limits,
+                env,
+            )?),
+            SourceLocation::OciChart(config) => Kind::Oci(oci::OciSource::new(
+                config,
+                artifact::oci::ArtifactKind::HelmChart,
+                state_dir,
+                *artifact_limits,
+                env,
+            )?),
         };
         Ok(Source {
             name: config.name.clone(),
@@ -196,13 +238,14 @@ impl Source {
         match &self.kind {
             Kind::Dir(d) => format!("dir {}", d.path().display()),
             Kind::Git(g) => g.location(),
+            Kind::Oci(o) => o.location(),
         }
     }
 
     /// The secret that signs webhook calls for this source, if configured.
     pub fn webhook_secret(&self) -> Option<&[u8]> {
         match &self.kind {
-            Kind::Dir(_) => None,
+            Kind::Dir(_) | Kind::Oci(_) => None,
             Kind::Git(g) => g.webhook_secret(),
         }
     }
@@ -220,6 +263,7 @@ impl Source {
                 let g = g.clone();
                 blocking(move || g.sync()).await
             }
+            Kind::Oci(o) => o.snapshot().await,
         }
     }
 
@@ -232,7 +276,7 @@ impl Source {
     pub fn watch(&self, tx: mpsc::Sender<String>) -> Result<WatchHandle, SourceError> {
         let watcher = match &self.kind {
             Kind::Dir(d) => Some(dir::watch(d.path(), self.name.clone(), tx)?),
-            Kind::Git(_) => None,
+            Kind::Git(_) | Kind::Oci(_) => None,
         };
         Ok(WatchHandle { _watcher: watcher })
     }

@@ -139,6 +139,8 @@ impl StatusBoard {
 pub enum SourceKind {
     Dir,
     Git,
+    /// An OCI registry: a manifests artifact or a chart.
+    Oci,
 }
 
 impl fmt::Display for SourceKind {
@@ -146,6 +148,7 @@ impl fmt::Display for SourceKind {
         f.write_str(match self {
             SourceKind::Dir => "dir",
             SourceKind::Git => "git",
+            SourceKind::Oci => "oci",
         })
     }
 }

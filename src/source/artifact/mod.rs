@@ -13,9 +13,9 @@
 pub(crate) mod archive;
 pub(crate) mod cache;
 pub(crate) mod digest;
+pub(crate) mod oci;
 pub(crate) mod version;
 
-pub(crate) use archive::{ArchiveError, pack_dir, unpack};
-pub(crate) use cache::{ArtifactCache, CacheError};
-pub(crate) use digest::{Digest, DigestError};
-pub(crate) use version::{VersionConstraint, VersionError};
+pub(crate) use cache::ArtifactCache;
+pub(crate) use digest::Digest;
+pub(crate) use version::VersionConstraint;
