@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             init_logging(cli.verbose, args.log_format, Level::INFO);
             block_on(cli::run_daemon(args))
         }
+        Command::Push(args) => {
+            init_logging(cli.verbose, LogFormat::Text, Level::WARN);
+            block_on(cli::push(args))
+        }
         Command::Status(args) => {
             init_logging(cli.verbose, LogFormat::Text, Level::WARN);
             block_on(cli::status(args))

@@ -92,6 +92,15 @@ pub(crate) enum Command {
     #[command(after_help = "Examples:\n  converge reconcile shop\n  \
                             converge reconcile shop --wait --timeout 2m")]
     Reconcile(ReconcileArgs),
+    /// Publish a directory of manifests to an OCI registry as an artifact (one
+    /// tar+gzip layer with Flux's media types), for `oci = "oci://…"` sources,
+    /// `converge apply oci://…` and Flux. Prints the manifest's digest.
+    /// Exit code 0: pushed, 2: error.
+    #[command(after_help = "Examples:\n  \
+        converge push oci://ghcr.io/org/app-manifests:v1.2.0 --path k8s/\n  \
+        converge push oci://ghcr.io/org/app:main --path k8s/ \\\n      \
+        --source https://github.com/org/app --revision main@sha1:$(git rev-parse HEAD)")]
+    Push(PushArgs),
     /// Print converge's version and build information.
     Version,
     // `get`, `completions` and `man`: reading what is deployed, and the shell's
@@ -124,6 +133,28 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// `converge push`: a directory published as an OCI artifact.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG (the tag defaults to `latest`). Plain HTTP
+    /// only for a loopback registry, or with --insecure.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+    /// The directory to publish; packed reproducibly (sorted, no timestamps or
+    /// owners), so the same content has the same digest.
+    #[arg(long, value_name = "DIR")]
+    pub path: PathBuf,
+    /// Annotation org.opencontainers.image.source: where the content comes from.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// Annotation org.opencontainers.image.revision: which revision of it.
+    #[arg(long, value_name = "REVISION")]
+    pub revision: Option<String>,
+    /// Reach a registry beyond loopback over plain HTTP.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Where `converge run` serves its API, and the token it asks for: the same flags

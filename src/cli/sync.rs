@@ -6,12 +6,15 @@ use super::args::{ReportFormat, SyncArgs};
 use super::progress::ProgressLine;
 use super::render::{self, Cluster, Reach};
 use super::revision;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use converge::config::{ArtifactLimits, Insecure};
 use converge::engine::ApplySet;
 use converge::engine::{Adoption, LoadedFrom, PlanOptions, Tenancy, check_not_empty};
 use converge::engine::{DEFAULT_STAGE_TIMEOUT, Engine, Outcome, RunOptions, Scope, StageProgress};
 use converge::health::{self, HealthRules, WaitOptions, WaitOutcome};
 use converge::report::{self, TextOptions};
+use converge::source::oci;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// `-o markdown`'s settings.
@@ -40,6 +43,36 @@ impl Comment {
     }
 }
 
+/// `converge apply/diff oci://REGISTRY/REPOSITORY[:TAG|@DIGEST]`: the artifact is
+/// pulled (with the daemon's code: digests checked, size capped, unpacked confined)
+/// into `scratch` and read as a directory; the ApplySet name defaults to the
+/// repository's last part. Returns the reference and digest, for the report.
+async fn pull_oci_reference(args: &mut SyncArgs, scratch: &Path) -> Result<Option<String>> {
+    let Some(first) = args.paths.first().and_then(|p| p.to_str()) else {
+        return Ok(None);
+    };
+    if !first.starts_with("oci://") {
+        return Ok(None);
+    }
+    let reference = first.to_string();
+    if args.paths.len() > 1 {
+        anyhow::bail!("{reference}: give one oci:// reference and no other PATH");
+    }
+    let snapshot = oci::fetch_reference(
+        &reference,
+        scratch,
+        &ArtifactLimits::default(),
+        Insecure::No,
+    )
+    .await
+    .with_context(|| format!("cannot pull {reference}"))?;
+    if args.name.is_none() {
+        args.name = oci::repository_name(&reference);
+    }
+    args.paths = vec![snapshot.root];
+    Ok(Some(format!("{reference} ({})", snapshot.revision)))
+}
+
 /// What a sync does with its plan.
 #[derive(Debug, Clone)]
 pub(crate) enum Mode {
@@ -59,22 +92,23 @@ impl Mode {
     }
 }
 
-pub(crate) async fn sync(args: SyncArgs, mode: Mode) -> Result<Exit> {
+pub(crate) async fn sync(mut args: SyncArgs, mode: Mode) -> Result<Exit> {
     let comment = match (&mode, args.output) {
         (Mode::Diff(comment), _) => Some(comment.clone()),
         (_, ReportFormat::Markdown) => anyhow::bail!("-o markdown is for `converge diff`"),
         _ => None,
     };
     args.check_source().map_err(anyhow::Error::msg)?;
+    let scratch = tempfile::tempdir()?;
+    let artifact = pull_oci_reference(&mut args, scratch.path()).await?;
     let name = args.applyset_name().map_err(anyhow::Error::msg)?;
     // Before anything is read or written: a rule that does not compile is refused.
     let rules = health_rules(&args.health)?;
-    let scratch = tempfile::tempdir()?;
     let (manifests, cluster, loaded_from, revision) = match &args.revision.git {
         None => {
             let (manifests, cluster) = render::load(&args, &name).await?;
             let from = LoadedFrom::Paths(args.paths.clone());
-            (manifests, cluster, from, None)
+            (manifests, cluster, from, artifact)
         }
         Some(_) => {
             let head = revision::head(&args);
