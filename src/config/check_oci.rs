@@ -39,7 +39,9 @@ impl Checker<'_> {
             if set {
                 self.problem(
                     at,
-                    format!("both {key} and {other} are set; a source is one or the other, keep one"),
+                    format!(
+                        "both {key} and {other} are set; a source is one or the other, keep one"
+                    ),
                 );
             }
         }

@@ -73,9 +73,9 @@ impl OciSource {
             OciPick::Digest(digest) => {
                 Pick::Digest(Digest::parse(digest).map_err(|e| invalid(e.to_string()))?)
             }
-            OciPick::Semver(text) => Pick::Semver(
-                VersionConstraint::parse(text).map_err(|e| invalid(e.to_string()))?,
-            ),
+            OciPick::Semver(text) => {
+                Pick::Semver(VersionConstraint::parse(text).map_err(|e| invalid(e.to_string()))?)
+            }
             OciPick::LatestStable => Pick::Semver(VersionConstraint::latest_stable()),
         };
         let credentials = credentials(config, env)?;

@@ -271,9 +271,8 @@ impl Registry {
                 service,
                 scope,
             }) => {
-                let scope = scope.unwrap_or_else(|| {
-                    format!("repository:{}:{}", call.repository, call.actions)
-                });
+                let scope = scope
+                    .unwrap_or_else(|| format!("repository:{}:{}", call.repository, call.actions));
                 self.token(&realm, service.as_deref(), &scope).await?
             }
             Some(Challenge::Basic) => match &self.credentials {
@@ -293,7 +292,10 @@ impl Registry {
     }
 
     fn saved_authorization(&self) -> Option<String> {
-        self.authorization.lock().ok().and_then(|saved| saved.clone())
+        self.authorization
+            .lock()
+            .ok()
+            .and_then(|saved| saved.clone())
     }
 
     async fn send_once(
@@ -333,10 +335,11 @@ impl Registry {
         if let Some(service) = service {
             query.push(("service", service));
         }
-        let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| OciError::Protocol {
-            url: realm.into(),
-            detail: format!("the token realm is not a URL: {e}"),
-        })?;
+        let url =
+            reqwest::Url::parse_with_params(realm, &query).map_err(|e| OciError::Protocol {
+                url: realm.into(),
+                detail: format!("the token realm is not a URL: {e}"),
+            })?;
         let mut request = self.http.get(url);
         if let Some(credentials) = &self.credentials {
             request = request.header(reqwest::header::AUTHORIZATION, credentials.basic());
@@ -555,7 +558,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             reqwest::header::LINK,
-            "</v2/a/tags/list?last=b&n=2>; rel=\"next\"".parse().unwrap(),
+            "</v2/a/tags/list?last=b&n=2>; rel=\"next\""
+                .parse()
+                .unwrap(),
         );
         assert_eq!(
             next_page(&headers).as_deref(),

@@ -69,7 +69,9 @@ pub(crate) enum OciError {
          with insecure = true)"
     )]
     Unreachable { registry: String, detail: String },
-    #[error("OCI registry {registry}: authentication failed: {detail}; check username_env/password_env")]
+    #[error(
+        "OCI registry {registry}: authentication failed: {detail}; check username_env/password_env"
+    )]
     AuthFailed { registry: String, detail: String },
     #[error("not found: {url} ({body}); check the repository, tag or digest")]
     NotFound { url: String, body: String },

@@ -140,8 +140,14 @@ fn is_repository(path: &str) -> bool {
                 && part.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
                 })
-                && part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && part.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .last()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
         })
 }
 
@@ -201,7 +207,10 @@ mod tests {
             "oci://gh cr.io/org/app",
         ] {
             let error = Reference::parse(text).unwrap_err().to_string();
-            assert!(error.contains("write oci://REGISTRY/REPOSITORY"), "{text}: {error}");
+            assert!(
+                error.contains("write oci://REGISTRY/REPOSITORY"),
+                "{text}: {error}"
+            );
         }
     }
 

@@ -1,0 +1,398 @@
+//! OCI sources against a real registry (go-containerregistry's, started by
+//! `hack/registry.sh`; `hack/test.sh` exports `REGISTRY`): manifests artifacts
+//! pushed by `converge push` and by `crane` (another OCI client) applied by the
+//! daemon, a moved tag applied, a digest pinned, `converge apply/diff oci://…`, the
+//! podinfo chart pushed with `helm push` giving the same objects as the vendored
+//! chart, and artifacts that must be refused (a `../` entry, a layer over
+//! `max_artifact_mib`): a failed revision with a clear error, no write (the audit
+//! log), the last good revision kept.
+
+use crate::common::audit::Identity;
+use crate::common::daemon::Daemon;
+use crate::common::{
+    Manifests, TestEnv, assert_success, configmap, describe, eventually, repo_root,
+};
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// `127.0.0.1:PORT` of the test registry; fails the test when it cannot be reached.
+fn registry() -> String {
+    let registry = std::env::var("REGISTRY").unwrap_or_default();
+    assert!(
+        !registry.is_empty(),
+        "REGISTRY is not set: start the test registry with `bash hack/registry.sh up` and \
+         `eval \"$(bash hack/registry.sh env)\"` (hack/test.sh does both)"
+    );
+    let reachable = std::net::TcpStream::connect_timeout(
+        &registry
+            .parse()
+            .unwrap_or_else(|_| panic!("REGISTRY={registry} is not HOST:PORT")),
+        Duration::from_secs(2),
+    );
+    assert!(
+        reachable.is_ok(),
+        "the test registry at REGISTRY={registry} does not answer: {reachable:?}; run \
+         `bash hack/registry.sh up` and eval `bash hack/registry.sh env` again"
+    );
+    registry
+}
+
+/// A tool that `hack/registry.sh env` (crane) or `hack/controlplane.sh env` (helm)
+/// put on PATH; fails the test saying so when it is missing.
+fn tool(name: &str) -> Command {
+    let found = Command::new(name).arg("version").output();
+    assert!(
+        found.is_ok_and(|out| out.status.success()),
+        "{name} is not on PATH: eval \"$(bash hack/registry.sh env)\" (crane) and \
+         \"$(bash hack/controlplane.sh env)\" (helm) first; hack/test.sh does"
+    );
+    Command::new(name)
+}
+
+fn run(what: &str, command: &mut Command) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert_success(what, &out);
+    out
+}
+
+/// `converge push oci://REF --path DIR`: the digest it printed.
+fn push(env: &TestEnv, reference: &str, dir: &Path) -> String {
+    let out = run(
+        "converge push",
+        env.converge_command()
+            .args(["push", reference, "--path"])
+            .arg(dir),
+    );
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "converge push printed {digest:?}, not a digest"
+    );
+    digest
+}
+
+/// `crane append` of a tar+gzip layer onto an empty OCI image, tagged `reference`
+/// (no `oci://`): the digest crane reports.
+fn crane_push(reference: &str, layer: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("layer.tar.gz");
+    std::fs::write(&file, layer).expect("write the layer");
+    let file = file.to_str().expect("UTF-8").to_string();
+    run(
+        "crane append",
+        tool("crane").args([
+            "append",
+            "--oci-empty-base",
+            "--insecure",
+            "-f",
+            &file,
+            "-t",
+            reference,
+        ]),
+    );
+    let out = run(
+        "crane digest",
+        tool("crane").args(["digest", "--insecure", reference]),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A tar+gzip of `files`, names written as given (a `../` one included: the tar
+/// crate's own path setter would refuse it).
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, *data).expect("append");
+    }
+    let gz = builder.into_inner().expect("tar");
+    gz.finish().expect("gzip")
+}
+
+/// A daemon whose one source is `location` (the `oci`/`chart` lines), polled every
+/// second, as the audited identity `identity` when given.
+fn daemon(env: &TestEnv, location: &str, extra: &str, identity: Option<&Identity>) -> Daemon {
+    let config = format!(
+        "state_dir = \"{{state}}\"\n{extra}\n[[source]]\nname = \"{{ns}}\"\n\
+         namespace = \"{{ns}}\"\ninterval = \"1s\"\n{location}\n"
+    );
+    let vars: Vec<(&str, &str)> = identity
+        .map(|i| vec![("KUBECONFIG", i.kubeconfig_arg())])
+        .unwrap_or_default();
+    let daemon = Daemon::start_with_env(env, &config, &[], &vars);
+    daemon.wait_ready(Duration::from_secs(30));
+    daemon
+}
+
+/// Waits until the source is synced at `revision`.
+fn synced_at(daemon: &Daemon, revision: &str, timeout: Duration) {
+    let synced = eventually(timeout, || {
+        let s = daemon.source();
+        (s["result"] == "synced" && s["revision"] == revision).then_some(())
+    });
+    assert!(
+        synced.is_some(),
+        "the source never synced at {revision}: {:#}\n{}",
+        daemon.source(),
+        daemon.log()
+    );
+}
+
+/// Waits until the source's last attempt failed with an error holding `needle`.
+fn failed_with(daemon: &Daemon, needle: &str) -> String {
+    let failed = eventually(Duration::from_secs(30), || {
+        let s: Value = daemon.source();
+        let error = s["error"].as_str().unwrap_or_default().to_string();
+        (s["result"] == "failed" && error.contains(needle)).then_some(error)
+    });
+    match failed {
+        Some(waited) => waited.value,
+        None => panic!(
+            "the source never failed with {needle:?}: {:#}\n{}",
+            daemon.source(),
+            daemon.log()
+        ),
+    }
+}
+
+#[test]
+fn artifacts_from_converge_push_and_crane_apply_and_a_moved_tag_is_a_new_revision() {
+    let env = TestEnv::new("oci-tag");
+    let repo = format!("{}/{}/app", registry(), env.ns);
+    let v1 = Manifests::with("cm.yaml", &configmap("app", "v1"));
+    let d1 = push(&env, &format!("oci://{repo}:live"), v1.path());
+    let daemon = daemon(
+        &env,
+        &format!("oci = \"oci://{repo}\"\ntag = \"live\""),
+        "",
+        None,
+    );
+    synced_at(&daemon, &d1, Duration::from_secs(30));
+    assert_eq!(env.configmap_value("app").as_deref(), Some("v1"));
+
+    // Another client moves the tag: its artifact (OCI empty base, one plain
+    // tar+gzip layer) is the next revision, found within an interval or two.
+    let layer = tar_gz(&[("cm.yaml", configmap("app", "v2").as_bytes())]);
+    let d2 = crane_push(&format!("{repo}:live"), &layer);
+    assert_ne!(d1, d2);
+    synced_at(&daemon, &d2, Duration::from_secs(30));
+    assert_eq!(env.configmap_value("app").as_deref(), Some("v2"));
+
+    // The CLI reads the same references: the pinned v1 differs from the cluster
+    // (exit 1), the tag does not (exit 0).
+    let diff = |reference: &str| {
+        env.converge_command()
+            .args(["diff", reference, "-n", &env.ns, "--name", &env.ns])
+            .output()
+            .expect("converge diff")
+    };
+    let pinned = diff(&format!("oci://{repo}@{d1}"));
+    assert_eq!(pinned.status.code(), Some(1), "{}", describe(&pinned));
+    let tagged = diff(&format!("oci://{repo}:live"));
+    assert_eq!(tagged.status.code(), Some(0), "{}", describe(&tagged));
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+#[test]
+fn a_digest_pins_the_artifact_and_a_moved_tag_changes_nothing() {
+    let env = TestEnv::new("oci-digest");
+    let repo = format!("{}/{}/app", registry(), env.ns);
+    let v1 = Manifests::with("cm.yaml", &configmap("pinned", "v1"));
+    let d1 = push(&env, &format!("oci://{repo}:live"), v1.path());
+    let daemon = daemon(
+        &env,
+        &format!("oci = \"oci://{repo}\"\ndigest = \"{d1}\""),
+        "",
+        None,
+    );
+    synced_at(&daemon, &d1, Duration::from_secs(30));
+    let writes = |daemon: &Daemon| daemon.metric("converge_api_requests_total{verb=\"apply\"}");
+    let before = writes(&daemon);
+
+    let v2 = Manifests::with("cm.yaml", &configmap("pinned", "v2"));
+    push(&env, &format!("oci://{repo}:live"), v2.path());
+    // Five intervals: a source following the tag would have moved by now.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(daemon.source()["revision"], d1.as_str());
+    assert_eq!(env.configmap_value("pinned").as_deref(), Some("v1"));
+    assert_eq!(writes(&daemon), before, "a pinned source wrote again");
+
+    // `converge apply` of the tag applies v2; the pinned daemon then heals back.
+    let applied = env
+        .converge_command()
+        .args(["apply", &format!("oci://{repo}:live"), "-n", &env.ns])
+        .args(["--name", &env.ns])
+        .output()
+        .expect("converge apply");
+    assert_eq!(applied.status.code(), Some(0), "{}", describe(&applied));
+    let healed = eventually(Duration::from_secs(30), || {
+        env.configmap_value("pinned").as_deref() == Some("v1")
+    });
+    assert!(healed.is_some(), "the pinned revision was not restored");
+}
+
+#[test]
+fn a_bad_artifact_fails_its_revision_writes_nothing_and_keeps_the_good_one() {
+    let env = TestEnv::new("oci-refused");
+    let identity = Identity::new(&env, &format!("oci-{}", env.ns));
+    let repo = format!("{}/{}/app", registry(), env.ns);
+    let good = Manifests::with("cm.yaml", &configmap("good", "v1"));
+    let d1 = push(&env, &format!("oci://{repo}:live"), good.path());
+    let daemon = daemon(
+        &env,
+        &format!("oci = \"oci://{repo}\"\ntag = \"live\""),
+        "[limits]\nmax_artifact_mib = 1\n",
+        Some(&identity),
+    );
+    synced_at(&daemon, &d1, Duration::from_secs(30));
+    let writes = || {
+        identity
+            .events(&env.ns)
+            .iter()
+            .filter(|e| e.is_write() && !e.is_dry_run())
+            .count()
+    };
+    // Settled: the first sync's writes are all in the audit log.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = writes();
+    assert!(before > 0, "the audit log shows no write of the first sync");
+
+    // A `../` entry: refused by the unpacker, naming the entry.
+    let escape = tar_gz(&[
+        ("cm.yaml", configmap("good", "escaped").as_bytes()),
+        ("../escape.yaml", configmap("escape", "x").as_bytes()),
+    ]);
+    crane_push(&format!("{repo}:live"), &escape);
+    let error = failed_with(&daemon, "leads outside the artifact");
+    assert!(error.contains("\"../escape.yaml\""), "{error}");
+    assert_eq!(
+        daemon.source()["revision"],
+        d1.as_str(),
+        "the good revision left"
+    );
+
+    // A layer over [limits] max_artifact_mib = 1: refused before it is downloaded.
+    let big = Manifests::with("cm.yaml", &configmap("good", "big"));
+    let mut noise = std::fs::File::create(big.path().join("noise.bin")).expect("create");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..(2 << 20) / 8 {
+        // xorshift: incompressible, so the gzip layer stays over 1 MiB.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        noise.write_all(&state.to_le_bytes()).expect("write");
+    }
+    drop(noise);
+    push(&env, &format!("oci://{repo}:live"), big.path());
+    let error = failed_with(&daemon, "max_artifact_mib");
+    assert!(error.contains("larger than 1 MiB"), "{error}");
+    assert_eq!(
+        daemon.source()["revision"],
+        d1.as_str(),
+        "the good revision left"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(writes(), before, "a refused artifact was written");
+    assert_eq!(env.configmap_value("good").as_deref(), Some("v1"));
+    assert_eq!(env.configmap_value("escape"), None);
+    // Nothing of the refused artifacts stays in the cache: only the good tree.
+    let trees = daemon.state_dir().join("artifacts/trees/sha256");
+    let count = std::fs::read_dir(&trees).expect("the tree cache").count();
+    assert_eq!(count, 1, "refused trees left in {}", trees.display());
+}
+
+fn podinfo_chart() -> PathBuf {
+    repo_root().join("tests/fixtures/podinfo/charts/podinfo")
+}
+
+#[test]
+fn a_chart_pushed_with_helm_push_gives_the_vendored_charts_objects() {
+    let env = TestEnv::new("oci-chart");
+    let registry = registry();
+    // helm with a throw-away HOME and registry config: nothing of the user's.
+    let home = tempfile::tempdir().expect("tempdir");
+    let helm = |args: &[&str]| {
+        let mut command = tool("helm");
+        command
+            .args(args)
+            .env("HOME", home.path())
+            .env("HELM_REGISTRY_CONFIG", home.path().join("registry.json"))
+            .env("HELM_CACHE_HOME", home.path().join("cache"))
+            .env("HELM_CONFIG_HOME", home.path().join("config"))
+            .env("HELM_DATA_HOME", home.path().join("data"));
+        run(&format!("helm {}", args.join(" ")), &mut command)
+    };
+    let packaged = home.path().join("packaged");
+    let chart = podinfo_chart();
+    helm(&[
+        "package",
+        chart.to_str().expect("UTF-8"),
+        "-d",
+        packaged.to_str().expect("UTF-8"),
+    ]);
+    let tgz = packaged.join("podinfo-6.14.1.tgz");
+    helm(&[
+        "push",
+        tgz.to_str().expect("UTF-8"),
+        &format!("oci://{registry}/{}/charts", env.ns),
+        "--plain-http",
+    ]);
+    let daemon = daemon(
+        &env,
+        &format!(
+            "chart = \"oci://{registry}/{}/charts/podinfo\"\nversion = \"6.14.x\"\n\
+             [source.helm]\nrelease = \"podinfo\"",
+            env.ns
+        ),
+        "",
+        None,
+    );
+    let synced = eventually(Duration::from_secs(60), || {
+        let s = daemon.source();
+        (s["result"] == "synced").then(|| s["revision"].as_str().unwrap_or_default().to_string())
+    });
+    let revision = match synced {
+        Some(waited) => waited.value,
+        None => panic!(
+            "the chart never synced: {:#}\n{}",
+            daemon.source(),
+            daemon.log()
+        ),
+    };
+    assert!(revision.starts_with("6.14.1@sha256:"), "{revision}");
+    let deployments = env.kubectl(&["get", "deployments", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(deployments.trim(), "deployment.apps/podinfo");
+
+    // The vendored chart, rendered by the CLI with the same release and ApplySet,
+    // is exactly what the OCI chart applied: no change, nothing to prune.
+    let diff = env
+        .converge_command()
+        .args(["diff"])
+        .arg(&chart)
+        .args([
+            "-n",
+            &env.ns,
+            "--name",
+            &env.ns,
+            "--release",
+            "podinfo",
+            "--prune",
+        ])
+        .output()
+        .expect("converge diff");
+    assert_eq!(diff.status.code(), Some(0), "{}", describe(&diff));
+}
