@@ -170,7 +170,8 @@ impl std::fmt::Debug for Source {
 enum Kind {
     Dir(dir::DirSource),
     Git(git::GitSource),
-    Oci(oci::OciSource),
+    // Boxed: a pull's settings are large beside the others' paths.
+    Oci(Box<oci::OciSource>),
 }
 
 impl Source {
@@ -211,20 +212,20 @@ impl Source {
                 let checkout = state_dir.join(&config.name);
                 Kind::Git(git::GitSource::new(git, checkout, env)?)
             }
-            SourceLocation::OciArtifact(config) => Kind::Oci(oci::OciSource::new(
+            SourceLocation::OciArtifact(config) => Kind::Oci(Box::new(oci::OciSource::new(
                 config,
                 artifact::oci::ArtifactKind::Manifests,
                 state_dir,
                 *artifact_limits,
                 env,
-            )?),
-            SourceLocation::OciChart(config) => Kind::Oci(oci::OciSource::new(
+            )?)),
+            SourceLocation::OciChart(config) => Kind::Oci(Box::new(oci::OciSource::new(
                 config,
                 artifact::oci::ArtifactKind::HelmChart,
                 state_dir,
                 *artifact_limits,
                 env,
-            )?),
+            )?)),
         };
         Ok(Source {
             name: config.name.clone(),
