@@ -9,7 +9,7 @@
 //! good revision. Blobs and trees are cached by digest, so a restart or a tag that
 //! did not move downloads no layer again.
 //!
-//! - [`reference`]: `oci://REGISTRY/REPOSITORY[:TAG][@DIGEST]`, and HTTPS or HTTP.
+//! - [`reference`](mod@reference): `oci://REGISTRY/REPOSITORY[:TAG][@DIGEST]`, and HTTPS or HTTP.
 //! - [`manifest`]: which layer of a manifest holds the content; what push writes.
 //! - [`client`]: the distribution API over converge's reqwest, with token auth.
 
