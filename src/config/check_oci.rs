@@ -181,3 +181,133 @@ impl Checker<'_> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigFileError, SourceLocation};
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn parse(source: &str) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[[source]]\nname = \"app\"\n{source}");
+        let env = |name: &str| (name == "REG_TOKEN").then(|| "t0ken".to_string());
+        match Config::parse_with_env(&text, &dir.path().join("config.toml"), &env) {
+            Ok(config) => Ok(config),
+            Err(ConfigFileError::Invalid { problems, .. }) => Err(problems),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    fn location(source: &str) -> SourceLocation {
+        parse(source).unwrap().sources[0].kind.clone()
+    }
+
+    fn problems(source: &str) -> String {
+        parse(source).unwrap_err().join("\n")
+    }
+
+    #[test]
+    fn artifacts_follow_a_tag_a_constraint_or_a_digest() {
+        let config = |pick: OciPick| OciConfig {
+            url: "oci://ghcr.io/org/app".into(),
+            pick,
+            insecure: Insecure::No,
+            username_env: None,
+            password_env: None,
+        };
+        let at = "oci = \"oci://ghcr.io/org/app\"\n";
+        assert_eq!(
+            location(&format!("{at}tag = \"latest\"")),
+            SourceLocation::OciArtifact(config(OciPick::Tag("latest".into())))
+        );
+        assert_eq!(
+            location(&format!("{at}semver = \">=1.2 <2\"")),
+            SourceLocation::OciArtifact(config(OciPick::Semver(">=1.2 <2".into())))
+        );
+        assert_eq!(
+            location(&format!("{at}digest = \"sha256:{HEX}\"")),
+            SourceLocation::OciArtifact(config(OciPick::Digest(format!("sha256:{HEX}"))))
+        );
+        let SourceLocation::OciArtifact(with) = location(&format!(
+            "{at}tag = \"v1\"\ninsecure = true\npassword_env = \"REG_TOKEN\""
+        )) else {
+            panic!("not an artifact")
+        };
+        assert_eq!(with.insecure, Insecure::AllowPlainHttp);
+        assert_eq!(with.password_env.as_deref(), Some("REG_TOKEN"));
+    }
+
+    #[test]
+    fn charts_take_a_version_or_the_latest_stable() {
+        let at = "chart = \"oci://127.0.0.1:5000/charts/podinfo\"\n";
+        let SourceLocation::OciChart(chart) = location(&format!("{at}version = \"6.14.x\"")) else {
+            panic!("not a chart")
+        };
+        assert_eq!(chart.pick, OciPick::Semver("6.14.x".into()));
+        let SourceLocation::OciChart(chart) = location(at) else {
+            panic!("not a chart")
+        };
+        assert_eq!(chart.pick, OciPick::LatestStable);
+    }
+
+    #[test]
+    fn each_mistake_is_named_with_its_key() {
+        let at = "oci = \"oci://ghcr.io/org/app\"\n";
+        for (source, expected) in [
+            (at.to_string(), "exactly one of tag"),
+            (
+                format!("{at}tag = \"a\"\ndigest = \"sha256:{HEX}\""),
+                "exactly one of tag",
+            ),
+            (
+                format!("{at}digest = \"sha256:12\""),
+                "digest: \"sha256:12\" is not a sha256",
+            ),
+            (
+                format!("{at}semver = \"one\""),
+                "semver: version \"one\" is not a semver",
+            ),
+            (format!("{at}tag = \"-x\""), "tag = \"-x\": not an OCI tag"),
+            (
+                format!("{at}tag = \"a\"\nbranch = \"main\""),
+                "branch = \"main\": only Git",
+            ),
+            (
+                format!("{at}tag = \"a\"\ndir = \"x\""),
+                "both oci and dir are set",
+            ),
+            (
+                format!("{at}tag = \"a\"\nversion = \"1\""),
+                "version is for charts",
+            ),
+            (
+                format!("{at}tag = \"a\"\npassword_env = \"NOPE\""),
+                "NOPE is not set",
+            ),
+            (
+                "oci = \"oci://ghcr.io/org/app:v1\"\ntag = \"v1\"".into(),
+                "name the repository only (oci://ghcr.io/org/app)",
+            ),
+            (
+                "oci = \"ghcr.io/org/app\"\ntag = \"v1\"".into(),
+                "does not start with oci://",
+            ),
+            (
+                "chart = \"oci://h/c\"\ntag = \"1\"".into(),
+                "tag is for oci artifacts",
+            ),
+            (
+                "chart = \"oci://h/c\"\noci = \"oci://h/a\"".into(),
+                "both oci and chart are set",
+            ),
+        ] {
+            let found = problems(&source);
+            assert!(
+                found.contains("source[0] \"app\": ") && found.contains(expected),
+                "{source:?}: {expected:?} not in {found}"
+            );
+        }
+    }
+}

@@ -396,3 +396,36 @@ fn a_chart_pushed_with_helm_push_gives_the_vendored_charts_objects() {
         .expect("converge diff");
     assert_eq!(diff.status.code(), Some(0), "{}", describe(&diff));
 }
+
+#[test]
+fn an_unreachable_registry_or_a_missing_artifact_is_a_clear_error_and_writes_nothing() {
+    let env = TestEnv::new("oci-unreachable");
+    let closed = crate::common::daemon::free_port();
+    let apply = |reference: &str| {
+        env.converge_command()
+            .args(["apply", reference, "-n", &env.ns])
+            .output()
+            .expect("converge apply")
+    };
+    let out = apply(&format!("oci://127.0.0.1:{closed}/team/app:v1"));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach OCI registry 127.0.0.1:{closed}")),
+        "{stderr}"
+    );
+    let missing = format!("oci://{}/{}/absent:v1", registry(), env.ns);
+    let out = apply(&missing);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not found") && stderr.contains("absent"),
+        "{stderr}"
+    );
+    let left = env.kubectl(&["get", "configmaps", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(
+        left.trim(),
+        "configmap/kube-root-ca.crt",
+        "something was written"
+    );
+}
