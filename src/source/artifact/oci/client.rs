@@ -377,7 +377,7 @@ impl Registry {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        let body: String = body.chars().take(300).collect();
+        let body: String = body.trim().chars().take(300).collect();
         Err(match status {
             StatusCode::NOT_FOUND => OciError::NotFound {
                 url: call.url.clone(),
