@@ -9,6 +9,7 @@
 //! - [`cache`]: blobs by digest, verified on the way in and out, and their unpacked
 //!   trees.
 //! - [`version`]: Helm's version constraints, choosing among published versions.
+//! - [`oci`]: OCI registries: artifacts and charts pulled, directories pushed.
 
 pub(crate) mod archive;
 pub(crate) mod cache;
