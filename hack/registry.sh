@@ -5,7 +5,8 @@
 # cache keyed by version (as hack/tools.sh builds kustomize and helm).
 #
 #   hack/registry.sh up       build if needed, start (or reuse) the registry
-#   hack/registry.sh env      print `export REGISTRY=127.0.0.1:PORT PATH=…` (eval it)
+#   hack/registry.sh env      print `export REGISTRY=127.0.0.1:PORT REGISTRY_LOG=… PATH=…`
+#                             (eval it)
 #   hack/registry.sh status   say what runs where; exit 1 when not up
 #   hack/registry.sh down     stop what `up` started, remove its state
 #   hack/registry.sh build    only build (or reuse) the cached binaries
@@ -104,7 +105,8 @@ cmd_down() {
 cmd_env() {
   local port
   port=$(running_port) || die "the registry is not up; run hack/registry.sh up"
-  echo "export REGISTRY=127.0.0.1:$port PATH=$BIN:\$PATH"
+  # REGISTRY_LOG: the registry logs every request; tests count downloads in it.
+  echo "export REGISTRY=127.0.0.1:$port REGISTRY_LOG=$STATE/registry.log PATH=$BIN:\$PATH"
 }
 
 cmd_status() {
@@ -123,5 +125,5 @@ case ${1:-} in
   env) cmd_env ;;
   status) cmd_status ;;
   build) cmd_build ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

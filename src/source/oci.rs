@@ -100,7 +100,7 @@ impl OciSource {
         };
         let pick = match &self.pull.pick {
             Pick::Tag(tag) => format!("tag {tag:?}"),
-            Pick::Semver(constraint) => format!("version {constraint:?}"),
+            Pick::Semver(constraint) => format!("version \"{constraint}\""),
             Pick::Digest(digest) => format!("digest {digest}"),
         };
         format!("{what} {} {pick}", self.pull.repository)

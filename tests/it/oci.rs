@@ -429,3 +429,68 @@ fn an_unreachable_registry_or_a_missing_artifact_is_a_clear_error_and_writes_not
         "something was written"
     );
 }
+
+/// The requests the test registry logged for `repository` whose path holds `part`
+/// (`/blobs/`, `/manifests/`).
+fn registry_requests(repository: &str, part: &str) -> usize {
+    let log = std::env::var("REGISTRY_LOG").unwrap_or_default();
+    assert!(
+        !log.is_empty(),
+        "REGISTRY_LOG is not set: eval \"$(bash hack/registry.sh env)\" (hack/test.sh does)"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("read {log}: {e}"));
+    let prefix = format!("GET /v2/{repository}{part}");
+    text.lines().filter(|l| l.contains(&prefix)).count()
+}
+
+#[test]
+fn semver_follows_the_highest_matching_tag_and_a_restart_downloads_no_layer_again() {
+    let env = TestEnv::new("oci-semver");
+    let repository = format!("{}/app", env.ns);
+    let repo = format!("{}/{repository}", registry());
+    let mut digests = std::collections::BTreeMap::new();
+    for (tag, value) in [
+        ("1.0.0", "a"),
+        ("1.1.0", "b"),
+        ("2.0.0", "c"),
+        ("latest", "d"),
+    ] {
+        let dir = Manifests::with("cm.yaml", &configmap("app", value));
+        digests.insert(tag, push(&env, &format!("oci://{repo}:{tag}"), dir.path()));
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "state_dir = \"{}\"\n[[source]]\nname = \"{{ns}}\"\nnamespace = \"{{ns}}\"\n\
+         interval = \"1s\"\noci = \"oci://{repo}\"\nsemver = \">=1.0 <2\"\n",
+        state.path().display()
+    );
+    let mut first = Daemon::start(&env, &config, &[]);
+    first.wait_ready(Duration::from_secs(30));
+    synced_at(&first, &digests["1.1.0"], Duration::from_secs(30));
+    assert_eq!(env.configmap_value("app").as_deref(), Some("b"));
+
+    // A newly published matching version is the next revision.
+    let dir = Manifests::with("cm.yaml", &configmap("app", "e"));
+    let newer = push(&env, &format!("oci://{repo}:1.2.0"), dir.path());
+    synced_at(&first, &newer, Duration::from_secs(30));
+    assert_eq!(env.configmap_value("app").as_deref(), Some("e"));
+    first.terminate();
+
+    // A restart on the same state directory asks for the manifest again (the tag
+    // may have moved) but downloads no layer: it is cached by digest.
+    let blobs = registry_requests(&repository, "/blobs/");
+    let manifests = registry_requests(&repository, "/manifests/");
+    let second = Daemon::start(&env, &config, &[]);
+    second.wait_ready(Duration::from_secs(30));
+    synced_at(&second, &newer, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        registry_requests(&repository, "/manifests/") > manifests,
+        "the restarted daemon never polled the registry"
+    );
+    assert_eq!(
+        registry_requests(&repository, "/blobs/"),
+        blobs,
+        "the restarted daemon downloaded a layer again"
+    );
+}

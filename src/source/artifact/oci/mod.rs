@@ -109,7 +109,7 @@ pub(crate) enum OciError {
         expected: String,
         actual: Digest,
     },
-    #[error("{what}: no tag matches version {constraint} (tags: {tags})")]
+    #[error("{what}: no tag matches version {constraint:?} (tags: {tags})")]
     NoMatchingTag {
         what: String,
         constraint: String,
@@ -163,7 +163,7 @@ impl Pull {
     fn what(&self) -> String {
         match &self.pick {
             Pick::Tag(tag) => format!("{}:{tag}", self.repository),
-            Pick::Semver(constraint) => format!("{} version {constraint:?}", self.repository),
+            Pick::Semver(constraint) => format!("{} version \"{constraint}\"", self.repository),
             Pick::Digest(digest) => format!("{}@{digest}", self.repository),
         }
     }
@@ -191,7 +191,7 @@ impl Pull {
                     .highest(tags.iter().map(String::as_str))
                     .ok_or_else(|| OciError::NoMatchingTag {
                         what: self.repository.to_string(),
-                        constraint: format!("{constraint:?}"),
+                        constraint: constraint.to_string(),
                         tags: summary(&tags),
                     })?;
                 (tag.to_string(), None)
