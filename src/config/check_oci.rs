@@ -24,7 +24,10 @@ impl Checker<'_> {
     ) -> Option<Option<SourceLocation>> {
         let chart = raw.chart.as_deref().filter(|c| is_oci_chart(c));
         let (key, url) = match (raw.oci.as_deref(), chart) {
-            (None, None) => return None,
+            (None, None) => {
+                self.oci_only_keys(at, raw);
+                return None;
+            }
             (Some(_), Some(_)) => {
                 self.problem(
                     at,
@@ -80,6 +83,23 @@ impl Checker<'_> {
             "oci" => SourceLocation::OciArtifact(config),
             _ => SourceLocation::OciChart(config),
         }))
+    }
+
+    /// `semver`, `digest` and `insecure` on a source that is not an OCI one (`version`
+    /// belongs to Helm repository charts too).
+    fn oci_only_keys(&mut self, at: &str, raw: &RawSource) {
+        for (key, set) in [
+            ("semver", raw.semver.is_some()),
+            ("digest", raw.digest.is_some()),
+            ("insecure", raw.insecure.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    at,
+                    format!("{key}: only OCI sources (oci = \"oci://…\") have {key}; remove it"),
+                );
+            }
+        }
     }
 
     /// `oci://REGISTRY/REPOSITORY`, without a tag or digest (the keys say those).
@@ -301,6 +321,10 @@ mod tests {
             (
                 "chart = \"oci://h/c\"\noci = \"oci://h/a\"".into(),
                 "both oci and chart are set",
+            ),
+            (
+                "git = \"https://h/r.git\"\nsemver = \"1\"".into(),
+                "semver: only OCI sources",
             ),
         ] {
             let found = problems(&source);

@@ -186,9 +186,14 @@ fn artifacts_from_converge_push_and_crane_apply_and_a_moved_tag_is_a_new_revisio
     // Another client moves the tag: its artifact (OCI empty base, one plain
     // tar+gzip layer) is the next revision, found within an interval or two.
     let layer = tar_gz(&[("cm.yaml", configmap("app", "v2").as_bytes())]);
+    let moved = std::time::Instant::now();
     let d2 = crane_push(&format!("{repo}:live"), &layer);
     assert_ne!(d1, d2);
     synced_at(&daemon, &d2, Duration::from_secs(30));
+    println!(
+        "tag move (crane push) to converged: {:?} at interval 1s",
+        moved.elapsed()
+    );
     assert_eq!(env.configmap_value("app").as_deref(), Some("v2"));
 
     // The CLI reads the same references: the pinned v1 differs from the cluster
