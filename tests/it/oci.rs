@@ -499,3 +499,90 @@ fn semver_follows_the_highest_matching_tag_and_a_restart_downloads_no_layer_agai
         "the restarted daemon downloaded a layer again"
     );
 }
+
+/// A registry on loopback that lies: it serves `manifest` (announcing
+/// `announced` as its digest) and `blob` for any blob, one answer per connection.
+fn lying_registry(manifest: Vec<u8>, announced: String, blob: Vec<u8>) -> u16 {
+    use std::io::{BufRead as _, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (body, extra) = match request.contains("/manifests/") {
+                true => (
+                    &manifest,
+                    format!(
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                         Docker-Content-Digest: {announced}\r\n"
+                    ),
+                ),
+                false => (&blob, String::new()),
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                body.len()
+            );
+            let mut stream = &stream;
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_tampered_layer_or_manifest_is_refused_by_its_digest_and_writes_nothing() {
+    let env = TestEnv::new("oci-tampered");
+    let genuine = tar_gz(&[("cm.yaml", configmap("tampered", "genuine").as_bytes())]);
+    let served = tar_gz(&[("cm.yaml", configmap("tampered", "evil").as_bytes())]);
+    let sha = |bytes: &[u8]| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.flux.config.v1+json",
+                   "digest": sha(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.flux.content.v1.tar+gzip",
+                    "digest": sha(&genuine), "size": genuine.len()}],
+    }))
+    .expect("json");
+    let apply = |port: u16| {
+        env.converge_command()
+            .args(["apply", &format!("oci://127.0.0.1:{port}/team/app:live")])
+            .args(["-n", &env.ns])
+            .output()
+            .expect("converge apply")
+    };
+    // The layer served is not the one the manifest names.
+    let port = lying_registry(manifest.clone(), sha(&manifest), served);
+    let out = apply(port);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("digest mismatch") && stderr.contains(&sha(&genuine)),
+        "{stderr}"
+    );
+    // The manifest is not the one the registry says it is.
+    let port = lying_registry(manifest.clone(), sha(b"another manifest"), genuine);
+    let out = apply(port);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("manifest digest mismatch"), "{stderr}");
+    assert_eq!(
+        env.configmap_value("tampered"),
+        None,
+        "a tampered artifact was applied"
+    );
+}
