@@ -8,7 +8,7 @@
 //! tick (`interval`) is the poll: one manifest request per tick, and the layer only
 //! when the manifest's digest is new.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::artifact::oci::{self, ArtifactKind, Credentials, OciError, Pick, Pull, Reference};
 use super::artifact::{ArtifactCache, Digest, VersionConstraint};
@@ -196,9 +196,4 @@ pub async fn push(text: &str, dir: &Path, options: &PushOptions) -> Result<Strin
     };
     let digest = oci::push_dir(&reference, dir, &options).await?;
     Ok(digest.to_string())
-}
-
-/// Where a pulled tree lives (for tests that look at the cache).
-pub fn cache_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("artifacts")
 }
