@@ -9,7 +9,7 @@ use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::daemon::settings::Settings;
 use crate::daemon::status::{
     ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncCounts,
-    SyncResult, Written,
+    SyncRecord, SyncResult, Written, push_history,
 };
 use crate::engine::plan::{Step, StepAction};
 use crate::engine::{EngineError, Outcome, Scope};
@@ -61,7 +61,7 @@ impl Recorder {
             unchanged: counts.unchanged,
         };
         self.status.update(&settings.name, |s| {
-            s.last_sync = Some(last_sync);
+            s.last_sync = Some(last_sync.clone());
             match scope {
                 Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
                 Scope::Full => s.objects = objects,
@@ -79,6 +79,15 @@ impl Recorder {
             s.reconciles += 1;
             s.dry_run = !settings.self_heal;
             s.waiting_for.clear();
+            let record = SyncRecord {
+                revision: revision.to_string(),
+                at: Some(now),
+                result: s.result,
+                counts: Some(last_sync),
+                error: None,
+                times: 1,
+            };
+            push_history(&mut s.history, record);
         });
         info!(source = %settings.name, revision = %short_revision(revision), applied = outcome.applied,
               created = counts.created, configured = counts.configured, pruned = counts.pruned,
@@ -140,6 +149,7 @@ impl Recorder {
                     diff: None,
                     reason: Some(problem.message.clone()),
                     origin: Some(problem.origin.to_string()),
+                    wave: 0,
                 })
             })
             .collect();
@@ -153,6 +163,15 @@ impl Recorder {
             s.reconciles += 1;
             s.waiting_for.clear();
             merge_objects(&mut s.objects, refused);
+            let record = SyncRecord {
+                revision: revision.to_string(),
+                at: Some(now),
+                result: SyncResult::Failed,
+                counts: None,
+                error: Some(message.clone()),
+                times: 1,
+            };
+            push_history(&mut s.history, record);
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
@@ -330,6 +349,7 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
         diff,
         reason,
         origin: step.origin().map(ToString::to_string),
+        wave: step.placement.wave,
     }
 }
 

@@ -264,6 +264,7 @@ async fn status_round_trips_through_fetch_status() {
             diff: Some("-a: 1\n+a: 2".into()),
             reason: None,
             origin: Some("apps/settings.yaml:1".into()),
+            wave: 0,
         }];
     });
     let fetched = daemon::fetch_status(&h.addr, None)
