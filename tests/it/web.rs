@@ -11,7 +11,9 @@ use crate::common::browser::Browser;
 use crate::common::daemon::Daemon;
 use crate::common::git::Upstream;
 use crate::common::git_http::GitHttpServer;
-use crate::common::{TestEnv, configmap, describe, eventually, github_signature, repo_root};
+use crate::common::{
+    Manifests, TestEnv, configmap, describe, eventually, github_signature, repo_root,
+};
 use crate::server::{client, outward_ip};
 use converge::daemon::{
     self, Metrics, ObjectState, ObjectStatus, ServerState, SourceKind, StatusBoard, SyncResult,
@@ -98,6 +100,8 @@ fn the_page_follows_commits_and_drift_live_and_shows_failure_evidence() {
         "first",
     );
     let git = GitHttpServer::start(upstream.root.clone(), USER, PASSWORD);
+    // A second source, a directory, healthy: the overview lists both.
+    let files = Manifests::with("static.yaml", &configmap("static", "1"));
     // Chromium starts while the daemon does: it is the slow one.
     let browser = std::thread::spawn(|| Browser::start(1280, 1000));
     let config = format!(
@@ -113,8 +117,15 @@ username_env = "TEST_GIT_USER"
 password_env = "TEST_GIT_PASSWORD"
 webhook_secret_env = "TEST_WEBHOOK_SECRET"
 namespace = "{{ns}}"
+
+[[source]]
+name = "{{ns}}-files"
+dir = "{dir}"
+interval = "1h"
+namespace = "{{ns}}"
 "#,
         url = git.url("config.git"),
+        dir = files.path().display(),
     );
     let vars = [
         ("TEST_GIT_USER", USER),
@@ -126,15 +137,20 @@ namespace = "{{ns}}"
     let browser = browser.join().expect("Chromium started");
     let base = format!("http://{}", daemon.addr);
 
-    // The overview lists the source, at its revision.
+    // The overview lists the sources, the Git one at its revision.
     browser.open(&format!("{base}/"));
-    let card = format!("document.querySelector('[data-source=\"{ns}\"]')");
-    let listed = browser.wait_for(&format!("return {card} !== null"), Duration::from_secs(5));
+    let both = format!("{ns} {ns}-files");
+    let names = format!(
+        "return Array.from(document.querySelectorAll('li.card[data-source]')) \
+         .map(c => c.getAttribute('data-source')).join(' ') === '{both}'"
+    );
+    let listed = browser.wait_for(&names, Duration::from_secs(5));
     assert!(
         listed.is_some(),
-        "the overview does not list {ns}: {}",
+        "the overview does not list {both}: {}",
         browser.run("return document.body.innerText", &[])
     );
+    let card = format!("document.querySelector('[data-source=\"{ns}\"]')");
     let live = browser.wait_for(
         "return document.getElementById('live').textContent === 'live'",
         Duration::from_secs(10),
@@ -251,8 +267,10 @@ namespace = "{{ns}}"
 
     // Screenshots: the source page, the overview, and the overview on a phone.
     let dir = screenshot_dir();
+    browser.resize(1280, 1900);
     browser.run("window.scrollTo(0, 0)", &[]);
     browser.screenshot(&dir.join("web-source.png"));
+    browser.resize(1280, 800);
     browser.open(&format!("{base}/"));
     let drifted_card = format!(
         "var c = {card}; return c !== null && c.querySelector('[data-field=drift]').innerText.includes('1 drifted')"

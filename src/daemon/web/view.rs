@@ -139,7 +139,7 @@ pub(super) struct SourceCard {
     pub name: String,
     /// The source page's path.
     pub href: String,
-    pub kind: String,
+    /// Says the kind too: `git URL ref path "…"`, `dir PATH`.
     pub location: String,
     /// The `[[clusters]]` entry, or "home"; `unreachable` when it did not answer.
     pub cluster: String,
@@ -150,6 +150,8 @@ pub(super) struct SourceCard {
     /// Set when the last attempt was at another revision than the last good one.
     pub attempted: Option<String>,
     pub result: Badge,
+    /// The card's edge: the worse of the result and the health.
+    pub edge: Tone,
     pub last_success: Option<Moment>,
     pub last_attempt: Option<Moment>,
     pub error: Option<String>,
@@ -279,10 +281,10 @@ fn card(s: &SourceStatus, now: SystemTime) -> SourceCard {
     } else {
         result_badge(s.result)
     };
+    let health = health_badge(s.health.state);
     SourceCard {
         name: s.name.clone(),
         href: format!("/sources/{}", path_segment(&s.name)),
-        kind: s.kind.to_string(),
         location: s.location.clone(),
         cluster: s
             .cluster
@@ -292,6 +294,7 @@ fn card(s: &SourceStatus, now: SystemTime) -> SourceCard {
         revision: s.revision.as_deref().map(short),
         revision_full: s.revision.clone(),
         attempted,
+        edge: worse(result.tone, health.tone),
         result,
         last_success: Moment::at(s.last_success, now),
         last_attempt: Moment::at(s.last_attempt, now),
@@ -299,7 +302,7 @@ fn card(s: &SourceStatus, now: SystemTime) -> SourceCard {
         wrote: s.last_sync.as_ref().map(wrote),
         objects: s.objects.len(),
         drifted,
-        health: health_badge(s.health.state),
+        health,
         health_counts: HealthCounts {
             ready: s.health.ready,
             progressing: s.health.progressing,
@@ -354,6 +357,17 @@ pub(super) fn wrote(c: &SyncCounts) -> String {
         (Written::Applied, false) => parts.join(", "),
         (Written::ReportOnly, false) => format!("would have: {}", parts.join(", ")),
     }
+}
+
+/// The tone that asks more of the reader.
+fn worse(a: Tone, b: Tone) -> Tone {
+    let rank = |t| match t {
+        Tone::Quiet => 0,
+        Tone::Good => 1,
+        Tone::Warn => 2,
+        Tone::Bad => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 fn result_badge(result: SyncResult) -> Badge {
@@ -480,6 +494,9 @@ mod tests {
             Some("1 min ago")
         );
         assert_eq!(card.cluster, "home");
+        assert_eq!(card.edge, Tone::Warn, "drifted and ready: look at it");
+        assert_eq!(worse(Tone::Warn, Tone::Bad), Tone::Bad);
+        assert_eq!(worse(Tone::Good, Tone::Quiet), Tone::Good);
         assert_eq!(view.replica, None);
     }
 
