@@ -7,6 +7,7 @@
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /status` | the [`StatusReport`] as JSON |
 //! | `GET /`, `/sources/{name}`, `/api/events`, `/assets/*` | the web status page ([`super::web`]) |
+//! | `GET`, `POST /login` | the web page's sign-in with the token (open: it checks the token) |
 //! | `POST /hooks/git/{source}` | queue a fetch of a Git source (GitHub-style signed webhook) |
 //! | `POST /api/v1/sources/{source}/{suspend,resume,reconcile}` | the control API ([`super::control`]) |
 //!
@@ -16,7 +17,8 @@
 //!
 //! Who may ask ([`Access`]): on a loopback address without a token, anyone who can
 //! connect (they are on this machine). With `[server] token_file`, every route but
-//! `/healthz`, `/readyz` and the webhooks needs `Authorization: Bearer <token>`.
+//! `/healthz`, `/readyz`, `/login` and the webhooks needs `Authorization: Bearer
+//! <token>`; reads also take the web page's sign-in cookie (see `web::login`).
 //! A daemon listening beyond loopback without a token answers those routes only to
 //! clients on loopback (`kubectl port-forward` reaches the Pod that way) and 401
 //! to everyone else: the page, `/status` and `/metrics` tell what runs where, so
@@ -31,7 +33,7 @@ use crate::daemon::web::{self, Closing};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Json, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -159,6 +161,19 @@ impl fmt::Debug for Access {
 }
 
 impl Access {
+    /// Whether a token is configured (the web page's login needs one).
+    pub(crate) fn has_token(&self) -> bool {
+        self.token().is_some()
+    }
+
+    /// `[server] token_file`'s token, if set.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            Access::Token(token) => Some(token),
+            Access::Loopback | Access::LoopbackClients => None,
+        }
+    }
+
     /// The access of a server on `listen` with `token` (`[server] token_file`).
     pub(crate) fn new(listen: std::net::SocketAddr, token: Option<String>) -> Self {
         match token {
@@ -228,6 +243,7 @@ pub(crate) fn router(state: ServerState, closing: Closing) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/hooks/git/{source}", post(git_hook))
+        .merge(web::open_routes())
         .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(trace_request))
@@ -252,7 +268,8 @@ async fn trace_request(request: Request, next: Next) -> Response {
 }
 
 /// Lets the request through, or answers 401: no or a wrong token, or a client
-/// beyond loopback of a daemon that listens there without a token.
+/// beyond loopback of a daemon that listens there without a token. A browser
+/// asking for a page gets the web page's sign-in form with the 401.
 async fn authorize(State(state): State<ServerState>, request: Request, next: Next) -> Response {
     let refusal = match &state.access {
         Access::Loopback => None,
@@ -262,23 +279,32 @@ async fn authorize(State(state): State<ServerState>, request: Request, next: Nex
              bearer token ([server] token_file), or reach it through kubectl port-forward",
         ),
         Access::Token(token) => {
-            let offered = bearer(request.headers());
-            (!offered.is_some_and(|offered| same_secret(offered.as_bytes(), token.as_bytes())))
-                .then_some("missing or wrong bearer token")
+            let header = bearer(request.headers()).map(|t| t.as_bytes().to_vec());
+            // The web page's cookie, for reads only: no other site's page can make
+            // a browser send a control request with it.
+            let read = matches!(*request.method(), Method::GET | Method::HEAD);
+            let cookie = read.then(|| web::cookie_token(request.headers())).flatten();
+            let admitted = header
+                .into_iter()
+                .chain(cookie)
+                .any(|offered| same_secret(&offered, token.as_bytes()));
+            (!admitted).then_some("missing or wrong bearer token")
         }
     };
-    match refusal {
-        None => next.run(request).await,
-        Some(message) => {
-            tracing::warn!(path = %request.uri().path(), "refused: {message}");
-            let mut response = api_error(StatusCode::UNAUTHORIZED, message.to_owned(), None);
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"converge\""),
-            );
-            response
-        }
-    }
+    let Some(message) = refusal else {
+        return next.run(request).await;
+    };
+    tracing::warn!(path = %request.uri().path(), "refused: {message}");
+    let mut response = if web::wants_html(request.headers()) {
+        web::login_form(StatusCode::UNAUTHORIZED, state.access.has_token(), None)
+    } else {
+        api_error(StatusCode::UNAUTHORIZED, message.to_owned(), None)
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"converge\""),
+    );
+    response
 }
 
 /// Whether the client connected from a loopback address (unknown: no).
@@ -297,7 +323,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares in time independent of where the first difference is, so the answer's
 /// timing tells nothing about the token.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

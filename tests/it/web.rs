@@ -512,3 +512,83 @@ async fn the_event_stream_speaks_at_once_and_on_each_change() {
         "the server waited for the event stream to close"
     );
 }
+
+/// `curl -i ARGS` in a blocking task (the server runs on this runtime): the
+/// status, the headers (lower-cased names) and the body. Redirects not followed.
+async fn curl(args: &[&str]) -> (u16, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "-i", "-m", "10"])
+            .args(&args)
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .expect("curl ran");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_lowercase(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_a_browser_signs_in_once_and_its_cookie_only_reads() {
+    let (base, _stop) = serve_on("127.0.0.1", Some("page token+1")).await;
+    // A browser asking for the page without the token: 401, and the form.
+    let html = "Accept: text/html,application/xhtml+xml";
+    let (code, head, body) = curl(&["-H", html, &format!("{base}/")]).await;
+    assert_eq!(code, 401, "{head}{body}");
+    assert!(head.contains("content-security-policy"), "{head}");
+    assert!(
+        body.contains(r#"action="/login""#) && body.contains(r#"name="token""#),
+        "{body}"
+    );
+    assert!(
+        !body.contains("data-fragment"),
+        "the form does not listen to events: {body}"
+    );
+
+    let login = format!("{base}/login");
+    let (code, _, body) = curl(&["--data-urlencode", "token=wrong", &login]).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("not the token"), "{body}");
+    let (code, head, _) = curl(&["--data-urlencode", "token=page token+1", &login]).await;
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("location: /"), "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie: {head}"))
+        .to_owned();
+    assert!(
+        head.contains("httponly") && head.contains("samesite=strict"),
+        "{head}"
+    );
+    assert!(
+        !cookie.contains("page token"),
+        "the token as it is: {cookie}"
+    );
+
+    // The cookie reads the page, its events and /status; it steers nothing.
+    for path in ["/", "/sources/shop", "/status"] {
+        let (code, _, body) =
+            curl(&["-H", &format!("Cookie: {cookie}"), &format!("{base}{path}")]).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let resume = format!("{base}/api/v1/sources/shop/resume");
+    let (code, _, body) = curl(&["-X", "POST", "-H", &format!("Cookie: {cookie}"), &resume]).await;
+    assert_eq!(code, 401, "a control request with the cookie alone: {body}");
+    let (code, _, _) = curl(&[
+        "-H",
+        "Cookie: converge_token=00ff",
+        &format!("{base}/status"),
+    ])
+    .await;
+    assert_eq!(code, 401, "a wrong cookie");
+}

@@ -6,6 +6,7 @@
 //! | `GET /sources/{name}` | one source: objects, masked diffs, evidence, recent syncs |
 //! | `GET /api/events` | Server-Sent Events: `changed` whenever the board is written |
 //! | `GET /assets/app.js`, `/assets/app.css` | the page's script and style |
+//! | `GET`, `POST /login` | with a token: the form that signs a browser in ([`login`]) |
 //!
 //! Server-rendered HTML ([`minijinja`], templates embedded with `include_str!`),
 //! so the page works with JavaScript off (a `<noscript>` refresh, plain links).
@@ -19,7 +20,10 @@
 //! from this origin's `/assets/`, nothing inline, no frames. Who may read the
 //! page is the server's [`super::server`] `Access` rule, as for `/status`.
 
+mod login;
 mod view;
+
+pub(crate) use login::{cookie_token, form as login_form, wants_html};
 
 use crate::daemon::server::ServerState;
 use crate::daemon::status::StatusBoard;
@@ -41,7 +45,7 @@ use tokio::sync::watch;
 /// and `EventSource` go to this origin too; it may not be framed.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    img-src 'self'; connect-src 'self'; base-uri 'none'; \
-                   form-action 'none'; frame-ancestors 'none'";
+                   form-action 'self'; frame-ancestors 'none'";
 
 /// How long the event stream waits after a change for more of them: a reconcile
 /// writes the board several times in a row (objects, health, evidence), and one
@@ -64,6 +68,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("overview.html", include_str!("templates/overview.html")),
         ("source.html", include_str!("templates/source.html")),
         ("missing.html", include_str!("templates/missing.html")),
+        ("login.html", include_str!("templates/login.html")),
     ];
     for (name, text) in templates {
         // The templates are part of the binary; `templates_parse` tests them all.
@@ -104,9 +109,44 @@ pub(crate) fn routes(closing: Closing) -> Router<ServerState> {
         .layer(axum::middleware::map_response(secure_headers))
 }
 
+/// The routes open to all: the login form (what it checks is the token).
+pub(crate) fn open_routes() -> Router<ServerState> {
+    Router::new().route("/login", get(login_page).post(login))
+}
+
+async fn login_page(State(state): State<ServerState>) -> Response {
+    login::form(StatusCode::OK, state.access.has_token(), None)
+}
+
+/// A right token signs the browser in; a wrong one gets the form again, 401.
+async fn login(State(state): State<ServerState>, body: axum::body::Bytes) -> Response {
+    let offered = login::submitted_token(&body);
+    match (&offered, state.access.token()) {
+        (Some(offered), Some(token))
+            if crate::daemon::server::same_secret(offered.as_bytes(), token.as_bytes()) =>
+        {
+            login::signed_in(offered)
+        }
+        (_, Some(_)) => {
+            tracing::warn!("refused: a wrong token at /login");
+            login::form(
+                StatusCode::UNAUTHORIZED,
+                true,
+                Some("That is not the token.".to_owned()),
+            )
+        }
+        (_, None) => login::form(StatusCode::NOT_FOUND, false, None),
+    }
+}
+
 /// The CSP and its companions on every answer of the page's routes.
 async fn secure_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    secure(response.headers_mut());
+    response
+}
+
+/// Sets the CSP and its companions on `headers`.
+fn secure(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -119,7 +159,6 @@ async fn secure_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    response
 }
 
 /// Which part of a page to send: the whole document, or only what `<main>`
@@ -148,6 +187,7 @@ async fn overview(State(state): State<ServerState>, RawQuery(query): RawQuery) -
         title: "sources".to_owned(),
         path: "/".to_owned(),
         version: report.version.clone(),
+        live: true,
     };
     render(
         StatusCode::OK,
@@ -171,6 +211,7 @@ async fn source(
             title: "no such source".to_owned(),
             path,
             version,
+            live: true,
         };
         let missing = Missing { name };
         return render(StatusCode::NOT_FOUND, "missing.html", &missing, &page, part);
@@ -180,6 +221,7 @@ async fn source(
         title: name,
         path,
         version,
+        live: true,
     };
     render(StatusCode::OK, "source.html", &view, &page, part)
 }
@@ -191,6 +233,9 @@ struct Page {
     /// This page's path, which the script fetches again with `?fragment`.
     path: String,
     version: String,
+    /// Whether the page follows the status (the script listens to `/api/events`,
+    /// and without script it refreshes); not the login form.
+    live: bool,
 }
 
 #[derive(Serialize)]
@@ -207,19 +252,35 @@ fn render(
     page: &Page,
     part: Part,
 ) -> Response {
-    let fragment = match TEMPLATES
-        .get_template(template)
-        .and_then(|t| t.render(minijinja::value::Serde(view)))
-    {
+    let fragment = match fragment(template, view) {
         Ok(html) => html,
         Err(error) => return broken(template, &error),
     };
     if part == Part::Fragment {
         return (code, Html(fragment)).into_response();
     }
+    document(code, fragment, page)
+}
+
+/// `template` with `view`, inside the layout.
+fn render_page(code: StatusCode, template: &str, view: &impl Serialize, page: &Page) -> Response {
+    match fragment(template, view) {
+        Ok(html) => document(code, html, page),
+        Err(error) => broken(template, &error),
+    }
+}
+
+fn fragment(template: &str, view: &impl Serialize) -> Result<String, minijinja::Error> {
+    TEMPLATES
+        .get_template(template)
+        .and_then(|t| t.render(minijinja::value::Serde(view)))
+}
+
+/// A whole document: the layout around `content`.
+fn document(code: StatusCode, content: String, page: &Page) -> Response {
     let context = minijinja::context! {
         page => minijinja::value::Serde(page),
-        content => minijinja::Value::from_safe_string(fragment),
+        content => minijinja::Value::from_safe_string(content),
     };
     match TEMPLATES
         .get_template("layout.html")
@@ -301,6 +362,7 @@ mod tests {
             "overview.html",
             "source.html",
             "missing.html",
+            "login.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
@@ -324,6 +386,7 @@ mod tests {
             title: "sources".into(),
             path: "/".into(),
             version: "0.1.0".into(),
+            live: true,
         };
         let response = render(
             StatusCode::OK,

@@ -6,8 +6,8 @@
   "use strict";
   var main = document.getElementById("main");
   var live = document.getElementById("live");
-  if (!main || !window.EventSource || !window.fetch) { return; }
-  var url = main.getAttribute("data-fragment");
+  var url = main && main.getAttribute("data-fragment");
+  if (!url || !window.EventSource || !window.fetch) { return; }
   var busy = false;
   var again = false;
 
