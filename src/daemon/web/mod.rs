@@ -6,7 +6,7 @@
 //! | `GET /sources/{name}` | one source: objects, masked diffs, evidence, recent syncs |
 //! | `GET /api/events` | Server-Sent Events: `changed` whenever the board is written |
 //! | `GET /assets/app.js`, `/assets/app.css` | the page's script and style |
-//! | `GET`, `POST /login` | with a token: the form that signs a browser in ([`login`]) |
+//! | `GET`, `POST /login` | with a token: the form that signs a browser in ([`mod@login`]) |
 //!
 //! Server-rendered HTML ([`minijinja`], templates embedded with `include_str!`),
 //! so the page works with JavaScript off (a `<noscript>` refresh, plain links).
