@@ -12,7 +12,7 @@ use crate::daemon::status::{
     SyncRecord, SyncResult, Written, push_history,
 };
 use crate::engine::plan::{Step, StepAction};
-use crate::engine::{EngineError, Outcome, Scope};
+use crate::engine::{EngineError, Outcome, Scope, SyncLog};
 use crate::health::{Health, State};
 use crate::manifest::ObjectRef;
 use crate::source::{SourceError, short_revision};
@@ -85,6 +85,7 @@ impl Recorder {
                 result: s.result,
                 counts: Some(last_sync),
                 error: None,
+                stages: stages_run(&outcome.sync),
                 times: 1,
             };
             push_history(&mut s.history, record);
@@ -169,6 +170,7 @@ impl Recorder {
                 result: SyncResult::Failed,
                 counts: None,
                 error: Some(message.clone()),
+                stages: Vec::new(),
                 times: 1,
             };
             push_history(&mut s.history, record);
@@ -353,6 +355,24 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
     }
 }
 
+/// The stages of a sync that wrote or ran something, for the history: `wave 1:
+/// 3 written`, `pre-sync hooks: 1 written (migrate-x7k2q)`.
+fn stages_run(sync: &SyncLog) -> Vec<String> {
+    sync.stages
+        .iter()
+        .filter(|stage| stage.written > 0 || !stage.hooks.is_empty())
+        .map(|stage| match stage.hooks.is_empty() {
+            true => format!("{}: {} written", stage.kind, stage.written),
+            false => format!(
+                "{}: {} written ({})",
+                stage.kind,
+                stage.written,
+                stage.hooks.join(", ")
+            ),
+        })
+        .collect()
+}
+
 /// Replaces the statuses of the objects a targeted run looked at.
 fn merge_objects(objects: &mut Vec<ObjectStatus>, updates: Vec<ObjectStatus>) {
     let mut updates: BTreeMap<String, ObjectStatus> =
@@ -484,6 +504,40 @@ mod tests {
             .map(|action| object_status(&step(action), false))
             .collect();
         assert_eq!(drift_count(&report_only), 1);
+    }
+
+    #[test]
+    fn the_history_names_the_stages_that_wrote_or_ran_hooks() {
+        use crate::engine::StageRun;
+        use crate::engine::order::{Phase, StageKind};
+        let stage = |kind, written, hooks: &[&str]| StageRun {
+            kind,
+            written,
+            hooks: hooks.iter().map(|h| h.to_string()).collect(),
+            waited: None,
+            deleted: Vec::new(),
+        };
+        let sync = SyncLog {
+            stages: vec![
+                stage(
+                    StageKind::Hooks {
+                        phase: Phase::PreSync,
+                    },
+                    1,
+                    &["migrate-x7k2q"],
+                ),
+                stage(StageKind::Wave { wave: 0 }, 0, &[]),
+                stage(StageKind::Wave { wave: 1 }, 3, &[]),
+            ],
+            failed: None,
+        };
+        assert_eq!(
+            stages_run(&sync),
+            [
+                "pre-sync hooks: 1 written (migrate-x7k2q)",
+                "wave 1: 3 written"
+            ]
+        );
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct SyncRecord {
     pub counts: Option<SyncCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The sync's stages that wrote or ran something, in order: `pre-sync hooks:
+    /// 1 written (migrate-x7k2q)`, `wave 1: 3 written`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
     /// How many reconciles in a row ended like this (1 for most entries).
     pub times: u32,
 }
@@ -37,9 +41,10 @@ impl SyncRecord {
     /// Whether this run adds nothing to `previous` but its time.
     fn repeats(&self, previous: &SyncRecord) -> bool {
         let wrote_nothing = |r: &SyncRecord| {
-            r.counts.as_ref().is_none_or(|c| {
-                c.written == Written::ReportOnly || c.created + c.configured + c.pruned == 0
-            })
+            r.stages.is_empty()
+                && r.counts.as_ref().is_none_or(|c| {
+                    c.written == Written::ReportOnly || c.created + c.configured + c.pruned == 0
+                })
         };
         self.revision == previous.revision
             && self.result == previous.result
@@ -83,6 +88,7 @@ mod tests {
                 unchanged: 3,
             }),
             error: None,
+            stages: Vec::new(),
             times: 1,
         }
     }
@@ -100,6 +106,12 @@ mod tests {
         push(&mut history, record("b", 5, 0));
         assert_eq!(history.len(), 4);
         assert_eq!(history[0].revision, "b");
+        let hooks_ran = SyncRecord {
+            stages: vec!["post-sync hooks: 1 written (smoke-x7k2q)".into()],
+            ..record("b", 6, 0)
+        };
+        push(&mut history, hooks_ran);
+        assert_eq!(history.len(), 5, "a sync that ran a hook is news");
     }
 
     #[test]

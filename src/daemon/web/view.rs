@@ -204,6 +204,8 @@ pub(super) struct HistoryRow {
     pub result: Badge,
     pub wrote: Option<String>,
     pub error: Option<String>,
+    /// The waves and hooks that wrote or ran.
+    pub stages: Vec<String>,
     pub times: u32,
 }
 
@@ -325,6 +327,7 @@ fn history_row(r: &SyncRecord, now: SystemTime) -> HistoryRow {
         result: result_badge(r.result),
         wrote: r.counts.as_ref().map(wrote),
         error: r.error.clone(),
+        stages: r.stages.clone(),
         times: r.times,
     }
 }
