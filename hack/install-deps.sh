@@ -3,7 +3,10 @@
 # openssl/curl/iproute2/util-linux for the control plane, python3-venv for the
 # kubectl wheel, git for Git sources and the test Git server (git http-backend),
 # openssh-server/-client for the SSH source tests, gcc + pkg-config + libssl-dev
-# to build git2 (libgit2 and libssh2 are compiled from source). Then
+# to build git2 (libgit2 and libssh2 are compiled from source), chromium and
+# chromium-driver (chromedriver, version-matched to chromium by Debian) with
+# fonts-liberation for the web page's browser tests (tests/it/web.rs drives it
+# over WebDriver; no browser download). Then
 # markdown-it-py (PyPI) in its own venv, the parser tests/it/preview.rs checks
 # `diff -o markdown` with: $CONVERGE_MARKDOWN_VENV (default
 # ~/.cache/converge/markdown-it-$MARKDOWN_IT_VERSION).
@@ -28,6 +31,9 @@ need cc gcc
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
 [[ -x /usr/lib/git-core/git-http-backend ]] || missing+=(git)
+need chromium chromium
+need chromedriver chromium-driver
+[[ -d /usr/share/fonts/truetype/liberation ]] || missing+=(fonts-liberation)
 
 install_debian() {
   ((${#missing[@]} == 0)) && return 0

@@ -37,6 +37,7 @@ mod state;
 mod status;
 mod suspend;
 mod targeting;
+mod web;
 
 use crate::config::{ElectionScope, LeaseTiming};
 use crate::daemon::events::Events;
@@ -62,7 +63,7 @@ pub use server::{ServerState, Webhook, serve};
 pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use status::{
     ObjectState, ObjectStatus, SourceKind, SourceStatus, StatusBoard, StatusReport, Suspension,
-    SyncCounts, SyncResult, Written, status_text,
+    SyncCounts, SyncRecord, SyncResult, Written, status_text,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

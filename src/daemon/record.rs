@@ -9,10 +9,10 @@ use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
 use crate::daemon::settings::Settings;
 use crate::daemon::status::{
     ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncCounts,
-    SyncResult, Written,
+    SyncRecord, SyncResult, Written, push_history,
 };
 use crate::engine::plan::{Step, StepAction};
-use crate::engine::{EngineError, Outcome, Scope};
+use crate::engine::{EngineError, Outcome, Scope, SyncLog};
 use crate::health::{Health, State};
 use crate::manifest::ObjectRef;
 use crate::source::{SourceError, short_revision};
@@ -61,7 +61,7 @@ impl Recorder {
             unchanged: counts.unchanged,
         };
         self.status.update(&settings.name, |s| {
-            s.last_sync = Some(last_sync);
+            s.last_sync = Some(last_sync.clone());
             match scope {
                 Scope::Targeted { .. } => merge_objects(&mut s.objects, objects),
                 Scope::Full => s.objects = objects,
@@ -79,6 +79,16 @@ impl Recorder {
             s.reconciles += 1;
             s.dry_run = !settings.self_heal;
             s.waiting_for.clear();
+            let record = SyncRecord {
+                revision: revision.to_string(),
+                at: Some(now),
+                result: s.result,
+                counts: Some(last_sync),
+                error: None,
+                stages: stages_run(&outcome.sync),
+                times: 1,
+            };
+            push_history(&mut s.history, record);
         });
         info!(source = %settings.name, revision = %short_revision(revision), applied = outcome.applied,
               created = counts.created, configured = counts.configured, pruned = counts.pruned,
@@ -140,6 +150,7 @@ impl Recorder {
                     diff: None,
                     reason: Some(problem.message.clone()),
                     origin: Some(problem.origin.to_string()),
+                    wave: 0,
                 })
             })
             .collect();
@@ -153,6 +164,16 @@ impl Recorder {
             s.reconciles += 1;
             s.waiting_for.clear();
             merge_objects(&mut s.objects, refused);
+            let record = SyncRecord {
+                revision: revision.to_string(),
+                at: Some(now),
+                result: SyncResult::Failed,
+                counts: None,
+                error: Some(message.clone()),
+                stages: Vec::new(),
+                times: 1,
+            };
+            push_history(&mut s.history, record);
         });
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
@@ -330,7 +351,26 @@ fn object_status(step: &Step, applied: bool) -> ObjectStatus {
         diff,
         reason,
         origin: step.origin().map(ToString::to_string),
+        wave: step.placement.wave,
     }
+}
+
+/// The stages of a sync that wrote or ran something, for the history: `wave 1:
+/// 3 written`, `pre-sync hooks: 1 written (migrate-x7k2q)`.
+fn stages_run(sync: &SyncLog) -> Vec<String> {
+    sync.stages
+        .iter()
+        .filter(|stage| stage.written > 0 || !stage.hooks.is_empty())
+        .map(|stage| match stage.hooks.is_empty() {
+            true => format!("{}: {} written", stage.kind, stage.written),
+            false => format!(
+                "{}: {} written ({})",
+                stage.kind,
+                stage.written,
+                stage.hooks.join(", ")
+            ),
+        })
+        .collect()
 }
 
 /// Replaces the statuses of the objects a targeted run looked at.
@@ -464,6 +504,40 @@ mod tests {
             .map(|action| object_status(&step(action), false))
             .collect();
         assert_eq!(drift_count(&report_only), 1);
+    }
+
+    #[test]
+    fn the_history_names_the_stages_that_wrote_or_ran_hooks() {
+        use crate::engine::StageRun;
+        use crate::engine::order::{Phase, StageKind};
+        let stage = |kind, written, hooks: &[&str]| StageRun {
+            kind,
+            written,
+            hooks: hooks.iter().map(|h| h.to_string()).collect(),
+            waited: None,
+            deleted: Vec::new(),
+        };
+        let sync = SyncLog {
+            stages: vec![
+                stage(
+                    StageKind::Hooks {
+                        phase: Phase::PreSync,
+                    },
+                    1,
+                    &["migrate-x7k2q"],
+                ),
+                stage(StageKind::Wave { wave: 0 }, 0, &[]),
+                stage(StageKind::Wave { wave: 1 }, 3, &[]),
+            ],
+            failed: None,
+        };
+        assert_eq!(
+            stages_run(&sync),
+            [
+                "pre-sync hooks: 1 written (migrate-x7k2q)",
+                "wave 1: 3 written"
+            ]
+        );
     }
 
     #[test]

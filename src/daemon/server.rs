@@ -6,6 +6,8 @@
 //! | `GET /readyz` | 200 once every source finished a reconcile, else 503 naming the rest |
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /status` | the [`StatusReport`] as JSON |
+//! | `GET /`, `/sources/{name}`, `/api/events`, `/assets/*` | the web status page ([`super::web`]) |
+//! | `GET`, `POST /login` | the web page's sign-in with the token (open: it checks the token) |
 //! | `POST /hooks/git/{source}` | queue a fetch of a Git source (GitHub-style signed webhook) |
 //! | `POST /api/v1/sources/{source}/{suspend,resume,reconcile}` | the control API ([`super::control`]) |
 //!
@@ -13,21 +15,25 @@
 //! daemon writes, and a webhook or a control request only hands the source's task
 //! a message through a channel.
 //!
-//! Who may ask ([`Access`]): with `[server] token_file`, `/status`, `/metrics` and
-//! the control API need `Authorization: Bearer <token>`; without one they are open
-//! on a loopback address, and a daemon listening beyond it answers the control API
-//! only to clients on loopback (`kubectl port-forward` reaches the Pod that way;
-//! its reads stay open to all, as before the token existed). `/healthz`, `/readyz` and
-//! the webhooks (HMAC-signed) are never behind the token: kubelet and Git hosts
-//! do not carry it.
+//! Who may ask ([`Access`]): on a loopback address without a token, anyone who can
+//! connect (they are on this machine). With `[server] token_file`, every route but
+//! `/healthz`, `/readyz`, `/login` and the webhooks needs `Authorization: Bearer
+//! <token>`; reads also take the web page's sign-in cookie (see `web::login`).
+//! A daemon listening beyond loopback without a token answers those routes only to
+//! clients on loopback (`kubectl port-forward` reaches the Pod that way) and 401
+//! to everyone else: the page, `/status` and `/metrics` tell what runs where, so
+//! they are not open to a whole network by default. `/healthz`, `/readyz` and the
+//! webhooks (HMAC-signed) are never behind the token: kubelet and Git hosts do not
+//! carry it.
 
 use crate::daemon::control::{ApiError, Command, ControlError, SuspendRequest};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::status::{StatusBoard, StatusReport};
+use crate::daemon::web::{self, Closing};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Json, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,7 +42,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 /// Webhook payloads are a few KiB; the limit stops a client from making us buffer
@@ -138,9 +144,9 @@ pub(crate) enum Access {
     Loopback,
     /// `[server] token_file`: the bearer token every protected request carries.
     Token(Arc<str>),
-    /// Listening beyond loopback without a token: reads open, control only to
-    /// clients connecting from loopback.
-    ReadOnly,
+    /// Listening beyond loopback without a token: everything protected answers
+    /// only clients connecting from loopback.
+    LoopbackClients,
 }
 
 impl fmt::Debug for Access {
@@ -149,27 +155,33 @@ impl fmt::Debug for Access {
         f.write_str(match self {
             Access::Loopback => "Loopback",
             Access::Token(_) => "Token(<redacted>)",
-            Access::ReadOnly => "ReadOnly",
+            Access::LoopbackClients => "LoopbackClients",
         })
     }
 }
 
 impl Access {
+    /// Whether a token is configured (the web page's login needs one).
+    pub(crate) fn has_token(&self) -> bool {
+        self.token().is_some()
+    }
+
+    /// `[server] token_file`'s token, if set.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            Access::Token(token) => Some(token),
+            Access::Loopback | Access::LoopbackClients => None,
+        }
+    }
+
     /// The access of a server on `listen` with `token` (`[server] token_file`).
     pub(crate) fn new(listen: std::net::SocketAddr, token: Option<String>) -> Self {
         match token {
             Some(token) => Access::Token(token.into()),
             None if listen.ip().is_loopback() => Access::Loopback,
-            None => Access::ReadOnly,
+            None => Access::LoopbackClients,
         }
     }
-}
-
-/// Whether a request is a read or a control request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Protected {
-    Read,
-    Control,
 }
 
 /// The webhook of one Git source: an optional shared secret and the channel on
@@ -200,9 +212,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, access = ?state.access, "serving /healthz, /readyz, /metrics, /status, /hooks, /api");
+        tracing::info!(%addr, access = ?state.access, "serving /healthz, /readyz, /metrics, /status, /hooks, /api, the web page at /");
     }
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Open event streams end when shutdown begins, or the graceful shutdown
+    // would wait for every browser tab to close.
+    let (closing, closed) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    let app = router(state, Closing::new(closed))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -210,28 +230,21 @@ pub async fn serve(
 
 /// All routes, with the body limit and a tracing span per request. Public so tests
 /// can drive it without a socket.
-pub(crate) fn router(state: ServerState) -> Router {
-    let reads = Router::new()
+pub(crate) fn router(state: ServerState, closing: Closing) -> Router {
+    let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            authorize_read,
-        ));
-    let control = Router::new()
         .route("/api/v1/sources/{source}/suspend", post(suspend))
         .route("/api/v1/sources/{source}/resume", post(resume))
         .route("/api/v1/sources/{source}/reconcile", post(reconcile))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            authorize_control,
-        ));
+        .merge(web::routes(closing))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/hooks/git/{source}", post(git_hook))
-        .merge(reads)
-        .merge(control)
+        .merge(web::open_routes())
+        .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
@@ -254,38 +267,44 @@ async fn trace_request(request: Request, next: Next) -> Response {
     response
 }
 
-async fn authorize_read(state: State<ServerState>, request: Request, next: Next) -> Response {
-    authorize(&state.access, Protected::Read, request, next).await
-}
-
-async fn authorize_control(state: State<ServerState>, request: Request, next: Next) -> Response {
-    authorize(&state.access, Protected::Control, request, next).await
-}
-
-/// Lets the request through, or answers 401 (no or a wrong token) or 403 (the
-/// control API of a daemon listening beyond loopback without a token).
-async fn authorize(access: &Access, what: Protected, request: Request, next: Next) -> Response {
-    let refusal = match access {
+/// Lets the request through, or answers 401: no or a wrong token, or a client
+/// beyond loopback of a daemon that listens there without a token. A browser
+/// asking for a page gets the web page's sign-in form with the 401.
+async fn authorize(State(state): State<ServerState>, request: Request, next: Next) -> Response {
+    let refusal = match &state.access {
         Access::Loopback => None,
-        Access::ReadOnly if what == Protected::Read || from_loopback(&request) => None,
-        Access::ReadOnly => Some((
-            StatusCode::FORBIDDEN,
-            "this daemon listens beyond loopback: its control API answers other clients \
-             only with a bearer token ([server] token_file)",
-        )),
+        Access::LoopbackClients if from_loopback(&request) => None,
+        Access::LoopbackClients => Some(
+            "this daemon listens beyond loopback: it answers other clients only with a \
+             bearer token ([server] token_file), or reach it through kubectl port-forward",
+        ),
         Access::Token(token) => {
-            let offered = bearer(request.headers());
-            (!offered.is_some_and(|offered| same_secret(offered.as_bytes(), token.as_bytes())))
-                .then_some((StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+            let header = bearer(request.headers()).map(|t| t.as_bytes().to_vec());
+            // The web page's cookie, for reads only: no other site's page can make
+            // a browser send a control request with it.
+            let read = matches!(*request.method(), Method::GET | Method::HEAD);
+            let cookie = read.then(|| web::cookie_token(request.headers())).flatten();
+            let admitted = header
+                .into_iter()
+                .chain(cookie)
+                .any(|offered| same_secret(&offered, token.as_bytes()));
+            (!admitted).then_some("missing or wrong bearer token")
         }
     };
-    match refusal {
-        None => next.run(request).await,
-        Some((code, message)) => {
-            tracing::warn!(path = %request.uri().path(), "refused: {message}");
-            api_error(code, message.to_owned(), None)
-        }
-    }
+    let Some(message) = refusal else {
+        return next.run(request).await;
+    };
+    tracing::warn!(path = %request.uri().path(), "refused: {message}");
+    let mut response = if web::wants_html(request.headers()) {
+        web::login_form(StatusCode::UNAUTHORIZED, state.access.has_token(), None)
+    } else {
+        api_error(StatusCode::UNAUTHORIZED, message.to_owned(), None)
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"converge\""),
+    );
+    response
 }
 
 /// Whether the client connected from a loopback address (unknown: no).
@@ -304,7 +323,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares in time independent of where the first difference is, so the answer's
 /// timing tells nothing about the token.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -417,7 +436,7 @@ mod tests {
         let local: std::net::SocketAddr = ([127, 0, 0, 1], 9476).into();
         let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
         assert!(matches!(Access::new(local, None), Access::Loopback));
-        assert!(matches!(Access::new(all, None), Access::ReadOnly));
+        assert!(matches!(Access::new(all, None), Access::LoopbackClients));
         let token = Access::new(all, Some("s3cret".into()));
         assert_eq!(format!("{token:?}"), "Token(<redacted>)");
         assert!(same_secret(b"s3cret", b"s3cret"));

@@ -47,4 +47,5 @@ mod source_git;
 mod suspend;
 mod symlinks;
 mod tenancy;
+mod web;
 mod yaml_kubectl;

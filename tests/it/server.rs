@@ -125,7 +125,7 @@ impl Harness {
 
 /// reqwest is built without a default crypto provider; plain HTTP still needs one
 /// to build a client, so tests hand it a ring-based config.
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -140,7 +140,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The address this machine would send from to another host (no packet is sent).
-fn outward_ip() -> std::net::IpAddr {
+pub fn outward_ip() -> std::net::IpAddr {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
     socket
         .connect("192.0.2.1:9")
@@ -191,13 +191,14 @@ async fn the_token_guards_status_metrics_and_control_but_not_probes_or_hooks() {
 }
 
 #[tokio::test]
-async fn beyond_loopback_without_a_token_the_control_api_answers_only_local_clients() {
+async fn beyond_loopback_without_a_token_the_api_answers_only_local_clients() {
     let all: std::net::SocketAddr = ([0, 0, 0, 0], 9476).into();
     let h = start_on("0.0.0.0", |s| s.with_token(all, None)).await;
     let (code, body) = control(&h, "/api/v1/sources/open/suspend", None).await;
-    assert_eq!(code, 403, "from {}: {body}", h.addr);
+    assert_eq!(code, 401, "from {}: {body}", h.addr);
     assert!(body.contains("[server] token_file"), "{body}");
-    assert_eq!(h.get("/status").await.0, 200, "reads stay open as before");
+    assert_eq!(h.get("/status").await.0, 401, "reads need the token too");
+    assert_eq!(h.get("/healthz").await.0, 200, "probes never do");
     let h = start_with(|s| s.with_token(all, None)).await;
     let (code, body) = control(&h, "/api/v1/sources/open/resume", None).await;
     assert_eq!(code, 503, "from loopback (a port-forward): through: {body}");
@@ -264,6 +265,7 @@ async fn status_round_trips_through_fetch_status() {
             diff: Some("-a: 1\n+a: 2".into()),
             reason: None,
             origin: Some("apps/settings.yaml:1".into()),
+            wave: 0,
         }];
     });
     let fetched = daemon::fetch_status(&h.addr, None)

@@ -6,9 +6,12 @@
 //! Pure: no I/O here. The board is a cheap-to-clone handle so the daemon and the
 //! server can each hold one without threading references through tasks.
 
+mod history;
 mod listing;
 mod table;
 
+pub use history::SyncRecord;
+pub(crate) use history::push as push_history;
 pub use listing::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
 pub use table::status_text;
 
@@ -16,24 +19,50 @@ use crate::config::ElectionScope;
 use crate::health::{Evidence, Health, State};
 use crate::render::ToolStatus;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
+use tokio::sync::watch;
 
 /// Shared, clonable status of every configured source, keyed by source name.
 ///
 /// A `BTreeMap` keeps `/status` and the table in a stable, alphabetical order, so
 /// repeated `converge status` runs are easy to compare by eye.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub struct StatusBoard {
     sources: Arc<RwLock<BTreeMap<String, SourceStatus>>>,
     tools: Arc<RwLock<Vec<ToolStatus>>>,
     /// This replica in the election, when there is one.
     replica: Arc<Mutex<Option<ReplicaStatus>>>,
+    /// Bumped on every write, so the web page's event stream learns of a sync, a
+    /// drift or a health change at once, without polling the board or the cluster.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard {
+            sources: Arc::default(),
+            tools: Arc::default(),
+            replica: Arc::default(),
+            changed: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 impl StatusBoard {
+    /// A receiver that sees the board change (the value is a write counter;
+    /// only its changing means anything). Cheap: a watch channel keeps no queue.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Tells the subscribers that the board was written.
+    fn touch(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Records a source at start-up with result [`SyncResult::Pending`], so `/readyz`
     /// waits for it. Registering a known name again only updates its kind and
     /// location: the history of a source survives a configuration reload.
@@ -44,11 +73,14 @@ impl StatusBoard {
             .or_insert_with(|| SourceStatus::new(name, kind, location));
         entry.kind = kind;
         location.clone_into(&mut entry.location);
+        drop(sources);
+        self.touch();
     }
 
     /// Forgets a source removed from the configuration (a reload).
     pub fn remove(&self, name: &str) {
         self.write().remove(name);
+        self.touch();
     }
 
     /// One source's status, as `/status` would serve it.
@@ -60,14 +92,19 @@ impl StatusBoard {
     /// finishes after its source was removed from the configuration must not
     /// resurrect it.
     pub fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Some(status) = self.write().get_mut(name) {
-            f(status);
-        }
+        let mut sources = self.write();
+        let Some(status) = sources.get_mut(name) else {
+            return;
+        };
+        f(status);
+        drop(sources);
+        self.touch();
     }
 
     /// Records the rendering tools found at start-up (or that none was).
     pub fn set_tools(&self, tools: Vec<ToolStatus>) {
         *self.tools.write().unwrap_or_else(PoisonError::into_inner) = tools;
+        self.touch();
     }
 
     /// The overall health of the named source's objects (`None` before its first
@@ -90,6 +127,7 @@ impl StatusBoard {
     /// Records that this replica takes part in an election.
     pub fn set_replica(&self, replica: ReplicaStatus) {
         *self.replica_mut() = Some(replica);
+        self.touch();
     }
 
     /// Records this replica's role in a one-leader election, and who leads.
@@ -98,6 +136,7 @@ impl StatusBoard {
             replica.role = Some(role);
             replica.leader = leader;
         }
+        self.touch();
     }
 
     fn replica_mut(&self) -> std::sync::MutexGuard<'_, Option<ReplicaStatus>> {
@@ -248,6 +287,10 @@ pub struct SourceStatus {
     /// What the last reconcile that finished wrote (or, report-only, would have).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<SyncCounts>,
+    /// The recent syncs, newest first (at most [`history::HISTORY_LEN`]; quiet
+    /// repeats merged), for the web page.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub history: VecDeque<SyncRecord>,
 }
 
 /// Who suspended a source, when and why. Kept on the source's ApplySet parent
@@ -313,6 +356,7 @@ impl SourceStatus {
             cluster: None,
             suspended: None,
             last_sync: None,
+            history: VecDeque::new(),
         }
     }
 
@@ -472,6 +516,14 @@ pub struct ObjectStatus {
     /// kustomization or chart, not the tool's output); none for a pruned object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The sync wave it is applied in (hooks are steps of a sync, not listed):
+    /// the web page shows it where it is not the default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wave: i32,
+}
+
+fn is_zero(wave: &i32) -> bool {
+    *wave == 0
 }
 
 /// How one object compares with the cluster.
@@ -554,6 +606,7 @@ pub(crate) mod test_support {
             diff: None,
             reason: None,
             origin: None,
+            wave: 0,
         }
     }
 
@@ -610,6 +663,20 @@ mod tests {
         // A failure counts as finished: the daemon is up and reporting it.
         board.update("infra", |s| s.result = SyncResult::Failed);
         assert!(board.ready());
+    }
+
+    #[test]
+    fn writes_are_signalled_and_reads_are_not() {
+        let board = board_with(&["apps"]);
+        let mut changed = board.subscribe();
+        changed.mark_unchanged();
+        let _ = board.report();
+        assert!(!changed.has_changed().expect("open"));
+        board.update("apps", |s| s.reconciles += 1);
+        assert!(changed.has_changed().expect("open"));
+        changed.mark_unchanged();
+        board.update("gone", |s| s.reconciles += 1);
+        assert!(!changed.has_changed().expect("open"), "nothing was written");
     }
 
     #[test]

@@ -21,10 +21,13 @@
 //! - [`git`], [`git_http`], [`sshd`]: real Git repositories, `git http-backend`
 //!   behind basic auth, and an OpenSSH server, all on loopback, for Git sources;
 //!   [`github_signature`] signs webhooks.
+//! - [`browser`]: a headless Chromium driven over WebDriver by chromedriver, for
+//!   the web page's tests.
 //! - [`audit`]: identities the API server's audit log records, and their requests
 //!   read back from it.
 
 pub mod audit;
+pub mod browser;
 pub mod daemon;
 pub mod fault_proxy;
 pub mod git;
