@@ -20,6 +20,8 @@ pub(super) struct Checker<'a> {
     pub(super) default_service_account: Option<String>,
     /// `[[health]]`, compiled before the sources (whose own rules come first).
     pub(super) health: HealthRules,
+    /// The line of each `[[notify]]` header, for messages.
+    pub(super) notify_lines: Vec<usize>,
 }
 
 impl Checker<'_> {
@@ -50,6 +52,8 @@ impl Checker<'_> {
         let artifact_limits = self.artifact_limits(&raw.limits);
         let limits = self.limits(raw.limits);
         let leader_election = self.leader_election(raw.leader_election, &sources);
+        let lines = std::mem::take(&mut self.notify_lines);
+        let notify = self.notify(raw.notify, &sources, &lines);
         Config {
             path,
             cluster,
@@ -62,6 +66,7 @@ impl Checker<'_> {
             leader_election,
             clusters,
             health: self.health.clone(),
+            notify,
         }
     }
 

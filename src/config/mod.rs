@@ -17,15 +17,19 @@
 //! be printed.
 //!
 //! - `raw`: the TOML as written; `check`, `check_source`: validation;
-//!   `source`, `leader`: the typed settings of sources and leader election;
+//!   `check_notify`: `[[notify]]` tables;
+//!   `source`, `leader`, `notify`: the typed settings of sources, leader election
+//!   and notification targets;
 //!   `duration`: the duration syntax shared with the command line;
 //!   `overrides`: command-line flags laid over the file.
 
 mod check;
+mod check_notify;
 mod check_oci;
 mod check_source;
 mod duration;
 mod leader;
+mod notify;
 mod overrides;
 mod raw;
 mod source;
@@ -34,6 +38,10 @@ mod tests;
 
 pub use duration::{InvalidDuration, parse_duration};
 pub use leader::{ElectionScope, LeaderElectionConfig, LeaseTiming};
+pub use notify::{
+    DEFAULT_GITHUB_API, DEFAULT_GITLAB_API, DEFAULT_NOTIFY_TIMEOUT, NotifyConfig, NotifyEvent,
+    NotifyKind, Repository, SecretFrom,
+};
 pub use overrides::{LeaderElection, Overrides};
 pub use source::{
     GitConfig, GitRef, Insecure, OciConfig, OciPick, SourceConfig, SourceLocation, Transport,
@@ -126,6 +134,8 @@ pub struct Config {
     pub clusters: Vec<ClusterEntry>,
     /// `[[health]]`: the user's health rules for every source.
     pub health: HealthRules,
+    /// `[[notify]]`: who is told about syncs, failures, drift, health and waits.
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// How much an artifact fetched from a registry may weigh: the download itself
@@ -256,6 +266,7 @@ impl Config {
             problems: Vec::new(),
             default_service_account: None,
             health: HealthRules::default(),
+            notify_lines: check_notify::notify_lines(text),
         };
         let config = checker.config(raw, path.clone());
         if checker.problems.is_empty() {

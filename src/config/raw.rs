@@ -27,6 +27,26 @@ pub(super) struct RawConfig {
     pub(super) clusters: Vec<RawClusterEntry>,
     #[serde(default)]
     pub(super) health: Vec<HealthRuleSpec>,
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
+}
+
+/// A `[[notify]]` table: a target told about what sources did.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) name: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) api_url: Option<String>,
+    pub(super) repository: Option<String>,
+    pub(super) events: Option<Vec<String>>,
+    pub(super) sources: Option<Vec<String>>,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_file: Option<String>,
+    pub(super) timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

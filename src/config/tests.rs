@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::notify::*;
 use crate::engine::{ClusterScoped, DriftRules, Recreate, Tenancy};
 use std::fs;
 
@@ -871,4 +872,131 @@ fn leader_election_timings_must_let_a_leader_stop_first() {
         &bad(&format!("shard = true\nname = \"{long}\"\n")),
         &["at most 59 characters"],
     );
+}
+
+#[test]
+fn notify_targets_are_read_with_defaults() {
+    let f = Fixture::new();
+    let text = format!(
+        "{GIT}{DIR}
+[[notify]]
+name = \"ops\"
+kind = \"webhook\"
+url = \"http://127.0.0.1:9/hook/\"
+events = [\"synced\", \"drifted\", \"healed\", \"synced\"]
+secret_env = \"HOOK\"
+
+[[notify]]
+kind = \"github\"
+events = [\"synced\", \"failed\"]
+sources = [\"shop\"]
+token_env = \"GIT_TOKEN\"
+timeout = \"3s\"
+
+[[notify]]
+kind = \"slack\"
+url = \"https://hooks.example.com/T0/B0/x\"
+events = [\"degraded\"]
+"
+    );
+    let config = f.parse(&text).unwrap();
+    let [hook, github, slack] = &config.notify[..] else {
+        panic!("{:?}", config.notify)
+    };
+    assert_eq!(hook.name, "ops");
+    assert_eq!(hook.url, "http://127.0.0.1:9/hook");
+    assert_eq!(
+        hook.events,
+        [
+            NotifyEvent::Synced,
+            NotifyEvent::Drifted,
+            NotifyEvent::Healed
+        ]
+    );
+    assert_eq!(hook.secret, Some(SecretFrom::Env("HOOK".into())));
+    assert_eq!(hook.timeout, DEFAULT_NOTIFY_TIMEOUT);
+    assert!(hook.covers("app") && hook.covers("shop"));
+    assert_eq!(github.name, "github-1");
+    assert_eq!(github.url, DEFAULT_GITHUB_API);
+    assert_eq!(github.repository, Repository::FromSource);
+    assert_eq!(github.timeout, std::time::Duration::from_secs(3));
+    assert!(github.covers("shop") && !github.covers("app"));
+    assert_eq!(slack.kind, NotifyKind::Slack);
+    assert_eq!(slack.secret, None);
+}
+
+#[test]
+fn notify_problems_name_the_table_its_line_and_the_fix() {
+    let f = Fixture::new();
+    let text = format!(
+        "{GIT}{DIR}
+[[notify]]
+kind = \"webhook\"
+url = \"http://127.0.0.1:9/\"
+events = [\"synced\", \"exploded\"]
+secret_env = \"HOOK\"
+"
+    );
+    let problem = f.problem(&text);
+    assert_contains(
+        &problem,
+        &[
+            "notify[0] (line 8)",
+            "\"exploded\" is not an event",
+            "synced, failed, drifted, healed, degraded, recovered, waiting",
+        ],
+    );
+    let text = format!(
+        "{GIT}{DIR}
+[[notify]]
+kind = \"gitlab\"
+events = [\"synced\"]
+sources = [\"app\", \"nope\"]
+token_env = \"UNSET\"
+"
+    );
+    let problems = f.problems(&text).join("\n");
+    assert_contains(
+        &problems,
+        &[
+            "\"app\" is a directory source",
+            "\"nope\" is not a [[source]]",
+            "the environment variable UNSET is not set",
+        ],
+    );
+    let text = format!(
+        "{GIT}\n[[notify]]\nkind = \"webhook\"\nurl = \"ftp://x\"\nevents = [\"synced\"]\n"
+    );
+    let problems = f.problems(&text).join("\n");
+    assert_contains(
+        &problems,
+        &[
+            "url = \"ftp://x\": write an http://",
+            "secret_env or secret_file is required",
+        ],
+    );
+    let text = format!("{GIT}\n[[notify]]\nkind = \"teams\"\n");
+    assert_contains(
+        &f.problem(&text),
+        &["kind = \"teams\"", "webhook, slack, github, gitlab"],
+    );
+    let text = format!(
+        "{GIT}\n[[notify]]\nkind = \"slack\"\nurl = \"https://h/x\"\nevents = [\"synced\"]\ntoken_env = \"GIT_TOKEN\"\n"
+    );
+    assert_contains(
+        &f.problem(&text),
+        &["token_env: a slack target has no secret"],
+    );
+}
+
+#[test]
+fn notify_secrets_are_named_not_held() {
+    let f = Fixture::new();
+    let text = format!(
+        "{GIT}\n[[notify]]\nkind = \"github\"\nevents = [\"synced\"]\ntoken_env = \"GIT_TOKEN\"\n"
+    );
+    let config = f.parse(&text).unwrap();
+    let printed = format!("{config:?}");
+    assert!(printed.contains("GIT_TOKEN"));
+    assert!(!printed.contains("s3cret"), "{printed}");
 }
