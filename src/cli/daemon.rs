@@ -78,6 +78,7 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
         election,
         clusters,
         token,
+        notify: config.notify.clone(),
         reload: Some(reload::watch(config, overrides)?),
     };
     daemon::run(engine, specs, options, shutdown).await?;

@@ -5,7 +5,8 @@
 //! The new file is validated as at start-up; an invalid one is refused with every
 //! problem named by its key, and the running configuration stays. Only sources
 //! are reloaded: a change elsewhere (`[cluster]`, `[server]`, `[leader_election]`,
-//! `[[clusters]]`, `[render]`, `state_dir`) is logged as needing a restart.
+//! `[[clusters]]`, `[render]`, `state_dir`, `[[notify]]`) is logged as needing a
+//! restart.
 
 use anyhow::{Context, Result};
 use converge::config::{Config, Overrides};
@@ -100,6 +101,7 @@ fn warn_restart_needed(running: &Config, new: &Config) {
         ("[[clusters]]", running.clusters != new.clusters),
         ("[render]", running.render != new.render),
         ("state_dir", running.state_dir != new.state_dir),
+        ("[[notify]]", running.notify != new.notify),
     ];
     for (section, changed) in sections {
         if changed {

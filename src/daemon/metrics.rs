@@ -120,6 +120,40 @@ impl EncodeLabelValue for Foreign {
     }
 }
 
+/// What became of one notification: the `outcome` label of
+/// `converge_notifications_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// The receiver answered 2xx.
+    Sent,
+    /// Refused, or not answered after every retry.
+    Failed,
+    /// Never sent: the target's queue was full (a slow or dead receiver).
+    Dropped,
+}
+
+impl NotifyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Sent => "sent",
+            NotifyOutcome::Failed => "failed",
+            NotifyOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+impl EncodeLabelValue for NotifyOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    target: String,
+    outcome: NotifyOutcome,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbLabels {
     verb: String,
@@ -162,6 +196,7 @@ pub struct Metrics {
     foreign_objects: Family<OwnershipLabels, Gauge>,
     cluster_reachable: Family<ClusterLabels, Gauge>,
     reconciled_objects: Family<SourceLabels, Counter>,
+    notifications: Family<NotifyLabels, Counter>,
     render_duration: Histograms,
     alive_tasks: Gauge,
 }
@@ -191,6 +226,7 @@ impl Metrics {
             foreign_objects: Family::default(),
             cluster_reachable: Family::default(),
             reconciled_objects: Family::default(),
+            notifications: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
             alive_tasks: Gauge::default(),
         };
@@ -279,6 +315,12 @@ impl Metrics {
              the renders; an unchanged root is not rendered again)",
             Unit::Seconds,
             self.render_duration.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notifications per [[notify]] target: sent, failed (refused, or not answered \
+             after every retry) or dropped (its queue was full)",
+            self.notifications.clone(),
         );
         r.register(
             "tokio_alive_tasks",
@@ -404,6 +446,31 @@ impl Metrics {
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
+    /// Counts one notification to `target` by what became of it.
+    pub fn count_notification(&self, target: &str, outcome: NotifyOutcome) {
+        let labels = NotifyLabels {
+            target: target.to_owned(),
+            outcome,
+        };
+        self.notifications.get_or_create(&labels).inc();
+    }
+
+    /// Shows a target's series at zero from the start, so a rate of failures or
+    /// drops can be alerted on before the first one.
+    pub fn count_notification_targets(&self, target: &str) {
+        for outcome in [
+            NotifyOutcome::Sent,
+            NotifyOutcome::Failed,
+            NotifyOutcome::Dropped,
+        ] {
+            let labels = NotifyLabels {
+                target: target.to_owned(),
+                outcome,
+            };
+            let _ = self.notifications.get_or_create(&labels);
+        }
+    }
+
     /// The OpenMetrics text exposition, ending in `# EOF`.
     pub fn encode(&self) -> String {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -444,7 +511,17 @@ mod tests {
         metrics.count_api_request("get");
         metrics.set_health("apps", &[(State::Ready, 3)]);
         metrics.observe_render("apps", 0.2);
+        metrics.count_notification_targets("ops");
+        metrics.count_notification("ops", NotifyOutcome::Dropped);
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"converge_notifications_total{target="ops",outcome="dropped"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"converge_notifications_total{target="ops",outcome="sent"} 0"#),
+            "{text}"
+        );
         for name in [
             "converge_reconcile_duration_seconds",
             "converge_reconciles_total",

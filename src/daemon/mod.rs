@@ -25,6 +25,7 @@ mod leader;
 mod lease;
 mod metrics;
 mod needs;
+mod notify;
 pub(crate) mod reconcile;
 mod record;
 mod scheduler;
@@ -57,7 +58,8 @@ use crate::kube::Client;
 use crate::render::Renderer;
 pub use client::fetch_status;
 pub use control::{ApiError, ControlCallError, ControlClient, SuspendRequest};
-pub use metrics::{ApplyAction, Metrics, ReconcileResult};
+pub use metrics::{ApplyAction, Metrics, NotifyOutcome, ReconcileResult};
+pub use notify::NotifyError;
 use server::{Access, Registry, SourceHandle};
 pub use server::{ServerState, Webhook, serve};
 pub use status::{ObjectRow, SourceRow, object_rows, objects_table, source_rows, sources_table};
@@ -91,6 +93,8 @@ pub struct DaemonOptions {
     pub token: Option<String>,
     /// Where reload requests come from (`None`: never reloaded).
     pub reload: Option<Reload>,
+    /// `[[notify]]`: who is told about syncs, failures, drift, health and waits.
+    pub notify: Vec<crate::config::NotifyConfig>,
 }
 
 /// Leader election among replicas (`[leader_election]`, `--leader-elect`).
@@ -121,6 +125,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
 }
 
 /// Runs every source until `shutdown`, then lets in-flight reconciles finish
@@ -143,8 +149,12 @@ pub async fn run(
     engine
         .client()
         .observe_requests(Arc::new(move |verb| observer.count_api_request(verb)));
+    let configs: Vec<crate::config::SourceConfig> =
+        specs.iter().map(|s| s.config.clone()).collect();
+    let notify = notify::Notifier::start(&options.notify, &configs, &metrics)?;
     let reconciler = Reconciler {
         record: Recorder {
+            notify,
             events: if options.dry_run {
                 Events::disabled()
             } else {

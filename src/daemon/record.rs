@@ -1,11 +1,13 @@
 //! How reconciles are written down: the source's `/status`, the metrics and, on
-//! news, Kubernetes Events. Pure bookkeeping: it decides nothing and sends no
-//! request but the Events.
+//! news, Kubernetes Events and notifications. Pure bookkeeping: it decides nothing
+//! and sends no request but the Events; notifications are handed to the
+//! [`Notifier`]'s queues, which never wait.
 
 use crate::daemon::error::ReconcileError;
 use crate::daemon::events::{EventReason, Events};
 use crate::daemon::leader::Duty;
 use crate::daemon::metrics::{ApplyAction, Foreign, Metrics, ReconcileResult};
+use crate::daemon::notify::{Notifier, Observation};
 use crate::daemon::settings::Settings;
 use crate::daemon::status::{
     ClusterReach, ObjectHealth, ObjectState, ObjectStatus, SourceHealth, StatusBoard, SyncCounts,
@@ -26,6 +28,8 @@ pub(crate) struct Recorder {
     pub status: StatusBoard,
     pub metrics: Metrics,
     pub events: Events,
+    /// `[[notify]]` targets; without any, a no-op.
+    pub notify: Notifier,
 }
 
 impl Recorder {
@@ -48,6 +52,8 @@ impl Recorder {
             .collect();
         let now = SystemTime::now();
         let mut drifted = 0;
+        let mut drifted_objects = Vec::new();
+        let notify = self.notify.wants(&settings.name);
         let counts = outcome.plan.counts();
         let last_sync = SyncCounts {
             written: if outcome.applied {
@@ -67,6 +73,9 @@ impl Recorder {
                 Scope::Full => s.objects = objects,
             }
             drifted = drift_count(&s.objects);
+            if notify {
+                drifted_objects = drifted_names(&s.objects);
+            }
             s.revision = Some(revision.to_string());
             s.attempted_revision = Some(revision.to_string());
             s.last_attempt = Some(now);
@@ -93,6 +102,15 @@ impl Recorder {
         info!(source = %settings.name, revision = %short_revision(revision), applied = outcome.applied,
               created = counts.created, configured = counts.configured, pruned = counts.pruned,
               unchanged = counts.unchanged, drifted, seconds, "reconciled");
+        if notify {
+            let observation = Observation::Succeeded {
+                revision,
+                applied: outcome.applied,
+                written: written(&outcome.plan.steps, outcome.applied),
+                drifted: drifted_objects,
+            };
+            self.notify.observe(settings, observation);
+        }
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Success, seconds);
         self.metrics.set_drifted(&settings.name, drifted as i64);
@@ -140,7 +158,7 @@ impl Recorder {
               "reconcile failed; the last good revision stays applied");
         let now = SystemTime::now();
         let message = error.to_string();
-        let refused = error
+        let refused: Vec<ObjectStatus> = error
             .refused()
             .iter()
             .filter_map(|problem| {
@@ -163,7 +181,7 @@ impl Recorder {
             s.last_sync = None;
             s.reconciles += 1;
             s.waiting_for.clear();
-            merge_objects(&mut s.objects, refused);
+            merge_objects(&mut s.objects, refused.clone());
             let record = SyncRecord {
                 revision: revision.to_string(),
                 at: Some(now),
@@ -175,6 +193,12 @@ impl Recorder {
             };
             push_history(&mut s.history, record);
         });
+        let observation = Observation::Failed {
+            revision: Some(revision),
+            message: &message,
+            objects: refused.into_iter().map(|o| o.object).collect(),
+        };
+        self.notify.observe(settings, observation);
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, seconds);
         if error.is_transient() {
@@ -242,6 +266,12 @@ impl Recorder {
             s.reconciles += 1;
             s.waiting_for.clear();
         });
+        let observation = Observation::Failed {
+            revision: None,
+            message: &message,
+            objects: Vec::new(),
+        };
+        self.notify.observe(settings, observation);
         self.metrics
             .observe_reconcile(&settings.name, ReconcileResult::Failure, 0.0);
     }
@@ -264,6 +294,8 @@ impl Recorder {
                 EventReason::DependencyNotReady,
                 &format!("waiting for {waiting_for}"),
             );
+            let observation = Observation::Waiting { dependencies };
+            self.notify.observe(settings, observation);
         }
     }
 
@@ -281,22 +313,40 @@ impl Recorder {
     /// The health of every desired object, after a full reconcile.
     pub(crate) fn health(&self, settings: &Settings, objects: Vec<ObjectHealth>) {
         let mut counts = Vec::new();
+        let mut observed = None;
+        let notify = self.notify.wants(&settings.name);
         self.status.update(&settings.name, |s| {
             s.health.set_objects(objects);
             counts = health_counts(&s.health);
+            observed = notify.then(|| health_observation(&s.health));
         });
         self.metrics.set_health(&settings.name, &counts);
+        if let Some(observation) = observed {
+            self.notify.observe(settings, observation);
+        }
     }
 
     /// The health of one object, as it changed.
     pub(crate) fn object_health(&self, settings: &Settings, object: &ObjectRef, health: Health) {
         let key = object.to_string();
         let mut counts = Vec::new();
+        let mut observed = None;
+        let notify = self.notify.wants(&settings.name);
         self.status.update(&settings.name, |s| {
+            let before = s.health.state;
             s.health.set(&key, health);
             counts = health_counts(&s.health);
+            // A rollout's many status updates leave the source's health as it
+            // was; only a change of it (or of which objects failed) is looked at.
+            let failed_changed = s.health.state == Some(State::Failed);
+            if notify && (before != s.health.state || failed_changed) {
+                observed = Some(health_observation(&s.health));
+            }
         });
         self.metrics.set_health(&settings.name, &counts);
+        if let Some(observation) = observed {
+            self.notify.observe(settings, observation);
+        }
     }
 }
 
@@ -371,6 +421,46 @@ fn stages_run(sync: &SyncLog) -> Vec<String> {
             ),
         })
         .collect()
+}
+
+/// The objects a run wrote (hooks are steps, not objects people follow).
+fn written(steps: &[Step], applied: bool) -> Vec<String> {
+    if !applied {
+        return Vec::new();
+    }
+    (steps.iter())
+        .filter(|step| !step.placement.is_hook())
+        .filter(|step| {
+            matches!(
+                step.action,
+                StepAction::Create
+                    | StepAction::Configure
+                    | StepAction::Recreate
+                    | StepAction::Prune
+            )
+        })
+        .map(|step| step.object.to_string())
+        .collect()
+}
+
+/// The objects that differ from the source: drifted, or missing from the cluster.
+fn drifted_names(objects: &[ObjectStatus]) -> Vec<String> {
+    (objects.iter())
+        .filter(|o| matches!(o.state, ObjectState::Drifted | ObjectState::Missing))
+        .map(|o| o.object.clone())
+        .collect()
+}
+
+/// A source's health as notifications read it: which objects failed and why.
+fn health_observation(health: &SourceHealth) -> Observation<'static> {
+    let failed = (health.objects.iter())
+        .filter(|o| o.health.state == State::Failed)
+        .map(|o| (o.object.clone(), o.health.message.clone()))
+        .collect();
+    Observation::Health {
+        failed,
+        all_ready: health.state == Some(State::Ready),
+    }
 }
 
 /// Replaces the statuses of the objects a targeted run looked at.

@@ -496,7 +496,11 @@ impl SourceTask {
         }
     }
 
-    fn record_owner(&self) {
+    /// Records who writes the source; the spec's `duty` follows, so what is
+    /// recorded between reconciles (health, waits) knows whether this replica
+    /// tells people about it.
+    fn record_owner(&mut self) {
+        self.spec.settings.duty = self.inputs.leadership.duty();
         let owner = self.inputs.leadership.owner();
         self.reconciler
             .record

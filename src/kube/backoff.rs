@@ -29,6 +29,14 @@ impl Backoff {
         max: Duration::from_secs(20),
     };
 
+    /// Between deliveries of one notification to a target that failed (a
+    /// connection refused, a timeout, 429 or 5xx): the receiver is often
+    /// restarting, and a minute of attempts covers that without piling up.
+    pub(crate) const NOTIFY: Backoff = Backoff {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+
     /// The policy as a backon builder, without a limit of attempts (for
     /// `backon::Retryable`).
     pub(crate) fn builder(self) -> ExponentialBuilder {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::{ArtifactLimits, EnvLookup, SourceConfig, SourceLocation, process_env};
 use crate::manifest::{LinkError, WalkError};
 
-pub use webhook::{verify_github_signature, verify_token};
+pub use webhook::{sign_github_signature, verify_github_signature, verify_token};
 
 /// One revision of a source, ready to be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,14 @@ pub fn verify_github_signature(secret: &[u8], body: &[u8], header: Option<&str>)
     hmac::verify(&key, body, &signature).is_ok()
 }
 
+/// Signs `body` the way [`verify_github_signature`] checks it: `sha256=<hex>` of
+/// its HMAC-SHA256 keyed with `secret`. converge's own webhook notifications
+/// carry it, so a receiver can verify them as it verifies GitHub's.
+pub fn sign_github_signature(secret: &[u8], body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
+}
+
 /// Checks a shared-token header such as GitLab's `X-Gitlab-Token` against the secret.
 /// Both sides are hashed first so the comparison leaks neither content nor length.
 pub fn verify_token(secret: &[u8], header: Option<&str>) -> bool {
@@ -59,6 +67,13 @@ mod tests {
         assert!(verify_github_signature(SECRET, BODY, Some(SIGNATURE)));
         let upper = format!("sha256={}", SIGNATURE["sha256=".len()..].to_uppercase());
         assert!(verify_github_signature(SECRET, BODY, Some(&upper)));
+    }
+
+    #[test]
+    fn signing_gives_github_example_vector() {
+        assert_eq!(sign_github_signature(SECRET, BODY), SIGNATURE);
+        let signed = sign_github_signature(b"k", b"{}");
+        assert!(verify_github_signature(b"k", b"{}", Some(&signed)));
     }
 
     #[test]
