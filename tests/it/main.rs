@@ -29,6 +29,7 @@ mod hostile;
 mod kube_client;
 mod layout;
 mod leader;
+mod notify;
 mod oci;
 mod ordering;
 mod ownership;

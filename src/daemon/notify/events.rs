@@ -63,7 +63,7 @@ pub(crate) struct Tracker {
     drifted: BTreeSet<String>,
     /// Objects announced as failed and not yet recovered.
     degraded: BTreeSet<String>,
-    /// The dependencies last announced as awaited.
+    /// The dependencies last announced as awaited (without why).
     waiting: Vec<String>,
 }
 
@@ -230,10 +230,19 @@ impl Tracker {
     }
 
     fn waiting(&mut self, dependencies: &[String]) -> Vec<Due> {
-        if dependencies.is_empty() || self.waiting == dependencies {
+        // What is awaited, without why: a dependency going from "not found" to
+        // "progressing" is the same wait.
+        let awaited: Vec<String> = (dependencies.iter())
+            .map(|d| {
+                d.split_once(": ")
+                    .map_or(d.as_str(), |(what, _)| what)
+                    .to_string()
+            })
+            .collect();
+        if awaited.is_empty() || self.waiting == awaited {
             return Vec::new();
         }
-        self.waiting = dependencies.to_vec();
+        self.waiting = awaited;
         vec![Due {
             event: NotifyEvent::Waiting,
             revision: self.synced.clone(),
@@ -381,12 +390,17 @@ mod tests {
     fn waiting_once_per_set_of_dependencies() {
         let mut t = Tracker::default();
         let deps = vec!["source base: not synced".to_string()];
-        let other = vec!["source base: not healthy".to_string()];
+        let why_changed = vec!["source base: not healthy".to_string()];
+        let more = vec![
+            "source base: not healthy".to_string(),
+            "object v1/Service/db/pg: not found".to_string(),
+        ];
         let wait = |d| Observation::Waiting { dependencies: d };
         assert_eq!(events(&t.observe(wait(&deps))), [NotifyEvent::Waiting]);
         assert!(t.observe(wait(&deps)).is_empty());
-        assert_eq!(events(&t.observe(wait(&other))), [NotifyEvent::Waiting]);
+        assert!(t.observe(wait(&why_changed)).is_empty(), "the same wait");
+        assert_eq!(events(&t.observe(wait(&more))), [NotifyEvent::Waiting]);
         t.observe(ok(A, &["x"], &[]));
-        assert_eq!(events(&t.observe(wait(&other))), [NotifyEvent::Waiting]);
+        assert_eq!(events(&t.observe(wait(&more))), [NotifyEvent::Waiting]);
     }
 }

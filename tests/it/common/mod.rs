@@ -23,6 +23,8 @@
 //!   [`github_signature`] signs webhooks.
 //! - [`browser`]: a headless Chromium driven over WebDriver by chromedriver, for
 //!   the web page's tests.
+//! - [`receiver`]: a notification receiver on loopback that records requests, or
+//!   hangs.
 //! - [`audit`]: identities the API server's audit log records, and their requests
 //!   read back from it.
 
@@ -34,6 +36,7 @@ pub mod git;
 pub mod git_http;
 pub mod process;
 pub mod prometheus;
+pub mod receiver;
 pub mod sshd;
 pub mod watch;
 
