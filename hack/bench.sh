@@ -48,6 +48,18 @@ sops_decrypt() {
   ./target/release/examples/sops_decrypt "$dir/encrypted" "$dir/plain" "$dir/bench.agekey" 5 | tee target/bench/sops.json
 }
 if [[ ${1:-} == sops ]]; then sops_decrypt; exit; fi
+# Notifications (issue 30): commit-to-converged with no [[notify]] target, a healthy
+# receiver and a receiver that never answers, in one run (hack/bench/notify.py); on
+# the running plane (start it with hack/controlplane.sh up).
+#   hack/bench.sh notify [--objects 100] [--edits 100] [--rounds 2]
+if [[ ${1:-} == notify ]]; then
+  eval "$(bash hack/controlplane.sh env)"
+  kubectl get --raw /readyz >/dev/null 2>&1 ||
+    { echo "bench notify: the control plane does not answer; start it with hack/controlplane.sh up" >&2; exit 2; }
+  echo "bench: building converge (release)" >&2
+  cargo build --release --quiet --bin converge
+  exec python3 hack/bench.py "$@"
+fi
 bash hack/install-deps.sh
 bash hack/controlplane.sh up
 eval "$(bash hack/tools.sh env)"   # kustomize, for the kustomize source scenario

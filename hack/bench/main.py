@@ -325,10 +325,43 @@ def parse(argv):
     return args
 
 
+def notify_main(argv):
+    """`hack/bench.sh notify`: commit-to-converged with no [[notify]] target, a
+    healthy receiver and one that never answers (hack/bench/notify.py)."""
+    from . import notify
+    p = argparse.ArgumentParser(prog="hack/bench.sh notify", description=notify.__doc__)
+    p.add_argument("--objects", type=int, default=100, help="objects in the set (default 100)")
+    p.add_argument("--edits", type=int, default=100, help="commits per mode (default 100: enough for a p99)")
+    p.add_argument("--rounds", type=int, default=2, help="turns the modes take, the order rotated (default 2)")
+    p.add_argument("--port", type=int, default=19480, help="the converge daemon's HTTP port")
+    p.add_argument("--settle-timeout", type=int, default=600, help="seconds a namespace deletion may take")
+    p.add_argument("--out", help="results file (default bench/results/<date>-<commit>-notify.json)")
+    args = p.parse_args(argv)
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": git_commit(),
+            "command": "hack/bench.sh " + " ".join(sys.argv[1:]), "machine": machine(),
+            "versions": {"converge": tool_version([CONVERGE, "--version"])}, "settings": vars(args)}
+    out = Path(args.out) if args.out else ROOT / "bench/results" / f"{meta['date'][:10]}-{meta['commit']}-notify.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
+        work = Path(work)
+        git = GitServer(work / "git")
+        try:
+            results = {"meta": meta, "notify": notify.notify_scenario(args, work, git)}
+        finally:
+            git.stop()
+    results["meta"]["seconds"] = time.monotonic() - started
+    out.write_text(json.dumps(results, indent=2))
+    print(notify.render(results))
+    log(f"wrote {out}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report.main(argv[1:])
+    if argv[:1] == ["notify"]:
+        return notify_main(argv[1:])
     args = parse(argv)
     common.TOOL_TIMEOUT = args.tool_timeout or None
     audit = Audit()
