@@ -233,6 +233,61 @@ fn read_secret(target: &str, from: &SecretFrom) -> Result<Secret, NotifyError> {
 mod tests {
     use super::*;
 
+    /// A receiver that accepts and never answers: the queue fills, the rest is
+    /// dropped and counted, and handing notices over never waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_receiver_costs_the_caller_nothing_and_drops_are_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let target = NotifyConfig {
+            name: "hangs".into(),
+            kind: crate::config::NotifyKind::Slack,
+            url: format!("http://{addr}/"),
+            repository: crate::config::Repository::FromSource,
+            events: vec![NotifyEvent::Synced],
+            sources: Vec::new(),
+            secret: None,
+            timeout: std::time::Duration::from_secs(60),
+        };
+        let metrics = Metrics::new();
+        let notifier = Notifier::start(&[target], &[], &metrics).unwrap();
+        let inner = notifier.inner.as_ref().unwrap();
+        let notice = Notice {
+            source: "shop".into(),
+            cluster: None,
+            revision: None,
+            event: NotifyEvent::Synced,
+            objects: Vec::new(),
+            message: "m".into(),
+            time: SystemTime::now(),
+        };
+        let started = std::time::Instant::now();
+        for _ in 0..200 {
+            inner.queue(&notice);
+        }
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+        let text = metrics.encode();
+        let dropped = text
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"converge_notifications_total{target="hangs",outcome="dropped"}"#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap();
+        // 64 wait in the queue, at most one is being delivered.
+        assert!(
+            (200 - QUEUE as u64 - 1..=200 - QUEUE as u64).contains(&dropped),
+            "{dropped}"
+        );
+    }
+
     #[test]
     fn secrets_never_print() {
         let secret = Secret::new("hunter2".into());
