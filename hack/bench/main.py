@@ -339,7 +339,8 @@ def notify_main(argv):
     args = p.parse_args(argv)
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": git_commit(),
             "command": "hack/bench.sh " + " ".join(sys.argv[1:]), "machine": machine(),
-            "versions": {"converge": tool_version([CONVERGE, "--version"])}, "settings": vars(args)}
+            "versions": {"converge": tool_version([CONVERGE, "--version"])}, "binary": str(CONVERGE),
+            "settings": vars(args)}
     out = Path(args.out) if args.out else ROOT / "bench/results" / f"{meta['date'][:10]}-{meta['commit']}-notify.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
