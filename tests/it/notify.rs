@@ -443,3 +443,109 @@ fn an_unknown_event_is_refused_with_the_file_line_and_the_valid_events() {
         assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
     }
 }
+
+/// Two elected replicas, each with a webhook target on its own path of one
+/// receiver: only the Lease holder's path hears anything, once per revision,
+/// though the follower sees the same news (it judges health from its own
+/// reflectors and reconciles every revision report-only).
+#[test]
+fn only_the_replica_that_writes_notifies() {
+    let env = TestEnv::new("notify-leader");
+    let manifests = crate::common::Manifests::with("a.yaml", &configmap("a", "1"));
+    let receiver = Receiver::start(Answer::Created);
+    let start = |id: &str| {
+        let config = format!(
+            r#"{source}
+[leader_election]
+namespace = "{{ns}}"
+
+[[health]]
+api_version = "v1"
+kind = "ConfigMap"
+failed = "has(self.data) && has(self.data.value) && self.data.value == 'broken'"
+current = "true"
+
+[[notify]]
+kind = "webhook"
+url = "{url}"
+events = ["synced", "failed", "degraded", "recovered"]
+secret_env = "TEST_NOTIFY_HMAC"
+"#,
+            source = crate::common::daemon::dir_config(
+                manifests.path(),
+                "1h",
+                crate::common::daemon::Drift::Heal
+            ),
+            url = receiver.url(&format!("/{id}")),
+        );
+        let args = ["--leader-elect", "--id", id];
+        let vars = [("TEST_NOTIFY_HMAC", HMAC_KEY)];
+        let daemon = Daemon::start_with_env(&env, &config, &args, &vars);
+        daemon.wait_ready(Duration::from_secs(30));
+        daemon
+    };
+    let one = start("one");
+    let two = start("two");
+    let holder = crate::common::eventually(Duration::from_secs(30), || {
+        let jsonpath = "jsonpath={.spec.holderIdentity}";
+        let args = ["get", "lease", "converge", "-n", &env.ns, "-o", jsonpath];
+        let out = env.kubectl_output(&args, None);
+        let holder = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !holder.is_empty()).then_some(holder)
+    })
+    .expect("nobody took the Lease")
+    .value;
+    let follower = if holder == "one" { "two" } else { "one" };
+    let from_leader = format!("/{holder}");
+    env.wait_configmap_value("a", "1", Duration::from_secs(30))
+        .expect("the leader did not apply the first revision");
+    let event_is = |event: &'static str| move |r: &Request| r.json()["event"] == event;
+
+    manifests.write("a.yaml", &configmap("a", "2"));
+    env.wait_configmap_value("a", "2", Duration::from_secs(30))
+        .expect("the leader did not apply the change");
+    let synced = receiver.wait_for(&from_leader, PROMPT, event_is("synced"));
+    assert!(
+        synced.is_some(),
+        "no synced notice from the leader {holder}: {:#?}",
+        receiver.requests()
+    );
+    // News the follower sees too: an object turned failed, then a revision that
+    // cannot be loaded.
+    manifests.write("a.yaml", &configmap("a", "broken"));
+    let degraded = receiver.wait_for(&from_leader, Duration::from_secs(30), event_is("degraded"));
+    assert!(
+        degraded.is_some(),
+        "no degraded notice from the leader: {:#?}",
+        receiver.requests()
+    );
+    manifests.write(
+        "b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: [not, a, map]\n",
+    );
+    let failed = receiver.wait_for(&from_leader, Duration::from_secs(30), event_is("failed"));
+    assert!(
+        failed.is_some(),
+        "no failed notice from the leader: {:#?}",
+        receiver.requests()
+    );
+    // Time for the follower's reconciles of the same changes to show, if they did.
+    std::thread::sleep(Duration::from_secs(3));
+    let from_follower = receiver.to(&format!("/{follower}"));
+    let bodies: Vec<String> = (from_follower.iter())
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        bodies.is_empty(),
+        "the follower {follower} notified: {bodies:#?}"
+    );
+    let mut per_revision: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for request in receiver.to(&from_leader) {
+        let body = request.json();
+        let event = body["event"].as_str().unwrap_or_default().to_string();
+        let revision = body["revision"].as_str().unwrap_or_default().to_string();
+        *per_revision.entry((event, revision)).or_default() += 1;
+    }
+    assert!(per_revision.values().all(|n| *n == 1), "{per_revision:#?}");
+    drop((one, two));
+}
