@@ -227,10 +227,10 @@ impl Checker<'_> {
                     );
                 }
                 Some(source) if kind.is_commit_status() => {
-                    if let SourceLocation::Dir { .. } = source.kind {
+                    if !matches!(source.kind, SourceLocation::Git(_)) {
                         self.problem(
                             at,
-                            format!("sources: {name:?} is a directory source; a {kind} commit status needs a Git revision"),
+                            format!("sources: {name:?} is not a Git source; a {kind} commit status needs a Git revision (a commit)"),
                         );
                     }
                 }

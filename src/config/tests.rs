@@ -959,7 +959,7 @@ token_env = \"UNSET\"
     assert_contains(
         &problems,
         &[
-            "\"app\" is a directory source",
+            "\"app\" is not a Git source",
             "\"nope\" is not a [[source]]",
             "the environment variable UNSET is not set",
         ],
