@@ -22,6 +22,8 @@ pub(super) struct Checker<'a> {
     pub(super) health: HealthRules,
     /// The line of each `[[notify]]` header, for messages.
     pub(super) notify_lines: Vec<usize>,
+    /// The top-level `relist_every`, read before the sources: their default.
+    pub(super) relist_every: Duration,
 }
 
 impl Checker<'_> {
@@ -44,6 +46,12 @@ impl Checker<'_> {
             );
         }
         self.default_service_account = raw.tenancy.default_service_account;
+        self.relist_every = self.duration(
+            "config",
+            "relist_every",
+            raw.relist_every.as_ref(),
+            DEFAULT_RELIST_EVERY,
+        );
         self.health = self.health_rules("health", &raw.health, &HealthRules::default());
         let clusters = self.clusters(raw.clusters);
         let sources = self.sources(raw.sources);

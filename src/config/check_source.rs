@@ -174,6 +174,12 @@ impl Checker<'_> {
             DEFAULT_WAVE_TIMEOUT,
         );
         let full_resync_every = self.full_resync_every(at, raw.full_resync_every);
+        let relist_every = self.duration(
+            at,
+            "relist_every",
+            raw.relist_every.as_ref(),
+            self.relist_every,
+        );
         let namespace = raw.namespace.clone().unwrap_or(DEFAULT_NAMESPACE.into());
         if !is_dns_label(&namespace) {
             self.problem(
@@ -202,6 +208,7 @@ impl Checker<'_> {
             kind: kind?,
             interval,
             full_resync_every,
+            relist_every,
             namespace,
             prune: raw.prune.unwrap_or(true),
             self_heal: raw.self_heal.unwrap_or(true),

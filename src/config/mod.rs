@@ -66,6 +66,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = crate::kube::DEFAULT_REQUEST_TIMEO
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// One resync in this many runs a full reconcile even when nothing changed.
 pub const DEFAULT_FULL_RESYNC_EVERY: u32 = 10;
+/// How often a source re-LISTs the kinds it owns to check its watch cache, when
+/// neither it nor the top-level `relist_every` says.
+pub const DEFAULT_RELIST_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// How long each wave and hook may take to become healthy when a source sets none.
 pub const DEFAULT_WAVE_TIMEOUT: Duration = crate::engine::DEFAULT_STAGE_TIMEOUT;
 /// Namespace for namespaced objects that name none.
@@ -267,6 +270,7 @@ impl Config {
             default_service_account: None,
             health: HealthRules::default(),
             notify_lines: check_notify::notify_lines(text),
+            relist_every: DEFAULT_RELIST_EVERY,
         };
         let config = checker.config(raw, path.clone());
         if checker.problems.is_empty() {

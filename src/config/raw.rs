@@ -13,6 +13,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) server: RawServer,
     pub(super) state_dir: Option<String>,
+    /// Every source's `relist_every` unless it sets its own.
+    pub(super) relist_every: Option<toml::Value>,
     #[serde(default, rename = "source")]
     pub(super) sources: Vec<RawSource>,
     #[serde(default)]
@@ -157,6 +159,7 @@ pub(super) struct RawSource {
     /// A value, not a string, so `interval = 30` gets a helpful message of its own.
     pub(super) interval: Option<toml::Value>,
     pub(super) full_resync_every: Option<i64>,
+    pub(super) relist_every: Option<toml::Value>,
     pub(super) username_env: Option<String>,
     pub(super) password_env: Option<String>,
     pub(super) ssh_key_file: Option<String>,

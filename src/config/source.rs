@@ -22,6 +22,10 @@ pub struct SourceConfig {
     /// One resync in this many is a full reconcile even when nothing changed: the
     /// safety net under the watches (default 10; 1 makes every resync full).
     pub full_resync_every: u32,
+    /// How often the kinds the source owns are re-listed (metadata only) to find
+    /// what the watches missed: the safety net under the watch cache (default 6h,
+    /// or the top-level `relist_every`).
+    pub relist_every: Duration,
     /// Namespace for namespaced objects that name none (default "default").
     pub namespace: String,
     /// Delete owned objects that left the source (default true).

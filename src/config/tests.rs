@@ -999,4 +999,42 @@ fn notify_secrets_are_named_not_held() {
     let printed = format!("{config:?}");
     assert!(printed.contains("GIT_TOKEN"));
     assert!(!printed.contains("s3cret"), "{printed}");
+fn relist_every_defaults_to_six_hours_and_is_set_globally_or_per_source() {
+    let fx = Fixture::new();
+    let config = fx.parse(GIT).unwrap();
+    assert_eq!(config.sources[0].relist_every, DEFAULT_RELIST_EVERY);
+    assert_eq!(DEFAULT_RELIST_EVERY, Duration::from_secs(6 * 3600));
+    let text = format!(
+        "relist_every = \"1h\"\n{GIT}\n[[source]]\nname = \"own\"\ndir = \"manifests\"\n\
+         relist_every = \"20s\"\n"
+    );
+    let config = fx.parse(&text).unwrap();
+    assert_eq!(config.sources[0].relist_every, Duration::from_secs(3600));
+    assert_eq!(config.sources[1].relist_every, Duration::from_secs(20));
+}
+
+#[test]
+fn bad_relist_every_names_the_key_and_where() {
+    let fx = Fixture::new();
+    let problem = fx.problem(&format!("{GIT}relist_every = \"0s\"\n"));
+    assert_contains(
+        &problem,
+        &[
+            "source[0] \"shop\": ",
+            "relist_every = \"0s\": must be more than zero",
+        ],
+    );
+    let problem = fx.problem(&format!("relist_every = 6\n{GIT}"));
+    assert_contains(
+        &problem,
+        &[
+            "config: ",
+            "relist_every = 6: not a duration string",
+            "e.g.",
+        ],
+    );
+    let err = fx
+        .parse(&format!("{GIT}relist_evry = \"1h\"\n"))
+        .unwrap_err();
+    assert_contains(&err.to_string(), &["relist_evry", "line 4"]);
 }

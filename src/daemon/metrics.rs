@@ -86,6 +86,12 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    source: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
     source: String,
     state: String,
@@ -198,6 +204,8 @@ pub struct Metrics {
     reconciled_objects: Family<SourceLabels, Counter>,
     notifications: Family<NotifyLabels, Counter>,
     render_duration: Histograms,
+    relist_duration: Histograms,
+    cache_repairs: Family<KindLabels, Counter>,
     alive_tasks: Gauge,
 }
 
@@ -228,6 +236,8 @@ impl Metrics {
             reconciled_objects: Family::default(),
             notifications: Family::default(),
             render_duration: Family::new_with_constructor(duration_histogram),
+            relist_duration: Family::new_with_constructor(duration_histogram),
+            cache_repairs: Family::default(),
             alive_tasks: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("converge");
@@ -316,6 +326,19 @@ impl Metrics {
             Unit::Seconds,
             self.render_duration.clone(),
         );
+        r.register_with_unit(
+            "relist",
+            "How long one relist of a source took: a metadata LIST of every kind it \
+             owns, compared with the watch cache, and the repairs",
+            Unit::Seconds,
+            self.relist_duration.clone(),
+        );
+        r.register(
+            "cache_repairs",
+            "Objects a relist found changed, created or deleted behind the watch \
+             cache's back, by source and kind (each one repaired and reconciled)",
+            self.cache_repairs.clone(),
+        );
         r.register(
             "notifications",
             "Notifications per [[notify]] target: sent, failed (refused, or not answered \
@@ -341,6 +364,22 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&source(source_name))
             .observe(seconds);
+    }
+
+    /// Records one relist of a source.
+    pub fn observe_relist(&self, source_name: &str, seconds: f64) {
+        self.relist_duration
+            .get_or_create(&source(source_name))
+            .observe(seconds);
+    }
+
+    /// Counts one object a relist repaired in the watch cache.
+    pub fn count_cache_repair(&self, source_name: &str, kind: &str) {
+        let labels = KindLabels {
+            source: source_name.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.cache_repairs.get_or_create(&labels).inc();
     }
 
     /// Records one render of a source's root.
@@ -513,6 +552,8 @@ mod tests {
         metrics.observe_render("apps", 0.2);
         metrics.count_notification_targets("ops");
         metrics.count_notification("ops", NotifyOutcome::Dropped);
+        metrics.observe_relist("apps", 0.3);
+        metrics.count_cache_repair("apps", "ConfigMap");
         let text = metrics.encode();
         assert!(
             text.contains(r#"converge_notifications_total{target="ops",outcome="dropped"} 1"#),
@@ -533,6 +574,8 @@ mod tests {
             "converge_api_requests_total",
             "converge_health_objects",
             "converge_render_duration_seconds",
+            "converge_relist_seconds",
+            "converge_cache_repairs_total",
             "converge_tokio_alive_tasks",
         ] {
             assert!(

@@ -28,6 +28,7 @@ mod needs;
 mod notify;
 pub(crate) mod reconcile;
 mod record;
+mod relist;
 mod scheduler;
 mod server;
 mod settings;

@@ -65,6 +65,8 @@ pub struct SourceSpec {
     pub interval: Duration,
     /// One quiet resync in this many is a full reconcile.
     pub full_resync_every: u32,
+    /// How often the owned kinds are re-listed to check the watch cache.
+    pub relist_every: Duration,
     pub webhook_secret: Option<Vec<u8>>,
     /// Sources that must be synced and healthy before this one reconciles.
     pub depends_on: Vec<String>,
@@ -132,6 +134,7 @@ impl SourceSpec {
             location: source.location(),
             interval: config.interval,
             full_resync_every: config.full_resync_every,
+            relist_every: config.relist_every,
             webhook_secret: source.webhook_secret().map(<[u8]>::to_vec),
             depends_on: config.depends_on.clone(),
             depends_on_objects: config.depends_on_objects.clone(),

@@ -11,6 +11,7 @@ use crate::daemon::error::ReconcileError;
 use crate::daemon::leader::{Duty, Leadership};
 use crate::daemon::needs::ObjectNeeds;
 use crate::daemon::reconcile::Reconciler;
+use crate::daemon::relist::Relister;
 use crate::daemon::scheduler::{self, Action, Board, Decision, Found, Readiness, Reason};
 use crate::daemon::scheduler::{Mode, Scheduler, Timing};
 use crate::daemon::settings::Settings;
@@ -136,6 +137,8 @@ pub(super) struct SourceTask {
     waiters: Vec<Reply<SourceStatus>>,
     /// Whether the suspension on the ApplySet parent has been read.
     suspension: Recorded,
+    /// The periodic relist that checks the watch cache (`relist_every`).
+    relister: Relister,
 }
 
 /// How a reconcile in flight ended.
@@ -171,6 +174,7 @@ impl SourceTask {
         };
         let state = SourceState::new(changes_tx, spec.settings.limits);
         let dependencies = (!spec.depends_on.is_empty()).then(|| inputs.board.subscribe());
+        let spec_relist_every = spec.relist_every;
         SourceTask {
             reconciler,
             remote: None,
@@ -188,6 +192,7 @@ impl SourceTask {
             last_ok: false,
             waiters: Vec::new(),
             suspension: Recorded::Unread,
+            relister: Relister::new(spec_relist_every, Instant::now()),
         }
     }
 
@@ -481,9 +486,21 @@ impl SourceTask {
             }
             true = board_changed(&mut self.dependencies) => self.dependencies_changed(),
             true = needs_changed(&mut self.needs) => self.dependencies_changed(),
+            _ = sleep_until(self.relister.due()) => self.relist(),
             _ = sleep_until(wake) => {}
         }
         true
+    }
+
+    /// Starts the periodic relist of the watched kinds (in a task of its own: its
+    /// repairs arrive as drift).
+    fn relist(&mut self) {
+        let job = self.state.relist_job(
+            &self.spec.settings.name,
+            self.reconciler.engine.reader(),
+            &self.reconciler.record.metrics,
+        );
+        self.relister.start(job, Instant::now());
     }
 
     /// This replica started or stopped writing the source. A new leader reconciles

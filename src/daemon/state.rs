@@ -6,6 +6,7 @@
 
 use crate::daemon::error::ReconcileError;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::relist::RelistJob;
 use crate::daemon::scheduler::Reason;
 use crate::daemon::settings::Settings;
 use crate::daemon::targeting::{self, Baseline, Selection, Since};
@@ -224,6 +225,30 @@ impl SourceState {
             covered,
             recorded,
             memo: &self.memo,
+        })
+    }
+
+    /// A relist of the kinds whose first list is complete, reading with `client`;
+    /// `None` while nothing is watched (before the first full run).
+    pub(crate) fn relist_job(
+        &self,
+        source: &str,
+        client: &crate::kube::Client,
+        metrics: &Metrics,
+    ) -> Option<RelistJob> {
+        let kinds: Vec<_> = self
+            .reflectors
+            .values()
+            .filter(|r| r.is_synced())
+            .map(|r| (r.resource().clone(), r.selector().to_string()))
+            .collect();
+        (!kinds.is_empty()).then(|| RelistJob {
+            source: source.to_string(),
+            client: client.clone(),
+            kinds,
+            store: self.store.clone(),
+            changes: self.changes.clone(),
+            metrics: metrics.clone(),
         })
     }
 

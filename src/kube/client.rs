@@ -376,6 +376,43 @@ impl Client {
         }
     }
 
+    /// [`Client::list_map`] asking for metadata only (`PartialObjectMetadataList`:
+    /// names, uids, resourceVersions, labels; no spec, data or status), with plain
+    /// JSON as the fallback for an API that cannot serve it. Why: the cache check
+    /// ([`super::relist`]) compares versions, and the full objects would cost it
+    /// the bytes of a whole first list. Items keep the page's `apiVersion`/`kind`
+    /// (`meta.k8s.io/v1` `PartialObjectMetadata`), so callers read only `metadata`.
+    /// Returns the list and the pages it took.
+    pub(crate) async fn list_metadata_map<T>(
+        &self,
+        path: &str,
+        params: &ListParams,
+        mut each: impl FnMut(Value) -> Option<T>,
+    ) -> Result<(ObjectList<T>, u32), Error> {
+        const METADATA: &str =
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        let mut list = ObjectList::default();
+        let mut page = self.paged(params);
+        let mut pages = 0;
+        loop {
+            let req = Req {
+                method: Method::GET,
+                path,
+                query: page.query(),
+                body: None,
+                content_type: None,
+                accept: METADATA,
+                retry: Retry::Idempotent,
+            };
+            let bytes = self.run(&req).await?;
+            pages += 1;
+            page.continue_token = collect_page(decode_json(&bytes, &req)?, &mut list, &mut each);
+            if page.continue_token.is_none() {
+                return Ok((list, pages));
+            }
+        }
+    }
+
     /// One page of a collection: at most `params.limit` items (the client's page
     /// size when unset), for callers that want a sample, never the whole list.
     pub async fn list_page(&self, path: &str, params: &ListParams) -> Result<ObjectList, Error> {

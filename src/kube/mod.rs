@@ -23,6 +23,8 @@
 //!   scope, verbs).
 //! - [`watch`]: reflectors — list, then watch with bookmarks, resume from the last
 //!   resourceVersion, relist on 410 Gone — keeping a [`watch::Store`] of live objects.
+//! - [`relist`]: the safety net under the watches — a periodic metadata LIST of a
+//!   watched kind compared with the store, repairing what a watch missed.
 //! - error: [`Error`], typed from the API's `Status` (`is_not_found`,
 //!   `is_conflict`, `is_gone`, `is_invalid`).
 //!
@@ -54,6 +56,7 @@ mod group_version;
 mod identity;
 mod meta;
 mod names;
+pub(crate) mod relist;
 mod request;
 mod tls;
 pub(crate) mod watch;

@@ -132,6 +132,35 @@ impl Store {
         })
     }
 
+    /// The resourceVersion of every stored object of one kind: what a relist
+    /// compares ([`super::relist`]); no object is parsed.
+    pub(super) fn versions_of_kind(&self, group: &str, kind: &str) -> HashMap<ObjectRef, Box<str>> {
+        self.read()
+            .iter()
+            .filter(|(k, _)| k.group == group && k.kind == kind)
+            .map(|(k, e)| (k.clone(), e.resource_version.clone()))
+            .collect()
+    }
+
+    /// The stored resourceVersion of one object.
+    pub(super) fn version_of(&self, object: &ObjectRef) -> Option<Box<str>> {
+        self.read().get(object).map(|e| e.resource_version.clone())
+    }
+
+    /// Stores an object read back by a relist's repair; the change, if any.
+    pub(super) fn repair(&self, object: Value) -> Option<Change> {
+        self.upsert(object)
+    }
+
+    /// Drops an object a relist found gone; the change, if it was stored.
+    pub(super) fn repair_removed(&self, object: &ObjectRef) -> Option<Change> {
+        self.write().remove(object)?;
+        Some(Change {
+            object: object.clone(),
+            resource_version: None,
+        })
+    }
+
     /// Replaces every object of `resource`'s kind with a fresh list, returning what
     /// changed (including deletions missed while no watch was open).
     fn replace_kind(&self, resource: &ApiResource, items: Vec<(ObjectRef, Entry)>) -> Vec<Change> {
@@ -169,6 +198,9 @@ pub(crate) struct Change {
 pub(crate) struct Reflector {
     task: JoinHandle<()>,
     synced: watch::Receiver<bool>,
+    /// What it watches, for the relist that checks its work ([`super::relist`]).
+    resource: ApiResource,
+    selector: String,
 }
 
 impl Drop for Reflector {
@@ -190,9 +222,32 @@ impl Reflector {
         let (synced_tx, synced) = watch::channel(false);
         let span = info_span!("reflector", kind = %resource.kind, group = %resource.group);
         let task = tokio::spawn(
-            reflect(client, resource, selector, store, changes, synced_tx).instrument(span),
+            reflect(
+                client,
+                resource.clone(),
+                selector.clone(),
+                store,
+                changes,
+                synced_tx,
+            )
+            .instrument(span),
         );
-        Reflector { task, synced }
+        Reflector {
+            task,
+            synced,
+            resource,
+            selector,
+        }
+    }
+
+    /// The kind it watches.
+    pub(crate) fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    /// The label selector it watches with.
+    pub(crate) fn selector(&self) -> &str {
+        &self.selector
     }
 
     /// Whether the first list has completed (the store is complete for this kind).
