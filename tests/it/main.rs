@@ -35,6 +35,7 @@ mod ordering;
 mod ownership;
 mod preview;
 mod reconcile;
+mod relist;
 mod reload;
 mod render;
 mod render_daemon;

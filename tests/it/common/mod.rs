@@ -31,6 +31,7 @@
 pub mod audit;
 pub mod browser;
 pub mod daemon;
+pub mod event_proxy;
 pub mod fault_proxy;
 pub mod git;
 pub mod git_http;
