@@ -14,6 +14,8 @@ Run through hack/bench.sh, which starts the plane, builds converge and the peers
   the API server's audit log), commit-to-converged with each one's fastest trigger,
   drift correction;
 - a kustomize-rendered source (converge only);
+- the relist (issue 28, converge only): one relist of the kinds the daemon owns,
+  its time and requests (`relist.seconds` in target/bench/summary.json);
 - clusters (issue 24): converge's daemon owning the set on the home plane, idle;
   then the same config plus a [[clusters]] entry and a second source of the same
   size on a second plane (--second-plane, started when not up), idle; RSS, CPU and

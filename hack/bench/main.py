@@ -19,6 +19,7 @@ from .clusters import clusters_scenario, default_second_plane
 from .cluster import Audit, delete_namespaces, present, settle, wait_quiet, written
 from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, kube_versions, log, machine, stats, tool_version)
 from .gitserver import GitServer, Repo
+from .relist import relist_scenario
 from .synthetic import change_one_percent, generate
 from .tools import kubectl_measured, tools
 
@@ -303,7 +304,7 @@ def parse(argv):
                    help="seconds one command of a tool may take; a tool past it is reported as not finishing "
                         "and left out (default: no limit)")
     p.add_argument("--skip", default="",
-                   help="comma-separated parts to leave out: cli,converge,flux,kustomize,clusters")
+                   help="comma-separated parts to leave out: cli,converge,flux,kustomize,relist,clusters")
     p.add_argument("--second-plane", default=default_second_plane(),
                    help="state directory of the second plane for the clusters part, started there (one kwok "
                         "node) when not up (default $CONVERGE_SECOND_CP_DIR, else "
@@ -387,6 +388,8 @@ def main(argv=None):
             r["daemons"] = daemon_scenarios(args, n, work, audit, index)
             if "kustomize" not in args.skip:
                 r.update(kustomize_scenarios(args, n, work))
+            if "relist" not in args.skip:
+                r["relist"] = relist_scenario(args, n, work)
             if "clusters" not in args.skip:
                 r["clusters"] = clusters_scenario(args, n, work)
         r["seconds"] = time.monotonic() - size_started

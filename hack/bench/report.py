@@ -94,6 +94,11 @@ def size_tables(n, r):
         lines += ["", f"Kustomize source: commit-to-converged {latency_text(kc)}, {kc['renders']:.0f} renders of "
                       f"{kc['render_ms'] or 0:.0f} ms; {kr['seconds']} s of full resyncs every second: "
                       f"{kr['full_resyncs']:.0f} resyncs, {kr['renders']:.0f} renders."]
+    if "relist" in r:
+        rl = r["relist"]
+        lines += ["", f"Relist (the safety net under the watch cache): one relist of {rl['objects_owned']} objects "
+                      f"took {rl['seconds']:.2f} s, {rl['requests']['list']:.0f} LIST pages and "
+                      f"{rl['requests']['get']:.0f} GETs, {rl['repairs']:.0f} repairs."]
     if "clusters" in r:
         lines += ([""] if lines[-1] else []) + clusters_table(n, r["clusters"])
     return lines
