@@ -19,19 +19,25 @@ RELIST_EVERY = 30
 
 
 def relist_scenario(args, n, work):
+    settle(args.settle_timeout)
+    return measure(n, work, args.port, args.settle_timeout)
+
+
+def measure(n, work, port, settle_timeout):
+    """One relist of `n` objects, on a cluster the caller has settled."""
     prefix = f"d{n}-rl"
     s = generate(work / prefix, prefix, n)
-    settle(args.settle_timeout)
     out = {"relist_every": f"{RELIST_EVERY}s", "source": "dir"}
-    d = daemons.ConvergeDaemon(s.directory, prefix, f"{prefix}-0", args.port, "1h",
+    d = daemons.ConvergeDaemon(s.directory, prefix, f"{prefix}-0", port, "1h",
                                extra_config=f'relist_every = "{RELIST_EVERY}s"\n')
     try:
+        out["first_sync_seconds"] = d.synced_after
         d.wait_observed()
         before = d.metrics()
         after = wait_relist(d, before, 3 * RELIST_EVERY + n // 100)
     finally:
         d.stop()
-        delete_namespaces(s.namespaces, args.settle_timeout)
+        delete_namespaces(s.namespaces, settle_timeout)
 
     def delta(name, **labels):
         return daemons.metric_sum(after, name, **labels) - daemons.metric_sum(before, name, **labels)
