@@ -5,6 +5,7 @@
 #
 #   hack/bench.sh [--objects 1000,10000,30000] [--repeat 3,3,1] [--idle 360] ...
 #   hack/bench.sh report bench/results/FILE.json     render a results file again
+#   hack/bench.sh relist [--objects 10000]           only the relist (issue 28), no settle
 #
 # Writes bench/results/<date>-<commit>.json and target/bench/summary.json, prints the
 # markdown table. The API server's audit log (hack/controlplane.sh, since issue 17)
@@ -16,6 +17,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 if [[ ${1:-} == report ]]; then exec python3 hack/bench.py "$@"; fi
+if [[ ${1:-} == relist ]]; then
+  eval "$(bash hack/controlplane.sh env)"
+  cargo build --release --quiet --bin converge
+  exec python3 hack/bench.py "$@"
+fi
 # The cost of health evaluation (issue 25): 1000 objects, 10 CEL rules loaded, against
 # the built-in rules alone; no cluster needed (health is pure).
 #   hack/bench.sh health        only this

@@ -19,7 +19,7 @@ from .clusters import clusters_scenario, default_second_plane
 from .cluster import Audit, delete_namespaces, present, settle, wait_quiet, written
 from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, kube_versions, log, machine, stats, tool_version)
 from .gitserver import GitServer, Repo
-from .relist import relist_scenario
+from .relist import main as relist_main, relist_scenario
 from .synthetic import change_one_percent, generate
 from .tools import kubectl_measured, tools
 
@@ -364,6 +364,8 @@ def main(argv=None):
         return report.main(argv[1:])
     if argv[:1] == ["notify"]:
         return notify_main(argv[1:])
+    if argv[:1] == ["relist"]:
+        return relist_main(argv[1:])
     args = parse(argv)
     common.TOOL_TIMEOUT = args.tool_timeout or None
     audit = Audit()

@@ -66,3 +66,32 @@ def wait_relist(d, before, timeout):
         if daemons.metric_sum(now, "converge_relist_seconds_count") > count:
             return now
     raise BenchError(f"no relist within {timeout} s; log: {d.dir}/converge.log")
+
+
+def main(argv):
+    """`hack/bench.py relist [--objects N]`: only this scenario, without the settle
+    of a full run (which deletes every leftover bench namespace: not on a plane
+    others use). Writes target/bench/relist.json and adds `relist` to each size of
+    target/bench/summary.json."""
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from .common import ROOT, machine
+
+    p = argparse.ArgumentParser(prog="hack/bench.py relist", description=main.__doc__)
+    p.add_argument("--objects", default="1000", help="comma-separated sizes (default 1000)")
+    p.add_argument("--port", type=int, default=19481, help="the daemon's HTTP port")
+    args = p.parse_args(argv)
+    results = {"machine": machine(), "sizes": {}}
+    summary_path = ROOT / "target/bench/summary.json"
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    for n in (int(x) for x in args.objects.split(",")):
+        with tempfile.TemporaryDirectory(prefix="converge-bench-") as work:
+            results["sizes"][str(n)] = measure(n, Path(work), args.port, max(600, n // 10))
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        summary.setdefault(str(n), {})["relist"] = results["sizes"][str(n)]
+        summary_path.write_text(json.dumps(summary, indent=2))
+    (ROOT / "target/bench/relist.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["sizes"], indent=2))
