@@ -6,7 +6,8 @@
 
 use crate::common::daemon::{Daemon, Drift, dir_config};
 use crate::common::event_proxy::EventProxy;
-use crate::common::{Manifests, TestEnv, configmap};
+use crate::common::{Manifests, TestEnv, configmap, eventually};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Short enough for a test, long enough to sample the drift many times first.
@@ -33,9 +34,31 @@ fn a_dropped_watch_event_is_healed_at_the_next_relist_and_not_before() {
     let applied = env.wait_configmap_value("target", "desired", Duration::from_secs(60));
     assert!(applied.is_some(), "never applied:\n{}", daemon.log());
 
-    // The first relist finds the cache right; the next is a whole period away.
-    let quiet = daemon.wait_for_log(0, &["relisted", "repairs=0"], RELIST_EVERY * 3);
+    // The first relist finds the cache right, at the cost of one LIST page (one
+    // kind, one object) and nothing else; the next is a whole period away.
+    let observed = eventually(Duration::from_secs(30), || {
+        let objects = daemon.source()["health"]["objects"].clone();
+        let observed = |o: &Value| o["message"] != "not observed yet";
+        objects
+            .as_array()
+            .is_some_and(|all| all.iter().all(observed))
+            .then_some(())
+    });
+    assert!(
+        observed.is_some(),
+        "the watch never saw the object: {}",
+        daemon.source()
+    );
+    let reads =
+        |verb: &str| daemon.metric(&format!("converge_api_requests_total{{verb=\"{verb}\"}}"));
+    let (lists, gets, before) = (reads("list"), reads("get"), daemon.log().len());
+    let quiet = daemon.wait_for_log(before, &["relisted", "repairs=0"], RELIST_EVERY * 3);
     assert!(quiet, "no relist that found nothing:\n{}", daemon.log());
+    assert_eq!(
+        (reads("list") - lists, reads("get") - gets),
+        (1.0, 0.0),
+        "a relist that finds nothing costs one LIST page here (LISTs, GETs sent)"
+    );
     assert!(
         proxy.watches() > 0,
         "the watches do not go through the proxy"
