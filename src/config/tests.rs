@@ -999,6 +999,9 @@ fn notify_secrets_are_named_not_held() {
     let printed = format!("{config:?}");
     assert!(printed.contains("GIT_TOKEN"));
     assert!(!printed.contains("s3cret"), "{printed}");
+}
+
+#[test]
 fn relist_every_defaults_to_six_hours_and_is_set_globally_or_per_source() {
     let fx = Fixture::new();
     let config = fx.parse(GIT).unwrap();
