@@ -384,7 +384,7 @@ pub(crate) struct ApplyArgs {
 pub(crate) struct SyncArgs {
     /// Manifest files or directories (YAML or JSON; directories are read
     /// recursively, hidden entries skipped).
-    #[arg(required_unless_present = "git", value_name = "PATH")]
+    #[arg(required_unless_present_any = ["git", "helm_repo"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Name of the ApplySet that records what these manifests own (its parent is
     /// the ConfigMap converge-NAME). Default: the first path's directory name.
@@ -477,6 +477,50 @@ pub(crate) struct SyncArgs {
     pub render: RenderArgs,
     #[command(flatten)]
     pub revision: RevisionArgs,
+    #[command(flatten)]
+    pub chart: ChartArgs,
+}
+
+/// Where `apply` and `diff` read a chart from a Helm repository instead of PATHs:
+/// the daemon's own fetch code, so a preview works before a source exists.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Helm repository")]
+pub(crate) struct ChartArgs {
+    /// Read a chart from this Helm repository (the URL holding index.yaml), as a
+    /// chart source's helm_repo. Rendered like a chart PATH (--values, --set,
+    /// --release apply).
+    #[arg(long, value_name = "URL", requires = "chart")]
+    pub helm_repo: Option<String>,
+    /// The chart's name in the repository's index.
+    #[arg(long, value_name = "NAME", requires = "helm_repo")]
+    pub chart: Option<String>,
+    /// A version or a semver constraint (6.14.x, ^6.14, >=6.14 <7). Default: the
+    /// latest stable version.
+    #[arg(long = "version", value_name = "CONSTRAINT", requires = "helm_repo")]
+    pub chart_version: Option<String>,
+    /// The environment variable holding the repository's user name (basic auth;
+    /// default `helm`), as a source's username_env.
+    #[arg(long, value_name = "VAR", requires = "helm_password_env")]
+    pub helm_username_env: Option<String>,
+    /// The environment variable holding the repository's password (basic auth).
+    #[arg(long, value_name = "VAR", requires = "helm_repo")]
+    pub helm_password_env: Option<String>,
+    /// The environment variable holding a bearer token for the repository.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "helm_repo",
+        conflicts_with = "helm_password_env"
+    )]
+    pub helm_token_env: Option<String>,
+    /// PEM certificate authorities for the repository's TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "helm_repo")]
+    pub helm_ca_file: Option<PathBuf>,
+    /// Cache charts (--helm-repo's and the dependencies a chart PATH fetches)
+    /// under this directory, e.g. the daemon's state_dir, so a second run
+    /// downloads nothing. Default: a scratch directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How a PATH holding a Helm chart is rendered (a kustomization or plain manifests
@@ -565,8 +609,14 @@ impl SyncArgs {
 
     /// Where the manifests come from: PATHs or a Git revision, not both.
     pub(crate) fn check_source(&self) -> Result<(), String> {
-        match (&self.revision.git, self.paths.is_empty()) {
-            (Some(_), false) => Err("give PATHs or --git, not both".into()),
+        match (
+            &self.revision.git,
+            &self.chart.helm_repo,
+            self.paths.is_empty(),
+        ) {
+            (Some(_), _, false) => Err("give PATHs or --git, not both".into()),
+            (_, Some(_), false) => Err("give PATHs or --helm-repo, not both".into()),
+            (Some(_), Some(_), _) => Err("give --git or --helm-repo, not both".into()),
             _ => Ok(()),
         }
     }
@@ -602,6 +652,10 @@ impl SyncArgs {
         }
         if let Some(url) = &self.revision.git {
             return revision_name(url, self.revision.path.as_deref());
+        }
+        if let Some(chart) = &self.chart.chart {
+            return parse_name(&chart.to_ascii_lowercase().replace(['_', '.'], "-"))
+                .map_err(|e| format!("{e}; pass --name"));
         }
         let first = self.paths.first().ok_or("no path given")?;
         let derived = derive_name(first).ok_or_else(|| {
@@ -796,6 +850,7 @@ mod tests {
             age_key_file: Vec::new(),
             render: RenderArgs::default(),
             revision: RevisionArgs::default(),
+            chart: ChartArgs::default(),
         };
         assert_eq!(
             args(vec![shop.clone()], None).applyset_name(),

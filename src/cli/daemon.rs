@@ -74,7 +74,8 @@ pub(crate) async fn run_daemon(args: RunArgs) -> Result<Exit> {
     let options = DaemonOptions {
         listen: config.server.listen,
         dry_run: args.dry_run,
-        renderer: Renderer::new(tools, config.render.limits),
+        renderer: Renderer::new(tools, config.render.limits)
+            .with_artifacts(&config.state_dir, config.artifact_limits),
         election,
         clusters,
         token,

@@ -3,6 +3,7 @@
 //! (`thiserror`) everywhere below.
 
 pub(crate) mod args;
+mod chart;
 mod completions;
 mod control;
 mod daemon;

@@ -98,7 +98,7 @@ pub(super) async fn load_roots(
         .iter()
         .map(render::prepare)
         .collect::<Result<Vec<Prepared>, _>>()?;
-    let helm = prepared.iter().any(|p| p.kind() == RootKind::Helm);
+    let helm = prepared.iter().any(Prepared::needs_cluster);
     let cluster = match (helm, reach) {
         (true, Reach::Cluster) => Some(Cluster::connect(args).await?),
         _ => None,
@@ -118,7 +118,15 @@ pub(super) async fn load_roots(
     }
     let keys = args.age_keys()?;
     let tools = Tools::find(&ToolPaths::default()).await;
-    let renderer = render::Renderer::new(tools, ToolLimits::default());
+    // Chart dependencies are fetched into --cache-dir, else a scratch cache.
+    let scratch_cache = tempfile::tempdir()?;
+    let cache = args
+        .chart
+        .cache_dir
+        .as_deref()
+        .unwrap_or(scratch_cache.path());
+    let renderer = render::Renderer::new(tools, ToolLimits::default())
+        .with_artifacts(cache, converge::config::ArtifactLimits::default());
     let vars = substitutes.then_some(&settings.vars);
     let mut manifests = Vec::new();
     for (target, prepared) in targets.iter().zip(&prepared) {

@@ -105,6 +105,14 @@ pub(crate) async fn sync(mut args: SyncArgs, mode: Mode) -> Result<Exit> {
     // Before anything is read or written: a rule that does not compile is refused.
     let rules = health_rules(&args.health)?;
     let (manifests, cluster, loaded_from, revision) = match &args.revision.git {
+        None if args.chart.helm_repo.is_some() => {
+            let (manifests, cluster, snapshot) =
+                super::chart::load(&args, &name, scratch.path()).await?;
+            let from = LoadedFrom::Source(snapshot.root.clone());
+            let chart = args.chart.chart.as_deref().unwrap_or_default();
+            let revision = format!("chart {chart} {}", snapshot.revision);
+            (manifests, cluster, from, Some(revision))
+        }
         None => {
             let (manifests, cluster) = render::load(&args, &name).await?;
             let from = LoadedFrom::Paths(args.paths.clone());

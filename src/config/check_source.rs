@@ -15,6 +15,7 @@ use crate::kube::Impersonation;
 use crate::kube::is_dns_label;
 use crate::render::{HelmSettings, RenderSettings, Vars, VarsFrom, is_var_name};
 use crate::sops::{Decryption, SecretRef};
+use crate::source::artifact::VersionConstraint;
 
 impl Checker<'_> {
     pub(super) fn sources(&mut self, raws: Vec<RawSource>) -> Vec<SourceConfig> {
@@ -314,24 +315,62 @@ impl Checker<'_> {
         if let Some(location) = self.oci_location(at, raw) {
             return location;
         }
-        match (&raw.dir, &raw.git) {
-            (Some(_), Some(_)) => {
-                self.problem(
-                    at,
-                    "both dir and git are set; a source is one or the other, keep one",
-                );
-                None
-            }
-            (None, None) => {
-                self.problem(
-                    at,
-                    "neither dir nor git is set; add dir = \"path/to/manifests\" or git = \"https://…\"",
-                );
-                None
-            }
-            (Some(dir), None) => self.dir_source(at, dir, raw),
-            (None, Some(url)) => self.git_source(at, url, raw).map(SourceLocation::Git),
+        let set: Vec<&str> = [
+            ("dir", raw.dir.is_some()),
+            ("git", raw.git.is_some()),
+            ("chart", raw.chart.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if set.len() > 1 {
+            self.problem(
+                at,
+                format!(
+                    "both {} are set; a source is one of dir, git or chart, keep one",
+                    set.join(" and ")
+                ),
+            );
+            return None;
         }
+        if raw.chart.is_none() {
+            for (key, value) in raw.chart_only_keys() {
+                self.problem(
+                    at,
+                    format!(
+                        "{key} = {value:?}: only chart sources have {key}; remove it, or \
+                         make this a chart source (chart = \"NAME\" with helm_repo = \"https://…\")"
+                    ),
+                );
+            }
+        }
+        match (&raw.dir, &raw.git, &raw.chart) {
+            (Some(dir), _, _) => self.dir_source(at, dir, raw),
+            (_, Some(url), _) => self.git_source(at, url, raw).map(SourceLocation::Git),
+            (_, _, Some(chart)) => self.chart_source(at, chart, raw),
+            (None, None, None) => {
+                self.problem(
+                    at,
+                    "neither dir nor git nor chart is set; add dir = \"path/to/manifests\", \
+                     git = \"https://…\" or chart = \"NAME\" with helm_repo = \"https://…\"",
+                );
+                None
+            }
+        }
+    }
+
+    /// `chart = …`: a chart from a Helm repository (`helm_repo`); `oci://` charts
+    /// are read by their own function.
+    fn chart_source(&mut self, at: &str, chart: &str, raw: &RawSource) -> Option<SourceLocation> {
+        if chart.starts_with("oci://") {
+            self.problem(
+                at,
+                format!("chart = {chart:?}: OCI charts are not supported yet; use helm_repo"),
+            );
+            return None;
+        }
+        self.helm_chart_source(at, chart, raw)
+            .map(SourceLocation::HelmChart)
     }
 
     fn dir_source(&mut self, at: &str, dir: &str, raw: &RawSource) -> Option<SourceLocation> {
@@ -372,6 +411,125 @@ impl Checker<'_> {
             known_hosts_file,
             webhook_secret_env: raw.webhook_secret_env.clone(),
         })
+    }
+
+    /// `chart = "NAME"` with `helm_repo`, `version` and the repository's
+    /// credentials and CA.
+    fn helm_chart_source(
+        &mut self,
+        at: &str,
+        chart: &str,
+        raw: &RawSource,
+    ) -> Option<HelmChartConfig> {
+        for (key, value) in raw.git_only_keys() {
+            if !matches!(key, "username_env" | "password_env" | "webhook_secret_env") {
+                self.problem(
+                    at,
+                    format!("{key} = {value:?}: only Git sources have {key}; remove it"),
+                );
+            }
+        }
+        let valid_name = !chart.is_empty()
+            && chart
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !chart.starts_with('.');
+        if !valid_name {
+            self.problem(
+                at,
+                format!(
+                    "chart = {chart:?}: not a chart name; write the name as the repository's \
+                     index.yaml lists it, e.g. \"podinfo\""
+                ),
+            );
+        }
+        let repo = match raw.helm_repo.as_deref() {
+            None => {
+                self.problem(
+                    at,
+                    format!(
+                        "chart = {chart:?} needs helm_repo = \"https://…\" (the URL of the \
+                         repository's index.yaml, without index.yaml)"
+                    ),
+                );
+                None
+            }
+            Some(url) => self.helm_repo_url(at, url),
+        };
+        let version = raw.version.clone();
+        if let Some(text) = &version {
+            if let Err(error) = VersionConstraint::parse(text) {
+                self.problem(at, format!("version = {text:?}: {error}"));
+            }
+        }
+        for (key, value) in [
+            ("username_env", &raw.username_env),
+            ("password_env", &raw.password_env),
+            ("token_env", &raw.token_env),
+            ("webhook_secret_env", &raw.webhook_secret_env),
+        ] {
+            if let Some(var) = value {
+                self.env_var(at, key, var);
+            }
+        }
+        let auth = match (&raw.username_env, &raw.password_env, &raw.token_env) {
+            (None, None, None) => HelmAuth::Anonymous,
+            (_, Some(password), None) => HelmAuth::Basic {
+                username_env: raw.username_env.clone(),
+                password_env: password.clone(),
+            },
+            (None, None, Some(token)) => HelmAuth::Bearer {
+                token_env: token.clone(),
+            },
+            (Some(_), None, None) => {
+                self.problem(
+                    at,
+                    "username_env is set without password_env; add password_env (basic auth) \
+                     or use token_env (a bearer token)",
+                );
+                HelmAuth::Anonymous
+            }
+            (_, _, Some(_)) => {
+                self.problem(
+                    at,
+                    "token_env and username_env/password_env are both set; keep one: basic \
+                     auth or a bearer token",
+                );
+                HelmAuth::Anonymous
+            }
+        };
+        let ca_file = raw
+            .ca_file
+            .as_deref()
+            .map(|file| self.existing_file(&format!("{at}: ca_file = {file:?}"), file));
+        Some(HelmChartConfig {
+            repo: repo?,
+            chart: chart.to_string(),
+            version,
+            auth,
+            ca_file,
+            webhook_secret_env: raw.webhook_secret_env.clone(),
+        })
+    }
+
+    /// An `http(s)://` URL, stored without its trailing `/`.
+    fn helm_repo_url(&mut self, at: &str, url: &str) -> Option<String> {
+        let parsed = reqwest::Url::parse(url).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.password().is_none()
+        });
+        if parsed.is_none() {
+            self.problem(
+                at,
+                format!(
+                    "helm_repo = {:?}: not an http(s) URL without credentials; write \
+                     \"https://charts.example.com/repo\" and give credentials with \
+                     username_env/password_env or token_env",
+                    redact_url(url)
+                ),
+            );
+            return None;
+        }
+        Some(url.trim_end_matches('/').to_string())
     }
 
     fn git_url(&mut self, at: &str, url: &str) -> Option<Transport> {

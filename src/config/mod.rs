@@ -44,8 +44,8 @@ pub use notify::{
 };
 pub use overrides::{LeaderElection, Overrides};
 pub use source::{
-    GitConfig, GitRef, Insecure, OciConfig, OciPick, SourceConfig, SourceLocation, Transport,
-    redact_url, transport,
+    GitConfig, GitRef, HelmAuth, HelmChartConfig, Insecure, OciConfig, OciPick, SourceConfig,
+    SourceLocation, Transport, redact_url, transport,
 };
 
 use std::net::SocketAddr;

@@ -140,6 +140,10 @@ pub(super) struct RawSource {
     pub(super) name: Option<String>,
     pub(super) dir: Option<String>,
     pub(super) git: Option<String>,
+    /// `chart = "NAME"` with `helm_repo`: a Helm repository's chart (check_source.rs).
+    pub(super) helm_repo: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) ca_file: Option<String>,
     pub(super) branch: Option<String>,
     pub(super) tag: Option<String>,
     pub(super) commit: Option<String>,
@@ -202,6 +206,20 @@ pub(super) struct RawIgnore {
 }
 
 impl RawSource {
+    /// The keys only chart sources have that are set, by name, for rejecting them
+    /// on a dir or Git source.
+    pub(super) fn chart_only_keys(&self) -> Vec<(&'static str, &str)> {
+        let keys = [
+            ("helm_repo", &self.helm_repo),
+            ("version", &self.version),
+            ("token_env", &self.token_env),
+            ("ca_file", &self.ca_file),
+        ];
+        keys.into_iter()
+            .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+            .collect()
+    }
+
     /// The Git-only keys that are set, by name, for rejecting them on a dir source.
     pub(super) fn git_only_keys(&self) -> Vec<(&'static str, &str)> {
         let keys = [

@@ -79,6 +79,9 @@ pub enum SourceLocation {
     /// `chart = "oci://…"`: a Helm chart in an OCI registry (as `helm push` writes
     /// it), polled at the source's interval.
     OciChart(OciConfig),
+    /// A chart published in a Helm (HTTP) repository, polled at the source's
+    /// interval and on `POST /hooks/source/<name>`.
+    HelmChart(HelmChartConfig),
 }
 
 /// An OCI source's settings. Credentials are named by environment variable and read
@@ -119,6 +122,42 @@ pub enum Insecure {
     No,
     /// `insecure = true`: plain HTTP wherever the registry is.
     AllowPlainHttp,
+}
+
+/// A chart from a Helm repository (`chart` + `helm_repo`). Credentials are named by
+/// environment variable and read when the source is built, never stored here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelmChartConfig {
+    /// The repository URL (`https://…` or `http://…`), the directory of its
+    /// `index.yaml`, without a trailing `/`.
+    pub repo: String,
+    /// The chart's name as the index lists it.
+    pub chart: String,
+    /// A semver constraint or an exact version, as written; `None`: the latest
+    /// stable version.
+    pub version: Option<String>,
+    /// How to authenticate to the repository.
+    pub auth: HelmAuth,
+    /// A PEM file of certificate authorities the repository's certificate is
+    /// checked against instead of the system trust store (checked to exist).
+    pub ca_file: Option<PathBuf>,
+    /// Environment variable with the secret that signs `POST /hooks/source/<name>`.
+    pub webhook_secret_env: Option<String>,
+}
+
+/// Credentials for an artifact repository, by the environment variables holding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelmAuth {
+    /// No credentials.
+    Anonymous,
+    /// HTTP basic auth: `username_env` (default user name "helm" when only the
+    /// password is given) and `password_env`.
+    Basic {
+        username_env: Option<String>,
+        password_env: String,
+    },
+    /// `Authorization: Bearer`: `token_env`.
+    Bearer { token_env: String },
 }
 
 /// A Git source's settings. Credentials are named by environment variable and read

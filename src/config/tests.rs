@@ -485,7 +485,10 @@ fn dir_and_git_conflicts() {
     let both = fx.problem(&format!("{DIR}git = \"https://h/r.git\"\n"));
     assert_contains(&both, &["source[0] \"app\": both dir and git are set"]);
     let neither = fx.problem("[[source]]\nname = \"x\"\n");
-    assert_contains(&neither, &["source[0] \"x\": neither dir nor git is set"]);
+    assert_contains(
+        &neither,
+        &["source[0] \"x\": neither dir nor git nor chart is set"],
+    );
 }
 
 #[test]
@@ -1040,4 +1043,77 @@ fn bad_relist_every_names_the_key_and_where() {
         .parse(&format!("{GIT}relist_evry = \"1h\"\n"))
         .unwrap_err();
     assert_contains(&err.to_string(), &["relist_evry", "line 4"]);
+}
+
+const CHART: &str = "[[source]]\nname = \"web\"\nchart = \"podinfo\"\n";
+
+#[test]
+fn chart_source_from_a_helm_repository_is_read() {
+    let fx = Fixture::new();
+    fs::write(fx.dir.path().join("ca.pem"), "").unwrap();
+    let text = format!(
+        "{CHART}helm_repo = \"https://charts.example/podinfo/\"\nversion = \"6.14.x\"\n\
+         password_env = \"GIT_TOKEN\"\nca_file = \"ca.pem\"\nwebhook_secret_env = \"HOOK\"\n"
+    );
+    let config = fx.parse(&text).unwrap();
+    let SourceLocation::HelmChart(chart) = &config.sources[0].kind else {
+        panic!("not a chart source")
+    };
+    assert_eq!(chart.repo, "https://charts.example/podinfo");
+    assert_eq!(chart.chart, "podinfo");
+    assert_eq!(chart.version.as_deref(), Some("6.14.x"));
+    assert_eq!(
+        chart.auth,
+        HelmAuth::Basic {
+            username_env: None,
+            password_env: "GIT_TOKEN".into()
+        }
+    );
+    assert_eq!(chart.ca_file, Some(fx.dir.path().join("ca.pem")));
+    let latest = fx
+        .parse(&format!(
+            "{CHART}helm_repo = \"http://127.0.0.1:8080\"\ntoken_env = \"GIT_TOKEN\"\n"
+        ))
+        .unwrap();
+    let SourceLocation::HelmChart(chart) = &latest.sources[0].kind else {
+        panic!("not a chart source")
+    };
+    assert_eq!(chart.version, None, "absent: the latest stable version");
+    assert_eq!(
+        chart.auth,
+        HelmAuth::Bearer {
+            token_env: "GIT_TOKEN".into()
+        }
+    );
+}
+
+#[test]
+fn chart_source_problems_name_the_key_and_what_to_write() {
+    let fx = Fixture::new();
+    let missing = fx.problem(CHART);
+    assert_contains(
+        &missing,
+        &["source[0] \"web\"", "needs helm_repo = \"https://…\""],
+    );
+    let bad = fx.problems(&format!(
+        "{CHART}helm_repo = \"ftp://u:p@host/x\"\nversion = \">=1 <<2\"\nbranch = \"main\"\n\
+         token_env = \"NOPE\"\n"
+    ));
+    assert_eq!(bad.len(), 4, "{bad:#?}");
+    assert_contains(
+        &bad.join("\n"),
+        &[
+            "branch = \"main\": only Git sources have branch",
+            "helm_repo = \"ftp://u:***@host/x\": not an http(s) URL",
+            "version = \">=1 <<2\"",
+            "token_env = \"NOPE\": the environment variable NOPE is not set",
+        ],
+    );
+    let on_git = fx.problem(&format!("{GIT}version = \"1.x\"\n"));
+    assert_contains(
+        &on_git,
+        &["version = \"1.x\": only chart sources have version"],
+    );
+    let both = fx.problem(&format!("{DIR}chart = \"podinfo\"\n"));
+    assert_contains(&both, &["both dir and chart are set"]);
 }

@@ -9,6 +9,7 @@
 //! | `GET /`, `/sources/{name}`, `/api/events`, `/assets/*` | the web status page ([`super::web`]) |
 //! | `GET`, `POST /login` | the web page's sign-in with the token (open: it checks the token) |
 //! | `POST /hooks/git/{source}` | queue a fetch of a Git source (GitHub-style signed webhook) |
+//! | `POST /hooks/source/{source}` | queue a fetch of any source: signed as above when it has a `webhook_secret_env`, else with the server's bearer token when there is one |
 //! | `POST /api/v1/sources/{source}/{suspend,resume,reconcile}` | the control API ([`super::control`]) |
 //!
 //! No business logic here: handlers read the [`StatusBoard`] and [`Metrics`] the
@@ -243,6 +244,7 @@ pub(crate) fn router(state: ServerState, closing: Closing) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/hooks/git/{source}", post(git_hook))
+        .route("/hooks/source/{source}", post(source_hook))
         .merge(web::open_routes())
         .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -407,9 +409,49 @@ async fn git_hook(
     let Some(SourceHandle { webhook: hook, .. }) = state.sources.get(&source) else {
         return (StatusCode::NOT_FOUND, "no such git source");
     };
+    queue_fetch(&source, &hook, &headers, &body, None)
+}
+
+/// The generic trigger, for any source kind (a chart published by CI, a directory
+/// a job rewrote): the same signature check as the Git webhook when the source has
+/// a secret; without one, the server's bearer token when `[server] token_file` is
+/// set (a CI job carries it; Git hosts do not, hence their own route).
+async fn source_hook(
+    State(state): State<ServerState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let Some(SourceHandle { webhook: hook, .. }) = state.sources.get(&source) else {
+        return (StatusCode::NOT_FOUND, "no such source");
+    };
+    let token = match &state.access {
+        Access::Token(token) => Some(token.as_bytes()),
+        Access::Loopback | Access::LoopbackClients => None,
+    };
+    queue_fetch(&source, &hook, &headers, &body, token)
+}
+
+/// Checks the signature (or, for a source without a secret, `token`), then queues
+/// a fetch on the source's trigger.
+fn queue_fetch(
+    source: &str,
+    hook: &Webhook,
+    headers: &HeaderMap,
+    body: &[u8],
+    token: Option<&[u8]>,
+) -> (StatusCode, &'static str) {
+    if hook.secret.is_none() {
+        if let Some(token) = token {
+            if !bearer(headers).is_some_and(|offered| same_secret(offered.as_bytes(), token)) {
+                tracing::warn!(%source, "webhook rejected: missing or wrong bearer token");
+                return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            }
+        }
+    }
     if let Some(secret) = &hook.secret {
         let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-        if !crate::source::verify_github_signature(secret, &body, signature) {
+        if !crate::source::verify_github_signature(secret, body, signature) {
             tracing::warn!(%source, "webhook rejected: missing or bad X-Hub-Signature-256");
             return (
                 StatusCode::UNAUTHORIZED,

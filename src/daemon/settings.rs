@@ -110,6 +110,7 @@ impl SourceSpec {
             ConfigKind::Dir { .. } => SourceKind::Dir,
             ConfigKind::Git(_) => SourceKind::Git,
             ConfigKind::OciArtifact(_) | ConfigKind::OciChart(_) => SourceKind::Oci,
+            ConfigKind::HelmChart(_) => SourceKind::Chart,
         };
         Ok(SourceSpec {
             settings: Settings {

@@ -158,9 +158,9 @@ impl SourceState {
             }
             false => None,
         };
-        let cluster = match prepared.kind() {
-            RootKind::Helm => Capabilities::discover(client, render.engine.discovery()).await?,
-            _ => Capabilities::default(),
+        let cluster = match prepared.needs_cluster() {
+            true => Capabilities::discover(client, render.engine.discovery()).await?,
+            false => Capabilities::default(),
         };
         let no_vars = Vars::default();
         let key = prepared.key(

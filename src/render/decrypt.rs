@@ -93,6 +93,14 @@ impl Mirror {
         }
     }
 
+    /// A tool's message about the copy, naming the base's files instead.
+    pub(super) fn unmirror(&self, base: &Base, message: &str) -> String {
+        message.replace(
+            &self.canonical.display().to_string(),
+            &base.canonical.display().to_string(),
+        )
+    }
+
     /// Removes the copy now, reporting nothing: a failure leaves it to the drop.
     pub(super) fn remove(self) {
         let _ = self.dir.close();

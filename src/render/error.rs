@@ -68,10 +68,29 @@ pub enum RenderError {
     /// A chart dependency that is not vendored.
     #[error(
         "{}: the chart depends on {name:?}, which is not in its charts/ directory; run \
-         `helm dependency build {}` and commit charts/ (a render never downloads)",
+         `helm dependency build {}` and commit charts/, or give the dependency an \
+         http(s) repository to fetch it from",
         chart.display(), chart.display()
     )]
     MissingDependency { chart: PathBuf, name: String },
+    /// A chart dependency that could not be fetched from its repository.
+    #[error(
+        "{}: the chart's dependency {name:?} is not in its charts/ directory, and {why}; \
+         vendor it (`helm dependency build {}`) or fix its repository",
+        chart.display(), chart.display()
+    )]
+    DependencyNotFetched {
+        chart: PathBuf,
+        name: String,
+        why: String,
+    },
+    /// A chart dependency's download failed for now (the repository or the disk).
+    #[error("{}: fetching the chart's dependency {name:?}: {detail}", chart.display())]
+    DependencyUnreachable {
+        chart: PathBuf,
+        name: String,
+        detail: String,
+    },
     /// A file converge reads itself (a kustomization, `Chart.yaml`) is not valid.
     #[error("{at}: {message}")]
     Invalid { at: Origin, message: String },
@@ -114,7 +133,7 @@ impl RenderError {
     /// settings change.
     pub fn is_transient(&self) -> bool {
         match self {
-            RenderError::Io { .. } => true,
+            RenderError::Io { .. } | RenderError::DependencyUnreachable { .. } => true,
             RenderError::Run { error, .. } => matches!(error, RunError::Timeout(_)),
             RenderError::Vars { transient, .. } | RenderError::Version { transient, .. } => {
                 *transient
@@ -126,9 +145,30 @@ impl RenderError {
             | RenderError::Escapes { .. }
             | RenderError::NotLocal { .. }
             | RenderError::MissingDependency { .. }
+            | RenderError::DependencyNotFetched { .. }
             | RenderError::Invalid { .. }
             | RenderError::MissingVar { .. } => false,
         }
+    }
+}
+
+/// A tool's message as people need it: `first` (the first line, already cut to
+/// its innermost part by the caller, which reads the location from it) and every
+/// line after it. Tools put the reason on later lines (kustomize's "trouble
+/// configuring builtin HelmChartInflationGenerator with config: `" quotes the
+/// entry over several lines and says what went wrong at the end), so nothing is
+/// dropped but trailing blank lines and lines that are only `hint`s (`Use --debug
+/// flag …`), which are about the tool's command line, not the user's files.
+pub(super) fn whole_message(first: &str, rest: &str, hints: &[&str]) -> String {
+    let rest: Vec<&str> = rest
+        .lines()
+        .filter(|line| !hints.iter().any(|hint| line.trim_start().starts_with(hint)))
+        .collect();
+    let rest = rest.join("\n");
+    let rest = rest.trim_end();
+    match rest.trim().is_empty() {
+        true => first.to_string(),
+        false => format!("{first}\n{rest}"),
     }
 }
 
@@ -138,5 +178,33 @@ fn location(file: Option<&Path>, line: Option<usize>) -> String {
         (Some(file), Some(line)) => format!("{}:{line}: ", file.display()),
         (Some(file), None) => format!("{}: ", file.display()),
         (None, _) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_messages_are_kept_whole() {
+        assert_eq!(whole_message("boom", "", &[]), "boom");
+        assert_eq!(whole_message("boom", "\n  \n", &[]), "boom");
+        assert_eq!(
+            whole_message(
+                "trouble configuring builtin HelmChartInflationGenerator with config: `",
+                "name: nope\nrepo: ./charts\n`: chart \"nope\" not found\n",
+                &[]
+            ),
+            "trouble configuring builtin HelmChartInflationGenerator with config: `\n\
+             name: nope\nrepo: ./charts\n`: chart \"nope\" not found"
+        );
+        assert_eq!(
+            whole_message(
+                "parse error",
+                "in a.yaml\nUse --debug flag to render out invalid YAML\n",
+                &["Use --debug flag"]
+            ),
+            "parse error\nin a.yaml"
+        );
     }
 }

@@ -6,7 +6,10 @@
 //! `helm test` hooks never (`--skip-tests`, and any object whose `helm.sh/hook` is
 //! a `test*` left out here too); the engine runs the other hooks as hooks
 //! (`engine::order` maps `helm.sh/hook` to its phases).
-//! Dependencies must be vendored in `charts/`: a render never downloads. Every file
+//! Dependencies are vendored in `charts/`, or fetched from their HTTP repository
+//! (the version Chart.lock pins, else the highest matching Chart.yaml's
+//! constraint) through the artifact cache, with the index's digest checked, and
+//! laid into a scratch copy of the chart: the source is never written. Every file
 //! of the chart and every values file must resolve inside the source root.
 
 use super::error::RenderError;
@@ -30,6 +33,25 @@ pub(super) struct Chart {
     pub values_files: Vec<PathBuf>,
     /// Every file of the chart and the values files.
     pub files: BTreeSet<PathBuf>,
+    /// Dependencies not vendored in `charts/`, to fetch before rendering.
+    pub fetch: Vec<Dependency>,
+}
+
+/// A dependency fetched from an HTTP chart repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Dependency {
+    pub name: String,
+    pub repository: String,
+    /// Chart.lock's exact version, else Chart.yaml's constraint (`None`: latest
+    /// stable).
+    pub version: Option<String>,
+}
+
+/// One entry of a `dependencies` list, as written.
+struct Declared {
+    name: String,
+    repository: String,
+    version: Option<String>,
 }
 
 /// Checks the chart in `root` and lists what it reads. Relative `values_files` are
@@ -48,18 +70,52 @@ pub(super) fn prepare(
         .and_then(Yaml::as_str)
         .unwrap_or_default()
         .to_string();
-    let mut dependencies = names(chart.get("dependencies"));
+    let mut dependencies = declared(chart.get("dependencies"));
     let requirements = dir.join("requirements.yaml");
     if requirements.is_file() {
-        dependencies.extend(names(read_yaml(&requirements, base)?.get("dependencies")));
+        dependencies.extend(declared(
+            read_yaml(&requirements, base)?.get("dependencies"),
+        ));
     }
+    let lock_file = ["Chart.lock", "requirements.lock"]
+        .map(|name| dir.join(name))
+        .into_iter()
+        .find(|file| file.is_file());
+    let locked = match &lock_file {
+        Some(file) => declared(read_yaml(file, base)?.get("dependencies")),
+        None => Vec::new(),
+    };
+    let mut fetch = Vec::new();
     for dependency in dependencies {
-        if !vendored(&dir.join("charts"), &dependency) {
-            return Err(RenderError::MissingDependency {
+        if vendored(&dir.join("charts"), &dependency.name) {
+            continue;
+        }
+        let repository = dependency.repository.trim_end_matches('/');
+        if repository.starts_with("oci://") {
+            return Err(RenderError::DependencyNotFetched {
                 chart: base.spell(&dir),
-                name: dependency,
+                name: dependency.name,
+                why: format!(
+                    "its repository {repository} is an OCI registry, which chart dependencies \
+                     cannot be fetched from yet"
+                ),
             });
         }
+        if !(repository.starts_with("https://") || repository.starts_with("http://")) {
+            return Err(RenderError::MissingDependency {
+                chart: base.spell(&dir),
+                name: dependency.name,
+            });
+        }
+        let pinned = locked
+            .iter()
+            .find(|l| l.name == dependency.name && l.repository.trim_end_matches('/') == repository)
+            .and_then(|l| l.version.clone());
+        fetch.push(Dependency {
+            name: dependency.name,
+            repository: repository.to_string(),
+            version: pinned.or(dependency.version),
+        });
     }
     let mut files = BTreeSet::new();
     inputs::tree(&dir, base, &mut files)?;
@@ -74,6 +130,7 @@ pub(super) fn prepare(
         name,
         values_files: resolved,
         files,
+        fetch,
     })
 }
 
@@ -91,14 +148,21 @@ fn read_yaml(file: &Path, base: &Base) -> Result<Yaml, RenderError> {
     })
 }
 
-/// The `name`s of a `dependencies` list.
-fn names(dependencies: Option<&Yaml>) -> Vec<String> {
+/// The entries of a `dependencies` list (Chart.yaml, requirements.yaml or a lock).
+fn declared(dependencies: Option<&Yaml>) -> Vec<Declared> {
     let Some(Yaml::Sequence(items)) = dependencies else {
         return Vec::new();
     };
+    let text = |d: &Yaml, key: &str| d.get(key).and_then(Yaml::as_str).map(str::to_string);
     items
         .iter()
-        .filter_map(|d| d.get("name")?.as_str().map(str::to_string))
+        .filter_map(|d| {
+            Some(Declared {
+                name: text(d, "name")?,
+                repository: text(d, "repository").unwrap_or_default(),
+                version: text(d, "version").filter(|v| !v.is_empty()),
+            })
+        })
         .collect()
 }
 
@@ -250,7 +314,8 @@ pub(super) fn locate_error(
     chart: &Chart,
 ) -> (Option<PathBuf>, Option<usize>, String) {
     let message = message.trim().trim_start_matches("Error: ");
-    let message = message.lines().next().unwrap_or_default().to_string();
+    let (message, rest) = message.split_once('\n').unwrap_or((message, ""));
+    let message = message.to_string();
     let in_chart = find_token(&message, &format!("{}/", chart.name)).map(|token| {
         let (path, rest) = token;
         let line = rest
@@ -268,6 +333,7 @@ pub(super) fn locate_error(
         None => (values_named(&message, chart), None),
     };
     let line = line.or_else(|| super::kustomize::last_line_number(&message));
+    let message = super::error::whole_message(&message, rest, &["Use --debug flag"]);
     (file, line, message)
 }
 
@@ -329,7 +395,43 @@ mod tests {
             name: "podinfo".into(),
             values_files: Vec::new(),
             files: BTreeSet::new(),
+            fetch: Vec::new(),
         }
+    }
+
+    #[test]
+    fn dependencies_from_http_repositories_are_fetched_as_the_lock_pins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("app");
+        write(
+            &dir,
+            "Chart.yaml",
+            "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: redis\n  \
+             version: 1.x\n  repository: https://charts.example/\n- name: db\n  \
+             version: ^2\n  repository: https://charts.example\n",
+        );
+        write(
+            &dir,
+            "Chart.lock",
+            "dependencies:\n- name: redis\n  version: 1.2.3\n  repository: https://charts.example/\n",
+        );
+        let base = Base::new(tmp.path()).unwrap();
+        let chart = prepare(&dir, &base, &[]).unwrap();
+        let fetch = |name: &str, version: &str| Dependency {
+            name: name.into(),
+            repository: "https://charts.example".into(),
+            version: Some(version.into()),
+        };
+        assert_eq!(chart.fetch, [fetch("redis", "1.2.3"), fetch("db", "^2")]);
+
+        write(
+            &dir,
+            "Chart.yaml",
+            "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: redis\n  \
+             version: 1.0.0\n  repository: oci://registry.example/charts\n",
+        );
+        let message = prepare(&dir, &base, &[]).unwrap_err().to_string();
+        assert!(message.contains("is an OCI registry"), "{message}");
     }
 
     #[test]

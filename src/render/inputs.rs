@@ -195,6 +195,26 @@ pub(super) fn relative(from: &Path, to: &Path) -> PathBuf {
     out
 }
 
+/// Copies the directory `from` to `to` (created), following links (a chart's
+/// were checked to stay inside the source when it was prepared).
+pub(super) fn copy_tree(from: &Path, to: &Path) -> Result<(), RenderError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RenderError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if source.is_dir() {
+            copy_tree(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target).map_err(io(&source))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

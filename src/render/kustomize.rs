@@ -13,7 +13,12 @@
 //! the root as its only resource and asks for `buildMetadata: [originAnnotations]`,
 //! so that every object says which file it came from without the user's
 //! kustomization being touched. The annotation is read and removed here. Exec and
-//! KRM function plugins and the Helm inflator stay disabled.
+//! KRM function plugins stay disabled. kustomize's Helm inflator (`helmCharts`) is
+//! enabled only for a tree that uses it, with converge's own helm behind a small
+//! wrapper ([`helm_command`]) that passes the cluster's version and API versions
+//! to `helm template` and refuses `helm pull`: each chart is in `chartHome` inside
+//! the source, or fetched by converge (digest checked, cached) into a private copy
+//! of the tree before kustomize runs, so kustomize never downloads.
 
 use super::error::RenderError;
 use super::inputs::{Base, normalize, relative};
@@ -43,6 +48,22 @@ pub(super) struct Tree {
     pub files: BTreeSet<PathBuf>,
     /// Whether a remote base is used (allowed): the files do not say everything.
     pub remote: bool,
+    /// The `helmCharts` entries of every kustomization in the tree.
+    pub helm_charts: Vec<HelmChartUse>,
+}
+
+/// One `helmCharts` entry: where kustomize will look for its chart, and whether
+/// converge must fetch it there first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HelmChartUse {
+    pub name: String,
+    /// Where kustomize looks for the chart (`chartHome/<name>`, or
+    /// `chartHome/<name>-<version>/<name>` for an entry with `repo` and `version`),
+    /// inside the source (lexically; it may not exist yet).
+    pub chart_dir: PathBuf,
+    /// `Some(repo)`: not in the source, fetched from this HTTP repository.
+    pub fetch_from: Option<String>,
+    pub version: Option<String>,
 }
 
 /// Walks the kustomization in `root` and everything it names, refusing what leads
@@ -98,6 +119,85 @@ impl Walk<'_> {
         })?;
         for (field, entry, accepts) in references(&document) {
             self.reference(dir, &file, field, &entry, accepts)?;
+        }
+        self.helm_charts(dir, &file, &document)
+    }
+
+    /// `helmCharts` (and `helmGlobals.chartHome`): each chart found in chartHome
+    /// inside the source (its files are read), or to fetch from its HTTP `repo`.
+    fn helm_charts(&mut self, dir: &Path, file: &Path, document: &Yaml) -> Result<(), RenderError> {
+        let entries = items(document.get("helmCharts"));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let home = document
+            .get("helmGlobals")
+            .and_then(|g| g.get("chartHome"))
+            .and_then(Yaml::as_str)
+            .unwrap_or("charts");
+        let chart_home = normalize(&dir.join(home));
+        if !chart_home.starts_with(&self.base.canonical) {
+            return Err(RenderError::Escapes {
+                file: self.base.spell(file),
+                field: "helmGlobals.chartHome",
+                reference: home.to_string(),
+                target: chart_home,
+                root: self.base.spell(&self.base.canonical),
+            });
+        }
+        for entry in entries {
+            let text = |key: &str| entry.get(key).and_then(Yaml::as_str).map(str::to_string);
+            let Some(name) = text("name") else {
+                continue;
+            };
+            let (version, repo) = (text("version"), text("repo"));
+            let chart_dir = match (&version, &repo) {
+                (Some(version), Some(_)) => {
+                    chart_home.join(format!("{name}-{version}")).join(&name)
+                }
+                _ => chart_home.join(&name),
+            };
+            let at = format!("helmCharts {name:?}");
+            let local = self.base.resolve(&chart_dir, file, "helmCharts", &name)?;
+            let fetch_from = match (local, &repo) {
+                (Some(found), _) if found.join("Chart.yaml").is_file() => {
+                    super::inputs::tree(&found, self.base, &mut self.tree.files)?;
+                    None
+                }
+                (_, Some(repo)) if repo.starts_with("https://") || repo.starts_with("http://") => {
+                    Some(repo.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err(RenderError::Invalid {
+                        at: Origin {
+                            file: self.base.spell(file),
+                            line: 1,
+                        },
+                        message: format!(
+                            "{at}: no chart at {} and no http(s) repo to fetch it from (OCI \
+                             repositories are not supported here yet); vendor the chart there \
+                             (`helm pull --untar`) or set repo",
+                            self.base.spell(&chart_dir).display()
+                        ),
+                    });
+                }
+            };
+            for key in ["valuesFile"] {
+                if let Some(values) = text(key) {
+                    self.reference(dir, file, "helmCharts", &values, Accepts::File)?;
+                }
+            }
+            for values in items(entry.get("additionalValuesFiles")) {
+                if let Some(values) = values.as_str() {
+                    self.reference(dir, file, "helmCharts", values, Accepts::File)?;
+                }
+            }
+            self.tree.helm_charts.push(HelmChartUse {
+                name,
+                chart_dir,
+                fetch_from,
+                version,
+            });
         }
         Ok(())
     }
@@ -227,6 +327,7 @@ pub(super) enum Wrapped<'a> {
 pub(super) async fn build(
     program: &Program,
     what: Wrapped<'_>,
+    helm: Option<&HelmCommand<'_>>,
     limits: ToolLimits,
 ) -> Result<(String, PathBuf), RunError> {
     let spawn = |source| RunError::Spawn {
@@ -257,10 +358,20 @@ pub(super) async fn build(
             ".",
             &format!("--load-restrictor={restrictor}"),
             "--enable-alpha-plugins=false",
-            "--enable-helm=false",
         ]
         .map(String::from),
     );
+    // Kept until kustomize has run: the wrapper script lives in it.
+    let helm_dir = tempfile::tempdir().map_err(spawn)?;
+    match helm {
+        None => args.push("--enable-helm=false".into()),
+        Some(helm) => {
+            let script = helm_dir.path().join("helm");
+            write_script(&script, &helm_command(helm)).map_err(spawn)?;
+            args.extend(["--enable-helm".into(), "--helm-command".into()]);
+            args.push(script.display().to_string());
+        }
+    }
     let invocation = Invocation {
         program: &program.path,
         args,
@@ -268,6 +379,47 @@ pub(super) async fn build(
     };
     let out = process::run(invocation, limits).await?;
     Ok((String::from_utf8_lossy(&out).into_owned(), dir))
+}
+
+/// What kustomize's Helm inflator runs: converge's helm, told the cluster.
+pub(super) struct HelmCommand<'a> {
+    pub program: &'a Program,
+    pub kube_version: &'a str,
+    pub api_versions: &'a [String],
+}
+
+/// A shell script standing in for helm: `helm template` gets the cluster's
+/// version and API versions first (an entry's own `kubeVersion`/`apiVersions`,
+/// which kustomize appends, still win), anything that would download or install
+/// is refused, the rest (`helm version`) passes through.
+fn helm_command(helm: &HelmCommand<'_>) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "'\\''"));
+    let program: Vec<String> = std::iter::once(helm.program.path.display().to_string())
+        .chain(helm.program.prefix.iter().cloned())
+        .map(|part| quote(&part))
+        .collect();
+    let program = program.join(" ");
+    let mut cluster = format!("--kube-version {}", quote(helm.kube_version));
+    for version in helm.api_versions {
+        cluster.push_str(&format!(" --api-versions {}", quote(version)));
+    }
+    if helm.kube_version.is_empty() {
+        cluster.clear();
+    }
+    format!(
+        "#!/bin/sh\n# converge's helm for kustomize's Helm inflator\ncase \"$1\" in\n  \
+         template) shift; exec {program} template {cluster} \"$@\" ;;\n  \
+         pull|fetch|install|upgrade|push|registry|repo|dependency|dep)\n    \
+         echo \"converge: kustomize may not run 'helm $1': a chart comes from chartHome in the \
+         source or is fetched by converge (helmCharts repo)\" >&2; exit 1 ;;\n  \
+         *) exec {program} \"$@\" ;;\nesac\n"
+    )
+}
+
+fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// The wrapper kustomization of `resources` (relative to the wrapper): origins
@@ -340,7 +492,7 @@ pub(super) fn take_origin(
 /// and the innermost message, without the chain of "accumulating …" around it.
 pub(super) fn locate_error(message: &str) -> (Option<PathBuf>, Option<usize>, String) {
     let message = message.trim().trim_start_matches("Error: ");
-    let message = message.lines().next().unwrap_or_default();
+    let (message, rest) = message.split_once('\n').unwrap_or((message, ""));
     let dir = last_quoted_after(message, "path '").map(PathBuf::from);
     let named = message
         .rsplit_once(" in File: ")
@@ -355,9 +507,8 @@ pub(super) fn locate_error(message: &str) -> (Option<PathBuf>, Option<usize>, St
     let line = last_line_number(message);
     let inner = message
         .rsplit_once("': ")
-        .map_or(message, |(_, inner)| inner)
-        .to_string();
-    (file, line, inner)
+        .map_or(message, |(_, inner)| inner);
+    (file, line, super::error::whole_message(inner, rest, &[]))
 }
 
 fn last_quoted_after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
@@ -565,6 +716,15 @@ mod tests {
         );
         assert_eq!(line, Some(6));
         assert_eq!(locate_error("Error: boom"), (None, None, "boom".into()));
+        // kustomize's Helm inflator quotes its entry over several lines and says
+        // why at the end: all of it is shown.
+        let inflator = "Error: trouble configuring builtin HelmChartInflationGenerator with \
+                        config: `\nname: nope\nrepo: ./charts\n`: chart not found\n";
+        let (_, _, text) = locate_error(inflator);
+        assert!(
+            text.ends_with("name: nope\nrepo: ./charts\n`: chart not found"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ use crate::manifest::{self, Digest, Manifest, Origin, parse_str};
 use inputs::{Base, Key};
 use kustomize::Wrapped;
 use parts::Part;
+use process::RunError;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use tracing::info;
@@ -189,6 +190,9 @@ enum Build {
         parts: Option<Vec<Vec<PathBuf>>>,
         /// The SOPS files it reads: decrypted into a private copy, built whole.
         encrypted: Vec<PathBuf>,
+        /// Its `helmCharts`: inflated by converge's helm, built whole from a
+        /// private copy that holds the charts converge fetched.
+        helm: Vec<kustomize::HelmChartUse>,
     },
     Helm(helm::Chart),
 }
@@ -210,13 +214,14 @@ pub fn prepare(target: &Target) -> Result<Prepared, RenderError> {
             let tree = kustomize::reach(target.root, &base, target.settings.allow_remote_bases)?;
             files.files = tree.files;
             let encrypted = decrypt::encrypted(&files.files);
-            let parts = (!tree.remote && encrypted.is_empty())
+            let parts = (!tree.remote && encrypted.is_empty() && tree.helm_charts.is_empty())
                 .then(|| parts::plan(target.root, &base))
                 .flatten();
             Build::Kustomize {
                 remote: tree.remote,
                 parts,
                 encrypted,
+                helm: tree.helm_charts,
             }
         }
         RootKind::Helm => {
@@ -257,6 +262,16 @@ impl Prepared {
         }
     }
 
+    /// Whether rendering needs the cluster's version and API versions: a chart,
+    /// or a kustomization inflating charts (`helmCharts`).
+    pub fn needs_cluster(&self) -> bool {
+        match &self.build {
+            Build::Helm(_) => true,
+            Build::Kustomize { helm, .. } => !helm.is_empty(),
+            Build::Plain(_) => false,
+        }
+    }
+
     /// The tool rendering needs, if any.
     pub fn tool(&self) -> Option<Tool> {
         match self.build {
@@ -285,6 +300,23 @@ impl Prepared {
         if let Some(tool) = self.tool() {
             let version = renderer.tools.get(tool).map_or("", |p| p.version.as_str());
             key.setting(&tool.to_string(), version);
+        }
+        if let Build::Kustomize { helm, .. } = &self.build {
+            if !helm.is_empty() {
+                let version = renderer
+                    .tools
+                    .get(Tool::Helm)
+                    .map_or("", |p| p.version.as_str());
+                key.setting("helm", version);
+                key.setting("kube_version", &cluster.kube_version);
+                key.setting("api_versions", cluster.api_versions.join(","));
+                for chart in helm.iter().filter(|c| c.fetch_from.is_some()) {
+                    // A constraint may match a newer chart: never cached by key.
+                    if chart.version.is_none() {
+                        return RenderKey::Unknown;
+                    }
+                }
+            }
         }
         if let Build::Helm(_) = self.build {
             let helm = &target.settings.helm;
@@ -324,11 +356,38 @@ impl RenderKey {
 pub struct Renderer {
     tools: Tools,
     limits: ToolLimits,
+    /// Where chart dependencies are fetched to; `None`: they must be vendored.
+    artifacts: Option<Artifacts>,
+}
+
+/// The artifact cache chart dependencies are fetched through.
+#[derive(Debug, Clone)]
+struct Artifacts {
+    state_dir: PathBuf,
+    limits: crate::config::ArtifactLimits,
 }
 
 impl Renderer {
     pub fn new(tools: Tools, limits: ToolLimits) -> Self {
-        Renderer { tools, limits }
+        Renderer {
+            tools,
+            limits,
+            artifacts: None,
+        }
+    }
+
+    /// Fetches a chart's dependencies that are not vendored from their HTTP
+    /// repositories, into the artifact cache under `state_dir`, within `limits`.
+    pub fn with_artifacts(
+        mut self,
+        state_dir: &Path,
+        limits: crate::config::ArtifactLimits,
+    ) -> Self {
+        self.artifacts = Some(Artifacts {
+            state_dir: state_dir.to_path_buf(),
+            limits,
+        });
+        self
     }
 
     pub fn tools(&self) -> &Tools {
@@ -349,6 +408,12 @@ impl Renderer {
         keys: &crate::sops::AgeKeys,
     ) -> Result<Vec<Manifest>, RenderError> {
         match &prepared.build {
+            Build::Kustomize {
+                encrypted, helm, ..
+            } if !helm.is_empty() => {
+                self.kustomize_helm(prepared, target, cluster, vars, (encrypted, helm), keys)
+                    .await
+            }
             Build::Kustomize { encrypted, .. } if !encrypted.is_empty() => {
                 self.kustomize_decrypted(prepared, target, vars, encrypted, keys)
                     .await
@@ -383,7 +448,7 @@ impl Renderer {
     ) -> Result<Vec<Manifest>, RenderError> {
         let program = self.program(Tool::Kustomize, target)?;
         let root = inputs::canonical(target.root)?;
-        let (text, wrapper) = kustomize::build(program, Wrapped::Root(&root), self.limits)
+        let (text, wrapper) = kustomize::build(program, Wrapped::Root(&root), None, self.limits)
             .await
             .map_err(|error| kustomize::failure(&root, error, &prepared.base))?;
         let stream = stream_name(target.root, Tool::Kustomize);
@@ -408,6 +473,7 @@ impl Renderer {
         let built = kustomize::build(
             program,
             Wrapped::Root(&mirror.path_of(base, &root)),
+            None,
             self.limits,
         )
         .await;
@@ -425,6 +491,111 @@ impl Renderer {
         mirror.restore_origins(base, &mut manifests);
         mirror.remove();
         Ok(manifests)
+    }
+
+    /// A kustomization with `helmCharts`, built from a private copy (SOPS files
+    /// decrypted) into whose chartHome converge fetched the charts the source does
+    /// not hold, with converge's helm told the cluster's versions.
+    async fn kustomize_helm(
+        &self,
+        prepared: &Prepared,
+        target: &Target<'_>,
+        cluster: &Capabilities,
+        vars: Option<&Vars>,
+        (encrypted, charts): (&[PathBuf], &[kustomize::HelmChartUse]),
+        keys: &crate::sops::AgeKeys,
+    ) -> Result<Vec<Manifest>, RenderError> {
+        let program = self.program(Tool::Kustomize, target)?;
+        let helm = self.program(Tool::Helm, target)?;
+        let base = &prepared.base;
+        let root = inputs::canonical(target.root)?;
+        let mirror = decrypt::Mirror::new(base, &prepared.files.files, encrypted, keys)?;
+        for chart in charts {
+            let Some(repo) = &chart.fetch_from else {
+                continue;
+            };
+            let spelled = base.spell(&chart.chart_dir);
+            let dependency = helm::Dependency {
+                name: chart.name.clone(),
+                repository: repo.clone(),
+                version: chart.version.clone(),
+            };
+            let fetched = self.fetch_chart(&spelled, &dependency).await?;
+            info!(chart = %chart.name, version = %fetched.version, "helmCharts chart fetched");
+            inputs::copy_tree(&fetched.dir, &mirror.path_of(base, &chart.chart_dir))?;
+        }
+        let command = kustomize::HelmCommand {
+            program: helm,
+            kube_version: &cluster.kube_version,
+            api_versions: &cluster.api_versions,
+        };
+        let built = kustomize::build(
+            program,
+            Wrapped::Root(&mirror.path_of(base, &root)),
+            Some(&command),
+            self.limits,
+        )
+        .await;
+        let (text, wrapper) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                let error = match error {
+                    RunError::Failed(message) => RunError::Failed(mirror.unmirror(base, &message)),
+                    other => other,
+                };
+                mirror.remove();
+                return Err(kustomize::failure(&root, error, base));
+            }
+        };
+        let stream = stream_name(target.root, Tool::Kustomize);
+        let objects = |text: &str| kustomize::objects(text, &stream, &wrapper, base);
+        let mut manifests = substituted(&text, vars, &objects, None)?;
+        mirror.restore_origins(base, &mut manifests);
+        mirror.remove();
+        Ok(manifests)
+    }
+
+    /// `dependency` fetched through the artifact cache (the index's digest
+    /// checked); errors name `chart`, the chart that needs it.
+    async fn fetch_chart(
+        &self,
+        chart: &Path,
+        dependency: &helm::Dependency,
+    ) -> Result<crate::source::artifact::helm_repo::FetchedChart, RenderError> {
+        let Some(artifacts) = &self.artifacts else {
+            return Err(RenderError::MissingDependency {
+                chart: chart.to_path_buf(),
+                name: dependency.name.clone(),
+            });
+        };
+        let settings = crate::source::artifact::helm_repo::RepoSettings {
+            url: dependency.repository.clone(),
+            auth: crate::config::HelmAuth::Anonymous,
+            ca_file: None,
+        };
+        let fetched = async {
+            let repo = crate::source::artifact::helm_repo::HelmRepo::new(
+                &settings,
+                &artifacts.state_dir,
+                artifacts.limits,
+                &crate::config::process_env,
+            )?;
+            repo.fetch_chart(&dependency.name, dependency.version.as_deref())
+                .await
+        }
+        .await;
+        fetched.map_err(|error| match error.is_transient() {
+            true => RenderError::DependencyUnreachable {
+                chart: chart.to_path_buf(),
+                name: dependency.name.clone(),
+                detail: error.to_string(),
+            },
+            false => RenderError::DependencyNotFetched {
+                chart: chart.to_path_buf(),
+                name: dependency.name.clone(),
+                why: format!("fetching it failed: {error}"),
+            },
+        })
     }
 
     /// A flat kustomization built part by part (two at a time, as the machine
@@ -506,10 +677,29 @@ impl Renderer {
         if let Some(text) = cached {
             return Ok(Part::Reused(text.clone()));
         }
-        let (text, _) = kustomize::build(program, Wrapped::Files(part), self.limits)
+        let (text, _) = kustomize::build(program, Wrapped::Files(part), None, self.limits)
             .await
             .map_err(|error| kustomize::failure(root, error, base))?;
         Ok(Part::Built(text))
+    }
+
+    /// A copy of `chart` in `scratch` with its missing dependencies fetched into
+    /// its `charts/`: the source itself is never written.
+    async fn with_dependencies(
+        &self,
+        chart: &helm::Chart,
+        base: &Base,
+        scratch: &Path,
+    ) -> Result<PathBuf, RenderError> {
+        let spelled = base.spell(&chart.dir);
+        let copy = scratch.join("chart");
+        inputs::copy_tree(&chart.dir, &copy)?;
+        for dependency in &chart.fetch {
+            let fetched = self.fetch_chart(&spelled, dependency).await?;
+            info!(chart = %spelled.display(), dependency = %dependency.name, version = %fetched.version, "chart dependency fetched");
+            inputs::copy_tree(&fetched.dir, &copy.join("charts").join(&dependency.name))?;
+        }
+        Ok(copy)
     }
 
     async fn helm(
@@ -544,6 +734,13 @@ impl Renderer {
             values,
             set: &settings.set,
         };
+        let dir = match chart.fetch.is_empty() {
+            true => chart.dir.clone(),
+            false => {
+                self.with_dependencies(chart, &prepared.base, scratch.path())
+                    .await?
+            }
+        };
         let invocation = process::Invocation {
             program: &program.path,
             args: program
@@ -552,7 +749,7 @@ impl Renderer {
                 .cloned()
                 .chain(helm::args(&options))
                 .collect(),
-            dir: &chart.dir,
+            dir: &dir,
         };
         let out = process::run(invocation, self.limits)
             .await

@@ -6,6 +6,7 @@
 //! that is [`crate::manifest`]'s job.
 
 pub(crate) mod artifact;
+mod chart;
 pub(crate) mod dir;
 pub(crate) mod git;
 pub(crate) mod known_hosts;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::config::{ArtifactLimits, EnvLookup, SourceConfig, SourceLocation, process_env};
+use crate::config::{
+    ArtifactLimits, EnvLookup, HelmChartConfig, SourceConfig, SourceLocation, process_env,
+};
 use crate::manifest::{LinkError, WalkError};
 
 pub use webhook::{sign_github_signature, verify_github_signature, verify_token};
@@ -114,6 +117,10 @@ pub enum SourceError {
     /// The blocking worker failed (a bug, or shutdown).
     #[error("source worker failed: {0}")]
     Worker(String),
+    /// A chart or artifact could not be fetched, verified or unpacked (the message
+    /// names the repository, chart and version, and what to do).
+    #[error("{message}")]
+    Artifact { message: String, transient: bool },
 }
 
 impl SourceError {
@@ -127,6 +134,7 @@ impl SourceError {
             | SourceError::Git { .. }
             | SourceError::Worker(_) => true,
             SourceError::Oci(error) => error.is_transient(),
+            SourceError::Artifact { transient, .. } => *transient,
             SourceError::MissingEnv { .. }
             | SourceError::AuthFailed { .. }
             | SourceError::HostKeyUnknown { .. }
@@ -172,11 +180,13 @@ enum Kind {
     Git(git::GitSource),
     // Boxed: a pull's settings are large beside the others' paths.
     Oci(Box<oci::OciSource>),
+    Chart(Box<chart::ChartSource>),
 }
 
 impl Source {
     /// Builds the source described by `config`, reading credentials from the process
-    /// environment. Git checkouts go to `<state_dir>/<name>/`. No I/O happens yet.
+    /// environment. Git checkouts go to `<state_dir>/<name>/`, charts to the artifact
+    /// cache under `state_dir`. No network I/O happens yet.
     pub fn new(config: &SourceConfig, state_dir: &Path) -> Result<Source, SourceError> {
         Source::with_env(config, state_dir, &process_env)
     }
@@ -226,6 +236,12 @@ impl Source {
                 *artifact_limits,
                 env,
             )?)),
+            SourceLocation::HelmChart(chart) => Kind::Chart(Box::new(chart::ChartSource::new(
+                chart,
+                state_dir,
+                *artifact_limits,
+                env,
+            )?)),
         };
         Ok(Source {
             name: config.name.clone(),
@@ -240,6 +256,7 @@ impl Source {
             Kind::Dir(d) => format!("dir {}", d.path().display()),
             Kind::Git(g) => g.location(),
             Kind::Oci(o) => o.location(),
+            Kind::Chart(c) => c.location(),
         }
     }
 
@@ -248,6 +265,7 @@ impl Source {
         match &self.kind {
             Kind::Dir(_) | Kind::Oci(_) => None,
             Kind::Git(g) => g.webhook_secret(),
+            Kind::Chart(c) => c.webhook_secret(),
         }
     }
 
@@ -265,6 +283,7 @@ impl Source {
                 blocking(move || g.sync()).await
             }
             Kind::Oci(o) => o.snapshot().await,
+            Kind::Chart(c) => c.snapshot().await,
         }
     }
 
@@ -277,10 +296,23 @@ impl Source {
     pub fn watch(&self, tx: mpsc::Sender<String>) -> Result<WatchHandle, SourceError> {
         let watcher = match &self.kind {
             Kind::Dir(d) => Some(dir::watch(d.path(), self.name.clone(), tx)?),
-            Kind::Git(_) | Kind::Oci(_) => None,
+            Kind::Git(_) | Kind::Oci(_) | Kind::Chart(_) => None,
         };
         Ok(WatchHandle { _watcher: watcher })
     }
+}
+
+/// Fetches the chart `config` names (credentials from the process environment),
+/// caching it under `state_dir`: what `converge diff/apply --helm-repo` run, the
+/// daemon's own fetch code, so a preview works before a source exists.
+pub async fn fetch_helm_chart(
+    config: &HelmChartConfig,
+    state_dir: &Path,
+    limits: ArtifactLimits,
+) -> Result<Snapshot, SourceError> {
+    chart::ChartSource::new(config, state_dir, limits, &process_env)?
+        .snapshot()
+        .await
 }
 
 /// Keeps a watch alive; dropping it stops the watch.

@@ -25,6 +25,7 @@ mod get;
 mod health;
 mod health_rules;
 mod helm_hooks;
+mod helm_repo;
 mod hostile;
 mod kube_client;
 mod layout;

@@ -180,6 +180,8 @@ pub enum SourceKind {
     Git,
     /// An OCI registry: a manifests artifact or a chart.
     Oci,
+    /// A chart from a Helm repository.
+    Chart,
 }
 
 impl fmt::Display for SourceKind {
@@ -188,6 +190,7 @@ impl fmt::Display for SourceKind {
             SourceKind::Dir => "dir",
             SourceKind::Git => "git",
             SourceKind::Oci => "oci",
+            SourceKind::Chart => "chart",
         })
     }
 }

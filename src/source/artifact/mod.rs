@@ -10,13 +10,16 @@
 //!   trees.
 //! - [`version`]: Helm's version constraints, choosing among published versions.
 //! - [`oci`]: OCI registries: artifacts and charts pulled, directories pushed.
+//! - [`helm_repo`]: Helm (HTTP) repositories: index.yaml with conditional requests,
+//!   charts downloaded capped and checked against the index's digest.
 
 pub(crate) mod archive;
 pub(crate) mod cache;
 pub(crate) mod digest;
+pub(crate) mod helm_repo;
 pub(crate) mod oci;
 pub(crate) mod version;
 
-pub(crate) use cache::ArtifactCache;
+pub(crate) use cache::{ArtifactCache, CacheError};
 pub(crate) use digest::Digest;
 pub(crate) use version::VersionConstraint;

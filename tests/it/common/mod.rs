@@ -25,11 +25,14 @@
 //!   the web page's tests.
 //! - [`receiver`]: a notification receiver on loopback that records requests, or
 //!   hangs.
+//! - [`chart_repo`]: a Helm chart repository on loopback, filled by the real
+//!   `helm package` and `helm repo index`.
 //! - [`audit`]: identities the API server's audit log records, and their requests
 //!   read back from it.
 
 pub mod audit;
 pub mod browser;
+pub mod chart_repo;
 pub mod daemon;
 pub mod event_proxy;
 pub mod fault_proxy;
