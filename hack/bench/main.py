@@ -38,7 +38,7 @@ def cli_scenarios(args, n, work, index=0):
     available, absent = [], {}
     for tool in tools():
         reason = tool.missing()
-        (absent.__setitem__(tool.name, reason) if reason else available.append(tool))
+        (absent.__setitem__(tool.name, (reason, tool.scenarios)) if reason else available.append(tool))
         if reason:
             log(f"{tool.name}: {reason}")
     out = {s: {t.name: [] for t in available if s in t.scenarios}
@@ -69,14 +69,16 @@ def cli_scenarios(args, n, work, index=0):
                 changed_objects = changed or changed_objects
             except ToolTimeout as e:
                 unfinished[tool.name] = e.args[0].removeprefix("bench: error: ")
-                log(f"{n} objects, rep {rep + 1}/{args.repeat}, {tool.name}: {unfinished[tool.name]}; left out from here on")
+                which = "warm-up" if rep < 0 else f"rep {rep + 1}/{args.repeat}"
+                log(f"{n} objects, {which}, {tool.name}: {unfinished[tool.name]}; left out from here on")
             delete_namespaces(s.namespaces, args.settle_timeout)
             tool.cleanup(s)
             shutil.rmtree(s.directory)
     results = {scenario: {name: stats(v) for name, v in per_tool.items() if v} for scenario, per_tool in out.items()}
     for scenario, per_tool in results.items():
-        for name, reason in absent.items():
-            per_tool[name] = {"not_built": reason}
+        for name, (reason, scenarios) in absent.items():
+            if scenario in scenarios:
+                per_tool[name] = {"not_built": reason}
         for name, reason in unfinished.items():
             per_tool.setdefault(name, {"not_measured": reason})
     results["noop_diff"]["runs_reporting_false_changes"] = false_changes
