@@ -235,6 +235,19 @@ def as_stored(doc):
     return doc
 
 
+def json_documents(text):
+    """The objects of kubectl's `-o json` output for several documents: one JSON
+    object after the other, or a List."""
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return docs
+        doc, at = decoder.raw_decode(text, at)
+        docs += doc["items"] if doc.get("kind") == "List" else [doc]
+
+
 def sample_matches(bench_set, tool, size=SAMPLE):
     """After a first apply: a sample of the set (evenly spread over the files, every
     kind, the microservices-demo corpus too) read back with the helper kubectl and
@@ -244,8 +257,7 @@ def sample_matches(bench_set, tool, size=SAMPLE):
     files = sorted(p for p in bench_set.directory.rglob("*.yaml") if p.name != "kustomization.yaml")
     docs = []
     for path in files[:: max(1, len(files) // size)] + [p for p in files if p.parent.name.endswith("-demo")]:
-        out = json.loads(kubectl("create", "--dry-run=client", "-o", "json", "-f", path))
-        docs += out["items"] if out.get("kind") == "List" else [out]
+        docs += json_documents(kubectl("create", "--dry-run=client", "-o", "json", "-f", path))
     docs = docs[:: max(1, len(docs) // size)][:size]
     wrong = []
     for doc in docs:
@@ -254,7 +266,7 @@ def sample_matches(bench_set, tool, size=SAMPLE):
         meta = doc["metadata"]
         args = ["get", resource, meta["name"], "-o", "json"] + (["-n", meta["namespace"]] if meta.get("namespace") else [])
         live = json.loads(kubectl(*args))
-        desired = as_stored({k: v for k, v in doc.items() if k not in ("apiVersion", "kind")})
+        desired = {k: v for k, v in as_stored(doc).items() if k not in ("apiVersion", "kind")}
         desired["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
         wrong += [f"{doc['kind']} {meta.get('namespace', '')}/{meta['name']}{m}" for m in mismatches(desired, live)]
     if wrong:
