@@ -426,7 +426,7 @@ def summary(r, meta):
         out["daemon_peers"] = peers
     # Per size, the peers that finished (issue 28): the command-line tools and the
     # daemons that made their figures within --tool-timeout.
-    out["peers_finished"] = sorted(set(r.get("finished", [])) | set(d.get("finished", [])) - {"converge"})
+    out["peers_finished"] = sorted((set(r.get("finished", [])) | set(d.get("finished", []))) - {"converge"})
     out["machine"] = {**meta["machine"], **meta["versions"], "commit": meta["commit"], "date": meta["date"]}
     if meta.get("binary"):
         out["machine"]["converge_binary"] = meta["binary"]
