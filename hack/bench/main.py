@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import common, daemons, report
+from . import cluster, common, daemons, report
 from .clusters import clusters_scenario, default_second_plane
 from .cluster import Audit, delete_namespaces, present, sample_matches, settle, wait_quiet, written
 from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, run, kube_versions, log, machine, stats, tool_version)
@@ -408,6 +408,10 @@ def parse(argv):
                    help="seconds one command of a tool (or a daemon's first sync) may take; a tool past it is "
                         f"reported as \"did not finish\" at that size and left out, the run goes on (default "
                         f"{TOOL_TIMEOUT}; 0: no limit)")
+    p.add_argument("--quiet-writes", type=int, default=cluster.QUIET_WRITES,
+                   help="writes (of anyone) the API server may see in 6 s for the cluster to count as settled "
+                        f"(default {cluster.QUIET_WRITES}: leases only; a plane shared with running tests needs more, "
+                        "and its figures are then not for quoting)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="leave out each command-line tool's uncounted warm-up run")
     p.add_argument("--skip", default="",
@@ -473,6 +477,7 @@ def main(argv=None):
         return notify_main(argv[1:])
     args = parse(argv)
     common.TOOL_TIMEOUT = args.tool_timeout or None
+    cluster.QUIET_WRITES = args.quiet_writes
     audit = Audit()
     if not audit.available():
         log("the plane has no audit log (started before hack/controlplane.sh enabled it): idle requests will be "
