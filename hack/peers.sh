@@ -133,11 +133,12 @@ copy_flux_crds() {
   touch "$FLUX_CRDS_DIR/.complete"
 }
 
-# One at a time: each build already uses both cores, and the machine is shared.
+# One at a time: each build already uses both cores, and the machine is shared. The
+# daemons' peers first (kubectl drives flux-up), then the command-line ones.
 cmd_build() {
   local step failed=() ok=0
-  for step in build_kubectl build_kapp build_flux_ssa build_source_controller build_kustomize_controller \
-      build_argo_engine; do
+  for step in build_kubectl build_argo_engine build_source_controller build_kustomize_controller \
+      build_flux_ssa build_kapp; do
     if "$step"; then ok=$((ok + 1)); else failed+=("${step#build_}"); fi
   done
   if [[ -x $SOURCE_CONTROLLER_BIN && -x $KUSTOMIZE_CONTROLLER_BIN ]]; then

@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import ROOT, BenchError, kubectl, log, run
+from .common import NS_PREFIX, ROOT, BenchError, kubectl, log, run
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 # Counted from apiserver_request_total: every client's writes, the controllers' too.
@@ -89,7 +89,7 @@ def delete_namespaces(namespaces, timeout):
 
 def settle(timeout):
     """Before a scenario: no namespace of an earlier bench set, no write storm."""
-    left = namespaces_left(r"[bdk]\d+-.*")
+    left = namespaces_left(re.escape(NS_PREFIX) + r"[bdk]\d+-.*")
     if left:
         log(f"deleting leftover bench namespaces: {' '.join(left)}")
         delete_namespaces(left, timeout)

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import cluster, common, daemons, report
 from .clusters import clusters_scenario, default_second_plane
 from .cluster import Audit, delete_namespaces, present, sample_matches, settle, wait_quiet, written
-from .common import (CONVERGE, ROOT, BenchError, ToolTimeout, git_commit, run, kube_versions, log, machine, stats, tool_version)
+from .common import (CONVERGE, NS_PREFIX, ROOT, BenchError, ToolTimeout, git_commit, run, kube_versions, log, machine, stats, tool_version)
 from .gitserver import GitServer, Repo
 from .synthetic import change_one_percent, generate
 from .tools import kubectl_measured, tools
@@ -58,7 +58,7 @@ def cli_scenarios(args, n, work, index=0):
             if tool.name in unfinished:
                 continue
             settle(args.settle_timeout)
-            prefix = f"b{n}-{tool.name.replace('-', '')[:8]}-{'w' if rep < 0 else rep}"
+            prefix = f"{NS_PREFIX}b{n}-{tool.name.replace('-', '')[:8]}-{'w' if rep < 0 else rep}"
             s = generate(work / prefix, prefix, n)
             try:
                 record = out if rep >= 0 else {k: {t.name: [] for t in available} for k in out}
@@ -141,7 +141,7 @@ PART_OBJECTS = 1000
 
 
 def converge_daemon(args, n, work, git, audit):
-    prefix = f"d{n}-cv"
+    prefix = f"{NS_PREFIX}d{n}-cv"
     repo = Repo(git, prefix, work / prefix)
     s = generate(repo.work, prefix, n, group=PART_OBJECTS)
     repo.commit_all("the set")
@@ -189,7 +189,7 @@ def converge_daemon(args, n, work, git, audit):
 def flux_daemon(args, n, work, git, audit, tuning="flux"):
     """Flux's controllers with their defaults (`flux`) or with the tuning of Flux's
     own benchmark (`flux-tuned`, daemons.FLUX_TUNINGS), one Kustomization per part."""
-    prefix = f"d{n}-{'ft' if tuning == 'flux-tuned' else 'fx'}"
+    prefix = f"{NS_PREFIX}d{n}-{'ft' if tuning == 'flux-tuned' else 'fx'}"
     if not daemons.peers_script().exists() or os.environ.get("BENCH_PEERS_ERROR"):
         return {"not_built": "not built: " + os.environ.get("BENCH_PEERS_ERROR", "hack/peers.sh does not exist")}
     if not os.environ.get("SOURCE_CONTROLLER"):
@@ -254,7 +254,7 @@ def argo_daemon(args, n, work, audit):
     if not os.environ.get("ARGO_ENGINE"):
         return {"not_built": "not built: " + os.environ.get("BENCH_PEERS_ERROR", "$ARGO_ENGINE is not set "
                                                              "(hack/peers.sh env)")}
-    prefix = f"d{n}-ar"
+    prefix = f"{NS_PREFIX}d{n}-ar"
     s = generate(work / prefix, prefix, n)
     kubeconfig = audit.identity(daemons.ArgoEngineDaemon.user) if audit.available() else None
     out = {"trigger": "selfHeal: a sync on every watch event of an owned object"}
@@ -311,7 +311,7 @@ def daemon_scenarios(args, n, work, audit, index):
 def kustomize_scenarios(args, n, work):
     """A dir source whose root is a kustomization of the set: resyncs of the
     unchanged overlay must not render; a one-file change is rendered and applied."""
-    prefix = f"k{n}"
+    prefix = f"{NS_PREFIX}k{n}"
     s = generate(work / prefix, prefix, n)
     resources = sorted(str(p.relative_to(s.directory)) for p in s.directory.rglob("*.yaml"))
     (s.directory / "kustomization.yaml").write_text("resources:\n" + "".join(f"- {r}\n" for r in resources))
