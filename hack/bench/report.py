@@ -3,6 +3,8 @@ FILE.json`), and to target/bench/summary.json."""
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
 PEERS = ["kubectl", "kubectl-applyset", "kapp", "flux-ssa", "argo-engine"]
@@ -459,13 +461,45 @@ def scaling_across(files):
                     for n in sorted(sources, key=int)] + [""]
 
 
+# A generated block of a markdown file (issue 28: BENCHMARKS.md's tables come from
+# results files, never typed): the opening comment names the report's arguments.
+GENERATED = re.compile(r"(<!-- generated: hack/bench\.sh report (?P<args>[^>]*?) -->\n)(?P<body>.*?)"
+                       r"(<!-- end generated -->)", re.S)
+
+
+def update(doc, root):
+    """Regenerates every generated block of `doc` (paths relative to `root`);
+    returns how many blocks there were."""
+    text = doc.read_text()
+
+    def block(m):
+        args = m.group("args").split()
+        scaling = "--scaling" in args
+        files = [root / a for a in args if a != "--scaling"]
+        body = "\n".join(scaling_across(files)) if scaling else \
+            "\n".join(render(json.loads(f.read_text())) for f in files)
+        return m.group(1) + body.rstrip("\n") + "\n" + m.group(4)
+    new, count = GENERATED.subn(block, text)
+    doc.write_text(new)
+    return count
+
+
 def main(argv):
     p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render results files as markdown.")
-    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    p.add_argument("files", type=Path, nargs="*", metavar="FILE")
     p.add_argument("--scaling", action="store_true",
                    help="only the tables of how figures grow with N, over the sizes of all FILEs "
                         "(a size's parts from several files are merged; a later file's part wins)")
+    p.add_argument("--update", type=Path, metavar="DOC",
+                   help="regenerate every block of DOC between `<!-- generated: hack/bench.sh report ARGS -->` "
+                        "and `<!-- end generated -->` from the results files its ARGS name (e.g. BENCHMARKS.md)")
     args = p.parse_args(argv)
+    if args.update:
+        count = update(args.update, Path(__file__).resolve().parent.parent.parent)
+        print(f"{args.update}: {count} generated block(s) regenerated", file=sys.stderr)
+        return
+    if not args.files:
+        p.error("FILE: at least one results file (or --update DOC)")
     if args.scaling:
         print("\n".join(scaling_across(args.files)))
         return
