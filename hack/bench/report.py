@@ -386,7 +386,9 @@ def render(results):
              f"`{m['command']}`; {mach['nproc']} cores ({mach['cpu']}), {mach['memory_gib']} GiB, kernel "
              f"{mach['kernel']}, load average at start {', '.join(f'{x:.2f}' for x in mach['loadavg_at_start'])}. "
              f"Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
-    if m.get("binary"):
+    if isinstance(m.get("binary"), str):   # a results file that names only its path
+        lines.append(f"Measured binary: `{m['binary']}`.")
+    elif m.get("binary"):
         b = m["binary"]
         lines.append(f"Measured binary: `{b['path']}`, sha256 `{b['sha256'][:16]}…`, built {b['modified']}; "
                      f"`converge version`: " + "; ".join(b["version_output"].splitlines()) + ".")
