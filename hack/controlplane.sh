@@ -192,12 +192,19 @@ EOF
 
 # --- up / down / status / env ----------------------------------------------------
 
+# Sized for hack/bench.sh --objects 100000 (issue 28): 10^5 objects with their
+# managedFields and the revisions kept between the API server's compactions (every
+# 5 min) pass etcd's default 2 GiB quota, after which every write fails with
+# "mvcc: database space exceeded". The limits take effect at the next `up`.
+ETCD_QUOTA_BYTES=$((8 * 1024 * 1024 * 1024))
+
 start_etcd() {
   local port; port=$(free_port)
   start etcd "$BIN/etcd" --name=converge-test --data-dir="$STATE/etcd" \
     --listen-client-urls="http://127.0.0.1:$port" --advertise-client-urls="http://127.0.0.1:$port" \
     --listen-peer-urls=http://127.0.0.1:0 --unsafe-no-fsync=true \
-    --experimental-watch-progress-notify-interval=5s --log-level=warn
+    --experimental-watch-progress-notify-interval=5s --log-level=warn \
+    --quota-backend-bytes=$ETCD_QUOTA_BYTES
   echo "$port" > "$STATE/etcd.port"
   wait_for "etcd is ready" 60 curl -fsS "http://127.0.0.1:$port/health" \
     || fail_with_log etcd "etcd did not become healthy within 60 s"
@@ -219,6 +226,9 @@ rules:
 EOF
 }
 
+# --max-(mutating-)requests-inflight: twice the defaults (400/200), so that a
+# first sync of 10^5 objects (converge's and its peers' concurrent PATCHes, the
+# controllers' reads) is limited by the API server's work, not by 429s.
 start_apiserver() {
   local port=${CONVERGE_CP_PORT:-$(free_port)} p=$STATE/pki
   write_audit_policy
@@ -232,7 +242,8 @@ start_apiserver() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --kubelet-preferred-address-types=InternalIP --endpoint-reconciler-type=none \
     --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/audit.log" \
-    --audit-log-maxsize=500 --audit-log-maxbackup=1
+    --audit-log-maxsize=500 --audit-log-maxbackup=1 \
+    --max-requests-inflight=800 --max-mutating-requests-inflight=400
   echo "$port" > "$STATE/apiserver.port"
   write_kubeconfig "$port"
   wait_for "kube-apiserver is ready on 127.0.0.1:$port" 120 \

@@ -2,21 +2,24 @@
 # The tools converge is benchmarked against (issue 17), built from pinned Go modules
 # of the Go module proxy into a cache keyed by version, the way hack/tools.sh and
 # hack/controlplane.sh build theirs. Wrapper modules (go.mod + go.sum pinned) and the
-# Flux engine harness live under hack/peers/.
+# Flux and Argo CD engine harnesses live under hack/peers/.
 #
 #   hack/peers.sh build            build (or reuse) every peer; a peer that does not
 #                                  build is reported with its error, the rest are
 #                                  kept; exit 1 only when none built
 #   hack/peers.sh env              print `export KAPP=… FLUX_SSA=… KUBECTL_SKEW=…
 #                                  SOURCE_CONTROLLER=… KUSTOMIZE_CONTROLLER=…
-#                                  FLUX_CRDS=…` and their *_VERSION for what is built
+#                                  FLUX_CRDS=… ARGO_ENGINE=…` and their *_VERSION
+#                                  for what is built
 #   hack/peers.sh status           say which peers are cached where; exit 1 when one
 #                                  is missing
 #   hack/peers.sh flux-up DIR      install the Flux CRDs, start source-controller and
 #                                  kustomize-controller against the local plane (state,
 #                                  logs and pids in DIR); print `export …_PID=…
 #                                  FLUX_METRICS_SOURCE=… FLUX_METRICS_KUSTOMIZE=…`;
-#                                  FLUX_KUBECONFIG=… runs them as that identity
+#                                  FLUX_KUBECONFIG=… runs them as that identity;
+#                                  FLUX_SOURCE_ARGS=… FLUX_KUSTOMIZE_ARGS=… add
+#                                  flags (hack/bench.py's tuned Flux)
 #   hack/peers.sh flux-down DIR    stop them (the CRDs stay)
 #   hack/peers.sh smoke            prove each peer works on the local plane
 #
@@ -30,6 +33,10 @@ KAPP_VERSION=v0.64.2
 FLUX_VERSION=v1.9.6          # source-controller and kustomize-controller
 FLUX_SSA_VERSION=v0.76.2     # github.com/fluxcd/pkg/ssa of kustomize-controller v1.9.6
 KUBECTL_SKEW_VERSION=v1.34.4 # the control plane's release (hack/controlplane.sh)
+ARGO_ENGINE_VERSION=v3.6.2   # github.com/argoproj/argo-cd/gitops-engine/v3 (Argo CD v3.6.2's)
+# The gitops-engine module of Argo CD 3.6 says `go 1.27.0`: built with that
+# toolchain (the go command fetches it from the module proxy once, into its cache).
+ARGO_ENGINE_TOOLCHAIN=go1.27.3
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/hack/peers
@@ -40,6 +47,7 @@ KUBECTL_SKEW_BIN=$CACHE/kubectl-$KUBECTL_SKEW_VERSION/bin/kubectl
 SOURCE_CONTROLLER_BIN=$CACHE/source-controller-$FLUX_VERSION/bin/source-controller
 KUSTOMIZE_CONTROLLER_BIN=$CACHE/kustomize-controller-$FLUX_VERSION/bin/kustomize-controller
 FLUX_CRDS_DIR=$CACHE/flux-crds-$FLUX_VERSION
+ARGO_ENGINE_BIN=$CACHE/argo-engine-$ARGO_ENGINE_VERSION/bin/argo-engine
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 die() { printf 'peers: error: %s\n' "$*" >&2; exit 1; }
@@ -97,6 +105,9 @@ build_kapp() {
     "-s -w -X carvel.dev/kapp/pkg/kapp/version.Version=${KAPP_VERSION#v}"
 }
 build_flux_ssa() { go_build "$FLUX_SSA_BIN" "$PEERS/flux-ssa" . "-s -w"; }
+build_argo_engine() {
+  GOTOOLCHAIN=$ARGO_ENGINE_TOOLCHAIN go_build "$ARGO_ENGINE_BIN" "$PEERS/argo-engine" . "-s -w"
+}
 build_kubectl() { go_build "$KUBECTL_SKEW_BIN" "$PEERS/kubectl" k8s.io/kubernetes/cmd/kubectl "$(kubectl_ldflags)"; }
 
 build_source_controller() {
@@ -122,10 +133,12 @@ copy_flux_crds() {
   touch "$FLUX_CRDS_DIR/.complete"
 }
 
-# One at a time: each build already uses both cores, and the machine is shared.
+# One at a time: each build already uses both cores, and the machine is shared. The
+# daemons' peers first (kubectl drives flux-up), then the command-line ones.
 cmd_build() {
   local step failed=() ok=0
-  for step in build_kubectl build_kapp build_flux_ssa build_source_controller build_kustomize_controller; do
+  for step in build_kubectl build_argo_engine build_source_controller build_kustomize_controller \
+      build_flux_ssa build_kapp; do
     if "$step"; then ok=$((ok + 1)); else failed+=("${step#build_}"); fi
   done
   if [[ -x $SOURCE_CONTROLLER_BIN && -x $KUSTOMIZE_CONTROLLER_BIN ]]; then
@@ -142,6 +155,7 @@ cmd_env() {
   if [[ -x $KAPP_BIN ]]; then echo "export KAPP=$KAPP_BIN KAPP_VERSION=$KAPP_VERSION"; else missing+=(kapp); fi
   if [[ -x $FLUX_SSA_BIN ]]; then echo "export FLUX_SSA=$FLUX_SSA_BIN FLUX_SSA_VERSION=$FLUX_SSA_VERSION"; else missing+=(flux-ssa); fi
   if [[ -x $KUBECTL_SKEW_BIN ]]; then echo "export KUBECTL_SKEW=$KUBECTL_SKEW_BIN KUBECTL_SKEW_VERSION=$KUBECTL_SKEW_VERSION"; else missing+=(kubectl); fi
+  if [[ -x $ARGO_ENGINE_BIN ]]; then echo "export ARGO_ENGINE=$ARGO_ENGINE_BIN ARGO_ENGINE_VERSION=$ARGO_ENGINE_VERSION"; else missing+=(argo-engine); fi
   if [[ -x $SOURCE_CONTROLLER_BIN && -x $KUSTOMIZE_CONTROLLER_BIN && -f $FLUX_CRDS_DIR/.complete ]]; then
     echo "export SOURCE_CONTROLLER=$SOURCE_CONTROLLER_BIN KUSTOMIZE_CONTROLLER=$KUSTOMIZE_CONTROLLER_BIN FLUX_CRDS=$FLUX_CRDS_DIR FLUX_VERSION=$FLUX_VERSION"
   else
@@ -155,7 +169,8 @@ cmd_status() {
   for pair in "kapp $KAPP_VERSION:$KAPP_BIN" "flux-ssa $FLUX_SSA_VERSION:$FLUX_SSA_BIN" \
       "kubectl $KUBECTL_SKEW_VERSION:$KUBECTL_SKEW_BIN" \
       "source-controller $FLUX_VERSION:$SOURCE_CONTROLLER_BIN" \
-      "kustomize-controller $FLUX_VERSION:$KUSTOMIZE_CONTROLLER_BIN"; do
+      "kustomize-controller $FLUX_VERSION:$KUSTOMIZE_CONTROLLER_BIN" \
+      "argo-engine $ARGO_ENGINE_VERSION:$ARGO_ENGINE_BIN"; do
     name=${pair%%:*} binary=${pair#*:}
     if [[ -x $binary ]]; then echo "$name: $binary"; else echo "$name: not built (hack/peers.sh build)"; ok=1; fi
   done
@@ -235,9 +250,12 @@ cmd_flux_up() {
   local storage; storage=$(free_port)
   # Whatever fails from here on stops what was started; the logs stay for reading.
   trap "cmd_flux_down '$dir'" EXIT
+  # shellcheck disable=SC2086 # FLUX_*_ARGS: flags, split on spaces
   start_controller "$dir" source-controller "$SOURCE_CONTROLLER_BIN" \
-    --storage-path="$dir/storage" --storage-addr="127.0.0.1:$storage" --storage-adv-addr="127.0.0.1:$storage"
-  start_controller "$dir" kustomize-controller "$KUSTOMIZE_CONTROLLER_BIN"
+    --storage-path="$dir/storage" --storage-addr="127.0.0.1:$storage" --storage-adv-addr="127.0.0.1:$storage" \
+    ${FLUX_SOURCE_ARGS:-}
+  # shellcheck disable=SC2086 # FLUX_*_ARGS: flags, split on spaces
+  start_controller "$dir" kustomize-controller "$KUSTOMIZE_CONTROLLER_BIN" ${FLUX_KUSTOMIZE_ARGS:-}
   for name in source-controller:gitrepository kustomize-controller:kustomization; do
     wait_for "${name%:*} is ready" 120 controller_ready "$dir" "${name%:*}" "${name#*:}" || {
       name=${name%:*}

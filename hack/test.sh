@@ -50,6 +50,8 @@ wait "$tools" || die "building kustomize and helm failed (see above)"
 eval "$(bash hack/controlplane.sh env)"
 eval "$(bash hack/registry.sh env)"
 
+log "the benchmark's pure parts (hack/bench/test_pure.py)"
+(cd hack && python3 -m unittest -q bench.test_pure)
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import daemons
 from .cluster import Audit, delete_namespaces, namespaces_left, present, settle, wait_quiet
-from .common import ROOT, BenchError, log, run
+from .common import NS_PREFIX, ROOT, BenchError, log, run
 from .gitserver import GitServer, Repo
 from .synthetic import generate
 
@@ -192,7 +192,7 @@ def clusters_scenario(args, n, work):
             settle(args.settle_timeout)
         repos = {}
         for which in ("one", SECOND):   # "d1000-one" on the home plane, "d1000-second" on the other
-            prefix = f"d{n}-{which}"
+            prefix = f"{NS_PREFIX}d{n}-{which}"
             repos[which] = Repo(git, prefix, work / prefix)
             sets[which] = generate(repos[which].work, prefix, n)
             repos[which].commit_all("the set")

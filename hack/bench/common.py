@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # CONVERGE_BENCH_BIN: another build to measure (e.g. a debug one, for a smoke run).
 CONVERGE = Path(os.environ.get("CONVERGE_BENCH_BIN", ROOT / "target/release/converge"))
 RAW = ROOT / "target/release/examples/raw_apply"
+# BENCH_NS_PREFIX: put before every set's namespaces (`zb1000-…`), so that two bench
+# runs on one shared plane (two worktrees) do not delete each other's sets as
+# leftovers; each deletes only its own.
+NS_PREFIX = os.environ.get("BENCH_NS_PREFIX", "")
 # A p99 over fewer samples is the maximum under another name.
 P99_MIN_SAMPLES = 100
 

@@ -18,7 +18,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .common import (CONVERGE, ROOT, BenchError, Sampler, describe_latency, kubectl, latency, log, run)
+from .common import (CONVERGE, ROOT, BenchError, Sampler, ToolTimeout, describe_latency, kubectl, latency, log, run)
 from .synthetic import configmaps_in
 
 
@@ -171,6 +171,13 @@ class ConvergeDaemon:
         return {"full_resyncs": sum(full), "skipped_resyncs": sum(delta(s, "skipped") for s in self.sources),
                 "includes_full_resync": all(f >= 1 for f in full)}
 
+    def pass_state(self, metrics):
+        """(full resyncs so far, seconds of every reconcile so far): a full resync
+        completing between two readings is the duration added with it (a skipped
+        resync in the same 2 s adds milliseconds)."""
+        return (sum(metric_sum(metrics, "converge_reconciles_total", source=s, result="success") for s in self.sources),
+                sum(metric_sum(metrics, "converge_reconcile_duration_seconds_sum", source=s) for s in self.sources))
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=60)
@@ -198,19 +205,37 @@ def exports(text):
     return found
 
 
+# Flux with its defaults, and with the tuning of Flux's own benchmark
+# (github.com/fluxcd/flux-benchmark, manifests/install/kustomization.yaml at
+# e09c533: kustomize-controller --concurrent=20, source-controller --concurrent=10;
+# --kube-api-qps/--kube-api-burst left at their defaults, 50/300) plus
+# --requeue-dependency=5s of Flux's "vertical scaling" guide
+# (fluxcd.io/flux/installation/configuration/vertical-scaling), which matters once
+# the Kustomizations depend on the one that creates the Namespaces.
+FLUX_TUNINGS = {
+    "flux": {"source": "", "kustomize": ""},
+    "flux-tuned": {"source": "--concurrent=10", "kustomize": "--concurrent=20 --requeue-dependency=5s"},
+}
+
+
 class FluxControllers:
     """source-controller and kustomize-controller out of cluster (hack/peers.sh
-    flux-up), reconciling one GitRepository and one Kustomization."""
+    flux-up), reconciling one GitRepository and one Kustomization per part of the
+    repository (`parts`: "base" with the Namespaces, then parts of ~1000 objects
+    that depend on it, as Flux recommends)."""
     user = "bench-flux"
 
-    def __init__(self, repo_url, namespace, git_interval, ks_interval, kubeconfig=None):
+    def __init__(self, repo_url, namespace, git_interval, ks_interval, parts, kubeconfig=None, tuning="flux"):
         self.namespace = namespace
         self.kubeconfig = kubeconfig
+        self.parts = parts
         self.work = Path(tempfile.mkdtemp(prefix="converge-bench-flux-"))
         # FLUX_KUBECONFIG: the identity the controllers should run as (audited), for a
         # hack/peers.sh that honours it; `audit_gap` checks what they really use.
         self.env = dict(os.environ, **({"KUBECONFIG": kubeconfig, "FLUX_KUBECONFIG": kubeconfig}
-                                       if kubeconfig else {}))
+                                       if kubeconfig else {}),
+                        FLUX_SOURCE_ARGS=FLUX_TUNINGS[tuning]["source"],
+                        FLUX_KUSTOMIZE_ARGS=FLUX_TUNINGS[tuning]["kustomize"])
         self.vars = exports(peers_sh("flux-up", self.work, env=self.env))
         self.up = True
         # From here on, as converge's from its start: the controllers are up and the
@@ -224,17 +249,20 @@ spec:
   interval: {git_interval}
   url: {repo_url}
   ref: {{branch: main}}
----
+"""
+        for part in parts:
+            depends = "" if part == "base" else "  dependsOn: [{name: base}]\n"
+            manifest += f"""---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
-metadata: {{name: bench, namespace: {namespace}}}
+metadata: {{name: {part}, namespace: {namespace}}}
 spec:
   interval: {ks_interval}
-  path: ./
+  path: ./{part}
   prune: true
   timeout: 30m
   sourceRef: {{kind: GitRepository, name: bench}}
-"""
+{depends}"""
         path = self.work / "bench-flux.yaml"
         path.write_text(manifest)
         kubectl("apply", "-f", path)
@@ -243,16 +271,21 @@ spec:
         return [int(self.vars["SOURCE_CONTROLLER_PID"]), int(self.vars["KUSTOMIZE_CONTROLLER_PID"])]
 
     def wait_applied(self, commit, timeout):
-        """Until the Kustomization reports `commit` applied and Ready."""
+        """Until every Kustomization reports `commit` applied and Ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ks = json.loads(kubectl("get", "kustomization", "bench", "-n", self.namespace, "-o", "json"))
-            status = ks.get("status", {})
-            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
-            if ready and status.get("lastAppliedRevision", "").endswith(commit):
+            items = json.loads(kubectl("get", "kustomizations", "-n", self.namespace, "-o", "json"))["items"]
+            waiting = {}
+            for ks in items:
+                status = ks.get("status", {})
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+                if not (ready and status.get("lastAppliedRevision", "").endswith(commit)):
+                    waiting[ks["metadata"]["name"]] = status
+            if len(items) == len(self.parts) and not waiting:
                 return time.monotonic() - self.started
             time.sleep(0.5)
-        raise BenchError(f"the Kustomization did not apply {commit} within {timeout} s: {status}")
+        raise BenchError(f"{len(waiting)} of {len(self.parts)} Kustomizations did not apply {commit} within "
+                         f"{timeout} s, e.g. {str(list(waiting.items())[:1])[:800]}")
 
     def trigger(self):
         """What `flux reconcile source git` does: the requestedAt annotation. The
@@ -263,8 +296,9 @@ spec:
                 f"reconcile.fluxcd.io/requestedAt={now}")
 
     def set_interval(self, interval):
-        kubectl("patch", "kustomization", "bench", "-n", self.namespace, "--type=merge",
-                "-p", json.dumps({"spec": {"interval": interval}}))
+        for part in self.parts:
+            kubectl("patch", "kustomization", part, "-n", self.namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"interval": interval}}))
 
     def metrics(self):
         values = {}
@@ -285,24 +319,72 @@ spec:
             sel = lambda m: sum(v for k, v in m.items() if name in k and f'controller="{controller}"' in k)
             return sel(after) - sel(before)
         ks, git = delta("kustomization"), delta("gitrepository")
-        return {"kustomization_reconciles": ks, "gitrepository_reconciles": git, "includes_full_resync": ks >= 1}
+        # A full pass: every Kustomization reconciled (each has its own timer).
+        return {"kustomization_reconciles": ks, "gitrepository_reconciles": git, "kustomizations": len(self.parts),
+                "includes_full_resync": ks >= len(self.parts)}
 
     def stop(self):
         if not self.up:
             return
         # prune off first: deleting the Kustomization must not garbage-collect the
         # set (the namespaces are deleted next, as for every other tool).
-        kubectl("patch", "kustomization", "bench", "-n", self.namespace, "--type=merge",
-                "-p", '{"spec":{"prune":false}}', check=False)
+        for part in self.parts:
+            kubectl("patch", "kustomization", part, "-n", self.namespace, "--type=merge",
+                    "-p", '{"spec":{"prune":false}}', check=False)
         kubectl("delete", "kustomization,gitrepository", "--all", "-n", self.namespace, "--timeout=120s",
                 check=False)
         peers_sh("flux-down", self.work, env=self.env)
         self.up = False
         # A controller stopped in the middle of a pass never removed its finalizers,
         # which would keep the namespace from going.
-        for kind in ("kustomization", "gitrepository"):
-            kubectl("patch", kind, "bench", "-n", self.namespace, "--type=merge",
+        for kind, name in [("kustomization", part) for part in self.parts] + [("gitrepository", "bench")]:
+            kubectl("patch", kind, name, "-n", self.namespace, "--type=merge",
                     "-p", '{"metadata":{"finalizers":null}}', check=False)
+
+
+# --- Argo CD's engine ----------------------------------------------------------------
+
+class ArgoEngineDaemon:
+    """`argo-engine run` (hack/peers/argo-engine): a sync, then a sync on every
+    update of an owned object in its cluster cache (Argo CD's selfHeal). Ready when
+    its first sync is printed."""
+    user = "bench-argo"
+
+    def __init__(self, directory, name, kubeconfig=None, timeout=1200):
+        self.kubeconfig = kubeconfig
+        self.dir = Path(tempfile.mkdtemp(prefix="converge-bench-argo-"))
+        self.log = open(self.dir / "argo-engine.log", "w")
+        env = dict(os.environ, **({"KUBECONFIG": kubeconfig} if kubeconfig else {}))
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([os.environ["ARGO_ENGINE"], "run", "--dir", directory, "--name", name],
+                                     env=env, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+        self.syncs = []
+        ready = threading.Event()
+
+        def read():
+            for line in self.proc.stdout:
+                if line.startswith('{"synced"'):
+                    self.syncs.append((time.monotonic(), json.loads(line)["synced"]))
+                    ready.set()
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise ToolTimeout(f"argo-engine run did not finish its first sync within {timeout} s "
+                              f"(log: {self.dir}/argo-engine.log)")
+        self.synced_after = self.syncs[0][0] - self.started
+        self.first_sync = self.syncs[0][1]
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
 # --- scenarios shared by both ------------------------------------------------------------
@@ -317,8 +399,9 @@ def idle(daemon, seconds, audit, longest, other_planes=None):
     (a [[clusters]] entry), whose requests go to `requests_other_planes`."""
     before = daemon.metrics()
     since = time.time()
+    passes = []
     with Sampler(daemon.pids()) as sampler:
-        time.sleep(seconds)
+        passes = watch_passes(daemon, before, seconds)
         while not daemon.idle_extra(before, daemon.metrics())["includes_full_resync"] \
                 and time.time() - since < longest:
             time.sleep(5)
@@ -326,6 +409,9 @@ def idle(daemon, seconds, audit, longest, other_planes=None):
     after = daemon.metrics()
     out = sampler.result()
     out["extended_seconds"] = max(0.0, until - since - seconds)
+    out["window_seconds"] = until - since
+    if passes:
+        out["full_resync_seconds"] = passes
     why_not = audit_gap(daemon, audit)
     # Both counts: when only one daemon can be audited, the two are compared by
     # what each says it sent (report.comparable_requests).
@@ -345,12 +431,35 @@ def idle(daemon, seconds, audit, longest, other_planes=None):
             for label, other in other_planes.items()}
     out.update(daemon.idle_extra(before, after))
     req = out["requests"]
+    # Per minute (issue 28): windows of equal length compare as they are, and a
+    # window that had to be extended compares with the others.
+    minutes = out["window_seconds"] / 60
+    out["per_minute"] = {"requests": req["total"] / minutes, "writes": (req.get("writes") or 0) / minutes,
+                         "cpu_seconds": out["cpu_seconds"] / minutes if out["cpu_seconds"] is not None else None}
     log(f"idle {out['seconds']:.0f} s: RSS mean {out['rss_mib']:.1f} MiB (max {out['rss_mib_max']:.1f}), "
         f"CPU {out['cpu_percent']:.2f}% (max {out['cpu_percent_max']:.1f}%), requests {req['total']:.0f} "
         f"({req.get('by_verb_resource', req['source'])})")
     for label, r in out.get("requests_other_planes", {}).items():
         log(f"  on the {label} plane: requests {r['total']} ({r.get('by_verb_resource', r['source'])})")
     return out
+
+
+def watch_passes(daemon, before, seconds):
+    """Sleeps `seconds`; for a daemon that tells its full passes apart
+    (`pass_state`), reads its /metrics every 2 s meanwhile and returns how long each
+    full pass that completed took (issue 28: the full resync's time; its RSS peak
+    is the window's)."""
+    if not hasattr(daemon, "pass_state"):
+        time.sleep(seconds)
+        return []
+    passes, last, end = [], daemon.pass_state(before), time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(2, max(0, end - time.monotonic())))
+        now = daemon.pass_state(daemon.metrics())
+        if now[0] > last[0]:
+            passes.append((now[1] - last[1]) / (now[0] - last[0]))
+        last = now
+    return passes
 
 
 def audit_gap(daemon, audit):

@@ -3,13 +3,22 @@ FILE.json`), and to target/bench/summary.json."""
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
-PEERS = ["kubectl", "kubectl-applyset", "kapp", "flux-ssa"]
+PEERS = ["kubectl", "kubectl-applyset", "kapp", "flux-ssa", "argo-engine"]
 COLUMNS = ["converge", *PEERS, "raw"]
 TITLES = {"converge": "converge", "kubectl": "kubectl", "kubectl-applyset": "kubectl --applyset",
-          "kapp": "kapp", "flux-ssa": "Flux engine (pkg/ssa)", "raw": "raw SSA limit"}
-SCENARIOS = [("first_apply", "first apply"), ("noop_diff", "no-op diff"), ("one_percent_change", "1% changed")]
+          "kapp": "kapp", "flux-ssa": "Flux engine (pkg/ssa)", "argo-engine": "Argo CD engine (gitops-engine)",
+          "raw": "raw SSA limit"}
+SCENARIOS = [("first_apply", "first apply"), ("noop_diff", "no-op diff"),
+             ("noop_sync", "no-op sync (Argo CD: a sync that finds nothing to change)"),
+             ("one_percent_change", "1% changed")]
+# The daemons, in the columns of the daemon table (issue 28: Flux with its defaults
+# and with its benchmark's tuning; Argo CD's engine for its first sync and drift).
+DAEMONS = [("converge", "converge"), ("flux", "Flux controllers, defaults"),
+           ("flux-tuned", "Flux controllers, tuned as Flux's benchmark"), ("argo", "Argo CD engine (selfHeal)")]
 TARGET_SIZE = "1000"
 
 
@@ -56,19 +65,24 @@ def latency_text(r):
     return f"p50 {r['p50_ms']:.0f} ms, {tail} ms ({r['samples']} samples)"
 
 
-def requests_text(req):
+def requests_text(req, seconds=None):
     if not req:
         return "—"
+    rate = f"{60 * req['total'] / seconds:.1f}/min: " if seconds else ""
     if req.get("source") != "audit log":
-        return f"{req['total']:.0f} ({req['source']})"
+        return f"{rate}{req['total']:.0f} ({req['source']})"
     detail = ", ".join(f"{v} {k}" for k, v in req["by_verb_resource"].items()) or "none"
-    return (f"{req['total']} ({req['writes']} writes, {req['per_object']} per-object, {req['watches']} watches, "
-            f"{req['lists']} lists: {detail})")
+    dry = f", {req['dry_runs']} dry runs" if req.get("dry_runs") is not None else ""
+    return (f"{rate}{req['total']} ({req['writes']} writes{dry}, {req['per_object']} per-object, "
+            f"{req['watches']} watches, {req['lists']} lists: {detail})")
 
 
 def idle_text(idle):
-    return (f"RSS {idle['rss_mib']:.1f} MiB (max {idle['rss_mib_max']:.1f}), CPU {idle['cpu_percent']:.2f}% "
-            f"(max {idle['cpu_percent_max']:.1f}%), {idle['samples']} samples over {idle['seconds']:.0f} s")
+    per_min = idle.get("per_minute", {}).get("cpu_seconds")
+    cpu_min = f", {per_min:.2f} CPU-s/min" if per_min is not None else ""
+    return (f"RSS mean {idle['rss_mib']:.1f} MiB, peak {idle['rss_mib_max']:.1f}; CPU {idle['cpu_percent']:.2f}%"
+            f"{cpu_min} (max {idle['cpu_percent_max']:.1f}%); {idle['samples']} samples over "
+            f"{idle.get('window_seconds', idle['seconds']):.0f} s")
 
 
 def size_tables(n, r):
@@ -79,11 +93,17 @@ def size_tables(n, r):
         lines += ["| scenario | " + " | ".join(TITLES[c] for c in COLUMNS) + " |",
                   "|---" * (len(COLUMNS) + 1) + "|"]
         for key, title in SCENARIOS:
+            if key not in r:
+                continue   # a results file from before the scenario existed
             if key == "one_percent_change":
                 title += f" ({r[key].get('changed_objects', '?')} objects)"
             lines.append(f"| {title} | " + " | ".join(cell(r[key], c) for c in COLUMNS) + " |")
         false = {k: v for k, v in r["noop_diff"].get("runs_reporting_false_changes", {}).items() if v}
-        lines += ["", f"Order of the tools per repetition (rotated): {r.get('order')}."]
+        lines += ["", f"Order of the tools per repetition (rotated from size to size): {r.get('order')}"
+                      + ("; each tool had one uncounted warm-up run before." if r.get("warmup") else ".")]
+        if r.get("sample_checked"):
+            lines.append("Objects read back field by field after each tool's first apply: "
+                         + ", ".join(f"{k} {v}" for k, v in r["sample_checked"].items()) + ".")
         if false:
             lines.append(f"No-op diffs that reported a change (a controller wrote status between read and "
                          f"dry-run): {false}.")
@@ -156,52 +176,91 @@ def clusters_table(n, c):
 
 
 def daemon_table(d):
-    cv, fx = d.get("converge"), d.get("flux")
-    if not cv and not fx:
+    present_ = [(k, title) for k, title in DAEMONS if d.get(k)]
+    if not present_:
         return []
-    fx = fx or {"not_built": "not run"}
-    missing = absent(fx)
+    cv = d.get("converge")
+    peers = [(k, title) for k, title in present_ if k != "converge"]
 
-    def both(get, ratio=None, first=False):
-        a = get(cv) if cv else "—"
-        # Why Flux was not measured: said in the first row, not repeated in each.
-        b = (missing if first else "—") if missing else get(fx)
-        r = ratio(cv, fx) if ratio and cv and not missing else "—"
-        return f"| {a} | {b} | {r} |"
-    div = lambda f: lambda a, b: f"**{times(f(a) / f(b))}**" if f(b) else "—"
-    lines = ["| daemon, same set from the same Git host | converge | Flux: source- + kustomize-controller | "
-             "converge / Flux |", "|---|---|---|---|"]
-    lines.append("| first sync (start to applied) " + both(lambda x: f"{x['first_sync_seconds']:.1f} s",
-                                                          div(lambda x: x["first_sync_seconds"]), first=True))
-    lines.append("| idle (at least the set window, and until a full pass completed in it) "
-                 + both(lambda x: idle_text(x["idle"]), div(lambda x: x["idle"]["rss_mib"])) )
-    lines.append("| idle API requests " + both(lambda x: requests_text(x["idle"]["requests"])))
-    if cv and not missing:
-        (a, b), source = comparable_requests(cv, fx)
+    def row(name, get, ratio=None):
+        cells = []
+        for k, _ in present_:
+            x = d[k]
+            try:
+                cells.append(absent(x) or get(x))
+            except (KeyError, TypeError):
+                cells.append("—")
+        if ratio:
+            for k, _ in peers:
+                x = d[k]
+                try:
+                    cells.append(ratio(cv, x) if cv and not absent(cv) and not absent(x) else "—")
+                except (KeyError, TypeError, ZeroDivisionError):
+                    cells.append("—")
+        else:
+            cells += ["—"] * len(peers)
+        return f"| {name} | " + " | ".join(cells) + " |"
+    div = lambda f: lambda a, b: f"**{times(f(a) / f(b))}**"
+    lines = ["| daemon, same set from the same Git host | " + " | ".join(t for _, t in present_) + " | "
+             + " | ".join(f"converge / {t}" for _, t in peers) + " |",
+             "|---" * (1 + len(present_) + len(peers)) + "|"]
+    commit = lambda x: x.get("commit_git") or x["commit"]
+    lines.append(row("first sync (start to applied)", lambda x: f"{x['first_sync_seconds']:.1f} s",
+                     div(lambda x: x["first_sync_seconds"])))
+    lines.append(row("objects read back field by field after it", lambda x: f"{x['sample_checked']}"))
+    lines.append(row("idle: one window of equal length for every daemon, per minute",
+                     lambda x: idle_text(x["idle"]), div(lambda x: x["idle"]["rss_mib"])))
+    lines.append(row("idle RSS peak (the Pod limit must cover it)", lambda x: f"{x['idle']['rss_mib_max']:.1f} MiB",
+                     div(lambda x: x["idle"]["rss_mib_max"])))
+    lines.append(row("idle API requests per minute (dry runs are not writes)",
+                     lambda x: requests_text(x["idle"]["requests"], x["idle"].get("window_seconds",
+                                                                                    x["idle"]["seconds"]))))
+    if cv and "flux" in d and not absent(d["flux"]) and not absent(cv):
+        (a, b), source = comparable_requests(cv, d["flux"])
         ratio = f"**{times(a / b)}**" if b else "—"
-        lines.append(f"| idle API requests, compared ({source}) | {a:.0f} | {b:.0f} | {ratio} |")
-    lines.append("| full passes in the idle window " + both(
-        lambda x: f"{x['idle']['full_resyncs']:.0f} full resyncs, {x['idle']['skipped_resyncs']:.0f} skipped"
-        if "full_resyncs" in x["idle"] else
-        f"{x['idle']['kustomization_reconciles']:.0f} Kustomization, {x['idle']['gitrepository_reconciles']:.0f} "
-        f"GitRepository reconciles"))
-    lines.append("| commit-to-converged, Git, fastest trigger " + both(
-        lambda x: latency_text(x.get("commit_git") or x.get("commit")),
-        div(lambda x: (x.get("commit_git") or x.get("commit"))["p50_ms"])))
-    lines.append("| drift correction " + both(
-        lambda x: latency_text(x["drift"]) + (f" (Kustomization interval {x['drift']['kustomization_interval']})"
-                                              if "kustomization_interval" in x["drift"] else " (watch)"),
-        div(lambda x: x["drift"]["p50_ms"])))
+        lines.append(f"| idle API requests, converge / Flux defaults ({source}) | {a:.0f} / {b:.0f} = {ratio} |"
+                     + " |" * (len(present_) + len(peers) - 1))
+    lines.append(row("full passes in the idle window", passes_text))
+    lines.append(row("full resync time (converge; its peak is the RSS peak above)",
+                     lambda x: ", ".join(f"{s:.1f} s" for s in x["idle"]["full_resync_seconds"])))
+    lines.append(row("commit-to-converged, Git, fastest trigger", lambda x: latency_text(commit(x)),
+                     div(lambda x: commit(x)["p50_ms"])))
+    lines.append(row("drift correction", lambda x: latency_text(x["drift"]) + (
+        f" (Kustomization interval {x['drift']['kustomization_interval']})"
+        if "kustomization_interval" in x["drift"] else " (watch)"), div(lambda x: x["drift"]["p50_ms"])))
     if cv and "commit_dir" in cv:
-        lines.append(f"| commit-to-converged, directory source | {latency_text(cv['commit_dir'])} | — | — |")
+        lines.append(row("commit-to-converged, directory source",
+                         lambda x: latency_text(x["commit_dir"]) if "commit_dir" in x else "—"))
     notes = []
-    if cv:
+    if cv and not absent(cv):
         notes.append(f"converge: interval {cv['interval']}, full_resync_every {cv['full_resync_every']}, "
                      f"webhook trigger.")
-    if fx and not missing:
-        notes.append(f"Flux: GitRepository interval {fx['gitrepository_interval']}, Kustomization interval "
-                     f"{fx['kustomization_interval']} (= converge's full resync period); trigger: {fx['trigger']}.")
+    for k, title in peers:
+        x = d[k]
+        if k.startswith("flux") and not absent(x):
+            layout = (f"{x['kustomizations']} Kustomizations (the Namespaces and the corpus, then one per ~1000 "
+                      f"objects, depending on the first)" if "kustomizations" in x else
+                      "one Kustomization over the whole set (a results file from before issue 28)")
+            notes.append(f"{title}: GitRepository interval {x['gitrepository_interval']}, {layout}, interval "
+                         f"{x['kustomization_interval']} (= "
+                         f"converge's full resync period); flags: source-controller "
+                         f"`{x.get('tuning', {}).get('source') or 'defaults'}`, kustomize-controller "
+                         f"`{x.get('tuning', {}).get('kustomize') or 'defaults'}`; trigger: {x['trigger']}.")
+        if k == "argo" and not absent(x):
+            notes.append(f"{title}: `argo-engine run`, {x['trigger']}; RSS while healing drift "
+                         f"{x['rss_during_drift']['rss_mib']:.1f} MiB (max {x['rss_during_drift']['rss_mib_max']:.1f}).")
+    if d.get("order"):
+        notes.append(f"Order of the daemons at this size: {', '.join(d['order'])}.")
     return lines + [""] + notes
+
+
+def passes_text(x):
+    i = x["idle"]
+    held = "" if i.get("includes_full_resync") else " — **the window missed a full pass**"
+    if "full_resyncs" in i:
+        return f"{i['full_resyncs']:.0f} full resyncs, {i['skipped_resyncs']:.0f} skipped{held}"
+    return (f"{i['kustomization_reconciles']:.0f} Kustomization reconciles (of {i.get('kustomizations', 1)}), "
+            f"{i['gitrepository_reconciles']:.0f} GitRepository{held}")
 
 
 def comparable_requests(cv, fx):
@@ -236,6 +295,7 @@ DAEMON_ROWS = [
     ("commit-to-converged p50 (ms)", lambda x: (x.get("commit_git") or x.get("commit") or {}).get("p50_ms"), "{:.0f}"),
     ("drift correction p50 (ms)", lambda x: x.get("drift", {}).get("p50_ms"), "{:.0f}"),
     ("idle RSS mean (MiB)", lambda x: x.get("idle", {}).get("rss_mib"), "{:.1f}"),
+    ("idle RSS peak (MiB)", lambda x: x.get("idle", {}).get("rss_mib_max"), "{:.1f}"),
     ("idle CPU mean (%)", lambda x: x.get("idle", {}).get("cpu_percent"), "{:.2f}"),
     ("idle API requests", lambda x: x.get("idle", {}).get("requests", {}).get("total"), "{:.0f}"),
 ]
@@ -246,11 +306,13 @@ def daemon_scaling(results):
     sizes = [n for n in sorted(results["sizes"], key=int) if results["sizes"][n].get("daemons")]
     if len(sizes) < 2:
         return []
-    lines = ["### Daemons as N grows (converge against Flux's controllers)", "",
+    lines = ["### Daemons as N grows (converge against Flux's controllers and Argo CD's engine)", "",
              "| daemon | figure | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
     for title, get, fmt in DAEMON_ROWS:
-        for which, label in (("converge", "converge"), ("flux", "Flux controllers")):
+        for which, label in DAEMONS:
             cells = []
+            if not any(results["sizes"][n]["daemons"].get(which) for n in sizes):
+                continue
             for n in sizes:
                 d = results["sizes"][n]["daemons"].get(which)
                 value = get(d) if d and not absent(d) else None
@@ -329,6 +391,12 @@ def render(results):
              f"`{m['command']}`; {mach['nproc']} cores ({mach['cpu']}), {mach['memory_gib']} GiB, kernel "
              f"{mach['kernel']}, load average at start {', '.join(f'{x:.2f}' for x in mach['loadavg_at_start'])}. "
              f"Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
+    if isinstance(m.get("binary"), str):   # a results file that names only its path
+        lines.append(f"Measured binary: `{m['binary']}`.")
+    elif m.get("binary"):
+        b = m["binary"]
+        lines.append(f"Measured binary: `{b['path']}`, sha256 `{b['sha256'][:16]}…`, built {b['modified']}; "
+                     f"`converge version`: " + "; ".join(b["version_output"].splitlines()) + ".")
     if m.get("kubectl_note"):
         lines.append(f"kubectl: {m['kubectl_note']}.")
     lines.append("")
@@ -342,7 +410,7 @@ def summary(r, meta):
     """One size in target/bench/summary.json's shape (older readers keep working)."""
     out = {k: v for k, v in r.items() if k != "daemons"}
     d = r.get("daemons", {})
-    cv, fx = d.get("converge"), d.get("flux")
+    cv = d.get("converge")
     if cv:
         idle = cv["idle"]
         req = idle["requests"]
@@ -352,13 +420,25 @@ def summary(r, meta):
         out["drift_latency"] = cv["drift"]
         out["commit_to_converged"] = cv["commit_dir"]
         out["commit_to_converged_git"] = cv["commit_git"]
-    if fx:
-        out["daemon_peers"] = {"flux": fx if absent(fx) else {
-            "commit_to_converged": fx["commit"], "drift_correction": fx["drift"],
-            "idle": {**fx["idle"], "requests": fx["idle"]["requests"]["total"],
-                     "requests_detail": fx["idle"]["requests"]},
-            "first_sync_seconds": fx["first_sync_seconds"]}}
+    peers = {}
+    for name in ("flux", "flux-tuned"):
+        x = d.get(name)
+        if x:
+            peers[name] = x if absent(x) else {
+                "commit_to_converged": x["commit"], "drift_correction": x["drift"],
+                "idle": {**x["idle"], "requests": x["idle"]["requests"]["total"],
+                         "requests_detail": x["idle"]["requests"]},
+                "first_sync_seconds": x["first_sync_seconds"]}
+    if d.get("argo"):
+        peers["argo"] = d["argo"]
+    if peers:
+        out["daemon_peers"] = peers
+    # Per size, the peers that finished (issue 28): the command-line tools and the
+    # daemons that made their figures within --tool-timeout.
+    out["peers_finished"] = sorted((set(r.get("finished", [])) | set(d.get("finished", []))) - {"converge"})
     out["machine"] = {**meta["machine"], **meta["versions"], "commit": meta["commit"], "date": meta["date"]}
+    if meta.get("binary"):
+        out["machine"]["converge_binary"] = meta["binary"]
     return out
 
 
@@ -388,13 +468,45 @@ def scaling_across(files):
                     for n in sorted(sources, key=int)] + [""]
 
 
+# A generated block of a markdown file (issue 28: BENCHMARKS.md's tables come from
+# results files, never typed): the opening comment names the report's arguments.
+GENERATED = re.compile(r"(<!-- generated: hack/bench\.sh report (?P<args>[^>]*?) -->\n)(?P<body>.*?)"
+                       r"(<!-- end generated -->)", re.S)
+
+
+def update(doc, root):
+    """Regenerates every generated block of `doc` (paths relative to `root`);
+    returns how many blocks there were."""
+    text = doc.read_text()
+
+    def block(m):
+        args = m.group("args").split()
+        scaling = "--scaling" in args
+        files = [root / a for a in args if a != "--scaling"]
+        body = "\n".join(scaling_across(files)) if scaling else \
+            "\n".join(render(json.loads(f.read_text())) for f in files)
+        return m.group(1) + body.rstrip("\n") + "\n" + m.group(4)
+    new, count = GENERATED.subn(block, text)
+    doc.write_text(new)
+    return count
+
+
 def main(argv):
     p = argparse.ArgumentParser(prog="hack/bench.py report", description="Render results files as markdown.")
-    p.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    p.add_argument("files", type=Path, nargs="*", metavar="FILE")
     p.add_argument("--scaling", action="store_true",
                    help="only the tables of how figures grow with N, over the sizes of all FILEs "
                         "(a size's parts from several files are merged; a later file's part wins)")
+    p.add_argument("--update", type=Path, metavar="DOC",
+                   help="regenerate every block of DOC between `<!-- generated: hack/bench.sh report ARGS -->` "
+                        "and `<!-- end generated -->` from the results files its ARGS name (e.g. BENCHMARKS.md)")
     args = p.parse_args(argv)
+    if args.update:
+        count = update(args.update, Path(__file__).resolve().parent.parent.parent)
+        print(f"{args.update}: {count} generated block(s) regenerated", file=sys.stderr)
+        return
+    if not args.files:
+        p.error("FILE: at least one results file (or --update DOC)")
     if args.scaling:
         print("\n".join(scaling_across(args.files)))
         return

@@ -66,38 +66,51 @@ class Set:
     files: list          # the app files (not the namespaces or the corpus)
     namespaces: list
     expected: set        # (kind, namespace or "", name) of every object
+    parts: list = None   # with generate(group=…): the parts' directories, "base" first
 
     @property
     def objects(self):
         return len(self.expected)
 
 
-def generate(directory, prefix, objects):
+def generate(directory, prefix, objects, group=0):
     """Writes `objects` synthetic objects over NAMESPACES namespaces plus the
-    microservices-demo corpus (in its own namespace)."""
+    microservices-demo corpus (in its own namespace). `group`: the layout of a
+    repository split into parts of about that many objects, as Flux recommends one
+    Kustomization per ~1000 objects (issue 28): the Namespaces and the corpus in
+    `base/`, the apps in `part-NNN/<namespace>/` (`Set.parts`)."""
     directory.mkdir(parents=True, exist_ok=True)
+    base = directory / "base" if group else directory
+    base.mkdir(exist_ok=True)
     namespaces = [f"{prefix}-{i}" for i in range(NAMESPACES)] + [f"{prefix}-demo"]
     files = []
     ns_docs = "".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n" for ns in namespaces)
     # kubectl applies files in name order and does not create Namespaces first.
-    (directory / "00-namespaces.yaml").write_text(ns_docs)
+    (base / "00-namespaces.yaml").write_text(ns_docs)
     remaining = objects - len(namespaces)
     app = 0
+    parts = ["base"] if group else []
     while remaining > 0:
         ns = namespaces[app % NAMESPACES]
         kinds = APP[: min(len(APP), remaining)]
         text = "".join("---\n" + make(f"app-{app}", ns) for make in kinds)
-        (directory / ns).mkdir(exist_ok=True)
-        path = directory / ns / f"app-{app:05d}.yaml"
+        under = directory
+        if group:
+            part = f"part-{app * len(APP) // group:03d}"
+            if parts[-1] != part:
+                parts.append(part)
+            under = directory / part
+        (under / ns).mkdir(parents=True, exist_ok=True)
+        path = under / ns / f"app-{app:05d}.yaml"
         path.write_text(text)
         files.append(path)
         remaining -= len(kinds)
         app += 1
     corpus = CORPUS.read_text()
     corpus = re.sub(r"^metadata:\n", f"metadata:\n  namespace: {prefix}-demo\n", corpus, flags=re.M)
-    (directory / f"{prefix}-demo").mkdir(exist_ok=True)
-    (directory / f"{prefix}-demo" / "microservices-demo.yaml").write_text(corpus)
-    return Set(directory, prefix, files, namespaces, expected_objects(directory))
+    (base / f"{prefix}-demo").mkdir(exist_ok=True)
+    (base / f"{prefix}-demo" / "microservices-demo.yaml").write_text(corpus)
+    return Set(directory, prefix, files, namespaces, expected_objects(directory), parts)
 
 
 def expected_objects(directory):

@@ -191,7 +191,52 @@ class FluxSsa(Tool):
         return took, proc.returncode == 1
 
 
-ALL = [Converge, Kubectl, KubectlApplySet, Raw, Kapp, FluxSsa]
+class ArgoEngine(Tool):
+    """Argo CD's engine (hack/peers/argo-engine): each command builds the cluster
+    cache first (every kind of the cluster listed and watched), which a running
+    application controller has already; the harness prints that part apart
+    (`cache_seconds`), kept in `last`."""
+    name = "argo-engine"
+    label = "Argo CD's engine (gitops-engine sync)"
+    scenarios = ("first_apply", "noop_diff", "noop_sync", "one_percent_change")
+
+    def __init__(self):
+        self.cmd, self.reason = peer_binary("ARGO_ENGINE", "bash hack/peers.sh build")
+
+    def missing(self):
+        return self.reason
+
+    def version(self):
+        return os.environ.get("ARGO_ENGINE_VERSION")
+
+    def first_apply(self, s):
+        took, proc = run([self.cmd, "sync", "--dir", s.directory, "--name", s.prefix])
+        self.last = json.loads(proc.stdout.strip().splitlines()[-1])
+        return took
+
+    def change(self, s):
+        return self.first_apply(s)
+
+    def noop_sync(self, s):
+        """A sync of the unchanged set: what Argo CD does when a sync is requested
+        (or auto-sync runs) and nothing changed; every task must end Synced."""
+        took = self.first_apply(s)
+        statuses = self.last.get("by_status", {})
+        if set(statuses) - {"Synced"}:
+            raise BenchError(f"argo-engine's no-op sync did not end Synced: {self.last}")
+        return took
+
+    def noop_diff(self, s):
+        # The comparison of a refresh (exit 1: something differs). Argo CD's no-op
+        # sync (a sync that finds nothing to change) is `sync` again: it dry-runs
+        # and re-applies every object.
+        took, proc = run([self.cmd, "diff", "--dir", s.directory, "--name", s.prefix], check=False)
+        if proc.returncode not in (0, 1):
+            raise BenchError(f"argo-engine diff failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        return took, proc.returncode == 1
+
+
+ALL = [Converge, Kubectl, KubectlApplySet, Raw, Kapp, FluxSsa, ArgoEngine]
 
 
 def tools():
