@@ -91,17 +91,10 @@ pub(super) fn prepare(
             continue;
         }
         let repository = dependency.repository.trim_end_matches('/');
-        if repository.starts_with("oci://") {
-            return Err(RenderError::DependencyNotFetched {
-                chart: base.spell(&dir),
-                name: dependency.name,
-                why: format!(
-                    "its repository {repository} is an OCI registry, which chart dependencies \
-                     cannot be fetched from yet"
-                ),
-            });
-        }
-        if !(repository.starts_with("https://") || repository.starts_with("http://")) {
+        if !["https://", "http://", "oci://"]
+            .iter()
+            .any(|scheme| repository.starts_with(scheme))
+        {
             return Err(RenderError::MissingDependency {
                 chart: base.spell(&dir),
                 name: dependency.name,
@@ -430,8 +423,13 @@ mod tests {
             "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: redis\n  \
              version: 1.0.0\n  repository: oci://registry.example/charts\n",
         );
-        let message = prepare(&dir, &base, &[]).unwrap_err().to_string();
-        assert!(message.contains("is an OCI registry"), "{message}");
+        let chart = prepare(&dir, &base, &[]).unwrap();
+        let oci = Dependency {
+            name: "redis".into(),
+            repository: "oci://registry.example/charts".into(),
+            version: Some("1.0.0".into()),
+        };
+        assert_eq!(chart.fetch, [oci], "an OCI dependency is fetched too");
     }
 
     #[test]

@@ -164,7 +164,11 @@ impl Walk<'_> {
                     super::inputs::tree(&found, self.base, &mut self.tree.files)?;
                     None
                 }
-                (_, Some(repo)) if repo.starts_with("https://") || repo.starts_with("http://") => {
+                (_, Some(repo))
+                    if ["https://", "http://", "oci://"]
+                        .iter()
+                        .any(|s| repo.starts_with(s)) =>
+                {
                     Some(repo.trim_end_matches('/').to_string())
                 }
                 _ => {
@@ -174,9 +178,8 @@ impl Walk<'_> {
                             line: 1,
                         },
                         message: format!(
-                            "{at}: no chart at {} and no http(s) repo to fetch it from (OCI \
-                             repositories are not supported here yet); vendor the chart there \
-                             (`helm pull --untar`) or set repo",
+                            "{at}: no chart at {} and no http(s) or oci:// repo to fetch it from; \
+                             vendor the chart there (`helm pull --untar`) or set repo",
                             self.base.spell(&chart_dir).display()
                         ),
                     });

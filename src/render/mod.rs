@@ -367,6 +367,62 @@ struct Artifacts {
     limits: crate::config::ArtifactLimits,
 }
 
+/// A chart from an OCI registry (`repository: oci://host/path`, the chart at
+/// `oci://host/path/<name>`, as `helm push` puts it), the highest tag matching
+/// its version, through the same artifact cache and digest checks as an OCI
+/// chart source.
+async fn fetch_oci_chart(
+    chart: &Path,
+    dependency: &helm::Dependency,
+    artifacts: &Artifacts,
+) -> Result<crate::source::artifact::helm_repo::FetchedChart, RenderError> {
+    use crate::source::artifact::oci::{ArtifactKind, Pick, Pull, Reference};
+    use crate::source::artifact::{ArtifactCache, Digest, VersionConstraint};
+    let not_fetched = |why: String| RenderError::DependencyNotFetched {
+        chart: chart.to_path_buf(),
+        name: dependency.name.clone(),
+        why,
+    };
+    let text = format!("{}/{}", dependency.repository, dependency.name);
+    let reference = Reference::parse(&text).map_err(|e| not_fetched(format!("{text}: {e}")))?;
+    let constraint = match &dependency.version {
+        Some(version) => {
+            VersionConstraint::parse(version).map_err(|e| not_fetched(e.to_string()))?
+        }
+        None => VersionConstraint::latest_stable(),
+    };
+    let pull = Pull {
+        repository: reference.repository_only(),
+        pick: Pick::Semver(constraint),
+        kind: ArtifactKind::HelmChart,
+        insecure: crate::config::Insecure::No,
+        credentials: None,
+    };
+    let cache = ArtifactCache::new(&artifacts.state_dir);
+    let pulled =
+        pull.run(&cache, &artifacts.limits)
+            .await
+            .map_err(|error| match error.is_transient() {
+                true => RenderError::DependencyUnreachable {
+                    chart: chart.to_path_buf(),
+                    name: dependency.name.clone(),
+                    detail: error.to_string(),
+                },
+                false => not_fetched(format!("fetching it failed: {error}")),
+            })?;
+    let (version, digest) = pulled
+        .revision
+        .split_once('@')
+        .unwrap_or((&pulled.revision, ""));
+    let digest = Digest::parse(digest).map_err(|e| not_fetched(e.to_string()))?;
+    Ok(crate::source::artifact::helm_repo::FetchedChart {
+        version: version.to_string(),
+        digest,
+        tree: pulled.root.parent().unwrap_or(&pulled.root).to_path_buf(),
+        dir: pulled.root,
+    })
+}
+
 impl Renderer {
     pub fn new(tools: Tools, limits: ToolLimits) -> Self {
         Renderer {
@@ -568,6 +624,9 @@ impl Renderer {
                 name: dependency.name.clone(),
             });
         };
+        if dependency.repository.starts_with("oci://") {
+            return fetch_oci_chart(chart, dependency, artifacts).await;
+        }
         let settings = crate::source::artifact::helm_repo::RepoSettings {
             url: dependency.repository.clone(),
             auth: crate::config::HelmAuth::Anonymous,

@@ -400,6 +400,40 @@ fn a_chart_pushed_with_helm_push_gives_the_vendored_charts_objects() {
         .output()
         .expect("converge diff");
     assert_eq!(diff.status.code(), Some(0), "{}", describe(&diff));
+
+    // A chart that depends on it through `repository: oci://…` (not in its charts/)
+    // renders with the dependency pulled from the registry, digest checked.
+    let umbrella = home.path().join("umbrella");
+    std::fs::create_dir_all(&umbrella).expect("mkdir");
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n- name: podinfo\n  \
+             version: 6.14.x\n  repository: oci://{registry}/{}/charts\n",
+            env.ns
+        ),
+    )
+    .expect("write Chart.yaml");
+    // Its render is exactly the objects the OCI chart source applied: diff --prune
+    // under the same ApplySet and release exits 0 (a missing dependency would
+    // leave nothing to render and fail).
+    drop(daemon);
+    let diff = env
+        .converge_command()
+        .arg("diff")
+        .arg(&umbrella)
+        .args([
+            "-n",
+            &env.ns,
+            "--name",
+            &env.ns,
+            "--release",
+            "podinfo",
+            "--prune",
+        ])
+        .output()
+        .expect("converge diff");
+    assert_eq!(diff.status.code(), Some(0), "{}", describe(&diff));
 }
 
 #[test]
