@@ -367,6 +367,28 @@ struct Artifacts {
     limits: crate::config::ArtifactLimits,
 }
 
+/// A dependency that could not be fetched, from an HTTP repository or a registry:
+/// unreachable (worth a retry) or not fetched (the chart or repository is wrong).
+fn fetch_failed(
+    chart: &Path,
+    dependency: &helm::Dependency,
+    transient: bool,
+    error: &dyn std::fmt::Display,
+) -> RenderError {
+    match transient {
+        true => RenderError::DependencyUnreachable {
+            chart: chart.to_path_buf(),
+            name: dependency.name.clone(),
+            detail: error.to_string(),
+        },
+        false => RenderError::DependencyNotFetched {
+            chart: chart.to_path_buf(),
+            name: dependency.name.clone(),
+            why: format!("fetching it failed: {error}"),
+        },
+    }
+}
+
 /// A chart from an OCI registry (`repository: oci://host/path`, the chart at
 /// `oci://host/path/<name>`, as `helm push` puts it), the highest tag matching
 /// its version, through the same artifact cache and digest checks as an OCI
@@ -399,17 +421,10 @@ async fn fetch_oci_chart(
         credentials: None,
     };
     let cache = ArtifactCache::new(&artifacts.state_dir);
-    let pulled =
-        pull.run(&cache, &artifacts.limits)
-            .await
-            .map_err(|error| match error.is_transient() {
-                true => RenderError::DependencyUnreachable {
-                    chart: chart.to_path_buf(),
-                    name: dependency.name.clone(),
-                    detail: error.to_string(),
-                },
-                false => not_fetched(format!("fetching it failed: {error}")),
-            })?;
+    let pulled = pull
+        .run(&cache, &artifacts.limits)
+        .await
+        .map_err(|error| fetch_failed(chart, dependency, error.is_transient(), &error))?;
     let (version, digest) = pulled
         .revision
         .split_once('@')
@@ -643,18 +658,7 @@ impl Renderer {
                 .await
         }
         .await;
-        fetched.map_err(|error| match error.is_transient() {
-            true => RenderError::DependencyUnreachable {
-                chart: chart.to_path_buf(),
-                name: dependency.name.clone(),
-                detail: error.to_string(),
-            },
-            false => RenderError::DependencyNotFetched {
-                chart: chart.to_path_buf(),
-                name: dependency.name.clone(),
-                why: format!("fetching it failed: {error}"),
-            },
-        })
+        fetched.map_err(|error| fetch_failed(chart, dependency, error.is_transient(), &error))
     }
 
     /// A flat kustomization built part by part (two at a time, as the machine
