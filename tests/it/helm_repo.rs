@@ -156,10 +156,13 @@ fn a_tampered_or_oversized_chart_fails_its_revision_and_writes_nothing() {
     let vars = [("KUBECONFIG", identity.kubeconfig_arg())];
     let daemon = Daemon::start_with_env(&env, &config, &[], &vars);
     wait_applied(&env, &daemon, "6.14.1", APPLIED);
-    let good = daemon.source()["revision"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    // The status is written after the objects land: wait for it to name 6.14.1.
+    let good = eventually(Duration::from_secs(30), || {
+        let revision = daemon.source()["revision"].as_str()?.to_string();
+        revision.starts_with("6.14.1@").then_some(revision)
+    })
+    .unwrap_or_else(|| panic!("status never named 6.14.1: {}", daemon.source()))
+    .value;
     // Let the first reconcile's writes land in the audit log before the mark.
     std::thread::sleep(Duration::from_secs(2));
     let mark = SystemTime::now();

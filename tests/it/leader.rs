@@ -539,7 +539,15 @@ fn leader_cut_from_its_lease(test: &str, cut: Cut) {
     let took_over = eventually(Duration::from_secs(40), || {
         pair.lease_field("{.spec.holderIdentity}").as_deref() == Some("b")
     });
-    assert!(took_over.is_some(), "b never took over:\n{}", b.log());
+    assert!(
+        took_over.is_some(),
+        "b never took over (Lease holder {:?}, renewed {:?}, proxy {:?}):\n--- a:\n{}\n--- b:\n{}",
+        pair.lease_field("{.spec.holderIdentity}"),
+        pair.lease_field("{.spec.renewTime}"),
+        proxy.stats(),
+        a.log(),
+        b.log()
+    );
     // b heals from then on: the demand for writes went on past the takeover.
     let b_heals = |n: usize| {
         eventually(Duration::from_secs(30), || {

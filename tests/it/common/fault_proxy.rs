@@ -102,10 +102,12 @@ impl FaultProxy {
     /// Down: open connections are reset and the port refuses new ones. Up: the
     /// port listens again.
     pub fn set_down(&self, down: bool) {
+        // Down before the cut: a connection accepted meanwhile is either refused
+        // by `serve` or older than the cut (see there).
+        self.shared.down.send_replace(down);
         if down {
             self.cut_all();
         }
-        self.shared.down.send_replace(down);
     }
 
     /// Holds every byte in both directions while stalled; connections stay open.
@@ -169,8 +171,15 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
         tokio::select! {
             accepted = open.accept() => {
                 if let Ok((client, _)) = accepted {
+                    // The generation is read before `down`: a connection that
+                    // passes while a `set_down` runs is older than its cut.
+                    let generation = *shared.cut.borrow();
+                    if *shared.down.borrow() {
+                        reset(&client);
+                        continue;
+                    }
                     shared.accepted.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(client, shared.clone()));
+                    tokio::spawn(connection(client, generation, shared.clone()));
                 }
             }
             _ = down.wait_for(|d| *d) => listener = None,
@@ -191,9 +200,9 @@ async fn bind_again(addr: SocketAddr) -> Option<TcpListener> {
 /// Why a connection ended.
 struct Reset;
 
-async fn connection(client: TcpStream, shared: Arc<Shared>) {
+/// Carries one connection until it ends or a cut newer than `generation`.
+async fn connection(client: TcpStream, generation: u64, shared: Arc<Shared>) {
     let mut cut = shared.cut.subscribe();
-    let generation = *cut.borrow_and_update();
     let Ok(upstream) = TcpStream::connect(shared.upstream).await else {
         reset(&client);
         return;
