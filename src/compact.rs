@@ -31,6 +31,29 @@ impl CompactObject {
         // only keeps this total.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
+
+    /// Only `apiVersion`, `kind` and `metadata`, the rest skipped while parsing.
+    /// Why: what a reconcile needs of an object it knows unchanged is who it is and
+    /// who owns it; its spec and status were most of a full resync's peak memory.
+    pub(crate) fn head(&self) -> Value {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(rename = "apiVersion", default)]
+            api_version: Value,
+            #[serde(default)]
+            kind: Value,
+            #[serde(default)]
+            metadata: Value,
+        }
+        let Ok(head) = serde_json::from_str::<Head>(&self.0) else {
+            return Value::Null;
+        };
+        let mut object = serde_json::Map::new();
+        object.insert("apiVersion".into(), head.api_version);
+        object.insert("kind".into(), head.kind);
+        object.insert("metadata".into(), head.metadata);
+        Value::Object(object)
+    }
 }
 
 #[cfg(test)]
@@ -52,5 +75,18 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(keys, ["z", "a"]);
+    }
+
+    #[test]
+    fn the_head_is_identity_and_metadata_only() {
+        let object = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "a", "labels": {"app": "a"}, "resourceVersion": "7"},
+            "spec": {"replicas": 3}, "status": {"readyReplicas": 3}});
+        let head = CompactObject::new(&object).head();
+        assert_eq!(
+            head,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "labels": {"app": "a"}, "resourceVersion": "7"}})
+        );
     }
 }

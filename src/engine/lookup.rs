@@ -9,6 +9,7 @@ use super::writes::{Refusal, problems, send_to};
 use super::{CONCURRENCY, DriftRules, EngineError, Memo, Resolved, api_error};
 use crate::compact::CompactObject;
 use crate::engine::order;
+use crate::engine::run_once;
 use crate::engine::plan::{Desired, Evaluation};
 use crate::kube::GroupKind;
 use crate::kube::Meta;
@@ -165,6 +166,26 @@ impl<'a> LiveLookup<'a> {
             .map(|by_name| by_name.get(&object.name).map(|c| Arc::new(c.value())))
     }
 
+    /// The live object's head ([`Store::head_at`]) when the memo proves `manifest`
+    /// in sync from the store's resourceVersion alone. Why: in a steady full resync
+    /// nearly every object is such a hit, and parsing each live body for it was
+    /// that resync's peak memory. Only where nothing else reads the body: no ignore
+    /// rules (their payload keeps live values), no run-once Job (its status
+    /// decides), and a memo without a dry-run answer (that one is compared with it).
+    fn unchanged(&self, manifest: &Manifest, rules: &DriftRules) -> Option<Arc<Value>> {
+        let cache = self.cache?;
+        let object = manifest.object_ref();
+        let plain = cache.covers(&object)
+            && !run_once::is_run_once(&object)
+            && rules.ignore.for_object(&object).is_empty();
+        let memo = cache
+            .memo
+            .get(&object)
+            .filter(|m| plain && m.dry_run.is_none())?;
+        let head = cache.store.head_at(&object, &memo.live_version)?;
+        (memo.desired == desired_hash(manifest)).then_some(head)
+    }
+
     /// The memo entry that still holds for `manifest` with `live`, if any.
     fn remembered(&self, manifest: &Manifest, live: Option<&Value>) -> Option<&'a Memo> {
         self.cache?
@@ -255,6 +276,9 @@ async fn fetch_one(
     let Some(resource) = r.resource.as_ref().filter(|_| !waits_for_namespace) else {
         return Ok(Desired::new(r.manifest, None, Evaluation::Deferred));
     };
+    if let Some(head) = lookup.unchanged(&r.manifest, rules) {
+        return Ok(Desired::new(r.manifest, Some(head), Evaluation::InSync));
+    }
     let ns = r.manifest.namespace();
     let path = resource.path(ns, Some(r.manifest.name()));
     let known = match lookup.known(&r.manifest.object_ref()) {

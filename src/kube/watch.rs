@@ -45,6 +45,17 @@ impl Store {
         self.get(object).map(Arc::new)
     }
 
+    /// The stored object's head ([`CompactObject::head`]) when its resourceVersion
+    /// is `version`: an object known unchanged is read without its body.
+    pub fn head_at(&self, object: &ObjectRef, version: &str) -> Option<Arc<Value>> {
+        let compact = self
+            .read()
+            .get(object)
+            .filter(|e| *e.resource_version == *version)
+            .map(|e| e.object.clone());
+        compact.map(|c| Arc::new(c.head()))
+    }
+
     pub fn contains(&self, object: &ObjectRef) -> bool {
         self.read().contains_key(object)
     }
