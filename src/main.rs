@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: a daemon's memory rises at each full
+/// resync and must fall again after it; glibc kept the pages (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
