@@ -258,7 +258,8 @@ def argo_daemon(args, n, work, audit):
     prefix = f"{NS_PREFIX}d{n}-ar"
     s = generate(work / prefix, prefix, n)
     kubeconfig = audit.identity(daemons.ArgoEngineDaemon.user) if audit.available() else None
-    out = {"trigger": "selfHeal: a sync on every watch event of an owned object"}
+    out = {"trigger": "selfHeal: a refresh (a diff against its cluster cache) on every watch event of an owned "
+                      "object, a sync when it finds a difference"}
     try:
         try:
             d = daemons.ArgoEngineDaemon(s.directory, prefix, kubeconfig, common.TOOL_TIMEOUT or 1200)

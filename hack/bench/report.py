@@ -450,12 +450,37 @@ def write_summary(results, path):
     path.write_text(json.dumps(previous, indent=2))
 
 
-def scaling_across(files):
+def render_any(results):
+    """The markdown of any results file in bench/results/: a run over sizes (the
+    default), or a notify run (`hack/bench.sh notify`, with its own table); None
+    for a file of neither shape, which the caller names and skips. Issue 28: one
+    notify file (it has no `sizes`) among the size runs made `report` fail."""
+    if "sizes" in results:
+        return render(results)
+    if "notify" in results:
+        from .notify import render as render_notify   # its scenario's imports only when needed
+        return render_notify(results)
+    return None
+
+
+def skipped(path, results):
+    """What `report` says on stderr about a file it leaves out."""
+    shape = ", ".join(f"`{k}`" for k in results if k != "meta") or "nothing but `meta`"
+    return f"{path}: not a results file of sizes (it has {shape}): skipped"
+
+
+def scaling_across(files, note=lambda line: print(line, file=sys.stderr)):
     """The scaling tables over the sizes of several results files (a size's parts are
-    merged, a later file's part winning), with the files each size comes from."""
+    merged, a later file's part winning), with the files each size comes from. A
+    file of another mode (no `sizes`, e.g. a notify run) has no size to add: it is
+    named through `note` and left out."""
     merged, sources = {"sizes": {}}, {}
     for path in files:
-        for n, r in json.loads(path.read_text())["sizes"].items():
+        results = json.loads(path.read_text())
+        if "sizes" not in results:
+            note(skipped(path, results))
+            continue
+        for n, r in results["sizes"].items():
             size = merged["sizes"].setdefault(n, {})
             for key, part in r.items():
                 if isinstance(part, dict) and isinstance(size.get(key), dict):
@@ -483,8 +508,18 @@ def update(doc, root):
         args = m.group("args").split()
         scaling = "--scaling" in args
         files = [root / a for a in args if a != "--scaling"]
-        body = "\n".join(scaling_across(files)) if scaling else \
-            "\n".join(render(json.loads(f.read_text())) for f in files)
+        if scaling:
+            body = "\n".join(scaling_across(files))
+        else:
+            rendered = []
+            for f in files:
+                results = json.loads(f.read_text())
+                text = render_any(results)
+                if text is None:
+                    print(skipped(f, results), file=sys.stderr)
+                else:
+                    rendered.append(text)
+            body = "\n".join(rendered)
         return m.group(1) + body.rstrip("\n") + "\n" + m.group(4)
     new, count = GENERATED.subn(block, text)
     doc.write_text(new)
@@ -510,5 +545,14 @@ def main(argv):
     if args.scaling:
         print("\n".join(scaling_across(args.files)))
         return
+    rendered = 0
     for path in args.files:
-        print(render(json.loads(path.read_text())))
+        results = json.loads(path.read_text())
+        text = render_any(results)
+        if text is None:
+            print(skipped(path, results), file=sys.stderr)
+            continue
+        print(text)
+        rendered += 1
+    if not rendered:
+        sys.exit("report: none of the FILEs is a results file hack/bench.sh can render")

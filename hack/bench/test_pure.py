@@ -1,12 +1,13 @@
 """Unit tests of the benchmark's pure parts (no cluster): `cd hack && python3 -m
 unittest bench.test_pure`."""
 
+import json
 import tempfile
 import unittest
 from pathlib import Path
 
 from .cluster import as_stored, json_documents, mismatches, summarize
-from .report import summary
+from .report import render_any, scaling_across, summary
 from .synthetic import generate
 
 
@@ -62,6 +63,33 @@ class Summary(unittest.TestCase):
         r = {"finished": ["converge", "kubectl"], "daemons": {"finished": ["converge", "argo"]}}
         meta = {"machine": {}, "versions": {}, "commit": "c", "date": "d"}
         self.assertEqual(summary(r, meta)["peers_finished"], ["argo", "kubectl"])
+
+
+NOTIFY = {"meta": {"commit": "c", "date": "d"},
+          "notify": {"objects": 100, "edits_per_mode": 2, "rounds": 1,
+                     **{m: {"p50_ms": 10.0, "p99_ms": 20.0, "max_ms": 20.0, "samples": 2}
+                        for m in ("none", "healthy", "hanging")},
+                     "ratios": {f"{m}_over_none_{k}": 1.0 for m in ("healthy", "hanging") for k in ("p50", "p99")}}}
+
+
+class OtherModes(unittest.TestCase):
+    """`report` over bench/results/*.json: a notify run has no `sizes`."""
+
+    def test_a_notify_file_renders_its_own_table(self):
+        self.assertIn("| receiver that never answers |", render_any(NOTIFY))
+
+    def test_a_file_of_no_known_shape_is_not_rendered(self):
+        self.assertIsNone(render_any({"meta": {}, "relist": {}}))
+
+    def test_scaling_skips_a_notify_file_and_names_it(self):
+        d = Path(tempfile.mkdtemp())
+        (d / "a-notify.json").write_text(json.dumps(NOTIFY))
+        (d / "b.json").write_text(json.dumps({"meta": {}, "sizes": {"200": {}}}))
+        notes = []
+        lines = scaling_across([d / "a-notify.json", d / "b.json"], note=notes.append)
+        self.assertEqual(lines, ["- 200 objects: `b.json`", ""])
+        self.assertEqual(len(notes), 1)
+        self.assertIn("a-notify.json: not a results file of sizes (it has `notify`)", notes[0])
 
 
 if __name__ == "__main__":

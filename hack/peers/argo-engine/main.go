@@ -13,10 +13,14 @@
 //	                                        (GetManagedLiveObjs + Reconcile +
 //	                                        DiffArray); prints {"changed":N,...};
 //	                                        exit 1 when something differs, 2 on error
-//	argo-engine run --dir DIR --name APP    a sync, then self-heal: every update of
-//	                                        a managed object in the cluster cache
-//	                                        (a watch event) triggers a sync, as
-//	                                        selfHeal does; prints "synced" lines
+//	argo-engine run --dir DIR --name APP    Argo CD's controller for one
+//	                                        Application with automated sync and
+//	                                        selfHeal: a sync, then a refresh (the
+//	                                        comparison of diff, from the cache) on
+//	                                        every update of an owned object in the
+//	                                        cluster cache, and a sync when the
+//	                                        refresh finds a difference; prints
+//	                                        "synced" and "refreshed" lines
 //
 // The cluster comes from $KUBECONFIG. The cache watches every resource type of the
 // cluster, as Argo CD's controller does. Objects are tracked the way Argo CD 3
@@ -205,9 +209,18 @@ func (h *harness) target() ([]*unstructured.Unstructured, error) {
 	return objects, err
 }
 
+// isManaged says whether the application owns r: its tracking id names this
+// application and r itself. Argo CD checks the second half too (a tracking id
+// that names another object was copied, e.g. by the Deployment controller onto
+// its ReplicaSets' annotations), so that the status churn of such copies does not
+// refresh the application.
 func (h *harness) isManaged(r *cache.Resource) bool {
 	info, ok := r.Info.(*resourceInfo)
-	return ok && strings.HasPrefix(info.trackingID, h.app.name+":")
+	if !ok {
+		return false
+	}
+	key := r.ResourceKey()
+	return info.trackingID == fmt.Sprintf("%s:%s/%s:%s/%s", h.app.name, key.Group, key.Kind, key.Namespace, key.Name)
 }
 
 // sync is engine.Sync with the options Argo CD's application controller passes for
@@ -239,22 +252,24 @@ func (h *harness) sync(ctx context.Context) (map[string]any, error) {
 		"cache_seconds": h.cacheSeconds, "seconds": time.Since(started).Seconds()}, nil
 }
 
-func (h *harness) diff(ctx context.Context) (bool, error) {
+// compare is a refresh: the live objects from the cluster cache, matched to the
+// target and diffed as Argo CD's comparison does; no request to the API server.
+// The objects that differ are named on stderr.
+func (h *harness) compare(ctx context.Context) (changed int, out map[string]any, err error) {
 	target, err := h.target()
 	if err != nil {
-		return false, err
+		return 0, nil, err
 	}
 	started := time.Now()
 	live, err := h.cache.GetManagedLiveObjs(target, h.isManaged)
 	if err != nil {
-		return false, err
+		return 0, nil, err
 	}
 	result := sync.Reconcile(target, live, "default", h.cache)
 	diffs, err := diff.DiffArray(ctx, result.Target, result.Live, diff.WithLogr(h.log))
 	if err != nil {
-		return false, err
+		return 0, nil, err
 	}
-	changed := 0
 	for i, d := range diffs.Diffs {
 		if d.Modified {
 			changed++
@@ -263,47 +278,80 @@ func (h *harness) diff(ctx context.Context) (bool, error) {
 			}
 		}
 	}
-	printJSON(map[string]any{"changed": changed, "unchanged": len(diffs.Diffs) - changed,
-		"cache_seconds": h.cacheSeconds, "seconds": time.Since(started).Seconds()})
+	return changed, map[string]any{"changed": changed, "unchanged": len(diffs.Diffs) - changed,
+		"cache_seconds": h.cacheSeconds, "seconds": time.Since(started).Seconds()}, nil
+}
+
+func (h *harness) diff(ctx context.Context) (bool, error) {
+	changed, out, err := h.compare(ctx)
+	if err != nil {
+		return false, err
+	}
+	printJSON(out)
 	return changed > 0, nil
 }
 
-// run syncs, then syncs again whenever a managed object changes in the cluster
-// cache (selfHeal): one pending request at most, as the controller's refresh queue
-// coalesces them.
+// run is the application controller's loop for one Application with automated
+// sync and selfHeal (argo-cd controller/appcontroller.go): the cluster cache's
+// resource-updated handler requests a refresh of the application
+// (handleObjectUpdated → requestAppRefresh), the refresh compares the target with
+// the cache (CompareAppState), and an OutOfSync result starts a sync (autoSync).
+//
+// A refresh, never a sync, is what an event asks for, and no event is dropped:
+// the sync's own writes come back as events whose refresh finds nothing to do,
+// while an edit made by someone else during a sync (the objects it had already
+// applied) is found by the refresh after it. An earlier version synced on every
+// event and threw away the events that arrived during a sync, taking them all for
+// its own writes: a drift made during a sync was never healed.
+//
+// Not modelled: Argo CD's self-heal backoff (a second self-heal of the same
+// revision waits 2 s, then 6 s, … by default), its periodic refresh
+// (timeout.reconciliation, 120 s) and its filter of status-only updates
+// (ignoreResourceUpdates): each makes Argo CD slower or cheaper, not this harness
+// slower than Argo CD.
 func (h *harness) run(ctx context.Context) error {
-	pending := make(chan struct{}, 1)
+	refresh := make(chan struct{}, 1)
 	unsubscribe := h.cache.OnResourceUpdated(func(newRes, oldRes *cache.Resource, _ map[kube.ResourceKey]*cache.Resource) {
 		res := newRes
 		if res == nil {
 			res = oldRes
 		}
 		if res != nil && h.isManaged(res) {
+			// Coalesced, as the controller's refresh queue coalesces the requests
+			// for one application: at most one refresh waits.
 			select {
-			case pending <- struct{}{}:
+			case refresh <- struct{}{}:
 			default:
 			}
 		}
 	})
 	defer unsubscribe()
+	h.autoSync(ctx)
 	for {
-		out, err := h.sync(ctx)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "argo-engine: sync failed: %v\n", err)
-		} else {
-			printJSON(map[string]any{"synced": out})
-		}
-		// The sync's own writes come back as watch events: drained so that they do
-		// not trigger the next sync; a later edit does.
-		time.Sleep(200 * time.Millisecond)
-		select {
-		case <-pending:
-		default:
-		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-pending:
+		case <-refresh:
+		}
+		changed, out, err := h.compare(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "argo-engine: refresh failed: %v\n", err)
+			continue
+		}
+		printJSON(map[string]any{"refreshed": out})
+		if changed > 0 {
+			h.autoSync(ctx)
 		}
 	}
+}
+
+// autoSync is one sync of the run loop; a failed sync is reported and the loop
+// goes on (the next refresh retries it), as the controller's does.
+func (h *harness) autoSync(ctx context.Context) {
+	out, err := h.sync(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "argo-engine: sync failed: %v\n", err)
+		return
+	}
+	printJSON(map[string]any{"synced": out})
 }
