@@ -1,6 +1,7 @@
 //! The `converge` binary: parse the command line, run the command (in [`cli`]), map
 //! the outcome to an exit code. Everything else lives in the library.
 
+mod allocator;
 mod cli;
 
 use anyhow::{Context, Result};
@@ -13,12 +14,8 @@ use std::process::ExitCode;
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than glibc's malloc: a daemon's memory rises at each full
-/// resync and must fall again after it; glibc kept the pages (see Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Version => block_on(cli::version()),
