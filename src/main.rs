@@ -1,7 +1,6 @@
 //! The `converge` binary: parse the command line, run the command (in [`cli`]), map
 //! the outcome to an exit code. Everything else lives in the library.
 
-mod allocator;
 mod cli;
 
 use anyhow::{Context, Result};
@@ -15,7 +14,6 @@ use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    allocator::tune();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Version => block_on(cli::version()),

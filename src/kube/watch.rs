@@ -526,6 +526,18 @@ mod tests {
     }
 
     #[test]
+    fn the_head_is_read_only_at_the_version_asked_for() {
+        let store = Store::default();
+        let mut object = cm("a", "7");
+        object["data"] = json!({"big": "x".repeat(1000)});
+        store.upsert(object);
+        let key = ObjectRef::of_live(&cm("a", "7")).expect("a key");
+        assert_eq!(store.head_at(&key, "6"), None, "another version");
+        let head = store.head_at(&key, "7").expect("the head");
+        assert_eq!(*head, cm("a", "7"), "identity and metadata, no data");
+    }
+
+    #[test]
     fn upsert_reports_only_real_changes() {
         let store = Store::default();
         assert!(store.upsert(cm("a", "1")).is_some());
